@@ -1,0 +1,266 @@
+//! The batch circuit: a fixed number of universal transaction slots, then the operator's fee
+//! credit. Public inputs: old state root, new state root, and the transaction-commitment chain
+//! before and after the batch (`docs/circuit.md`).
+
+mod gadgets;
+mod generators;
+mod slot;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use plonky2::field::types::Field;
+use plonky2::hash::hash_types::HashOutTarget;
+use plonky2::iop::target::Target;
+use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
+use plonky2::plonk::config::PoseidonGoldilocksConfig;
+use plonky2::plonk::proof::ProofWithPublicInputs;
+
+pub use gadgets::{Builder, U64Target};
+use gadgets::{hash, merkle_update, two_32, u64_checked, virtual_path, zero_bits};
+use generators::SplitGenerator;
+use slot::{set_path, set_u64, Running, SlotTargets};
+
+use crate::error::CircuitError;
+use crate::hash::{Digest, F, ACCOUNT_DEPTH, TOKEN_DEPTH};
+use crate::witness::{BatchWitness, SlotWitness};
+
+/// plonky2's configuration of every proof.
+pub type Config = PoseidonGoldilocksConfig;
+/// Extension degree.
+pub const D: usize = 2;
+/// A proof with its public inputs.
+pub type Proof = ProofWithPublicInputs<F, Config, D>;
+
+/// Number of public inputs: old root, new root, commitment in, commitment out.
+pub const NUM_PUBLIC_INPUTS: usize = 16;
+
+/// The public inputs of a batch proof, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPublicInputs {
+    /// State root before the batch.
+    pub old_root: Digest,
+    /// State root after the batch.
+    pub new_root: Digest,
+    /// Transaction-commitment chain before the batch.
+    pub commitment_in: Digest,
+    /// Transaction-commitment chain after the batch.
+    pub commitment_out: Digest,
+}
+
+impl BatchPublicInputs {
+    /// Reads them from a proof's public inputs.
+    pub fn from_slice(pi: &[F]) -> Result<Self, CircuitError> {
+        if pi.len() != NUM_PUBLIC_INPUTS {
+            return Err(CircuitError::Witness(format!("{} public inputs, expected {NUM_PUBLIC_INPUTS}", pi.len())));
+        }
+        let d = |i: usize| Digest { elements: std::array::from_fn(|j| pi[4 * i + j]) };
+        Ok(Self { old_root: d(0), new_root: d(1), commitment_in: d(2), commitment_out: d(3) })
+    }
+
+    /// As the flat vector of public inputs.
+    pub fn to_vec(&self) -> Vec<F> {
+        [self.old_root, self.new_root, self.commitment_in, self.commitment_out]
+            .iter()
+            .flat_map(|d| d.elements)
+            .collect()
+    }
+}
+
+/// Measured size of the circuit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CircuitStats {
+    /// Transaction slots.
+    pub capacity: usize,
+    /// log2 of the padded number of rows.
+    pub degree_bits: usize,
+    /// Rows (gates) before padding.
+    pub rows: usize,
+    /// Rows one slot adds (every slot is universal: a transfer, swap or register costs this).
+    pub rows_per_slot: usize,
+    /// Rows of the fixed part (roots and the operator's fee credit).
+    pub rows_fixed: usize,
+    /// Seconds `build` took.
+    pub build_seconds: f64,
+}
+
+struct OperatorTargets {
+    pkh: [Target; 4],
+    nonce: Target,
+    broot: HashOutTarget,
+    old: U64Target,
+    balance_path: Vec<HashOutTarget>,
+    account_path: Vec<HashOutTarget>,
+}
+
+/// The built batch circuit: build once per process and share.
+pub struct BatchCircuit {
+    data: CircuitData<F, Config, D>,
+    slots: Vec<SlotTargets>,
+    operator: OperatorTargets,
+    account_root: HashOutTarget,
+    pool_root: HashOutTarget,
+    commitment_in: HashOutTarget,
+    labels: Vec<(usize, String)>,
+    stats: CircuitStats,
+}
+
+impl BatchCircuit {
+    /// Builds the circuit for `capacity` slots with plonky2's standard recursion config.
+    pub fn build(capacity: usize) -> Result<Self, CircuitError> {
+        if capacity == 0 || capacity > 1 << 16 {
+            return Err(CircuitError::Config(format!("batch capacity {capacity} must be in 1..=65536")));
+        }
+        let start = Instant::now();
+        let mut b = Builder::new(CircuitConfig::standard_recursion_config());
+        let mut labels: Vec<(usize, String)> = Vec::new();
+        let account_root = b.add_virtual_hash();
+        let pool_root = b.add_virtual_hash();
+        let commitment_in = b.add_virtual_hash();
+        let zero = b.zero();
+        let mut run = Running { accounts: account_root, pools: pool_root, commitment: commitment_in, fee_lo: zero, fee_hi: zero };
+        let mut old_inputs = account_root.elements.to_vec();
+        old_inputs.extend_from_slice(&pool_root.elements);
+        let old_root = hash(&mut b, old_inputs);
+        let fixed_start = b.num_gates();
+        let mut slots = Vec::with_capacity(capacity);
+        let mut rows_per_slot = 0;
+        for i in 0..capacity {
+            let before = b.num_gates();
+            let mut label = |b: &Builder, what: String| labels.push((b.num_gates(), format!("slot {i}: {}", &what[6..])));
+            let (s, next) = SlotTargets::build(&mut b, run, &mut label);
+            slots.push(s);
+            run = next;
+            rows_per_slot = b.num_gates() - before;
+        }
+        labels.push((b.num_gates(), "operator fee credit".into()));
+        let after_slots = b.num_gates();
+        // Total fees = fee_lo + fee_hi·2^32 must fit a u64: fee_lo = t0 + k·2^32, t1 = fee_hi + k.
+        let t0 = b.add_virtual_target();
+        let k = b.add_virtual_target();
+        b.add_simple_generator(SplitGenerator { x: run.fee_lo, low: t0, high: k });
+        b.range_check(t0, 32);
+        b.range_check(k, 17);
+        let recomposed = b.mul_const_add(two_32(), k, t0);
+        b.connect(recomposed, run.fee_lo);
+        let t1 = b.add(run.fee_hi, k);
+        let total = U64Target { lo: t0, hi: t1 };
+        let operator = OperatorTargets {
+            pkh: std::array::from_fn(|_| b.add_virtual_target()),
+            nonce: b.add_virtual_target(),
+            broot: b.add_virtual_hash(),
+            old: U64Target::virtual_(&mut b),
+            balance_path: virtual_path(&mut b, TOKEN_DEPTH),
+            account_path: virtual_path(&mut b, ACCOUNT_DEPTH),
+        };
+        // u64_checked range-checks t1 through the sum's limbs: old + total < 2^64 needs t1 < 2^32.
+        b.range_check(t1, 32);
+        let new_bal = u64_checked(&mut b, operator.old, total, false);
+        let one = b.one();
+        let token_bits = zero_bits(&mut b, TOKEN_DEPTH);
+        let old_leaf = gadgets::balance_leaf(&mut b, operator.old);
+        let new_leaf = gadgets::balance_leaf(&mut b, new_bal);
+        let broot = merkle_update(&mut b, one, operator.broot, &token_bits, &operator.balance_path, old_leaf, new_leaf);
+        let leaf_inputs = |root: HashOutTarget| {
+            let mut v = operator.pkh.to_vec();
+            v.push(operator.nonce);
+            v.extend_from_slice(&root.elements);
+            v
+        };
+        let old_acc = hash(&mut b, leaf_inputs(operator.broot));
+        let new_acc = hash(&mut b, leaf_inputs(broot));
+        let account_bits = zero_bits(&mut b, ACCOUNT_DEPTH);
+        let accounts = merkle_update(&mut b, one, run.accounts, &account_bits, &operator.account_path, old_acc, new_acc);
+        let mut new_inputs = accounts.elements.to_vec();
+        new_inputs.extend_from_slice(&run.pools.elements);
+        let new_root = hash(&mut b, new_inputs);
+        b.register_public_inputs(&old_root.elements);
+        b.register_public_inputs(&new_root.elements);
+        b.register_public_inputs(&commitment_in.elements);
+        b.register_public_inputs(&run.commitment.elements);
+        let rows_fixed = fixed_start + (b.num_gates() - after_slots);
+        let rows = b.num_gates();
+        let data = b.build::<Config>();
+        let stats = CircuitStats {
+            capacity,
+            degree_bits: data.common.degree_bits(),
+            rows,
+            rows_per_slot,
+            rows_fixed,
+            build_seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok(Self { data, slots, operator, account_root, pool_root, commitment_in, labels, stats })
+    }
+
+    /// Measured size.
+    pub fn stats(&self) -> &CircuitStats {
+        &self.stats
+    }
+
+    /// Transaction slots.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// plonky2's circuit data (prover and verifier).
+    pub fn data(&self) -> &CircuitData<F, Config, D> {
+        &self.data
+    }
+
+    /// The full witness of a batch, padded with no-ops.
+    pub fn witness(&self, w: &BatchWitness) -> Result<PartialWitness<F>, CircuitError> {
+        if w.slots.len() > self.capacity() {
+            return Err(CircuitError::Witness(format!("{} transactions for {} slots", w.slots.len(), self.capacity())));
+        }
+        let fill = || -> Result<PartialWitness<F>> {
+            let mut pw = PartialWitness::new();
+            pw.set_hash_target(self.account_root, w.old_account_root)?;
+            pw.set_hash_target(self.pool_root, w.old_pool_root)?;
+            pw.set_hash_target(self.commitment_in, w.commitment_in)?;
+            let noop = SlotWitness::noop();
+            for (i, t) in self.slots.iter().enumerate() {
+                t.set(&mut pw, w.slots.get(i).unwrap_or(&noop))?;
+            }
+            let o = &w.operator;
+            for (t, v) in self.operator.pkh.iter().zip(o.record.pubkey_hash.elements) {
+                pw.set_target(*t, v)?;
+            }
+            pw.set_target(self.operator.nonce, F::from_canonical_u32(o.record.nonce))?;
+            pw.set_hash_target(self.operator.broot, o.balance_root)?;
+            set_u64(&mut pw, self.operator.old, o.old_balance)?;
+            set_path(&mut pw, &self.operator.balance_path, &o.balance_path)?;
+            set_path(&mut pw, &self.operator.account_path, &o.account_path)?;
+            Ok(pw)
+        };
+        fill().map_err(|e| CircuitError::Witness(e.to_string()))
+    }
+
+    /// Proves a batch with plonky2's prover.
+    pub fn prove(&self, w: &BatchWitness) -> Result<Proof, CircuitError> {
+        let pw = self.witness(w)?;
+        self.data.prove(pw).map_err(|source| CircuitError::Prove { gadget: self.explain(&source), source })
+    }
+
+    /// Verifies a batch proof with plonky2's verifier.
+    pub fn verify(&self, proof: &Proof) -> Result<BatchPublicInputs, CircuitError> {
+        self.data.verify(proof.clone()).map_err(CircuitError::Verify)?;
+        BatchPublicInputs::from_slice(&proof.public_inputs)
+    }
+
+    /// Names the gadget holding the row a witness-generation error mentions.
+    pub fn explain(&self, err: &anyhow::Error) -> String {
+        let msg = err.to_string();
+        let row = msg.split("row: ").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());
+        match row {
+            Some(row) => self
+                .labels
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= row)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_else(|| "state roots".into()),
+            None => "unknown".into(),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The native executor: the state transition function the circuit proves.
+//!
+//! Transactions apply one at a time into the open batch; a rejected transaction changes nothing.
+//! Fees are collected into the batch and credited to the operator's fee-token balance when the
+//! batch is sealed, exactly as the circuit's final step does.
+
+use crate::error::TxError;
+use crate::hash::{pubkey_hash, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST};
+use crate::state::{AccountRecord, State, FEE_TOKEN, OPERATOR_ACCOUNT};
+use crate::store::{MemoryStore, StateStore};
+use crate::swap::amount_out;
+use crate::tx::{commit_step, Direction, Register, Swap, Transfer, Tx};
+use crate::witness::{BalanceStep, BatchWitness, OperatorWitness, SlotWitness, NO_ACCOUNT, NO_POOL};
+
+/// What an accepted transaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Its slot in the open batch.
+    pub slot: usize,
+    /// The output of a swap.
+    pub swap_out: Option<u64>,
+}
+
+/// Applies transactions to a state and records batch witnesses.
+#[derive(Debug)]
+pub struct Executor<S: StateStore = MemoryStore> {
+    state: State<S>,
+    capacity: usize,
+    slots: Vec<SlotWitness>,
+    pending_fees: u64,
+    batch_account_root: Digest,
+    batch_pool_root: Digest,
+    batch_commitment_in: Digest,
+    commitment: Digest,
+}
+
+fn check_bits(field: &'static str, value: u32, bits: usize) -> Result<(), TxError> {
+    let max = (1u64 << bits) - 1;
+    if u64::from(value) > max {
+        return Err(TxError::OutOfRange { field, value: value.into(), max });
+    }
+    Ok(())
+}
+
+impl<S: StateStore> Executor<S> {
+    /// An executor with batches of `capacity` transactions; the commitment chain starts at zero.
+    pub fn new(state: State<S>, capacity: usize) -> Self {
+        let (a, p) = (state.account_root(), state.pool_root());
+        Self {
+            state,
+            capacity,
+            slots: Vec::new(),
+            pending_fees: 0,
+            batch_account_root: a,
+            batch_pool_root: p,
+            batch_commitment_in: ZERO_DIGEST,
+            commitment: ZERO_DIGEST,
+        }
+    }
+
+    /// The current state, including the open batch's transactions (but not its pending fees).
+    pub fn state(&self) -> &State<S> {
+        &self.state
+    }
+
+    /// Transactions in the open batch.
+    pub fn open_len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The batch capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Fees collected by the open batch.
+    pub fn pending_fees(&self) -> u64 {
+        self.pending_fees
+    }
+
+    /// Restarts the transaction-commitment chain (at a block boundary). Only between batches.
+    pub fn restart_commitment(&mut self) {
+        debug_assert!(self.slots.is_empty());
+        self.commitment = ZERO_DIGEST;
+        self.batch_commitment_in = ZERO_DIGEST;
+    }
+
+    fn record(&self, account: u32) -> Result<AccountRecord, TxError> {
+        self.state.account(account).ok_or(TxError::UnknownAccount { account })
+    }
+
+    fn debit_check(&self, account: u32, token: u16, have: u64, need: u64) -> Result<u64, TxError> {
+        have.checked_sub(need).ok_or(TxError::InsufficientBalance {
+            account,
+            token,
+            needed: need,
+            available: have,
+        })
+    }
+
+    /// Applies one transaction into the open batch, or rejects it with nothing changed.
+    pub fn apply(&mut self, tx: &Tx) -> Result<Receipt, TxError> {
+        if self.slots.len() >= self.capacity {
+            return Err(TxError::BatchFull { capacity: self.capacity });
+        }
+        let (slot, swap_out) = match tx {
+            Tx::Register(r) => (self.register(r)?, None),
+            Tx::Transfer(t) => (self.transfer(t)?, None),
+            Tx::Swap(s) => {
+                let (w, out) = self.swap(s)?;
+                (w, Some(out))
+            }
+        };
+        self.commitment = commit_step(self.commitment, tx);
+        self.slots.push(SlotWitness { tx: Some(tx.clone()), ..slot });
+        Ok(Receipt { slot: self.slots.len() - 1, swap_out })
+    }
+
+    /// Checks the sender and its nonce; returns its record.
+    fn sender(&self, account: u32, nonce: u32) -> Result<AccountRecord, TxError> {
+        check_bits("account", account, ACCOUNT_DEPTH)?;
+        let rec = self.record(account)?;
+        if nonce != rec.nonce {
+            return Err(TxError::BadNonce { account, expected: rec.nonce, got: nonce });
+        }
+        if rec.nonce == u32::MAX {
+            return Err(TxError::NonceExhausted { account });
+        }
+        Ok(rec)
+    }
+
+    fn check_fee(&self, fee: u64) -> Result<(), TxError> {
+        let op = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
+        self.pending_fees
+            .checked_add(fee)
+            .and_then(|p| p.checked_add(op))
+            .map(|_| ())
+            .ok_or(TxError::Overflow { what: "operator fee balance" })
+    }
+
+    fn register(&mut self, r: &Register) -> Result<SlotWitness, TxError> {
+        check_bits("account", r.account, ACCOUNT_DEPTH)?;
+        if self.state.account(r.account).is_some() {
+            return Err(TxError::AccountExists { account: r.account });
+        }
+        let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
+        let a_path = self.state.write_account(r.account, record);
+        Ok(SlotWitness { a_path, ..SlotWitness::noop() })
+    }
+
+    fn transfer(&mut self, t: &Transfer) -> Result<SlotWitness, TxError> {
+        if t.amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        check_bits("to", t.to, ACCOUNT_DEPTH)?;
+        if u32::from(t.token) >= 1 << TOKEN_DEPTH {
+            return Err(TxError::OutOfRange { field: "token", value: t.token.into(), max: (1 << TOKEN_DEPTH) - 1 });
+        }
+        let a = self.sender(t.from, t.nonce)?;
+        self.record(t.to)?;
+        // Dry run of the three balance updates in the circuit's order.
+        let have = self.state.balance(t.from, t.token);
+        let after_amount = self.debit_check(t.from, t.token, have, t.amount)?;
+        let fee_have = if t.token == FEE_TOKEN { after_amount } else { self.state.balance(t.from, FEE_TOKEN) };
+        self.debit_check(t.from, FEE_TOKEN, fee_have, t.fee)?;
+        let to_have = if t.to == t.from {
+            if t.token == FEE_TOKEN { fee_have - t.fee } else { after_amount }
+        } else {
+            self.state.balance(t.to, t.token)
+        };
+        to_have.checked_add(t.amount).ok_or(TxError::Overflow { what: "receiver balance" })?;
+        self.check_fee(t.fee)?;
+
+        // Apply, capturing the witness.
+        let a_balance_root = self.state.balance_root(t.from);
+        let s1 = self.debit(t.from, t.token, t.amount);
+        let s2 = self.debit(t.from, FEE_TOKEN, t.fee);
+        let a_path = self.state.write_account(t.from, AccountRecord { nonce: a.nonce + 1, ..a });
+        let b_record = self.record(t.to)?;
+        let b_balance_root = self.state.balance_root(t.to);
+        let old = self.state.balance(t.to, t.token);
+        let path = self.state.write_balance(t.to, t.token, old + t.amount);
+        let s3 = BalanceStep { enabled: true, old, path };
+        let b_path = self.state.write_account(t.to, b_record);
+        self.pending_fees += t.fee;
+        Ok(SlotWitness {
+            tx: None,
+            a_record: a,
+            a_balance_root,
+            a_path,
+            steps: [s1, s2, s3],
+            b_record,
+            b_balance_root,
+            pool: NO_POOL,
+            b_path,
+            out: 0,
+        })
+    }
+
+    fn debit(&mut self, account: u32, token: u16, amount: u64) -> BalanceStep {
+        let old = self.state.balance(account, token);
+        let path = self.state.write_balance(account, token, old - amount);
+        BalanceStep { enabled: true, old, path }
+    }
+
+    fn swap(&mut self, s: &Swap) -> Result<(SlotWitness, u64), TxError> {
+        if s.amount_in == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        check_bits("pool", s.pool, POOL_DEPTH)?;
+        let a = self.sender(s.account, s.nonce)?;
+        let pool = self.state.pool(s.pool).ok_or(TxError::UnknownPool { pool: s.pool })?;
+        let (token_in, token_out, r_in, r_out) = match s.direction {
+            Direction::AToB => (pool.token_a, pool.token_b, pool.reserve_a, pool.reserve_b),
+            Direction::BToA => (pool.token_b, pool.token_a, pool.reserve_b, pool.reserve_a),
+        };
+        let have = self.state.balance(s.account, token_in);
+        let after_in = self.debit_check(s.account, token_in, have, s.amount_in)?;
+        let fee_have = if token_in == FEE_TOKEN { after_in } else { self.state.balance(s.account, FEE_TOKEN) };
+        let after_fee = self.debit_check(s.account, FEE_TOKEN, fee_have, s.fee)?;
+        let out = amount_out(s.amount_in, r_in, r_out, pool.fee_bps).ok_or(TxError::ZeroOutput)?;
+        if out == 0 {
+            return Err(TxError::ZeroOutput);
+        }
+        if out < s.min_out {
+            return Err(TxError::Slippage { out, min_out: s.min_out });
+        }
+        let new_r_in = r_in.checked_add(s.amount_in).ok_or(TxError::Overflow { what: "pool reserve" })?;
+        let out_have = if token_out == FEE_TOKEN { after_fee } else { self.state.balance(s.account, token_out) };
+        out_have.checked_add(out).ok_or(TxError::Overflow { what: "trader balance" })?;
+        self.check_fee(s.fee)?;
+
+        let a_balance_root = self.state.balance_root(s.account);
+        let s1 = self.debit(s.account, token_in, s.amount_in);
+        let s2 = self.debit(s.account, FEE_TOKEN, s.fee);
+        let old = self.state.balance(s.account, token_out);
+        let path = self.state.write_balance(s.account, token_out, old + out);
+        let s3 = BalanceStep { enabled: true, old, path };
+        let a_path = self.state.write_account(s.account, AccountRecord { nonce: a.nonce + 1, ..a });
+        let mut new_pool = pool;
+        match s.direction {
+            Direction::AToB => {
+                new_pool.reserve_a = new_r_in;
+                new_pool.reserve_b = r_out - out;
+            }
+            Direction::BToA => {
+                new_pool.reserve_b = new_r_in;
+                new_pool.reserve_a = r_out - out;
+            }
+        }
+        let b_path = self.state.write_pool(s.pool, new_pool);
+        self.pending_fees += s.fee;
+        let w = SlotWitness {
+            tx: None,
+            a_record: a,
+            a_balance_root,
+            a_path,
+            steps: [s1, s2, s3],
+            b_record: NO_ACCOUNT,
+            b_balance_root: ZERO_DIGEST,
+            pool,
+            b_path,
+            out,
+        };
+        Ok((w, out))
+    }
+
+    /// Closes the open batch: credits its fees to the operator and returns its witness. The
+    /// commitment chain continues into the next batch.
+    pub fn seal_batch(&mut self) -> Result<BatchWitness, TxError> {
+        let record = self.record(OPERATOR_ACCOUNT)?;
+        let old_balance = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
+        let credited = old_balance
+            .checked_add(self.pending_fees)
+            .ok_or(TxError::Overflow { what: "operator fee balance" })?;
+        let old_root = crate::hash::hash_pair(self.batch_account_root, self.batch_pool_root);
+        let balance_root = self.state.balance_root(OPERATOR_ACCOUNT);
+        let balance_path = self.state.write_balance(OPERATOR_ACCOUNT, FEE_TOKEN, credited);
+        let account_path = self.state.write_account(OPERATOR_ACCOUNT, record);
+        let witness = BatchWitness {
+            slots: std::mem::take(&mut self.slots),
+            operator: OperatorWitness {
+                record,
+                balance_root,
+                old_balance,
+                balance_path,
+                account_path,
+                fee_total: self.pending_fees,
+            },
+            old_account_root: self.batch_account_root,
+            old_pool_root: self.batch_pool_root,
+            old_root,
+            new_root: self.state.root(),
+            commitment_in: self.batch_commitment_in,
+            commitment_out: self.commitment,
+        };
+        self.pending_fees = 0;
+        self.batch_account_root = self.state.account_root();
+        self.batch_pool_root = self.state.pool_root();
+        self.batch_commitment_in = self.commitment;
+        Ok(witness)
+    }
+}

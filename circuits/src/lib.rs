@@ -1,0 +1,26 @@
+//! The rollup's state model, transactions, native executor and plonky2 batch circuit.
+//!
+//! The executor is the oracle: every batch it accepts, the circuit proves with the same roots
+//! and commitment, and every rule it enforces, the circuit enforces too.
+
+pub mod circuit;
+pub mod error;
+pub mod executor;
+pub mod genesis;
+pub mod hash;
+pub mod smt;
+pub mod state;
+pub mod store;
+pub mod swap;
+pub mod tx;
+pub mod witness;
+
+pub use circuit::{BatchCircuit, BatchPublicInputs, CircuitStats, Config, Proof, D};
+pub use error::{CircuitError, DecodeError, TxError};
+pub use executor::{Executor, Receipt};
+pub use genesis::Genesis;
+pub use hash::{Digest, F};
+pub use state::{AccountRecord, Pool, State};
+pub use store::{MemoryStore, StateStore};
+pub use tx::{Direction, Register, Swap, Transfer, Tx};
+pub use witness::BatchWitness;

@@ -1,0 +1,177 @@
+//! The rollup state: accounts with token balances, and AMM pools, committed by one root.
+//!
+//! `state_root = hash_pair(account_root, pool_root)`. See `docs/state.md` for the leaf formats.
+
+use plonky2::field::types::Field;
+
+use crate::hash::{
+    account_leaf, balance_leaf, empty_balance_root, hash_elements, hash_pair, u64_limbs, Digest, F,
+    ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST,
+};
+use crate::smt::{MerklePath, SparseMerkleTree};
+use crate::store::{MemoryStore, StateStore, TreeId};
+
+/// The account that collects every transaction fee.
+pub const OPERATOR_ACCOUNT: u32 = 0;
+/// The token fees are paid in (the network's gas token).
+pub const FEE_TOKEN: u16 = 0;
+/// Basis points in one whole.
+pub const BPS: u64 = 10_000;
+
+/// What an account leaf holds besides its balance root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Poseidon hash of the account's BLS public key.
+    pub pubkey_hash: Digest,
+    /// Number of transactions the account has sent.
+    pub nonce: u32,
+}
+
+/// A constant-product pool between two tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    /// First token.
+    pub token_a: u16,
+    /// Second token (different from the first).
+    pub token_b: u16,
+    /// Reserve of `token_a`.
+    pub reserve_a: u64,
+    /// Reserve of `token_b`.
+    pub reserve_b: u64,
+    /// Swap fee in basis points, below 10 000; it stays in the pool.
+    pub fee_bps: u16,
+}
+
+impl Pool {
+    /// The nine elements hashed into the pool's leaf.
+    pub fn leaf_inputs(&self) -> [F; 9] {
+        let [ra_lo, ra_hi] = u64_limbs(self.reserve_a);
+        let [rb_lo, rb_hi] = u64_limbs(self.reserve_b);
+        [
+            F::from_canonical_u16(self.token_a),
+            F::from_canonical_u16(self.token_b),
+            ra_lo,
+            ra_hi,
+            rb_lo,
+            rb_hi,
+            F::from_canonical_u16(self.fee_bps),
+            F::ZERO,
+            F::ZERO,
+        ]
+    }
+
+    /// The pool's leaf in the pool tree.
+    pub fn leaf(&self) -> Digest {
+        hash_elements(&self.leaf_inputs())
+    }
+}
+
+/// The whole state over a store.
+#[derive(Clone, Debug, Default)]
+pub struct State<S = MemoryStore> {
+    store: S,
+}
+
+/// The account tree.
+pub const ACCOUNTS: SparseMerkleTree = SparseMerkleTree { tree: TreeId::Accounts, depth: ACCOUNT_DEPTH };
+/// The pool tree.
+pub const POOLS: SparseMerkleTree = SparseMerkleTree { tree: TreeId::Pools, depth: POOL_DEPTH };
+
+/// The balance tree of `account`.
+pub fn balances(account: u32) -> SparseMerkleTree {
+    SparseMerkleTree { tree: TreeId::Balances(account), depth: TOKEN_DEPTH }
+}
+
+impl<S: StateStore> State<S> {
+    /// A state over an existing store.
+    pub fn from_store(store: S) -> Self {
+        Self { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The state root.
+    pub fn root(&self) -> Digest {
+        hash_pair(self.account_root(), self.pool_root())
+    }
+
+    /// Root of the account tree.
+    pub fn account_root(&self) -> Digest {
+        ACCOUNTS.root(&self.store)
+    }
+
+    /// Root of the pool tree.
+    pub fn pool_root(&self) -> Digest {
+        POOLS.root(&self.store)
+    }
+
+    /// An account's record, if it exists.
+    pub fn account(&self, id: u32) -> Option<AccountRecord> {
+        self.store.account(id)
+    }
+
+    /// An account's balance of a token.
+    pub fn balance(&self, account: u32, token: u16) -> u64 {
+        self.store.balance(account, token)
+    }
+
+    /// Root of an account's balance tree.
+    pub fn balance_root(&self, account: u32) -> Digest {
+        balances(account).root(&self.store)
+    }
+
+    /// A pool, if it exists.
+    pub fn pool(&self, id: u32) -> Option<Pool> {
+        self.store.pool(id)
+    }
+
+    /// Membership witness of an account leaf.
+    pub fn account_path(&self, id: u32) -> MerklePath {
+        ACCOUNTS.path(&self.store, u64::from(id))
+    }
+
+    /// Membership witness of a balance leaf.
+    pub fn balance_path(&self, account: u32, token: u16) -> MerklePath {
+        balances(account).path(&self.store, u64::from(token))
+    }
+
+    /// Membership witness of a pool leaf.
+    pub fn pool_path(&self, id: u32) -> MerklePath {
+        POOLS.path(&self.store, u64::from(id))
+    }
+
+    /// The account leaf as the tree holds it (the empty digest for a free id).
+    pub fn account_leaf(&self, id: u32) -> Digest {
+        match self.store.account(id) {
+            Some(r) => account_leaf(r.pubkey_hash, r.nonce, self.balance_root(id)),
+            None => ZERO_DIGEST,
+        }
+    }
+
+    /// Writes an account record and rehashes its leaf; returns the account-tree path.
+    pub(crate) fn write_account(&mut self, id: u32, record: AccountRecord) -> MerklePath {
+        self.store.put_account(id, record);
+        let leaf = account_leaf(record.pubkey_hash, record.nonce, self.balance_root(id));
+        ACCOUNTS.set(&mut self.store, u64::from(id), leaf)
+    }
+
+    /// Writes a balance into the account's balance tree (not the account leaf); returns the path.
+    pub(crate) fn write_balance(&mut self, account: u32, token: u16, amount: u64) -> MerklePath {
+        self.store.put_balance(account, token, amount);
+        balances(account).set(&mut self.store, u64::from(token), balance_leaf(amount))
+    }
+
+    /// Writes a pool and its leaf; returns the pool-tree path.
+    pub(crate) fn write_pool(&mut self, id: u32, pool: Pool) -> MerklePath {
+        self.store.put_pool(id, pool);
+        POOLS.set(&mut self.store, u64::from(id), pool.leaf())
+    }
+
+    /// The balance root a new account starts with.
+    pub fn empty_balance_root() -> Digest {
+        empty_balance_root()
+    }
+}

@@ -1,0 +1,1 @@
+//! gRPC definitions of the rollup services; filled by the services issue.
