@@ -144,7 +144,7 @@ pub enum CircuitError {
     /// plonky2 refused to prove: the witness breaks a constraint.
     #[error("proving failed in {gadget}: {source}")]
     Prove {
-        /// The gadget whose rows hold the failing constraint, when known.
+        /// The gadget whose rows hold the failing constraint (see `BatchCircuit::explain`).
         gadget: String,
         /// plonky2's error.
         source: anyhow::Error,

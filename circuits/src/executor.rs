@@ -6,7 +6,7 @@
 
 use crate::error::TxError;
 use crate::hash::{pubkey_hash, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST};
-use crate::state::{AccountRecord, State, FEE_TOKEN, OPERATOR_ACCOUNT};
+use crate::state::{AccountRecord, Pool, State, FEE_TOKEN, OPERATOR_ACCOUNT};
 use crate::store::{MemoryStore, StateStore};
 use crate::swap::amount_out;
 use crate::tx::{commit_step, Direction, Register, Swap, Transfer, Tx};
@@ -171,19 +171,22 @@ impl<S: StateStore> Executor<S> {
         to_have.checked_add(t.amount).ok_or(TxError::Overflow { what: "receiver balance" })?;
         self.check_fee(t.fee)?;
 
-        // Apply, capturing the witness.
+        Ok(self.transfer_effects(t, a))
+    }
+
+    /// The state update of a transfer, recording the witness. Assumes the checks passed; wraps
+    /// where they would have failed (only [`Executor::apply_forged`] reaches that).
+    fn transfer_effects(&mut self, t: &Transfer, a: AccountRecord) -> SlotWitness {
         let a_balance_root = self.state.balance_root(t.from);
-        let s1 = self.debit(t.from, t.token, t.amount);
-        let s2 = self.debit(t.from, FEE_TOKEN, t.fee);
-        let a_path = self.state.write_account(t.from, AccountRecord { nonce: a.nonce + 1, ..a });
-        let b_record = self.record(t.to)?;
+        let s1 = self.step(t.from, t.token, t.amount, true);
+        let s2 = self.step(t.from, FEE_TOKEN, t.fee, true);
+        let a_path = self.state.write_account(t.from, AccountRecord { nonce: a.nonce.wrapping_add(1), ..a });
+        let b_record = self.state.account(t.to).unwrap_or(NO_ACCOUNT);
         let b_balance_root = self.state.balance_root(t.to);
-        let old = self.state.balance(t.to, t.token);
-        let path = self.state.write_balance(t.to, t.token, old + t.amount);
-        let s3 = BalanceStep { enabled: true, old, path };
+        let s3 = self.step(t.to, t.token, t.amount, false);
         let b_path = self.state.write_account(t.to, b_record);
-        self.pending_fees += t.fee;
-        Ok(SlotWitness {
+        self.pending_fees = self.pending_fees.wrapping_add(t.fee);
+        SlotWitness {
             tx: None,
             a_record: a,
             a_balance_root,
@@ -194,12 +197,14 @@ impl<S: StateStore> Executor<S> {
             pool: NO_POOL,
             b_path,
             out: 0,
-        })
+        }
     }
 
-    fn debit(&mut self, account: u32, token: u16, amount: u64) -> BalanceStep {
+    /// Debits or credits one balance leaf, recording the step.
+    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> BalanceStep {
         let old = self.state.balance(account, token);
-        let path = self.state.write_balance(account, token, old - amount);
+        let new = if debit { old.wrapping_sub(amount) } else { old.wrapping_add(amount) };
+        let path = self.state.write_balance(account, token, new);
         BalanceStep { enabled: true, old, path }
     }
 
@@ -225,32 +230,35 @@ impl<S: StateStore> Executor<S> {
         if out < s.min_out {
             return Err(TxError::Slippage { out, min_out: s.min_out });
         }
-        let new_r_in = r_in.checked_add(s.amount_in).ok_or(TxError::Overflow { what: "pool reserve" })?;
+        r_in.checked_add(s.amount_in).ok_or(TxError::Overflow { what: "pool reserve" })?;
         let out_have = if token_out == FEE_TOKEN { after_fee } else { self.state.balance(s.account, token_out) };
         out_have.checked_add(out).ok_or(TxError::Overflow { what: "trader balance" })?;
         self.check_fee(s.fee)?;
 
+        Ok((self.swap_effects(s, a, pool, out), out))
+    }
+
+    /// The state update of a swap paying `out`, recording the witness (see `transfer_effects`).
+    fn swap_effects(&mut self, s: &Swap, a: AccountRecord, pool: Pool, out: u64) -> SlotWitness {
+        let (token_in, token_out) = match s.direction {
+            Direction::AToB => (pool.token_a, pool.token_b),
+            Direction::BToA => (pool.token_b, pool.token_a),
+        };
         let a_balance_root = self.state.balance_root(s.account);
-        let s1 = self.debit(s.account, token_in, s.amount_in);
-        let s2 = self.debit(s.account, FEE_TOKEN, s.fee);
-        let old = self.state.balance(s.account, token_out);
-        let path = self.state.write_balance(s.account, token_out, old + out);
-        let s3 = BalanceStep { enabled: true, old, path };
-        let a_path = self.state.write_account(s.account, AccountRecord { nonce: a.nonce + 1, ..a });
+        let s1 = self.step(s.account, token_in, s.amount_in, true);
+        let s2 = self.step(s.account, FEE_TOKEN, s.fee, true);
+        let s3 = self.step(s.account, token_out, out, false);
+        let a_path = self.state.write_account(s.account, AccountRecord { nonce: a.nonce.wrapping_add(1), ..a });
         let mut new_pool = pool;
-        match s.direction {
-            Direction::AToB => {
-                new_pool.reserve_a = new_r_in;
-                new_pool.reserve_b = r_out - out;
-            }
-            Direction::BToA => {
-                new_pool.reserve_b = new_r_in;
-                new_pool.reserve_a = r_out - out;
-            }
-        }
+        let (r_in, r_out) = match s.direction {
+            Direction::AToB => (&mut new_pool.reserve_a, &mut new_pool.reserve_b),
+            Direction::BToA => (&mut new_pool.reserve_b, &mut new_pool.reserve_a),
+        };
+        *r_in = r_in.wrapping_add(s.amount_in);
+        *r_out = r_out.wrapping_sub(out);
         let b_path = self.state.write_pool(s.pool, new_pool);
-        self.pending_fees += s.fee;
-        let w = SlotWitness {
+        self.pending_fees = self.pending_fees.wrapping_add(s.fee);
+        SlotWitness {
             tx: None,
             a_record: a,
             a_balance_root,
@@ -261,8 +269,36 @@ impl<S: StateStore> Executor<S> {
             pool,
             b_path,
             out,
+        }
+    }
+
+    /// Applies a transaction without any of the rules, recording the witness a cheating prover
+    /// would make for it. Only for tests showing that the circuit refuses what the executor
+    /// rejects; it breaks the state.
+    #[doc(hidden)]
+    pub fn apply_forged(&mut self, tx: &Tx) {
+        let w = match tx {
+            Tx::Register(r) => {
+                let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
+                SlotWitness { a_path: self.state.write_account(r.account, record), ..SlotWitness::noop() }
+            }
+            Tx::Transfer(t) => {
+                let a = self.state.account(t.from).unwrap_or(NO_ACCOUNT);
+                self.transfer_effects(t, a)
+            }
+            Tx::Swap(s) => {
+                let a = self.state.account(s.account).unwrap_or(NO_ACCOUNT);
+                let pool = self.state.pool(s.pool).unwrap_or(NO_POOL);
+                let (r_in, r_out) = match s.direction {
+                    Direction::AToB => (pool.reserve_a, pool.reserve_b),
+                    Direction::BToA => (pool.reserve_b, pool.reserve_a),
+                };
+                let out = amount_out(s.amount_in, r_in, r_out, pool.fee_bps).unwrap_or(0);
+                self.swap_effects(s, a, pool, out)
+            }
         };
-        Ok((w, out))
+        self.commitment = commit_step(self.commitment, tx);
+        self.slots.push(SlotWitness { tx: Some(tx.clone()), ..w });
     }
 
     /// Closes the open batch: credits its fees to the operator and returns its witness. The

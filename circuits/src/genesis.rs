@@ -122,6 +122,17 @@ impl Genesis {
     /// Builds the state into an empty store.
     pub fn build_into<S: StateStore>(&self, store: S) -> Result<State<S>, CircuitError> {
         self.validate()?;
+        Ok(self.write(store))
+    }
+
+    /// Builds the state without [`Genesis::validate`]: only for tests that need states the
+    /// invariants forbid (to show the circuit's own overflow checks).
+    #[doc(hidden)]
+    pub fn build_unvalidated(&self) -> State<MemoryStore> {
+        self.write(MemoryStore::default())
+    }
+
+    fn write<S: StateStore>(&self, store: S) -> State<S> {
         let mut state = State::from_store(store);
         for a in &self.accounts {
             for &(t, x) in &a.balances {
@@ -132,6 +143,6 @@ impl Genesis {
         for (i, p) in self.pools.iter().enumerate() {
             state.write_pool(i as u32, *p);
         }
-        Ok(state)
+        state
     }
 }

@@ -248,7 +248,9 @@ impl BatchCircuit {
         BatchPublicInputs::from_slice(&proof.public_inputs)
     }
 
-    /// Names the gadget holding the row a witness-generation error mentions.
+    /// Names the gadget whose rows hold the wire a witness-generation error mentions. Poseidon
+    /// and range-check rows belong to one gadget; arithmetic rows are shared by consecutive
+    /// gadgets, so for a failed arithmetic check the name is a neighbour's.
     pub fn explain(&self, err: &anyhow::Error) -> String {
         let msg = err.to_string();
         let row = msg.split("row: ").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());

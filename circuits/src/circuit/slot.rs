@@ -8,11 +8,11 @@ use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 
 use super::gadgets::{
-    assert_hash_eq_if, assert_zero_if, balance_leaf, hash, merkle_update, select, select_hash, select_u64,
+    assert_zero_if, balance_leaf, hash, merkle_update, select, select_hash, select_u64,
     select_vec, two_32, u64_checked, virtual_path, zero_bits, Builder, U64Target,
 };
 use super::generators::{InverseGenerator, SwapGenerator, SwapLimbTargets};
-use crate::hash::{account_leaf_inputs, empty_balance_root, u64_limbs, Digest, F, ACCOUNT_DEPTH, TOKEN_DEPTH};
+use crate::hash::{empty_balance_root, u64_limbs, Digest, F, ACCOUNT_DEPTH, TOKEN_DEPTH};
 use crate::state::BPS;
 use crate::swap::{CARRY_BITS, CARRY_OFFSET};
 use crate::tx::{Tx, TAG_REGISTER, TAG_SWAP, TAG_TRANSFER, TX_ELEMENTS};
@@ -333,7 +333,6 @@ impl SlotTargets {
         let commitment = select_hash(b, active, next, run.commitment);
         let fee_lo = b.mul_add(pays, fee.lo, run.fee_lo);
         let fee_hi = b.mul_add(pays, fee.hi, run.fee_hi);
-        let _ = assert_hash_eq_if;
         (s, Running { accounts, pools, commitment, fee_lo, fee_hi })
     }
 
@@ -368,7 +367,6 @@ impl SlotTargets {
             pw.set_target(*t, v)?;
         }
         set_path(pw, &self.b_path, &w.b_path)?;
-        let _ = account_leaf_inputs;
         Ok(())
     }
 }

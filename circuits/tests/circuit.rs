@@ -1,0 +1,234 @@
+//! The executor is the circuit's oracle: batches it accepts prove with its roots and commitment;
+//! for every class of transaction it rejects, a witness claiming the transaction valid cannot be
+//! proven, while the nearest valid transaction from the same state can.
+
+use std::sync::OnceLock;
+
+use circuits::genesis::{devnet_pubkey, DEVNET_BALANCE};
+use circuits::hash::ZERO_DIGEST;
+use circuits::tx::commitment;
+use circuits::*;
+use proptest::prelude::*;
+
+const CAPACITY: usize = 4;
+
+fn circuit() -> &'static BatchCircuit {
+    static C: OnceLock<BatchCircuit> = OnceLock::new();
+    C.get_or_init(|| BatchCircuit::build(CAPACITY).expect("build"))
+}
+
+fn prove_and_check(w: &BatchWitness) {
+    let proof = circuit().prove(w).expect("a valid batch proves");
+    let pi = circuit().verify(&proof).expect("plonky2's verifier accepts");
+    assert_eq!(pi.old_root, w.old_root);
+    assert_eq!(pi.new_root, w.new_root);
+    assert_eq!(pi.commitment_in, w.commitment_in);
+    assert_eq!(pi.commitment_out, w.commitment_out);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Transfer { from: u32, to: u32, token: u16, amount: u64, fee: u64, nonce_skew: u32 },
+    Swap { account: u32, pool: u32, back: bool, amount_in: u64, min_out: u64, fee: u64, nonce_skew: u32 },
+    Register { account: u32 },
+}
+
+/// Mostly plausible operations with a share of invalid ones: unknown ids, wrong nonces, amounts
+/// beyond balances, zero amounts, unreachable minimum outputs, taken ids.
+fn op() -> impl Strategy<Value = Op> {
+    let amount = prop_oneof![3 => 1u64..1_000_000, 1 => Just(0u64), 1 => Just(DEVNET_BALANCE), 1 => DEVNET_BALANCE..];
+    let nonce_skew = prop_oneof![6 => Just(0u32), 1 => 1u32..3];
+    prop_oneof![
+        4 => (0u32..8, 0u32..9, 0u16..5, amount.clone(), 0u64..100, nonce_skew.clone())
+            .prop_map(|(from, to, token, amount, fee, nonce_skew)| Op::Transfer { from, to, token, amount, fee, nonce_skew }),
+        3 => (0u32..8, 0u32..6, any::<bool>(), amount, prop_oneof![3 => Just(0u64), 1 => any::<u64>()], 0u64..100, nonce_skew)
+            .prop_map(|(account, pool, back, amount_in, min_out, fee, nonce_skew)| Op::Swap { account, pool, back, amount_in, min_out, fee, nonce_skew }),
+        1 => (5u32..12).prop_map(|account| Op::Register { account }),
+    ]
+}
+
+fn to_tx(ex: &Executor, op: &Op) -> Tx {
+    let nonce = |a: u32, skew: u32| ex.state().account(a).map_or(0, |r| r.nonce).wrapping_add(skew);
+    match *op {
+        Op::Transfer { from, to, token, amount, fee, nonce_skew } => {
+            Tx::Transfer(Transfer { from, to, token, amount, fee, nonce: nonce(from, nonce_skew) })
+        }
+        Op::Swap { account, pool, back, amount_in, min_out, fee, nonce_skew } => Tx::Swap(Swap {
+            account,
+            pool,
+            direction: if back { Direction::BToA } else { Direction::AToB },
+            amount_in,
+            min_out,
+            fee,
+            nonce: nonce(account, nonce_skew),
+        }),
+        Op::Register { account } => Tx::Register(Register { account, pubkey: devnet_pubkey(account), pop: [0; 64] }),
+    }
+}
+
+/// Sum of every balance and reserve of each token: conserved by every transaction.
+fn supply(state: &State, pending_fees: u64) -> Vec<u128> {
+    (0..5u16)
+        .map(|t| {
+            let balances: u128 = (0..12).map(|a| u128::from(state.balance(a, t))).sum();
+            let reserves: u128 = (0..6)
+                .filter_map(|p| state.pool(p))
+                .map(|p| {
+                    u128::from(if p.token_a == t { p.reserve_a } else { 0 }) + u128::from(if p.token_b == t { p.reserve_b } else { 0 })
+                })
+                .sum();
+            balances + reserves + if t == 0 { u128::from(pending_fees) } else { 0 }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #[test]
+    fn random_sequences_agree(ops in prop::collection::vec(op(), 1..14)) {
+        let mut ex = Executor::new(Genesis::devnet(8).build().expect("genesis"), CAPACITY);
+        let before = supply(ex.state(), 0);
+        let mut accepted = Vec::new();
+        let mut batches = Vec::new();
+        for op in &ops {
+            let tx = to_tx(&ex, op);
+            let root = ex.state().root();
+            match ex.apply(&tx) {
+                Ok(_) => accepted.push(tx),
+                Err(TxError::BatchFull { .. }) => {
+                    batches.push(ex.seal_batch().expect("seal"));
+                    ex.apply(&tx).map(|_| accepted.push(tx.clone())).ok();
+                }
+                Err(_) => prop_assert_eq!(ex.state().root(), root, "rejected {:?} changed the state", tx),
+            }
+            prop_assert_eq!(supply(ex.state(), ex.pending_fees()), before.clone());
+        }
+        batches.push(ex.seal_batch().expect("seal"));
+        prop_assert_eq!(batches.last().map(|b| b.commitment_out), Some(commitment(ZERO_DIGEST, &accepted)));
+        for w in &batches {
+            prove_and_check(w);
+        }
+    }
+}
+
+/// `invalid` is rejected by the executor with `err`; a witness that applies it anyway does not
+/// prove; `valid`, from the same state, does.
+fn refused(genesis: &Genesis, setup: &[Tx], valid: Tx, invalid: Tx, err: TxError) {
+    let fresh = || {
+        let mut ex = Executor::new(genesis.build_unvalidated(), CAPACITY);
+        for tx in setup {
+            ex.apply(tx).expect("setup");
+        }
+        ex
+    };
+    let mut ex = fresh();
+    assert_eq!(ex.apply(&invalid), Err(err.clone()));
+    ex.apply(&valid).expect("the control transaction is valid");
+    prove_and_check(&ex.seal_batch().expect("seal"));
+
+    let mut ex = fresh();
+    ex.apply_forged(&invalid);
+    let forged = ex.seal_batch().expect("seal");
+    match circuit().prove(&forged) {
+        Err(CircuitError::Prove { gadget, .. }) => eprintln!("{err:?}: refused in {gadget}"),
+        Err(e) => panic!("{err:?}: expected a proving failure, got {e}"),
+        Ok(_) => panic!("{err:?}: the circuit proved a transaction the executor rejects"),
+    }
+}
+
+fn g() -> Genesis {
+    Genesis::devnet(8)
+}
+
+fn transfer(from: u32, to: u32, token: u16, amount: u64, fee: u64, nonce: u32) -> Tx {
+    Tx::Transfer(Transfer { from, to, token, amount, fee, nonce })
+}
+
+fn swap(pool: u32, amount_in: u64, min_out: u64, nonce: u32) -> Tx {
+    Tx::Swap(Swap { account: 2, pool, direction: Direction::AToB, amount_in, min_out, fee: 3, nonce })
+}
+
+#[test]
+fn insufficient_balance_is_refused() {
+    let b = DEVNET_BALANCE;
+    refused(&g(), &[], transfer(1, 2, 1, b, 1, 0), transfer(1, 2, 1, b + 1, 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 1, needed: b + 1, available: b });
+    refused(&g(), &[], transfer(1, 2, 1, 5, b, 0), transfer(1, 2, 1, 5, b + 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b });
+    refused(&g(), &[], swap(3, b, 0, 0), swap(3, b + 1, 0, 0),
+        TxError::InsufficientBalance { account: 2, token: 1, needed: b + 1, available: b });
+}
+
+#[test]
+fn bad_nonce_is_refused() {
+    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(1, 2, 1, 5, 1, 1),
+        TxError::BadNonce { account: 1, expected: 0, got: 1 });
+    let setup = [transfer(1, 2, 1, 5, 1, 0)];
+    refused(&g(), &setup, transfer(1, 2, 1, 5, 1, 1), transfer(1, 2, 1, 5, 1, 0),
+        TxError::BadNonce { account: 1, expected: 1, got: 0 });
+}
+
+#[test]
+fn unknown_accounts_and_pools_are_refused() {
+    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(1, 40, 1, 5, 1, 0), TxError::UnknownAccount { account: 40 });
+    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(40, 2, 1, 5, 1, 0), TxError::UnknownAccount { account: 40 });
+    refused(&g(), &[], swap(3, 1000, 0, 0), swap(9, 1000, 0, 0), TxError::UnknownPool { pool: 9 });
+}
+
+#[test]
+fn taken_account_ids_are_refused() {
+    let reg = |account| Tx::Register(Register { account, pubkey: devnet_pubkey(account), pop: [0; 64] });
+    refused(&g(), &[], reg(20), reg(3), TxError::AccountExists { account: 3 });
+}
+
+#[test]
+fn zero_amounts_and_outputs_are_refused() {
+    refused(&g(), &[], transfer(1, 2, 1, 1, 1, 0), transfer(1, 2, 1, 0, 1, 0), TxError::ZeroAmount);
+    refused(&g(), &[], swap(3, 2, 0, 0), swap(3, 1, 0, 0), TxError::ZeroOutput);
+}
+
+#[test]
+fn slippage_is_refused() {
+    let out = circuits::swap::amount_out(10_000, circuits::genesis::DEVNET_RESERVE, circuits::genesis::DEVNET_RESERVE, 30)
+        .expect("defined");
+    refused(&g(), &[], swap(3, 10_000, out, 0), swap(3, 10_000, out + 1, 0), TxError::Slippage { out, min_out: out + 1 });
+}
+
+#[test]
+fn overflow_is_refused() {
+    let mut genesis = Genesis::devnet(3);
+    genesis.accounts[1].balances = vec![(0, 100), (1, 30)];
+    genesis.accounts[2].balances = vec![(1, u64::MAX - 20)];
+    refused(&genesis, &[], transfer(1, 2, 1, 20, 0, 0), transfer(1, 2, 1, 21, 0, 0), TxError::Overflow { what: "receiver balance" });
+}
+
+#[test]
+fn a_batch_of_noops_proves_the_fee_free_identity() {
+    let mut ex = Executor::new(Genesis::devnet(2).build().expect("genesis"), CAPACITY);
+    let w = ex.seal_batch().expect("seal");
+    assert_eq!(w.old_root, w.new_root);
+    prove_and_check(&w);
+}
+
+#[test]
+fn a_full_batch_of_every_kind_proves() {
+    let mut ex = Executor::new(Genesis::devnet(8).build().expect("genesis"), CAPACITY);
+    ex.apply(&transfer(1, 1, 0, 10, 2, 0)).expect("self transfer of the fee token");
+    ex.apply(&Tx::Swap(Swap { account: 3, pool: 0, direction: Direction::BToA, amount_in: 5_000, min_out: 1, fee: 1, nonce: 0 }))
+        .expect("swap into the fee token");
+    ex.apply(&Tx::Register(Register { account: 77, pubkey: devnet_pubkey(77), pop: [0; 64] })).expect("register");
+    ex.apply(&transfer(0, 77, 2, 10, 0, 0)).expect("the operator pays the new account");
+    prove_and_check(&ex.seal_batch().expect("seal"));
+}
+
+#[test]
+fn a_witness_for_other_roots_is_refused() {
+    let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), CAPACITY);
+    ex.apply(&transfer(1, 2, 1, 5, 1, 0)).expect("valid");
+    let mut w = ex.seal_batch().expect("seal");
+    w.old_account_root = ZERO_DIGEST;
+    assert!(matches!(circuit().prove(&w), Err(CircuitError::Prove { .. })));
+    let mut too_many = w.clone();
+    too_many.slots = vec![w.slots[0].clone(); CAPACITY + 1];
+    assert!(matches!(circuit().prove(&too_many), Err(CircuitError::Witness(_))));
+}

@@ -1,0 +1,211 @@
+//! The executor's rules: every transaction kind, every error, and that a rejection changes nothing.
+
+use circuits::genesis::{devnet_pubkey, DEVNET_BALANCE, DEVNET_RESERVE};
+use circuits::state::{FEE_TOKEN, OPERATOR_ACCOUNT};
+use circuits::swap::amount_out;
+use circuits::*;
+
+fn executor() -> Executor {
+    Executor::new(Genesis::devnet(8).build().expect("genesis"), 16)
+}
+
+fn transfer(from: u32, to: u32, token: u16, amount: u64, fee: u64, nonce: u32) -> Tx {
+    Tx::Transfer(Transfer { from, to, token, amount, fee, nonce })
+}
+
+fn swap(account: u32, pool: u32, direction: Direction, amount_in: u64, min_out: u64, nonce: u32) -> Tx {
+    Tx::Swap(Swap { account, pool, direction, amount_in, min_out, fee: 1, nonce })
+}
+
+/// Applies `tx`, expects `err`, and checks nothing changed.
+fn rejects(ex: &mut Executor, tx: Tx, err: TxError) {
+    let root = ex.state().root();
+    let open = ex.open_len();
+    let fees = ex.pending_fees();
+    assert_eq!(ex.apply(&tx), Err(err));
+    assert_eq!(ex.state().root(), root, "a rejected transaction changed the state");
+    assert_eq!(ex.open_len(), open);
+    assert_eq!(ex.pending_fees(), fees);
+}
+
+#[test]
+fn transfer_moves_amount_and_defers_fee_to_the_batch_end() {
+    let mut ex = executor();
+    ex.apply(&transfer(1, 2, 1, 500, 7, 0)).expect("valid");
+    let s = ex.state();
+    assert_eq!(s.balance(1, 1), DEVNET_BALANCE - 500);
+    assert_eq!(s.balance(2, 1), DEVNET_BALANCE + 500);
+    assert_eq!(s.balance(1, FEE_TOKEN), DEVNET_BALANCE - 7);
+    assert_eq!(s.account(1).map(|a| a.nonce), Some(1));
+    assert_eq!(s.account(2).map(|a| a.nonce), Some(0));
+    assert_eq!(s.balance(OPERATOR_ACCOUNT, FEE_TOKEN), DEVNET_BALANCE);
+    let w = ex.seal_batch().expect("seal");
+    assert_eq!(w.operator.fee_total, 7);
+    assert_eq!(ex.state().balance(OPERATOR_ACCOUNT, FEE_TOKEN), DEVNET_BALANCE + 7);
+    assert_eq!(w.new_root, ex.state().root());
+}
+
+#[test]
+fn transfer_of_the_fee_token_pays_amount_then_fee() {
+    let mut ex = executor();
+    rejects(
+        &mut ex,
+        transfer(1, 2, FEE_TOKEN, DEVNET_BALANCE, 1, 0),
+        TxError::InsufficientBalance { account: 1, token: FEE_TOKEN, needed: 1, available: 0 },
+    );
+    ex.apply(&transfer(1, 2, FEE_TOKEN, DEVNET_BALANCE - 1, 1, 0)).expect("exactly everything");
+    assert_eq!(ex.state().balance(1, FEE_TOKEN), 0);
+}
+
+#[test]
+fn self_transfer_only_pays_the_fee() {
+    let mut ex = executor();
+    ex.apply(&transfer(3, 3, 2, 1_000, 5, 0)).expect("valid");
+    assert_eq!(ex.state().balance(3, 2), DEVNET_BALANCE);
+    assert_eq!(ex.state().balance(3, FEE_TOKEN), DEVNET_BALANCE - 5);
+    assert_eq!(ex.state().account(3).map(|a| a.nonce), Some(1));
+}
+
+#[test]
+fn transfer_errors() {
+    let mut ex = executor();
+    rejects(&mut ex, transfer(1, 2, 1, 0, 1, 0), TxError::ZeroAmount);
+    rejects(&mut ex, transfer(99, 2, 1, 5, 1, 0), TxError::UnknownAccount { account: 99 });
+    rejects(&mut ex, transfer(1, 99, 1, 5, 1, 0), TxError::UnknownAccount { account: 99 });
+    rejects(&mut ex, transfer(1, 2, 1, 5, 1, 3), TxError::BadNonce { account: 1, expected: 0, got: 3 });
+    rejects(
+        &mut ex,
+        transfer(1, 2, 1, DEVNET_BALANCE + 1, 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 1, needed: DEVNET_BALANCE + 1, available: DEVNET_BALANCE },
+    );
+    rejects(
+        &mut ex,
+        transfer(1, 2, 1, 5, DEVNET_BALANCE + 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 0, needed: DEVNET_BALANCE + 1, available: DEVNET_BALANCE },
+    );
+    rejects(&mut ex, transfer(1, 2, 1024, 5, 1, 0), TxError::OutOfRange { field: "token", value: 1024, max: 1023 });
+    rejects(&mut ex, transfer(1, 1 << 24, 1, 5, 1, 0), TxError::OutOfRange { field: "to", value: 1 << 24, max: (1 << 24) - 1 });
+    // A token nobody holds is simply a zero balance.
+    rejects(
+        &mut ex,
+        transfer(1, 2, 9, 5, 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 9, needed: 5, available: 0 },
+    );
+    // Replay: the same transaction twice.
+    let tx = transfer(1, 2, 1, 5, 1, 0);
+    ex.apply(&tx).expect("first");
+    rejects(&mut ex, tx, TxError::BadNonce { account: 1, expected: 1, got: 0 });
+}
+
+#[test]
+fn overflow_is_rejected() {
+    let mut g = Genesis::devnet(3);
+    g.accounts[1].balances = vec![(0, 100), (1, 10)];
+    g.accounts[2].balances = vec![(1, u64::MAX - 20)];
+    g.pools.clear();
+    let state = g.build_unvalidated();
+    let mut ex = Executor::new(state, 4);
+    rejects(&mut ex, transfer(1, 2, 1, 21, 0, 0), TxError::InsufficientBalance { account: 1, token: 1, needed: 21, available: 10 });
+    ex.apply(&transfer(1, 2, 1, 5, 0, 0)).expect("fits");
+    let mut g2 = g.clone();
+    g2.accounts[1].balances = vec![(0, 100), (1, 30)];
+    let mut ex = Executor::new(g2.build_unvalidated(), 4);
+    rejects(&mut ex, transfer(1, 2, 1, 21, 0, 0), TxError::Overflow { what: "receiver balance" });
+    // Genesis refuses a supply above u64::MAX, which is what makes overflow unreachable.
+    assert!(g2.validate().is_err());
+}
+
+#[test]
+fn register_creates_an_empty_account_once() {
+    let mut ex = executor();
+    let pubkey = devnet_pubkey(50);
+    let reg = Tx::Register(Register { account: 50, pubkey, pop: [0; 64] });
+    ex.apply(&reg).expect("free id");
+    let rec = ex.state().account(50).expect("created");
+    assert_eq!(rec.nonce, 0);
+    assert_eq!(rec.pubkey_hash, circuits::hash::pubkey_hash(&pubkey));
+    assert_eq!(ex.state().balance_root(50), circuits::hash::empty_balance_root());
+    rejects(&mut ex, reg, TxError::AccountExists { account: 50 });
+    rejects(&mut ex, Tx::Register(Register { account: 1, pubkey, pop: [0; 64] }), TxError::AccountExists { account: 1 });
+    rejects(
+        &mut ex,
+        Tx::Register(Register { account: 1 << 24, pubkey, pop: [0; 64] }),
+        TxError::OutOfRange { field: "account", value: 1 << 24, max: (1 << 24) - 1 },
+    );
+    // The new account can receive and then spend.
+    ex.apply(&transfer(1, 50, 0, 100, 0, 0)).expect("fund");
+    ex.apply(&transfer(50, 2, 0, 60, 10, 0)).expect("spend");
+    assert_eq!(ex.state().balance(50, 0), 30);
+}
+
+#[test]
+fn swap_follows_get_amount_out_and_moves_reserves() {
+    let mut ex = executor();
+    let expected = amount_out(1_000_000, DEVNET_RESERVE, DEVNET_RESERVE, 30).expect("defined");
+    let r = ex.apply(&swap(4, 3, Direction::AToB, 1_000_000, expected, 0)).expect("valid");
+    assert_eq!(r.swap_out, Some(expected));
+    let s = ex.state();
+    // Pool 3 trades token 1 for token 2.
+    assert_eq!(s.balance(4, 1), DEVNET_BALANCE - 1_000_000);
+    assert_eq!(s.balance(4, 2), DEVNET_BALANCE + expected);
+    assert_eq!(s.balance(4, FEE_TOKEN), DEVNET_BALANCE - 1);
+    let p = s.pool(3).expect("pool");
+    assert_eq!((p.reserve_a, p.reserve_b), (DEVNET_RESERVE + 1_000_000, DEVNET_RESERVE - expected));
+    // And back the other way.
+    let back = amount_out(expected, p.reserve_b, p.reserve_a, 30).expect("defined");
+    ex.apply(&swap(4, 3, Direction::BToA, expected, 0, 1)).expect("valid");
+    assert_eq!(ex.state().balance(4, 1), DEVNET_BALANCE - 1_000_000 + back);
+    assert!(back < 1_000_000, "a round trip through a fee pool loses value");
+}
+
+#[test]
+fn swap_with_the_fee_token_on_either_side() {
+    let mut ex = executor();
+    // Pool 0 is (token 0, token 1): pay in the fee token, then receive it.
+    ex.apply(&swap(5, 0, Direction::AToB, 1_000, 0, 0)).expect("pay fee token");
+    ex.apply(&swap(5, 0, Direction::BToA, 1_000, 0, 1)).expect("receive fee token");
+}
+
+#[test]
+fn swap_errors() {
+    let mut ex = executor();
+    rejects(&mut ex, swap(4, 3, Direction::AToB, 0, 0, 0), TxError::ZeroAmount);
+    rejects(&mut ex, swap(4, 77, Direction::AToB, 10, 0, 0), TxError::UnknownPool { pool: 77 });
+    rejects(&mut ex, swap(99, 3, Direction::AToB, 10, 0, 0), TxError::UnknownAccount { account: 99 });
+    rejects(&mut ex, swap(4, 3, Direction::AToB, 10_000, 0, 2), TxError::BadNonce { account: 4, expected: 0, got: 2 });
+    rejects(&mut ex, swap(4, 3, Direction::AToB, 1, 0, 0), TxError::ZeroOutput);
+    let out = amount_out(10_000, DEVNET_RESERVE, DEVNET_RESERVE, 30).expect("defined");
+    rejects(&mut ex, swap(4, 3, Direction::AToB, 10_000, out + 1, 0), TxError::Slippage { out, min_out: out + 1 });
+    rejects(
+        &mut ex,
+        swap(4, 3, Direction::AToB, DEVNET_BALANCE + 1, 0, 0),
+        TxError::InsufficientBalance { account: 4, token: 1, needed: DEVNET_BALANCE + 1, available: DEVNET_BALANCE },
+    );
+    rejects(&mut ex, swap(4, 1 << 24, Direction::AToB, 10, 0, 0), TxError::OutOfRange { field: "pool", value: 1 << 24, max: (1 << 24) - 1 });
+}
+
+#[test]
+fn batches_fill_and_seal() {
+    let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), 2);
+    ex.apply(&transfer(1, 2, 1, 1, 1, 0)).expect("1");
+    ex.apply(&transfer(1, 2, 1, 1, 1, 1)).expect("2");
+    rejects(&mut ex, transfer(1, 2, 1, 1, 1, 2), TxError::BatchFull { capacity: 2 });
+    let a = ex.seal_batch().expect("seal");
+    ex.apply(&transfer(1, 2, 1, 1, 1, 2)).expect("next batch");
+    let b = ex.seal_batch().expect("seal");
+    assert_eq!(a.new_root, b.old_root);
+    assert_eq!(a.commitment_out, b.commitment_in, "the commitment chain continues across batches");
+    let empty = ex.seal_batch().expect("an empty batch seals too");
+    assert_eq!(empty.old_root, empty.new_root);
+}
+
+#[test]
+fn genesis_is_deterministic_and_validated() {
+    assert_eq!(Genesis::devnet(8).build().expect("a").root(), Genesis::devnet(8).build().expect("b").root());
+    let mut g = Genesis::devnet(2);
+    g.pools[0].fee_bps = 10_000;
+    assert!(g.validate().is_err());
+    let mut g = Genesis::devnet(2);
+    g.accounts.remove(0);
+    assert!(g.validate().is_err(), "the operator account is required");
+}
