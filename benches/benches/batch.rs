@@ -1,1 +1,62 @@
-fn main(){}
+//! Batch proving and native execution.
+//!
+//! `cargo bench -p benches --bench batch`; `BATCH_CAPACITY` overrides the slot count (default:
+//! the network's, 69).
+
+use circuits::genesis::devnet_pubkey;
+use circuits::*;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+fn capacity() -> usize {
+    std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(69)
+}
+
+/// A full batch of mixed traffic from the devnet genesis: transfers, swaps, a register.
+fn mixed_batch(capacity: usize) -> (Executor, Vec<Tx>) {
+    let state = Genesis::devnet(64).build().expect("genesis");
+    let ex = Executor::new(state, capacity);
+    let txs = benches::mixed_load(capacity, 64, 0.3, &devnet_pubkey);
+    (ex, txs)
+}
+
+fn execution(c: &mut Criterion) {
+    let n = 256;
+    let mut g = c.benchmark_group("execution");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("apply_mixed_256", |b| {
+        b.iter_batched(
+            || {
+                let state = Genesis::devnet(64).build().expect("genesis");
+                (Executor::new(state, n), benches::mixed_load(n, 64, 0.3, &devnet_pubkey))
+            },
+            |(mut ex, txs)| {
+                for tx in &txs {
+                    ex.apply(tx).expect("valid");
+                }
+                ex.seal_batch().expect("seal")
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn proving(c: &mut Criterion) {
+    let cap = capacity();
+    let circuit = BatchCircuit::build(cap).expect("build");
+    let (mut ex, txs) = mixed_batch(cap);
+    for tx in &txs {
+        ex.apply(tx).expect("valid");
+    }
+    let w = ex.seal_batch().expect("seal");
+    let mut g = c.benchmark_group("batch_proof");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(cap as u64));
+    g.bench_function(format!("prove_{cap}_slots"), |b| b.iter(|| circuit.prove(&w).expect("prove")));
+    let proof = circuit.prove(&w).expect("prove");
+    g.bench_function("verify", |b| b.iter(|| circuit.verify(&proof).expect("verify")));
+    g.finish();
+}
+
+criterion_group!(benches, execution, proving);
+criterion_main!(benches);

@@ -77,7 +77,8 @@ pub struct CircuitStats {
     pub degree_bits: usize,
     /// Rows (gates) before padding.
     pub rows: usize,
-    /// Rows one slot adds (every slot is universal: a transfer, swap or register costs this).
+    /// Rows one slot adds, averaged over the slots and rounded up (every slot is universal: a
+    /// transfer, a swap or a register costs this).
     pub rows_per_slot: usize,
     /// Rows of the fixed part (roots and the operator's fee credit).
     pub rows_fixed: usize,
@@ -125,17 +126,17 @@ impl BatchCircuit {
         let old_root = hash(&mut b, old_inputs);
         let fixed_start = b.num_gates();
         let mut slots = Vec::with_capacity(capacity);
-        let mut rows_per_slot = 0;
         for i in 0..capacity {
-            let before = b.num_gates();
             let mut label = |b: &Builder, what: String| labels.push((b.num_gates(), format!("slot {i}: {}", &what[6..])));
             let (s, next) = SlotTargets::build(&mut b, run, &mut label);
             slots.push(s);
             run = next;
-            rows_per_slot = b.num_gates() - before;
         }
         labels.push((b.num_gates(), "operator fee credit".into()));
         let after_slots = b.num_gates();
+        // Arithmetic rows are shared between neighbouring slots, so one slot's delta varies by a
+        // row or two: report the mean, rounded up.
+        let rows_per_slot = (after_slots - fixed_start).div_ceil(capacity);
         // Total fees = fee_lo + fee_hi·2^32 must fit a u64: fee_lo = t0 + k·2^32, t1 = fee_hi + k.
         let t0 = b.add_virtual_target();
         let k = b.add_virtual_target();

@@ -1,0 +1,111 @@
+//! Subcommands of `rollup`.
+
+use anyhow::{Context, Result};
+use circuits::BatchCircuit;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// The batch capacity the network uses: the most slots whose rows fit 2^14 (a test keeps it so).
+pub const DEFAULT_BATCH_CAPACITY: usize = 69;
+
+/// A ZK rollup for transfers and swaps with a GPU prover farm.
+#[derive(Debug, Parser)]
+#[command(name = "rollup", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the batch circuit and print its measured size.
+    Circuits(CircuitsArgs),
+}
+
+/// Options of `rollup circuits`.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct CircuitsArgs {
+    /// Transaction slots per batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    pub capacity: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `rollup circuits --json` prints.
+#[derive(Debug, Serialize)]
+struct CircuitsReport {
+    batch_capacity: usize,
+    degree_bits: usize,
+    rows: usize,
+    rows_per_slot: usize,
+    rows_per_transfer: usize,
+    rows_per_swap: usize,
+    rows_per_register: usize,
+    rows_fixed: usize,
+    slot_layout: &'static str,
+    public_inputs: usize,
+    build_seconds: f64,
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Circuits(args) => circuits_cmd(&args),
+        }
+    }
+}
+
+fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
+    let circuit = BatchCircuit::build(args.capacity).context("building the batch circuit")?;
+    let s = circuit.stats();
+    // Every slot is universal: a transfer, a swap and a register each occupy one slot's rows.
+    let report = CircuitsReport {
+        batch_capacity: s.capacity,
+        degree_bits: s.degree_bits,
+        rows: s.rows,
+        rows_per_slot: s.rows_per_slot,
+        rows_per_transfer: s.rows_per_slot,
+        rows_per_swap: s.rows_per_slot,
+        rows_per_register: s.rows_per_slot,
+        rows_fixed: s.rows_fixed,
+        slot_layout: "universal",
+        public_inputs: circuit.data().common.num_public_inputs,
+        build_seconds: s.build_seconds,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("batch circuit");
+        println!("  slots per batch        {}", report.batch_capacity);
+        println!("  rows (padded)          {} (2^{})", report.rows, report.degree_bits);
+        println!("  rows per slot          {} (universal: transfer, swap and register alike)", report.rows_per_slot);
+        println!("  fixed rows             {} (roots, operator fee credit)", report.rows_fixed);
+        println!("  public inputs          {}", report.public_inputs);
+        println!("  build time             {:.2} s", report.build_seconds);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuits_defaults() {
+        let cli = Cli::try_parse_from(["rollup", "circuits"]).expect("parse");
+        let Command::Circuits(args) = cli.command;
+        assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false });
+    }
+
+    /// Padding is paid for: the default capacity must fill 2^14 rows without spilling to 2^15.
+    #[test]
+    fn default_capacity_fills_degree_14() {
+        let fits = BatchCircuit::build(DEFAULT_BATCH_CAPACITY).expect("build");
+        assert_eq!(fits.stats().degree_bits, 14);
+        let spills = BatchCircuit::build(DEFAULT_BATCH_CAPACITY + 1).expect("build");
+        assert_eq!(spills.stats().degree_bits, 15, "one more slot still fits: raise the default");
+    }
+}
