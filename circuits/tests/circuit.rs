@@ -232,3 +232,30 @@ fn a_witness_for_other_roots_is_refused() {
     too_many.slots = vec![w.slots[0].clone(); CAPACITY + 1];
     assert!(matches!(circuit().prove(&too_many), Err(CircuitError::Witness(_))));
 }
+
+/// Ids and tokens beyond their trees: the same witness with the field raised by the tree's size
+/// (so every path still matches) fails only on the range of the field.
+#[test]
+fn out_of_range_fields_are_refused() {
+    let reg = Tx::Register(Register { account: 20, pubkey: devnet_pubkey(20), pop: [0; 64] });
+    let t = Transfer { from: 1, to: 2, token: 1, amount: 5, fee: 1, nonce: 0 };
+    let raised = [
+        Tx::Register(Register { account: 20 + (1 << 24), pubkey: devnet_pubkey(20), pop: [0; 64] }),
+        Tx::Transfer(Transfer { to: 2 + (1 << 24), ..t }),
+        Tx::Transfer(Transfer { token: 1 + 1024, ..t }),
+    ];
+    for (valid, invalid) in [reg, Tx::Transfer(t), Tx::Transfer(t)].into_iter().zip(raised) {
+        let mut ex = Executor::new(g().build().expect("genesis"), CAPACITY);
+        assert!(matches!(ex.apply(&invalid), Err(TxError::OutOfRange { .. })));
+        ex.apply(&valid).expect("valid");
+        let w = ex.seal_batch().expect("seal");
+        prove_and_check(&w);
+        let mut forged = w.clone();
+        forged.slots[0].tx = Some(invalid.clone());
+        forged.commitment_out = commitment(ZERO_DIGEST, [&invalid]);
+        match circuit().prove(&forged) {
+            Err(CircuitError::Prove { gadget, .. }) => eprintln!("tag {} out of range: refused in {gadget}", invalid.tag()),
+            other => panic!("{invalid:?}: expected a proving failure, got {:?}", other.map(|_| ())),
+        }
+    }
+}

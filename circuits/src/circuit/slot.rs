@@ -251,7 +251,7 @@ impl SlotTargets {
         let dd = b.mul(td, dm1);
         assert_zero_if(b, is_swap, dd);
 
-        label(b, "slot: pool selection and swap output".into());
+        label(b, "slot: token ids, pool selection and swap output".into());
         let [ta, tb, ra_lo, ra_hi, rb_lo, rb_hi, fee_bps] = s.pool;
         let ra = U64Target { lo: ra_lo, hi: ra_hi };
         let rb = U64Target { lo: rb_lo, hi: rb_hi };
