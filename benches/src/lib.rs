@@ -1,7 +1,7 @@
 //! Shared pieces of the benchmarks: synthetic transaction loads from the devnet genesis.
 
 use circuits::genesis::DEVNET_TOKENS;
-use circuits::tx::{PUBKEY_LEN, POP_LEN};
+use circuits::tx::{POP_LEN, PUBKEY_LEN};
 use circuits::{Direction, Register, Swap, Transfer, Tx};
 
 /// `n` valid transactions for a devnet genesis of `accounts` accounts: transfers, a share

@@ -90,12 +90,7 @@ impl<S: StateStore> Executor<S> {
     }
 
     fn debit_check(&self, account: u32, token: u16, have: u64, need: u64) -> Result<u64, TxError> {
-        have.checked_sub(need).ok_or(TxError::InsufficientBalance {
-            account,
-            token,
-            needed: need,
-            available: have,
-        })
+        have.checked_sub(need).ok_or(TxError::InsufficientBalance { account, token, needed: need, available: have })
     }
 
     /// Applies one transaction into the open batch, or rejects it with nothing changed.
@@ -164,7 +159,11 @@ impl<S: StateStore> Executor<S> {
         let fee_have = if t.token == FEE_TOKEN { after_amount } else { self.state.balance(t.from, FEE_TOKEN) };
         self.debit_check(t.from, FEE_TOKEN, fee_have, t.fee)?;
         let to_have = if t.to == t.from {
-            if t.token == FEE_TOKEN { fee_have - t.fee } else { after_amount }
+            if t.token == FEE_TOKEN {
+                fee_have - t.fee
+            } else {
+                after_amount
+            }
         } else {
             self.state.balance(t.to, t.token)
         };
@@ -306,9 +305,8 @@ impl<S: StateStore> Executor<S> {
     pub fn seal_batch(&mut self) -> Result<BatchWitness, TxError> {
         let record = self.record(OPERATOR_ACCOUNT)?;
         let old_balance = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
-        let credited = old_balance
-            .checked_add(self.pending_fees)
-            .ok_or(TxError::Overflow { what: "operator fee balance" })?;
+        let credited =
+            old_balance.checked_add(self.pending_fees).ok_or(TxError::Overflow { what: "operator fee balance" })?;
         let old_root = crate::hash::hash_pair(self.batch_account_root, self.batch_pool_root);
         let balance_root = self.state.balance_root(OPERATOR_ACCOUNT);
         let balance_path = self.state.write_balance(OPERATOR_ACCOUNT, FEE_TOKEN, credited);

@@ -65,7 +65,13 @@ impl Genesis {
             .collect();
         let pools = [(0, 1), (0, 2), (0, 3), (1, 2), (2, 3)]
             .into_iter()
-            .map(|(a, b)| Pool { token_a: a, token_b: b, reserve_a: DEVNET_RESERVE, reserve_b: DEVNET_RESERVE, fee_bps: 30 })
+            .map(|(a, b)| Pool {
+                token_a: a,
+                token_b: b,
+                reserve_a: DEVNET_RESERVE,
+                reserve_b: DEVNET_RESERVE,
+                fee_bps: 30,
+            })
             .collect();
         Genesis { accounts, pools }
     }
@@ -83,7 +89,8 @@ impl Genesis {
                 return Err(CircuitError::Config(format!("token {token} out of range")));
             }
             let s = supply.entry(token).or_default();
-            *s = s.checked_add(x).ok_or_else(|| CircuitError::Config(format!("supply of token {token} exceeds u64")))?;
+            *s =
+                s.checked_add(x).ok_or_else(|| CircuitError::Config(format!("supply of token {token} exceeds u64")))?;
             Ok(())
         };
         for a in &self.accounts {

@@ -30,9 +30,7 @@ pub struct SparseMerkleTree {
 
 impl SparseMerkleTree {
     fn node<S: StateStore + ?Sized>(&self, store: &S, height: usize, index: u64) -> Digest {
-        store
-            .node(NodeKey { tree: self.tree, height: height as u8, index })
-            .unwrap_or_else(|| empty_subtree(height))
+        store.node(NodeKey { tree: self.tree, height: height as u8, index }).unwrap_or_else(|| empty_subtree(height))
     }
 
     /// The current root.
@@ -60,11 +58,7 @@ impl SparseMerkleTree {
             let key = NodeKey { tree: self.tree, height: h as u8, index: index >> h };
             store.put_node(key, node, node == empty_subtree(h));
             if h < self.depth {
-                node = if (index >> h) & 1 == 1 {
-                    hash_pair(path[h], node)
-                } else {
-                    hash_pair(node, path[h])
-                };
+                node = if (index >> h) & 1 == 1 { hash_pair(path[h], node) } else { hash_pair(node, path[h]) };
             }
         }
         path

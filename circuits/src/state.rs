@@ -5,8 +5,8 @@
 use plonky2::field::types::Field;
 
 use crate::hash::{
-    account_leaf, balance_leaf, empty_balance_root, hash_elements, hash_pair, u64_limbs, Digest, F,
-    ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST,
+    account_leaf, balance_leaf, empty_balance_root, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, F,
+    POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST,
 };
 use crate::smt::{MerklePath, SparseMerkleTree};
 use crate::store::{MemoryStore, StateStore, TreeId};

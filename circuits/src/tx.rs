@@ -9,7 +9,7 @@
 use plonky2::field::types::Field;
 
 use crate::error::DecodeError;
-use crate::hash::{hash_elements, pubkey_hash, u64_limbs, Digest, F, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
+use crate::hash::{hash_elements, pubkey_hash, u64_limbs, Digest, ACCOUNT_DEPTH, F, POOL_DEPTH, TOKEN_DEPTH};
 
 /// The encoding version this build writes and reads.
 pub const ENCODING_VERSION: u8 = 1;

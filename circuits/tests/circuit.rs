@@ -74,7 +74,8 @@ fn supply(state: &State, pending_fees: u64) -> Vec<u128> {
             let reserves: u128 = (0..6)
                 .filter_map(|p| state.pool(p))
                 .map(|p| {
-                    u128::from(if p.token_a == t { p.reserve_a } else { 0 }) + u128::from(if p.token_b == t { p.reserve_b } else { 0 })
+                    u128::from(if p.token_a == t { p.reserve_a } else { 0 })
+                        + u128::from(if p.token_b == t { p.reserve_b } else { 0 })
                 })
                 .sum();
             balances + reserves + if t == 0 { u128::from(pending_fees) } else { 0 }
@@ -151,27 +152,64 @@ fn swap(pool: u32, amount_in: u64, min_out: u64, nonce: u32) -> Tx {
 #[test]
 fn insufficient_balance_is_refused() {
     let b = DEVNET_BALANCE;
-    refused(&g(), &[], transfer(1, 2, 1, b, 1, 0), transfer(1, 2, 1, b + 1, 1, 0),
-        TxError::InsufficientBalance { account: 1, token: 1, needed: b + 1, available: b });
-    refused(&g(), &[], transfer(1, 2, 1, 5, b, 0), transfer(1, 2, 1, 5, b + 1, 0),
-        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b });
-    refused(&g(), &[], swap(3, b, 0, 0), swap(3, b + 1, 0, 0),
-        TxError::InsufficientBalance { account: 2, token: 1, needed: b + 1, available: b });
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 1, b, 1, 0),
+        transfer(1, 2, 1, b + 1, 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 1, needed: b + 1, available: b },
+    );
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 1, 5, b, 0),
+        transfer(1, 2, 1, 5, b + 1, 0),
+        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b },
+    );
+    refused(
+        &g(),
+        &[],
+        swap(3, b, 0, 0),
+        swap(3, b + 1, 0, 0),
+        TxError::InsufficientBalance { account: 2, token: 1, needed: b + 1, available: b },
+    );
 }
 
 #[test]
 fn bad_nonce_is_refused() {
-    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(1, 2, 1, 5, 1, 1),
-        TxError::BadNonce { account: 1, expected: 0, got: 1 });
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 1, 5, 1, 0),
+        transfer(1, 2, 1, 5, 1, 1),
+        TxError::BadNonce { account: 1, expected: 0, got: 1 },
+    );
     let setup = [transfer(1, 2, 1, 5, 1, 0)];
-    refused(&g(), &setup, transfer(1, 2, 1, 5, 1, 1), transfer(1, 2, 1, 5, 1, 0),
-        TxError::BadNonce { account: 1, expected: 1, got: 0 });
+    refused(
+        &g(),
+        &setup,
+        transfer(1, 2, 1, 5, 1, 1),
+        transfer(1, 2, 1, 5, 1, 0),
+        TxError::BadNonce { account: 1, expected: 1, got: 0 },
+    );
 }
 
 #[test]
 fn unknown_accounts_and_pools_are_refused() {
-    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(1, 40, 1, 5, 1, 0), TxError::UnknownAccount { account: 40 });
-    refused(&g(), &[], transfer(1, 2, 1, 5, 1, 0), transfer(40, 2, 1, 5, 1, 0), TxError::UnknownAccount { account: 40 });
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 1, 5, 1, 0),
+        transfer(1, 40, 1, 5, 1, 0),
+        TxError::UnknownAccount { account: 40 },
+    );
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 1, 5, 1, 0),
+        transfer(40, 2, 1, 5, 1, 0),
+        TxError::UnknownAccount { account: 40 },
+    );
     refused(&g(), &[], swap(3, 1000, 0, 0), swap(9, 1000, 0, 0), TxError::UnknownPool { pool: 9 });
 }
 
@@ -189,9 +227,16 @@ fn zero_amounts_and_outputs_are_refused() {
 
 #[test]
 fn slippage_is_refused() {
-    let out = circuits::swap::amount_out(10_000, circuits::genesis::DEVNET_RESERVE, circuits::genesis::DEVNET_RESERVE, 30)
-        .expect("defined");
-    refused(&g(), &[], swap(3, 10_000, out, 0), swap(3, 10_000, out + 1, 0), TxError::Slippage { out, min_out: out + 1 });
+    let out =
+        circuits::swap::amount_out(10_000, circuits::genesis::DEVNET_RESERVE, circuits::genesis::DEVNET_RESERVE, 30)
+            .expect("defined");
+    refused(
+        &g(),
+        &[],
+        swap(3, 10_000, out, 0),
+        swap(3, 10_000, out + 1, 0),
+        TxError::Slippage { out, min_out: out + 1 },
+    );
 }
 
 #[test]
@@ -199,7 +244,13 @@ fn overflow_is_refused() {
     let mut genesis = Genesis::devnet(3);
     genesis.accounts[1].balances = vec![(0, 100), (1, 30)];
     genesis.accounts[2].balances = vec![(1, u64::MAX - 20)];
-    refused(&genesis, &[], transfer(1, 2, 1, 20, 0, 0), transfer(1, 2, 1, 21, 0, 0), TxError::Overflow { what: "receiver balance" });
+    refused(
+        &genesis,
+        &[],
+        transfer(1, 2, 1, 20, 0, 0),
+        transfer(1, 2, 1, 21, 0, 0),
+        TxError::Overflow { what: "receiver balance" },
+    );
 }
 
 #[test]
@@ -214,8 +265,16 @@ fn a_batch_of_noops_proves_the_fee_free_identity() {
 fn a_full_batch_of_every_kind_proves() {
     let mut ex = Executor::new(Genesis::devnet(8).build().expect("genesis"), CAPACITY);
     ex.apply(&transfer(1, 1, 0, 10, 2, 0)).expect("self transfer of the fee token");
-    ex.apply(&Tx::Swap(Swap { account: 3, pool: 0, direction: Direction::BToA, amount_in: 5_000, min_out: 1, fee: 1, nonce: 0 }))
-        .expect("swap into the fee token");
+    ex.apply(&Tx::Swap(Swap {
+        account: 3,
+        pool: 0,
+        direction: Direction::BToA,
+        amount_in: 5_000,
+        min_out: 1,
+        fee: 1,
+        nonce: 0,
+    }))
+    .expect("swap into the fee token");
     ex.apply(&Tx::Register(Register { account: 77, pubkey: devnet_pubkey(77), pop: [0; 64] })).expect("register");
     ex.apply(&transfer(0, 77, 2, 10, 0, 0)).expect("the operator pays the new account");
     prove_and_check(&ex.seal_batch().expect("seal"));
@@ -254,7 +313,9 @@ fn out_of_range_fields_are_refused() {
         forged.slots[0].tx = Some(invalid.clone());
         forged.commitment_out = commitment(ZERO_DIGEST, [&invalid]);
         match circuit().prove(&forged) {
-            Err(CircuitError::Prove { gadget, .. }) => eprintln!("tag {} out of range: refused in {gadget}", invalid.tag()),
+            Err(CircuitError::Prove { gadget, .. }) => {
+                eprintln!("tag {} out of range: refused in {gadget}", invalid.tag())
+            }
             other => panic!("{invalid:?}: expected a proving failure, got {:?}", other.map(|_| ())),
         }
     }

@@ -5,22 +5,23 @@ use circuits::*;
 use proptest::prelude::*;
 
 fn any_tx() -> impl Strategy<Value = Tx> {
-    let transfer = (0u32..1 << 24, 0u32..1 << 24, 0u16..1024, any::<u64>(), any::<u64>(), any::<u32>())
-        .prop_map(|(from, to, token, amount, fee, nonce)| Tx::Transfer(Transfer { from, to, token, amount, fee, nonce }));
-    let swap = (0u32..1 << 24, 0u32..1 << 24, any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-        |(account, pool, d, amount_in, min_out, fee, nonce)| {
+    let transfer = (0u32..1 << 24, 0u32..1 << 24, 0u16..1024, any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+        |(from, to, token, amount, fee, nonce)| Tx::Transfer(Transfer { from, to, token, amount, fee, nonce }),
+    );
+    let swap = (0u32..1 << 24, 0u32..1 << 24, any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>())
+        .prop_map(|(account, pool, d, amount_in, min_out, fee, nonce)| {
             let direction = if d { Direction::BToA } else { Direction::AToB };
             Tx::Swap(Swap { account, pool, direction, amount_in, min_out, fee, nonce })
-        },
-    );
-    let register = (0u32..1 << 24, prop::collection::vec(any::<u8>(), PUBKEY_LEN), prop::collection::vec(any::<u8>(), POP_LEN))
-        .prop_map(|(account, k, p)| {
-            let mut pubkey = [0u8; PUBKEY_LEN];
-            pubkey.copy_from_slice(&k);
-            let mut pop = [0u8; POP_LEN];
-            pop.copy_from_slice(&p);
-            Tx::Register(Register { account, pubkey, pop })
         });
+    let register =
+        (0u32..1 << 24, prop::collection::vec(any::<u8>(), PUBKEY_LEN), prop::collection::vec(any::<u8>(), POP_LEN))
+            .prop_map(|(account, k, p)| {
+                let mut pubkey = [0u8; PUBKEY_LEN];
+                pubkey.copy_from_slice(&k);
+                let mut pop = [0u8; POP_LEN];
+                pop.copy_from_slice(&p);
+                Tx::Register(Register { account, pubkey, pop })
+            });
     prop_oneof![transfer, swap, register]
 }
 
@@ -75,7 +76,9 @@ fn malformed_inputs() {
     let mut v = t.clone();
     v[2] = 1; // from ≥ 2^24
     assert!(matches!(Tx::decode(&v), Err(DecodeError::OutOfRange { field: "from", .. })));
-    let s = Tx::Swap(Swap { account: 1, pool: 2, direction: Direction::AToB, amount_in: 1, min_out: 0, fee: 0, nonce: 0 }).encode();
+    let s =
+        Tx::Swap(Swap { account: 1, pool: 2, direction: Direction::AToB, amount_in: 1, min_out: 0, fee: 0, nonce: 0 })
+            .encode();
     let mut v = s.clone();
     v[10] = 2;
     assert_eq!(Tx::decode(&v), Err(DecodeError::OutOfRange { field: "direction", value: 2, max: 1 }));

@@ -84,7 +84,11 @@ fn transfer_errors() {
         TxError::InsufficientBalance { account: 1, token: 0, needed: DEVNET_BALANCE + 1, available: DEVNET_BALANCE },
     );
     rejects(&mut ex, transfer(1, 2, 1024, 5, 1, 0), TxError::OutOfRange { field: "token", value: 1024, max: 1023 });
-    rejects(&mut ex, transfer(1, 1 << 24, 1, 5, 1, 0), TxError::OutOfRange { field: "to", value: 1 << 24, max: (1 << 24) - 1 });
+    rejects(
+        &mut ex,
+        transfer(1, 1 << 24, 1, 5, 1, 0),
+        TxError::OutOfRange { field: "to", value: 1 << 24, max: (1 << 24) - 1 },
+    );
     // A token nobody holds is simply a zero balance.
     rejects(
         &mut ex,
@@ -105,7 +109,11 @@ fn overflow_is_rejected() {
     g.pools.clear();
     let state = g.build_unvalidated();
     let mut ex = Executor::new(state, 4);
-    rejects(&mut ex, transfer(1, 2, 1, 21, 0, 0), TxError::InsufficientBalance { account: 1, token: 1, needed: 21, available: 10 });
+    rejects(
+        &mut ex,
+        transfer(1, 2, 1, 21, 0, 0),
+        TxError::InsufficientBalance { account: 1, token: 1, needed: 21, available: 10 },
+    );
     ex.apply(&transfer(1, 2, 1, 5, 0, 0)).expect("fits");
     let mut g2 = g.clone();
     g2.accounts[1].balances = vec![(0, 100), (1, 30)];
@@ -126,7 +134,11 @@ fn register_creates_an_empty_account_once() {
     assert_eq!(rec.pubkey_hash, circuits::hash::pubkey_hash(&pubkey));
     assert_eq!(ex.state().balance_root(50), circuits::hash::empty_balance_root());
     rejects(&mut ex, reg, TxError::AccountExists { account: 50 });
-    rejects(&mut ex, Tx::Register(Register { account: 1, pubkey, pop: [0; 64] }), TxError::AccountExists { account: 1 });
+    rejects(
+        &mut ex,
+        Tx::Register(Register { account: 1, pubkey, pop: [0; 64] }),
+        TxError::AccountExists { account: 1 },
+    );
     rejects(
         &mut ex,
         Tx::Register(Register { account: 1 << 24, pubkey, pop: [0; 64] }),
@@ -181,7 +193,11 @@ fn swap_errors() {
         swap(4, 3, Direction::AToB, DEVNET_BALANCE + 1, 0, 0),
         TxError::InsufficientBalance { account: 4, token: 1, needed: DEVNET_BALANCE + 1, available: DEVNET_BALANCE },
     );
-    rejects(&mut ex, swap(4, 1 << 24, Direction::AToB, 10, 0, 0), TxError::OutOfRange { field: "pool", value: 1 << 24, max: (1 << 24) - 1 });
+    rejects(
+        &mut ex,
+        swap(4, 1 << 24, Direction::AToB, 10, 0, 0),
+        TxError::OutOfRange { field: "pool", value: 1 << 24, max: (1 << 24) - 1 },
+    );
 }
 
 #[test]

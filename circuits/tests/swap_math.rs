@@ -45,7 +45,11 @@ fn reference(amount_in: u64, r_in: u64, r_out: u64, fee: u16) -> u64 {
 
 fn check(amount_in: u64, r_in: u64, r_out: u64, fee: u16) {
     let expected = reference(amount_in, r_in, r_out, fee);
-    assert_eq!(amount_out(amount_in, r_in, r_out, fee), Some(expected), "in={amount_in} r_in={r_in} r_out={r_out} fee={fee}");
+    assert_eq!(
+        amount_out(amount_in, r_in, r_out, fee),
+        Some(expected),
+        "in={amount_in} r_in={r_in} r_out={r_out} fee={fee}"
+    );
     let limbs = SwapLimbs::compute(amount_in, 10_000 - u64::from(fee), r_in, r_out).expect("limbs");
     assert_eq!(limbs.out(), expected);
 }

@@ -176,18 +176,8 @@ impl<F: RichField + Extendable<D>, const D: usize> SimpleGenerator<F, D> for Swa
         let r_out = limb(v[5])? | (limb(v[6])? << 32);
         let l = SwapLimbs::compute(amount_in, v[2], r_in, r_out)
             .ok_or_else(|| anyhow!("swap check has no witness (fee factor {}, reserves {r_in}/{r_out})", v[2]))?;
-        let values = [
-            &l.h[..],
-            &[l.k0][..],
-            &l.d[..2],
-            &l.e[..],
-            &l.q[..],
-            &l.s[..],
-            &l.t[..],
-            &l.beta[..],
-            &l.c[..],
-        ]
-        .concat();
+        let values =
+            [&l.h[..], &[l.k0][..], &l.d[..2], &l.e[..], &l.q[..], &l.s[..], &l.t[..], &l.beta[..], &l.c[..]].concat();
         for (t, x) in self.limbs.all().into_iter().zip(values) {
             out.set_target(t, F::from_canonical_u64(x))?;
         }

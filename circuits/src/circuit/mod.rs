@@ -17,13 +17,13 @@ use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::plonk::proof::ProofWithPublicInputs;
 
-pub use gadgets::{Builder, U64Target};
 use gadgets::{hash, merkle_update, two_32, u64_checked, virtual_path, zero_bits};
+pub use gadgets::{Builder, U64Target};
 use generators::SplitGenerator;
 use slot::{set_path, set_u64, Running, SlotTargets};
 
 use crate::error::CircuitError;
-use crate::hash::{Digest, F, ACCOUNT_DEPTH, TOKEN_DEPTH};
+use crate::hash::{Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
 use crate::witness::{BatchWitness, SlotWitness};
 
 /// plonky2's configuration of every proof.
@@ -120,14 +120,16 @@ impl BatchCircuit {
         let pool_root = b.add_virtual_hash();
         let commitment_in = b.add_virtual_hash();
         let zero = b.zero();
-        let mut run = Running { accounts: account_root, pools: pool_root, commitment: commitment_in, fee_lo: zero, fee_hi: zero };
+        let mut run =
+            Running { accounts: account_root, pools: pool_root, commitment: commitment_in, fee_lo: zero, fee_hi: zero };
         let mut old_inputs = account_root.elements.to_vec();
         old_inputs.extend_from_slice(&pool_root.elements);
         let old_root = hash(&mut b, old_inputs);
         let fixed_start = b.num_gates();
         let mut slots = Vec::with_capacity(capacity);
         for i in 0..capacity {
-            let mut label = |b: &Builder, what: String| labels.push((b.num_gates(), format!("slot {i}: {}", &what[6..])));
+            let mut label =
+                |b: &Builder, what: String| labels.push((b.num_gates(), format!("slot {i}: {}", &what[6..])));
             let (s, next) = SlotTargets::build(&mut b, run, &mut label);
             slots.push(s);
             run = next;
@@ -172,7 +174,8 @@ impl BatchCircuit {
         let old_acc = hash(&mut b, leaf_inputs(operator.broot));
         let new_acc = hash(&mut b, leaf_inputs(broot));
         let account_bits = zero_bits(&mut b, ACCOUNT_DEPTH);
-        let accounts = merkle_update(&mut b, one, run.accounts, &account_bits, &operator.account_path, old_acc, new_acc);
+        let accounts =
+            merkle_update(&mut b, one, run.accounts, &account_bits, &operator.account_path, old_acc, new_acc);
         let mut new_inputs = accounts.elements.to_vec();
         new_inputs.extend_from_slice(&run.pools.elements);
         let new_root = hash(&mut b, new_inputs);
@@ -254,7 +257,10 @@ impl BatchCircuit {
     /// gadgets, so for a failed arithmetic check the name is a neighbour's.
     pub fn explain(&self, err: &anyhow::Error) -> String {
         let msg = err.to_string();
-        let row = msg.split("row: ").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());
+        let row = msg
+            .split("row: ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());
         match row {
             Some(row) => self
                 .labels

@@ -8,11 +8,11 @@ use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 
 use super::gadgets::{
-    assert_zero_if, balance_leaf, hash, merkle_update, select, select_hash, select_u64,
-    select_vec, two_32, u64_checked, virtual_path, zero_bits, Builder, U64Target,
+    assert_zero_if, balance_leaf, hash, merkle_update, select, select_hash, select_u64, select_vec, two_32,
+    u64_checked, virtual_path, zero_bits, Builder, U64Target,
 };
 use super::generators::{InverseGenerator, SwapGenerator, SwapLimbTargets};
-use crate::hash::{empty_balance_root, u64_limbs, Digest, F, ACCOUNT_DEPTH, TOKEN_DEPTH};
+use crate::hash::{empty_balance_root, u64_limbs, Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
 use crate::state::BPS;
 use crate::swap::{CARRY_BITS, CARRY_OFFSET};
 use crate::tx::{Tx, TAG_REGISTER, TAG_SWAP, TAG_TRANSFER, TX_ELEMENTS};
