@@ -1,1 +1,15 @@
-//! Recursive aggregation of batch proofs into block proofs; filled by the aggregation issue.
+//! Recursive aggregation: batch proofs folded through a tree of recursive proofs into one block
+//! proof with a constant size and one verifier key, and the plan of the jobs that make it.
+
+pub mod driver;
+pub mod error;
+pub mod jobs;
+pub mod plan;
+pub mod recursion;
+pub mod verify;
+
+pub use error::{AggError, Result};
+pub use jobs::{AggJob, ProofBytes, ProofKind};
+pub use plan::{BlockPlan, JobId, PlannedJob, PlannedKind};
+pub use recursion::{AggregationCircuits, AGGREGATION_DEGREE_BITS};
+pub use verify::{BlockPublicInputs, BlockVerifier};

@@ -1,0 +1,37 @@
+//! Runs a whole block's plan on this machine, each level's jobs in parallel.
+
+use rayon::prelude::*;
+
+use crate::error::{AggError, Result};
+use crate::jobs::{AggJob, ProofBytes};
+use crate::plan::{BlockPlan, PlannedKind};
+use crate::recursion::AggregationCircuits;
+
+impl AggregationCircuits {
+    /// Folds a block's batch proofs, in order, into its block proof.
+    pub fn aggregate(&self, batches: &[ProofBytes]) -> Result<ProofBytes> {
+        let plan = BlockPlan::new(batches.len())?;
+        let mut out: Vec<Option<ProofBytes>> = vec![None; plan.jobs.len()];
+        for level in 0..=plan.depth() {
+            let jobs: Vec<_> = plan.level(level).copied().collect();
+            let results: Vec<(usize, Result<ProofBytes>)> = jobs
+                .par_iter()
+                .map(|j| {
+                    let get =
+                        |id: usize| out[id].clone().ok_or_else(|| AggError::InvalidJob(format!("job {id} not done")));
+                    let job = match j.kind {
+                        PlannedKind::Wrap { batch } => Ok(AggJob::Wrap { batch: batches[batch].clone() }),
+                        PlannedKind::Merge { left, right } => {
+                            get(left).and_then(|l| Ok(AggJob::Merge { left: l, right: right.map(get).transpose()? }))
+                        }
+                    };
+                    (j.id, job.and_then(|job| self.run(&job)))
+                })
+                .collect();
+            for (id, r) in results {
+                out[id] = Some(r?);
+            }
+        }
+        out[plan.root()].take().ok_or_else(|| AggError::InvalidJob("the root was not proven".into()))
+    }
+}

@@ -1,0 +1,42 @@
+//! Errors of the aggregator.
+
+use thiserror::Error;
+
+/// Why aggregation or block verification failed.
+#[derive(Debug, Error)]
+pub enum AggError {
+    /// The recursion circuits could not be built with a shared shape.
+    #[error("building the recursion circuits: {0}")]
+    Build(String),
+    /// plonky2 refused to prove (a child proof is invalid or children do not chain).
+    #[error("proving failed: {0}")]
+    Prove(String),
+    /// Bytes that are not a proof of the expected circuit.
+    #[error("malformed proof: {0}")]
+    MalformedProof(String),
+    /// A public input differs from what the verifier expects.
+    #[error("public input {field} mismatch: expected {expected}, got {got}")]
+    PublicInputMismatch {
+        /// Which input.
+        field: &'static str,
+        /// Hex of the expected value.
+        expected: String,
+        /// Hex of the proof's value.
+        got: String,
+    },
+    /// The proof does not verify (or was made for another circuit).
+    #[error("invalid proof: {0}")]
+    InvalidProof(String),
+    /// A job's inputs do not fit its kind.
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+}
+
+impl AggError {
+    pub(crate) fn prove(e: impl std::fmt::Display) -> Self {
+        AggError::Prove(e.to_string())
+    }
+}
+
+/// Result of the aggregator.
+pub type Result<T, E = AggError> = std::result::Result<T, E>;

@@ -1,0 +1,177 @@
+//! Blocks of 1, 2, 3 and 5 batches aggregate into constant-size proofs that verify against the one
+//! block verifier key; wrong order, broken chaining, changed inputs and foreign proofs are refused.
+
+use std::sync::OnceLock;
+
+use aggregator::*;
+use circuits::hash::ZERO_DIGEST;
+use circuits::tx::commitment;
+use circuits::{BatchCircuit, BatchPublicInputs, Executor, Genesis, Transfer, Tx};
+use proptest::prelude::*;
+
+struct Fixture {
+    circuits: AggregationCircuits,
+    batch: Vec<ProofBytes>,
+    wraps: Vec<ProofBytes>,
+    pis: Vec<BatchPublicInputs>,
+    txs: Vec<Vec<Tx>>,
+    block2: ProofBytes,
+}
+
+/// Five chained batches of one or two transfers each, proven and wrapped once.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let batch_circuit = BatchCircuit::build(2).expect("batch circuit");
+        let circuits = AggregationCircuits::build(&batch_circuit).expect("aggregation circuits");
+        let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), 2);
+        let (mut batch, mut pis, mut txs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut nonce = 0;
+        for i in 0..5 {
+            let mut these = Vec::new();
+            for _ in 0..(1 + i % 2) {
+                let tx = Tx::Transfer(Transfer { from: 1, to: 2, token: 1, amount: 10 + i as u64, fee: 1, nonce });
+                nonce += 1;
+                ex.apply(&tx).expect("valid");
+                these.push(tx);
+            }
+            let w = ex.seal_batch().expect("seal");
+            let proof = batch_circuit.prove(&w).expect("prove batch");
+            pis.push(batch_circuit.verify(&proof).expect("verify batch"));
+            batch.push(ProofBytes { kind: ProofKind::Batch, bytes: proof.to_bytes() });
+            txs.push(these);
+        }
+        let wraps: Vec<ProofBytes> =
+            batch.iter().map(|b| circuits.run(&AggJob::Wrap { batch: b.clone() }).expect("wrap")).collect();
+        let block2 = circuits
+            .run(&AggJob::Merge { left: wraps[0].clone(), right: Some(wraps[1].clone()) })
+            .expect("merge of two");
+        Fixture { circuits, batch, wraps, pis, txs, block2 }
+    })
+}
+
+fn expected(f: &Fixture, range: std::ops::Range<usize>) -> BlockPublicInputs {
+    let txs: Vec<&Tx> = f.txs[range.clone()].iter().flatten().collect();
+    BlockPublicInputs {
+        old_root: f.pis[range.start].old_root,
+        new_root: f.pis[range.end - 1].new_root,
+        commitment: commitment(ZERO_DIGEST, txs),
+    }
+}
+
+fn merge(f: &Fixture, left: &ProofBytes, right: Option<&ProofBytes>) -> ProofBytes {
+    f.circuits.run(&AggJob::Merge { left: left.clone(), right: right.cloned() }).expect("merge")
+}
+
+#[test]
+fn blocks_of_1_2_3_and_5_batches_verify_with_one_key() {
+    let f = fixture();
+    let verifier = BlockVerifier::new(&f.circuits);
+    let w = &f.wraps;
+    let block1 = merge(f, &w[0], None);
+    let block3 = merge(f, &f.block2, Some(&w[2]));
+    let m34 = merge(f, &w[2], Some(&w[3]));
+    let m1234 = merge(f, &f.block2, Some(&m34));
+    let block5 = merge(f, &m1234, Some(&w[4]));
+    let blocks = [(&block1, 0..1), (&f.block2, 0..2), (&block3, 0..3), (&block5, 0..5)];
+    for (block, range) in blocks.clone() {
+        verifier.verify(&block.bytes, &expected(f, range.clone())).unwrap_or_else(|e| panic!("{range:?}: {e}"));
+    }
+    let size = block1.bytes.len();
+    assert!(blocks.iter().all(|(b, _)| b.bytes.len() == size), "block proofs have one size");
+    // The block commitment does not depend on how the batches were grouped: the plan's tree for 5
+    // differs from the one above and gives the same public inputs.
+    assert_eq!(BlockPlan::new(5).expect("plan").jobs.len(), 9);
+}
+
+#[test]
+fn the_driver_runs_a_plan() {
+    let f = fixture();
+    let block = f.circuits.aggregate(&f.batch[2..5]).expect("aggregate 3");
+    let mut e = expected(f, 2..5);
+    // A block starting mid-chain: its commitment continues the chain instead of starting at zero.
+    let got = f.circuits.check(&block).expect("valid merge proof").1;
+    assert_eq!(got.old_root, e.old_root);
+    assert_eq!(got.new_root, e.new_root);
+    e.commitment = got.commitment_out;
+    assert!(matches!(
+        BlockVerifier::new(&f.circuits).verify(&block.bytes, &e),
+        Err(AggError::PublicInputMismatch { field: "commitment_in", .. })
+    ));
+}
+
+#[test]
+fn swapped_order_and_broken_chaining_are_refused() {
+    let f = fixture();
+    let w = &f.wraps;
+    for (l, r) in [(1, 0), (0, 2)] {
+        let job = AggJob::Merge { left: w[l].clone(), right: Some(w[r].clone()) };
+        assert!(matches!(f.circuits.run(&job), Err(AggError::PublicInputMismatch { .. })), "({l}, {r})");
+        // The circuit itself refuses too, without the native check.
+        let lp = f.circuits.check(&w[l]).expect("wrap").0;
+        let rp = f.circuits.check(&w[r]).expect("wrap").0;
+        assert!(matches!(f.circuits.prove_merge((&lp, false), Some((&rp, false))), Err(AggError::Prove(_))));
+    }
+}
+
+#[test]
+fn changed_public_inputs_are_refused() {
+    let f = fixture();
+    let v = BlockVerifier::new(&f.circuits);
+    let good = expected(f, 0..2);
+    for (field, e) in [
+        ("old_root", BlockPublicInputs { old_root: f.pis[1].old_root, ..good }),
+        ("new_root", BlockPublicInputs { new_root: f.pis[2].new_root, ..good }),
+        ("commitment", BlockPublicInputs { commitment: ZERO_DIGEST, ..good }),
+    ] {
+        match v.verify(&f.block2.bytes, &e) {
+            Err(AggError::PublicInputMismatch { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // A proof whose public input was edited to match the claim does not verify.
+    let mut proof = f.circuits.check(&f.block2).expect("valid").0;
+    proof.public_inputs[4] += circuits::F::ONE;
+    let mut claim = good;
+    claim.new_root.elements[0] += circuits::F::ONE;
+    assert!(matches!(v.verify(&proof.to_bytes(), &claim), Err(AggError::InvalidProof(_))));
+}
+
+#[test]
+fn proofs_of_other_circuits_are_refused() {
+    let f = fixture();
+    let v = BlockVerifier::new(&f.circuits);
+    // A wrap proof has the block proof's shape but not its key.
+    assert!(matches!(v.verify(&f.wraps[0].bytes, &expected(f, 0..1)), Err(AggError::InvalidProof(_))));
+    // A batch proof does not even decode as a block proof.
+    assert!(matches!(v.verify(&f.batch[0].bytes, &expected(f, 0..1)), Err(AggError::MalformedProof(_))));
+    // Jobs check their children's kinds.
+    let bad = AggJob::Merge { left: f.batch[0].clone(), right: None };
+    assert!(matches!(f.circuits.run(&bad), Err(AggError::InvalidJob(_))));
+    let bad = AggJob::Wrap { batch: ProofBytes { kind: ProofKind::Batch, bytes: f.wraps[0].bytes.clone() } };
+    assert!(f.circuits.run(&bad).is_err());
+}
+
+use plonky2::field::types::Field;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn random_and_mutated_bytes_never_panic(
+        random in prop::collection::vec(any::<u8>(), 0..4096),
+        pos in any::<prop::sample::Index>(),
+        xor in 1u8..,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let f = fixture();
+        let v = BlockVerifier::new(&f.circuits);
+        let e = expected(f, 0..2);
+        prop_assert!(matches!(v.verify(&random, &e), Err(AggError::MalformedProof(_))));
+        let mut mutated = f.block2.bytes.clone();
+        let i = pos.index(mutated.len());
+        mutated[i] ^= xor;
+        prop_assert!(v.verify(&mutated, &e).is_err());
+        let truncated = &f.block2.bytes[..cut.index(f.block2.bytes.len())];
+        prop_assert!(matches!(v.verify(truncated, &e), Err(AggError::MalformedProof(_))));
+    }
+}
