@@ -1,7 +1,8 @@
 //! Subcommands of `rollup`.
 
+use aggregator::{AggJob, AggregationCircuits, BlockVerifier, ProofBytes, ProofKind};
 use anyhow::{Context, Result};
-use circuits::BatchCircuit;
+use circuits::{BatchCircuit, Executor, Genesis};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
@@ -47,6 +48,10 @@ struct CircuitsReport {
     slot_layout: &'static str,
     public_inputs: usize,
     build_seconds: f64,
+    block_verifier_digest: String,
+    block_proof_bytes: usize,
+    aggregation_degree_bits: usize,
+    aggregation_build_seconds: f64,
 }
 
 impl Cli {
@@ -61,6 +66,9 @@ impl Cli {
 fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
     let circuit = BatchCircuit::build(args.capacity).context("building the batch circuit")?;
     let s = circuit.stats();
+    let aggregation = AggregationCircuits::build(&circuit).context("building the recursion circuits")?;
+    let verifier = BlockVerifier::new(&aggregation);
+    let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
     // Every slot is universal: a transfer, a swap and a register each occupy one slot's rows.
     let report = CircuitsReport {
         batch_capacity: s.capacity,
@@ -74,6 +82,10 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         slot_layout: "universal",
         public_inputs: circuit.data().common.num_public_inputs,
         build_seconds: s.build_seconds,
+        block_verifier_digest: verifier.digest_hex(),
+        block_proof_bytes,
+        aggregation_degree_bits: aggregation.block_circuit().common.degree_bits(),
+        aggregation_build_seconds: aggregation.build_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -85,8 +97,23 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  fixed rows             {} (roots, operator fee credit)", report.rows_fixed);
         println!("  public inputs          {}", report.public_inputs);
         println!("  build time             {:.2} s", report.build_seconds);
+        println!("block proofs");
+        println!("  verifier key digest    {}", report.block_verifier_digest);
+        println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
+        println!("  recursion rows         2^{}", report.aggregation_degree_bits);
+        println!("  build time             {:.2} s", report.aggregation_build_seconds);
     }
     Ok(())
+}
+
+/// Size of a real block proof: an empty batch from the devnet genesis, wrapped and merged.
+fn measure_block_proof(circuit: &BatchCircuit, aggregation: &AggregationCircuits) -> Result<usize> {
+    let mut ex = Executor::new(Genesis::devnet(1).build()?, circuit.capacity());
+    let batch = circuit.prove(&ex.seal_batch()?)?;
+    let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.to_bytes() };
+    let wrap = aggregation.run(&AggJob::Wrap { batch })?;
+    let block = aggregation.run(&AggJob::Merge { left: wrap, right: None })?;
+    Ok(block.bytes.len())
 }
 
 #[cfg(test)]
