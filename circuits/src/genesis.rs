@@ -2,12 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand::RngCore;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-
+use crate::bls::SecretKey;
 use crate::error::CircuitError;
-use crate::hash::{digest_to_bytes, pubkey_hash, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
+use crate::hash::{pubkey_hash, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
 use crate::state::{AccountRecord, Pool, State, BPS, OPERATOR_ACCOUNT};
 use crate::store::{MemoryStore, StateStore};
 use crate::tx::PUBKEY_LEN;
@@ -39,20 +36,19 @@ pub const DEVNET_BALANCE: u64 = 1_000_000_000_000;
 /// Each devnet pool's reserve of each token.
 pub const DEVNET_RESERVE: u64 = 10_000_000_000_000;
 
-/// The public key of devnet account `i`, derived from the seed `devnet-<i>`.
-///
-/// Until the BLS key derivation lands, this is a deterministic 128-byte string expanded from the
-/// seed; `Register` and the account leaf only ever see its hash.
+/// The secret key of devnet account `i`, derived from the seed `devnet-<i>`.
+pub fn devnet_key(i: u32) -> SecretKey {
+    SecretKey::from_seed(format!("devnet-{i}").as_bytes())
+}
+
+/// The public key (EIP-197 bytes) of devnet account `i`.
 pub fn devnet_pubkey(i: u32) -> [u8; PUBKEY_LEN] {
-    let seed = format!("devnet-{i}");
-    let mut rng = ChaCha20Rng::from_seed(digest_to_bytes(&pubkey_hash(seed.as_bytes())));
-    let mut key = [0u8; PUBKEY_LEN];
-    rng.fill_bytes(&mut key);
-    key
+    devnet_key(i).public_key().to_bytes()
 }
 
 impl Genesis {
-    /// The devnet: accounts `0..accounts` (0 is the operator), each holding [`DEVNET_BALANCE`] of
+    /// The devnet: accounts `0..accounts` (0 is the operator), keys from the seeds `devnet-<i>`,
+    /// each holding [`DEVNET_BALANCE`] of
     /// tokens `0..4`, and pools (0,1), (0,2), (0,3), (1,2), (2,3) with [`DEVNET_RESERVE`] of each
     /// side and a 0.3 % fee.
     pub fn devnet(accounts: u32) -> Genesis {

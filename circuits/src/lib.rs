@@ -3,6 +3,7 @@
 //! The executor is the oracle: every batch it accepts, the circuit proves with the same roots
 //! and commitment, and every rule it enforces, the circuit enforces too.
 
+pub mod bls;
 pub mod circuit;
 pub mod error;
 pub mod executor;

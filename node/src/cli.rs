@@ -1,10 +1,15 @@
 //! Subcommands of `rollup`.
 
+use std::path::PathBuf;
+
 use aggregator::{AggJob, AggregationCircuits, BlockVerifier, ProofBytes, ProofKind};
 use anyhow::{Context, Result};
-use circuits::{BatchCircuit, Executor, Genesis};
-use clap::{Args, Parser, Subcommand};
+use circuits::bls::{encoding::g1_to_bytes, message_point, tx_message, SecretKey, SignedTx};
+use circuits::{BatchCircuit, Direction, Executor, Genesis, Register, Swap, Transfer, Tx};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+
+use crate::keyfile::{self, to_hex};
 
 /// The batch capacity the network uses: the most slots whose rows fit 2^14 (a test keeps it so).
 pub const DEFAULT_BATCH_CAPACITY: usize = 69;
@@ -21,6 +26,109 @@ pub struct Cli {
 enum Command {
     /// Build the batch circuit and print its measured size.
     Circuits(CircuitsArgs),
+    /// Make a BLS key file (mode 0600).
+    Keygen(KeygenArgs),
+    /// Sign a transaction offline.
+    Sign(SignArgs),
+}
+
+/// Options of `rollup keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (refused if the file exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Derive the key from this seed instead of randomly (`devnet-<i>` is devnet account i).
+    #[arg(long)]
+    pub seed: Option<String>,
+}
+
+/// Options of `rollup sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The signer's key file.
+    #[arg(long, global = true)]
+    pub key: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    tx: SignTx,
+}
+
+#[derive(Debug, Subcommand)]
+enum SignTx {
+    /// A transfer.
+    Transfer {
+        /// Sender account.
+        #[arg(long)]
+        from: u32,
+        /// Receiver account.
+        #[arg(long)]
+        to: u32,
+        /// Token id.
+        #[arg(long)]
+        token: u16,
+        /// Amount.
+        #[arg(long)]
+        amount: u64,
+        /// Fee in the fee token.
+        #[arg(long, default_value_t = 0)]
+        fee: u64,
+        /// The sender's nonce.
+        #[arg(long)]
+        nonce: u32,
+    },
+    /// A swap.
+    Swap {
+        /// Trader account.
+        #[arg(long)]
+        account: u32,
+        /// Pool id.
+        #[arg(long)]
+        pool: u32,
+        /// Which token is paid in.
+        #[arg(long, value_enum)]
+        direction: DirectionArg,
+        /// Amount paid in.
+        #[arg(long)]
+        amount_in: u64,
+        /// Least acceptable output.
+        #[arg(long, default_value_t = 1)]
+        min_out: u64,
+        /// Fee in the fee token.
+        #[arg(long, default_value_t = 0)]
+        fee: u64,
+        /// The trader's nonce.
+        #[arg(long)]
+        nonce: u32,
+    },
+    /// Register the key file's key under a free account id (with its proof of possession).
+    Register {
+        /// The new account's id.
+        #[arg(long)]
+        account: u32,
+    },
+}
+
+/// A swap's direction on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DirectionArg {
+    /// Pay token a, receive token b.
+    AToB,
+    /// Pay token b, receive token a.
+    BToA,
+}
+
+/// What `rollup sign --json` prints: every value hex, points in the EIP-196/197 encodings.
+#[derive(Debug, Serialize)]
+struct SignReport {
+    signed_tx: String,
+    tx: String,
+    message_hash: String,
+    message_point: String,
+    signature: String,
+    public_key: String,
 }
 
 /// Options of `rollup circuits`.
@@ -59,6 +167,8 @@ impl Cli {
     pub fn run(self) -> Result<()> {
         match self.command {
             Command::Circuits(args) => circuits_cmd(&args),
+            Command::Keygen(args) => keygen_cmd(&args),
+            Command::Sign(args) => sign_cmd(&args),
         }
     }
 }
@@ -102,6 +212,56 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
         println!("  recursion rows         2^{}", report.aggregation_degree_bits);
         println!("  build time             {:.2} s", report.aggregation_build_seconds);
+    }
+    Ok(())
+}
+
+fn keygen_cmd(args: &KeygenArgs) -> Result<()> {
+    let sk = match &args.seed {
+        Some(seed) => SecretKey::from_seed(seed.as_bytes()),
+        None => SecretKey::random(&mut rand::rngs::OsRng),
+    };
+    keyfile::write(&args.out, &sk)?;
+    println!("{}", to_hex(&sk.public_key().to_bytes()));
+    Ok(())
+}
+
+fn sign_cmd(args: &SignArgs) -> Result<()> {
+    let path = args.key.as_ref().context("--key FILE is required")?;
+    let sk = keyfile::read(path)?;
+    let tx = match args.tx {
+        SignTx::Transfer { from, to, token, amount, fee, nonce } => {
+            Tx::Transfer(Transfer { from, to, token, amount, fee, nonce })
+        }
+        SignTx::Swap { account, pool, direction, amount_in, min_out, fee, nonce } => {
+            let direction = match direction {
+                DirectionArg::AToB => Direction::AToB,
+                DirectionArg::BToA => Direction::BToA,
+            };
+            Tx::Swap(Swap { account, pool, direction, amount_in, min_out, fee, nonce })
+        }
+        SignTx::Register { account } => Tx::Register(Register {
+            account,
+            pubkey: sk.public_key().to_bytes(),
+            pop: sk.proof_of_possession().to_bytes(),
+        }),
+    };
+    // Round-trip through the decoder so nothing out of range is ever signed.
+    let tx = Tx::decode(&tx.encode()).context("transaction out of range")?;
+    let signature = sk.sign_tx(&tx);
+    let message = tx_message(&tx);
+    let report = SignReport {
+        signed_tx: to_hex(&SignedTx { tx: tx.clone(), signature }.encode()),
+        tx: to_hex(&tx.encode()),
+        message_hash: to_hex(&message),
+        message_point: to_hex(&g1_to_bytes(&message_point(&message))),
+        signature: to_hex(&signature.to_bytes()),
+        public_key: to_hex(&sk.public_key().to_bytes()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.signed_tx);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `rollup`: the rollup's command-line program.
 
 mod cli;
+mod keyfile;
 
 use anyhow::Result;
 use clap::Parser;

@@ -1,0 +1,73 @@
+//! The `rollup` binary's offline commands, run as a user would.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use ark_bn254::{Bn254, Fq, Fq2, G1Affine, G2Affine};
+use ark_ec::pairing::Pairing;
+use ark_ec::AffineRepr;
+use ark_ff::PrimeField;
+
+fn rollup(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rollup")).args(args).output().expect("run rollup")
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn fq(b: &[u8]) -> Fq {
+    Fq::from_be_bytes_mod_order(b)
+}
+
+/// Decodes EIP-196/197 points by hand, independently of the crate's decoder.
+fn g1(b: &[u8]) -> G1Affine {
+    G1Affine::new_unchecked(fq(&b[..32]), fq(&b[32..64]))
+}
+
+fn g2(b: &[u8]) -> G2Affine {
+    G2Affine::new_unchecked(Fq2::new(fq(&b[32..64]), fq(&b[..32])), Fq2::new(fq(&b[96..]), fq(&b[64..96])))
+}
+
+#[test]
+fn keygen_from_a_seed_and_sign_offline() {
+    let dir = std::env::temp_dir().join(format!("rollup-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("devnet-3.key");
+    let _ = std::fs::remove_file(&key);
+    let out = rollup(&["keygen", "--out", key.to_str().expect("utf8"), "--seed", "devnet-3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(&key).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is readable by its owner only");
+    let pk = String::from_utf8(out.stdout).expect("utf8");
+    assert_eq!(hex(pk.trim()), circuits::genesis::devnet_pubkey(3).to_vec(), "the seed gives devnet account 3's key");
+    // A second keygen to the same path is refused rather than overwriting the key.
+    assert!(!rollup(&["keygen", "--out", key.to_str().expect("utf8")]).status.success());
+
+    for args in [
+        vec!["transfer", "--from", "3", "--to", "4", "--token", "1", "--amount", "500", "--fee", "2", "--nonce", "0"],
+        vec!["swap", "--account", "3", "--pool", "0", "--direction", "b-to-a", "--amount-in", "1000", "--nonce", "1"],
+        vec!["register", "--account", "77"],
+    ] {
+        let mut full = vec!["sign", "--key", key.to_str().expect("utf8"), "--json"];
+        full.extend(args.iter());
+        let out = rollup(&full);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let field = |k: &str| hex(v[k].as_str().expect(k));
+        let (sig, point, pk) = (g1(&field("signature")), g1(&field("message_point")), g2(&field("public_key")));
+        assert!(sig.is_on_curve() && point.is_on_curve() && pk.is_on_curve());
+        // The pairing equation any BN254 implementation checks: e(signature, g2) = e(message_point, public_key).
+        assert_eq!(Bn254::pairing(sig, G2Affine::generator()), Bn254::pairing(point, pk), "{args:?}");
+        let signed = circuits::bls::SignedTx::decode(&field("signed_tx")).expect("signed tx decodes");
+        assert_eq!(signed.tx.encode(), field("tx"));
+        assert_eq!(circuits::bls::tx_message(&signed.tx).to_vec(), field("message_hash"));
+        if let circuits::Tx::Register(r) = &signed.tx {
+            assert!(circuits::bls::register_key(r).is_ok(), "the register carries a valid proof of possession");
+        }
+    }
+    // Out-of-range fields are refused, not signed.
+    let out = rollup(&["sign", "--key", key.to_str().expect("utf8"), "transfer", "--from", "3", "--to", "4", "--token", "5000", "--amount", "1", "--nonce", "0"]);
+    assert!(!out.status.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
