@@ -130,3 +130,114 @@ impl AggregationCircuits {
         }
     }
 }
+
+/// Proofs larger than this are refused when decoding a job.
+const MAX_PROOF_BYTES: usize = 8 << 20;
+
+impl ProofKind {
+    fn tag(self) -> u8 {
+        match self {
+            ProofKind::Batch => 1,
+            ProofKind::Wrap => 2,
+            ProofKind::Merge => 3,
+        }
+    }
+
+    fn from_tag(t: u8) -> Result<Self> {
+        match t {
+            1 => Ok(ProofKind::Batch),
+            2 => Ok(ProofKind::Wrap),
+            3 => Ok(ProofKind::Merge),
+            t => Err(AggError::InvalidJob(format!("unknown proof kind {t}"))),
+        }
+    }
+}
+
+fn put_proof(out: &mut Vec<u8>, p: &ProofBytes) {
+    out.push(p.kind.tag());
+    out.extend_from_slice(&(p.bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&p.bytes);
+}
+
+fn take_proof(b: &mut &[u8]) -> Result<ProofBytes> {
+    let short = || AggError::InvalidJob("truncated job".into());
+    let (&tag, rest) = b.split_first().ok_or_else(short)?;
+    let kind = ProofKind::from_tag(tag)?;
+    let len_bytes: [u8; 4] = rest.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(short)?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > MAX_PROOF_BYTES {
+        return Err(AggError::InvalidJob(format!("proof of {len} bytes is too large")));
+    }
+    let bytes = rest.get(4..4 + len).ok_or_else(short)?.to_vec();
+    *b = &rest[4 + len..];
+    Ok(ProofBytes { kind, bytes })
+}
+
+impl AggJob {
+    /// Binary encoding: `1 ‖ proof` for a wrap, `2 ‖ left ‖ has_right ‖ [right]` for a merge,
+    /// each proof as `kind ‖ len (u32 LE) ‖ bytes`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            AggJob::Wrap { batch } => {
+                out.push(1);
+                put_proof(&mut out, batch);
+            }
+            AggJob::Merge { left, right } => {
+                out.push(2);
+                put_proof(&mut out, left);
+                out.push(right.is_some() as u8);
+                if let Some(r) = right {
+                    put_proof(&mut out, r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes [`AggJob::to_bytes`], checking every length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (&tag, mut rest) = bytes.split_first().ok_or_else(|| AggError::InvalidJob("empty job".into()))?;
+        let job = match tag {
+            1 => AggJob::Wrap { batch: take_proof(&mut rest)? },
+            2 => {
+                let left = take_proof(&mut rest)?;
+                let (&has, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
+                rest = r;
+                let right = match has {
+                    0 => None,
+                    1 => Some(take_proof(&mut rest)?),
+                    x => return Err(AggError::InvalidJob(format!("bad flag {x}"))),
+                };
+                AggJob::Merge { left, right }
+            }
+            t => return Err(AggError::InvalidJob(format!("unknown job tag {t}"))),
+        };
+        if !rest.is_empty() {
+            return Err(AggError::InvalidJob("trailing bytes".into()));
+        }
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_bytes_round_trip() {
+        let p = |kind, n: u8| ProofBytes { kind, bytes: vec![n; n as usize] };
+        for job in [
+            AggJob::Wrap { batch: p(ProofKind::Batch, 3) },
+            AggJob::Merge { left: p(ProofKind::Wrap, 5), right: None },
+            AggJob::Merge { left: p(ProofKind::Merge, 1), right: Some(p(ProofKind::Wrap, 0)) },
+        ] {
+            let b = job.to_bytes();
+            assert_eq!(AggJob::from_bytes(&b).expect("decodes"), job);
+            for cut in 0..b.len() {
+                assert!(AggJob::from_bytes(&b[..cut]).is_err());
+            }
+        }
+        assert!(AggJob::from_bytes(&[1, 1, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod bls;
 pub mod circuit;
+pub mod codec;
 pub mod error;
 pub mod executor;
 pub mod genesis;
