@@ -3,7 +3,6 @@
 //! `cargo bench -p benches --bench batch`; `BATCH_CAPACITY` overrides the slot count (default:
 //! the network's, 69).
 
-use circuits::genesis::devnet_pubkey;
 use circuits::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -15,7 +14,7 @@ fn capacity() -> usize {
 fn mixed_batch(capacity: usize) -> (Executor, Vec<Tx>) {
     let state = Genesis::devnet(64).build().expect("genesis");
     let ex = Executor::new(state, capacity);
-    let txs = benches::mixed_load(capacity, 64, 0.3, &devnet_pubkey);
+    let txs = benches::mixed_load(capacity, 64, 0.3);
     (ex, txs)
 }
 
@@ -27,7 +26,7 @@ fn execution(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let state = Genesis::devnet(64).build().expect("genesis");
-                (Executor::new(state, n), benches::mixed_load(n, 64, 0.3, &devnet_pubkey))
+                (Executor::new(state, n), benches::mixed_load(n, 64, 0.3))
             },
             |(mut ex, txs)| {
                 for tx in &txs {

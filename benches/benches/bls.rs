@@ -41,7 +41,9 @@ fn bls(c: &mut Criterion) {
                 .map(|((k, m), s)| SignedMessage { public_key: *k, message: m.clone(), signature: *s })
                 .collect();
             let mut rng = StdRng::seed_from_u64(2);
-            g.bench_function("batch_check_1000_all_valid", |b| b.iter(|| assert!(find_invalid(&items, &mut rng).is_empty())));
+            g.bench_function("batch_check_1000_all_valid", |b| {
+                b.iter(|| assert!(find_invalid(&items, &mut rng).is_empty()))
+            });
         }
     }
     g.finish();

@@ -53,7 +53,8 @@ struct R<'a> {
 
 impl R<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| CodecError("truncated".into()))?;
+        let end =
+            self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| CodecError("truncated".into()))?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -105,7 +106,14 @@ impl BatchWitness {
     /// Binary encoding (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = W(MAGIC.to_vec());
-        for d in [&self.old_account_root, &self.old_pool_root, &self.old_root, &self.new_root, &self.commitment_in, &self.commitment_out] {
+        for d in [
+            &self.old_account_root,
+            &self.old_pool_root,
+            &self.old_root,
+            &self.new_root,
+            &self.commitment_in,
+            &self.commitment_out,
+        ] {
             w.digest(d);
         }
         let o = &self.operator;
@@ -168,11 +176,8 @@ impl BatchWitness {
         let mut slots = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             let len = r.len()?;
-            let tx = if len == 0 {
-                None
-            } else {
-                Some(Tx::decode(r.take(len)?).map_err(|e| CodecError(e.to_string()))?)
-            };
+            let tx =
+                if len == 0 { None } else { Some(Tx::decode(r.take(len)?).map_err(|e| CodecError(e.to_string()))?) };
             let a_record = r.record()?;
             let a_balance_root = r.digest()?;
             let a_path = r.path()?;
@@ -192,12 +197,32 @@ impl BatchWitness {
             let pool = Pool { token_a, token_b, fee_bps, reserve_a: r.u64()?, reserve_b: r.u64()? };
             let b_path = r.path()?;
             let out = r.u64()?;
-            slots.push(SlotWitness { tx, a_record, a_balance_root, a_path, steps, b_record, b_balance_root, pool, b_path, out });
+            slots.push(SlotWitness {
+                tx,
+                a_record,
+                a_balance_root,
+                a_path,
+                steps,
+                b_record,
+                b_balance_root,
+                pool,
+                b_path,
+                out,
+            });
         }
         if r.pos != bytes.len() {
             return Err(CodecError("trailing bytes".into()));
         }
-        Ok(BatchWitness { slots, operator, old_account_root, old_pool_root, old_root, new_root, commitment_in, commitment_out })
+        Ok(BatchWitness {
+            slots,
+            operator,
+            old_account_root,
+            old_pool_root,
+            old_root,
+            new_root,
+            commitment_in,
+            commitment_out,
+        })
     }
 }
 
@@ -210,8 +235,16 @@ mod tests {
     fn round_trip_and_malformed() {
         let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), 4);
         ex.apply(&Tx::Transfer(Transfer { from: 1, to: 2, token: 1, amount: 5, fee: 1, nonce: 0 })).expect("t");
-        ex.apply(&Tx::Swap(Swap { account: 2, pool: 0, direction: Direction::AToB, amount_in: 100, min_out: 0, fee: 0, nonce: 0 }))
-            .expect("s");
+        ex.apply(&Tx::Swap(Swap {
+            account: 2,
+            pool: 0,
+            direction: Direction::AToB,
+            amount_in: 100,
+            min_out: 0,
+            fee: 0,
+            nonce: 0,
+        }))
+        .expect("s");
         ex.apply(&Tx::Register(Register { account: 9, pubkey: devnet_pubkey(9), pop: [0; 64] })).expect("r");
         let w = ex.seal_batch().expect("seal");
         let bytes = w.to_bytes();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod executor;
 pub mod genesis;
 pub mod hash;
+pub mod load;
 pub mod smt;
 pub mod state;
 pub mod store;

@@ -16,8 +16,12 @@ pub const DEFAULT_BATCH_CAPACITY: usize = 69;
 
 /// A ZK rollup for transfers and swaps with a GPU prover farm.
 #[derive(Debug, Parser)]
-#[command(name = "rollup", version, about)]
+#[command(name = "rollup", version, about, args_override_self = true)]
 pub struct Cli {
+    /// A TOML file with defaults for any flag: a table per subcommand (`[sequencer]`,
+    /// `[settlement]`, ...) whose keys are flag names; flags on the command line win.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +34,24 @@ enum Command {
     Keygen(KeygenArgs),
     /// Sign a transaction offline.
     Sign(SignArgs),
+    /// Run everything in one process on loopback with a synthetic load: the main demo.
+    Devnet(crate::devnet::DevnetArgs),
+    /// Run the settlement node.
+    Settlement(crate::services::SettlementArgs),
+    /// Run the sequencer with the prover-farm coordinator.
+    Sequencer(crate::services::SequencerArgs),
+    /// Run a prover worker.
+    Prover(crate::services::ProverArgs),
+    /// Send a transfer.
+    Transfer(crate::client::TransferArgs),
+    /// Send a swap.
+    Swap(crate::client::SwapArgs),
+    /// Read an account.
+    Account(crate::client::AccountArgs),
+    /// Read the settled head.
+    Head(crate::client::HeadArgs),
+    /// Read the sequencer's status.
+    Status(crate::client::StatusArgs),
 }
 
 /// Options of `rollup keygen`.
@@ -165,10 +187,20 @@ struct CircuitsReport {
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> Result<()> {
+        let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime");
         match self.command {
             Command::Circuits(args) => circuits_cmd(&args),
             Command::Keygen(args) => keygen_cmd(&args),
             Command::Sign(args) => sign_cmd(&args),
+            Command::Devnet(a) => rt()?.block_on(crate::devnet::run(a)),
+            Command::Settlement(a) => rt()?.block_on(crate::services::settlement(a)),
+            Command::Sequencer(a) => rt()?.block_on(crate::services::sequencer(a)),
+            Command::Prover(a) => rt()?.block_on(crate::services::prover(a)),
+            Command::Transfer(a) => rt()?.block_on(crate::client::transfer(a)),
+            Command::Swap(a) => rt()?.block_on(crate::client::swap(a)),
+            Command::Account(a) => rt()?.block_on(crate::client::account(a)),
+            Command::Head(a) => rt()?.block_on(crate::client::head(a)),
+            Command::Status(a) => rt()?.block_on(crate::client::status(a)),
         }
     }
 }
@@ -283,8 +315,15 @@ mod tests {
     #[test]
     fn circuits_defaults() {
         let cli = Cli::try_parse_from(["rollup", "circuits"]).expect("parse");
-        let Command::Circuits(args) = cli.command;
+        let Command::Circuits(args) = cli.command else { panic!("circuits") };
         assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false });
+        let cli = Cli::try_parse_from(["rollup", "sequencer", "--data-dir", "d"]).expect("parse");
+        let Command::Sequencer(a) = cli.command else { panic!("sequencer") };
+        assert_eq!((a.listen.as_str(), a.block_batches, a.max_attempts), ("127.0.0.1:50051", 4, 3));
+        assert_eq!(a.network.capacity, DEFAULT_BATCH_CAPACITY);
+        let cli = Cli::try_parse_from(["rollup", "devnet"]).expect("parse");
+        let Command::Devnet(d) = cli.command else { panic!("devnet") };
+        assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
     }
 
     /// Padding is paid for: the default capacity must fill 2^14 rows without spilling to 2^15.

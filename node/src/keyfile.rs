@@ -37,7 +37,8 @@ struct KeyFile {
 
 /// Writes `sk` to a new file with mode 0600; refuses to replace an existing file.
 pub fn write(path: &Path, sk: &SecretKey) -> Result<()> {
-    let body = KeyFile { version: 1, secret_key: to_hex(&sk.to_bytes()), public_key: to_hex(&sk.public_key().to_bytes()) };
+    let body =
+        KeyFile { version: 1, secret_key: to_hex(&sk.to_bytes()), public_key: to_hex(&sk.public_key().to_bytes()) };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

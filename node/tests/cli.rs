@@ -67,7 +67,22 @@ fn keygen_from_a_seed_and_sign_offline() {
         }
     }
     // Out-of-range fields are refused, not signed.
-    let out = rollup(&["sign", "--key", key.to_str().expect("utf8"), "transfer", "--from", "3", "--to", "4", "--token", "5000", "--amount", "1", "--nonce", "0"]);
+    let out = rollup(&[
+        "sign",
+        "--key",
+        key.to_str().expect("utf8"),
+        "transfer",
+        "--from",
+        "3",
+        "--to",
+        "4",
+        "--token",
+        "5000",
+        "--amount",
+        "1",
+        "--nonce",
+        "0",
+    ]);
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -255,8 +255,7 @@ pub fn aggregate_verify(signers: &[(PublicKey, &[u8])], agg: &Signature) -> Resu
     if signers.is_empty() {
         return Err(BlsError::Empty);
     }
-    let mut pairs: Vec<(G1Affine, G2Affine)> =
-        signers.par_iter().map(|(pk, msg)| (message_point(msg), pk.0)).collect();
+    let mut pairs: Vec<(G1Affine, G2Affine)> = signers.par_iter().map(|(pk, msg)| (message_point(msg), pk.0)).collect();
     pairs.push((agg.0, neg_g2()));
     if pairing_product_is_one(&pairs) {
         Ok(())

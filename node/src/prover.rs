@@ -1,0 +1,197 @@
+//! Prover workers (`rollup prover`): lease a job, prove it off the async runtime while a
+//! heartbeat keeps the lease, submit the proof; a failure or a panic is reported as that job's
+//! failure and the worker goes on; a lost coordinator is reconnected with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::AggJob;
+use anyhow::{bail, Context, Result};
+use circuits::BatchWitness;
+use proto::v1::prover_farm_client::ProverFarmClient;
+use proto::v1::{
+    HeartbeatRequest, JobKind, LeaseJobRequest, RegisterWorkerRequest, ReportFailureRequest, SubmitResultRequest,
+};
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::auth::AddToken;
+use crate::network::Circuits;
+
+/// Which proving backend a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// CUDA when a device is there, else the CPU.
+    Auto,
+    /// plonky2's prover on rayon.
+    Cpu,
+    /// The CUDA backend.
+    Cuda,
+}
+
+/// Resolves the backend in one place, logging which one was taken and why.
+pub fn choose_backend(requested: Backend) -> Result<&'static str> {
+    match requested {
+        Backend::Cpu => {
+            info!("backend: cpu (requested)");
+            Ok("cpu")
+        }
+        Backend::Auto => {
+            info!("backend: cpu (auto: this build has no CUDA proving backend yet)");
+            Ok("cpu")
+        }
+        Backend::Cuda => bail!("the CUDA proving backend is not available in this build"),
+    }
+}
+
+type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
+
+/// Proves one job's payload.
+pub fn prove(circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Vec<u8>> {
+    match kind {
+        JobKind::Batch => {
+            let w = BatchWitness::from_bytes(payload)?;
+            Ok(circuits.batch.prove(&w)?.to_bytes())
+        }
+        JobKind::Aggregate => {
+            let job = AggJob::from_bytes(payload)?;
+            Ok(circuits.aggregation.run(&job)?.bytes)
+        }
+        JobKind::Unspecified => bail!("job of unspecified kind"),
+    }
+}
+
+/// Options of one worker.
+pub struct WorkerConfig {
+    /// Coordinator URL.
+    pub coordinator: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Name reported to the coordinator.
+    pub name: String,
+    /// Backend.
+    pub backend: Backend,
+}
+
+/// Runs a worker until shutdown. `circuits` may be shared by the process; otherwise the worker
+/// builds them for the coordinator's batch capacity.
+pub async fn run(
+    cfg: WorkerConfig,
+    mut circuits: Option<Arc<Circuits>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let backend = choose_backend(cfg.backend)?;
+    let channel = Endpoint::from_shared(cfg.coordinator.clone()).context("coordinator URL")?.connect_lazy();
+    let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(cfg.token.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let reg = match client
+            .register_worker(RegisterWorkerRequest { name: cfg.name.clone(), backend: backend.into() })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(e) if e.code() == tonic::Code::Unauthenticated => {
+                bail!("coordinator refused the token: {}", e.message())
+            }
+            Err(e) => {
+                warn!(message = e.message(), "coordinator unreachable; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let c = match circuits.clone() {
+            Some(c) => c,
+            None => {
+                let capacity = reg.batch_capacity as usize;
+                let c = tokio::task::spawn_blocking(move || Circuits::build(capacity)).await??;
+                circuits = Some(c.clone());
+                c
+            }
+        };
+        if c.verifier.digest_hex() != reg.block_verifier_digest {
+            bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
+        }
+        info!(worker = %reg.worker_id, "registered");
+        if let Err(e) = work(&mut client, &reg.worker_id, reg.lease_ms, &c, &mut shutdown).await {
+            warn!("lost the coordinator ({e}); reconnecting");
+        }
+    }
+}
+
+async fn work(
+    client: &mut Client,
+    worker: &str,
+    lease_ms: u64,
+    c: &Arc<Circuits>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let job = client.lease_job(LeaseJobRequest { worker_id: worker.into() }).await?.into_inner().job;
+        let Some(job) = job else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+        };
+        let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
+        // Heartbeats keep the lease while the proof runs.
+        let mut hb_client = client.clone();
+        let (hb_worker, id) = (worker.to_string(), job.job_id);
+        let heartbeat = tokio::spawn(async move {
+            let period = Duration::from_millis((lease_ms / 3).max(100));
+            loop {
+                tokio::time::sleep(period).await;
+                if hb_client.heartbeat(HeartbeatRequest { worker_id: hb_worker.clone(), job_id: id }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let circuits = c.clone();
+        let outcome = tokio::task::spawn_blocking(move || prove(&circuits, kind, &job.payload)).await;
+        heartbeat.abort();
+        let result = match outcome {
+            Ok(Ok(proof)) => Ok(proof),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(e) if e.is_panic() => Err(format!("the prover panicked: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(proof) => {
+                let secs = started.elapsed().as_secs_f64();
+                match client
+                    .submit_result(SubmitResultRequest {
+                        worker_id: worker.into(),
+                        job_id: id,
+                        proof,
+                        prove_seconds: secs,
+                    })
+                    .await
+                {
+                    Ok(_) => info!(job = id, seconds = secs, "proof accepted"),
+                    Err(e) if e.code() == tonic::Code::Unavailable => return Err(e.into()),
+                    Err(e) => warn!(job = id, message = e.message(), "proof refused"),
+                }
+            }
+            Err(reason) => {
+                warn!(job = id, %reason, "job failed");
+                client.report_failure(ReportFailureRequest { worker_id: worker.into(), job_id: id, reason }).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,771 @@
+//! The sequencer's state machine: accepted transactions in order, batches, blocks, and the prover
+//! farm's jobs. Persistence is a log: accepted transactions, batch and block boundaries, proofs,
+//! failures and the settled height go to sled, and a restart replays the log through the
+//! executor, which is deterministic, to the same state (`docs/services.md`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregator::{AggJob, BlockPlan, PlannedKind, ProofBytes, ProofKind};
+use anyhow::{bail, Context, Result};
+use circuits::bls::{aggregate, PublicKey, SignedTx};
+use circuits::hash::digest_to_bytes;
+use circuits::{BatchWitness, Executor, Genesis, Tx};
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::network::Circuits;
+use crate::status;
+
+/// Tunables of the sequencer and coordinator.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Slots per batch.
+    pub capacity: usize,
+    /// A non-empty batch is sealed this long after its first transaction.
+    pub batch_timeout: Duration,
+    /// Batches per block at most.
+    pub block_batches: usize,
+    /// A block closes this long after its first batch.
+    pub block_time: Duration,
+    /// Lease of a job; heartbeats extend it.
+    pub lease: Duration,
+    /// Failures after which a job is given up.
+    pub max_attempts: u32,
+    /// Accepted but not yet settled transactions at most (the mempool bound).
+    pub mempool_limit: usize,
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobKey {
+    /// Prove batch `n`.
+    Batch(u64),
+    /// Wrap batch `n`'s proof.
+    Wrap(u64),
+    /// Merge node `node` of block `height`'s plan.
+    Merge {
+        /// The block.
+        height: u64,
+        /// The node in the block's plan.
+        node: usize,
+    },
+}
+
+impl JobKey {
+    /// A stable id: the same job has the same id across restarts.
+    pub fn id(self) -> u64 {
+        match self {
+            JobKey::Batch(b) => b,
+            JobKey::Wrap(b) => (1 << 62) | b,
+            JobKey::Merge { height, node } => (1 << 63) | (height << 24) | node as u64,
+        }
+    }
+}
+
+/// Where a job stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a worker.
+    Pending,
+    /// Leased to a worker until the deadline.
+    Leased {
+        /// The worker.
+        worker: String,
+        /// When the lease lapses.
+        deadline: Instant,
+    },
+    /// Its proof is stored.
+    Done,
+    /// Given up after too many failures.
+    Failed {
+        /// The last failure.
+        reason: String,
+    },
+}
+
+impl JobState {
+    /// Name for status and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Leased { .. } => "leased",
+            JobState::Done => "done",
+            JobState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// A job of the farm.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// What it does.
+    pub key: JobKey,
+    /// Where it stands.
+    pub state: JobState,
+    /// Failures so far.
+    pub failures: u32,
+    /// Times its lease lapsed.
+    pub lapses: u32,
+    /// Creation order (jobs are leased oldest first).
+    pub order: u64,
+    /// When it was first leased (for proof latency).
+    pub first_leased: Option<Instant>,
+}
+
+/// A leased job as the wire carries it.
+pub struct Lease {
+    /// Stable id.
+    pub id: u64,
+    /// What it does.
+    pub key: JobKey,
+    /// The witness or the aggregation job.
+    pub payload: Vec<u8>,
+    /// The lease deadline.
+    pub deadline: Instant,
+    /// Failures so far plus one.
+    pub attempt: u32,
+}
+
+struct Accepted {
+    signed: SignedTx,
+}
+
+struct BatchRec {
+    start: u64,
+    end: u64,
+    witness: Option<BatchWitness>,
+    proof: Option<Vec<u8>>,
+    wrap: Option<Vec<u8>>,
+    block: Option<u64>,
+}
+
+struct BlockRec {
+    height: u64,
+    first_batch: u64,
+    plan: BlockPlan,
+    merges: HashMap<usize, Vec<u8>>,
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Transactions proven in batch proofs.
+    pub proven_txs: u64,
+    /// Sum and count of proof latencies (lease to accepted result), seconds.
+    pub proof_seconds: (f64, u64),
+    /// When the first job was leased and the last proof accepted (this process).
+    pub proving_window: Option<(Instant, Instant)>,
+}
+
+/// The sequencer and coordinator state.
+pub struct Core {
+    params: Params,
+    db: sled::Db,
+    circuits: Arc<Circuits>,
+    ex: Executor,
+    registry: HashMap<u32, PublicKey>,
+    txs: Vec<Accepted>,
+    by_hash: HashMap<[u8; 32], u64>,
+    open_since: Option<Instant>,
+    batches: Vec<BatchRec>,
+    block_start_batch: u64,
+    block_since: Option<Instant>,
+    blocks: Vec<BlockRec>,
+    jobs: BTreeMap<u64, Job>,
+    job_order: u64,
+    settled_height: u64,
+    settled_txs: u64,
+    /// Counters.
+    pub counters: Counters,
+    started: Instant,
+}
+
+fn k(prefix: u8, n: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = prefix;
+    out[1..].copy_from_slice(&n.to_be_bytes());
+    out
+}
+
+const T_TX: u8 = b't';
+const T_BATCH: u8 = b'b';
+const T_BLOCK: u8 = b'k';
+const T_PROOF: u8 = b'p';
+const T_WRAP: u8 = b'w';
+const T_MERGE: u8 = b'm';
+const T_FAILED: u8 = b'f';
+const SETTLED: &[u8] = b"settled";
+
+fn be(v: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(v.try_into().context("corrupt record")?))
+}
+
+impl Core {
+    /// Opens the database and replays it: the state after a restart is the state before.
+    pub fn open(params: Params, db: sled::Db, genesis: &Genesis, circuits: Arc<Circuits>) -> Result<Self> {
+        let state = genesis.build()?;
+        let registry = genesis
+            .accounts
+            .iter()
+            .map(|a| Ok((a.id, PublicKey::from_bytes(&a.pubkey).context("genesis key")?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let mut core = Core {
+            ex: Executor::new(state, params.capacity),
+            params,
+            db,
+            circuits,
+            registry,
+            txs: Vec::new(),
+            by_hash: HashMap::new(),
+            open_since: None,
+            batches: Vec::new(),
+            block_start_batch: 0,
+            block_since: None,
+            blocks: Vec::new(),
+            jobs: BTreeMap::new(),
+            job_order: 0,
+            settled_height: 0,
+            settled_txs: 0,
+            counters: Counters::default(),
+            started: Instant::now(),
+        };
+        core.replay()?;
+        Ok(core)
+    }
+
+    fn scan(&self, prefix: u8) -> Result<Vec<(u64, sled::IVec)>> {
+        self.db
+            .scan_prefix([prefix])
+            .map(|r| {
+                let (key, v) = r?;
+                Ok((be(&key[1..])?, v))
+            })
+            .collect()
+    }
+
+    fn replay(&mut self) -> Result<()> {
+        let txs = self.scan(T_TX)?;
+        let batch_ends: Vec<u64> = self.scan(T_BATCH)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
+        let block_ends: Vec<u64> = self.scan(T_BLOCK)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
+        self.settled_height = self.db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
+        let now = Instant::now();
+        for (seq, bytes) in &txs {
+            while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == *seq {
+                self.seal_batch_inner(now, false, &block_ends)?;
+            }
+            let signed = SignedTx::decode(bytes).context("corrupt transaction log")?;
+            if *seq != self.txs.len() as u64 {
+                bail!("transaction log has a gap at {seq}");
+            }
+            self.execute(signed, now).map_err(|e| anyhow::anyhow!("replaying transaction {seq}: {}", e.message()))?;
+        }
+        while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == self.txs.len() as u64 {
+            self.seal_batch_inner(now, false, &block_ends)?;
+        }
+        // Proofs already made.
+        for (b, v) in self.scan(T_PROOF)? {
+            if let Some(r) = self.batches.get_mut(b as usize) {
+                r.proof = Some(v.to_vec());
+                self.counters.proven_txs += r.end - r.start;
+            }
+        }
+        for (b, v) in self.scan(T_WRAP)? {
+            if let Some(r) = self.batches.get_mut(b as usize) {
+                r.wrap = Some(v.to_vec());
+            }
+        }
+        for r in self.db.scan_prefix([T_MERGE]) {
+            let (key, v) = r?;
+            let height = be(&key[1..9])?;
+            let node = be(&key[9..17])? as usize;
+            if let Some(b) = self.blocks.get_mut(height as usize - 1) {
+                b.merges.insert(node, v.to_vec());
+            }
+        }
+        for h in 1..=self.settled_height {
+            if let Some(b) = self.blocks.get(h as usize - 1) {
+                let batches = &self.batches[b.first_batch as usize..]
+                    [..b.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Wrap { .. })).count()];
+                self.settled_txs += batches.iter().map(|r| r.end - r.start).sum::<u64>();
+            }
+        }
+        let failed: HashMap<u64, String> =
+            self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
+        self.plan_jobs();
+        for (id, reason) in failed {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.state = JobState::Failed { reason };
+            }
+        }
+        if !txs.is_empty() {
+            info!(
+                txs = txs.len(),
+                batches = self.batches.len(),
+                blocks = self.blocks.len(),
+                settled = self.settled_height,
+                "replayed"
+            );
+        }
+        Ok(())
+    }
+
+    /// The key that must have signed `tx`: the sender's registered key, or for a `Register` the
+    /// key it carries (after its proof of possession).
+    pub fn signer_key(&self, tx: &Tx) -> Result<PublicKey, Status> {
+        match tx {
+            Tx::Register(r) => circuits::bls::register_key(r).map_err(|e| status::bls_error(&e)),
+            tx => self
+                .registry
+                .get(&tx.sender())
+                .copied()
+                .ok_or_else(|| Status::failed_precondition(format!("unknown account {}", tx.sender()))),
+        }
+    }
+
+    /// Executes an accepted (signature-checked) transaction and logs it; the caller flushes
+    /// before acknowledging.
+    pub fn submit(&mut self, signed: SignedTx) -> Result<([u8; 32], u64), Status> {
+        let pending = self.txs.len() as u64 - self.settled_txs;
+        if pending >= self.params.mempool_limit as u64 {
+            return Err(Status::resource_exhausted(format!("mempool full: {pending} transactions await settlement")));
+        }
+        let hash = circuits::bls::tx_message(&signed.tx);
+        if self.by_hash.contains_key(&hash) {
+            return Err(Status::already_exists("transaction already accepted"));
+        }
+        let now = Instant::now();
+        if self.ex.open_len() >= self.params.capacity {
+            self.seal_batch(now).map_err(status::storage)?;
+        }
+        let bytes = signed.encode();
+        let seq = self.execute(signed, now)?;
+        self.db.insert(k(T_TX, seq), bytes).map_err(status::storage)?;
+        if self.ex.open_len() >= self.params.capacity {
+            self.seal_batch(now).map_err(status::storage)?;
+        }
+        Ok((hash, seq))
+    }
+
+    fn execute(&mut self, signed: SignedTx, now: Instant) -> Result<u64, Status> {
+        self.ex.apply(&signed.tx).map_err(|e| status::tx_error(&e))?;
+        if let Tx::Register(r) = &signed.tx {
+            if let Ok(pk) = PublicKey::from_bytes(&r.pubkey) {
+                self.registry.insert(r.account, pk);
+            }
+        }
+        let seq = self.txs.len() as u64;
+        let hash = circuits::bls::tx_message(&signed.tx);
+        self.by_hash.insert(hash, seq);
+        self.txs.push(Accepted { signed });
+        self.open_since.get_or_insert(now);
+        Ok(seq)
+    }
+
+    fn seal_batch(&mut self, now: Instant) -> Result<()> {
+        self.seal_batch_inner(now, true, &[])
+    }
+
+    /// Seals the open batch; closes the block when it is full. `persist` is false while replaying,
+    /// where `block_ends` says where blocks closed.
+    fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &[u64]) -> Result<()> {
+        let witness = self.ex.seal_batch().map_err(|e| anyhow::anyhow!("sealing a batch: {e}"))?;
+        let start = self.batches.last().map_or(0, |b| b.end);
+        let end = self.txs.len() as u64;
+        let id = self.batches.len() as u64;
+        if persist {
+            self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
+        }
+        self.batches.push(BatchRec { start, end, witness: Some(witness), proof: None, wrap: None, block: None });
+        self.open_since = None;
+        self.block_since.get_or_insert(now);
+        let in_block = self.batches.len() as u64 - self.block_start_batch;
+        let closes = if persist {
+            in_block >= self.params.block_batches as u64
+        } else {
+            block_ends.get(self.blocks.len()) == Some(&(self.batches.len() as u64))
+        };
+        if closes {
+            self.close_block(persist)?;
+        }
+        if persist {
+            self.plan_jobs();
+        }
+        Ok(())
+    }
+
+    fn close_block(&mut self, persist: bool) -> Result<()> {
+        let first = self.block_start_batch;
+        let end = self.batches.len() as u64;
+        if end == first {
+            return Ok(());
+        }
+        let height = self.blocks.len() as u64 + 1;
+        if persist {
+            self.db.insert(k(T_BLOCK, height), &end.to_be_bytes())?;
+        }
+        self.ex.restart_commitment();
+        for b in &mut self.batches[first as usize..] {
+            b.block = Some(height);
+        }
+        let plan = BlockPlan::new((end - first) as usize)?;
+        self.blocks.push(BlockRec { height, first_batch: first, plan, merges: HashMap::new() });
+        self.block_start_batch = end;
+        self.block_since = None;
+        info!(height, batches = end - first, "block closed");
+        Ok(())
+    }
+
+    /// Seals a batch or closes a block that has waited long enough; lapses expired leases.
+    pub fn tick(&mut self, now: Instant) -> Result<()> {
+        if self.open_since.is_some_and(|t| now.duration_since(t) >= self.params.batch_timeout) && self.ex.open_len() > 0
+        {
+            self.seal_batch(now)?;
+        }
+        if self.ex.open_len() == 0
+            && self.block_since.is_some_and(|t| now.duration_since(t) >= self.params.block_time)
+            && (self.batches.len() as u64) > self.block_start_batch
+        {
+            self.close_block(true)?;
+        }
+        for j in self.jobs.values_mut() {
+            if let JobState::Leased { deadline, worker } = &j.state {
+                if *deadline <= now {
+                    warn!(job = ?j.key, worker = %worker, "lease lapsed; re-issuing");
+                    j.state = JobState::Pending;
+                    j.lapses += 1;
+                }
+            }
+        }
+        self.plan_jobs();
+        Ok(())
+    }
+
+    fn add_job(&mut self, key: JobKey) {
+        let id = key.id();
+        if !self.jobs.contains_key(&id) {
+            self.job_order += 1;
+            self.jobs.insert(
+                id,
+                Job {
+                    key,
+                    state: JobState::Pending,
+                    failures: 0,
+                    lapses: 0,
+                    order: self.job_order,
+                    first_leased: None,
+                },
+            );
+        }
+    }
+
+    /// Creates every job whose inputs exist and whose output does not.
+    fn plan_jobs(&mut self) {
+        let mut new = Vec::new();
+        for (i, b) in self.batches.iter().enumerate() {
+            let settled = b.block.is_some_and(|h| h <= self.settled_height);
+            if settled {
+                continue;
+            }
+            if b.proof.is_none() {
+                new.push(JobKey::Batch(i as u64));
+            } else if b.wrap.is_none() {
+                new.push(JobKey::Wrap(i as u64));
+            }
+        }
+        for blk in &self.blocks {
+            if blk.height <= self.settled_height {
+                continue;
+            }
+            for j in &blk.plan.jobs {
+                if let PlannedKind::Merge { left, right } = j.kind {
+                    let ready = self.node_output(blk, left).is_some()
+                        && right.is_none_or(|r| self.node_output(blk, r).is_some());
+                    if ready && !blk.merges.contains_key(&j.id) {
+                        new.push(JobKey::Merge { height: blk.height, node: j.id });
+                    }
+                }
+            }
+        }
+        for key in new {
+            self.add_job(key);
+        }
+    }
+
+    fn node_output(&self, blk: &BlockRec, node: usize) -> Option<ProofBytes> {
+        match blk.plan.jobs[node].kind {
+            PlannedKind::Wrap { batch } => self.batches[blk.first_batch as usize + batch]
+                .wrap
+                .clone()
+                .map(|bytes| ProofBytes { kind: ProofKind::Wrap, bytes }),
+            PlannedKind::Merge { .. } => {
+                blk.merges.get(&node).map(|b| ProofBytes { kind: ProofKind::Merge, bytes: b.clone() })
+            }
+        }
+    }
+
+    fn payload(&self, key: JobKey) -> Option<Vec<u8>> {
+        match key {
+            JobKey::Batch(b) => self.batches.get(b as usize)?.witness.as_ref().map(BatchWitness::to_bytes),
+            JobKey::Wrap(b) => {
+                let proof = self.batches.get(b as usize)?.proof.clone()?;
+                Some(AggJob::Wrap { batch: ProofBytes { kind: ProofKind::Batch, bytes: proof } }.to_bytes())
+            }
+            JobKey::Merge { height, node } => {
+                let blk = self.blocks.get(height as usize - 1)?;
+                let PlannedKind::Merge { left, right } = blk.plan.jobs[node].kind else { return None };
+                let left = self.node_output(blk, left)?;
+                let right = match right {
+                    Some(r) => Some(self.node_output(blk, r)?),
+                    None => None,
+                };
+                Some(AggJob::Merge { left, right }.to_bytes())
+            }
+        }
+    }
+
+    /// Leases the oldest pending job to `worker`.
+    pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
+        let id = self.jobs.values().filter(|j| j.state == JobState::Pending).min_by_key(|j| j.order)?.key.id();
+        let key = self.jobs[&id].key;
+        let payload = self.payload(key)?;
+        let deadline = now + self.params.lease;
+        let j = self.jobs.get_mut(&id)?;
+        j.state = JobState::Leased { worker: worker.to_string(), deadline };
+        j.first_leased.get_or_insert(now);
+        let w = self.counters.proving_window.get_or_insert((now, now));
+        w.1 = w.1.max(now);
+        Some(Lease { id, key, payload, deadline, attempt: j.failures + 1 })
+    }
+
+    /// Extends a lease.
+    pub fn heartbeat(&mut self, worker: &str, id: u64, now: Instant) -> Result<Instant, Status> {
+        let lease = self.params.lease;
+        let j = self.jobs.get_mut(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        match &mut j.state {
+            JobState::Leased { worker: w, deadline } if w == worker => {
+                *deadline = now + lease;
+                Ok(*deadline)
+            }
+            _ => Err(Status::failed_precondition(format!("job {id} is not leased to {worker}"))),
+        }
+    }
+
+    /// What a submitted proof must prove: its circuit and public inputs.
+    fn expected(&self, key: JobKey) -> Option<(ProofKind, circuits::BatchPublicInputs)> {
+        let batch_pis = |b: u64| {
+            let w = self.batches.get(b as usize)?.witness.as_ref()?;
+            Some(circuits::BatchPublicInputs {
+                old_root: w.old_root,
+                new_root: w.new_root,
+                commitment_in: w.commitment_in,
+                commitment_out: w.commitment_out,
+            })
+        };
+        match key {
+            JobKey::Batch(b) => Some((ProofKind::Batch, batch_pis(b)?)),
+            JobKey::Wrap(b) => Some((ProofKind::Wrap, batch_pis(b)?)),
+            JobKey::Merge { height, node } => {
+                let blk = self.blocks.get(height as usize - 1)?;
+                let (first, last) = leaf_range(&blk.plan, node);
+                let a = batch_pis(blk.first_batch + first as u64)?;
+                let z = batch_pis(blk.first_batch + last as u64)?;
+                Some((
+                    ProofKind::Merge,
+                    circuits::BatchPublicInputs {
+                        old_root: a.old_root,
+                        new_root: z.new_root,
+                        commitment_in: a.commitment_in,
+                        commitment_out: z.commitment_out,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Verifies and stores a job's proof (the caller flushes). A proof that does not verify, or
+    /// proves other public inputs, is refused and counted as a failure.
+    pub fn submit_result(&mut self, id: u64, proof: Vec<u8>, now: Instant) -> Result<(), Status> {
+        let j = self.jobs.get(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?.clone();
+        if j.state == JobState::Done {
+            return Ok(());
+        }
+        let (kind, expected) =
+            self.expected(j.key).ok_or_else(|| Status::failed_precondition("job inputs are gone"))?;
+        let checked = self.circuits.aggregation.check(&ProofBytes { kind, bytes: proof.clone() });
+        let verdict = match checked {
+            Ok((_, pis)) if pis == expected => Ok(()),
+            Ok(_) => Err("the proof proves other public inputs".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(reason) = verdict {
+            self.fail(id, format!("invalid proof: {reason}"))?;
+            return Err(Status::invalid_argument(format!("proof rejected: {reason}")));
+        }
+        match j.key {
+            JobKey::Batch(b) => {
+                self.db.insert(k(T_PROOF, b), proof.as_slice()).map_err(status::storage)?;
+                let r = &mut self.batches[b as usize];
+                self.counters.proven_txs += r.end - r.start;
+                r.proof = Some(proof);
+            }
+            JobKey::Wrap(b) => {
+                self.db.insert(k(T_WRAP, b), proof.as_slice()).map_err(status::storage)?;
+                self.batches[b as usize].wrap = Some(proof);
+            }
+            JobKey::Merge { height, node } => {
+                let key = [&k(T_MERGE, height)[..], &(node as u64).to_be_bytes()].concat();
+                self.db.insert(key, proof.as_slice()).map_err(status::storage)?;
+                self.blocks[height as usize - 1].merges.insert(node, proof);
+            }
+        }
+        if let Some(w) = &mut self.counters.proving_window {
+            w.1 = now;
+        }
+        if let Some(t) = j.first_leased {
+            self.counters.proof_seconds.0 += now.duration_since(t).as_secs_f64();
+            self.counters.proof_seconds.1 += 1;
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.state = JobState::Done;
+        }
+        self.plan_jobs();
+        Ok(())
+    }
+
+    /// Records a failure; after `max_attempts` the job is given up with its reason.
+    pub fn fail(&mut self, id: u64, reason: String) -> Result<(), Status> {
+        let max = self.params.max_attempts;
+        let j = self.jobs.get_mut(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        if matches!(j.state, JobState::Done | JobState::Failed { .. }) {
+            return Ok(());
+        }
+        j.failures += 1;
+        warn!(job = ?j.key, failures = j.failures, %reason, "job failed");
+        if j.failures >= max {
+            self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;
+            j.state = JobState::Failed { reason };
+        } else {
+            j.state = JobState::Pending;
+        }
+        Ok(())
+    }
+
+    /// The next block to submit, when its proof is ready.
+    pub fn next_block(&self) -> Option<proto::v1::Block> {
+        let height = self.settled_height + 1;
+        let blk = self.blocks.get(height as usize - 1)?;
+        let root = blk.plan.root();
+        let proof = blk.merges.get(&root)?.clone();
+        let n = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Wrap { .. })).count();
+        let batches = &self.batches[blk.first_batch as usize..blk.first_batch as usize + n];
+        let (start, end) = (batches[0].start, batches[n - 1].end);
+        let txs = &self.txs[start as usize..end as usize];
+        let sigs: Vec<_> = txs.iter().map(|a| a.signed.signature).collect();
+        let first = batches[0].witness.as_ref()?;
+        let last = batches[n - 1].witness.as_ref()?;
+        Some(proto::v1::Block {
+            height,
+            old_root: digest_to_bytes(&first.old_root).to_vec(),
+            new_root: digest_to_bytes(&last.new_root).to_vec(),
+            txs: txs.iter().map(|a| a.signed.encode()).collect(),
+            aggregate_signature: aggregate(&sigs).to_bytes().to_vec(),
+            proof,
+        })
+    }
+
+    /// Records that block `height` settled (the caller flushes); frees its witnesses.
+    pub fn mark_settled(&mut self, height: u64, txs: u64) -> Result<()> {
+        if height != self.settled_height + 1 {
+            return Ok(());
+        }
+        self.db.insert(SETTLED, &height.to_be_bytes())?;
+        self.settled_height = height;
+        self.settled_txs += txs;
+        for b in self.batches.iter_mut().filter(|b| b.block == Some(height)) {
+            b.witness = None;
+        }
+        Ok(())
+    }
+
+    /// The sequence number and status of a transaction.
+    pub fn tx_status(&self, hash: &[u8]) -> Option<proto::v1::TxStatus> {
+        let seq = *self.by_hash.get(hash)?;
+        let batch = self.batches.iter().position(|b| seq >= b.start && seq < b.end);
+        let (state, block) = match batch.map(|i| &self.batches[i]) {
+            Some(b) if b.block.is_some_and(|h| h <= self.settled_height) => (proto::v1::TxState::Settled, b.block),
+            Some(b) if b.proof.is_some() => (proto::v1::TxState::Proven, b.block),
+            Some(b) => (proto::v1::TxState::Executed, b.block),
+            None => (proto::v1::TxState::Executed, None),
+        };
+        Some(proto::v1::TxStatus {
+            state: state as i32,
+            sequence: seq,
+            batch: batch.unwrap_or(0) as u64,
+            block: block.unwrap_or(0),
+        })
+    }
+
+    /// The status report.
+    pub fn status(&self) -> proto::v1::SequencerStatus {
+        let mut jobs: BTreeMap<&str, u64> =
+            ["pending", "leased", "done", "failed"].into_iter().map(|s| (s, 0)).collect();
+        for j in self.jobs.values() {
+            *jobs.entry(j.state.name()).or_default() += 1;
+        }
+        proto::v1::SequencerStatus {
+            state_root: digest_to_bytes(&self.ex.state().root()).to_vec(),
+            accepted_txs: self.txs.len() as u64,
+            pending_txs: self.txs.len() as u64 - self.settled_txs,
+            settled_txs: self.settled_txs,
+            batches: self.batches.len() as u64,
+            blocks_settled: self.settled_height,
+            jobs: jobs.into_iter().map(|(state, count)| proto::v1::JobCount { state: state.into(), count }).collect(),
+            settled_height: self.settled_height,
+            proven_txs: self.counters.proven_txs,
+        }
+    }
+
+    /// The executor's state (accounts and pools).
+    pub fn state(&self) -> &circuits::State {
+        self.ex.state()
+    }
+
+    /// Failed jobs with their reasons.
+    pub fn failed_jobs(&self) -> Vec<(JobKey, String)> {
+        self.jobs
+            .values()
+            .filter_map(|j| match &j.state {
+                JobState::Failed { reason } => Some((j.key, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Seconds since this process opened the core.
+    pub fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The network's batch capacity.
+    pub fn capacity(&self) -> usize {
+        self.params.capacity
+    }
+
+    /// The lease duration.
+    pub fn lease_duration(&self) -> Duration {
+        self.params.lease
+    }
+}
+
+/// First and last batch (indices within the block) under a plan node.
+fn leaf_range(plan: &BlockPlan, node: usize) -> (usize, usize) {
+    match plan.jobs[node].kind {
+        PlannedKind::Wrap { batch } => (batch, batch),
+        PlannedKind::Merge { left, right } => {
+            let (a, b) = leaf_range(plan, left);
+            right.map_or((a, b), |r| (a, leaf_range(plan, r).1))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! A Prometheus text endpoint: jobs by state, proof latency, proven and settled transactions.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::service::Shared;
+
+/// The metrics page.
+pub fn render(shared: &Shared) -> String {
+    let core = shared.lock();
+    let s = core.status();
+    let c = &core.counters;
+    let up = core.uptime().max(1e-9);
+    let mut out = String::new();
+    let _ = writeln!(out, "# TYPE rollup_jobs gauge");
+    for j in &s.jobs {
+        let _ = writeln!(out, "rollup_jobs{{state=\"{}\"}} {}", j.state, j.count);
+    }
+    let _ = writeln!(out, "# TYPE rollup_txs_accepted_total counter\nrollup_txs_accepted_total {}", s.accepted_txs);
+    let _ = writeln!(out, "# TYPE rollup_txs_proven_total counter\nrollup_txs_proven_total {}", c.proven_txs);
+    let _ = writeln!(out, "# TYPE rollup_txs_settled_total counter\nrollup_txs_settled_total {}", s.settled_txs);
+    let _ = writeln!(out, "# TYPE rollup_txs_pending gauge\nrollup_txs_pending {}", s.pending_txs);
+    let _ =
+        writeln!(out, "# TYPE rollup_blocks_settled_total counter\nrollup_blocks_settled_total {}", s.blocks_settled);
+    let _ = writeln!(out, "# TYPE rollup_proof_latency_seconds summary");
+    let _ = writeln!(
+        out,
+        "rollup_proof_latency_seconds_sum {}\nrollup_proof_latency_seconds_count {}",
+        c.proof_seconds.0, c.proof_seconds.1
+    );
+    let _ = writeln!(out, "# TYPE rollup_proven_tps gauge\nrollup_proven_tps {}", c.proven_txs as f64 / up);
+    let _ = writeln!(out, "# TYPE rollup_settled_tps gauge\nrollup_settled_tps {}", s.settled_txs as f64 / up);
+    out
+}
+
+/// Serves `GET /metrics` (any path) until shutdown.
+pub async fn serve(listener: TcpListener, shared: Shared, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    loop {
+        let (mut sock, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
+            let body = render(&shared);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}

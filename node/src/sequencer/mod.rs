@@ -1,0 +1,150 @@
+//! The sequencer with the prover-farm coordinator (`rollup sequencer`).
+
+pub mod core;
+pub mod metrics;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use proto::v1::prover_farm_server::ProverFarmServer;
+use proto::v1::sequencer_server::SequencerServer;
+use proto::v1::settlement_client::SettlementClient;
+use proto::v1::SubmitBlockRequest;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Endpoint, Server};
+use tracing::{info, warn};
+
+use self::core::{Core, Params};
+use self::service::Shared;
+use crate::auth::{AddToken, RequireToken};
+use crate::network::Circuits;
+
+/// Largest request a client may send (a signed transaction is under 300 bytes).
+pub const CLIENT_MESSAGE_LIMIT: usize = 64 << 10;
+/// Largest request a worker may send (a proof is about 150 KB).
+pub const WORKER_MESSAGE_LIMIT: usize = 8 << 20;
+
+/// How to run a sequencer.
+pub struct SequencerConfig {
+    /// Address to serve on.
+    pub listen: String,
+    /// The settlement node's URL.
+    pub settlement: String,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// Bearer token for workers and for settlement.
+    pub token: String,
+    /// Tunables.
+    pub params: Params,
+    /// Address of the Prometheus endpoint, if any.
+    pub metrics: Option<String>,
+    /// Genesis accounts.
+    pub genesis_accounts: u32,
+}
+
+/// A started sequencer.
+pub struct Running {
+    /// Where it serves.
+    pub addr: SocketAddr,
+    /// Where its metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Its state.
+    pub shared: Shared,
+    /// Its tasks; the first to end (error or shutdown) ends the service.
+    pub tasks: JoinSet<Result<()>>,
+}
+
+/// Opens the database, replays it and starts serving, ticking and submitting blocks.
+pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watch::Receiver<bool>) -> Result<Running> {
+    let db = sled::open(cfg.data_dir.join("sequencer")).context("opening the sequencer database")?;
+    let genesis = crate::network::genesis(cfg.genesis_accounts);
+    let digest = circuits.verifier.digest_hex();
+    let core = {
+        let (db, circuits, params) = (db.clone(), circuits.clone(), cfg.params.clone());
+        tokio::task::spawn_blocking(move || Core::open(params, db, &genesis, circuits)).await??
+    };
+    let shared = Shared::new(core, db, digest);
+    let (listener, addr) = crate::server::bind(&cfg.listen).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SequencerServer<Shared>>().await;
+    health.set_serving::<ProverFarmServer<Shared>>().await;
+    let farm = InterceptedService::new(
+        ProverFarmServer::new(shared.clone()).max_decoding_message_size(WORKER_MESSAGE_LIMIT),
+        RequireToken(cfg.token.clone()),
+    );
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(crate::server::reflection()?)
+        .add_service(SequencerServer::new(shared.clone()).max_decoding_message_size(CLIENT_MESSAGE_LIMIT))
+        .add_service(farm);
+    let mut tasks = JoinSet::new();
+    let mut sd = shutdown.clone();
+    tasks.spawn(crate::server::serve(router, listener, async move {
+        let _ = sd.wait_for(|s| *s).await;
+    }));
+    tasks.spawn(ticker(shared.clone(), shutdown.clone()));
+    tasks.spawn(submitter(shared.clone(), cfg.settlement.clone(), cfg.token.clone(), shutdown.clone()));
+    let metrics_addr = match &cfg.metrics {
+        Some(a) => {
+            let (l, addr) = crate::server::bind(a).await?;
+            tasks.spawn(metrics::serve(l, shared.clone(), shutdown.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
+    info!(%addr, "sequencer serving");
+    Ok(Running { addr, metrics_addr, shared, tasks })
+}
+
+async fn ticker(shared: Shared, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+        shared.lock().tick(Instant::now())?;
+        shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+    }
+}
+
+/// Submits each block, in order, once its proof is ready; retries with backoff.
+async fn submitter(shared: Shared, url: String, token: String, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let channel = Endpoint::from_shared(url.clone()).context("settlement URL")?.connect_lazy();
+    let mut client = SettlementClient::with_interceptor(channel, AddToken(Some(token)))
+        .max_decoding_message_size(crate::settlement::BLOCK_MESSAGE_LIMIT)
+        .max_encoding_message_size(crate::settlement::BLOCK_MESSAGE_LIMIT);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let next = shared.lock().next_block();
+        let Some(block) = next else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+        };
+        let (height, txs) = (block.height, block.txs.len() as u64);
+        match client.submit_block(SubmitBlockRequest { block: Some(block) }).await {
+            Ok(r) => {
+                info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
+                shared.lock().mark_settled(height, txs)?;
+                shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                warn!(height, code = ?e.code(), message = e.message(), "block submission failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The sequencer's gRPC services: clients submit and read; workers lease, heartbeat and submit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use circuits::bls::{verify_tx, SignedTx};
+use circuits::hash::digest_to_bytes;
+use proto::v1::prover_farm_server::ProverFarm;
+use proto::v1::sequencer_server::Sequencer;
+use proto::v1::*;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::core::{Core, JobKey};
+use crate::status;
+
+/// Shared by both services.
+#[derive(Clone)]
+pub struct Shared {
+    /// The state machine.
+    pub core: Arc<Mutex<Core>>,
+    /// Its database, flushed before every acknowledgement.
+    pub db: sled::Db,
+    /// Hex digest of the block verifier key.
+    pub verifier_digest: String,
+    workers: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Shared {
+    /// Wraps the core.
+    pub fn new(core: Core, db: sled::Db, verifier_digest: String) -> Self {
+        Self { core: Arc::new(Mutex::new(core)), db, verifier_digest, workers: Arc::default() }
+    }
+
+    /// Locks the core (a panic while holding it cannot leave it half-updated for a reader:
+    /// every mutation is one call).
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), Status> {
+        self.db.flush_async().await.map(|_| ()).map_err(status::storage)
+    }
+}
+
+fn unix_ms(t: Instant) -> u64 {
+    let now = Instant::now();
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ms = wall.as_millis() as i128 + (t.saturating_duration_since(now).as_millis() as i128);
+    ms.max(0) as u64
+}
+
+#[tonic::async_trait]
+impl Sequencer for Shared {
+    async fn submit_tx(&self, req: Request<SubmitTxRequest>) -> Result<Response<SubmitTxResponse>, Status> {
+        let signed = SignedTx::decode(&req.into_inner().signed_tx).map_err(|e| status::signed_tx_error(&e))?;
+        let key = self.lock().signer_key(&signed.tx)?;
+        // The pairing check runs off the runtime and outside the lock.
+        let checked = signed.clone();
+        tokio::task::spawn_blocking(move || verify_tx(&key, &checked.tx, &checked.signature))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status::bls_error(&e))?;
+        let (hash, sequence) = self.lock().submit(signed)?;
+        self.flush().await?;
+        Ok(Response::new(SubmitTxResponse { tx_hash: hash.to_vec(), sequence }))
+    }
+
+    async fn get_account(&self, req: Request<GetAccountRequest>) -> Result<Response<Account>, Status> {
+        let id = req.into_inner().account;
+        let core = self.lock();
+        let s = core.state();
+        let rec = s.account(id).ok_or_else(|| Status::not_found(format!("no account {id}")))?;
+        let balances = (0..1024u16)
+            .filter_map(|t| {
+                let amount = s.balance(id, t);
+                (amount > 0).then_some(Balance { token: t.into(), amount })
+            })
+            .collect();
+        Ok(Response::new(Account {
+            account: id,
+            nonce: rec.nonce,
+            pubkey_hash: digest_to_bytes(&rec.pubkey_hash).to_vec(),
+            balances,
+        }))
+    }
+
+    async fn get_pool(&self, req: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
+        let id = req.into_inner().pool;
+        let core = self.lock();
+        let p = core.state().pool(id).ok_or_else(|| Status::not_found(format!("no pool {id}")))?;
+        Ok(Response::new(Pool {
+            pool: id,
+            token_a: p.token_a.into(),
+            token_b: p.token_b.into(),
+            reserve_a: p.reserve_a,
+            reserve_b: p.reserve_b,
+            fee_bps: p.fee_bps.into(),
+        }))
+    }
+
+    async fn get_tx_status(&self, req: Request<GetTxStatusRequest>) -> Result<Response<TxStatus>, Status> {
+        let hash = req.into_inner().tx_hash;
+        self.lock().tx_status(&hash).map(Response::new).ok_or_else(|| Status::not_found("unknown transaction"))
+    }
+
+    async fn get_status(&self, _: Request<Empty>) -> Result<Response<SequencerStatus>, Status> {
+        Ok(Response::new(self.lock().status()))
+    }
+}
+
+#[tonic::async_trait]
+impl ProverFarm for Shared {
+    async fn register_worker(
+        &self,
+        req: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.len() > 128 || !matches!(r.backend.as_str(), "cpu" | "cuda") {
+            return Err(Status::invalid_argument("name of at most 128 bytes and backend cpu or cuda"));
+        }
+        let n = self.workers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let worker_id = format!("{}-{n}", r.name);
+        info!(worker = %worker_id, backend = %r.backend, "worker registered");
+        let core = self.lock();
+        Ok(Response::new(RegisterWorkerResponse {
+            worker_id,
+            batch_capacity: core.capacity() as u32,
+            block_verifier_digest: self.verifier_digest.clone(),
+            lease_ms: core.lease_duration().as_millis() as u64,
+        }))
+    }
+
+    async fn lease_job(&self, req: Request<LeaseJobRequest>) -> Result<Response<LeaseJobResponse>, Status> {
+        let worker = req.into_inner().worker_id;
+        let lease = self.lock().lease(&worker, Instant::now());
+        Ok(Response::new(LeaseJobResponse {
+            job: lease.map(|l| Job {
+                job_id: l.id,
+                kind: match l.key {
+                    JobKey::Batch(_) => JobKind::Batch,
+                    _ => JobKind::Aggregate,
+                } as i32,
+                payload: l.payload,
+                deadline_unix_ms: unix_ms(l.deadline),
+                attempt: l.attempt,
+            }),
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let deadline = self.lock().heartbeat(&r.worker_id, r.job_id, Instant::now())?;
+        Ok(Response::new(HeartbeatResponse { deadline_unix_ms: unix_ms(deadline) }))
+    }
+
+    async fn submit_result(&self, req: Request<SubmitResultRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let shared = self.clone();
+        // Verification is CPU work: off the runtime.
+        tokio::task::spawn_blocking(move || shared.lock().submit_result(r.job_id, r.proof, Instant::now()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        self.flush().await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn report_failure(&self, req: Request<ReportFailureRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let reason: String = r.reason.chars().take(1000).collect();
+        self.lock().fail(r.job_id, format!("{}: {reason}", r.worker_id))?;
+        self.flush().await?;
+        Ok(Response::new(Empty {}))
+    }
+}

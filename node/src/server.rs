@@ -1,0 +1,32 @@
+//! Serving: every server also serves `grpc.health.v1` and server reflection, and stops on a
+//! shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+
+/// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
+pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The reflection service over the rollup's descriptors.
+pub fn reflection(
+) -> Result<tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(router: Router, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await.context("gRPC server")
+}

@@ -1,0 +1,184 @@
+//! `rollup settlement`, `rollup sequencer` and `rollup prover`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::auth;
+use crate::cli::DEFAULT_BATCH_CAPACITY;
+use crate::network::{genesis, Circuits};
+use crate::prover::{Backend, WorkerConfig};
+use crate::sequencer::core::Params;
+use crate::sequencer::SequencerConfig;
+
+/// What every process of a network must agree on.
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct NetworkArgs {
+    /// Accounts in the devnet genesis.
+    #[arg(long, default_value_t = 64)]
+    pub genesis_accounts: u32,
+    /// Slots per batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    pub capacity: usize,
+}
+
+/// Options of `rollup settlement`.
+#[derive(Debug, Args)]
+pub struct SettlementArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub listen: String,
+    /// Where the database lives.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Bearer token the sequencer must present (or the ROLLUP_TOKEN environment variable).
+    #[arg(long)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// Options of `rollup sequencer`.
+#[derive(Debug, Args)]
+pub struct SequencerArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// The settlement node's URL.
+    #[arg(long, default_value = "http://127.0.0.1:50052")]
+    pub settlement: String,
+    /// Where the database lives.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Bearer token for workers and for settlement (or ROLLUP_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// A non-empty batch is sealed this many milliseconds after its first transaction.
+    #[arg(long, default_value_t = 2_000)]
+    pub batch_timeout_ms: u64,
+    /// Batches per block at most.
+    #[arg(long, default_value_t = 4)]
+    pub block_batches: usize,
+    /// A block closes this many milliseconds after its first batch.
+    #[arg(long, default_value_t = 5_000)]
+    pub block_time_ms: u64,
+    /// Job lease in milliseconds; heartbeats extend it.
+    #[arg(long, default_value_t = 60_000)]
+    pub lease_ms: u64,
+    /// Failures after which a job is given up.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Accepted but unsettled transactions at most.
+    #[arg(long, default_value_t = 100_000)]
+    pub mempool_limit: usize,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// Options of `rollup prover`.
+#[derive(Debug, Args)]
+pub struct ProverArgs {
+    /// The coordinator's (sequencer's) URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Bearer token (or ROLLUP_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Proving backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Name reported to the coordinator.
+    #[arg(long, default_value = "prover")]
+    pub name: String,
+}
+
+impl SequencerArgs {
+    /// The coordinator's tunables.
+    pub fn params(&self) -> Params {
+        Params {
+            capacity: self.network.capacity,
+            batch_timeout: Duration::from_millis(self.batch_timeout_ms),
+            block_batches: self.block_batches.max(1),
+            block_time: Duration::from_millis(self.block_time_ms),
+            lease: Duration::from_millis(self.lease_ms.max(100)),
+            max_attempts: self.max_attempts.max(1),
+            mempool_limit: self.mempool_limit.max(1),
+        }
+    }
+}
+
+fn shutdown_on_ctrl_c() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn token(flag: Option<String>) -> Result<String> {
+    auth::resolve(flag).context("a bearer token is required: --token or ROLLUP_TOKEN")
+}
+
+async fn build(capacity: usize) -> Result<std::sync::Arc<Circuits>> {
+    tokio::task::spawn_blocking(move || Circuits::build(capacity)).await?
+}
+
+/// `rollup settlement`.
+pub async fn settlement(a: SettlementArgs) -> Result<()> {
+    let token = token(a.token)?;
+    let circuits = build(a.network.capacity).await?;
+    let shutdown = shutdown_on_ctrl_c();
+    let r = crate::settlement::start(
+        &a.listen,
+        &a.data_dir,
+        &genesis(a.network.genesis_accounts),
+        circuits,
+        token,
+        shutdown,
+    )
+    .await?;
+    r.task.await?
+}
+
+/// `rollup sequencer`.
+pub async fn sequencer(a: SequencerArgs) -> Result<()> {
+    let params = a.params();
+    let token = token(a.token)?;
+    let circuits = build(a.network.capacity).await?;
+    let shutdown = shutdown_on_ctrl_c();
+    let cfg = SequencerConfig {
+        listen: a.listen,
+        settlement: a.settlement,
+        data_dir: a.data_dir,
+        token,
+        params,
+        metrics: a.metrics,
+        genesis_accounts: a.network.genesis_accounts,
+    };
+    let mut running = crate::sequencer::start(cfg, circuits, shutdown).await?;
+    if let Some(m) = running.metrics_addr {
+        info!(%m, "metrics");
+    }
+    // The first task to end ends the service, loudly if it failed.
+    match running.tasks.join_next().await {
+        Some(r) => r?,
+        None => Ok(()),
+    }
+}
+
+/// `rollup prover`.
+pub async fn prover(a: ProverArgs) -> Result<()> {
+    let shutdown = shutdown_on_ctrl_c();
+    let cfg =
+        WorkerConfig { coordinator: a.coordinator, token: auth::resolve(a.token), name: a.name, backend: a.backend };
+    crate::prover::run(cfg, None, shutdown).await
+}

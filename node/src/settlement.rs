@@ -1,0 +1,286 @@
+//! The settlement node: accepts a block only if it extends the head, its proof verifies against
+//! the pinned key with the public inputs it recomputes, and its aggregate signature verifies
+//! against the senders' registered keys. Blocks, head and keys live in sled; a block is
+//! acknowledged only after its writes are flushed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aggregator::BlockPublicInputs;
+use anyhow::{Context, Result};
+use circuits::bls::{aggregate_verify, register_key, tx_message, PublicKey, Signature, SignedTx};
+use circuits::hash::{digest_to_bytes, ZERO_DIGEST};
+use circuits::tx::commitment;
+use circuits::{Digest, Genesis, Tx, F};
+use plonky2::field::types::Field;
+use prost::Message;
+use proto::v1::settlement_server::Settlement;
+use proto::v1::{
+    Block, Empty, GetBlockRequest, GetKeyRequest, Head, KeyResponse, SubmitBlockRequest, SubmitBlockResponse,
+};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::auth;
+use crate::network::Circuits;
+use crate::status;
+
+/// Most transactions one block may carry.
+pub const MAX_BLOCK_TXS: usize = 1 << 16;
+
+#[derive(Clone, Copy)]
+struct HeadState {
+    height: u64,
+    root: Digest,
+    settled_txs: u64,
+}
+
+/// The settlement node's state and gRPC service.
+pub struct SettlementNode {
+    db: sled::Db,
+    circuits: Arc<Circuits>,
+    token: String,
+    head: Mutex<HeadState>,
+}
+
+fn key_block(h: u64) -> Vec<u8> {
+    [b"b".as_slice(), &h.to_be_bytes()].concat()
+}
+
+fn key_pk(a: u32) -> Vec<u8> {
+    [b"k".as_slice(), &a.to_be_bytes()].concat()
+}
+
+/// A digest from 32 bytes (canonical elements, little-endian), as the services carry roots.
+pub fn digest_from_bytes(b: &[u8]) -> Option<Digest> {
+    if b.len() != 32 {
+        return None;
+    }
+    let mut elements = [F::ZERO; 4];
+    for (i, e) in elements.iter_mut().enumerate() {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[8 * i..8 * i + 8]);
+        let v = u64::from_le_bytes(a);
+        if v >= 0xffff_ffff_0000_0001 {
+            return None;
+        }
+        *e = F::from_canonical_u64(v);
+    }
+    Some(Digest { elements })
+}
+
+impl SettlementNode {
+    /// Opens (or creates) the node's database; a new one starts at the genesis.
+    pub fn open(data_dir: &std::path::Path, genesis: &Genesis, circuits: Arc<Circuits>, token: String) -> Result<Self> {
+        let db = sled::open(data_dir.join("settlement")).context("opening the settlement database")?;
+        let genesis_root = genesis.build().context("genesis")?.root();
+        let head = match db.get(b"head")? {
+            Some(v) => {
+                let height = u64::from_be_bytes(v[..8].try_into().context("corrupt head")?);
+                let settled_txs = u64::from_be_bytes(v[8..16].try_into().context("corrupt head")?);
+                let root = digest_from_bytes(&v[16..48]).context("corrupt head root")?;
+                HeadState { height, root, settled_txs }
+            }
+            None => {
+                let mut batch = sled::Batch::default();
+                for a in &genesis.accounts {
+                    batch.insert(key_pk(a.id), a.pubkey.to_vec());
+                }
+                let h = HeadState { height: 0, root: genesis_root, settled_txs: 0 };
+                batch.insert(b"head".as_slice(), encode_head(&h));
+                db.apply_batch(batch)?;
+                db.flush()?;
+                h
+            }
+        };
+        info!(height = head.height, "settlement head");
+        Ok(Self { db, circuits, token, head: Mutex::new(head) })
+    }
+
+    fn key(&self, account: u32) -> Result<Option<PublicKey>, Status> {
+        let Some(v) = self.db.get(key_pk(account)).map_err(status::storage)? else { return Ok(None) };
+        PublicKey::from_bytes(&v).map(Some).map_err(|e| Status::internal(format!("stored key of {account}: {e}")))
+    }
+
+    /// Checks a block against the head; returns what its acceptance writes.
+    fn check(&self, block: &Block, head: &HeadState) -> Result<(sled::Batch, HeadState), Status> {
+        let old_root =
+            digest_from_bytes(&block.old_root).ok_or_else(|| Status::invalid_argument("malformed old_root"))?;
+        let new_root =
+            digest_from_bytes(&block.new_root).ok_or_else(|| Status::invalid_argument("malformed new_root"))?;
+        if block.height != head.height + 1 {
+            return Err(Status::failed_precondition(format!(
+                "block {} does not extend the head at height {}",
+                block.height, head.height
+            )));
+        }
+        if old_root != head.root {
+            return Err(Status::failed_precondition("the block's old root is not the head's root"));
+        }
+        if block.txs.is_empty() || block.txs.len() > MAX_BLOCK_TXS {
+            return Err(Status::invalid_argument(format!("a block carries 1 to {MAX_BLOCK_TXS} transactions")));
+        }
+        let txs: Vec<SignedTx> = block
+            .txs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SignedTx::decode(b).map_err(|e| Status::invalid_argument(format!("transaction {i}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        // The proof: public inputs recomputed from the posted transactions.
+        let c = commitment(ZERO_DIGEST, txs.iter().map(|s| &s.tx));
+        self.circuits
+            .verifier
+            .verify(&block.proof, &BlockPublicInputs { old_root, new_root, commitment: c })
+            .map_err(|e| status::proof_error(&e))?;
+        // The signatures: senders' registered keys, keys registered earlier in this block included.
+        let mut new_keys: HashMap<u32, PublicKey> = HashMap::new();
+        let mut signers = Vec::with_capacity(txs.len());
+        let messages: Vec<[u8; 32]> = txs.iter().map(|s| tx_message(&s.tx)).collect();
+        for (i, s) in txs.iter().enumerate() {
+            let pk = match &s.tx {
+                Tx::Register(r) => {
+                    let pk = register_key(r).map_err(|e| Status::invalid_argument(format!("transaction {i}: {e}")))?;
+                    new_keys.insert(r.account, pk);
+                    pk
+                }
+                tx => match new_keys.get(&tx.sender()) {
+                    Some(pk) => *pk,
+                    None => self.key(tx.sender())?.ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "transaction {i}: account {} has no registered key",
+                            tx.sender()
+                        ))
+                    })?,
+                },
+            };
+            signers.push(pk);
+        }
+        let agg = Signature::from_bytes(&block.aggregate_signature).map_err(|e| status::bls_error(&e))?;
+        let pairs: Vec<(PublicKey, &[u8])> = signers.iter().zip(&messages).map(|(k, m)| (*k, &m[..])).collect();
+        aggregate_verify(&pairs, &agg).map_err(|_| Status::invalid_argument("aggregate signature does not verify"))?;
+
+        let next = HeadState { height: block.height, root: new_root, settled_txs: head.settled_txs + txs.len() as u64 };
+        let mut batch = sled::Batch::default();
+        batch.insert(key_block(block.height), block.encode_to_vec());
+        for (a, pk) in new_keys {
+            batch.insert(key_pk(a), pk.to_bytes().to_vec());
+        }
+        batch.insert(b"head".as_slice(), encode_head(&next));
+        Ok((batch, next))
+    }
+
+    fn head(&self) -> HeadState {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn encode_head(h: &HeadState) -> Vec<u8> {
+    [&h.height.to_be_bytes()[..], &h.settled_txs.to_be_bytes(), &digest_to_bytes(&h.root)].concat()
+}
+
+/// The gRPC face of a settlement node.
+#[derive(Clone)]
+pub struct SettlementService(pub Arc<SettlementNode>);
+
+impl std::ops::Deref for SettlementService {
+    type Target = Arc<SettlementNode>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl Settlement for SettlementService {
+    async fn submit_block(&self, req: Request<SubmitBlockRequest>) -> Result<Response<SubmitBlockResponse>, Status> {
+        auth::check(req.metadata(), &self.token)?;
+        let block = req.into_inner().block.ok_or_else(|| Status::invalid_argument("no block"))?;
+        let node = self.0.clone();
+        // Verification is CPU work: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            let mut head = node.head.lock().unwrap_or_else(|p| p.into_inner());
+            if block.height >= 1 && block.height <= head.height {
+                let stored = node.db.get(key_block(block.height)).map_err(status::storage)?;
+                if stored.as_deref() == Some(&block.encode_to_vec()[..]) {
+                    return Ok(Response::new(SubmitBlockResponse { height: block.height, already_settled: true }));
+                }
+                return Err(Status::failed_precondition(format!(
+                    "height {} is settled with a different block",
+                    block.height
+                )));
+            }
+            let (batch, next) = node
+                .check(&block, &head)
+                .inspect_err(|e| warn!(height = block.height, "block rejected: {}", e.message()))?;
+            node.db.apply_batch(batch).map_err(status::storage)?;
+            node.db.flush().map_err(status::storage)?;
+            *head = next;
+            info!(height = next.height, txs = block.txs.len(), "block settled");
+            Ok(Response::new(SubmitBlockResponse { height: next.height, already_settled: false }))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))?
+    }
+
+    async fn get_head(&self, _: Request<Empty>) -> Result<Response<Head>, Status> {
+        let h = self.head();
+        Ok(Response::new(Head {
+            height: h.height,
+            state_root: digest_to_bytes(&h.root).to_vec(),
+            settled_txs: h.settled_txs,
+        }))
+    }
+
+    async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<Block>, Status> {
+        let h = req.into_inner().height;
+        let v = self
+            .db
+            .get(key_block(h))
+            .map_err(status::storage)?
+            .ok_or_else(|| Status::not_found(format!("no block {h}")))?;
+        Block::decode(&v[..]).map(Response::new).map_err(|e| Status::internal(format!("stored block {h}: {e}")))
+    }
+
+    async fn get_key(&self, req: Request<GetKeyRequest>) -> Result<Response<KeyResponse>, Status> {
+        let a = req.into_inner().account;
+        let pk = self.key(a)?.ok_or_else(|| Status::not_found(format!("account {a} has no registered key")))?;
+        Ok(Response::new(KeyResponse { account: a, public_key: pk.to_bytes().to_vec() }))
+    }
+}
+
+/// Largest block request (transactions and a proof).
+pub const BLOCK_MESSAGE_LIMIT: usize = 64 << 20;
+
+/// A started settlement node.
+pub struct Running {
+    /// Where it serves.
+    pub addr: std::net::SocketAddr,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Opens the database and starts serving.
+pub async fn start(
+    listen: &str,
+    data_dir: &std::path::Path,
+    genesis: &Genesis,
+    circuits: Arc<Circuits>,
+    token: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Running> {
+    use proto::v1::settlement_server::SettlementServer;
+    let node = Arc::new(SettlementNode::open(data_dir, genesis, circuits, token)?);
+    let (listener, addr) = crate::server::bind(listen).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SettlementServer<SettlementService>>().await;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(crate::server::reflection()?)
+        .add_service(
+            SettlementServer::new(SettlementService(node.clone())).max_decoding_message_size(BLOCK_MESSAGE_LIMIT),
+        );
+    let task = tokio::spawn(crate::server::serve(router, listener, async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    }));
+    info!(%addr, "settlement serving");
+    Ok(Running { addr, task })
+}
