@@ -1,0 +1,286 @@
+//! End to end with separate processes of the built binary on loopback: transactions proven,
+//! aggregated and settled with equal roots; a worker killed mid-job and its job finished by
+//! another; the sequencer killed and restarted with nothing lost or doubled; settlement restarted
+//! with its head kept; tampered blocks refused; malformed, oversized and unauthenticated requests
+//! refused with the right codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use circuits::bls::{SignedTx, G1_LEN};
+use circuits::genesis::devnet_key;
+use circuits::{Transfer, Tx};
+use proto::v1::prover_farm_client::ProverFarmClient;
+use proto::v1::sequencer_client::SequencerClient;
+use proto::v1::settlement_client::SettlementClient;
+use proto::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const TOKEN: &str = "e2e-token";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn spawn(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    let out = std::fs::File::create(dir.join(log)).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_rollup"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("start rollup");
+    Proc(child)
+}
+
+fn kill(p: Proc) {
+    drop(p); // SIGKILL: no chance to clean up
+}
+
+async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn channel(port: u16) -> Channel {
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("a server", 180, || {
+        let url = url.clone();
+        async move { tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok() }
+    })
+    .await
+}
+
+struct Net {
+    dir: PathBuf,
+    settlement_port: u16,
+    sequencer_port: u16,
+    metrics_port: u16,
+}
+
+const NETWORK: [&str; 4] = ["--capacity", "4", "--genesis-accounts", "8"];
+
+impl Net {
+    fn settlement(&self, data: &str, port: u16) -> Proc {
+        let (listen, data) = (format!("127.0.0.1:{port}"), self.dir.join(data));
+        let mut args =
+            vec!["settlement", "--listen", &listen, "--data-dir", data.to_str().expect("utf8"), "--token", TOKEN];
+        args.extend(NETWORK);
+        spawn(&self.dir, &format!("settlement-{port}.log"), &args)
+    }
+
+    fn sequencer(&self, n: u32) -> Proc {
+        let listen = format!("127.0.0.1:{}", self.sequencer_port);
+        let settlement = format!("http://127.0.0.1:{}", self.settlement_port);
+        let metrics = format!("127.0.0.1:{}", self.metrics_port);
+        let data = self.dir.join("q");
+        let mut args = vec![
+            "sequencer",
+            "--listen",
+            &listen,
+            "--settlement",
+            &settlement,
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--token",
+            TOKEN,
+            "--batch-timeout-ms",
+            "300",
+            "--block-batches",
+            "2",
+            "--block-time-ms",
+            "1000",
+            "--lease-ms",
+            "4000",
+            "--metrics",
+            &metrics,
+        ];
+        args.extend(NETWORK);
+        spawn(&self.dir, &format!("sequencer-{n}.log"), &args)
+    }
+
+    fn prover(&self, name: &str) -> Proc {
+        let url = format!("http://127.0.0.1:{}", self.sequencer_port);
+        spawn(
+            &self.dir,
+            &format!("{name}.log"),
+            &["prover", "--coordinator", &url, "--token", TOKEN, "--name", name, "--backend", "cpu"],
+        )
+    }
+}
+
+fn transfer(from: u32, nonce: u32) -> Vec<u8> {
+    let tx = Tx::Transfer(Transfer { from, to: from % 7 + 1, token: 1, amount: 100 + u64::from(nonce), fee: 1, nonce });
+    SignedTx { signature: devnet_key(from).sign_tx(&tx), tx }.encode()
+}
+
+async fn status(c: &mut SequencerClient<Channel>) -> SequencerStatus {
+    c.get_status(Empty {}).await.expect("status").into_inner()
+}
+
+fn jobs(s: &SequencerStatus, state: &str) -> u64 {
+    s.jobs.iter().find(|j| j.state == state).map_or(0, |j| j.count)
+}
+
+async fn settled(c: &mut SequencerClient<Channel>, n: u64, secs: u64) -> SequencerStatus {
+    let c = c.clone();
+    wait_for(&format!("{n} settled transactions"), secs, || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get_status(Empty {}).await.ok()?.into_inner();
+            assert_eq!(jobs(&s, "failed"), 0, "a job was given up");
+            (s.settled_txs >= n).then_some(s)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end() {
+    let dir = std::env::temp_dir().join(format!("rollup-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let net =
+        Net { dir: dir.clone(), settlement_port: free_port(), sequencer_port: free_port(), metrics_port: free_port() };
+    let s = net.settlement("s", net.settlement_port);
+    let q = net.sequencer(1);
+    let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
+    let mut set = SettlementClient::new(channel(net.settlement_port).await);
+
+    // Health, malformed and oversized input, missing tokens.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(net.sequencer_port).await);
+    let h = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health");
+    assert_eq!(h.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let e = seq.submit_tx(SubmitTxRequest { signed_tx: vec![7; 50] }).await.expect_err("garbage");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = seq.submit_tx(SubmitTxRequest { signed_tx: vec![0; 100 << 10] }).await.expect_err("oversized");
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    let mut bad_sig = transfer(1, 0);
+    let n = bad_sig.len();
+    bad_sig[n - G1_LEN..].copy_from_slice(&SignedTx::decode(&transfer(2, 0)).expect("tx").signature.to_bytes());
+    let e = seq.submit_tx(SubmitTxRequest { signed_tx: bad_sig }).await.expect_err("wrong signature");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut farm = ProverFarmClient::new(channel(net.sequencer_port).await);
+    let e = farm.lease_job(LeaseJobRequest { worker_id: "x".into() }).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = set.submit_block(SubmitBlockRequest { block: Some(Block::default()) }).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A full batch (4 slots), then a worker killed while it holds the job.
+    for from in 1..=4 {
+        seq.submit_tx(SubmitTxRequest { signed_tx: transfer(from, 0) }).await.expect("valid transfer");
+    }
+    let e = seq.submit_tx(SubmitTxRequest { signed_tx: transfer(1, 0) }).await.expect_err("replay");
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let w1 = net.prover("w1");
+    let c = seq.clone();
+    wait_for("a leased job", 180, || {
+        let mut c = c.clone();
+        async move { (jobs(&c.get_status(Empty {}).await.ok()?.into_inner(), "leased") > 0).then_some(()) }
+    })
+    .await;
+    kill(w1);
+    let w2 = net.prover("w2");
+    let first = settled(&mut seq, 4, 300).await;
+    assert_eq!(first.blocks_settled, 1);
+    let log = std::fs::read_to_string(dir.join("sequencer-1.log")).unwrap_or_default();
+    assert!(log.contains("lease lapsed"), "the killed worker's job was re-issued after its lease lapsed");
+
+    // The sequencer killed right after acknowledging, and restarted: nothing lost, nothing doubled.
+    for from in 5..=7 {
+        seq.submit_tx(SubmitTxRequest { signed_tx: transfer(from, 0) }).await.expect("valid transfer");
+    }
+    let before = status(&mut seq).await;
+    kill(q);
+    let q = net.sequencer(2);
+    let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
+    let after = status(&mut seq).await;
+    assert_eq!((after.accepted_txs, after.state_root.clone()), (before.accepted_txs, before.state_root.clone()));
+    let e = seq.submit_tx(SubmitTxRequest { signed_tx: transfer(5, 0) }).await.expect_err("replay after restart");
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let done = settled(&mut seq, 7, 300).await;
+    assert_eq!(done.accepted_txs, 7);
+    let head = set.get_head(Empty {}).await.expect("head").into_inner();
+    assert_eq!(head.state_root, done.state_root, "settled root equals the sequencer's");
+    assert_eq!((head.height, head.settled_txs), (done.blocks_settled, 7));
+
+    // Metrics.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", net.metrics_port)).await.expect("metrics");
+    tokio::io::AsyncWriteExt::write_all(&mut sock, b"GET /metrics HTTP/1.1\r\n\r\n").await.expect("write");
+    let mut page = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut page).await.expect("read");
+    assert!(page.contains("rollup_jobs{state=\"done\"}") && page.contains("rollup_txs_settled_total 7"), "{page}");
+
+    // Settlement restarted: same head.
+    kill(s);
+    let _s = net.settlement("s", net.settlement_port);
+    let mut set = SettlementClient::new(channel(net.settlement_port).await);
+    let again = set.get_head(Empty {}).await.expect("head").into_inner();
+    assert_eq!((again.height, again.state_root.clone()), (head.height, head.state_root.clone()));
+
+    // Tampered blocks, offered to a fresh settlement node of the same network.
+    let b1 = set.get_block(GetBlockRequest { height: 1 }).await.expect("block 1").into_inner();
+    let b2 = set.get_block(GetBlockRequest { height: 2 }).await.expect("block 2").into_inner();
+    let fresh_port = free_port();
+    let _fresh = net.settlement("fresh", fresh_port);
+    let mut fresh = SettlementClient::with_interceptor(channel(fresh_port).await, |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
+        Ok(r)
+    });
+    let submit = |b: Block| SubmitBlockRequest { block: Some(b) };
+    let mut changed_tx = b1.clone();
+    let mut t = SignedTx::decode(&changed_tx.txs[0]).expect("tx");
+    if let Tx::Transfer(tr) = &mut t.tx {
+        tr.amount += 1;
+    }
+    changed_tx.txs[0] = t.encode();
+    let mut changed_root = b1.clone();
+    changed_root.new_root = b2.new_root.clone();
+    let mut other_proof = b1.clone();
+    other_proof.proof = b2.proof.clone();
+    let mut bad_aggregate = b1.clone();
+    bad_aggregate.aggregate_signature = SignedTx::decode(&b1.txs[0]).expect("tx").signature.to_bytes().to_vec();
+    for (what, b) in [
+        ("changed transaction", changed_tx),
+        ("changed root", changed_root),
+        ("another block's proof", other_proof),
+        ("bad aggregate signature", bad_aggregate),
+    ] {
+        let e = fresh.submit_block(submit(b)).await.expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+    }
+    let e = fresh.submit_block(submit(b2.clone())).await.expect_err("does not extend the head");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let ok = fresh.submit_block(submit(b1.clone())).await.expect("the real block").into_inner();
+    assert!(!ok.already_settled);
+    let again = fresh.submit_block(submit(b1)).await.expect("resubmitted").into_inner();
+    assert!(again.already_settled, "a resubmitted block is acknowledged, not applied twice");
+    fresh.submit_block(submit(b2)).await.expect("block 2 extends block 1");
+    let h = fresh.get_head(Empty {}).await.expect("head").into_inner();
+    assert_eq!(h.state_root, done.state_root);
+
+    drop((q, w2));
+    std::fs::remove_dir_all(&dir).ok();
+}
