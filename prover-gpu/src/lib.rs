@@ -1,1 +1,22 @@
-//! Proving backends (rayon and CUDA) for plonky2; filled by the prover-gpu issue.
+//! Proving backends for plonky2: the batch kernels of the commitment step (coset LDE over
+//! Goldilocks in plonky2's layout, Poseidon leaf hashing and Merkle trees in plonky2's exact
+//! digest layout) on rayon and on CUDA, behind one trait, chosen in one place.
+
+pub mod backend;
+pub mod cpu;
+pub mod cuda;
+pub mod dual;
+pub mod error;
+pub mod layout;
+pub mod naive;
+pub mod select;
+
+pub use backend::{Backend, Digest};
+pub use cpu::RayonBackend;
+pub use cuda::CudaBackend;
+pub use dual::DualBackend;
+pub use error::{BackendError, Result};
+pub use select::{choose, Requested};
+
+/// The field of every kernel.
+pub type F = plonky2::field::goldilocks_field::GoldilocksField;

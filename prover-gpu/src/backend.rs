@@ -1,0 +1,83 @@
+//! The backend trait: a few batch kernels over Goldilocks, and the derived operations of plonky2's
+//! commitment step (coset LDE in plonky2's layout, Merkle tree in plonky2's exact digest layout)
+//! as default methods.
+
+use plonky2::field::types::Field;
+use plonky2::hash::hash_types::HashOut;
+
+use crate::error::{BackendError, Result};
+use crate::layout::{digest_position, reverse_bits};
+use crate::F;
+
+/// A Poseidon digest as four raw field elements.
+pub type Digest = HashOut<F>;
+
+/// A proving backend. Kernels write into caller-allocated buffers; polynomials are stored one
+/// after another (`batch × n` elements, polynomial `p` at `[p·n, (p+1)·n)`).
+pub trait Backend: Send + Sync {
+    /// Short name for logs and reports.
+    fn name(&self) -> &'static str;
+
+    /// For each polynomial, in place: coefficients `c` in natural order become the values
+    /// `v_i = Σ_j c_j·(shift·ω^i)^j`, `ω` = `F::primitive_root_of_unity(log2 n)`, natural order.
+    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()>;
+
+    /// `out[r]` = plonky2's `hash_or_noop` of row `r` (`width` elements each).
+    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()>;
+
+    /// `out[i] = two_to_one(children[2i], children[2i+1])`.
+    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()>;
+
+    /// The values plonky2's `PolynomialBatch::from_coeffs` commits to (without blinding): each
+    /// polynomial's degree-`n·2^rate_bits` coset LDE on `F::coset_shift()`, transposed into rows
+    /// and the rows put in bit-reversed order. Returns `rows × batch` elements, row-major.
+    fn coset_lde_rows(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<F>> {
+        if n == 0 || !n.is_power_of_two() || coeffs.len() % n != 0 {
+            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
+        }
+        let batch = coeffs.len() / n;
+        let m = n << rate_bits;
+        let mut lde = vec![F::ZERO; batch * m];
+        for p in 0..batch {
+            lde[p * m..p * m + n].copy_from_slice(&coeffs[p * n..(p + 1) * n]);
+        }
+        self.coset_ntt_batch(&mut lde, m, F::coset_shift())?;
+        let log_m = m.trailing_zeros() as usize;
+        let mut rows = vec![F::ZERO; batch * m];
+        for r in 0..m {
+            let src = reverse_bits(r, log_m);
+            for p in 0..batch {
+                rows[r * batch + p] = lde[p * m + src];
+            }
+        }
+        Ok(rows)
+    }
+
+    /// plonky2's `MerkleTree::new(rows, cap_height)`: the digests in its recursive layout and
+    /// the cap. `rows` holds `leaves × width` elements.
+    fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        if width == 0 || rows.len() % width != 0 {
+            return Err(BackendError::Shape(format!("{} elements in rows of {width}", rows.len())));
+        }
+        let leaves = rows.len() / width;
+        if !leaves.is_power_of_two() || (1 << cap_height) > leaves {
+            return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
+        }
+        let log_leaves = leaves.trailing_zeros() as usize;
+        let mut level = vec![Digest::default(); leaves];
+        self.hash_rows(rows, width, &mut level)?;
+        let sub_height = log_leaves - cap_height;
+        let per_subtree = 2 * ((1usize << sub_height) - 1);
+        let mut digests = vec![Digest::default(); per_subtree << cap_height];
+        for h in 0..sub_height {
+            for (i, d) in level.iter().enumerate() {
+                let (tree, j) = (i >> (sub_height - h), i & ((1 << (sub_height - h)) - 1));
+                digests[tree * per_subtree + digest_position(sub_height, h, j)] = *d;
+            }
+            let mut next = vec![Digest::default(); level.len() / 2];
+            self.hash_pairs(&level, &mut next)?;
+            level = next;
+        }
+        Ok((digests, level))
+    }
+}

@@ -1,0 +1,63 @@
+// Goldilocks arithmetic, p = 2^64 - 2^32 + 1, for NVRTC (device) and a host C compiler alike:
+// every function returns canonical values (< p) given canonical inputs. The host build is tested
+// against plonky2 on every machine (prover-gpu/tests/host_arith.rs).
+#pragma once
+
+#ifdef __CUDACC_RTC__
+typedef unsigned long long u64;
+typedef unsigned int u32;
+#define GL_FN __device__ __forceinline__
+#else
+#include <stdint.h>
+typedef uint64_t u64;
+typedef uint32_t u32;
+#define GL_FN static inline
+#endif
+
+#define GL_P 0xffffffff00000001ULL
+#define GL_EPSILON 0xffffffffULL
+
+GL_FN u64 gl_add(u64 a, u64 b) {
+    u64 s = a + b;
+    // Overflow past 2^64 wraps by 2^64 = EPSILON (mod p); then one subtraction of p at most.
+    if (s < a) s += GL_EPSILON;
+    if (s >= GL_P) s -= GL_P;
+    return s;
+}
+
+GL_FN u64 gl_sub(u64 a, u64 b) {
+    return a >= b ? a - b : a + (GL_P - b);
+}
+
+GL_FN u64 gl_neg(u64 a) {
+    return a == 0 ? 0 : GL_P - a;
+}
+
+// Reduces hi·2^64 + lo: 2^64 = 2^32 - 1 and 2^96 = -1 (mod p).
+GL_FN u64 gl_reduce128(u64 lo, u64 hi) {
+    u64 hi_hi = hi >> 32;
+    u64 hi_lo = hi & GL_EPSILON;
+    u64 t0 = lo - hi_hi;
+    if (lo < hi_hi) t0 -= GL_EPSILON;
+    u64 t1 = hi_lo * GL_EPSILON;
+    u64 t2 = t0 + t1;
+    if (t2 < t0) t2 += GL_EPSILON;
+    if (t2 >= GL_P) t2 -= GL_P;
+    return t2;
+}
+
+GL_FN u64 gl_mul(u64 a, u64 b) {
+#ifdef __CUDACC_RTC__
+    return gl_reduce128(a * b, __umul64hi(a, b));
+#else
+    unsigned __int128 m = (unsigned __int128)a * b;
+    return gl_reduce128((u64)m, (u64)(m >> 64));
+#endif
+}
+
+GL_FN u64 gl_pow7(u64 x) {
+    u64 x2 = gl_mul(x, x);
+    u64 x4 = gl_mul(x2, x2);
+    u64 x3 = gl_mul(x2, x);
+    return gl_mul(x3, x4);
+}

@@ -1,0 +1,90 @@
+// plonky2's Poseidon permutation over Goldilocks (width 12, 8 full and 22 partial rounds, x^7),
+// in the straightforward form: constant layer, S-boxes, MDS (circulant plus diagonal) per round.
+// The round constants and MDS rows are prepended from plonky2's own tables by the Rust side
+// (`poseidon_prelude`), so there is one source of truth.
+#pragma once
+#include "goldilocks.cuh"
+
+#define PSN_WIDTH 12
+#define PSN_HALF_FULL 4
+#define PSN_PARTIAL 22
+
+// Provided by the prelude: PSN_RC[360], PSN_MDS_CIRC[12], PSN_MDS_DIAG[12].
+
+GL_FN void psn_mds(u64 *s) {
+    u64 out[PSN_WIDTH];
+    for (int r = 0; r < PSN_WIDTH; r++) {
+        // Sum of small multiples of 64-bit values, in 128 bits, reduced once.
+        u64 lo = 0, hi = 0;
+        for (int i = 0; i < PSN_WIDTH; i++) {
+            u64 v = s[(i + r) % PSN_WIDTH];
+            u64 c = PSN_MDS_CIRC[i];
+#ifdef __CUDACC_RTC__
+            u64 plo = v * c, phi = __umul64hi(v, c);
+#else
+            unsigned __int128 p = (unsigned __int128)v * c;
+            u64 plo = (u64)p, phi = (u64)(p >> 64);
+#endif
+            lo += plo;
+            hi += phi + (lo < plo);
+        }
+        {
+            u64 v = s[r], c = PSN_MDS_DIAG[r];
+#ifdef __CUDACC_RTC__
+            u64 plo = v * c, phi = __umul64hi(v, c);
+#else
+            unsigned __int128 p = (unsigned __int128)v * c;
+            u64 plo = (u64)p, phi = (u64)(p >> 64);
+#endif
+            lo += plo;
+            hi += phi + (lo < plo);
+        }
+        out[r] = gl_reduce128(lo, hi);
+    }
+    for (int r = 0; r < PSN_WIDTH; r++) s[r] = out[r];
+}
+
+GL_FN void psn_permute(u64 *s) {
+    int round = 0;
+    for (int f = 0; f < PSN_HALF_FULL; f++, round++) {
+        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_pow7(gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]));
+        psn_mds(s);
+    }
+    for (int p = 0; p < PSN_PARTIAL; p++, round++) {
+        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]);
+        s[0] = gl_pow7(s[0]);
+        psn_mds(s);
+    }
+    for (int f = 0; f < PSN_HALF_FULL; f++, round++) {
+        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_pow7(gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]));
+        psn_mds(s);
+    }
+}
+
+// plonky2's hash_or_noop of `len` elements: up to 4 are the digest themselves (zero padded);
+// more are absorbed 8 at a time in overwrite mode and the first 4 lanes squeezed.
+GL_FN void psn_hash_or_noop(const u64 *in, u32 len, u32 stride, u64 *out) {
+    if (len <= 4) {
+        for (u32 i = 0; i < 4; i++) out[i] = i < len ? in[(u64)i * stride] : 0;
+        return;
+    }
+    u64 s[PSN_WIDTH];
+    for (int i = 0; i < PSN_WIDTH; i++) s[i] = 0;
+    for (u32 start = 0; start < len; start += 8) {
+        for (u32 i = 0; i < 8 && start + i < len; i++) s[i] = in[(u64)(start + i) * stride];
+        psn_permute(s);
+    }
+    for (int i = 0; i < 4; i++) out[i] = s[i];
+}
+
+// plonky2's two_to_one: permute [left, right, 0, 0, 0, 0] and take the first four lanes.
+GL_FN void psn_two_to_one(const u64 *left, const u64 *right, u64 *out) {
+    u64 s[PSN_WIDTH];
+    for (int i = 0; i < 4; i++) {
+        s[i] = left[i];
+        s[4 + i] = right[i];
+        s[8 + i] = 0;
+    }
+    psn_permute(s);
+    for (int i = 0; i < 4; i++) out[i] = s[i];
+}

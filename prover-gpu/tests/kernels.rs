@@ -1,0 +1,109 @@
+//! The rayon kernels against plain oracles and against plonky2 itself (LDE values, Merkle digests
+//! and caps) on seeded random inputs at awkward sizes; the CUDA kernels against rayon where a
+//! device is present.
+
+use plonky2::field::polynomial::PolynomialCoeffs;
+use plonky2::field::types::{Field, Sample};
+use plonky2::fri::oracle::PolynomialBatch;
+use plonky2::plonk::config::PoseidonGoldilocksConfig;
+use plonky2::util::timing::TimingTree;
+use prover_gpu::naive::coset_dft;
+use prover_gpu::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<F> {
+    (0..n).map(|_| F::sample(rng)).collect()
+}
+
+#[test]
+fn ntt_matches_the_definition() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for log_n in 0..=9 {
+        let n = 1 << log_n;
+        for batch in [1, 3] {
+            let coeffs = random(&mut rng, n * batch);
+            let shift = F::sample(&mut rng);
+            let mut fast = coeffs.clone();
+            RayonBackend.coset_ntt_batch(&mut fast, n, shift).expect("ntt");
+            for p in 0..batch {
+                assert_eq!(fast[p * n..(p + 1) * n], coset_dft(&coeffs[p * n..(p + 1) * n], shift)[..], "n = {n}");
+            }
+        }
+    }
+}
+
+/// plonky2's commitment of `batch` random polynomials of `n` coefficients.
+fn plonky2_commitment(
+    coeffs: &[F],
+    n: usize,
+    rate_bits: usize,
+    cap_height: usize,
+) -> PolynomialBatch<F, PoseidonGoldilocksConfig, 2> {
+    let polys = coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
+    PolynomialBatch::from_coeffs(polys, rate_bits, false, cap_height, &mut TimingTree::default(), None)
+}
+
+#[test]
+fn lde_and_merkle_tree_are_bit_identical_to_plonky2() {
+    let mut rng = StdRng::seed_from_u64(2);
+    // Widths around hash_or_noop's 4-element cut-off and the sponge's rate of 8, and the batch
+    // circuit's 135 wires; trees from 2 leaves up; caps from 0 to the whole tree.
+    for (log_n, rate_bits, batch, cap_height) in [
+        (0, 1, 1, 0),
+        (1, 1, 3, 1),
+        (2, 3, 4, 2),
+        (3, 1, 5, 4),
+        (4, 3, 8, 4),
+        (5, 2, 9, 0),
+        (6, 3, 17, 4),
+        (8, 3, 135, 4),
+    ] {
+        let n = 1 << log_n;
+        let coeffs = random(&mut rng, n * batch);
+        let reference = plonky2_commitment(&coeffs, n, rate_bits, cap_height);
+        let rows = RayonBackend.coset_lde_rows(&coeffs, n, rate_bits).expect("lde");
+        let expected: Vec<F> = reference.merkle_tree.leaves.iter().flatten().copied().collect();
+        assert_eq!(rows, expected, "LDE rows, n = {n}, batch = {batch}");
+        let (digests, cap) = RayonBackend.merkle_tree(&rows, batch, cap_height).expect("tree");
+        assert_eq!(digests, reference.merkle_tree.digests, "digests, n = {n}, batch = {batch}, cap = {cap_height}");
+        assert_eq!(cap, reference.merkle_tree.cap.0, "cap, n = {n}, batch = {batch}");
+    }
+}
+
+#[test]
+fn shapes_are_checked() {
+    let mut v = vec![F::ONE; 6];
+    assert!(matches!(RayonBackend.coset_ntt_batch(&mut v, 4, F::ONE), Err(BackendError::Shape(_))));
+    assert!(matches!(RayonBackend.coset_lde_rows(&v, 3, 1), Err(BackendError::Shape(_))));
+    assert!(matches!(RayonBackend.merkle_tree(&v, 2, 0), Err(BackendError::Shape(_))), "3 leaves");
+    assert!(matches!(RayonBackend.merkle_tree(&v[..4], 2, 2), Err(BackendError::Shape(_))), "cap above the tree");
+}
+
+#[test]
+fn auto_falls_back_to_rayon_without_a_device() {
+    let chosen = choose(Requested::Auto).expect("auto always gives a backend");
+    if prover_gpu::cuda::libraries_present() && CudaBackend::new(0).is_ok() {
+        assert_eq!(chosen.name(), "cuda");
+    } else {
+        assert_eq!(chosen.name(), "cpu");
+        assert!(matches!(choose(Requested::Cuda), Err(BackendError::Unavailable(_) | BackendError::Cuda(_))));
+    }
+}
+
+/// Run on a GPU machine: `cargo test -p prover-gpu --release -- --ignored`.
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored where one is present"]
+fn cuda_kernels_are_bit_identical_to_rayon() {
+    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    let dual = DualBackend { first: RayonBackend, second: cuda };
+    let mut rng = StdRng::seed_from_u64(3);
+    for (log_n, rate_bits, batch, cap_height) in
+        [(1, 1, 1, 0), (3, 1, 5, 2), (6, 3, 17, 4), (10, 3, 135, 4), (14, 3, 3, 4)]
+    {
+        let n = 1 << log_n;
+        let coeffs = random(&mut rng, n * batch);
+        let rows = dual.coset_lde_rows(&coeffs, n, rate_bits).expect("LDE agrees");
+        dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
+    }
+}
