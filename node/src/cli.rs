@@ -52,6 +52,8 @@ enum Command {
     Head(crate::client::HeadArgs),
     /// Read the sequencer's status.
     Status(crate::client::StatusArgs),
+    /// Measure how many transactions per second this machine proves.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Options of `rollup keygen`.
@@ -201,6 +203,7 @@ impl Cli {
             Command::Account(a) => rt()?.block_on(crate::client::account(a)),
             Command::Head(a) => rt()?.block_on(crate::client::head(a)),
             Command::Status(a) => rt()?.block_on(crate::client::status(a)),
+            Command::Bench(a) => crate::bench::run(a),
         }
     }
 }

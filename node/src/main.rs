@@ -1,6 +1,7 @@
 //! `rollup`: the rollup's command-line program.
 
 mod auth;
+mod bench;
 mod cli;
 mod client;
 mod config;

@@ -1,0 +1,274 @@
+//! `rollup bench`: how many transactions per second this machine proves. A realistic mixed load
+//! (signed, from the devnet genesis) goes through the whole proving path, the stages timed one by
+//! one: signature checks, execution and witnesses, batch proofs, each aggregation level, and the
+//! block proof's verification. W workers prove in parallel on this machine. The stock plonky2
+//! prover on the same batch circuit, in the same run, is the baseline.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use aggregator::{AggJob, BlockPlan, BlockPublicInputs, PlannedKind, ProofBytes, ProofKind};
+use anyhow::{bail, Context, Result};
+use circuits::bls::batch::{find_invalid, SignedMessage};
+use circuits::bls::tx_message;
+use circuits::genesis::devnet_key;
+use circuits::hash::ZERO_DIGEST;
+use circuits::load::mixed_load;
+use circuits::tx::commitment;
+use circuits::{BatchWitness, Executor};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::DEFAULT_BATCH_CAPACITY;
+use crate::network::{genesis, Circuits};
+use crate::prover::{choose_backend, Backend};
+
+/// Options of `rollup bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Proving backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Transactions to prove.
+    #[arg(long, default_value_t = 276)]
+    pub txs: usize,
+    /// Share of swaps.
+    #[arg(long, default_value_t = 0.3)]
+    pub swap_ratio: f64,
+    /// Workers proving in parallel on this machine.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Slots per batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    pub capacity: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Stage {
+    name: String,
+    seconds: f64,
+    jobs: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    gpu: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: String,
+    txs: usize,
+    batches: usize,
+    batch_capacity: usize,
+    workers: usize,
+    proven_tps: f64,
+    stock_plonky2_tps: f64,
+    speedup_vs_stock: f64,
+    stages: Vec<Stage>,
+    proving_seconds: f64,
+    block_proof_bytes: usize,
+    peak_memory_mib: f64,
+    machine: Machine,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let gpu = prover_gpu::CudaBackend::new(0).ok().map(|b| b.device_name().to_string());
+    Machine { cpu, cores: std::thread::available_parallelism().map_or(1, |n| n.get()), memory_gib: kib / (1 << 20) as f64, gpu }
+}
+
+/// Peak resident memory of this process (VmHWM), MiB.
+fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Runs `jobs` on `workers` threads (each proof uses rayon inside), in order of completion.
+fn run_parallel<T: Send, R: Send>(jobs: Vec<T>, workers: usize, f: impl Fn(T) -> Result<R> + Sync, bar: &ProgressBar) -> Result<Vec<R>> {
+    let n = jobs.len();
+    let queue = Mutex::new(jobs.into_iter().enumerate().collect::<VecDeque<_>>());
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..n).map(|_| None).collect());
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1).min(n.max(1)) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((i, job)) = next else { return };
+                match f(job) {
+                    Ok(r) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r),
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().map(|r| r.context("a job did not run")).collect()
+}
+
+/// Runs the benchmark.
+pub fn run(a: BenchArgs) -> Result<()> {
+    let backend = choose_backend(a.backend)?;
+    if a.txs == 0 {
+        bail!("--txs must be positive");
+    }
+    let accounts = 64;
+    let bar = ProgressBar::with_draw_target(None, if a.json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
+    bar.set_prefix("circuits");
+    let circuits = Circuits::build(a.capacity)?;
+    let mut stages = Vec::new();
+    let mut stage = |name: &str, t: Instant, jobs: usize| stages.push(Stage { name: name.into(), seconds: t.elapsed().as_secs_f64(), jobs });
+
+    // Signatures, as the sequencer checks them on arrival.
+    let txs = mixed_load(a.txs, accounts, a.swap_ratio);
+    let signed: Vec<SignedMessage> = txs
+        .iter()
+        .map(|tx| {
+            let sk = devnet_key(tx.sender());
+            let message = tx_message(tx).to_vec();
+            SignedMessage { public_key: sk.public_key(), signature: sk.sign(&message), message }
+        })
+        .collect();
+    let t = Instant::now();
+    if !find_invalid(&signed, &mut rand::rngs::OsRng).is_empty() {
+        bail!("the load has invalid signatures");
+    }
+    stage("signatures", t, 1);
+
+    // Execution and witnesses.
+    let t = Instant::now();
+    let mut ex = Executor::new(genesis(accounts).build()?, a.capacity);
+    let mut witnesses: Vec<BatchWitness> = Vec::new();
+    for tx in &txs {
+        if ex.open_len() == a.capacity {
+            witnesses.push(ex.seal_batch()?);
+        }
+        ex.apply(tx).map_err(|e| anyhow::anyhow!("load transaction rejected: {e}"))?;
+    }
+    witnesses.push(ex.seal_batch()?);
+    stage("execution_and_witness", t, witnesses.len());
+
+    // Batch proofs on W workers.
+    let proving = Instant::now();
+    bar.set_prefix("batch proofs");
+    bar.set_length(witnesses.len() as u64);
+    bar.set_position(0);
+    let c = &circuits;
+    let batch_proofs = run_parallel(
+        witnesses.iter().collect(),
+        a.workers,
+        |w| Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(w)?.to_bytes() }),
+        &bar,
+    )?;
+    stage("batch_proofs", proving, witnesses.len());
+
+    // Aggregation, level by level.
+    let plan = BlockPlan::new(batch_proofs.len())?;
+    let mut outputs: Vec<Option<ProofBytes>> = vec![None; plan.jobs.len()];
+    for level in 0..=plan.depth() {
+        let t = Instant::now();
+        let jobs: Vec<(usize, AggJob)> = plan
+            .level(level)
+            .map(|j| {
+                let get = |id: usize| outputs[id].clone().context("child not proven");
+                let job = match j.kind {
+                    PlannedKind::Wrap { batch } => AggJob::Wrap { batch: batch_proofs[batch].clone() },
+                    PlannedKind::Merge { left, right } => AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? },
+                };
+                Ok((j.id, job))
+            })
+            .collect::<Result<_>>()?;
+        let n = jobs.len();
+        bar.set_prefix(format!("aggregation {level}"));
+        bar.set_length(n as u64);
+        bar.set_position(0);
+        let done = run_parallel(jobs, a.workers, |(id, job)| Ok((id, c.aggregation.run(&job)?)), &bar)?;
+        for (id, p) in done {
+            outputs[id] = Some(p);
+        }
+        stage(&format!("aggregation_level_{level}"), t, n);
+    }
+    let proving_seconds = proving.elapsed().as_secs_f64();
+    let block = outputs[plan.root()].clone().context("no block proof")?;
+
+    // Verification, as the settlement node does it.
+    let t = Instant::now();
+    let first = &witnesses[0];
+    let last = &witnesses[witnesses.len() - 1];
+    let expected =
+        BlockPublicInputs { old_root: first.old_root, new_root: last.new_root, commitment: commitment(ZERO_DIGEST, txs.iter()) };
+    circuits.verifier.verify(&block.bytes, &expected)?;
+    stage("verification", t, 1);
+
+    // Baseline: plonky2's own prover on the same circuit and a full batch, alone on the machine.
+    bar.set_prefix("baseline");
+    bar.set_length(1);
+    bar.set_position(0);
+    let full = witnesses.iter().max_by_key(|w| w.slots.len()).context("no batch")?;
+    let t = Instant::now();
+    let stock = circuits.batch.data().prove(circuits.batch.witness(full)?)?;
+    let stock_seconds = t.elapsed().as_secs_f64();
+    circuits.batch.verify(&stock)?;
+    bar.finish_and_clear();
+
+    let proven_tps = txs.len() as f64 / proving_seconds;
+    let stock_plonky2_tps = a.capacity as f64 / stock_seconds;
+    let report = Report {
+        backend: backend.into(),
+        txs: txs.len(),
+        batches: witnesses.len(),
+        batch_capacity: a.capacity,
+        workers: a.workers,
+        proven_tps,
+        stock_plonky2_tps,
+        speedup_vs_stock: proven_tps / stock_plonky2_tps,
+        stages,
+        proving_seconds,
+        block_proof_bytes: block.bytes.len(),
+        peak_memory_mib: peak_memory_mib(),
+        machine: machine(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("proving benchmark: {} transactions in {} batches of {}, {} workers, backend {}", report.txs, report.batches, report.batch_capacity, report.workers, report.backend);
+        for s in &report.stages {
+            println!("  {:<24} {:>9.3} s  ({} jobs)", s.name, s.seconds, s.jobs);
+        }
+        println!("  proven                   {:>9.2} tx/s (batch proofs and aggregation into one block proof)", report.proven_tps);
+        println!("  stock plonky2            {:>9.2} tx/s (one full batch, proof only)", report.stock_plonky2_tps);
+        println!("  speedup vs stock         {:>9.2}", report.speedup_vs_stock);
+        println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
+        println!("  machine                  {} ({} cores, {:.0} GiB){}", report.machine.cpu, report.machine.cores, report.machine.memory_gib, report.machine.gpu.as_ref().map(|g| format!(", {g}")).unwrap_or_default());
+    }
+    Ok(())
+}
