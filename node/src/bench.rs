@@ -95,19 +95,31 @@ fn machine() -> Machine {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     let gpu = prover_gpu::CudaBackend::new(0).ok().map(|b| b.device_name().to_string());
-    Machine { cpu, cores: std::thread::available_parallelism().map_or(1, |n| n.get()), memory_gib: kib / (1 << 20) as f64, gpu }
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: kib / (1 << 20) as f64,
+        gpu,
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), MiB.
 fn peak_memory_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// Runs `jobs` on `workers` threads (each proof uses rayon inside), in order of completion.
-fn run_parallel<T: Send, R: Send>(jobs: Vec<T>, workers: usize, f: impl Fn(T) -> Result<R> + Sync, bar: &ProgressBar) -> Result<Vec<R>> {
+fn run_parallel<T: Send, R: Send>(
+    jobs: Vec<T>,
+    workers: usize,
+    f: impl Fn(T) -> Result<R> + Sync,
+    bar: &ProgressBar,
+) -> Result<Vec<R>> {
     let n = jobs.len();
     let queue = Mutex::new(jobs.into_iter().enumerate().collect::<VecDeque<_>>());
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..n).map(|_| None).collect());
@@ -131,7 +143,12 @@ fn run_parallel<T: Send, R: Send>(jobs: Vec<T>, workers: usize, f: impl Fn(T) ->
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().map(|r| r.context("a job did not run")).collect()
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.context("a job did not run"))
+        .collect()
 }
 
 /// Runs the benchmark.
@@ -141,12 +158,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--txs must be positive");
     }
     let accounts = 64;
-    let bar = ProgressBar::with_draw_target(None, if a.json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if a.json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
     bar.set_prefix("circuits");
     let circuits = Circuits::build(a.capacity)?;
     let mut stages = Vec::new();
-    let mut stage = |name: &str, t: Instant, jobs: usize| stages.push(Stage { name: name.into(), seconds: t.elapsed().as_secs_f64(), jobs });
+    let mut stage = |name: &str, t: Instant, jobs: usize| {
+        stages.push(Stage { name: name.into(), seconds: t.elapsed().as_secs_f64(), jobs })
+    };
 
     // Signatures, as the sequencer checks them on arrival.
     let txs = mixed_load(a.txs, accounts, a.swap_ratio);
@@ -202,7 +224,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let get = |id: usize| outputs[id].clone().context("child not proven");
                 let job = match j.kind {
                     PlannedKind::Wrap { batch } => AggJob::Wrap { batch: batch_proofs[batch].clone() },
-                    PlannedKind::Merge { left, right } => AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? },
+                    PlannedKind::Merge { left, right } => {
+                        AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? }
+                    }
                 };
                 Ok((j.id, job))
             })
@@ -224,8 +248,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let t = Instant::now();
     let first = &witnesses[0];
     let last = &witnesses[witnesses.len() - 1];
-    let expected =
-        BlockPublicInputs { old_root: first.old_root, new_root: last.new_root, commitment: commitment(ZERO_DIGEST, txs.iter()) };
+    let expected = BlockPublicInputs {
+        old_root: first.old_root,
+        new_root: last.new_root,
+        commitment: commitment(ZERO_DIGEST, txs.iter()),
+    };
     circuits.verifier.verify(&block.bytes, &expected)?;
     stage("verification", t, 1);
 
@@ -260,15 +287,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("proving benchmark: {} transactions in {} batches of {}, {} workers, backend {}", report.txs, report.batches, report.batch_capacity, report.workers, report.backend);
+        println!(
+            "proving benchmark: {} transactions in {} batches of {}, {} workers, backend {}",
+            report.txs, report.batches, report.batch_capacity, report.workers, report.backend
+        );
         for s in &report.stages {
             println!("  {:<24} {:>9.3} s  ({} jobs)", s.name, s.seconds, s.jobs);
         }
-        println!("  proven                   {:>9.2} tx/s (batch proofs and aggregation into one block proof)", report.proven_tps);
+        println!(
+            "  proven                   {:>9.2} tx/s (batch proofs and aggregation into one block proof)",
+            report.proven_tps
+        );
         println!("  stock plonky2            {:>9.2} tx/s (one full batch, proof only)", report.stock_plonky2_tps);
         println!("  speedup vs stock         {:>9.2}", report.speedup_vs_stock);
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
-        println!("  machine                  {} ({} cores, {:.0} GiB){}", report.machine.cpu, report.machine.cores, report.machine.memory_gib, report.machine.gpu.as_ref().map(|g| format!(", {g}")).unwrap_or_default());
+        println!(
+            "  machine                  {} ({} cores, {:.0} GiB){}",
+            report.machine.cpu,
+            report.machine.cores,
+            report.machine.memory_gib,
+            report.machine.gpu.as_ref().map(|g| format!(", {g}")).unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -55,13 +55,25 @@ fn unix_ms(t: Instant) -> u64 {
 impl Sequencer for Shared {
     async fn submit_tx(&self, req: Request<SubmitTxRequest>) -> Result<Response<SubmitTxResponse>, Status> {
         let signed = SignedTx::decode(&req.into_inner().signed_tx).map_err(|e| status::signed_tx_error(&e))?;
-        let key = self.lock().signer_key(&signed.tx)?;
-        // The pairing check runs off the runtime and outside the lock.
+        // A register's key is checked (proof of possession) with the signature, off the runtime
+        // and outside the lock; other senders' keys come from the registry.
+        let own = match &signed.tx {
+            circuits::Tx::Register(r) => Some(r.clone()),
+            _ => None,
+        };
+        let registered = if own.is_none() { Some(self.lock().signer_key(&signed.tx)?) } else { None };
         let checked = signed.clone();
-        tokio::task::spawn_blocking(move || verify_tx(&key, &checked.tx, &checked.signature))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status::bls_error(&e))?;
+        tokio::task::spawn_blocking(move || {
+            let key = match (own, registered) {
+                (Some(r), _) => circuits::bls::register_key(&r)?,
+                (None, Some(k)) => k,
+                (None, None) => return Err(circuits::bls::BlsError::Empty),
+            };
+            verify_tx(&key, &checked.tx, &checked.signature)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| status::bls_error(&e))?;
         let (hash, sequence) = self.lock().submit(signed)?;
         self.flush().await?;
         Ok(Response::new(SubmitTxResponse { tx_hash: hash.to_vec(), sequence }))
