@@ -3,6 +3,7 @@
 //! digest layout) on rayon and on CUDA, behind one trait, chosen in one place.
 
 pub mod backend;
+pub mod commit;
 pub mod cpu;
 pub mod cuda;
 pub mod dual;
@@ -12,6 +13,7 @@ pub mod naive;
 pub mod select;
 
 pub use backend::{Backend, Digest};
+pub use commit::commit;
 pub use cpu::RayonBackend;
 pub use cuda::CudaBackend;
 pub use dual::DualBackend;

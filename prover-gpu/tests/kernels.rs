@@ -107,3 +107,18 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
     }
 }
+
+#[test]
+fn commitments_equal_plonky2s_polynomial_batch() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for (log_n, batch, cap_height) in [(2, 1, 0), (5, 7, 3), (7, 135, 4)] {
+        let n = 1 << log_n;
+        let coeffs = random(&mut rng, n * batch);
+        let reference = plonky2_commitment(&coeffs, n, 3, cap_height);
+        let polys = coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
+        let ours = prover_gpu::commit(&RayonBackend, polys, 3, cap_height).expect("commit");
+        assert_eq!(ours.merkle_tree, reference.merkle_tree);
+        assert_eq!(ours.polynomials, reference.polynomials);
+        assert_eq!((ours.degree_log, ours.rate_bits, ours.blinding), (reference.degree_log, reference.rate_bits, reference.blinding));
+    }
+}

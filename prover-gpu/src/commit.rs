@@ -1,0 +1,41 @@
+//! plonky2's commitment step on a backend: the `PolynomialBatch` plonky2's prover builds with
+//! `from_coeffs`, built here from the backend's LDE and Merkle kernels (all of its fields are
+//! public), so the proving pipeline can swap it in step by step.
+
+use plonky2::field::polynomial::PolynomialCoeffs;
+use plonky2::fri::oracle::PolynomialBatch;
+use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
+use plonky2::plonk::config::PoseidonGoldilocksConfig;
+
+use crate::backend::Backend;
+use crate::error::{BackendError, Result};
+use crate::F;
+
+/// plonky2's configuration.
+pub type Config = PoseidonGoldilocksConfig;
+
+/// The unblinded commitment to `polynomials` (all of one power-of-two length), as plonky2's
+/// `PolynomialBatch::from_coeffs(polynomials, rate_bits, false, cap_height, ..)` makes it.
+pub fn commit(
+    backend: &dyn Backend,
+    polynomials: Vec<PolynomialCoeffs<F>>,
+    rate_bits: usize,
+    cap_height: usize,
+) -> Result<PolynomialBatch<F, Config, 2>> {
+    let n = polynomials.first().map(|p| p.len()).ok_or_else(|| BackendError::Shape("no polynomials".into()))?;
+    if polynomials.iter().any(|p| p.len() != n) {
+        return Err(BackendError::Shape("polynomials of different lengths".into()));
+    }
+    let width = polynomials.len();
+    let flat: Vec<F> = polynomials.iter().flat_map(|p| p.coeffs.iter().copied()).collect();
+    let rows = backend.coset_lde_rows(&flat, n, rate_bits)?;
+    let (digests, cap) = backend.merkle_tree(&rows, width, cap_height)?;
+    let leaves = rows.chunks(width).map(<[F]>::to_vec).collect();
+    Ok(PolynomialBatch {
+        polynomials,
+        merkle_tree: MerkleTree { leaves, digests, cap: MerkleCap(cap) },
+        degree_log: n.trailing_zeros() as usize,
+        rate_bits,
+        blinding: false,
+    })
+}
