@@ -30,21 +30,36 @@ fn kernels(c: &mut Criterion) {
     g.bench_function("plonky2_from_coeffs", |b| {
         b.iter_batched(
             polys,
-            |p| PolynomialBatch::<F, PoseidonGoldilocksConfig, 2>::from_coeffs(p, RATE_BITS, false, CAP_HEIGHT, &mut TimingTree::default(), None),
+            |p| {
+                PolynomialBatch::<F, PoseidonGoldilocksConfig, 2>::from_coeffs(
+                    p,
+                    RATE_BITS,
+                    false,
+                    CAP_HEIGHT,
+                    &mut TimingTree::default(),
+                    None,
+                )
+            },
             BatchSize::LargeInput,
         )
     });
     for backend in &backends {
         let name = backend.name();
         g.bench_function(format!("{name}_commit"), |b| {
-            b.iter_batched(polys, |p| commit(backend.as_ref(), p, RATE_BITS, CAP_HEIGHT).expect("commit"), BatchSize::LargeInput)
+            b.iter_batched(
+                polys,
+                |p| commit(backend.as_ref(), p, RATE_BITS, CAP_HEIGHT).expect("commit"),
+                BatchSize::LargeInput,
+            )
         });
         let mut lde = vec![F::ZERO; (n << RATE_BITS) * WIDTH];
         g.bench_function(format!("{name}_coset_ntt"), |b| {
             b.iter(|| backend.coset_ntt_batch(&mut lde, n << RATE_BITS, F::coset_shift()).expect("ntt"))
         });
         let rows = backend.coset_lde_rows(&coeffs, n, RATE_BITS).expect("lde");
-        g.bench_function(format!("{name}_merkle_tree"), |b| b.iter(|| backend.merkle_tree(&rows, WIDTH, CAP_HEIGHT).expect("tree")));
+        g.bench_function(format!("{name}_merkle_tree"), |b| {
+            b.iter(|| backend.merkle_tree(&rows, WIDTH, CAP_HEIGHT).expect("tree"))
+        });
     }
     g.finish();
 }

@@ -4,6 +4,7 @@
 
 use plonky2::field::types::Field;
 use plonky2::hash::hash_types::HashOut;
+use rayon::prelude::*;
 
 use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, reverse_bits};
@@ -44,12 +45,12 @@ pub trait Backend: Send + Sync {
         self.coset_ntt_batch(&mut lde, m, F::coset_shift())?;
         let log_m = m.trailing_zeros() as usize;
         let mut rows = vec![F::ZERO; batch * m];
-        for r in 0..m {
+        rows.par_chunks_mut(batch).enumerate().for_each(|(r, row)| {
             let src = reverse_bits(r, log_m);
-            for p in 0..batch {
-                rows[r * batch + p] = lde[p * m + src];
+            for (p, x) in row.iter_mut().enumerate() {
+                *x = lde[p * m + src];
             }
-        }
+        });
         Ok(rows)
     }
 

@@ -119,6 +119,9 @@ fn commitments_equal_plonky2s_polynomial_batch() {
         let ours = prover_gpu::commit(&RayonBackend, polys, 3, cap_height).expect("commit");
         assert_eq!(ours.merkle_tree, reference.merkle_tree);
         assert_eq!(ours.polynomials, reference.polynomials);
-        assert_eq!((ours.degree_log, ours.rate_bits, ours.blinding), (reference.degree_log, reference.rate_bits, reference.blinding));
+        assert_eq!(
+            (ours.degree_log, ours.rate_bits, ours.blinding),
+            (reference.degree_log, reference.rate_bits, reference.blinding)
+        );
     }
 }
