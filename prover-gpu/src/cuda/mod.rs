@@ -109,6 +109,14 @@ impl CudaBackend {
     pub fn device_name(&self) -> &str {
         &self.device
     }
+
+    fn download_digests(&self, res: &cudarc::driver::CudaSlice<u64>, out: &mut [Digest]) -> Result<()> {
+        let v = self.stream.clone_dtoh(res).map_err(cuda)?;
+        for (o, c) in out.iter_mut().zip(v.chunks(4)) {
+            o.elements = std::array::from_fn(|i| F::from_canonical_u64(c[i]));
+        }
+        Ok(())
+    }
 }
 
 impl Backend for CudaBackend {
@@ -184,11 +192,7 @@ impl Backend for CudaBackend {
                 .launch(cfg(out.len())?)
                 .map_err(cuda)?;
         }
-        let v = s.clone_dtoh(&res).map_err(cuda)?;
-        for (o, c) in out.iter_mut().zip(v.chunks(4)) {
-            o.elements = std::array::from_fn(|i| F::from_canonical_u64(c[i]));
-        }
-        Ok(())
+        self.download_digests(&res, out)
     }
 
     fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
@@ -209,10 +213,6 @@ impl Backend for CudaBackend {
                 .launch(cfg(out.len())?)
                 .map_err(cuda)?;
         }
-        let v = s.clone_dtoh(&res).map_err(cuda)?;
-        for (o, c) in out.iter_mut().zip(v.chunks(4)) {
-            o.elements = std::array::from_fn(|i| F::from_canonical_u64(c[i]));
-        }
-        Ok(())
+        self.download_digests(&res, out)
     }
 }

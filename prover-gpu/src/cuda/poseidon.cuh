@@ -11,34 +11,25 @@
 
 // Provided by the prelude: PSN_RC[360], PSN_MDS_CIRC[12], PSN_MDS_DIAG[12].
 
+// (hi, lo) += v·c, the 128-bit accumulation of the MDS rows.
+GL_FN void psn_mac(u64 *lo, u64 *hi, u64 v, u64 c) {
+#ifdef __CUDACC_RTC__
+    u64 plo = v * c, phi = __umul64hi(v, c);
+#else
+    unsigned __int128 p = (unsigned __int128)v * c;
+    u64 plo = (u64)p, phi = (u64)(p >> 64);
+#endif
+    *lo += plo;
+    *hi += phi + (*lo < plo);
+}
+
 GL_FN void psn_mds(u64 *s) {
     u64 out[PSN_WIDTH];
     for (int r = 0; r < PSN_WIDTH; r++) {
         // Sum of small multiples of 64-bit values, in 128 bits, reduced once.
         u64 lo = 0, hi = 0;
-        for (int i = 0; i < PSN_WIDTH; i++) {
-            u64 v = s[(i + r) % PSN_WIDTH];
-            u64 c = PSN_MDS_CIRC[i];
-#ifdef __CUDACC_RTC__
-            u64 plo = v * c, phi = __umul64hi(v, c);
-#else
-            unsigned __int128 p = (unsigned __int128)v * c;
-            u64 plo = (u64)p, phi = (u64)(p >> 64);
-#endif
-            lo += plo;
-            hi += phi + (lo < plo);
-        }
-        {
-            u64 v = s[r], c = PSN_MDS_DIAG[r];
-#ifdef __CUDACC_RTC__
-            u64 plo = v * c, phi = __umul64hi(v, c);
-#else
-            unsigned __int128 p = (unsigned __int128)v * c;
-            u64 plo = (u64)p, phi = (u64)(p >> 64);
-#endif
-            lo += plo;
-            hi += phi + (lo < plo);
-        }
+        for (int i = 0; i < PSN_WIDTH; i++) psn_mac(&lo, &hi, s[(i + r) % PSN_WIDTH], PSN_MDS_CIRC[i]);
+        psn_mac(&lo, &hi, s[r], PSN_MDS_DIAG[r]);
         out[r] = gl_reduce128(lo, hi);
     }
     for (int r = 0; r < PSN_WIDTH; r++) s[r] = out[r];
