@@ -527,9 +527,12 @@ impl Core {
 
     /// Leases the oldest pending job to `worker`.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
-        let id = self.jobs.values().filter(|j| j.state == JobState::Pending).min_by_key(|j| j.order)?.key.id();
-        let key = self.jobs[&id].key;
-        let payload = self.payload(key)?;
+        let mut pending: Vec<(u64, JobKey)> =
+            self.jobs.values().filter(|j| j.state == JobState::Pending).map(|j| (j.order, j.key)).collect();
+        pending.sort_unstable();
+        // A job whose inputs are gone is skipped, not allowed to block the ones behind it.
+        let (key, payload) = pending.into_iter().find_map(|(_, key)| Some((key, self.payload(key)?)))?;
+        let id = key.id();
         let deadline = now + self.params.lease;
         let j = self.jobs.get_mut(&id)?;
         j.state = JobState::Leased { worker: worker.to_string(), deadline };
