@@ -26,7 +26,7 @@ fn div_wide(hi: u128, lo: u128, d: u128) -> u128 {
         let bit = if i >= 128 { (hi >> (i - 128)) & 1 } else { (lo >> i) & 1 };
         let overflow = rem >> 127 == 1;
         rem = (rem << 1) | bit;
-        q = q.checked_shl(1).expect("quotient fits") | 0;
+        q <<= 1;
         if overflow || rem >= d {
             rem = rem.wrapping_sub(d);
             q |= 1;

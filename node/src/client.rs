@@ -114,7 +114,7 @@ async fn sequencer(url: &str) -> Result<SequencerClient<tonic::transport::Channe
     SequencerClient::connect(url.to_string()).await.with_context(|| format!("connecting to the sequencer at {url}"))
 }
 
-async fn send(url: &str, key: &PathBuf, build: impl FnOnce(u32) -> Tx, sender: u32, json: bool) -> Result<()> {
+async fn send(url: &str, key: &std::path::Path, build: impl FnOnce(u32) -> Tx, sender: u32, json: bool) -> Result<()> {
     let sk = keyfile::read(key)?;
     let mut c = sequencer(url).await?;
     let nonce = c

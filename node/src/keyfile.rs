@@ -17,7 +17,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Parses hex (an optional `0x` prefix allowed).
 pub fn from_hex(s: &str) -> Result<Vec<u8>> {
     let s = s.trim().trim_start_matches("0x");
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("hex string of odd length");
     }
     (0..s.len())

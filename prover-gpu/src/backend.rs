@@ -33,7 +33,7 @@ pub trait Backend: Send + Sync {
     /// polynomial's degree-`n·2^rate_bits` coset LDE on `F::coset_shift()`, transposed into rows
     /// and the rows put in bit-reversed order. Returns `rows × batch` elements, row-major.
     fn coset_lde_rows(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<F>> {
-        if n == 0 || !n.is_power_of_two() || coeffs.len() % n != 0 {
+        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
             return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
         }
         let batch = coeffs.len() / n;
@@ -57,7 +57,7 @@ pub trait Backend: Send + Sync {
     /// plonky2's `MerkleTree::new(rows, cap_height)`: the digests in its recursive layout and
     /// the cap. `rows` holds `leaves × width` elements.
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
-        if width == 0 || rows.len() % width != 0 {
+        if width == 0 || !rows.len().is_multiple_of(width) {
             return Err(BackendError::Shape(format!("{} elements in rows of {width}", rows.len())));
         }
         let leaves = rows.len() / width;

@@ -56,7 +56,7 @@ impl Backend for RayonBackend {
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        if n == 0 || !n.is_power_of_two() || data.len() % n != 0 {
+        if n == 0 || !n.is_power_of_two() || !data.len().is_multiple_of(n) {
             return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", data.len())));
         }
         let omega = F::primitive_root_of_unity(n.trailing_zeros() as usize);

@@ -125,7 +125,7 @@ impl Backend for CudaBackend {
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        if n < 2 || !n.is_power_of_two() || data.len() % n != 0 {
+        if n < 2 || !n.is_power_of_two() || !data.len().is_multiple_of(n) {
             return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", data.len())));
         }
         let batch = data.len() / n;
