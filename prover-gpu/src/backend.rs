@@ -54,6 +54,21 @@ pub trait Backend: Send + Sync {
         Ok(rows)
     }
 
+    /// The leaves plonky2's commitment stores (one `Vec` per row), gathered straight from the
+    /// LDE: [`Backend::coset_lde_rows`] without the flat copy in between.
+    fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
+        let rows = self.coset_lde_rows(coeffs, n, rate_bits)?;
+        let width = coeffs.len() / n;
+        Ok(rows.par_chunks(width).map(<[F]>::to_vec).collect())
+    }
+
+    /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.
+    fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        let width = leaves.first().map_or(0, Vec::len);
+        let flat: Vec<F> = leaves.iter().flatten().copied().collect();
+        self.merkle_tree(&flat, width, cap_height)
+    }
+
     /// plonky2's `MerkleTree::new(rows, cap_height)`: the digests in its recursive layout and
     /// the cap. `rows` holds `leaves × width` elements.
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
@@ -64,9 +79,18 @@ pub trait Backend: Send + Sync {
         if !leaves.is_power_of_two() || (1 << cap_height) > leaves {
             return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
         }
-        let log_leaves = leaves.trailing_zeros() as usize;
         let mut level = vec![Digest::default(); leaves];
         self.hash_rows(rows, width, &mut level)?;
+        self.tree_above(level, cap_height)
+    }
+
+    /// The digests and cap above the leaves' digests `level`, in plonky2's layout.
+    fn tree_above(&self, mut level: Vec<Digest>, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        let leaves = level.len();
+        if !leaves.is_power_of_two() || (1 << cap_height) > leaves {
+            return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
+        }
+        let log_leaves = leaves.trailing_zeros() as usize;
         let sub_height = log_leaves - cap_height;
         let per_subtree = 2 * ((1usize << sub_height) - 1);
         let mut digests = vec![Digest::default(); per_subtree << cap_height];

@@ -6,7 +6,6 @@ use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
-use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::error::{BackendError, Result};
@@ -27,11 +26,9 @@ pub fn commit(
     if polynomials.iter().any(|p| p.len() != n) {
         return Err(BackendError::Shape("polynomials of different lengths".into()));
     }
-    let width = polynomials.len();
     let flat: Vec<F> = polynomials.iter().flat_map(|p| p.coeffs.iter().copied()).collect();
-    let rows = backend.coset_lde_rows(&flat, n, rate_bits)?;
-    let (digests, cap) = backend.merkle_tree(&rows, width, cap_height)?;
-    let leaves = rows.par_chunks(width).map(<[F]>::to_vec).collect();
+    let leaves = backend.coset_lde_leaves(&flat, n, rate_bits)?;
+    let (digests, cap) = backend.merkle_tree_of_leaves(&leaves, cap_height)?;
     Ok(PolynomialBatch {
         polynomials,
         merkle_tree: MerkleTree { leaves, digests, cap: MerkleCap(cap) },

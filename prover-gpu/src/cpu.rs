@@ -77,6 +77,24 @@ impl Backend for RayonBackend {
         Ok(())
     }
 
+    fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
+        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
+            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
+        }
+        let batch = coeffs.len() / n;
+        let m = n << rate_bits;
+        let mut lde = vec![F::ZERO; batch * m];
+        lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(l, c)| l[..n].copy_from_slice(c));
+        self.coset_ntt_batch(&mut lde, m, F::coset_shift())?;
+        let log_m = m.trailing_zeros() as usize;
+        Ok((0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + reverse_bits(r, log_m)]).collect()).collect())
+    }
+
+    fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        let level: Vec<Digest> = leaves.par_iter().map(|l| PoseidonHash::hash_or_noop(l)).collect();
+        self.tree_above(level, cap_height)
+    }
+
     fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
         if children.len() != 2 * out.len() {
             return Err(BackendError::Shape(format!("{} children for {} parents", children.len(), out.len())));
