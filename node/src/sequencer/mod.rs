@@ -3,6 +3,7 @@
 pub mod core;
 pub mod metrics;
 pub mod service;
+pub mod sigcheck;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use circuits::bls::{verify_tx, SignedTx};
+use circuits::bls::batch::SignedMessage;
+use circuits::bls::SignedTx;
 use circuits::hash::digest_to_bytes;
 use proto::v1::prover_farm_server::ProverFarm;
 use proto::v1::sequencer_server::Sequencer;
@@ -12,6 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::core::{Core, JobKey};
+use super::sigcheck::SigChecker;
 use crate::status;
 
 /// Shared by both services.
@@ -24,12 +26,14 @@ pub struct Shared {
     /// Hex digest of the block verifier key.
     pub verifier_digest: String,
     workers: Arc<std::sync::atomic::AtomicU64>,
+    signatures: SigChecker,
 }
 
 impl Shared {
-    /// Wraps the core.
+    /// Wraps the core and starts the batching signature checker (so: inside a runtime).
     pub fn new(core: Core, db: sled::Db, verifier_digest: String) -> Self {
-        Self { core: Arc::new(Mutex::new(core)), db, verifier_digest, workers: Arc::default() }
+        let signatures = SigChecker::spawn(256, std::time::Duration::from_millis(2));
+        Self { core: Arc::new(Mutex::new(core)), db, verifier_digest, workers: Arc::default(), signatures }
     }
 
     /// Locks the core (a panic while holding it cannot leave it half-updated for a reader:
@@ -55,25 +59,28 @@ fn unix_ms(t: Instant) -> u64 {
 impl Sequencer for Shared {
     async fn submit_tx(&self, req: Request<SubmitTxRequest>) -> Result<Response<SubmitTxResponse>, Status> {
         let signed = SignedTx::decode(&req.into_inner().signed_tx).map_err(|e| status::signed_tx_error(&e))?;
-        // A register's key is checked (proof of possession) with the signature, off the runtime
-        // and outside the lock; other senders' keys come from the registry.
-        let own = match &signed.tx {
-            circuits::Tx::Register(r) => Some(r.clone()),
-            _ => None,
+        // A register's key is checked (proof of possession) off the runtime and outside the lock;
+        // other senders' keys come from the registry. Then the signature joins a batch check.
+        let key = match &signed.tx {
+            circuits::Tx::Register(r) => {
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || circuits::bls::register_key(&r))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| status::bls_error(&e))?
+            }
+            tx => self.lock().signer_key(tx)?,
         };
-        let registered = if own.is_none() { Some(self.lock().signer_key(&signed.tx)?) } else { None };
-        let checked = signed.clone();
-        tokio::task::spawn_blocking(move || {
-            let key = match (own, registered) {
-                (Some(r), _) => circuits::bls::register_key(&r)?,
-                (None, Some(k)) => k,
-                (None, None) => return Err(circuits::bls::BlsError::Empty),
-            };
-            verify_tx(&key, &checked.tx, &checked.signature)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| status::bls_error(&e))?;
+        let item = SignedMessage {
+            public_key: key,
+            message: circuits::bls::tx_message(&signed.tx).to_vec(),
+            signature: signed.signature,
+        };
+        match self.signatures.check(item).await {
+            Some(true) => {}
+            Some(false) => return Err(status::bls_error(&circuits::bls::BlsError::InvalidSignature)),
+            None => return Err(Status::unavailable("the signature checker stopped")),
+        }
         let (hash, sequence) = self.lock().submit(signed)?;
         self.flush().await?;
         Ok(Response::new(SubmitTxResponse { tx_hash: hash.to_vec(), sequence }))
