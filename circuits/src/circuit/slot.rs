@@ -77,17 +77,16 @@ fn account_inputs(pkh: &[Target; 4], nonce: Target, broot: HashOutTarget) -> Vec
 /// Checks `out = floor(in·f·r_out / (r_in·10000 + in·f))` with the limbs of [`crate::swap::SwapLimbs`]
 /// and returns `out`.
 fn swap_output(b: &mut Builder, amount_in: U64Target, f: Target, r_in: U64Target, r_out: U64Target) -> U64Target {
-    let v = |b: &mut Builder, n: usize| -> Vec<Target> { (0..n).map(|_| b.add_virtual_target()).collect() };
     let limbs = SwapLimbTargets {
-        h: v(b, 5).try_into().unwrap_or_else(|_| unreachable!()),
+        h: std::array::from_fn(|_| b.add_virtual_target()),
         k0: b.add_virtual_target(),
-        d: v(b, 2).try_into().unwrap_or_else(|_| unreachable!()),
-        e: v(b, 2).try_into().unwrap_or_else(|_| unreachable!()),
-        q: v(b, 4).try_into().unwrap_or_else(|_| unreachable!()),
-        s: v(b, 3).try_into().unwrap_or_else(|_| unreachable!()),
-        t: v(b, 3).try_into().unwrap_or_else(|_| unreachable!()),
-        beta: v(b, 2).try_into().unwrap_or_else(|_| unreachable!()),
-        c: v(b, 7).try_into().unwrap_or_else(|_| unreachable!()),
+        d: std::array::from_fn(|_| b.add_virtual_target()),
+        e: std::array::from_fn(|_| b.add_virtual_target()),
+        q: std::array::from_fn(|_| b.add_virtual_target()),
+        s: std::array::from_fn(|_| b.add_virtual_target()),
+        t: std::array::from_fn(|_| b.add_virtual_target()),
+        beta: std::array::from_fn(|_| b.add_virtual_target()),
+        c: std::array::from_fn(|_| b.add_virtual_target()),
     };
     b.add_simple_generator(SwapGenerator {
         inputs: [amount_in.lo, amount_in.hi, f, r_in.lo, r_in.hi, r_out.lo, r_out.hi],
