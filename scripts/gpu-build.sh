@@ -10,15 +10,15 @@ rm -rf .device && mkdir -p .device
 cargo build --release --target-dir "$target" --bin rollup
 cp "$target/release/rollup" .device/
 # Test and bench executables: their paths come from cargo's JSON messages.
-for spec in "test -p prover-gpu --test kernels" "bench -p benches --bench kernels"; do
+for spec in "test --release -p prover-gpu --test kernels" "bench -p benches --bench kernels"; do
   # shellcheck disable=SC2086
-  cargo $spec --release --target-dir "$target" --no-run --message-format=json \
+  cargo $spec --target-dir "$target" --no-run --message-format=json \
     | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"][0] in ("test","bench"):
-        print(m["executable"])' \
-    | while read -r exe; do cp "$exe" ".device/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"; done
+        print(m["target"]["kind"][0], m["executable"])' \
+    | while read -r kind exe; do cp "$exe" ".device/$kind-$(basename "$exe" | sed 's/-[0-9a-f]*$//')"; done
 done
 strip .device/* || true
 du -sh .device

@@ -16,9 +16,9 @@ run() {
   if "$@" > "$OUT/$name.log" 2>&1; then status+=("$name ok"); else status+=("$name FAILED (see $name.log)"); fi
 }
 # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
-run kernels .device/kernels --include-ignored
+run kernels .device/test-kernels --include-ignored
 # Commitment benches per backend, CUDA rows included.
-run bench-kernels .device/kernels_bench --bench
+run bench-kernels .device/bench-kernels --bench
 # The whole proving path (the CPU path until the CUDA pipeline lands).
 run rollup-bench .device/rollup bench --json
 cp "$OUT/rollup-bench.log" "$OUT/rollup-bench.json" 2>/dev/null
