@@ -284,12 +284,10 @@ impl Core {
                 b.merges.insert(node, v.to_vec());
             }
         }
-        for h in 1..=self.settled_height {
-            if let Some(b) = self.blocks.get(h as usize - 1) {
-                let batches = &self.batches[b.first_batch as usize..]
-                    [..b.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Wrap { .. })).count()];
-                self.settled_txs += batches.iter().map(|r| r.end - r.start).sum::<u64>();
-            }
+        // Settled blocks: count their transactions and free their witnesses.
+        for b in self.batches.iter_mut().filter(|b| b.block.is_some_and(|h| h <= self.settled_height)) {
+            self.settled_txs += b.end - b.start;
+            b.witness = None;
         }
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
