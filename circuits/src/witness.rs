@@ -50,7 +50,7 @@ pub struct SlotWitness {
     pub out: u64,
 }
 
-/// An all-zero pool, the placeholder in slots that open no pool.
+/// An all-zero pool: what a slot that opens no pool carries in its pool fields.
 pub const NO_POOL: Pool = Pool { token_a: 0, token_b: 0, reserve_a: 0, reserve_b: 0, fee_bps: 0 };
 /// An all-zero account record.
 pub const NO_ACCOUNT: AccountRecord = AccountRecord { pubkey_hash: ZERO_DIGEST, nonce: 0 };
