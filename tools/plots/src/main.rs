@@ -99,7 +99,10 @@ fn tps_by_backend(out: &str, reports: &[Report]) -> R {
         .draw()?;
     chart.draw_series(names.iter().enumerate().map(|(i, name)| {
         let i = i as i32;
-        let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), best[name])], Palette99::pick(i as usize).filled());
+        let mut bar = Rectangle::new(
+            [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), best[name])],
+            Palette99::pick(i as usize).filled(),
+        );
         bar.set_margin(0, 0, 40, 40);
         bar
     }))?;
@@ -113,7 +116,10 @@ fn stages(out: &str, r: &Report) -> R {
     let max_x = r.stages.iter().map(|s| s.seconds).fold(0.1, f64::max) * 1.15;
     let n = r.stages.len() as i32;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Time per stage: {} transactions, {} workers, {}", r.txs, r.workers, r.backend), ("sans-serif", 22))
+        .caption(
+            format!("Time per stage: {} transactions, {} workers, {}", r.txs, r.workers, r.backend),
+            ("sans-serif", 22),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(200)
@@ -131,7 +137,10 @@ fn stages(out: &str, r: &Report) -> R {
         .draw()?;
     chart.draw_series(r.stages.iter().enumerate().map(|(i, s)| {
         let i = i as i32;
-        let mut bar = Rectangle::new([(0.0, SegmentValue::Exact(i)), (s.seconds, SegmentValue::Exact(i + 1))], BLUE.mix(0.6).filled());
+        let mut bar = Rectangle::new(
+            [(0.0, SegmentValue::Exact(i)), (s.seconds, SegmentValue::Exact(i + 1))],
+            BLUE.mix(0.6).filled(),
+        );
         bar.set_margin(6, 6, 0, 0);
         bar
     }))?;
