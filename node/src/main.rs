@@ -19,13 +19,16 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
+    let args = config::expand(std::env::args().collect())?;
+    // The devnet's progress bars are its interface: its services log warnings only, unless
+    // RUST_LOG says otherwise.
+    let default = if args.iter().any(|a| a == "devnet") { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = config::expand(std::env::args().collect())?;
     cli::Cli::parse_from(args).run()
 }
