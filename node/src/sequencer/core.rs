@@ -459,27 +459,27 @@ impl Core {
     }
 
     /// Creates every job whose inputs exist and whose output does not.
+    /// Index of the first batch and of the first block that are not settled.
+    fn first_unsettled(&self) -> (usize, usize) {
+        let block = self.settled_height as usize;
+        let batch = self.blocks.get(block).map_or(self.block_start_batch, |b| b.first_batch) as usize;
+        (batch, block)
+    }
+
     fn plan_jobs(&mut self) {
+        let (first_batch, first_block) = self.first_unsettled();
         let mut new = Vec::new();
-        for (i, b) in self.batches.iter().enumerate() {
-            let settled = b.block.is_some_and(|h| h <= self.settled_height);
-            if settled {
-                continue;
-            }
+        for (i, b) in self.batches.iter().enumerate().skip(first_batch) {
             if b.proof.is_none() {
                 new.push(JobKey::Batch(i as u64));
             } else if b.wrap.is_none() {
                 new.push(JobKey::Wrap(i as u64));
             }
         }
-        for blk in &self.blocks {
-            if blk.height <= self.settled_height {
-                continue;
-            }
+        for blk in self.blocks.iter().skip(first_block) {
             for j in &blk.plan.jobs {
                 if let PlannedKind::Merge { left, right } = j.kind {
-                    let ready = self.node_output(blk, left).is_some()
-                        && right.is_none_or(|r| self.node_output(blk, r).is_some());
+                    let ready = self.node_ready(blk, left) && right.is_none_or(|r| self.node_ready(blk, r));
                     if ready && !blk.merges.contains_key(&j.id) {
                         new.push(JobKey::Merge { height: blk.height, node: j.id });
                     }
@@ -488,6 +488,13 @@ impl Core {
         }
         for key in new {
             self.add_job(key);
+        }
+    }
+
+    fn node_ready(&self, blk: &BlockRec, node: usize) -> bool {
+        match blk.plan.jobs[node].kind {
+            PlannedKind::Wrap { batch } => self.batches[blk.first_batch as usize + batch].wrap.is_some(),
+            PlannedKind::Merge { .. } => blk.merges.contains_key(&node),
         }
     }
 
@@ -687,6 +694,13 @@ impl Core {
         for b in self.batches.iter_mut().filter(|b| b.block == Some(height)) {
             b.witness = None;
         }
+        // The settled block's jobs are history: drop them so the job table stays the size of the
+        // work in flight.
+        let batches = &self.batches;
+        self.jobs.retain(|_, j| match j.key {
+            JobKey::Batch(b) | JobKey::Wrap(b) => batches.get(b as usize).and_then(|r| r.block) != Some(height),
+            JobKey::Merge { height: h, .. } => h != height,
+        });
         Ok(())
     }
 
