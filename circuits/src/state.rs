@@ -5,8 +5,8 @@
 use plonky2::field::types::Field;
 
 use crate::hash::{
-    account_leaf, balance_leaf, empty_balance_root, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, F,
-    POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST,
+    account_leaf, balance_leaf, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, F, POOL_DEPTH, TOKEN_DEPTH,
+    ZERO_DIGEST,
 };
 use crate::smt::{MerklePath, SparseMerkleTree};
 use crate::store::{MemoryStore, StateStore, TreeId};
@@ -168,10 +168,5 @@ impl<S: StateStore> State<S> {
     pub(crate) fn write_pool(&mut self, id: u32, pool: Pool) -> MerklePath {
         self.store.put_pool(id, pool);
         POOLS.set(&mut self.store, u64::from(id), pool.leaf())
-    }
-
-    /// The balance root a new account starts with.
-    pub fn empty_balance_root() -> Digest {
-        empty_balance_root()
     }
 }

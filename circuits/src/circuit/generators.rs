@@ -136,17 +136,16 @@ impl SwapLimbTargets {
     fn from_all(v: &[Target]) -> Option<Self> {
         let mut it = v.iter().copied();
         let mut take = |n: usize| -> Option<Vec<Target>> { (0..n).map(|_| it.next()).collect() };
-        let arr = |v: Vec<Target>| v;
         Some(Self {
-            h: arr(take(5)?).try_into().ok()?,
+            h: take(5)?.try_into().ok()?,
             k0: take(1)?[0],
-            d: arr(take(2)?).try_into().ok()?,
-            e: arr(take(2)?).try_into().ok()?,
-            q: arr(take(4)?).try_into().ok()?,
-            s: arr(take(3)?).try_into().ok()?,
-            t: arr(take(3)?).try_into().ok()?,
-            beta: arr(take(2)?).try_into().ok()?,
-            c: arr(take(7)?).try_into().ok()?,
+            d: take(2)?.try_into().ok()?,
+            e: take(2)?.try_into().ok()?,
+            q: take(4)?.try_into().ok()?,
+            s: take(3)?.try_into().ok()?,
+            t: take(3)?.try_into().ok()?,
+            beta: take(2)?.try_into().ok()?,
+            c: take(7)?.try_into().ok()?,
         })
     }
 }

@@ -20,7 +20,7 @@ use plonky2::plonk::proof::ProofWithPublicInputs;
 use gadgets::{hash, merkle_update, two_32, u64_checked, virtual_path, zero_bits};
 pub use gadgets::{Builder, U64Target};
 use generators::SplitGenerator;
-use slot::{set_path, set_u64, Running, SlotTargets};
+use slot::{account_inputs, set_path, set_u64, Running, SlotTargets};
 
 use crate::error::CircuitError;
 use crate::hash::{Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
@@ -165,14 +165,8 @@ impl BatchCircuit {
         let old_leaf = gadgets::balance_leaf(&mut b, operator.old);
         let new_leaf = gadgets::balance_leaf(&mut b, new_bal);
         let broot = merkle_update(&mut b, one, operator.broot, &token_bits, &operator.balance_path, old_leaf, new_leaf);
-        let leaf_inputs = |root: HashOutTarget| {
-            let mut v = operator.pkh.to_vec();
-            v.push(operator.nonce);
-            v.extend_from_slice(&root.elements);
-            v
-        };
-        let old_acc = hash(&mut b, leaf_inputs(operator.broot));
-        let new_acc = hash(&mut b, leaf_inputs(broot));
+        let old_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, operator.broot));
+        let new_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, broot));
         let account_bits = zero_bits(&mut b, ACCOUNT_DEPTH);
         let accounts =
             merkle_update(&mut b, one, run.accounts, &account_bits, &operator.account_path, old_acc, new_acc);

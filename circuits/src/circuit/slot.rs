@@ -67,7 +67,7 @@ fn u64_at(fields: &[Target], at: usize) -> U64Target {
 }
 
 /// The nine account-leaf inputs.
-fn account_inputs(pkh: &[Target; 4], nonce: Target, broot: HashOutTarget) -> Vec<Target> {
+pub(super) fn account_inputs(pkh: &[Target; 4], nonce: Target, broot: HashOutTarget) -> Vec<Target> {
     let mut v = pkh.to_vec();
     v.push(nonce);
     v.extend_from_slice(&broot.elements);

@@ -309,17 +309,12 @@ impl Core {
         Ok(())
     }
 
-    /// The key that must have signed `tx`: the sender's registered key, or for a `Register` the
-    /// key it carries (after its proof of possession).
-    pub fn signer_key(&self, tx: &Tx) -> Result<PublicKey, Status> {
-        match tx {
-            Tx::Register(r) => circuits::bls::register_key(r).map_err(|e| status::bls_error(&e)),
-            tx => self
-                .registry
-                .get(&tx.sender())
-                .copied()
-                .ok_or_else(|| Status::failed_precondition(format!("unknown account {}", tx.sender()))),
-        }
+    /// The registered key of `sender` (a `Register` brings its own key and is checked apart).
+    pub fn registered_key(&self, sender: u32) -> Result<PublicKey, Status> {
+        self.registry
+            .get(&sender)
+            .copied()
+            .ok_or_else(|| Status::failed_precondition(format!("unknown account {sender}")))
     }
 
     /// Executes an accepted (signature-checked) transaction and logs it; the caller flushes

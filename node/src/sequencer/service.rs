@@ -69,7 +69,7 @@ impl Sequencer for Shared {
                     .map_err(|e| Status::internal(e.to_string()))?
                     .map_err(|e| status::bls_error(&e))?
             }
-            tx => self.lock().signer_key(tx)?,
+            tx => self.lock().registered_key(tx.sender())?,
         };
         let item = SignedMessage {
             public_key: key,
