@@ -29,20 +29,46 @@ pub trait Backend: Send + Sync {
     /// `out[i] = two_to_one(children[2i], children[2i+1])`.
     fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()>;
 
+    /// The most device memory this backend's buffers have taken at once since it started
+    /// (sampled while each kernel's buffers are allocated); `None` for host backends.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// For each polynomial, in place: values at `ω^i` (natural order) become the coefficients of
+    /// the polynomial interpolating them, as plonky2's `ifft`. Derived from the forward kernel:
+    /// the DFT of the values, read at `-j`, divided by `n`.
+    fn intt_batch(&self, data: &mut [F], n: usize) -> Result<()> {
+        self.coset_ntt_batch(data, n, F::ONE)?;
+        let n_inv = F::inverse_2exp(n.trailing_zeros() as usize);
+        data.par_chunks_mut(n).for_each(|p| {
+            p[1..].reverse();
+            p.iter_mut().for_each(|x| *x *= n_inv);
+        });
+        Ok(())
+    }
+
+    /// Each polynomial's values on the coset `shift·⟨ω_m⟩`, `m = n·2^rate_bits`, natural order:
+    /// the coefficients padded with zeros, then [`Backend::coset_ntt_batch`]. Returns
+    /// `batch × m` elements. Backends may skip the known zeros.
+    fn coset_lde_batch(&self, coeffs: &[F], n: usize, rate_bits: usize, shift: F) -> Result<Vec<F>> {
+        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
+            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
+        }
+        let m = n << rate_bits;
+        let mut lde = vec![F::ZERO; coeffs.len() << rate_bits];
+        lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(l, c)| l[..n].copy_from_slice(c));
+        self.coset_ntt_batch(&mut lde, m, shift)?;
+        Ok(lde)
+    }
+
     /// The values plonky2's `PolynomialBatch::from_coeffs` commits to (without blinding): each
     /// polynomial's degree-`n·2^rate_bits` coset LDE on `F::coset_shift()`, transposed into rows
     /// and the rows put in bit-reversed order. Returns `rows × batch` elements, row-major.
     fn coset_lde_rows(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<F>> {
-        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
-            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
-        }
+        let lde = self.coset_lde_batch(coeffs, n, rate_bits, F::coset_shift())?;
         let batch = coeffs.len() / n;
         let m = n << rate_bits;
-        let mut lde = vec![F::ZERO; batch * m];
-        for p in 0..batch {
-            lde[p * m..p * m + n].copy_from_slice(&coeffs[p * n..(p + 1) * n]);
-        }
-        self.coset_ntt_batch(&mut lde, m, F::coset_shift())?;
         let log_m = m.trailing_zeros() as usize;
         let mut rows = vec![F::ZERO; batch * m];
         rows.par_chunks_mut(batch).enumerate().for_each(|(r, row)| {

@@ -1,6 +1,6 @@
 //! plonky2's commitment step on a backend: the `PolynomialBatch` plonky2's prover builds with
-//! `from_coeffs`, built here from the backend's LDE and Merkle kernels (all of its fields are
-//! public), so the proving pipeline can swap it in step by step.
+//! `from_coeffs` or `from_values`, built here from the backend's NTT and Merkle kernels (all of
+//! its fields are public).
 
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::fri::oracle::PolynomialBatch;
@@ -27,7 +27,36 @@ pub fn commit(
         return Err(BackendError::Shape("polynomials of different lengths".into()));
     }
     let flat: Vec<F> = polynomials.iter().flat_map(|p| p.coeffs.iter().copied()).collect();
-    let leaves = backend.coset_lde_leaves(&flat, n, rate_bits)?;
+    commit_flat(backend, polynomials, &flat, n, rate_bits, cap_height)
+}
+
+/// The unblinded commitment to the polynomials interpolating `values` on the subgroup of order
+/// `n` (`values` holds them one after another), as plonky2's `PolynomialBatch::from_values`.
+pub fn commit_values(
+    backend: &dyn Backend,
+    mut values: Vec<F>,
+    n: usize,
+    rate_bits: usize,
+    cap_height: usize,
+) -> Result<PolynomialBatch<F, Config, 2>> {
+    if n == 0 || !n.is_power_of_two() || values.is_empty() || !values.len().is_multiple_of(n) {
+        return Err(BackendError::Shape(format!("{} values in polynomials of {n}", values.len())));
+    }
+    backend.intt_batch(&mut values, n)?;
+    let polynomials = values.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
+    commit_flat(backend, polynomials, &values, n, rate_bits, cap_height)
+}
+
+/// `polynomials` and `flat` hold the same coefficients; the kernels read the flat copy.
+fn commit_flat(
+    backend: &dyn Backend,
+    polynomials: Vec<PolynomialCoeffs<F>>,
+    flat: &[F],
+    n: usize,
+    rate_bits: usize,
+    cap_height: usize,
+) -> Result<PolynomialBatch<F, Config, 2>> {
+    let leaves = backend.coset_lde_leaves(flat, n, rate_bits)?;
     let (digests, cap) = backend.merkle_tree_of_leaves(&leaves, cap_height)?;
     Ok(PolynomialBatch {
         polynomials,

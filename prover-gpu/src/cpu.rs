@@ -1,5 +1,11 @@
-//! The rayon backend: radix-2 NTTs and plonky2's Poseidon, parallel over polynomials and rows.
+//! The rayon backend: plonky2's own CPU kernels (its FFT, with shared root tables and the
+//! zero-skipping LDE, and its Poseidon), parallel over polynomials and rows.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use plonky2::field::fft::{fft_root_table, fft_with_options, ifft_with_options, FftRootTable};
+use plonky2::field::polynomial::{PolynomialCoeffs, PolynomialValues};
 use plonky2::field::types::Field;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::config::Hasher;
@@ -25,29 +31,19 @@ pub fn powers(x: F, n: usize) -> Vec<F> {
     v
 }
 
-/// In-place radix-2 decimation-in-time NTT of one polynomial (natural order in and out).
-pub fn ntt_in_place(a: &mut [F], twiddles: &[F]) {
-    let n = a.len();
-    let log_n = n.trailing_zeros() as usize;
-    for i in 0..n {
-        let r = reverse_bits(i, log_n);
-        if i < r {
-            a.swap(i, r);
-        }
+/// plonky2's FFT root tables, one per size, shared by every call.
+fn root_table(n: usize) -> Arc<FftRootTable<F>> {
+    static TABLES: OnceLock<Mutex<HashMap<usize, Arc<FftRootTable<F>>>>> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut t = tables.lock().unwrap_or_else(|p| p.into_inner());
+    t.entry(n).or_insert_with(|| Arc::new(fft_root_table(n))).clone()
+}
+
+fn check_shape(len: usize, n: usize) -> Result<()> {
+    if n == 0 || !n.is_power_of_two() || !len.is_multiple_of(n) {
+        return Err(BackendError::Shape(format!("{len} elements in polynomials of {n}")));
     }
-    let mut half = 1;
-    while half < n {
-        let stride = n / (2 * half);
-        for start in (0..n).step_by(2 * half) {
-            for k in 0..half {
-                let v = a[start + k + half] * twiddles[k * stride];
-                let u = a[start + k];
-                a[start + k] = u + v;
-                a[start + k + half] = u - v;
-            }
-        }
-        half *= 2;
-    }
+    Ok(())
 }
 
 impl Backend for RayonBackend {
@@ -56,17 +52,42 @@ impl Backend for RayonBackend {
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        if n == 0 || !n.is_power_of_two() || !data.len().is_multiple_of(n) {
-            return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", data.len())));
-        }
-        let omega = F::primitive_root_of_unity(n.trailing_zeros() as usize);
-        let twiddles = powers(omega, n / 2);
+        check_shape(data.len(), n)?;
+        let table = root_table(n);
         let shifts = powers(shift, n);
         data.par_chunks_mut(n).for_each(|p| {
-            p.iter_mut().zip(&shifts).for_each(|(c, s)| *c *= *s);
-            ntt_in_place(p, &twiddles);
+            let scaled = p.iter().zip(&shifts).map(|(c, s)| *c * *s).collect();
+            let values = fft_with_options(PolynomialCoeffs::new(scaled), None, Some(&table));
+            p.copy_from_slice(&values.values);
         });
         Ok(())
+    }
+
+    fn intt_batch(&self, data: &mut [F], n: usize) -> Result<()> {
+        check_shape(data.len(), n)?;
+        let table = root_table(n);
+        data.par_chunks_mut(n).for_each(|p| {
+            let coeffs = ifft_with_options(PolynomialValues::new(p.to_vec()), None, Some(&table));
+            p.copy_from_slice(&coeffs.coeffs);
+        });
+        Ok(())
+    }
+
+    fn coset_lde_batch(&self, coeffs: &[F], n: usize, rate_bits: usize, shift: F) -> Result<Vec<F>> {
+        check_shape(coeffs.len(), n)?;
+        let m = n << rate_bits;
+        let table = root_table(m);
+        let shifts = powers(shift, n);
+        let mut lde = vec![F::ZERO; coeffs.len() << rate_bits];
+        lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(out, c)| {
+            let mut padded = vec![F::ZERO; m];
+            padded.iter_mut().zip(c.iter().zip(&shifts)).for_each(|(p, (c, s))| *p = *c * *s);
+            // The top 2^rate_bits − 1 of every 2^rate_bits coefficients are zero: plonky2's FFT
+            // skips them.
+            let values = fft_with_options(PolynomialCoeffs::new(padded), Some(rate_bits), Some(&table));
+            out.copy_from_slice(&values.values);
+        });
+        Ok(lde)
     }
 
     fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
@@ -78,14 +99,9 @@ impl Backend for RayonBackend {
     }
 
     fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
-        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
-            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
-        }
+        let lde = self.coset_lde_batch(coeffs, n, rate_bits, F::coset_shift())?;
         let batch = coeffs.len() / n;
         let m = n << rate_bits;
-        let mut lde = vec![F::ZERO; batch * m];
-        lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(l, c)| l[..n].copy_from_slice(c));
-        self.coset_ntt_batch(&mut lde, m, F::coset_shift())?;
         let log_m = m.trailing_zeros() as usize;
         Ok((0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + reverse_bits(r, log_m)]).collect()).collect())
     }

@@ -22,6 +22,10 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         "dual"
     }
 
+    fn peak_device_bytes(&self) -> Option<u64> {
+        self.first.peak_device_bytes().max(self.second.peak_device_bytes())
+    }
+
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
         let mut other = data.to_vec();
         self.first.coset_ntt_batch(data, n, shift)?;

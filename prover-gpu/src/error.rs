@@ -14,6 +14,18 @@ pub enum BackendError {
     /// Buffers of the wrong size for the call.
     #[error("shape: {0}")]
     Shape(String),
+    /// The witness generators failed (a copy constraint broken, a target never set).
+    #[error("witness generation failed: {0}")]
+    Witness(String),
+    /// The witness breaks a gate constraint: no valid proof exists.
+    #[error("unsatisfied circuit: {0}")]
+    Unsatisfied(String),
+    /// The circuit uses a plonky2 feature the pipeline does not implement.
+    #[error("not supported by the proving pipeline: {0}")]
+    Unsupported(String),
+    /// The transcript drew an opening point in the trace subgroup (probability about 2^-114).
+    #[error("the opening point fell in the trace subgroup; prove again with other inputs")]
+    DegenerateChallenge,
     /// Two backends disagreed (the dual backend).
     #[error("backends disagree in {kernel}: {detail}")]
     Mismatch {

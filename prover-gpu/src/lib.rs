@@ -7,17 +7,21 @@ pub mod commit;
 pub mod cpu;
 pub mod cuda;
 pub mod dual;
+pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod naive;
+pub mod prove;
 pub mod select;
 
 pub use backend::{Backend, Digest};
-pub use commit::commit;
+pub use commit::{commit, commit_values, Config};
 pub use cpu::RayonBackend;
 pub use cuda::CudaBackend;
 pub use dual::DualBackend;
+pub use engine::Prover;
 pub use error::{BackendError, Result};
+pub use prove::{prove, prove_timed, prove_with_partition, ProofWithInputs, StepTimes};
 pub use select::{choose, Requested};
 
 /// The field of every kernel.

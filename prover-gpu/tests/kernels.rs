@@ -125,3 +125,30 @@ fn commitments_equal_plonky2s_polynomial_batch() {
         );
     }
 }
+
+#[test]
+fn intt_and_commit_values_are_bit_identical_to_plonky2() {
+    use plonky2::field::polynomial::PolynomialValues;
+    let mut rng = StdRng::seed_from_u64(7);
+    for (log_n, batch) in [(0, 1), (1, 2), (3, 5), (6, 9), (9, 3)] {
+        let n = 1 << log_n;
+        let values = random(&mut rng, n * batch);
+        let mut ours = values.clone();
+        RayonBackend.intt_batch(&mut ours, n).expect("intt");
+        for p in 0..batch {
+            let theirs = PolynomialValues::new(values[p * n..(p + 1) * n].to_vec()).ifft();
+            assert_eq!(ours[p * n..(p + 1) * n], theirs.coeffs[..], "n = {n}");
+        }
+        let polys = values.chunks(n).map(|c| PolynomialValues::new(c.to_vec())).collect();
+        let theirs = PolynomialBatch::<F, PoseidonGoldilocksConfig, 2>::from_values(
+            polys,
+            3,
+            false,
+            0,
+            &mut TimingTree::default(),
+            None,
+        );
+        let ours = commit_values(&RayonBackend, values, n, 3, 0).expect("commit");
+        assert_eq!(ours.merkle_tree.cap, theirs.merkle_tree.cap, "n = {n}");
+    }
+}

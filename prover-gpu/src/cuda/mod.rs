@@ -3,6 +3,7 @@
 //! build contains it and a machine without CUDA simply finds it unavailable.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
@@ -57,6 +58,10 @@ pub struct CudaBackend {
     rows: CudaFunction,
     pairs: CudaFunction,
     device: String,
+    ctx: Arc<CudaContext>,
+    /// Device memory in use when the backend started, and the most seen in use since.
+    used_at_start: usize,
+    peak_used: AtomicUsize,
 }
 
 fn cuda(e: impl std::fmt::Debug) -> BackendError {
@@ -93,7 +98,11 @@ impl CudaBackend {
         let ptx = cudarc::nvrtc::compile_ptx(src).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
         let module = ctx.load_module(ptx).map_err(cuda)?;
         let f = |name: &str| module.load_function(name).map_err(cuda);
+        let (free, total) = ctx.mem_get_info().map_err(cuda)?;
         Ok(Self {
+            used_at_start: total - free,
+            peak_used: AtomicUsize::new(total - free),
+            ctx: ctx.clone(),
             stream: ctx.default_stream(),
             scale: f("gl_scale_powers")?,
             bit_reverse: f("gl_bit_reverse")?,
@@ -110,6 +119,13 @@ impl CudaBackend {
         &self.device
     }
 
+    /// Samples the device's memory in use (called while a kernel's buffers are allocated).
+    fn note_memory(&self) {
+        if let Ok((free, total)) = self.ctx.mem_get_info() {
+            self.peak_used.fetch_max(total - free, Ordering::Relaxed);
+        }
+    }
+
     fn download_digests(&self, res: &cudarc::driver::CudaSlice<u64>, out: &mut [Digest]) -> Result<()> {
         let v = self.stream.clone_dtoh(res).map_err(cuda)?;
         for (o, c) in out.iter_mut().zip(v.chunks(4)) {
@@ -122,6 +138,10 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        Some(self.peak_used.load(Ordering::Relaxed).saturating_sub(self.used_at_start) as u64)
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
@@ -167,6 +187,7 @@ impl Backend for CudaBackend {
                 half *= 2;
             }
         }
+        self.note_memory();
         let out = s.clone_dtoh(&b).map_err(cuda)?;
         for (d, v) in data.iter_mut().zip(out) {
             *d = F::from_canonical_u64(v);
@@ -192,6 +213,7 @@ impl Backend for CudaBackend {
                 .launch(cfg(out.len())?)
                 .map_err(cuda)?;
         }
+        self.note_memory();
         self.download_digests(&res, out)
     }
 

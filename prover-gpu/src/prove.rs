@@ -1,0 +1,482 @@
+//! Our plonky2 prover: the steps of plonky2 1.1's `prove`, written against its public API, with
+//! every commitment (wires; partial products and Z; quotient chunks) built by a [`Backend`].
+//!
+//! The transcript is plonky2's, step for step, so for an unblinded circuit the proof is the one
+//! plonky2 makes, up to the FRI proof-of-work nonce (plonky2 searches for it in parallel and takes
+//! whichever thread finds one first) and what follows from it. plonky2's stock verifier accepts it.
+//!
+//! Not supported, each refused with [`BackendError::Unsupported`]: lookup tables and zero
+//! knowledge (blinding). None of our circuits uses them.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use plonky2::field::extension::Extendable;
+use plonky2::field::polynomial::PolynomialCoeffs;
+use plonky2::field::types::Field;
+use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
+use plonky2::fri::oracle::PolynomialBatch;
+use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
+use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::iop::challenger::Challenger;
+use plonky2::iop::generator::generate_partial_witness;
+use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness};
+use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
+use plonky2::plonk::config::Hasher;
+use plonky2::plonk::proof::{OpeningSet, Proof, ProofWithPublicInputs};
+use plonky2::plonk::vars::EvaluationVarsBaseBatch;
+use plonky2::util::timing::TimingTree;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::backend::Backend;
+use crate::commit::{commit, commit_values, Config};
+use crate::error::{BackendError, Result};
+use crate::F;
+
+/// plonky2's extension degree.
+pub const D: usize = 2;
+
+/// The field extension openings live in.
+type FE = <F as Extendable<D>>::Extension;
+
+/// A proof with its public inputs, as plonky2's `prove` returns it.
+pub type ProofWithInputs = ProofWithPublicInputs<F, Config, D>;
+
+/// How long each step of one proof took.
+#[derive(Clone, Debug, Default)]
+pub struct StepTimes {
+    /// Running the witness generators.
+    pub witness: Duration,
+    /// The wires commitment (iNTT, LDE, Merkle tree).
+    pub wires_commit: Duration,
+    /// The permutation argument's partial products and Z.
+    pub partial_products: Duration,
+    /// Their commitment.
+    pub zs_commit: Duration,
+    /// The quotient polynomials: constraints on the LDE coset, division by Z_H, iNTT.
+    pub quotient: Duration,
+    /// The quotient chunks' commitment.
+    pub quotient_commit: Duration,
+    /// Evaluations at ζ and gζ, and FRI.
+    pub openings: Duration,
+}
+
+impl StepTimes {
+    /// The whole proof.
+    pub fn total(&self) -> Duration {
+        self.witness
+            + self.wires_commit
+            + self.partial_products
+            + self.zs_commit
+            + self.quotient
+            + self.quotient_commit
+            + self.openings
+    }
+
+    /// The commitment steps, the ones the backend runs.
+    pub fn commitments(&self) -> Duration {
+        self.wires_commit + self.zs_commit + self.quotient_commit
+    }
+}
+
+/// Which gates share which selector polynomial: plonky2's `SelectorsInfo`, whose fields are
+/// crate-private in plonky2 1.1. It derives `Serialize`, so it is read back through serde.
+#[derive(Debug, Deserialize)]
+struct Selectors {
+    selector_indices: Vec<usize>,
+    groups: Vec<Range<usize>>,
+}
+
+impl Selectors {
+    fn of(common: &CommonCircuitData<F, D>) -> Result<Self> {
+        let value = serde_json::to_value(&common.selectors_info)
+            .map_err(|e| BackendError::Unsupported(format!("selectors of this circuit: {e}")))?;
+        let s: Selectors = serde_json::from_value(value)
+            .map_err(|e| BackendError::Unsupported(format!("selectors of this plonky2 version: {e}")))?;
+        let ok = s.selector_indices.len() == common.gates.len()
+            && s.groups.len() == common.selectors_info.num_selectors()
+            && s.selector_indices.iter().all(|&i| i < s.groups.len());
+        if !ok {
+            return Err(BackendError::Unsupported("selector layout does not match the gates".into()));
+        }
+        Ok(s)
+    }
+}
+
+/// Points per quotient batch: plonky2's gates evaluate a batch of points at once.
+const QUOTIENT_BATCH: usize = 32;
+
+/// Proves `inputs` for the circuit `(prover, common)` with every commitment made on `backend`.
+pub fn prove(
+    backend: &dyn Backend,
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    inputs: PartialWitness<F>,
+) -> Result<ProofWithInputs> {
+    prove_timed(backend, prover, common, inputs).map(|(p, _)| p)
+}
+
+/// [`prove`], and how long each step took.
+pub fn prove_timed(
+    backend: &dyn Backend,
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    inputs: PartialWitness<F>,
+) -> Result<(ProofWithInputs, StepTimes)> {
+    check_supported(common)?;
+    let t = Instant::now();
+    let partition =
+        generate_partial_witness(inputs, prover, common).map_err(|e| BackendError::Witness(format!("{e:#}")))?;
+    let generators = t.elapsed();
+    let (proof, mut times) = prove_with_partition(backend, prover, common, partition)?;
+    times.witness += generators;
+    Ok((proof, times))
+}
+
+fn check_supported(common: &CommonCircuitData<F, D>) -> Result<()> {
+    let config = &common.config;
+    if !common.luts.is_empty() || common.num_lookup_polys != 0 {
+        return Err(BackendError::Unsupported("lookup tables".into()));
+    }
+    if config.zero_knowledge {
+        return Err(BackendError::Unsupported("zero knowledge (blinded commitments)".into()));
+    }
+    let quotient_bits = common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize;
+    if quotient_bits > config.fri_config.rate_bits {
+        return Err(BackendError::Unsupported("constraints of degree above the FRI rate".into()));
+    }
+    if common.quotient_degree_factor >= config.num_routed_wires {
+        return Err(BackendError::Unsupported("fewer routed wires than the constraint degree".into()));
+    }
+    Ok(())
+}
+
+/// The proof of a witness whose generators have already run: plonky2's
+/// `prove_with_partition_witness`. (Generators draw random values for the public-input gate's
+/// unused wires, so two runs of the generators give two different, equally valid, proofs.)
+pub fn prove_with_partition(
+    backend: &dyn Backend,
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    partition: PartitionWitness<'_, F>,
+) -> Result<(ProofWithInputs, StepTimes)> {
+    check_supported(common)?;
+    let config = &common.config;
+    let rate_bits = config.fri_config.rate_bits;
+    let cap_height = config.fri_config.cap_height;
+    let selectors = Selectors::of(common)?;
+    let mut times = StepTimes::default();
+    let n = common.degree();
+
+    let t = Instant::now();
+    let public_inputs = partition.get_targets(&prover.public_inputs);
+    let public_inputs_hash = PoseidonHash::hash_no_pad(&public_inputs);
+    let witness = partition.full_witness();
+    // Wire columns, one after another: the wires commitment and the permutation argument read them.
+    let num_wires = config.num_wires;
+    let mut columns = vec![F::ZERO; num_wires * n];
+    columns.par_chunks_mut(n).enumerate().for_each(|(j, col)| {
+        col.iter_mut().enumerate().for_each(|(i, v)| *v = witness.get_wire(i, j));
+    });
+    drop(witness);
+    times.witness = t.elapsed();
+
+    let t = Instant::now();
+    let wires = commit_values(backend, columns.clone(), n, rate_bits, cap_height)?;
+    times.wires_commit = t.elapsed();
+
+    let mut challenger = Challenger::<F, PoseidonHash>::new();
+    common.fri_params.observe(&mut challenger);
+    challenger.observe_hash::<PoseidonHash>(prover.circuit_digest);
+    challenger.observe_hash::<PoseidonHash>(public_inputs_hash);
+    challenger.observe_cap::<PoseidonHash>(&wires.merkle_tree.cap);
+    let betas = challenger.get_n_challenges(config.num_challenges);
+    let gammas = challenger.get_n_challenges(config.num_challenges);
+
+    let t = Instant::now();
+    let zs_values = partial_products_and_zs(prover, common, &columns, &betas, &gammas);
+    drop(columns);
+    times.partial_products = t.elapsed();
+
+    let t = Instant::now();
+    let zs = commit_values(backend, zs_values, n, rate_bits, cap_height)?;
+    times.zs_commit = t.elapsed();
+    challenger.observe_cap::<PoseidonHash>(&zs.merkle_tree.cap);
+    let alphas = challenger.get_n_challenges(config.num_challenges);
+
+    let t = Instant::now();
+    let challenges = Challenges { betas: &betas, gammas: &gammas, alphas: &alphas };
+    let quotients = quotient_polys(backend, prover, common, &selectors, &public_inputs_hash, &wires, &zs, &challenges)?;
+    times.quotient = t.elapsed();
+
+    let t = Instant::now();
+    let quotient = commit(backend, quotients, rate_bits, cap_height)?;
+    times.quotient_commit = t.elapsed();
+    challenger.observe_cap::<PoseidonHash>(&quotient.merkle_tree.cap);
+
+    let t = Instant::now();
+    let zeta = challenger.get_extension_challenge::<D>();
+    if zeta.exp_power_of_2(common.degree_bits()) == FE::ONE {
+        // Probability about n / |F²|; plonky2 refuses the same way.
+        return Err(BackendError::DegenerateChallenge);
+    }
+    let g = FE::primitive_root_of_unity(common.degree_bits());
+    let openings = OpeningSet::new(zeta, g, &prover.constants_sigmas_commitment, &wires, &zs, &quotient, common);
+    // plonky2's `to_fri_openings` (crate-private): the values at ζ in oracle order, then at gζ.
+    for values in [
+        &openings.constants,
+        &openings.plonk_sigmas,
+        &openings.wires,
+        &openings.plonk_zs,
+        &openings.partial_products,
+        &openings.quotient_polys,
+        &openings.plonk_zs_next,
+    ] {
+        challenger.observe_extension_elements::<D>(values);
+    }
+    let instance = fri_instance(common, zeta, g);
+    let oracles: [&PolynomialBatch<F, Config, D>; 4] = [&prover.constants_sigmas_commitment, &wires, &zs, &quotient];
+    let opening_proof = PolynomialBatch::prove_openings(
+        &instance,
+        &oracles,
+        &mut challenger,
+        &common.fri_params,
+        None,
+        None,
+        &mut TimingTree::default(),
+    );
+    times.openings = t.elapsed();
+
+    let proof = Proof {
+        wires_cap: wires.merkle_tree.cap,
+        plonk_zs_partial_products_cap: zs.merkle_tree.cap,
+        quotient_polys_cap: quotient.merkle_tree.cap,
+        openings,
+        opening_proof,
+    };
+    Ok((ProofWithPublicInputs { proof, public_inputs }, times))
+}
+
+/// The permutation argument's polynomials as values on the subgroup, one after another, in
+/// plonky2's order: the `Z` of each challenge, then each challenge's partial products.
+fn partial_products_and_zs(
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    columns: &[F],
+    betas: &[F],
+    gammas: &[F],
+) -> Vec<F> {
+    let n = common.degree();
+    let routed = common.config.num_routed_wires;
+    let chunk = common.quotient_degree_factor;
+    let num_prods = common.num_partial_products;
+    let num_challenges = betas.len();
+    let mut out = vec![F::ZERO; num_challenges * (num_prods + 1) * n];
+    let (zs_out, pp_out) = out.split_at_mut(num_challenges * n);
+    for (c, (z_poly, pp_polys)) in zs_out.chunks_mut(n).zip(pp_out.chunks_mut(num_prods * n)).enumerate() {
+        let (beta, gamma) = (betas[c], gammas[c]);
+        // Per row, the products of `chunk` consecutive ratios (numerator / denominator).
+        let chunk_products: Vec<Vec<F>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let x = prover.subgroup[i];
+                let sigmas = &prover.sigmas[i];
+                let denominators: Vec<F> = (0..routed).map(|j| columns[j * n + i] + beta * sigmas[j] + gamma).collect();
+                let inverses = F::batch_multiplicative_inverse(&denominators);
+                let ratios: Vec<F> = (0..routed)
+                    .map(|j| (columns[j * n + i] + beta * common.k_is[j] * x + gamma) * inverses[j])
+                    .collect();
+                ratios.chunks(chunk).map(|c| c.iter().copied().product()).collect()
+            })
+            .collect();
+        // Running products across rows: row i holds Z(ω^i) and the partial products that lead
+        // from it to Z(ω^{i+1}).
+        let mut z = F::ONE;
+        for (i, products) in chunk_products.iter().enumerate() {
+            z_poly[i] = z;
+            let mut acc = z;
+            for (k, &p) in products.iter().enumerate() {
+                acc *= p;
+                if k < num_prods {
+                    pp_polys[k * n + i] = acc;
+                }
+            }
+            z = acc;
+        }
+    }
+    out
+}
+
+/// Fiat–Shamir challenges the quotient needs.
+struct Challenges<'a> {
+    betas: &'a [F],
+    gammas: &'a [F],
+    alphas: &'a [F],
+}
+
+/// The quotient polynomials `(Σ αⁱ·termᵢ) / Z_H` of each challenge, split into chunks of degree
+/// `n`, in plonky2's order (challenge by challenge).
+#[allow(clippy::too_many_arguments)]
+fn quotient_polys(
+    backend: &dyn Backend,
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    selectors: &Selectors,
+    public_inputs_hash: &HashOut<F>,
+    wires: &PolynomialBatch<F, Config, D>,
+    zs: &PolynomialBatch<F, Config, D>,
+    ch: &Challenges<'_>,
+) -> Result<Vec<PolynomialCoeffs<F>>> {
+    let n = common.degree();
+    let rate_bits = common.config.fri_config.rate_bits;
+    let quotient_bits = common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize;
+    // The quotient lives on a coset of order n·2^quotient_bits: every `step`-th point of the LDE.
+    let step = 1 << (rate_bits - quotient_bits);
+    let next_step = 1 << quotient_bits;
+    let points = F::two_adic_subgroup(common.degree_bits() + quotient_bits);
+    let size = points.len();
+    let z_h = ZeroPolyOnCoset::new(common.degree_bits(), quotient_bits);
+    let num_challenges = common.config.num_challenges;
+    let routed = common.config.num_routed_wires;
+    let num_prods = common.num_partial_products;
+    let chunk = common.quotient_degree_factor;
+    let num_constraints = common.num_gate_constraints;
+    let num_selectors = selectors.groups.len();
+    // β·k_j for each challenge and routed wire: the identity permutation's part of a numerator.
+    let n_field = F::from_canonical_usize(n);
+    let beta_k: Vec<F> =
+        ch.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
+
+    let values: Vec<Vec<F>> = points
+        .par_chunks(QUOTIENT_BATCH)
+        .enumerate()
+        .flat_map_iter(|(b, xs)| {
+            let len = xs.len();
+            let first = b * QUOTIENT_BATCH;
+            // Constants and wires of the batch, column-major as `EvaluationVarsBaseBatch` wants.
+            let mut constants = vec![F::ZERO; len * common.num_constants];
+            let mut wire_vals = vec![F::ZERO; len * common.config.num_wires];
+            for k in 0..len {
+                let cs = prover.constants_sigmas_commitment.get_lde_values(first + k, step);
+                for (c, v) in cs[common.constants_range()].iter().enumerate() {
+                    constants[c * len + k] = *v;
+                }
+                for (w, v) in wires.get_lde_values(first + k, step).iter().enumerate() {
+                    wire_vals[w * len + k] = *v;
+                }
+            }
+            let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, public_inputs_hash);
+            let mut gate_terms = vec![F::ZERO; num_constraints * len];
+            for (g, gate) in common.gates.iter().enumerate() {
+                let sel = selectors.selector_indices[g];
+                let terms = gate.0.eval_filtered_base_batch(
+                    vars,
+                    g,
+                    sel,
+                    selectors.groups[sel].clone(),
+                    num_selectors,
+                    common.num_lookup_selectors,
+                );
+                gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
+            }
+
+            let mut out = Vec::with_capacity(len);
+            let mut terms = Vec::with_capacity(num_challenges * (num_prods + 2) + num_constraints);
+            // L_0(x) = Z_H(x) / (n·(x − 1)), one inversion for the whole batch.
+            let shifted: Vec<F> = xs.iter().map(|&p| F::coset_shift() * p).collect();
+            let l_0_den: Vec<F> = shifted.iter().map(|&x| n_field * (x - F::ONE)).collect();
+            let l_0_inv = F::batch_multiplicative_inverse(&l_0_den);
+            for (k, &x) in shifted.iter().enumerate() {
+                let i = first + k;
+                let local = zs.get_lde_values(i, step);
+                let next = zs.get_lde_values((i + next_step) % size, step);
+                let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
+                let sigmas = &cs[common.sigmas_range()];
+                let l_0 = z_h.eval(i) * l_0_inv[k];
+                terms.clear();
+                // L_0(x)·(Z(x) − 1), for each challenge.
+                terms.extend(local[..num_challenges].iter().map(|&z| l_0 * (z - F::ONE)));
+                // Each partial product step: prev·Π numerators − next·Π denominators, the
+                // accumulators running Z(x), the partial products, Z(gx).
+                for c in 0..num_challenges {
+                    let (beta, gamma) = (ch.betas[c], ch.gammas[c]);
+                    let partials = &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
+                    let mut prev = local[c];
+                    for (step_no, start) in (0..routed).step_by(chunk).enumerate() {
+                        let (mut num, mut den) = (F::ONE, F::ONE);
+                        for j in start..(start + chunk).min(routed) {
+                            let w = wire_vals[j * len + k];
+                            num *= w + beta_k[c * routed + j] * x + gamma;
+                            den *= w + beta * sigmas[j] + gamma;
+                        }
+                        let acc = if step_no < num_prods { partials[step_no] } else { next[c] };
+                        terms.push(prev * num - acc * den);
+                        prev = acc;
+                    }
+                }
+                terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
+                let inv = z_h.eval_inverse(i);
+                out.push(
+                    ch.alphas
+                        .iter()
+                        .map(|&alpha| terms.iter().rev().fold(F::ZERO, |acc, &t| acc * alpha + t) * inv)
+                        .collect::<Vec<F>>(),
+                );
+            }
+            out
+        })
+        .collect();
+
+    // Back to coefficients on the coset: iNTT, then undo the shift (cᵢ·shift⁻ⁱ).
+    let mut flat = vec![F::ZERO; num_challenges * size];
+    flat.par_chunks_mut(size).enumerate().for_each(|(c, poly)| {
+        poly.iter_mut().zip(&values).for_each(|(v, row)| *v = row[c]);
+    });
+    backend.intt_batch(&mut flat, size)?;
+    let shift_inv = F::coset_shift().inverse();
+    let quotient_degree = common.quotient_degree();
+    let mut chunks = Vec::with_capacity(num_challenges * common.quotient_degree_factor);
+    for (c, poly) in flat.chunks_mut(size).enumerate() {
+        let mut s = F::ONE;
+        for v in poly.iter_mut() {
+            *v *= s;
+            s *= shift_inv;
+        }
+        if poly[quotient_degree..].iter().any(|v| *v != F::ZERO) {
+            return Err(BackendError::Unsatisfied(format!(
+                "the vanishing polynomial of challenge {c} is not divisible by Z_H: the witness breaks a constraint"
+            )));
+        }
+        chunks.extend(poly[..quotient_degree].chunks(n).map(|p| PolynomialCoeffs::new(p.to_vec())));
+    }
+    Ok(chunks)
+}
+
+/// plonky2's `get_fri_instance` (crate-private): every polynomial opened at ζ, the Z's also at gζ.
+/// The oracles' `blinding` flags are plonky2's `PlonkOracle` constants.
+fn fri_instance(common: &CommonCircuitData<F, D>, zeta: FE, g: FE) -> FriInstanceInfo<F, D> {
+    let num_preprocessed = common.sigmas_range().end;
+    let num_zs_pp = common.config.num_challenges * (1 + common.num_partial_products);
+    let num_quotient = common.config.num_challenges * common.quotient_degree_factor;
+    let all = [
+        FriPolynomialInfo::from_range(0, 0..num_preprocessed),
+        FriPolynomialInfo::from_range(1, 0..common.config.num_wires),
+        FriPolynomialInfo::from_range(2, 0..num_zs_pp),
+        FriPolynomialInfo::from_range(3, 0..num_quotient),
+    ]
+    .concat();
+    FriInstanceInfo {
+        oracles: vec![
+            FriOracleInfo { num_polys: num_preprocessed, blinding: false },
+            FriOracleInfo { num_polys: common.config.num_wires, blinding: true },
+            FriOracleInfo { num_polys: num_zs_pp, blinding: true },
+            FriOracleInfo { num_polys: num_quotient, blinding: true },
+        ],
+        batches: vec![
+            FriBatchInfo { point: zeta, polynomials: all },
+            FriBatchInfo { point: g * zeta, polynomials: FriPolynomialInfo::from_range(2, common.zs_range()) },
+        ],
+    }
+}

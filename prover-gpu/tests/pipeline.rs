@@ -1,0 +1,127 @@
+//! Whole proofs from our pipeline: plonky2's verifier accepts them, and everything before FRI's
+//! proof-of-work nonce (caps, openings, FRI commit-phase caps) is bit-identical to plonky2's own
+//! proof of the same witness.
+
+use plonky2::field::types::{Field, Sample};
+use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::iop::generator::generate_partial_witness;
+use plonky2::iop::target::Target;
+use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+use plonky2::plonk::circuit_builder::CircuitBuilder;
+use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
+use plonky2::plonk::proof::ProofWithPublicInputs;
+use plonky2::plonk::prover::prove_with_partition_witness;
+use plonky2::util::timing::TimingTree;
+use prover_gpu::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const D: usize = 2;
+
+/// A circuit with the gates our circuits use: Poseidon, arithmetic (base and extension),
+/// random access, range checks (base-sum), constants and public inputs.
+fn small_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let inputs = b.add_virtual_targets(4);
+    let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
+    for _ in 1..hashes {
+        h = b.hash_n_to_hash_no_pad::<PoseidonHash>(h.elements.to_vec());
+    }
+    b.register_public_inputs(&h.elements);
+    let prod = b.mul(inputs[0], inputs[1]);
+    let sum = b.add(prod, inputs[2]);
+    let c = b.constant(F::from_canonical_u64(12345));
+    let x = b.mul_add(sum, c, inputs[3]);
+    b.register_public_input(x);
+    let small = b.constant(F::from_canonical_u64(1000));
+    b.range_check(small, 16);
+    let table = [inputs[0], inputs[1], inputs[2], inputs[3]];
+    let idx = b.constant(F::from_canonical_u64(2));
+    let picked = b.random_access(idx, table.to_vec());
+    b.connect(picked, inputs[2]);
+    let e = b.add_virtual_extension_target();
+    let e2 = b.mul_extension(e, e);
+    b.register_public_inputs(&e2.0);
+    let mut targets = inputs;
+    targets.extend(e.0);
+    (b.build::<Config>(), targets)
+}
+
+fn witness(targets: &[Target], seed: u64) -> PartialWitness<F> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pw = PartialWitness::new();
+    for t in targets {
+        pw.set_target(*t, F::sample(&mut rng)).expect("set");
+    }
+    pw
+}
+
+/// Everything in the proof the FRI proof-of-work nonce does not influence.
+fn assert_same_before_pow(ours: &ProofWithPublicInputs<F, Config, D>, stock: &ProofWithPublicInputs<F, Config, D>) {
+    assert_eq!(ours.public_inputs, stock.public_inputs);
+    let (o, s) = (&ours.proof, &stock.proof);
+    assert_eq!(o.wires_cap, s.wires_cap, "wires cap");
+    assert_eq!(o.plonk_zs_partial_products_cap, s.plonk_zs_partial_products_cap, "Z cap");
+    assert_eq!(o.quotient_polys_cap, s.quotient_polys_cap, "quotient cap");
+    assert_eq!(o.openings, s.openings, "openings");
+    assert_eq!(o.opening_proof.commit_phase_merkle_caps, s.opening_proof.commit_phase_merkle_caps, "FRI caps");
+    assert_eq!(o.opening_proof.final_poly, s.opening_proof.final_poly, "FRI final polynomial");
+}
+
+/// Both provers on one run of the generators (which draw random values for unused wires).
+fn check(data: &CircuitData<F, Config, D>, pw: PartialWitness<F>, backend: &dyn Backend) {
+    let (prover, common) = (&data.prover_only, &data.common);
+    let partition = generate_partial_witness(pw.clone(), prover, common).expect("witness");
+    let stock = prove_with_partition_witness(prover, common, partition.clone(), &mut TimingTree::default())
+        .expect("stock proof");
+    let (ours, _) = prove_with_partition(backend, prover, common, partition).expect("pipeline proof");
+    assert_same_before_pow(&ours, &stock);
+    data.verify(ours).expect("plonky2 verifies the pipeline's proof");
+    // And from the partial witness, generators included.
+    data.verify(prove(backend, prover, common, pw).expect("pipeline proof")).expect("verifies");
+}
+
+#[test]
+fn pipeline_proofs_verify_and_match_plonky2() {
+    // 1 hash: a small trace; 300 hashes: 2^9 rows and more.
+    for (hashes, seed) in [(1, 1), (300, 2)] {
+        let (data, targets) = small_circuit(hashes);
+        check(&data, witness(&targets, seed), &RayonBackend);
+    }
+}
+
+#[test]
+fn pipeline_proves_a_recursive_verifier() {
+    let (inner, targets) = small_circuit(20);
+    let inner_proof = inner.prove(witness(&targets, 3)).expect("inner");
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let pt = b.add_virtual_proof_with_pis(&inner.common);
+    let vd = b.add_virtual_verifier_data(inner.common.config.fri_config.cap_height);
+    b.verify_proof::<Config>(&pt, &vd, &inner.common);
+    b.register_public_inputs(&pt.public_inputs);
+    let outer = b.build::<Config>();
+    let mut pw = PartialWitness::new();
+    pw.set_proof_with_pis_target(&pt, &inner_proof).expect("proof");
+    pw.set_verifier_data_target(&vd, &inner.verifier_only).expect("vd");
+    check(&outer, pw, &RayonBackend);
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-run.sh runs it where one is lent"]
+fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
+    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    let (data, targets) = small_circuit(300);
+    check(&data, witness(&targets, 4), &cuda);
+    check(&data, witness(&targets, 5), &DualBackend { first: RayonBackend, second: cuda });
+}
+
+#[test]
+fn a_broken_witness_is_a_typed_error() {
+    let (data, targets) = small_circuit(1);
+    let mut pw = witness(&targets, 5);
+    // Connect-violating: set an output the generators also compute.
+    let mut rng = StdRng::seed_from_u64(6);
+    pw.set_target(data.prover_only.public_inputs[0], F::sample(&mut rng)).expect("set");
+    let err = prove(&RayonBackend, &data.prover_only, &data.common, pw).expect_err("refused");
+    assert!(matches!(err, BackendError::Witness(_)), "{err}");
+}
