@@ -1,5 +1,6 @@
 //! Runs a whole block's plan on this machine, each level's jobs in parallel.
 
+use prover_gpu::Prover;
 use rayon::prelude::*;
 
 use crate::error::{AggError, Result};
@@ -9,7 +10,7 @@ use crate::recursion::AggregationCircuits;
 
 impl AggregationCircuits {
     /// Folds a block's batch proofs, in order, into its block proof.
-    pub fn aggregate(&self, batches: &[ProofBytes]) -> Result<ProofBytes> {
+    pub fn aggregate(&self, prover: &Prover, batches: &[ProofBytes]) -> Result<ProofBytes> {
         let plan = BlockPlan::new(batches.len())?;
         let mut out: Vec<Option<ProofBytes>> = vec![None; plan.jobs.len()];
         for level in 0..=plan.depth() {
@@ -25,7 +26,7 @@ impl AggregationCircuits {
                             get(left).and_then(|l| Ok(AggJob::Merge { left: l, right: right.map(get).transpose()? }))
                         }
                     };
-                    (j.id, job.and_then(|job| self.run(&job)))
+                    (j.id, job.and_then(|job| self.run(prover, &job)))
                 })
                 .collect();
             for (id, r) in results {

@@ -8,6 +8,7 @@ use circuits::hash::digest_hex;
 use circuits::BatchPublicInputs;
 use plonky2::plonk::circuit_data::CommonCircuitData;
 use plonky2::recursion::cyclic_recursion::check_cyclic_proof_verifier_data;
+use prover_gpu::Prover;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AggError, Result};
@@ -89,14 +90,14 @@ impl AggregationCircuits {
 
     /// Runs a job: checks its children (so a bad child is named, not discovered by a failing
     /// prover), then proves.
-    pub fn run(&self, job: &AggJob) -> Result<ProofBytes> {
+    pub fn run(&self, prover: &Prover, job: &AggJob) -> Result<ProofBytes> {
         match job {
             AggJob::Wrap { batch } => {
                 if batch.kind != ProofKind::Batch {
                     return Err(AggError::InvalidJob(format!("a wrap takes a batch proof, not {:?}", batch.kind)));
                 }
                 let (proof, _) = self.check(batch)?;
-                Ok(ProofBytes { kind: ProofKind::Wrap, bytes: self.prove_wrap(&proof)?.to_bytes() })
+                Ok(ProofBytes { kind: ProofKind::Wrap, bytes: self.prove_wrap(prover, &proof)?.to_bytes() })
             }
             AggJob::Merge { left, right } => {
                 let child = |p: &ProofBytes| -> Result<(Proof, BatchPublicInputs, bool)> {
@@ -124,7 +125,7 @@ impl AggregationCircuits {
                         });
                     }
                 }
-                let proof = self.prove_merge((&lp, lm), right.as_ref().map(|(p, _, m)| (p, *m)))?;
+                let proof = self.prove_merge(prover, (&lp, lm), right.as_ref().map(|(p, _, m)| (p, *m)))?;
                 Ok(ProofBytes { kind: ProofKind::Merge, bytes: proof.to_bytes() })
             }
         }

@@ -18,6 +18,7 @@ use plonky2::plonk::circuit_data::{
     CircuitConfig, CircuitData, CommonCircuitData, VerifierCircuitData, VerifierCircuitTarget,
 };
 use plonky2::plonk::proof::ProofWithPublicInputsTarget;
+use prover_gpu::Prover;
 
 use crate::error::AggError;
 
@@ -162,17 +163,22 @@ impl AggregationCircuits {
     }
 
     /// Proves a wrap of one (already verified) batch proof.
-    pub fn prove_wrap(&self, batch: &Proof) -> Result<Proof, AggError> {
+    pub fn prove_wrap(&self, prover: &Prover, batch: &Proof) -> Result<Proof, AggError> {
         let mut pw = PartialWitness::new();
         pw.set_proof_with_pis_target(&self.wrap_targets.batch, batch).map_err(AggError::prove)?;
         pw.set_verifier_data_target(&self.wrap_targets.verifier_data, &self.merge.verifier_only)
             .map_err(AggError::prove)?;
-        self.wrap.prove(pw).map_err(AggError::prove)
+        prover.prove(&self.wrap, pw).map_err(AggError::prove)
     }
 
     /// Proves a merge of `left` and `right` (each with whether it is a merge proof); without a
     /// right child the merge re-proves the left one alone.
-    pub fn prove_merge(&self, left: (&Proof, bool), right: Option<(&Proof, bool)>) -> Result<Proof, AggError> {
+    pub fn prove_merge(
+        &self,
+        prover: &Prover,
+        left: (&Proof, bool),
+        right: Option<(&Proof, bool)>,
+    ) -> Result<Proof, AggError> {
         let t = &self.merge_targets;
         let mut pw = PartialWitness::new();
         let right_or_left = right.unwrap_or(left);
@@ -184,6 +190,6 @@ impl AggregationCircuits {
         }
         pw.set_bool_target(t.has_right, right.is_some()).map_err(AggError::prove)?;
         pw.set_verifier_data_target(&t.verifier_data, &self.merge.verifier_only).map_err(AggError::prove)?;
-        self.merge.prove(pw).map_err(AggError::prove)
+        prover.prove(&self.merge, pw).map_err(AggError::prove)
     }
 }

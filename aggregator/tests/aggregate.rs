@@ -1,6 +1,7 @@
 //! Blocks of 1, 2, 3 and 5 batches aggregate into constant-size proofs that verify against the one
 //! block verifier key; wrong order, broken chaining, changed inputs and foreign proofs are refused.
 
+use prover_gpu::Prover;
 use std::sync::OnceLock;
 
 use aggregator::*;
@@ -36,15 +37,17 @@ fn fixture() -> &'static Fixture {
                 these.push(tx);
             }
             let w = ex.seal_batch().expect("seal");
-            let proof = batch_circuit.prove(&w).expect("prove batch");
+            let proof = batch_circuit.prove(&Prover::cpu(), &w).expect("prove batch");
             pis.push(batch_circuit.verify(&proof).expect("verify batch"));
             batch.push(ProofBytes { kind: ProofKind::Batch, bytes: proof.to_bytes() });
             txs.push(these);
         }
-        let wraps: Vec<ProofBytes> =
-            batch.iter().map(|b| circuits.run(&AggJob::Wrap { batch: b.clone() }).expect("wrap")).collect();
+        let wraps: Vec<ProofBytes> = batch
+            .iter()
+            .map(|b| circuits.run(&Prover::cpu(), &AggJob::Wrap { batch: b.clone() }).expect("wrap"))
+            .collect();
         let block2 = circuits
-            .run(&AggJob::Merge { left: wraps[0].clone(), right: Some(wraps[1].clone()) })
+            .run(&Prover::cpu(), &AggJob::Merge { left: wraps[0].clone(), right: Some(wraps[1].clone()) })
             .expect("merge of two");
         Fixture { circuits, batch, wraps, pis, txs, block2 }
     })
@@ -60,7 +63,7 @@ fn expected(f: &Fixture, range: std::ops::Range<usize>) -> BlockPublicInputs {
 }
 
 fn merge(f: &Fixture, left: &ProofBytes, right: Option<&ProofBytes>) -> ProofBytes {
-    f.circuits.run(&AggJob::Merge { left: left.clone(), right: right.cloned() }).expect("merge")
+    f.circuits.run(&Prover::cpu(), &AggJob::Merge { left: left.clone(), right: right.cloned() }).expect("merge")
 }
 
 #[test]
@@ -87,7 +90,7 @@ fn blocks_of_1_2_3_and_5_batches_verify_with_one_key() {
 #[test]
 fn the_driver_runs_a_plan() {
     let f = fixture();
-    let block = f.circuits.aggregate(&f.batch[2..5]).expect("aggregate 3");
+    let block = f.circuits.aggregate(&Prover::cpu(), &f.batch[2..5]).expect("aggregate 3");
     let mut e = expected(f, 2..5);
     // A block starting mid-chain: its commitment continues the chain instead of starting at zero.
     let got = f.circuits.check(&block).expect("valid merge proof").1;
@@ -106,11 +109,17 @@ fn swapped_order_and_broken_chaining_are_refused() {
     let w = &f.wraps;
     for (l, r) in [(1, 0), (0, 2)] {
         let job = AggJob::Merge { left: w[l].clone(), right: Some(w[r].clone()) };
-        assert!(matches!(f.circuits.run(&job), Err(AggError::PublicInputMismatch { .. })), "({l}, {r})");
+        assert!(
+            matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::PublicInputMismatch { .. })),
+            "({l}, {r})"
+        );
         // The circuit itself refuses too, without the native check.
         let lp = f.circuits.check(&w[l]).expect("wrap").0;
         let rp = f.circuits.check(&w[r]).expect("wrap").0;
-        assert!(matches!(f.circuits.prove_merge((&lp, false), Some((&rp, false))), Err(AggError::Prove(_))));
+        assert!(matches!(
+            f.circuits.prove_merge(&Prover::cpu(), (&lp, false), Some((&rp, false))),
+            Err(AggError::Prove(_))
+        ));
     }
 }
 
@@ -147,9 +156,9 @@ fn proofs_of_other_circuits_are_refused() {
     assert!(matches!(v.verify(&f.batch[0].bytes, &expected(f, 0..1)), Err(AggError::MalformedProof(_))));
     // Jobs check their children's kinds.
     let bad = AggJob::Merge { left: f.batch[0].clone(), right: None };
-    assert!(matches!(f.circuits.run(&bad), Err(AggError::InvalidJob(_))));
+    assert!(matches!(f.circuits.run(&Prover::cpu(), &bad), Err(AggError::InvalidJob(_))));
     let bad = AggJob::Wrap { batch: ProofBytes { kind: ProofKind::Batch, bytes: f.wraps[0].bytes.clone() } };
-    assert!(f.circuits.run(&bad).is_err());
+    assert!(f.circuits.run(&Prover::cpu(), &bad).is_err());
 }
 
 use plonky2::field::types::Field;

@@ -5,6 +5,7 @@
 
 use circuits::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prover_gpu::Prover;
 
 fn capacity() -> usize {
     std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(69)
@@ -51,8 +52,13 @@ fn proving(c: &mut Criterion) {
     let mut g = c.benchmark_group("batch_proof");
     g.sample_size(10);
     g.throughput(Throughput::Elements(cap as u64));
-    g.bench_function(format!("prove_{cap}_slots"), |b| b.iter(|| circuit.prove(&w).expect("prove")));
-    let proof = circuit.prove(&w).expect("prove");
+    // The same batch on each prover, in one run: stock plonky2 is the baseline.
+    for prover in benches::provers() {
+        g.bench_function(format!("prove_{cap}_slots/{}", prover.name()), |b| {
+            b.iter(|| circuit.prove(&prover, &w).expect("prove"))
+        });
+    }
+    let proof = circuit.prove(&Prover::cpu(), &w).expect("prove");
     g.bench_function("verify", |b| b.iter(|| circuit.verify(&proof).expect("verify")));
     g.finish();
 }

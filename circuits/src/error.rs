@@ -141,13 +141,13 @@ pub enum CircuitError {
     /// The witness does not belong to this circuit (wrong capacity or roots).
     #[error("witness does not fit the circuit: {0}")]
     Witness(String),
-    /// plonky2 refused to prove: the witness breaks a constraint.
+    /// The prover refused: the witness breaks a constraint.
     #[error("proving failed in {gadget}: {source}")]
     Prove {
         /// The gadget whose rows hold the failing constraint (see `BatchCircuit::explain`).
         gadget: String,
-        /// plonky2's error.
-        source: anyhow::Error,
+        /// The prover's error.
+        source: prover_gpu::BackendError,
     },
     /// plonky2's verifier rejected a proof.
     #[error("proof verification failed: {0}")]

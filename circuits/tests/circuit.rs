@@ -9,6 +9,7 @@ use circuits::hash::ZERO_DIGEST;
 use circuits::tx::commitment;
 use circuits::*;
 use proptest::prelude::*;
+use prover_gpu::Prover;
 
 const CAPACITY: usize = 4;
 
@@ -18,7 +19,7 @@ fn circuit() -> &'static BatchCircuit {
 }
 
 fn prove_and_check(w: &BatchWitness) {
-    let proof = circuit().prove(w).expect("a valid batch proves");
+    let proof = circuit().prove(&Prover::cpu(), w).expect("a valid batch proves");
     let pi = circuit().verify(&proof).expect("plonky2's verifier accepts");
     assert_eq!(pi.old_root, w.old_root);
     assert_eq!(pi.new_root, w.new_root);
@@ -130,7 +131,7 @@ fn refused(genesis: &Genesis, setup: &[Tx], valid: Tx, invalid: Tx, err: TxError
     let mut ex = fresh();
     ex.apply_forged(&invalid);
     let forged = ex.seal_batch().expect("seal");
-    match circuit().prove(&forged) {
+    match circuit().prove(&Prover::cpu(), &forged) {
         Err(CircuitError::Prove { gadget, .. }) => eprintln!("{err:?}: refused in {gadget}"),
         Err(e) => panic!("{err:?}: expected a proving failure, got {e}"),
         Ok(_) => panic!("{err:?}: the circuit proved a transaction the executor rejects"),
@@ -286,10 +287,10 @@ fn a_witness_for_other_roots_is_refused() {
     ex.apply(&transfer(1, 2, 1, 5, 1, 0)).expect("valid");
     let mut w = ex.seal_batch().expect("seal");
     w.old_account_root = ZERO_DIGEST;
-    assert!(matches!(circuit().prove(&w), Err(CircuitError::Prove { .. })));
+    assert!(matches!(circuit().prove(&Prover::cpu(), &w), Err(CircuitError::Prove { .. })));
     let mut too_many = w.clone();
     too_many.slots = vec![w.slots[0].clone(); CAPACITY + 1];
-    assert!(matches!(circuit().prove(&too_many), Err(CircuitError::Witness(_))));
+    assert!(matches!(circuit().prove(&Prover::cpu(), &too_many), Err(CircuitError::Witness(_))));
 }
 
 /// Ids and tokens beyond their trees: the same witness with the field raised by the tree's size
@@ -312,7 +313,7 @@ fn out_of_range_fields_are_refused() {
         let mut forged = w.clone();
         forged.slots[0].tx = Some(invalid.clone());
         forged.commitment_out = commitment(ZERO_DIGEST, [&invalid]);
-        match circuit().prove(&forged) {
+        match circuit().prove(&Prover::cpu(), &forged) {
             Err(CircuitError::Prove { gadget, .. }) => {
                 eprintln!("tag {} out of range: refused in {gadget}", invalid.tag())
             }

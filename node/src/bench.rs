@@ -19,11 +19,12 @@ use circuits::tx::commitment;
 use circuits::{BatchWitness, Executor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use prover_gpu::Prover;
 use serde::Serialize;
 
 use crate::cli::DEFAULT_BATCH_CAPACITY;
 use crate::network::{genesis, Circuits};
-use crate::prover::{choose_backend, Backend};
+use crate::prover::{choose_prover, Backend};
 
 /// Options of `rollup bench`.
 #[derive(Debug, Args)]
@@ -74,10 +75,44 @@ struct Report {
     stock_plonky2_tps: f64,
     speedup_vs_stock: f64,
     stages: Vec<Stage>,
+    /// One full batch proved alone by stock plonky2.
+    stock_batch_proof_seconds: f64,
+    /// The same batch proved alone on the chosen backend, by step.
+    batch_proof_steps: Option<BatchSteps>,
     proving_seconds: f64,
     block_proof_bytes: usize,
     peak_memory_mib: f64,
+    /// Peak device memory taken by the backend's buffers (CUDA only).
+    peak_device_memory_mib: Option<f64>,
     machine: Machine,
+}
+
+/// Seconds of each step of one batch proof on our pipeline.
+#[derive(Debug, Serialize)]
+struct BatchSteps {
+    total: f64,
+    witness: f64,
+    wires_commit: f64,
+    partial_products: f64,
+    zs_commit: f64,
+    quotient: f64,
+    quotient_commit: f64,
+    openings: f64,
+}
+
+impl From<&prover_gpu::StepTimes> for BatchSteps {
+    fn from(s: &prover_gpu::StepTimes) -> Self {
+        BatchSteps {
+            total: s.total().as_secs_f64(),
+            witness: s.witness.as_secs_f64(),
+            wires_commit: s.wires_commit.as_secs_f64(),
+            partial_products: s.partial_products.as_secs_f64(),
+            zs_commit: s.zs_commit.as_secs_f64(),
+            quotient: s.quotient.as_secs_f64(),
+            quotient_commit: s.quotient_commit.as_secs_f64(),
+            openings: s.openings.as_secs_f64(),
+        }
+    }
 }
 
 fn machine() -> Machine {
@@ -153,7 +188,7 @@ fn run_parallel<T: Send, R: Send>(
 
 /// Runs the benchmark.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let backend = choose_backend(a.backend)?;
+    let prover = choose_prover(a.backend)?;
     if a.txs == 0 {
         bail!("--txs must be positive");
     }
@@ -208,7 +243,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let batch_proofs = run_parallel(
         witnesses.iter().collect(),
         a.workers,
-        |w| Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(w)?.to_bytes() }),
+        |w| Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(&prover, w)?.to_bytes() }),
         &bar,
     )?;
     stage("batch_proofs", proving, witnesses.len());
@@ -235,7 +270,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bar.set_prefix(format!("aggregation {level}"));
         bar.set_length(n as u64);
         bar.set_position(0);
-        let done = run_parallel(jobs, a.workers, |(id, job)| Ok((id, c.aggregation.run(&job)?)), &bar)?;
+        let done = run_parallel(jobs, a.workers, |(id, job)| Ok((id, c.aggregation.run(&prover, &job)?)), &bar)?;
         for (id, p) in done {
             outputs[id] = Some(p);
         }
@@ -262,15 +297,30 @@ pub fn run(a: BenchArgs) -> Result<()> {
     bar.set_position(0);
     let full = witnesses.iter().max_by_key(|w| w.slots.len()).context("no batch")?;
     let t = Instant::now();
-    let stock = circuits.batch.data().prove(circuits.batch.witness(full)?)?;
+    let stock = circuits.batch.prove(&Prover::Stock, full)?;
     let stock_seconds = t.elapsed().as_secs_f64();
     circuits.batch.verify(&stock)?;
+    // The same batch on the chosen backend, alone, step by step.
+    let steps = match &prover {
+        Prover::Pipeline(backend) => {
+            let data = circuits.batch.data();
+            let (proof, s) = prover_gpu::prove_timed(
+                backend.as_ref(),
+                &data.prover_only,
+                &data.common,
+                circuits.batch.witness(full)?,
+            )?;
+            circuits.batch.verify(&proof)?;
+            Some(BatchSteps::from(&s))
+        }
+        Prover::Stock => None,
+    };
     bar.finish_and_clear();
 
     let proven_tps = txs.len() as f64 / proving_seconds;
     let stock_plonky2_tps = a.capacity as f64 / stock_seconds;
     let report = Report {
-        backend: backend.into(),
+        backend: prover.name().into(),
         txs: txs.len(),
         batches: witnesses.len(),
         batch_capacity: a.capacity,
@@ -278,10 +328,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
         proven_tps,
         stock_plonky2_tps,
         speedup_vs_stock: proven_tps / stock_plonky2_tps,
+        stock_batch_proof_seconds: stock_seconds,
+        batch_proof_steps: steps,
         stages,
         proving_seconds,
         block_proof_bytes: block.bytes.len(),
         peak_memory_mib: peak_memory_mib(),
+        peak_device_memory_mib: match &prover {
+            Prover::Pipeline(b) => b.peak_device_bytes().map(|v| v as f64 / (1u64 << 20) as f64),
+            Prover::Stock => None,
+        },
         machine: machine(),
     };
     if a.json {
@@ -299,8 +355,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
             report.proven_tps
         );
         println!("  stock plonky2            {:>9.2} tx/s (one full batch, proof only)", report.stock_plonky2_tps);
+        if let Some(s) = &report.batch_proof_steps {
+            println!(
+                "  one batch, {:<13} {:>9.3} s vs stock {:.3} s: commitments {:.3} s (wires {:.3}, Z {:.3}, quotient {:.3}), \
+                 quotient {:.3} s, openings {:.3} s, witness {:.3} s",
+                report.backend,
+                s.total,
+                report.stock_batch_proof_seconds,
+                s.wires_commit + s.zs_commit + s.quotient_commit,
+                s.wires_commit,
+                s.zs_commit,
+                s.quotient_commit,
+                s.quotient,
+                s.openings,
+                s.witness
+            );
+        }
         println!("  speedup vs stock         {:>9.2}", report.speedup_vs_stock);
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
+        if let Some(d) = report.peak_device_memory_mib {
+            println!("  peak device memory       {d:>9.0} MiB");
+        }
         println!(
             "  machine                  {} ({} cores, {:.0} GiB){}",
             report.machine.cpu,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use circuits::bls::{encoding::g1_to_bytes, message_point, tx_message, SecretKey, SignedTx};
 use circuits::{BatchCircuit, Direction, Executor, Genesis, Register, Swap, Transfer, Tx};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use prover_gpu::Prover;
 use serde::Serialize;
 
 use crate::keyfile::{self, to_hex};
@@ -304,10 +305,11 @@ fn sign_cmd(args: &SignArgs) -> Result<()> {
 /// Size of a real block proof: an empty batch from the devnet genesis, wrapped and merged.
 fn measure_block_proof(circuit: &BatchCircuit, aggregation: &AggregationCircuits) -> Result<usize> {
     let mut ex = Executor::new(Genesis::devnet(1).build()?, circuit.capacity());
-    let batch = circuit.prove(&ex.seal_batch()?)?;
+    let prover = Prover::cpu();
+    let batch = circuit.prove(&prover, &ex.seal_batch()?)?;
     let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.to_bytes() };
-    let wrap = aggregation.run(&AggJob::Wrap { batch })?;
-    let block = aggregation.run(&AggJob::Merge { left: wrap, right: None })?;
+    let wrap = aggregation.run(&prover, &AggJob::Wrap { batch })?;
+    let block = aggregation.run(&prover, &AggJob::Merge { left: wrap, right: None })?;
     Ok(block.bytes.len())
 }
 

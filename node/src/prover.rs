@@ -12,6 +12,7 @@ use proto::v1::prover_farm_client::ProverFarmClient;
 use proto::v1::{
     HeartbeatRequest, JobKind, LeaseJobRequest, RegisterWorkerRequest, ReportFailureRequest, SubmitResultRequest,
 };
+use prover_gpu::{Prover, Requested};
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -20,44 +21,40 @@ use tracing::{info, warn};
 use crate::auth::AddToken;
 use crate::network::Circuits;
 
-/// Which proving backend a worker runs.
+/// Which proving backend a worker runs (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// CUDA when a device is there, else the CPU.
     Auto,
-    /// plonky2's prover on rayon.
+    /// Our proving pipeline on rayon.
     Cpu,
-    /// The CUDA backend.
+    /// Our proving pipeline on CUDA, or an error.
     Cuda,
 }
 
-/// Resolves the backend in one place, logging which one was taken and why.
-pub fn choose_backend(requested: Backend) -> Result<&'static str> {
-    match requested {
-        Backend::Cpu => {
-            info!("backend: cpu (requested)");
-            Ok("cpu")
-        }
-        Backend::Auto => {
-            info!("backend: cpu (auto: this build has no CUDA proving backend yet)");
-            Ok("cpu")
-        }
-        Backend::Cuda => bail!("the CUDA proving backend is not available in this build"),
-    }
+/// The prover for `--backend`: our pipeline on the backend `prover_gpu::choose` takes (the one
+/// place a backend is chosen; it logs which and why).
+pub fn choose_prover(requested: Backend) -> Result<Prover> {
+    let requested = match requested {
+        Backend::Auto => Requested::Auto,
+        Backend::Cpu => Requested::Cpu,
+        Backend::Cuda => Requested::Cuda,
+    };
+    Ok(Prover::Pipeline(prover_gpu::choose(requested).context("--backend")?))
 }
 
 type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
 
 /// Proves one job's payload.
-pub fn prove(circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Vec<u8>> {
+pub fn prove(prover: &Prover, circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Vec<u8>> {
     match kind {
         JobKind::Batch => {
             let w = BatchWitness::from_bytes(payload)?;
-            Ok(circuits.batch.prove(&w)?.to_bytes())
+            Ok(circuits.batch.prove(prover, &w)?.to_bytes())
         }
         JobKind::Aggregate => {
             let job = AggJob::from_bytes(payload)?;
-            Ok(circuits.aggregation.run(&job)?.bytes)
+            Ok(circuits.aggregation.run(prover, &job)?.bytes)
         }
         JobKind::Unspecified => bail!("job of unspecified kind"),
     }
@@ -82,7 +79,7 @@ pub async fn run(
     mut circuits: Option<Arc<Circuits>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let backend = choose_backend(cfg.backend)?;
+    let prover = choose_prover(cfg.backend)?;
     let channel = Endpoint::from_shared(cfg.coordinator.clone()).context("coordinator URL")?.connect_lazy();
     let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(cfg.token.clone()))
         .max_decoding_message_size(64 << 20)
@@ -93,7 +90,7 @@ pub async fn run(
             return Ok(());
         }
         let reg = match client
-            .register_worker(RegisterWorkerRequest { name: cfg.name.clone(), backend: backend.into() })
+            .register_worker(RegisterWorkerRequest { name: cfg.name.clone(), backend: prover.name().into() })
             .await
         {
             Ok(r) => r.into_inner(),
@@ -124,7 +121,7 @@ pub async fn run(
             bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
         }
         info!(worker = %reg.worker_id, "registered");
-        if let Err(e) = work(&mut client, &reg.worker_id, reg.lease_ms, &c, &mut shutdown).await {
+        if let Err(e) = work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &mut shutdown).await {
             warn!("lost the coordinator ({e}); reconnecting");
         }
     }
@@ -134,6 +131,7 @@ async fn work(
     client: &mut Client,
     worker: &str,
     lease_ms: u64,
+    prover: &Prover,
     c: &Arc<Circuits>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
@@ -162,8 +160,8 @@ async fn work(
             }
         });
         let started = std::time::Instant::now();
-        let circuits = c.clone();
-        let outcome = tokio::task::spawn_blocking(move || prove(&circuits, kind, &job.payload)).await;
+        let (circuits, prover) = (c.clone(), prover.clone());
+        let outcome = tokio::task::spawn_blocking(move || prove(&prover, &circuits, kind, &job.payload)).await;
         heartbeat.abort();
         let result = match outcome {
             Ok(Ok(proof)) => Ok(proof),

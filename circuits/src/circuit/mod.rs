@@ -234,10 +234,12 @@ impl BatchCircuit {
         fill().map_err(|e| CircuitError::Witness(e.to_string()))
     }
 
-    /// Proves a batch with plonky2's prover.
-    pub fn prove(&self, w: &BatchWitness) -> Result<Proof, CircuitError> {
+    /// Proves a batch with `prover`.
+    pub fn prove(&self, prover: &prover_gpu::Prover, w: &BatchWitness) -> Result<Proof, CircuitError> {
         let pw = self.witness(w)?;
-        self.data.prove(pw).map_err(|source| CircuitError::Prove { gadget: self.explain(&source), source })
+        prover
+            .prove(&self.data, pw)
+            .map_err(|source| CircuitError::Prove { gadget: self.explain(&source.to_string()), source })
     }
 
     /// Verifies a batch proof with plonky2's verifier.
@@ -249,8 +251,7 @@ impl BatchCircuit {
     /// Names the gadget whose rows hold the wire a witness-generation error mentions. Poseidon
     /// and range-check rows belong to one gadget; arithmetic rows are shared by consecutive
     /// gadgets, so for a failed arithmetic check the name is a neighbour's.
-    pub fn explain(&self, err: &anyhow::Error) -> String {
-        let msg = err.to_string();
+    pub fn explain(&self, msg: &str) -> String {
         let row = msg
             .split("row: ")
             .nth(1)
