@@ -10,7 +10,8 @@ rm -rf .device && mkdir -p .device
 cargo build --release --target-dir "$target" --bin rollup
 cp "$target/release/rollup" .device/
 # Test and bench executables: their paths come from cargo's JSON messages.
-for spec in "test --release -p prover-gpu --test kernels" "bench -p benches --bench kernels"; do
+for spec in "test --release -p prover-gpu --test kernels" "test --release -p prover-gpu --test pipeline" \
+  "bench -p benches --bench kernels" "bench -p benches --bench batch"; do
   # shellcheck disable=SC2086
   cargo $spec --target-dir "$target" --no-run --message-format=json \
     | python3 -c 'import json,sys

@@ -17,12 +17,22 @@ run() {
 }
 # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
 run kernels .device/test-kernels --include-ignored
+# Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
+run pipeline .device/test-pipeline --include-ignored
 # Commitment benches per backend, CUDA rows included.
 run bench-kernels .device/bench-kernels --bench
-# The whole proving path (the CPU path until the CUDA pipeline lands).
-run rollup-bench .device/rollup bench --json
-cp "$OUT/rollup-bench.log" "$OUT/rollup-bench.json" 2>/dev/null
+# Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
+run bench-batch .device/bench-batch --bench batch_proof
+# The whole proving path on each backend, W = 1 and 4.
+for b in cuda cpu; do
+  for w in 1 4; do
+    run "rollup-bench-$b-w$w" .device/rollup bench --backend "$b" --workers "$w" --json
+    tail -n 1 "$OUT/rollup-bench-$b-w$w.log" > "$OUT/rollup-bench-$b-w$w.json" 2>/dev/null
+  done
+done
 echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
 printf '%s\n' "${status[@]}"
 grep -E "time:" "$OUT/bench-kernels.log" | head -n 12
+grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
+for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done
