@@ -10,6 +10,14 @@ use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, reverse_bits};
 use crate::F;
 
+/// Checks that `len` elements are whole polynomials of `n`, a power of two.
+pub(crate) fn check_polynomials(len: usize, n: usize) -> Result<()> {
+    if n == 0 || !n.is_power_of_two() || !len.is_multiple_of(n) {
+        return Err(BackendError::Shape(format!("{len} elements in polynomials of {n}")));
+    }
+    Ok(())
+}
+
 /// A Poseidon digest as four raw field elements.
 pub type Digest = HashOut<F>;
 
@@ -52,9 +60,7 @@ pub trait Backend: Send + Sync {
     /// the coefficients padded with zeros, then [`Backend::coset_ntt_batch`]. Returns
     /// `batch × m` elements. Backends may skip the known zeros.
     fn coset_lde_batch(&self, coeffs: &[F], n: usize, rate_bits: usize, shift: F) -> Result<Vec<F>> {
-        if n == 0 || !n.is_power_of_two() || !coeffs.len().is_multiple_of(n) {
-            return Err(BackendError::Shape(format!("{} coefficients in polynomials of {n}", coeffs.len())));
-        }
+        check_polynomials(coeffs.len(), n)?;
         let m = n << rate_bits;
         let mut lde = vec![F::ZERO; coeffs.len() << rate_bits];
         lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(l, c)| l[..n].copy_from_slice(c));
@@ -83,9 +89,11 @@ pub trait Backend: Send + Sync {
     /// The leaves plonky2's commitment stores (one `Vec` per row), gathered straight from the
     /// LDE: [`Backend::coset_lde_rows`] without the flat copy in between.
     fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
-        let rows = self.coset_lde_rows(coeffs, n, rate_bits)?;
-        let width = coeffs.len() / n;
-        Ok(rows.par_chunks(width).map(<[F]>::to_vec).collect())
+        let lde = self.coset_lde_batch(coeffs, n, rate_bits, F::coset_shift())?;
+        let batch = coeffs.len() / n;
+        let m = n << rate_bits;
+        let log_m = m.trailing_zeros() as usize;
+        Ok((0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + reverse_bits(r, log_m)]).collect()).collect())
     }
 
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.

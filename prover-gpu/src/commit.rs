@@ -7,7 +7,7 @@ use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 
-use crate::backend::Backend;
+use crate::backend::{check_polynomials, Backend};
 use crate::error::{BackendError, Result};
 use crate::F;
 
@@ -39,9 +39,10 @@ pub fn commit_values(
     rate_bits: usize,
     cap_height: usize,
 ) -> Result<PolynomialBatch<F, Config, 2>> {
-    if n == 0 || !n.is_power_of_two() || values.is_empty() || !values.len().is_multiple_of(n) {
-        return Err(BackendError::Shape(format!("{} values in polynomials of {n}", values.len())));
+    if values.is_empty() {
+        return Err(BackendError::Shape("no polynomials".into()));
     }
+    check_polynomials(values.len(), n)?;
     backend.intt_batch(&mut values, n)?;
     let polynomials = values.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
     commit_flat(backend, polynomials, &values, n, rate_bits, cap_height)

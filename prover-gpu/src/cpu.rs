@@ -4,16 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use plonky2::field::fft::{fft_root_table, fft_with_options, ifft_with_options, FftRootTable};
+use plonky2::field::fft::{fft_root_table, ifft_with_options, FftRootTable};
 use plonky2::field::polynomial::{PolynomialCoeffs, PolynomialValues};
 use plonky2::field::types::Field;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::config::Hasher;
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Digest};
+use crate::backend::{check_polynomials, Backend, Digest};
 use crate::error::{BackendError, Result};
-use crate::layout::reverse_bits;
 use crate::F;
 
 /// The CPU backend.
@@ -39,32 +38,23 @@ fn root_table(n: usize) -> Arc<FftRootTable<F>> {
     t.entry(n).or_insert_with(|| Arc::new(fft_root_table(n))).clone()
 }
 
-fn check_shape(len: usize, n: usize) -> Result<()> {
-    if n == 0 || !n.is_power_of_two() || !len.is_multiple_of(n) {
-        return Err(BackendError::Shape(format!("{len} elements in polynomials of {n}")));
-    }
-    Ok(())
-}
-
 impl Backend for RayonBackend {
     fn name(&self) -> &'static str {
         "cpu"
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        check_shape(data.len(), n)?;
+        check_polynomials(data.len(), n)?;
         let table = root_table(n);
-        let shifts = powers(shift, n);
         data.par_chunks_mut(n).for_each(|p| {
-            let scaled = p.iter().zip(&shifts).map(|(c, s)| *c * *s).collect();
-            let values = fft_with_options(PolynomialCoeffs::new(scaled), None, Some(&table));
+            let values = PolynomialCoeffs::new(p.to_vec()).coset_fft_with_options(shift, None, Some(&table));
             p.copy_from_slice(&values.values);
         });
         Ok(())
     }
 
     fn intt_batch(&self, data: &mut [F], n: usize) -> Result<()> {
-        check_shape(data.len(), n)?;
+        check_polynomials(data.len(), n)?;
         let table = root_table(n);
         data.par_chunks_mut(n).for_each(|p| {
             let coeffs = ifft_with_options(PolynomialValues::new(p.to_vec()), None, Some(&table));
@@ -74,17 +64,18 @@ impl Backend for RayonBackend {
     }
 
     fn coset_lde_batch(&self, coeffs: &[F], n: usize, rate_bits: usize, shift: F) -> Result<Vec<F>> {
-        check_shape(coeffs.len(), n)?;
+        check_polynomials(coeffs.len(), n)?;
         let m = n << rate_bits;
         let table = root_table(m);
-        let shifts = powers(shift, n);
         let mut lde = vec![F::ZERO; coeffs.len() << rate_bits];
         lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(out, c)| {
-            let mut padded = vec![F::ZERO; m];
-            padded.iter_mut().zip(c.iter().zip(&shifts)).for_each(|(p, (c, s))| *p = *c * *s);
-            // The top 2^rate_bits − 1 of every 2^rate_bits coefficients are zero: plonky2's FFT
-            // skips them.
-            let values = fft_with_options(PolynomialCoeffs::new(padded), Some(rate_bits), Some(&table));
+            // As plonky2's own LDE: the top 2^rate_bits − 1 of every 2^rate_bits coefficients are
+            // zero, and its FFT skips them.
+            let values = PolynomialCoeffs::new(c.to_vec()).lde(rate_bits).coset_fft_with_options(
+                shift,
+                Some(rate_bits),
+                Some(&table),
+            );
             out.copy_from_slice(&values.values);
         });
         Ok(lde)
@@ -96,14 +87,6 @@ impl Backend for RayonBackend {
         }
         out.par_iter_mut().zip(rows.par_chunks(width)).for_each(|(o, r)| *o = PoseidonHash::hash_or_noop(r));
         Ok(())
-    }
-
-    fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
-        let lde = self.coset_lde_batch(coeffs, n, rate_bits, F::coset_shift())?;
-        let batch = coeffs.len() / n;
-        let m = n << rate_bits;
-        let log_m = m.trailing_zeros() as usize;
-        Ok((0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + reverse_bits(r, log_m)]).collect()).collect())
     }
 
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {

@@ -135,6 +135,11 @@ pub fn prove_timed(
     Ok((proof, times))
 }
 
+/// ⌈log2 quotient_degree_factor⌉: the quotient lives on a coset 2^quotient_bits times the trace.
+fn quotient_bits(common: &CommonCircuitData<F, D>) -> usize {
+    common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize
+}
+
 fn check_supported(common: &CommonCircuitData<F, D>) -> Result<()> {
     let config = &common.config;
     if !common.luts.is_empty() || common.num_lookup_polys != 0 {
@@ -143,8 +148,7 @@ fn check_supported(common: &CommonCircuitData<F, D>) -> Result<()> {
     if config.zero_knowledge {
         return Err(BackendError::Unsupported("zero knowledge (blinded commitments)".into()));
     }
-    let quotient_bits = common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize;
-    if quotient_bits > config.fri_config.rate_bits {
+    if quotient_bits(common) > config.fri_config.rate_bits {
         return Err(BackendError::Unsupported("constraints of degree above the FRI rate".into()));
     }
     if common.quotient_degree_factor >= config.num_routed_wires {
@@ -331,7 +335,7 @@ fn quotient_polys(
 ) -> Result<Vec<PolynomialCoeffs<F>>> {
     let n = common.degree();
     let rate_bits = common.config.fri_config.rate_bits;
-    let quotient_bits = common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize;
+    let quotient_bits = quotient_bits(common);
     // The quotient lives on a coset of order n·2^quotient_bits: every `step`-th point of the LDE.
     let step = 1 << (rate_bits - quotient_bits);
     let next_step = 1 << quotient_bits;
