@@ -11,6 +11,7 @@ cargo build --release --target-dir "$target" --bin rollup
 cp "$target/release/rollup" .device/
 # Test and bench executables: their paths come from cargo's JSON messages.
 for spec in "test --release -p prover-gpu --test kernels" "test --release -p prover-gpu --test pipeline" \
+  "test --release -p prover-gpu --test host_quotient" \
   "bench -p benches --bench kernels" "bench -p benches --bench batch"; do
   # shellcheck disable=SC2086
   cargo $spec --target-dir "$target" --no-run --message-format=json \

@@ -19,6 +19,9 @@ run() {
 run kernels .device/test-kernels --include-ignored
 # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
 run pipeline .device/test-pipeline --include-ignored
+# The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the
+# host-C ones need a C compiler, which the device may not have (they run on every other machine).
+run quotient .device/test-host_quotient --ignored cuda_
 # Commitment benches per backend, CUDA rows included.
 run bench-kernels .device/bench-kernels --bench
 # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.

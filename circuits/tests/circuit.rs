@@ -321,3 +321,13 @@ fn out_of_range_fields_are_refused() {
         }
     }
 }
+
+#[test]
+fn every_gate_of_the_batch_circuit_has_device_quotient_code() {
+    // Batch proofs are most of the proving work: their quotient must not fall back to the CPU on
+    // a GPU. A new gate in the circuit needs its constraints in prover-gpu's quotient.cuh.
+    let common = &circuit().data().common;
+    let selectors = prover_gpu::quotient::Selectors::of(common).expect("selectors");
+    let program = prover_gpu::GateProgram::of(common, &selectors).expect("the C quotient covers the batch circuit");
+    assert_eq!(program.gates.len(), common.gates.len());
+}

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, reverse_bits};
+use crate::quotient::QuotientInputs;
 use crate::F;
 
 /// Checks that `len` elements are whole polynomials of `n`, a power of two.
@@ -41,6 +42,13 @@ pub trait Backend: Send + Sync {
     /// (sampled while each kernel's buffers are allocated); `None` for host backends.
     fn peak_device_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// The quotient step's vanishing terms combined by α and divided by `Z_H` at every point of
+    /// the quotient coset: `num_challenges × size` values, challenge by challenge (see
+    /// [`crate::quotient`]). The default runs plonky2's own gates on the CPU.
+    fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        q.values_on_cpu()
     }
 
     /// For each polynomial, in place: values at `ω^i` (natural order) become the coefficients of

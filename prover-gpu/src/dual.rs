@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, Digest};
 use crate::error::{BackendError, Result};
+use crate::quotient::QuotientInputs;
 use crate::F;
 
 /// Two backends in lockstep; results come from the first.
@@ -45,6 +46,23 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         match first_difference(out, &other) {
             None => Ok(()),
             Some(i) => Err(BackendError::Mismatch { kernel: "hash_rows", detail: format!("row {i} of width {width}") }),
+        }
+    }
+
+    fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        let out = self.first.quotient_values(q)?;
+        let other = self.second.quotient_values(q)?;
+        match first_difference(&out, &other) {
+            None if out.len() == other.len() => Ok(out),
+            None => Err(BackendError::Mismatch {
+                kernel: "quotient_values",
+                detail: format!("{} values against {}", out.len(), other.len()),
+            }),
+            Some(i) => {
+                let size = q.size();
+                let detail = format!("challenge {} at point {} of {size}", i / size, i % size);
+                Err(BackendError::Mismatch { kernel: "quotient_values", detail })
+            }
         }
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod layout;
 pub mod naive;
 pub mod prove;
+pub mod quotient;
 pub mod select;
 
 pub use backend::{Backend, Digest};
@@ -22,6 +23,7 @@ pub use dual::DualBackend;
 pub use engine::Prover;
 pub use error::{BackendError, Result};
 pub use prove::{prove, prove_timed, prove_with_partition, ProofWithInputs, StepTimes};
+pub use quotient::{GateProgram, QuotientInputs, QuotientKernelArgs};
 pub use select::{choose, Requested};
 
 /// The field of every kernel.

@@ -8,16 +8,13 @@
 //! Not supported, each refused with [`BackendError::Unsupported`]: lookup tables and zero
 //! knowledge (blinding). None of our circuits uses them.
 
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use plonky2::field::extension::Extendable;
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::Field;
-use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
-use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::iop::challenger::Challenger;
 use plonky2::iop::generator::generate_partial_witness;
@@ -25,14 +22,13 @@ use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness};
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::config::Hasher;
 use plonky2::plonk::proof::{OpeningSet, Proof, ProofWithPublicInputs};
-use plonky2::plonk::vars::EvaluationVarsBaseBatch;
 use plonky2::util::timing::TimingTree;
 use rayon::prelude::*;
-use serde::Deserialize;
 
 use crate::backend::Backend;
 use crate::commit::{commit, commit_values, Config};
 use crate::error::{BackendError, Result};
+use crate::quotient::{quotient_bits, QuotientInputs, Selectors};
 use crate::F;
 
 /// plonky2's extension degree.
@@ -81,33 +77,6 @@ impl StepTimes {
     }
 }
 
-/// Which gates share which selector polynomial: plonky2's `SelectorsInfo`, whose fields are
-/// crate-private in plonky2 1.1. It derives `Serialize`, so it is read back through serde.
-#[derive(Debug, Deserialize)]
-struct Selectors {
-    selector_indices: Vec<usize>,
-    groups: Vec<Range<usize>>,
-}
-
-impl Selectors {
-    fn of(common: &CommonCircuitData<F, D>) -> Result<Self> {
-        let value = serde_json::to_value(&common.selectors_info)
-            .map_err(|e| BackendError::Unsupported(format!("selectors of this circuit: {e}")))?;
-        let s: Selectors = serde_json::from_value(value)
-            .map_err(|e| BackendError::Unsupported(format!("selectors of this plonky2 version: {e}")))?;
-        let ok = s.selector_indices.len() == common.gates.len()
-            && s.groups.len() == common.selectors_info.num_selectors()
-            && s.selector_indices.iter().all(|&i| i < s.groups.len());
-        if !ok {
-            return Err(BackendError::Unsupported("selector layout does not match the gates".into()));
-        }
-        Ok(s)
-    }
-}
-
-/// Points per quotient batch: plonky2's gates evaluate a batch of points at once.
-const QUOTIENT_BATCH: usize = 32;
-
 /// Proves `inputs` for the circuit `(prover, common)` with every commitment made on `backend`.
 pub fn prove(
     backend: &dyn Backend,
@@ -133,11 +102,6 @@ pub fn prove_timed(
     let (proof, mut times) = prove_with_partition(backend, prover, common, partition)?;
     times.witness += generators;
     Ok((proof, times))
-}
-
-/// ⌈log2 quotient_degree_factor⌉: the quotient lives on a coset 2^quotient_bits times the trace.
-fn quotient_bits(common: &CommonCircuitData<F, D>) -> usize {
-    common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize
 }
 
 fn check_supported(common: &CommonCircuitData<F, D>) -> Result<()> {
@@ -211,8 +175,18 @@ pub fn prove_with_partition(
     let alphas = challenger.get_n_challenges(config.num_challenges);
 
     let t = Instant::now();
-    let challenges = Challenges { betas: &betas, gammas: &gammas, alphas: &alphas };
-    let quotients = quotient_polys(backend, prover, common, &selectors, &public_inputs_hash, &wires, &zs, &challenges)?;
+    let inputs = QuotientInputs {
+        prover,
+        common,
+        selectors: &selectors,
+        public_inputs_hash,
+        wires: &wires,
+        zs: &zs,
+        betas: &betas,
+        gammas: &gammas,
+        alphas: &alphas,
+    };
+    let quotients = quotient_polys(backend, &inputs)?;
     times.quotient = t.elapsed();
 
     let t = Instant::now();
@@ -313,135 +287,22 @@ fn partial_products_and_zs(
     out
 }
 
-/// Fiat–Shamir challenges the quotient needs.
-struct Challenges<'a> {
-    betas: &'a [F],
-    gammas: &'a [F],
-    alphas: &'a [F],
-}
-
 /// The quotient polynomials `(Σ αⁱ·termᵢ) / Z_H` of each challenge, split into chunks of degree
-/// `n`, in plonky2's order (challenge by challenge).
-#[allow(clippy::too_many_arguments)]
-fn quotient_polys(
-    backend: &dyn Backend,
-    prover: &ProverOnlyCircuitData<F, Config, D>,
-    common: &CommonCircuitData<F, D>,
-    selectors: &Selectors,
-    public_inputs_hash: &HashOut<F>,
-    wires: &PolynomialBatch<F, Config, D>,
-    zs: &PolynomialBatch<F, Config, D>,
-    ch: &Challenges<'_>,
-) -> Result<Vec<PolynomialCoeffs<F>>> {
+/// `n`, in plonky2's order (challenge by challenge): the backend's values on the quotient coset,
+/// then back to coefficients.
+fn quotient_polys(backend: &dyn Backend, q: &QuotientInputs<'_>) -> Result<Vec<PolynomialCoeffs<F>>> {
+    let common = q.common;
     let n = common.degree();
-    let rate_bits = common.config.fri_config.rate_bits;
-    let quotient_bits = quotient_bits(common);
-    // The quotient lives on a coset of order n·2^quotient_bits: every `step`-th point of the LDE.
-    let step = 1 << (rate_bits - quotient_bits);
-    let next_step = 1 << quotient_bits;
-    let points = F::two_adic_subgroup(common.degree_bits() + quotient_bits);
-    let size = points.len();
-    let z_h = ZeroPolyOnCoset::new(common.degree_bits(), quotient_bits);
-    let num_challenges = common.config.num_challenges;
-    let routed = common.config.num_routed_wires;
-    let num_prods = common.num_partial_products;
-    let chunk = common.quotient_degree_factor;
-    let num_constraints = common.num_gate_constraints;
-    let num_selectors = selectors.groups.len();
-    // β·k_j for each challenge and routed wire: the identity permutation's part of a numerator.
-    let n_field = F::from_canonical_usize(n);
-    let beta_k: Vec<F> =
-        ch.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
-
-    let values: Vec<Vec<F>> = points
-        .par_chunks(QUOTIENT_BATCH)
-        .enumerate()
-        .flat_map_iter(|(b, xs)| {
-            let len = xs.len();
-            let first = b * QUOTIENT_BATCH;
-            // Constants and wires of the batch, column-major as `EvaluationVarsBaseBatch` wants.
-            let mut constants = vec![F::ZERO; len * common.num_constants];
-            let mut wire_vals = vec![F::ZERO; len * common.config.num_wires];
-            for k in 0..len {
-                let cs = prover.constants_sigmas_commitment.get_lde_values(first + k, step);
-                for (c, v) in cs[common.constants_range()].iter().enumerate() {
-                    constants[c * len + k] = *v;
-                }
-                for (w, v) in wires.get_lde_values(first + k, step).iter().enumerate() {
-                    wire_vals[w * len + k] = *v;
-                }
-            }
-            let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, public_inputs_hash);
-            let mut gate_terms = vec![F::ZERO; num_constraints * len];
-            for (g, gate) in common.gates.iter().enumerate() {
-                let sel = selectors.selector_indices[g];
-                let terms = gate.0.eval_filtered_base_batch(
-                    vars,
-                    g,
-                    sel,
-                    selectors.groups[sel].clone(),
-                    num_selectors,
-                    common.num_lookup_selectors,
-                );
-                gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
-            }
-
-            let mut out = Vec::with_capacity(len);
-            let mut terms = Vec::with_capacity(num_challenges * (num_prods + 2) + num_constraints);
-            // L_0(x) = Z_H(x) / (n·(x − 1)), one inversion for the whole batch.
-            let shifted: Vec<F> = xs.iter().map(|&p| F::coset_shift() * p).collect();
-            let l_0_den: Vec<F> = shifted.iter().map(|&x| n_field * (x - F::ONE)).collect();
-            let l_0_inv = F::batch_multiplicative_inverse(&l_0_den);
-            for (k, &x) in shifted.iter().enumerate() {
-                let i = first + k;
-                let local = zs.get_lde_values(i, step);
-                let next = zs.get_lde_values((i + next_step) % size, step);
-                let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
-                let sigmas = &cs[common.sigmas_range()];
-                let l_0 = z_h.eval(i) * l_0_inv[k];
-                terms.clear();
-                // L_0(x)·(Z(x) − 1), for each challenge.
-                terms.extend(local[..num_challenges].iter().map(|&z| l_0 * (z - F::ONE)));
-                // Each partial product step: prev·Π numerators − next·Π denominators, the
-                // accumulators running Z(x), the partial products, Z(gx).
-                for c in 0..num_challenges {
-                    let (beta, gamma) = (ch.betas[c], ch.gammas[c]);
-                    let partials = &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
-                    let mut prev = local[c];
-                    for (step_no, start) in (0..routed).step_by(chunk).enumerate() {
-                        let (mut num, mut den) = (F::ONE, F::ONE);
-                        for j in start..(start + chunk).min(routed) {
-                            let w = wire_vals[j * len + k];
-                            num *= w + beta_k[c * routed + j] * x + gamma;
-                            den *= w + beta * sigmas[j] + gamma;
-                        }
-                        let acc = if step_no < num_prods { partials[step_no] } else { next[c] };
-                        terms.push(prev * num - acc * den);
-                        prev = acc;
-                    }
-                }
-                terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
-                let inv = z_h.eval_inverse(i);
-                out.push(
-                    ch.alphas
-                        .iter()
-                        .map(|&alpha| terms.iter().rev().fold(F::ZERO, |acc, &t| acc * alpha + t) * inv)
-                        .collect::<Vec<F>>(),
-                );
-            }
-            out
-        })
-        .collect();
-
+    let size = q.size();
+    let mut flat = backend.quotient_values(q)?;
+    if flat.len() != common.config.num_challenges * size {
+        return Err(BackendError::Shape(format!("{} quotient values for {size} points", flat.len())));
+    }
     // Back to coefficients on the coset: iNTT, then undo the shift (cᵢ·shift⁻ⁱ).
-    let mut flat = vec![F::ZERO; num_challenges * size];
-    flat.par_chunks_mut(size).enumerate().for_each(|(c, poly)| {
-        poly.iter_mut().zip(&values).for_each(|(v, row)| *v = row[c]);
-    });
     backend.intt_batch(&mut flat, size)?;
     let shift_inv = F::coset_shift().inverse();
     let quotient_degree = common.quotient_degree();
-    let mut chunks = Vec::with_capacity(num_challenges * common.quotient_degree_factor);
+    let mut chunks = Vec::with_capacity(common.config.num_challenges * common.quotient_degree_factor);
     for (c, poly) in flat.chunks_mut(size).enumerate() {
         let mut s = F::ONE;
         for v in poly.iter_mut() {

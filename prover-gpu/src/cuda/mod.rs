@@ -2,9 +2,8 @@
 //! backend starts (once per process), with libcuda and libnvrtc loaded at run time, so every
 //! build contains it and a machine without CUDA simply finds it unavailable.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 use plonky2::field::types::{Field, PrimeField64};
@@ -13,33 +12,64 @@ use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS};
 use crate::backend::{Backend, Digest};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
+use crate::quotient::{QuotientInputs, QuotientKernelArgs};
 use crate::F;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
 const POSEIDON: &str = include_str!("poseidon.cuh");
 const KERNELS: &str = include_str!("kernels.cu");
+const QUOTIENT: &str = include_str!("quotient.cuh");
+
+/// `values` as a C array named `name`, for the device or the host.
+fn c_table(device: bool, name: &str, values: &[u64]) -> String {
+    let q = if device { "__device__ static const unsigned long long" } else { "static const u64" };
+    let list = values.iter().map(|x| format!("{x}ULL")).collect::<Vec<_>>().join(",");
+    format!("{q} {name}[{}] = {{{list}}};\n", values.len())
+}
 
 /// plonky2's Poseidon tables as C arrays (`PSN_RC`, `PSN_MDS_CIRC`, `PSN_MDS_DIAG`), prepended
 /// to the kernels and to the host test harness.
 pub fn poseidon_prelude(device: bool) -> String {
-    let q = if device { "__device__ static const unsigned long long" } else { "static const u64" };
-    let mut s = String::new();
-    let list = |v: &[u64]| v.iter().map(|x| format!("{x}ULL")).collect::<Vec<_>>().join(",");
-    let _ = writeln!(s, "{q} PSN_RC[{}] = {{{}}};", ALL_ROUND_CONSTANTS.len(), list(&ALL_ROUND_CONSTANTS));
-    let _ = writeln!(s, "{q} PSN_MDS_CIRC[12] = {{{}}};", list(&<F as Poseidon>::MDS_MATRIX_CIRC));
-    let _ = writeln!(s, "{q} PSN_MDS_DIAG[12] = {{{}}};", list(&<F as Poseidon>::MDS_MATRIX_DIAG));
-    s
+    [
+        c_table(device, "PSN_RC", &ALL_ROUND_CONSTANTS),
+        c_table(device, "PSN_MDS_CIRC", &<F as Poseidon>::MDS_MATRIX_CIRC),
+        c_table(device, "PSN_MDS_DIAG", &<F as Poseidon>::MDS_MATRIX_DIAG),
+    ]
+    .concat()
+}
+
+/// The tables of the fast partial rounds plonky2's Poseidon gate constrains (`PSN_MDS_0_0` and
+/// `PSN_FAST_*`), for the quotient code only.
+fn poseidon_fast_prelude(device: bool) -> String {
+    let mds_0_0 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
+    [
+        format!("#define PSN_MDS_0_0 {mds_0_0}ULL\n"),
+        c_table(device, "PSN_FAST_FIRST_RC", &<F as Poseidon>::FAST_PARTIAL_FIRST_ROUND_CONSTANT),
+        c_table(device, "PSN_FAST_RC", &<F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS),
+        c_table(device, "PSN_FAST_INIT", &<F as Poseidon>::FAST_PARTIAL_ROUND_INITIAL_MATRIX.concat()),
+        c_table(device, "PSN_FAST_VS", &<F as Poseidon>::FAST_PARTIAL_ROUND_VS.concat()),
+        c_table(device, "PSN_FAST_W_HATS", &<F as Poseidon>::FAST_PARTIAL_ROUND_W_HATS.concat()),
+    ]
+    .concat()
+}
+
+/// `src` without its local includes and include guard, for a single translation unit.
+fn strip(src: &str) -> String {
+    src.lines()
+        .filter(|l| !l.starts_with("#include \"") && !l.starts_with("#pragma once"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The headers with their includes resolved, for a single translation unit.
 pub fn headers(device: bool) -> String {
-    let strip = |src: &str| {
-        src.lines()
-            .filter(|l| !l.starts_with("#include \"") && !l.starts_with("#pragma once"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     format!("{}\n{}\n{}\n", strip(GOLDILOCKS), poseidon_prelude(device), strip(POSEIDON))
+}
+
+/// The quotient code (`quotient.cuh`) after the headers: the `qt_values` kernel on the device,
+/// `qt_values_host` on the host.
+pub fn quotient_source(device: bool) -> String {
+    format!("{}\n{}\n{}\n", headers(device), poseidon_fast_prelude(device), strip(QUOTIENT))
 }
 
 /// Whether the driver and NVRTC libraries can be loaded (cudarc panics on first use otherwise).
@@ -62,7 +92,14 @@ pub struct CudaBackend {
     /// Device memory in use when the backend started, and the most seen in use since.
     used_at_start: usize,
     peak_used: AtomicUsize,
+    /// The quotient kernel, compiled on first use (it is large, and only our circuits' gates
+    /// need it), or why it did not compile.
+    quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
 }
+
+/// Threads per block of the quotient kernel: each thread holds a Poseidon state and the
+/// α-accumulators, so fewer than the default 1024.
+const QUOTIENT_BLOCK: u32 = 128;
 
 fn cuda(e: impl std::fmt::Debug) -> BackendError {
     BackendError::Cuda(format!("{e:?}"))
@@ -111,7 +148,69 @@ impl CudaBackend {
             pairs: f("psn_hash_pairs")?,
             _module: module,
             device,
+            quotient: OnceLock::new(),
         })
+    }
+
+    /// Compiles the quotient kernel now, or says why it does not compile (otherwise the
+    /// quotient quietly stays on the CPU, with one warning).
+    pub fn quotient_kernel_ready(&self) -> Result<()> {
+        self.quotient_kernel().map(|_| ()).map_err(|why| BackendError::Cuda(why.to_string()))
+    }
+
+    /// The quotient kernel, compiling it the first time.
+    fn quotient_kernel(&self) -> std::result::Result<&CudaFunction, &str> {
+        let compiled = self.quotient.get_or_init(|| {
+            let ptx = cudarc::nvrtc::compile_ptx(quotient_source(true)).map_err(|e| format!("NVRTC: {e:?}"))?;
+            let module = self.ctx.load_module(ptx).map_err(|e| format!("{e:?}"))?;
+            let f = module.load_function("qt_values").map_err(|e| format!("{e:?}"))?;
+            Ok((module, f))
+        });
+        match compiled {
+            Ok((_, f)) => Ok(f),
+            Err(why) => Err(why.as_str()),
+        }
+    }
+
+    /// The quotient values on the device from packed arguments.
+    fn quotient_on_device(&self, f: &CudaFunction, a: &QuotientKernelArgs, challenges: usize) -> Result<Vec<F>> {
+        let s = &self.stream;
+        let words = QuotientKernelArgs::words;
+        let shape = s.clone_htod(&a.shape).map_err(cuda)?;
+        let gates = s.clone_htod(&a.gates).map_err(cuda)?;
+        let params = s.clone_htod(&words(&a.params)).map_err(cuda)?;
+        let cs = s.clone_htod(&words(&a.constants_sigmas)).map_err(cuda)?;
+        let wires = s.clone_htod(&words(&a.wires)).map_err(cuda)?;
+        let zs = s.clone_htod(&words(&a.zs)).map_err(cuda)?;
+        let xs = s.clone_htod(&words(&a.xs)).map_err(cuda)?;
+        let l0s = s.clone_htod(&words(&a.l0s)).map_err(cuda)?;
+        let zh_inv = s.clone_htod(&words(&a.zh_inv)).map_err(cuda)?;
+        let mut out = s.alloc_zeros::<u64>(challenges * a.size).map_err(cuda)?;
+        let size = a.size as u64;
+        let blocks = u32::try_from(a.size.div_ceil(QUOTIENT_BLOCK as usize))
+            .map_err(|_| BackendError::Shape(format!("{} quotient points", a.size)))?;
+        let config = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (QUOTIENT_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: `QuotientKernelArgs` is checked against its shape when made, and the kernel
+        // reads within the shape and writes `challenges × size` values.
+        unsafe {
+            s.launch_builder(f)
+                .arg(&shape)
+                .arg(&gates)
+                .arg(&params)
+                .arg(&cs)
+                .arg(&wires)
+                .arg(&zs)
+                .arg(&xs)
+                .arg(&l0s)
+                .arg(&zh_inv)
+                .arg(&size)
+                .arg(&mut out)
+                .launch(config)
+                .map_err(cuda)?;
+        }
+        self.note_memory();
+        let v = s.clone_dtoh(&out).map_err(cuda)?;
+        Ok(v.into_iter().map(F::from_canonical_u64).collect())
     }
 
     /// The device's name.
@@ -193,6 +292,27 @@ impl Backend for CudaBackend {
             *d = F::from_canonical_u64(v);
         }
         Ok(())
+    }
+
+    fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        let args = match q.kernel_args() {
+            Ok(args) => args,
+            Err(BackendError::Unsupported(why)) => {
+                tracing::debug!("quotient on the CPU: {why}");
+                return q.values_on_cpu();
+            }
+            Err(e) => return Err(e),
+        };
+        match self.quotient_kernel() {
+            Ok(f) => self.quotient_on_device(f, &args, q.common.config.num_challenges),
+            Err(why) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!("the quotient kernel did not compile, so the quotient runs on the CPU: {why}")
+                });
+                q.values_on_cpu()
+            }
+        }
     }
 
     fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {

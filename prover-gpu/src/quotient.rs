@@ -1,0 +1,495 @@
+//! The quotient step's heavy part: the combined vanishing terms `Σ αⁱ·termᵢ / Z_H` of every
+//! challenge at every point of the quotient coset, plonky2's `eval_vanishing_poly_base_batch`.
+//!
+//! Two implementations of one computation. [`QuotientInputs::values_on_cpu`] runs plonky2's own
+//! gates (`eval_filtered_base_batch`) with rayon: the reference, and the rayon backend's kernel.
+//! [`GateProgram`] describes the same constraints to the CUDA C in `cuda/quotient.cuh` (the gates
+//! our circuits use, each with its selector filter), and [`QuotientKernelArgs`] packs every input
+//! that code reads into flat arrays, so a device (or the host C compiler, in the tests) evaluates
+//! exactly what the CPU does. A circuit with a gate the C does not know is refused with
+//! [`BackendError::Unsupported`], and the CUDA backend falls back to the CPU for it.
+
+use std::ops::Range;
+
+use plonky2::field::types::Field;
+use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
+use plonky2::fri::oracle::PolynomialBatch;
+use plonky2::gates::arithmetic_base::ArithmeticGate;
+use plonky2::gates::base_sum::BaseSumGate;
+use plonky2::gates::constant::ConstantGate;
+use plonky2::gates::noop::NoopGate;
+use plonky2::gates::poseidon::PoseidonGate;
+use plonky2::gates::public_input::PublicInputGate;
+use plonky2::hash::hash_types::HashOut;
+use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
+use plonky2::plonk::vars::EvaluationVarsBaseBatch;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::commit::Config;
+use crate::error::{BackendError, Result};
+use crate::F;
+
+/// plonky2's extension degree.
+const D: usize = 2;
+
+/// Points per batch of plonky2's gate evaluation.
+const CPU_BATCH: usize = 32;
+
+/// Which gates share which selector polynomial: plonky2's `SelectorsInfo`, whose fields are
+/// crate-private in plonky2 1.1. It derives `Serialize`, so it is read back through serde.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Selectors {
+    selector_indices: Vec<usize>,
+    groups: Vec<Range<usize>>,
+}
+
+impl Selectors {
+    /// The selector layout of `common`.
+    pub fn of(common: &CommonCircuitData<F, D>) -> Result<Self> {
+        let value = serde_json::to_value(&common.selectors_info)
+            .map_err(|e| BackendError::Unsupported(format!("selectors of this circuit: {e}")))?;
+        let s: Selectors = serde_json::from_value(value)
+            .map_err(|e| BackendError::Unsupported(format!("selectors of this plonky2 version: {e}")))?;
+        let ok = s.selector_indices.len() == common.gates.len()
+            && s.groups.len() == common.selectors_info.num_selectors()
+            && s.selector_indices.iter().all(|&i| i < s.groups.len())
+            && s.groups
+                .iter()
+                .enumerate()
+                .all(|(k, g)| g.start < g.end && (g.start..g.end).all(|gate| s.selector_indices.get(gate) == Some(&k)));
+        if !ok {
+            return Err(BackendError::Unsupported("selector layout does not match the gates".into()));
+        }
+        Ok(s)
+    }
+}
+
+/// Everything the vanishing terms read: the circuit, the wires and Z commitments, the challenges.
+pub struct QuotientInputs<'a> {
+    /// The circuit's prover data (constants and sigmas commitment).
+    pub prover: &'a ProverOnlyCircuitData<F, Config, D>,
+    /// The circuit.
+    pub common: &'a CommonCircuitData<F, D>,
+    /// Its selector layout.
+    pub selectors: &'a Selectors,
+    /// The hash of the public inputs (the public-input gate's constraint).
+    pub public_inputs_hash: HashOut<F>,
+    /// The wires commitment.
+    pub wires: &'a PolynomialBatch<F, Config, D>,
+    /// The Z and partial-products commitment.
+    pub zs: &'a PolynomialBatch<F, Config, D>,
+    /// The permutation challenges β, γ and the combining challenges α, one per challenge round.
+    pub betas: &'a [F],
+    /// See `betas`.
+    pub gammas: &'a [F],
+    /// See `betas`.
+    pub alphas: &'a [F],
+}
+
+/// ⌈log2 quotient_degree_factor⌉: the quotient lives on a coset 2^quotient_bits times the trace.
+pub fn quotient_bits(common: &CommonCircuitData<F, D>) -> usize {
+    common.quotient_degree_factor.next_power_of_two().trailing_zeros() as usize
+}
+
+impl QuotientInputs<'_> {
+    /// Points of the quotient coset: `n·2^quotient_bits`.
+    pub fn size(&self) -> usize {
+        self.common.degree() << quotient_bits(self.common)
+    }
+
+    /// Every `step`-th point of the commitments' LDE is a point of the quotient coset.
+    fn step(&self) -> usize {
+        1 << (self.common.config.fri_config.rate_bits - quotient_bits(self.common))
+    }
+
+    /// The number of terms combined by α: L₀ terms, partial-product checks, gate constraints.
+    pub fn num_terms(&self) -> usize {
+        let c = &self.common;
+        c.config.num_challenges * (c.num_partial_products + 2) + c.num_gate_constraints
+    }
+
+    /// The coset points `shift·ω^i` and `L₀` at each: `Z_H(x) / (n·(x − 1))`.
+    fn points_and_l0(&self) -> (Vec<F>, Vec<F>) {
+        let common = self.common;
+        let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
+        let n = F::from_canonical_usize(common.degree());
+        let xs: Vec<F> = F::two_adic_subgroup(common.degree_bits() + quotient_bits(common))
+            .into_par_iter()
+            .map(|p| F::coset_shift() * p)
+            .collect();
+        let den: Vec<F> = xs.par_iter().map(|&x| n * (x - F::ONE)).collect();
+        let inv: Vec<F> = den.par_chunks(1 << 12).flat_map_iter(F::batch_multiplicative_inverse).collect();
+        let l0 = inv.par_iter().enumerate().map(|(i, &v)| z_h.eval(i) * v).collect();
+        (xs, l0)
+    }
+
+    /// The vanishing terms on plonky2's own gates, with rayon: `num_challenges × size` values,
+    /// challenge by challenge, point `i` being `shift·ω^i`.
+    pub fn values_on_cpu(&self) -> Result<Vec<F>> {
+        let common = self.common;
+        let prover = self.prover;
+        let step = self.step();
+        let next_step = 1 << quotient_bits(common);
+        let size = self.size();
+        let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
+        let num_challenges = common.config.num_challenges;
+        let routed = common.config.num_routed_wires;
+        let num_prods = common.num_partial_products;
+        let chunk = common.quotient_degree_factor;
+        let num_constraints = common.num_gate_constraints;
+        let num_selectors = self.selectors.groups.len();
+        let (xs, l0s) = self.points_and_l0();
+        // β·k_j for each challenge and routed wire: the identity permutation's part of a numerator.
+        let beta_k: Vec<F> =
+            self.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
+
+        let per_point: Vec<Vec<F>> = xs
+            .par_chunks(CPU_BATCH)
+            .enumerate()
+            .flat_map_iter(|(b, batch_xs)| {
+                let len = batch_xs.len();
+                let first = b * CPU_BATCH;
+                // Constants and wires of the batch, column-major as `EvaluationVarsBaseBatch` wants.
+                let mut constants = vec![F::ZERO; len * common.num_constants];
+                let mut wire_vals = vec![F::ZERO; len * common.config.num_wires];
+                for k in 0..len {
+                    let cs = prover.constants_sigmas_commitment.get_lde_values(first + k, step);
+                    for (c, v) in cs[common.constants_range()].iter().enumerate() {
+                        constants[c * len + k] = *v;
+                    }
+                    for (w, v) in self.wires.get_lde_values(first + k, step).iter().enumerate() {
+                        wire_vals[w * len + k] = *v;
+                    }
+                }
+                let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, &self.public_inputs_hash);
+                let mut gate_terms = vec![F::ZERO; num_constraints * len];
+                for (g, gate) in common.gates.iter().enumerate() {
+                    let sel = self.selectors.selector_indices[g];
+                    let terms = gate.0.eval_filtered_base_batch(
+                        vars,
+                        g,
+                        sel,
+                        self.selectors.groups[sel].clone(),
+                        num_selectors,
+                        common.num_lookup_selectors,
+                    );
+                    gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
+                }
+
+                let mut out = Vec::with_capacity(len);
+                let mut terms = Vec::with_capacity(self.num_terms());
+                for (k, &x) in batch_xs.iter().enumerate() {
+                    let i = first + k;
+                    let local = self.zs.get_lde_values(i, step);
+                    let next = self.zs.get_lde_values((i + next_step) % size, step);
+                    let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
+                    let sigmas = &cs[common.sigmas_range()];
+                    let l_0 = l0s[i];
+                    terms.clear();
+                    // L_0(x)·(Z(x) − 1), for each challenge.
+                    terms.extend(local[..num_challenges].iter().map(|&z| l_0 * (z - F::ONE)));
+                    // Each partial product step: prev·Π numerators − next·Π denominators, the
+                    // accumulators running Z(x), the partial products, Z(gx).
+                    for c in 0..num_challenges {
+                        let (beta, gamma) = (self.betas[c], self.gammas[c]);
+                        let partials = &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
+                        let mut prev = local[c];
+                        for (step_no, start) in (0..routed).step_by(chunk).enumerate() {
+                            let (mut num, mut den) = (F::ONE, F::ONE);
+                            for j in start..(start + chunk).min(routed) {
+                                let w = wire_vals[j * len + k];
+                                num *= w + beta_k[c * routed + j] * x + gamma;
+                                den *= w + beta * sigmas[j] + gamma;
+                            }
+                            let acc = if step_no < num_prods { partials[step_no] } else { next[c] };
+                            terms.push(prev * num - acc * den);
+                            prev = acc;
+                        }
+                    }
+                    terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
+                    let inv = z_h.eval_inverse(i);
+                    out.push(
+                        self.alphas
+                            .iter()
+                            .map(|&alpha| terms.iter().rev().fold(F::ZERO, |acc, &t| acc * alpha + t) * inv)
+                            .collect::<Vec<F>>(),
+                    );
+                }
+                out
+            })
+            .collect();
+
+        let mut flat = vec![F::ZERO; num_challenges * size];
+        flat.par_chunks_mut(size).enumerate().for_each(|(c, poly)| {
+            poly.iter_mut().zip(&per_point).for_each(|(v, row)| *v = row[c]);
+        });
+        Ok(flat)
+    }
+
+    /// The flat arrays the C quotient code reads (`cuda/quotient.cuh`), or why it cannot run
+    /// this circuit.
+    pub fn kernel_args(&self) -> Result<QuotientKernelArgs> {
+        let common = self.common;
+        let program = GateProgram::of(common, self.selectors)?;
+        let num_challenges = common.config.num_challenges;
+        if num_challenges > MAX_CHALLENGES {
+            return Err(BackendError::Unsupported(format!(
+                "{num_challenges} challenges (the C takes {MAX_CHALLENGES})"
+            )));
+        }
+        let routed = common.config.num_routed_wires;
+        let size = self.size();
+        let lde_bits = common.degree_bits() + common.config.fri_config.rate_bits;
+        let step_bits = common.config.fri_config.rate_bits - quotient_bits(common);
+        let terms = self.num_terms();
+        let small = |v: usize| {
+            u32::try_from(v).map_err(|_| BackendError::Shape(format!("{v} does not fit the quotient kernel")))
+        };
+        let shape = vec![
+            small(common.config.num_wires)?,
+            small(common.num_constants)?,
+            small(self.selectors.groups.len())?,
+            small(routed)?,
+            small(num_challenges)?,
+            small(common.num_partial_products)?,
+            small(common.quotient_degree_factor)?,
+            small(program.gates.len())?,
+            small(terms)?,
+            small(common.sigmas_range().end)?,
+            small(num_challenges * (1 + common.num_partial_products))?,
+            small(lde_bits)?,
+            small(step_bits)?,
+            small(quotient_bits(common))?,
+        ];
+        debug_assert_eq!(shape.len(), SHAPE_LEN);
+
+        // β·k_j, β, γ, the public inputs' hash, then α^t for every term t, challenge by challenge.
+        let mut params: Vec<F> =
+            self.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
+        params.extend_from_slice(self.betas);
+        params.extend_from_slice(self.gammas);
+        params.extend_from_slice(&self.public_inputs_hash.elements);
+        for &alpha in self.alphas {
+            params.extend(alpha.powers().take(terms));
+        }
+
+        let (xs, l0s) = self.points_and_l0();
+        let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
+        let zh_inv = (0..1usize << quotient_bits(common)).map(|i| z_h.eval_inverse(i)).collect();
+        let flatten = |b: &PolynomialBatch<F, Config, D>| -> Vec<F> { b.merkle_tree.leaves.concat() };
+        let args = QuotientKernelArgs {
+            shape,
+            gates: program.encode(),
+            params,
+            constants_sigmas: flatten(&self.prover.constants_sigmas_commitment),
+            wires: flatten(self.wires),
+            zs: flatten(self.zs),
+            xs,
+            l0s,
+            zh_inv,
+            size,
+        };
+        args.check()?;
+        Ok(args)
+    }
+}
+
+/// The most challenge rounds the C accumulates (plonky2's configs use 2).
+pub const MAX_CHALLENGES: usize = 4;
+
+/// Words of [`QuotientKernelArgs::shape`], in the order `quotient.cuh` reads them.
+pub const SHAPE_LEN: usize = 14;
+
+/// Words per gate in [`GateProgram::encode`].
+pub const GATE_WORDS: usize = 7;
+
+/// The quotient's inputs as flat arrays, in the layout of `cuda/quotient.cuh`.
+#[derive(Clone, Debug)]
+pub struct QuotientKernelArgs {
+    /// Wires, constants (selectors included), selectors, routed wires, challenges, partial
+    /// products per challenge, the quotient degree factor, gates, α-terms, width of the
+    /// constants-and-sigmas rows, width of the Z rows, log2 of the LDE, log2 of the step from the
+    /// LDE to the quotient coset, quotient bits.
+    pub shape: Vec<u32>,
+    /// [`GateProgram::encode`].
+    pub gates: Vec<u32>,
+    /// β·k_j (challenge-major), β, γ, the public inputs' hash, α^t (challenge-major).
+    pub params: Vec<F>,
+    /// The constants-and-sigmas commitment's leaves, row after row (bit-reversed rows).
+    pub constants_sigmas: Vec<F>,
+    /// The wires commitment's leaves.
+    pub wires: Vec<F>,
+    /// The Z commitment's leaves.
+    pub zs: Vec<F>,
+    /// The coset points.
+    pub xs: Vec<F>,
+    /// L₀ at each point.
+    pub l0s: Vec<F>,
+    /// `1 / Z_H` at the first `2^quotient_bits` points (it repeats).
+    pub zh_inv: Vec<F>,
+    /// Points.
+    pub size: usize,
+}
+
+impl QuotientKernelArgs {
+    /// Every array holds what the shape says, so the C reads nothing out of bounds.
+    fn check(&self) -> Result<()> {
+        let s = |k: usize| self.shape[k] as usize;
+        let (wires, constants, selectors, routed, challenges, prods) = (s(0), s(1), s(2), s(3), s(4), s(5));
+        let (gates, terms, cs_width, zs_width, lde_bits, step_bits, qbits) =
+            (s(7), s(8), s(9), s(10), s(11), s(12), s(13));
+        let lde = 1usize << lde_bits;
+        let ok = self.size == 1 << (lde_bits - step_bits)
+            && self.constants_sigmas.len() == lde * cs_width
+            && cs_width == constants + routed
+            && selectors <= constants
+            && routed <= wires
+            && self.wires.len() == lde * wires
+            && self.zs.len() == lde * zs_width
+            && zs_width == challenges * (1 + prods)
+            && s(6) > 0
+            && routed.div_ceil(s(6)) == prods + 1
+            && self.gates.len() == gates * GATE_WORDS
+            && self.params.len() == challenges * routed + 2 * challenges + 4 + challenges * terms
+            && self.xs.len() == self.size
+            && self.l0s.len() == self.size
+            && self.zh_inv.len() == 1 << qbits
+            && terms >= challenges * (prods + 2) + GateProgram::max_constraints(&self.gates);
+        if !ok {
+            return Err(BackendError::Shape("quotient kernel arguments do not match their shape".into()));
+        }
+        Ok(())
+    }
+
+    /// `u64` words of a field array, as the C reads them.
+    pub fn words(v: &[F]) -> Vec<u64> {
+        use plonky2::field::types::PrimeField64;
+        v.iter().map(|x| x.to_canonical_u64()).collect()
+    }
+}
+
+/// A gate the C quotient code evaluates, with its selector filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateOp {
+    /// Which gate, with its parameters.
+    pub kind: GateKind,
+    /// Its index among the circuit's gates (the selector value of its rows).
+    pub row: usize,
+    /// Its selector polynomial.
+    pub selector: usize,
+    /// The gate indices that share that selector.
+    pub group: Range<usize>,
+    /// How many constraints it has.
+    pub num_constraints: usize,
+}
+
+/// The gates of our batch circuit, the ones `quotient.cuh` implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateKind {
+    /// plonky2's `NoopGate`.
+    Noop,
+    /// `ConstantGate` with this many constants.
+    Constant(usize),
+    /// `PublicInputGate`.
+    PublicInput,
+    /// `ArithmeticGate` with this many operations.
+    Arithmetic(usize),
+    /// `BaseSumGate<2>` with this many limbs.
+    BaseSum2(usize),
+    /// `PoseidonGate` (width 12).
+    Poseidon,
+}
+
+impl GateKind {
+    fn code(self) -> [u32; 2] {
+        let p = |v: usize| v as u32;
+        match self {
+            GateKind::Noop => [0, 0],
+            GateKind::Constant(n) => [1, p(n)],
+            GateKind::PublicInput => [2, 0],
+            GateKind::Arithmetic(n) => [3, p(n)],
+            GateKind::BaseSum2(n) => [4, p(n)],
+            GateKind::Poseidon => [5, 0],
+        }
+    }
+}
+
+/// The circuit's gates, in order, as the C evaluates them.
+#[derive(Clone, Debug)]
+pub struct GateProgram {
+    /// One per gate of the circuit.
+    pub gates: Vec<GateOp>,
+}
+
+impl GateProgram {
+    /// The program of `common`'s gates, or [`BackendError::Unsupported`] naming the first gate
+    /// the C does not implement.
+    pub fn of(common: &CommonCircuitData<F, D>, selectors: &Selectors) -> Result<Self> {
+        if common.num_lookup_selectors != 0 {
+            return Err(BackendError::Unsupported("lookup selectors".into()));
+        }
+        let mut gates = Vec::with_capacity(common.gates.len());
+        for (row, gate) in common.gates.iter().enumerate() {
+            let any = gate.0.as_any();
+            let kind = if any.is::<NoopGate>() {
+                GateKind::Noop
+            } else if any.is::<ConstantGate>() {
+                // Its count is crate-private; it has one constraint per constant.
+                GateKind::Constant(gate.0.num_constraints())
+            } else if any.is::<PublicInputGate>() {
+                GateKind::PublicInput
+            } else if let Some(g) = any.downcast_ref::<ArithmeticGate>() {
+                GateKind::Arithmetic(g.num_ops)
+            } else if let Some(g) = any.downcast_ref::<BaseSumGate<2>>() {
+                GateKind::BaseSum2(g.num_limbs)
+            } else if any.is::<PoseidonGate<F, D>>() {
+                GateKind::Poseidon
+            } else {
+                return Err(BackendError::Unsupported(format!("the quotient kernel has no {}", gate.0.id())));
+            };
+            let selector = selectors.selector_indices[row];
+            let op = GateOp {
+                kind,
+                row,
+                selector,
+                group: selectors.groups[selector].clone(),
+                num_constraints: gate.0.num_constraints(),
+            };
+            // The C indexes wires, constants and terms by these counts.
+            let fits = op.num_constraints <= common.num_gate_constraints
+                && gate.0.num_wires() <= common.config.num_wires
+                && gate.0.num_constants() + selectors.groups.len() <= common.num_constants;
+            if !fits {
+                return Err(BackendError::Shape(format!("{} does not fit the circuit's shape", gate.0.id())));
+            }
+            gates.push(op);
+        }
+        Ok(Self { gates })
+    }
+
+    /// [`GATE_WORDS`] words per gate: kind, parameter, row, selector, group start and end,
+    /// constraints.
+    pub fn encode(&self) -> Vec<u32> {
+        self.gates
+            .iter()
+            .flat_map(|g| {
+                let [kind, param] = g.kind.code();
+                [
+                    kind,
+                    param,
+                    g.row as u32,
+                    g.selector as u32,
+                    g.group.start as u32,
+                    g.group.end as u32,
+                    g.num_constraints as u32,
+                ]
+            })
+            .collect()
+    }
+
+    /// The largest constraint count in an encoded program.
+    fn max_constraints(encoded: &[u32]) -> usize {
+        encoded.chunks(GATE_WORDS).map(|g| g[6] as usize).max().unwrap_or(0)
+    }
+}

@@ -1,0 +1,227 @@
+//! The CUDA quotient code (`cuda/quotient.cuh`), compiled by the host C compiler, against
+//! plonky2's own gates: inside whole proofs, every quotient value at every point of the coset
+//! must equal the rayon backend's, and plonky2's verifier must accept the proof. Runs on every
+//! machine, GPU or not; the device runs the same C in `qt_values`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use plonky2::field::types::{Field, Sample};
+use plonky2::hash::hash_types::HashOutTarget;
+use plonky2::hash::merkle_proofs::MerkleProofTarget;
+use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::iop::target::{BoolTarget, Target};
+use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+use plonky2::plonk::circuit_builder::CircuitBuilder;
+use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
+use prover_gpu::quotient::Selectors;
+use prover_gpu::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const D: usize = 2;
+
+/// Reads the packed arguments from a file, runs `qt_values_host`, writes the values.
+const HARNESS_MAIN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+static void *read_n(FILE *f, size_t n, size_t width) {
+    void *p = malloc(n * width + 8);
+    if (!p || fread(p, width, n, f) != n) { fprintf(stderr, "short input\n"); exit(2); }
+    return p;
+}
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) return 2;
+    u64 len[10];
+    if (fread(len, 8, 10, f) != 10) return 2;
+    u32 *shape = read_n(f, len[0], 4), *gates = read_n(f, len[1], 4);
+    u64 *params = read_n(f, len[2], 8), *cs = read_n(f, len[3], 8), *wires = read_n(f, len[4], 8);
+    u64 *zs = read_n(f, len[5], 8), *xs = read_n(f, len[6], 8), *l0s = read_n(f, len[7], 8);
+    u64 *zh_inv = read_n(f, len[8], 8);
+    u64 size = len[9];
+    fclose(f);
+    u64 *out = calloc(shape[QT_CHALLENGES] * size, 8);
+    qt_values_host(shape, gates, params, cs, wires, zs, xs, l0s, zh_inv, size, out);
+    FILE *o = fopen(argv[2], "wb");
+    if (!o || fwrite(out, 8, shape[QT_CHALLENGES] * size, o) != shape[QT_CHALLENGES] * size) return 2;
+    fclose(o);
+    return 0;
+}
+"#;
+
+fn harness() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("prover-gpu-quotient-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let c = dir.join("quotient.c");
+        let exe = dir.join("quotient");
+        std::fs::write(&c, format!("{}\n{HARNESS_MAIN}", cuda::quotient_source(false))).expect("write");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let built = Command::new(&cc)
+            .args(["-O2", "-std=c11", "-Wall", "-Wno-unused-function", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(&c)
+            .output()
+            .expect("a host C compiler (cc)");
+        assert!(built.status.success(), "quotient.cuh on the host:\n{}", String::from_utf8_lossy(&built.stderr));
+        exe
+    })
+}
+
+/// The rayon backend with its quotient values from another function.
+struct QuotientBy(fn(&QuotientInputs<'_>) -> Result<Vec<F>>);
+
+impl Backend for QuotientBy {
+    fn name(&self) -> &'static str {
+        "rayon with another quotient"
+    }
+    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
+        RayonBackend.coset_ntt_batch(data, n, shift)
+    }
+    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
+        RayonBackend.hash_rows(rows, width, out)
+    }
+    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
+        RayonBackend.hash_pairs(children, out)
+    }
+    fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        (self.0)(q)
+    }
+}
+
+/// The quotient values from the host-compiled C.
+fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    let a = q.kernel_args()?;
+    let words = QuotientKernelArgs::words;
+    let arrays = [
+        words(&a.params),
+        words(&a.constants_sigmas),
+        words(&a.wires),
+        words(&a.zs),
+        words(&a.xs),
+        words(&a.l0s),
+        words(&a.zh_inv),
+    ];
+    let mut bytes = Vec::new();
+    let lens = [a.shape.len(), a.gates.len()].into_iter().chain(arrays.iter().map(Vec::len)).chain([a.size]);
+    lens.for_each(|l| bytes.extend((l as u64).to_le_bytes()));
+    a.shape.iter().chain(&a.gates).for_each(|w| bytes.extend(w.to_le_bytes()));
+    arrays.iter().flatten().for_each(|w| bytes.extend(w.to_le_bytes()));
+    let dir = harness().parent().expect("dir");
+    let tag = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_alphanumeric(), "");
+    let (input, output) = (dir.join(format!("in-{tag}.bin")), dir.join(format!("out-{tag}.bin")));
+    std::fs::write(&input, bytes).expect("write inputs");
+    let run = Command::new(harness()).arg(&input).arg(&output).output().expect("run");
+    assert!(run.status.success(), "harness failed: {}", String::from_utf8_lossy(&run.stderr));
+    let out = std::fs::read(&output).expect("read values");
+    Ok(out.chunks(8).map(|c| F::from_canonical_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")))).collect())
+}
+
+/// A circuit of exactly the batch circuit's gates: Poseidon, arithmetic, base-sum range checks,
+/// constants and public inputs, in two selector groups.
+fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let inputs = b.add_virtual_targets(4);
+    let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
+    for _ in 1..hashes {
+        h = b.hash_n_to_hash_no_pad::<PoseidonHash>(h.elements.to_vec());
+    }
+    b.register_public_inputs(&h.elements);
+    // A Merkle path, whose Poseidon rows swap or not by the index bits: the swap wire takes
+    // both values.
+    let siblings: Vec<HashOutTarget> = (0..12).map(|_| b.add_virtual_hash()).collect();
+    let bits: Vec<BoolTarget> = (0..12).map(|i| b.constant_bool(i % 3 == 0)).collect();
+    let root = b.add_virtual_hash();
+    b.verify_merkle_proof::<PoseidonHash>(
+        inputs.clone(),
+        &bits,
+        root,
+        &MerkleProofTarget { siblings: siblings.clone() },
+    );
+    b.register_public_inputs(&root.elements);
+    let prod = b.mul(inputs[0], inputs[1]);
+    let sum = b.add(prod, inputs[2]);
+    let c = b.constant(F::from_canonical_u64(12345));
+    let x = b.mul_add(sum, c, inputs[3]);
+    b.register_public_input(x);
+    for k in 0..20u64 {
+        let v = b.constant(F::from_canonical_u64(1000 + 77 * k));
+        b.range_check(v, 16 + k as usize % 17);
+    }
+    let mut free = inputs;
+    free.extend(siblings.iter().flat_map(|s| s.elements));
+    (b.build::<Config>(), free)
+}
+
+fn witness(targets: &[Target], seed: u64) -> PartialWitness<F> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pw = PartialWitness::new();
+    for t in targets {
+        pw.set_target(*t, F::sample(&mut rng)).expect("set");
+    }
+    pw
+}
+
+#[test]
+fn host_compiled_quotient_equals_plonky2_gates_in_whole_proofs() {
+    for (hashes, seed) in [(40, 1), (300, 2)] {
+        let (data, targets) = batch_like_circuit(hashes);
+        let common = &data.common;
+        let program = GateProgram::of(common, &Selectors::of(common).expect("selectors")).expect("every gate is known");
+        assert!(program.gates.iter().any(|g| g.group.len() > 1), "a selector group shared by several gates");
+        assert!(common.selectors_info.num_selectors() > 1, "more than one selector");
+        let dual = DualBackend { first: RayonBackend, second: QuotientBy(host_c) };
+        let proof = prove(&dual, &data.prover_only, common, witness(&targets, seed)).expect("dual proof");
+        data.verify(proof).expect("plonky2 verifies it");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device; scripts/gpu-run.sh runs it"]
+fn cuda_quotient_kernel_equals_plonky2_gates_in_whole_proofs() {
+    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
+    let dual = DualBackend { first: RayonBackend, second: cuda };
+    for (hashes, seed) in [(40, 1), (2000, 2)] {
+        let (data, targets) = batch_like_circuit(hashes);
+        let proof = prove(&dual, &data.prover_only, &data.common, witness(&targets, seed)).expect("dual proof");
+        data.verify(proof).expect("plonky2 verifies it");
+    }
+}
+
+#[test]
+fn a_wrong_quotient_value_is_caught() {
+    // The dual backend is only a check if it notices a difference: corrupt one value.
+    let off = QuotientBy(|q| {
+        let mut v = host_c(q)?;
+        let last = v.len() - 1;
+        v[last] += F::ONE;
+        Ok(v)
+    });
+    let (data, targets) = batch_like_circuit(10);
+    let dual = DualBackend { first: RayonBackend, second: off };
+    match prove(&dual, &data.prover_only, &data.common, witness(&targets, 3)) {
+        Err(BackendError::Mismatch { kernel: "quotient_values", detail }) => {
+            assert!(detail.contains("challenge 1"), "{detail}")
+        }
+        other => panic!("expected a quotient mismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_gate_without_c_code_is_refused_by_name() {
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let e = b.add_virtual_extension_target();
+    let e2 = b.mul_extension(e, e);
+    b.register_public_inputs(&e2.0);
+    let data = b.build::<Config>();
+    let selectors = Selectors::of(&data.common).expect("selectors");
+    match GateProgram::of(&data.common, &selectors) {
+        Err(BackendError::Unsupported(why)) => assert!(why.contains("MulExtensionGate"), "{why}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
