@@ -15,11 +15,18 @@ use plonky2::field::types::Field;
 use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::gates::arithmetic_base::ArithmeticGate;
+use plonky2::gates::arithmetic_extension::ArithmeticExtensionGate;
 use plonky2::gates::base_sum::BaseSumGate;
 use plonky2::gates::constant::ConstantGate;
+use plonky2::gates::coset_interpolation::CosetInterpolationGate;
+use plonky2::gates::multiplication_extension::MulExtensionGate;
 use plonky2::gates::noop::NoopGate;
 use plonky2::gates::poseidon::PoseidonGate;
+use plonky2::gates::poseidon_mds::PoseidonMdsGate;
 use plonky2::gates::public_input::PublicInputGate;
+use plonky2::gates::random_access::RandomAccessGate;
+use plonky2::gates::reducing::ReducingGate;
+use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::hash::hash_types::HashOut;
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::vars::EvaluationVarsBaseBatch;
@@ -273,6 +280,8 @@ impl QuotientInputs<'_> {
         for &alpha in self.alphas {
             params.extend(alpha.powers().take(terms));
         }
+        let gate_data = program.data.len();
+        params.extend_from_slice(&program.data);
 
         let (xs, l0s) = self.points_and_l0();
         let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
@@ -281,6 +290,7 @@ impl QuotientInputs<'_> {
         let args = QuotientKernelArgs {
             shape,
             gates: program.encode(),
+            gate_data,
             params,
             constants_sigmas: flatten(&self.prover.constants_sigmas_commitment),
             wires: flatten(self.wires),
@@ -302,7 +312,7 @@ pub const MAX_CHALLENGES: usize = 4;
 pub const SHAPE_LEN: usize = 14;
 
 /// Words per gate in [`GateProgram::encode`].
-pub const GATE_WORDS: usize = 7;
+pub const GATE_WORDS: usize = 10;
 
 /// The quotient's inputs as flat arrays, in the layout of `cuda/quotient.cuh`.
 #[derive(Clone, Debug)]
@@ -314,8 +324,11 @@ pub struct QuotientKernelArgs {
     pub shape: Vec<u32>,
     /// [`GateProgram::encode`].
     pub gates: Vec<u32>,
-    /// β·k_j (challenge-major), β, γ, the public inputs' hash, α^t (challenge-major).
+    /// β·k_j (challenge-major), β, γ, the public inputs' hash, α^t (challenge-major), then
+    /// the gates' data ([`GateProgram::data`]).
     pub params: Vec<F>,
+    /// Length of the gates' data at the end of `params`.
+    pub gate_data: usize,
     /// The constants-and-sigmas commitment's leaves, row after row (bit-reversed rows).
     pub constants_sigmas: Vec<F>,
     /// The wires commitment's leaves.
@@ -351,7 +364,8 @@ impl QuotientKernelArgs {
             && s(6) > 0
             && routed.div_ceil(s(6)) == prods + 1
             && self.gates.len() == gates * GATE_WORDS
-            && self.params.len() == challenges * routed + 2 * challenges + 4 + challenges * terms
+            && self.params.len() == challenges * routed + 2 * challenges + 4 + challenges * terms + self.gate_data
+            && self.gates.chunks(GATE_WORDS).all(|g| g[0] != 12 || g[9] as usize + (2usize << g[1]) <= self.gate_data)
             && self.xs.len() == self.size
             && self.l0s.len() == self.size
             && self.zh_inv.len() == 1 << qbits
@@ -382,9 +396,11 @@ pub struct GateOp {
     pub group: Range<usize>,
     /// How many constraints it has.
     pub num_constraints: usize,
+    /// Where its data starts in [`GateProgram::data`].
+    pub data_offset: usize,
 }
 
-/// The gates of our batch circuit, the ones `quotient.cuh` implements.
+/// The gates `quotient.cuh` implements: the batch circuit's and the recursion circuits'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GateKind {
     /// plonky2's `NoopGate`.
@@ -399,27 +415,54 @@ pub enum GateKind {
     BaseSum2(usize),
     /// `PoseidonGate` (width 12).
     Poseidon,
+    /// `ArithmeticExtensionGate` with this many operations.
+    ArithmeticExtension(usize),
+    /// `MulExtensionGate` with this many operations.
+    MulExtension(usize),
+    /// `ReducingGate` (base coefficients) with this many coefficients.
+    Reducing(usize),
+    /// `ReducingExtensionGate` with this many coefficients.
+    ReducingExtension(usize),
+    /// `PoseidonMdsGate`.
+    PoseidonMds,
+    /// `RandomAccessGate`: index bits, copies, extra constants.
+    RandomAccess(usize, usize, usize),
+    /// `CosetInterpolationGate`: subgroup bits, degree; its domain and barycentric weights are
+    /// the gate's data.
+    CosetInterpolation(usize, usize),
 }
 
 impl GateKind {
-    fn code(self) -> [u32; 2] {
+    fn code(self) -> [u32; 4] {
         let p = |v: usize| v as u32;
         match self {
-            GateKind::Noop => [0, 0],
-            GateKind::Constant(n) => [1, p(n)],
-            GateKind::PublicInput => [2, 0],
-            GateKind::Arithmetic(n) => [3, p(n)],
-            GateKind::BaseSum2(n) => [4, p(n)],
-            GateKind::Poseidon => [5, 0],
+            GateKind::Noop => [0, 0, 0, 0],
+            GateKind::Constant(n) => [1, p(n), 0, 0],
+            GateKind::PublicInput => [2, 0, 0, 0],
+            GateKind::Arithmetic(n) => [3, p(n), 0, 0],
+            GateKind::BaseSum2(n) => [4, p(n), 0, 0],
+            GateKind::Poseidon => [5, 0, 0, 0],
+            GateKind::ArithmeticExtension(n) => [6, p(n), 0, 0],
+            GateKind::MulExtension(n) => [7, p(n), 0, 0],
+            GateKind::Reducing(n) => [8, p(n), 0, 0],
+            GateKind::ReducingExtension(n) => [9, p(n), 0, 0],
+            GateKind::PoseidonMds => [10, 0, 0, 0],
+            GateKind::RandomAccess(bits, copies, extra) => [11, p(bits), p(copies), p(extra)],
+            GateKind::CosetInterpolation(bits, degree) => [12, p(bits), p(degree), 0],
         }
     }
 }
+
+/// The largest `RandomAccessGate` the C folds (its list lives in a local array).
+pub const MAX_RANDOM_ACCESS_BITS: usize = 6;
 
 /// The circuit's gates, in order, as the C evaluates them.
 #[derive(Clone, Debug)]
 pub struct GateProgram {
     /// One per gate of the circuit.
     pub gates: Vec<GateOp>,
+    /// Field constants some gates read (a coset interpolation's domain and weights).
+    pub data: Vec<F>,
 }
 
 impl GateProgram {
@@ -430,8 +473,10 @@ impl GateProgram {
             return Err(BackendError::Unsupported("lookup selectors".into()));
         }
         let mut gates = Vec::with_capacity(common.gates.len());
+        let mut data = Vec::new();
         for (row, gate) in common.gates.iter().enumerate() {
             let any = gate.0.as_any();
+            let data_offset = data.len();
             let kind = if any.is::<NoopGate>() {
                 GateKind::Noop
             } else if any.is::<ConstantGate>() {
@@ -445,6 +490,29 @@ impl GateProgram {
                 GateKind::BaseSum2(g.num_limbs)
             } else if any.is::<PoseidonGate<F, D>>() {
                 GateKind::Poseidon
+            } else if let Some(g) = any.downcast_ref::<ArithmeticExtensionGate<D>>() {
+                GateKind::ArithmeticExtension(g.num_ops)
+            } else if let Some(g) = any.downcast_ref::<MulExtensionGate<D>>() {
+                GateKind::MulExtension(g.num_ops)
+            } else if let Some(g) = any.downcast_ref::<ReducingGate<D>>() {
+                GateKind::Reducing(g.num_coeffs)
+            } else if let Some(g) = any.downcast_ref::<ReducingExtensionGate<D>>() {
+                GateKind::ReducingExtension(g.num_coeffs)
+            } else if any.is::<PoseidonMdsGate<F, D>>() {
+                GateKind::PoseidonMds
+            } else if let Some(g) = any.downcast_ref::<RandomAccessGate<F, D>>() {
+                if g.bits > MAX_RANDOM_ACCESS_BITS || g.bits == 0 {
+                    return Err(BackendError::Unsupported(format!("a random access of {} bits", g.bits)));
+                }
+                GateKind::RandomAccess(g.bits, g.num_copies, g.num_extra_constants)
+            } else if let Some(g) = any.downcast_ref::<CosetInterpolationGate<F, D>>() {
+                let points = 1usize << g.subgroup_bits;
+                if g.degree < 2 || g.barycentric_weights.len() != points {
+                    return Err(BackendError::Unsupported(format!("the quotient kernel has no {}", gate.0.id())));
+                }
+                data.extend(F::two_adic_subgroup(g.subgroup_bits));
+                data.extend_from_slice(&g.barycentric_weights);
+                GateKind::CosetInterpolation(g.subgroup_bits, g.degree)
             } else {
                 return Err(BackendError::Unsupported(format!("the quotient kernel has no {}", gate.0.id())));
             };
@@ -455,6 +523,7 @@ impl GateProgram {
                 selector,
                 group: selectors.groups[selector].clone(),
                 num_constraints: gate.0.num_constraints(),
+                data_offset,
             };
             // The C indexes wires, constants and terms by these counts.
             let fits = op.num_constraints <= common.num_gate_constraints
@@ -465,24 +534,28 @@ impl GateProgram {
             }
             gates.push(op);
         }
-        Ok(Self { gates })
+        Ok(Self { gates, data })
     }
 
-    /// [`GATE_WORDS`] words per gate: kind, parameter, row, selector, group start and end,
-    /// constraints.
+    /// [`GATE_WORDS`] words per gate: kind, three parameters, row, selector, group start and
+    /// end, constraints, data offset.
     pub fn encode(&self) -> Vec<u32> {
         self.gates
             .iter()
             .flat_map(|g| {
-                let [kind, param] = g.kind.code();
+                let [kind, p0, p1, p2] = g.kind.code();
+                let w = |v: usize| v as u32;
                 [
                     kind,
-                    param,
-                    g.row as u32,
-                    g.selector as u32,
-                    g.group.start as u32,
-                    g.group.end as u32,
-                    g.num_constraints as u32,
+                    p0,
+                    p1,
+                    p2,
+                    w(g.row),
+                    w(g.selector),
+                    w(g.group.start),
+                    w(g.group.end),
+                    w(g.num_constraints),
+                    w(g.data_offset),
                 ]
             })
             .collect()
@@ -490,6 +563,6 @@ impl GateProgram {
 
     /// The largest constraint count in an encoded program.
     fn max_constraints(encoded: &[u32]) -> usize {
-        encoded.chunks(GATE_WORDS).map(|g| g[6] as usize).max().unwrap_or(0)
+        encoded.chunks(GATE_WORDS).map(|g| g[8] as usize).max().unwrap_or(0)
     }
 }

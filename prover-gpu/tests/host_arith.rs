@@ -121,3 +121,51 @@ int main(void) {{
     assert!(out.contains("0 mismatches"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Enough of CUDA's built-ins for a host C++ compiler to check the device sources' syntax and
+/// types: NVRTC compiles C++, which the host C build of the same headers does not exercise.
+const CUDA_STUBS: &str = r#"
+#define __CUDACC_RTC__ 1
+#define __device__
+#define __global__
+#define __forceinline__ inline
+struct DimStub { unsigned x, y, z; };
+static DimStub blockIdx, blockDim, threadIdx;
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    __extension__ typedef unsigned __int128 u128;
+    return (unsigned long long)(((u128)a * b) >> 64);
+}
+static inline unsigned long long __brevll(unsigned long long x) {
+    unsigned long long r = 0;
+    for (int i = 0; i < 64; i++) r |= ((x >> i) & 1ULL) << (63 - i);
+    return r;
+}
+"#;
+
+#[test]
+fn device_sources_are_valid_cuda_cpp() {
+    let dir = std::env::temp_dir().join(format!("prover-gpu-cpp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    for (name, src) in
+        [("kernels", prover_gpu::cuda::kernels_source()), ("quotient", prover_gpu::cuda::quotient_source(true))]
+    {
+        let path = dir.join(format!("{name}.cu.cpp"));
+        std::fs::write(&path, format!("{CUDA_STUBS}\n{src}")).expect("write");
+        let out = Command::new(&cxx)
+            .args([
+                "-std=c++17",
+                "-fsyntax-only",
+                "-Wall",
+                "-Wno-unused-function",
+                "-Wno-unused-variable",
+                "-Werror",
+                "-pedantic-errors",
+            ])
+            .arg(&path)
+            .output()
+            .expect("a host C++ compiler (c++)");
+        assert!(out.status.success(), "{name} is not valid C++:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

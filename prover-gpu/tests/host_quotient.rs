@@ -180,6 +180,49 @@ fn host_compiled_quotient_equals_plonky2_gates_in_whole_proofs() {
     }
 }
 
+/// A circuit that verifies a proof of `batch_like_circuit` (the recursion gates: Poseidon MDS,
+/// reducing, extension arithmetic, random access, coset interpolation), plus a random access of
+/// its own with extra constants.
+fn recursive_circuit() -> (CircuitData<F, Config, D>, PartialWitness<F>) {
+    let (inner, targets) = batch_like_circuit(20);
+    let inner_proof = inner.prove(witness(&targets, 3)).expect("inner");
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let pt = b.add_virtual_proof_with_pis(&inner.common);
+    let vd = b.add_virtual_verifier_data(inner.common.config.fri_config.cap_height);
+    b.verify_proof::<Config>(&pt, &vd, &inner.common);
+    b.register_public_inputs(&pt.public_inputs);
+    let table: Vec<Target> = (0..8).map(|k| b.constant(F::from_canonical_u64(3 + 5 * k))).collect();
+    let idx = b.constant(F::from_canonical_u64(5));
+    let picked = b.random_access(idx, table);
+    b.register_public_input(picked);
+    let outer = b.build::<Config>();
+    let mut pw = PartialWitness::new();
+    pw.set_proof_with_pis_target(&pt, &inner_proof).expect("proof");
+    pw.set_verifier_data_target(&vd, &inner.verifier_only).expect("vd");
+    (outer, pw)
+}
+
+#[test]
+fn host_compiled_quotient_equals_plonky2_gates_in_a_recursive_verifier() {
+    let (data, pw) = recursive_circuit();
+    let common = &data.common;
+    let program = GateProgram::of(common, &Selectors::of(common).expect("selectors")).expect("every gate is known");
+    for wanted in [
+        "CosetInterpolation",
+        "RandomAccess",
+        "ReducingExtension",
+        "Reducing(",
+        "PoseidonMds",
+        "MulExtension",
+        "ArithmeticExtension",
+    ] {
+        assert!(format!("{:?}", program.gates).contains(wanted), "the circuit has no {wanted} gate");
+    }
+    let dual = DualBackend { first: RayonBackend, second: QuotientBy(host_c) };
+    let proof = prove(&dual, &data.prover_only, common, pw).expect("dual proof");
+    data.verify(proof).expect("plonky2 verifies it");
+}
+
 #[test]
 #[ignore = "needs a CUDA device; scripts/gpu-run.sh runs it"]
 fn cuda_quotient_kernel_equals_plonky2_gates_in_whole_proofs() {
@@ -191,6 +234,9 @@ fn cuda_quotient_kernel_equals_plonky2_gates_in_whole_proofs() {
         let proof = prove(&dual, &data.prover_only, &data.common, witness(&targets, seed)).expect("dual proof");
         data.verify(proof).expect("plonky2 verifies it");
     }
+    let (data, pw) = recursive_circuit();
+    let proof = prove(&dual, &data.prover_only, &data.common, pw).expect("dual proof of a recursive verifier");
+    data.verify(proof).expect("plonky2 verifies it");
 }
 
 #[test]
@@ -215,13 +261,14 @@ fn a_wrong_quotient_value_is_caught() {
 #[test]
 fn a_gate_without_c_code_is_refused_by_name() {
     let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
-    let e = b.add_virtual_extension_target();
-    let e2 = b.mul_extension(e, e);
-    b.register_public_inputs(&e2.0);
+    let base = b.add_virtual_target();
+    let exponent = b.add_virtual_target();
+    let power = b.exp(base, exponent, 8);
+    b.register_public_input(power);
     let data = b.build::<Config>();
     let selectors = Selectors::of(&data.common).expect("selectors");
     match GateProgram::of(&data.common, &selectors) {
-        Err(BackendError::Unsupported(why)) => assert!(why.contains("MulExtensionGate"), "{why}"),
+        Err(BackendError::Unsupported(why)) => assert!(why.contains("ExponentiationGate"), "{why}"),
         other => panic!("expected Unsupported, got {other:?}"),
     }
 }

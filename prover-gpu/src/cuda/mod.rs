@@ -66,6 +66,11 @@ pub fn headers(device: bool) -> String {
     format!("{}\n{}\n{}\n", strip(GOLDILOCKS), poseidon_prelude(device), strip(POSEIDON))
 }
 
+/// The batch kernels (`kernels.cu`) after the headers, as NVRTC compiles them.
+pub fn kernels_source() -> String {
+    format!("{}\n{}", headers(true), KERNELS)
+}
+
 /// The quotient code (`quotient.cuh`) after the headers: the `qt_values` kernel on the device,
 /// `qt_values_host` on the host.
 pub fn quotient_source(device: bool) -> String {
@@ -131,8 +136,8 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda)?;
         let device = ctx.name().map_err(cuda)?;
-        let src = format!("{}\n{}", headers(true), KERNELS);
-        let ptx = cudarc::nvrtc::compile_ptx(src).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
+        let ptx =
+            cudarc::nvrtc::compile_ptx(kernels_source()).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
         let module = ctx.load_module(ptx).map_err(cuda)?;
         let f = |name: &str| module.load_function(name).map_err(cuda);
         let (free, total) = ctx.mem_get_info().map_err(cuda)?;

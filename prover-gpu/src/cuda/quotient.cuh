@@ -25,7 +25,7 @@
 #define QT_LDE_BITS 11
 #define QT_STEP_BITS 12
 #define QT_QUOTIENT_BITS 13
-#define QT_GATE_WORDS 7
+#define QT_GATE_WORDS 10
 #define QT_MAX_CHALLENGES 4
 // plonky2's UNUSED_SELECTOR (u32::MAX).
 #define QT_UNUSED_SELECTOR 0xffffffffULL
@@ -37,7 +37,50 @@
 #define QT_FN static
 #endif
 
-enum { QT_NOOP = 0, QT_CONSTANT = 1, QT_PUBLIC_INPUT = 2, QT_ARITHMETIC = 3, QT_BASE_SUM_2 = 4, QT_POSEIDON = 5 };
+enum {
+    QT_NOOP = 0,
+    QT_CONSTANT = 1,
+    QT_PUBLIC_INPUT = 2,
+    QT_ARITHMETIC = 3,
+    QT_BASE_SUM_2 = 4,
+    QT_POSEIDON = 5,
+    QT_ARITHMETIC_EXT = 6,
+    QT_MUL_EXT = 7,
+    QT_REDUCING = 8,
+    QT_REDUCING_EXT = 9,
+    QT_POSEIDON_MDS = 10,
+    QT_RANDOM_ACCESS = 11,
+    QT_COSET_INTERPOLATION = 12,
+};
+// quotient::MAX_RANDOM_ACCESS_BITS
+#define QT_MAX_RANDOM_ACCESS 64
+
+// The quadratic extension F[u]/(u² − 7), plonky2's for Goldilocks: a + b·u.
+typedef struct {
+    u64 a, b;
+} Ext;
+#define EXT_W 7ULL
+
+GL_FN Ext ext_at(const u64 *w, u32 k) {
+    Ext e = {w[k], w[k + 1]};
+    return e;
+}
+GL_FN Ext ext_add(Ext x, Ext y) {
+    Ext e = {gl_add(x.a, y.a), gl_add(x.b, y.b)};
+    return e;
+}
+GL_FN Ext ext_sub(Ext x, Ext y) {
+    Ext e = {gl_sub(x.a, y.a), gl_sub(x.b, y.b)};
+    return e;
+}
+GL_FN Ext ext_scale(Ext x, u64 c) {
+    Ext e = {gl_mul(x.a, c), gl_mul(x.b, c)};
+    return e;
+}
+GL_FN Ext ext_mul(Ext x, Ext y) {
+    Ext e = {gl_add(gl_mul(x.a, y.a), gl_mul(EXT_W, gl_mul(x.b, y.b))), gl_add(gl_mul(x.a, y.b), gl_mul(x.b, y.a))};
+    return e;
+}
 
 typedef struct {
     u64 acc[QT_MAX_CHALLENGES];
@@ -125,8 +168,72 @@ QT_FN void qt_poseidon(QtSum *s, const u64 *w) {
     for (int i = 0; i < PSN_WIDTH; i++) qt_constraint(s, m++, gl_sub(st[i], w[PSN_WIDTH + i]));
 }
 
-// One gate's constraints: `c` the gate's constants (after the selectors), `w` the wires.
-QT_FN void qt_gate(QtSum *s, u32 kind, u32 param, const u64 *c, const u64 *w, const u64 *pi_hash) {
+// An extension constraint: its two components, as plonky2's `to_basefield_array`.
+GL_FN void qt_constraint_ext(QtSum *s, u32 m, Ext v) {
+    qt_constraint(s, m, v.a);
+    qt_constraint(s, m + 1, v.b);
+}
+
+// plonky2's partial_interpolate over points [from, to) of a coset interpolation.
+GL_FN void qt_partial_interpolate(const u64 *domain, const u64 *weights, const u64 *w, u32 from, u32 to, Ext x,
+                                  Ext *eval, Ext *prod) {
+    for (u32 k = from; k < to; k++) {
+        Ext val = ext_scale(ext_at(w, 1 + 2 * k), weights[k]);
+        Ext term = {gl_sub(x.a, domain[k]), x.b};
+        *eval = ext_add(ext_mul(*eval, term), ext_mul(val, *prod));
+        *prod = ext_mul(*prod, term);
+    }
+}
+
+QT_FN void qt_coset_interpolation(QtSum *s, u32 bits, u32 degree, const u64 *data, const u64 *w) {
+    u32 points = 1u << bits;
+    const u64 *domain = data, *weights = data + points;
+    u32 start_int = 5 + 2 * points, ni = (points - 2) / (degree - 1);
+    Ext point = ext_at(w, 1 + 2 * points), value = ext_at(w, 3 + 2 * points);
+    Ext shifted = ext_at(w, start_int + 4 * ni);
+    u32 m = 0;
+    qt_constraint_ext(s, m, ext_sub(point, ext_scale(shifted, w[0])));
+    m += 2;
+    Ext eval = {0, 0}, prod = {1, 0};
+    qt_partial_interpolate(domain, weights, w, 0, degree, shifted, &eval, &prod);
+    for (u32 i = 0; i < ni; i++) {
+        Ext ie = ext_at(w, start_int + 2 * i), ip = ext_at(w, start_int + 2 * (ni + i));
+        qt_constraint_ext(s, m, ext_sub(ie, eval));
+        qt_constraint_ext(s, m + 2, ext_sub(ip, prod));
+        m += 4;
+        u32 from = 1 + (degree - 1) * (i + 1), to = from + degree - 1;
+        if (to > points) to = points;
+        eval = ie;
+        prod = ip;
+        qt_partial_interpolate(domain, weights, w, from, to, shifted, &eval, &prod);
+    }
+    qt_constraint_ext(s, m, ext_sub(value, eval));
+}
+
+QT_FN void qt_random_access(QtSum *s, u32 bits, u32 copies, u32 extra, const u64 *c, const u64 *w) {
+    u32 vec = 1u << bits, routed = (2 + vec) * copies + extra, m = 0;
+    for (u32 copy = 0; copy < copies; copy++) {
+        const u64 *base = w + (2 + vec) * copy;
+        const u64 *bit = w + routed + copy * bits;
+        for (u32 i = 0; i < bits; i++) qt_constraint(s, m++, gl_mul(bit[i], gl_sub(bit[i], 1)));
+        u64 index = 0;
+        for (u32 i = bits; i > 0; i--) index = gl_add(gl_add(index, index), bit[i - 1]);
+        qt_constraint(s, m++, gl_sub(index, base[0]));
+        // Fold the list in halves, each pair (x, y) to x + b·(y − x).
+        u64 list[QT_MAX_RANDOM_ACCESS];
+        for (u32 i = 0; i < vec; i++) list[i] = base[2 + i];
+        for (u32 i = 0, len = vec; i < bits; i++, len /= 2)
+            for (u32 k = 0; k < len / 2; k++)
+                list[k] = gl_add(list[2 * k], gl_mul(bit[i], gl_sub(list[2 * k + 1], list[2 * k])));
+        qt_constraint(s, m++, gl_sub(list[0], base[1]));
+    }
+    for (u32 i = 0; i < extra; i++) qt_constraint(s, m++, gl_sub(c[i], w[(2 + vec) * copies + i]));
+}
+
+// One gate's constraints: `c` the gate's constants (after the selectors), `w` the wires, `op`
+// its descriptor, `data` the gates' data.
+QT_FN void qt_gate(QtSum *s, const u32 *op, const u64 *c, const u64 *w, const u64 *pi_hash, const u64 *data) {
+    u32 kind = op[0], param = op[1];
     switch (kind) {
     case QT_CONSTANT:
         for (u32 i = 0; i < param; i++) qt_constraint(s, i, gl_sub(c[i], w[i]));
@@ -150,6 +257,54 @@ QT_FN void qt_gate(QtSum *s, u32 kind, u32 param, const u64 *c, const u64 *w, co
     }
     case QT_POSEIDON:
         qt_poseidon(s, w);
+        break;
+    case QT_ARITHMETIC_EXT:
+        for (u32 i = 0; i < param; i++) {
+            Ext prod = ext_mul(ext_at(w, 8 * i), ext_at(w, 8 * i + 2));
+            Ext computed = ext_add(ext_scale(prod, c[0]), ext_scale(ext_at(w, 8 * i + 4), c[1]));
+            qt_constraint_ext(s, 2 * i, ext_sub(ext_at(w, 8 * i + 6), computed));
+        }
+        break;
+    case QT_MUL_EXT:
+        for (u32 i = 0; i < param; i++) {
+            Ext computed = ext_scale(ext_mul(ext_at(w, 6 * i), ext_at(w, 6 * i + 2)), c[0]);
+            qt_constraint_ext(s, 2 * i, ext_sub(ext_at(w, 6 * i + 4), computed));
+        }
+        break;
+    case QT_REDUCING:
+    case QT_REDUCING_EXT: {
+        // acc·α + coeff − acc_next over the coefficients; the last accumulator is the output.
+        int ext = kind == QT_REDUCING_EXT;
+        Ext alpha = ext_at(w, 2), acc = ext_at(w, 4);
+        u32 accs = 6 + (ext ? 2 : 1) * param;
+        for (u32 i = 0; i < param; i++) {
+            Ext coeff = {w[6 + i], 0};
+            if (ext) coeff = ext_at(w, 6 + 2 * i);
+            Ext next = i + 1 == param ? ext_at(w, 0) : ext_at(w, accs + 2 * i);
+            qt_constraint_ext(s, 2 * i, ext_sub(ext_add(ext_mul(acc, alpha), coeff), next));
+            acc = next;
+        }
+        break;
+    }
+    case QT_POSEIDON_MDS: {
+        u64 a[PSN_WIDTH], b[PSN_WIDTH];
+        for (int i = 0; i < PSN_WIDTH; i++) {
+            a[i] = w[2 * i];
+            b[i] = w[2 * i + 1];
+        }
+        psn_mds(a);
+        psn_mds(b);
+        for (int i = 0; i < PSN_WIDTH; i++) {
+            Ext computed = {a[i], b[i]};
+            qt_constraint_ext(s, 2 * i, ext_sub(ext_at(w, 2 * (PSN_WIDTH + i)), computed));
+        }
+        break;
+    }
+    case QT_RANDOM_ACCESS:
+        qt_random_access(s, param, op[2], op[3], c, w);
+        break;
+    case QT_COSET_INTERPOLATION:
+        qt_coset_interpolation(s, param, op[2], data + op[9], w);
         break;
     default:
         break;
@@ -207,9 +362,10 @@ QT_FN void qt_value_at(u64 i, const u32 *shape, const u32 *gates, const u64 *par
     }
     s.base = t;
     u32 num_selectors = shape[QT_SELECTORS];
+    const u64 *gate_data = s.alpha_pows + challenges * terms;
     for (u32 g = 0; g < shape[QT_GATES]; g++) {
         const u32 *op = gates + g * QT_GATE_WORDS;
-        u32 kind = op[0], param = op[1], gate_row = op[2], sel = op[3], start = op[4], end = op[5];
+        u32 gate_row = op[4], sel = op[5], start = op[6], end = op[7];
         // plonky2's compute_filter: Π over the group's other gates of (index − selector), and
         // (UNUSED − selector) when there is more than one selector.
         u64 sv = cs[sel], filter = 1;
@@ -217,7 +373,7 @@ QT_FN void qt_value_at(u64 i, const u32 *shape, const u32 *gates, const u64 *par
             if (k != gate_row) filter = gl_mul(filter, gl_sub((u64)k, sv));
         if (num_selectors > 1) filter = gl_mul(filter, gl_sub(QT_UNUSED_SELECTOR, sv));
         s.filter = filter;
-        qt_gate(&s, kind, param, cs + num_selectors, w, pi_hash);
+        qt_gate(&s, op, cs + num_selectors, w, pi_hash, gate_data);
     }
     u64 inv = zh_inv[i & ((1ULL << qbits) - 1)];
     for (u32 c = 0; c < challenges; c++) out[c * size + i] = gl_mul(s.acc[c], inv);
