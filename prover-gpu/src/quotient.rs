@@ -105,6 +105,34 @@ impl QuotientInputs<'_> {
         self.common.degree() << quotient_bits(self.common)
     }
 
+    /// The inputs fit the circuit: one β, γ, α per challenge round, the coset inside the LDE,
+    /// commitments of the circuit's widths over the whole LDE. (The fields are public, so this
+    /// is checked here rather than trusted.)
+    fn check(&self) -> Result<()> {
+        let c = self.common;
+        let rounds = c.config.num_challenges;
+        let lde = c.degree() << c.config.fri_config.rate_bits;
+        let width = |b: &PolynomialBatch<F, Config, D>| b.merkle_tree.leaves.first().map_or(0, Vec::len);
+        let whole = |b: &PolynomialBatch<F, Config, D>| {
+            b.merkle_tree.leaves.len() == lde && b.merkle_tree.leaves.iter().all(|l| l.len() == width(b))
+        };
+        let ok = self.betas.len() == rounds
+            && self.gammas.len() == rounds
+            && self.alphas.len() == rounds
+            && quotient_bits(c) <= c.config.fri_config.rate_bits
+            && c.quotient_degree_factor > 0
+            && whole(self.wires)
+            && width(self.wires) == c.config.num_wires
+            && whole(self.zs)
+            && width(self.zs) == rounds * (1 + c.num_partial_products)
+            && whole(&self.prover.constants_sigmas_commitment)
+            && width(&self.prover.constants_sigmas_commitment) == c.sigmas_range().end;
+        if !ok {
+            return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
+        }
+        Ok(())
+    }
+
     /// Every `step`-th point of the commitments' LDE is a point of the quotient coset.
     fn step(&self) -> usize {
         1 << (self.common.config.fri_config.rate_bits - quotient_bits(self.common))
@@ -134,6 +162,7 @@ impl QuotientInputs<'_> {
     /// The vanishing terms on plonky2's own gates, with rayon: `num_challenges × size` values,
     /// challenge by challenge, point `i` being `shift·ω^i`.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
+        self.check()?;
         let common = self.common;
         let prover = self.prover;
         let step = self.step();
@@ -237,6 +266,7 @@ impl QuotientInputs<'_> {
     /// The flat arrays the C quotient code reads (`cuda/quotient.cuh`), or why it cannot run
     /// this circuit.
     pub fn kernel_args(&self) -> Result<QuotientKernelArgs> {
+        self.check()?;
         let common = self.common;
         let program = GateProgram::of(common, self.selectors)?;
         let num_challenges = common.config.num_challenges;
