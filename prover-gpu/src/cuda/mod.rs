@@ -300,23 +300,25 @@ impl Backend for CudaBackend {
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
-        let args = match q.kernel_args() {
-            Ok(args) => args,
-            Err(BackendError::Unsupported(why)) => {
-                tracing::debug!("quotient on the CPU: {why}");
-                return q.values_on_cpu();
-            }
-            Err(e) => return Err(e),
-        };
-        match self.quotient_kernel() {
-            Ok(f) => self.quotient_on_device(f, &args, q.common.config.num_challenges),
+        // The kernel first: packing the arguments copies every commitment's leaves, which is
+        // wasted if the quotient ends up on the CPU anyway.
+        let f = match self.quotient_kernel() {
+            Ok(f) => f,
             Err(why) => {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
                     tracing::warn!("the quotient kernel did not compile, so the quotient runs on the CPU: {why}")
                 });
+                return q.values_on_cpu();
+            }
+        };
+        match q.kernel_args() {
+            Ok(args) => self.quotient_on_device(f, &args, q.common.config.num_challenges),
+            Err(BackendError::Unsupported(why)) => {
+                tracing::debug!("quotient on the CPU: {why}");
                 q.values_on_cpu()
             }
+            Err(e) => Err(e),
         }
     }
 
