@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use plonky2::field::types::{Field, Sample};
+use plonky2::field::types::Field;
 use plonky2::hash::hash_types::HashOutTarget;
 use plonky2::hash::merkle_proofs::MerkleProofTarget;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::iop::target::{BoolTarget, Target};
-use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+use plonky2::iop::witness::PartialWitness;
 use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
 use prover_gpu::quotient::Selectors;
 use prover_gpu::*;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
-const D: usize = 2;
+mod common;
+
+use common::{verifier_of, witness, D};
 
 /// Reads the packed arguments from a file, runs `qt_values_host`, writes the values.
 const HARNESS_MAIN: &str = r#"
@@ -157,15 +157,6 @@ fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>)
     (b.build::<Config>(), free)
 }
 
-fn witness(targets: &[Target], seed: u64) -> PartialWitness<F> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut pw = PartialWitness::new();
-    for t in targets {
-        pw.set_target(*t, F::sample(&mut rng)).expect("set");
-    }
-    pw
-}
-
 #[test]
 fn host_compiled_quotient_equals_plonky2_gates_in_whole_proofs() {
     for (hashes, seed) in [(40, 1), (300, 2)] {
@@ -185,21 +176,12 @@ fn host_compiled_quotient_equals_plonky2_gates_in_whole_proofs() {
 /// its own with extra constants.
 fn recursive_circuit() -> (CircuitData<F, Config, D>, PartialWitness<F>) {
     let (inner, targets) = batch_like_circuit(20);
-    let inner_proof = inner.prove(witness(&targets, 3)).expect("inner");
-    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
-    let pt = b.add_virtual_proof_with_pis(&inner.common);
-    let vd = b.add_virtual_verifier_data(inner.common.config.fri_config.cap_height);
-    b.verify_proof::<Config>(&pt, &vd, &inner.common);
-    b.register_public_inputs(&pt.public_inputs);
-    let table: Vec<Target> = (0..8).map(|k| b.constant(F::from_canonical_u64(3 + 5 * k))).collect();
-    let idx = b.constant(F::from_canonical_u64(5));
-    let picked = b.random_access(idx, table);
-    b.register_public_input(picked);
-    let outer = b.build::<Config>();
-    let mut pw = PartialWitness::new();
-    pw.set_proof_with_pis_target(&pt, &inner_proof).expect("proof");
-    pw.set_verifier_data_target(&vd, &inner.verifier_only).expect("vd");
-    (outer, pw)
+    verifier_of(&inner, witness(&targets, 3), |b| {
+        let table: Vec<Target> = (0..8).map(|k| b.constant(F::from_canonical_u64(3 + 5 * k))).collect();
+        let idx = b.constant(F::from_canonical_u64(5));
+        let picked = b.random_access(idx, table);
+        b.register_public_input(picked);
+    })
 }
 
 #[test]

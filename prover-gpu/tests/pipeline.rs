@@ -16,7 +16,9 @@ use prover_gpu::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const D: usize = 2;
+mod common;
+
+use common::{verifier_of, witness, D};
 
 /// A circuit with the gates our circuits use: Poseidon, arithmetic (base and extension),
 /// random access, range checks (base-sum), constants and public inputs.
@@ -45,15 +47,6 @@ fn small_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
     let mut targets = inputs;
     targets.extend(e.0);
     (b.build::<Config>(), targets)
-}
-
-fn witness(targets: &[Target], seed: u64) -> PartialWitness<F> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut pw = PartialWitness::new();
-    for t in targets {
-        pw.set_target(*t, F::sample(&mut rng)).expect("set");
-    }
-    pw
 }
 
 /// Everything in the proof the FRI proof-of-work nonce does not influence.
@@ -93,16 +86,7 @@ fn pipeline_proofs_verify_and_match_plonky2() {
 #[test]
 fn pipeline_proves_a_recursive_verifier() {
     let (inner, targets) = small_circuit(20);
-    let inner_proof = inner.prove(witness(&targets, 3)).expect("inner");
-    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
-    let pt = b.add_virtual_proof_with_pis(&inner.common);
-    let vd = b.add_virtual_verifier_data(inner.common.config.fri_config.cap_height);
-    b.verify_proof::<Config>(&pt, &vd, &inner.common);
-    b.register_public_inputs(&pt.public_inputs);
-    let outer = b.build::<Config>();
-    let mut pw = PartialWitness::new();
-    pw.set_proof_with_pis_target(&pt, &inner_proof).expect("proof");
-    pw.set_verifier_data_target(&vd, &inner.verifier_only).expect("vd");
+    let (outer, pw) = verifier_of(&inner, witness(&targets, 3), |_| {});
     check(&outer, pw, &RayonBackend);
 }
 
