@@ -101,7 +101,19 @@ pub trait Backend: Send + Sync {
         let batch = coeffs.len() / n;
         let m = n << rate_bits;
         let log_m = m.trailing_zeros() as usize;
-        Ok((0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + reverse_bits(r, log_m)]).collect()).collect())
+        // Rows in natural order, so that neighbouring rows read neighbouring elements of each
+        // polynomial (a bit-reversed gather would use one element of every cache line it loads),
+        // then the rows themselves, only pointers, put in bit-reversed order.
+        let mut leaves: Vec<Vec<F>> =
+            (0..m).into_par_iter().map(|r| (0..batch).map(|p| lde[p * m + r]).collect()).collect();
+        drop(lde);
+        for r in 0..m {
+            let s = reverse_bits(r, log_m);
+            if r < s {
+                leaves.swap(r, s);
+            }
+        }
+        Ok(leaves)
     }
 
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.

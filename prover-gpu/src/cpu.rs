@@ -9,6 +9,7 @@ use plonky2::field::polynomial::{PolynomialCoeffs, PolynomialValues};
 use plonky2::field::types::Field;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::config::Hasher;
+use plonky2::util::reverse_index_bits_in_place;
 use rayon::prelude::*;
 
 use crate::backend::{check_polynomials, Backend, Digest};
@@ -79,6 +80,28 @@ impl Backend for RayonBackend {
             out.copy_from_slice(&values.values);
         });
         Ok(lde)
+    }
+
+    fn coset_lde_leaves(&self, coeffs: &[F], n: usize, rate_bits: usize) -> Result<Vec<Vec<F>>> {
+        // plonky2's `from_coeffs` path: each polynomial's LDE in its own vector (no flat buffer
+        // to zero and copy into), rows gathered in natural order, then the row pointers put in
+        // bit-reversed order.
+        check_polynomials(coeffs.len(), n)?;
+        let m = n << rate_bits;
+        let table = root_table(m);
+        let ldes: Vec<Vec<F>> = coeffs
+            .par_chunks(n)
+            .map(|c| {
+                PolynomialCoeffs::new(c.to_vec())
+                    .lde(rate_bits)
+                    .coset_fft_with_options(F::coset_shift(), Some(rate_bits), Some(&table))
+                    .values
+            })
+            .collect();
+        let mut leaves: Vec<Vec<F>> = (0..m).into_par_iter().map(|r| ldes.iter().map(|p| p[r]).collect()).collect();
+        drop(ldes);
+        reverse_index_bits_in_place(&mut leaves);
+        Ok(leaves)
     }
 
     fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
