@@ -4,6 +4,8 @@
 
 use plonky2::field::types::Field;
 use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
+use plonky2::hash::poseidon::PoseidonHash;
 use rayon::prelude::*;
 
 use crate::error::{BackendError, Result};
@@ -17,6 +19,19 @@ pub(crate) fn check_polynomials(len: usize, n: usize) -> Result<()> {
         return Err(BackendError::Shape(format!("{len} elements in polynomials of {n}")));
     }
     Ok(())
+}
+
+/// The number of leaves in `len` elements of rows of `width`, if they make a Merkle tree with a
+/// cap of height `cap_height`: a power of two, at least `2^cap_height`.
+pub(crate) fn tree_leaves(len: usize, width: usize, cap_height: usize) -> Result<usize> {
+    if width == 0 || !len.is_multiple_of(width) {
+        return Err(BackendError::Shape(format!("{len} elements in rows of {width}")));
+    }
+    let leaves = len / width;
+    if !leaves.is_power_of_two() || (1 << cap_height) > leaves {
+        return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
+    }
+    Ok(leaves)
 }
 
 /// A Poseidon digest as four raw field elements.
@@ -116,6 +131,23 @@ pub trait Backend: Send + Sync {
         Ok(leaves)
     }
 
+    /// The whole commitment step of plonky2's `PolynomialBatch::from_coeffs` (unblinded): the
+    /// coset LDE of `coeffs` (polynomials of `n`, one after another) at rate `2^-rate_bits`,
+    /// its rows as leaves, and the Merkle tree over them. The default composes
+    /// [`Backend::coset_lde_leaves`] and [`Backend::merkle_tree_of_leaves`]; a device backend
+    /// runs it in one pass without the host in between.
+    fn commit_tree(
+        &self,
+        coeffs: &[F],
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+    ) -> Result<MerkleTree<F, PoseidonHash>> {
+        let leaves = self.coset_lde_leaves(coeffs, n, rate_bits)?;
+        let (digests, cap) = self.merkle_tree_of_leaves(&leaves, cap_height)?;
+        Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
+    }
+
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let width = leaves.first().map_or(0, Vec::len);
@@ -126,13 +158,7 @@ pub trait Backend: Send + Sync {
     /// plonky2's `MerkleTree::new(rows, cap_height)`: the digests in its recursive layout and
     /// the cap. `rows` holds `leaves × width` elements.
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
-        if width == 0 || !rows.len().is_multiple_of(width) {
-            return Err(BackendError::Shape(format!("{} elements in rows of {width}", rows.len())));
-        }
-        let leaves = rows.len() / width;
-        if !leaves.is_power_of_two() || (1 << cap_height) > leaves {
-            return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
-        }
+        let leaves = tree_leaves(rows.len(), width, cap_height)?;
         let mut level = vec![Digest::default(); leaves];
         self.hash_rows(rows, width, &mut level)?;
         self.tree_above(level, cap_height)

@@ -4,7 +4,6 @@
 
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::fri::oracle::PolynomialBatch;
-use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 
 use crate::backend::{check_polynomials, Backend};
@@ -57,11 +56,9 @@ fn commit_flat(
     rate_bits: usize,
     cap_height: usize,
 ) -> Result<PolynomialBatch<F, Config, 2>> {
-    let leaves = backend.coset_lde_leaves(flat, n, rate_bits)?;
-    let (digests, cap) = backend.merkle_tree_of_leaves(&leaves, cap_height)?;
     Ok(PolynomialBatch {
         polynomials,
-        merkle_tree: MerkleTree { leaves, digests, cap: MerkleCap(cap) },
+        merkle_tree: backend.commit_tree(flat, n, rate_bits, cap_height)?,
         degree_log: n.trailing_zeros() as usize,
         rate_bits,
         blinding: false,

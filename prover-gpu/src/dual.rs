@@ -1,6 +1,9 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
+use plonky2::hash::merkle_tree::MerkleTree;
+use plonky2::hash::poseidon::PoseidonHash;
+
 use crate::backend::{Backend, Digest};
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
@@ -16,6 +19,19 @@ pub struct DualBackend<A, B> {
 
 fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// Where two Merkle trees (digests, cap) first differ, if they do.
+fn tree_difference(a: (&[Digest], &[Digest]), b: (&[Digest], &[Digest])) -> Option<String> {
+    if a.0.len() != b.0.len() {
+        Some(format!("{} digests against {}", a.0.len(), b.0.len()))
+    } else if let Some(i) = first_difference(a.0, b.0) {
+        Some(format!("digest {i} of {}", a.0.len()))
+    } else if a.1 != b.1 {
+        Some("the cap".to_string())
+    } else {
+        None
+    }
 }
 
 impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
@@ -46,6 +62,37 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         match first_difference(out, &other) {
             None => Ok(()),
             Some(i) => Err(BackendError::Mismatch { kernel: "hash_rows", detail: format!("row {i} of width {width}") }),
+        }
+    }
+
+    fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        let (digests, cap) = self.first.merkle_tree(rows, width, cap_height)?;
+        let (other_digests, other_cap) = self.second.merkle_tree(rows, width, cap_height)?;
+        match tree_difference((&digests, &cap), (&other_digests, &other_cap)) {
+            None => Ok((digests, cap)),
+            Some(detail) => Err(BackendError::Mismatch { kernel: "merkle_tree", detail }),
+        }
+    }
+
+    fn commit_tree(
+        &self,
+        coeffs: &[F],
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+    ) -> Result<MerkleTree<F, PoseidonHash>> {
+        let tree = self.first.commit_tree(coeffs, n, rate_bits, cap_height)?;
+        let other = self.second.commit_tree(coeffs, n, rate_bits, cap_height)?;
+        let detail = if tree.leaves.len() != other.leaves.len() {
+            Some(format!("{} rows against {}", tree.leaves.len(), other.leaves.len()))
+        } else if let Some(r) = first_difference(&tree.leaves, &other.leaves) {
+            Some(format!("leaf row {r} of {}", tree.leaves.len()))
+        } else {
+            tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0))
+        };
+        match detail {
+            None => Ok(tree),
+            Some(detail) => Err(BackendError::Mismatch { kernel: "commit_tree", detail }),
         }
     }
 

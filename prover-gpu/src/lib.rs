@@ -13,6 +13,7 @@ pub mod layout;
 pub mod naive;
 pub mod prove;
 pub mod quotient;
+pub mod resident;
 pub mod select;
 
 pub use backend::{Backend, Digest};

@@ -28,6 +28,8 @@ use plonky2::gates::random_access::RandomAccessGate;
 use plonky2::gates::reducing::ReducingGate;
 use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::merkle_tree::MerkleTree;
+use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::vars::EvaluationVarsBaseBatch;
 use rayon::prelude::*;
@@ -131,6 +133,12 @@ impl QuotientInputs<'_> {
             return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
         }
         Ok(())
+    }
+
+    /// The trees whose leaves the quotient reads, in the kernel's order: constants and sigmas,
+    /// wires, Z and partial products. (Their shapes are checked by [`QuotientInputs::kernel_args`].)
+    pub fn trees(&self) -> [&MerkleTree<F, PoseidonHash>; 3] {
+        [&self.prover.constants_sigmas_commitment.merkle_tree, &self.wires.merkle_tree, &self.zs.merkle_tree]
     }
 
     /// Every `step`-th point of the commitments' LDE is a point of the quotient coset.
@@ -316,20 +324,7 @@ impl QuotientInputs<'_> {
         let (xs, l0s) = self.points_and_l0();
         let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
         let zh_inv = (0..1usize << quotient_bits(common)).map(|i| z_h.eval_inverse(i)).collect();
-        let flatten = |b: &PolynomialBatch<F, Config, D>| -> Vec<F> { b.merkle_tree.leaves.concat() };
-        let args = QuotientKernelArgs {
-            shape,
-            gates: program.encode(),
-            gate_data,
-            params,
-            constants_sigmas: flatten(&self.prover.constants_sigmas_commitment),
-            wires: flatten(self.wires),
-            zs: flatten(self.zs),
-            xs,
-            l0s,
-            zh_inv,
-            size,
-        };
+        let args = QuotientKernelArgs { shape, gates: program.encode(), gate_data, params, xs, l0s, zh_inv, size };
         args.check()?;
         Ok(args)
     }
@@ -359,12 +354,6 @@ pub struct QuotientKernelArgs {
     pub params: Vec<F>,
     /// Length of the gates' data at the end of `params`.
     pub gate_data: usize,
-    /// The constants-and-sigmas commitment's leaves, row after row (bit-reversed rows).
-    pub constants_sigmas: Vec<F>,
-    /// The wires commitment's leaves.
-    pub wires: Vec<F>,
-    /// The Z commitment's leaves.
-    pub zs: Vec<F>,
     /// The coset points.
     pub xs: Vec<F>,
     /// L₀ at each point.
@@ -382,14 +371,10 @@ impl QuotientKernelArgs {
         let (wires, constants, selectors, routed, challenges, prods) = (s(0), s(1), s(2), s(3), s(4), s(5));
         let (gates, terms, cs_width, zs_width, lde_bits, step_bits, qbits) =
             (s(7), s(8), s(9), s(10), s(11), s(12), s(13));
-        let lde = 1usize << lde_bits;
         let ok = self.size == 1 << (lde_bits - step_bits)
-            && self.constants_sigmas.len() == lde * cs_width
             && cs_width == constants + routed
             && selectors <= constants
             && routed <= wires
-            && self.wires.len() == lde * wires
-            && self.zs.len() == lde * zs_width
             && zs_width == challenges * (1 + prods)
             && s(6) > 0
             && routed.div_ceil(s(6)) == prods + 1
@@ -404,6 +389,14 @@ impl QuotientKernelArgs {
             return Err(BackendError::Shape("quotient kernel arguments do not match their shape".into()));
         }
         Ok(())
+    }
+
+    /// Field elements in the leaves the kernel reads (constants and sigmas, wires, Z), each
+    /// `2^lde_bits` rows, row after row in the commitment's bit-reversed order: the length of
+    /// each leaf buffer passed with these arguments.
+    pub fn leaf_elements(&self) -> [usize; 3] {
+        let lde = 1usize << self.shape[11];
+        [lde * self.shape[9] as usize, lde * self.shape[0] as usize, lde * self.shape[10] as usize]
     }
 
     /// `u64` words of a field array, as the C reads them.

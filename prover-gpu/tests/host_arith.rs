@@ -169,3 +169,120 @@ fn device_sources_are_valid_cuda_cpp() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Runs `kernels.cu` on the host: each kernel is an ordinary function under the stubs, called
+/// once per thread of its grid, in the order `CudaBackend::commit_tree` launches them. The
+/// result must be plonky2's `PolynomialBatch::from_coeffs` tree: leaves, digests and cap.
+#[test]
+fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
+    use plonky2::field::polynomial::PolynomialCoeffs;
+    use plonky2::fri::oracle::PolynomialBatch;
+    use plonky2::plonk::config::PoseidonGoldilocksConfig;
+    use plonky2::util::timing::TimingTree;
+    use prover_gpu::cpu::powers;
+
+    let dir = std::env::temp_dir().join(format!("prover-gpu-emulated-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let mut rng = StdRng::seed_from_u64(21);
+    let rate_bits = 3;
+    // (log2 coefficients, polynomials, cap height): one polynomial; a cap of height 0 (the root);
+    // the batch circuit's 135 wires; a tree that is all cap.
+    for (log_n, batch, cap_height) in [(1usize, 1usize, 0usize), (5, 7, 3), (4, 135, 2), (3, 4, 6)] {
+        let n = 1 << log_n;
+        let (log_m, m) = (log_n + rate_bits, n << rate_bits);
+        let coeffs: Vec<F> = (0..n * batch).map(|_| F::sample(&mut rng)).collect();
+        let polys = coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
+        let reference = PolynomialBatch::<F, PoseidonGoldilocksConfig, 2>::from_coeffs(
+            polys,
+            rate_bits,
+            false,
+            cap_height,
+            &mut TimingTree::default(),
+            None,
+        );
+        let tree = &reference.merkle_tree;
+        let words = |v: &[F]| c_array(&v.iter().map(|x| x.to_canonical_u64()).collect::<Vec<_>>());
+        let digest_words = |d: &[HashOut<F>]| {
+            let flat: Vec<F> = d.iter().flat_map(|h| h.elements).collect();
+            words(&flat)
+        };
+        let sub_height = log_m - cap_height;
+        let mut src = format!("{CUDA_STUBS}\n#include <stdio.h>\n#include <stdlib.h>\n");
+        src.push_str(&prover_gpu::cuda::kernels_source());
+        let _ = writeln!(src, "static const u64 COEFFS[] = {{{}}};", words(&coeffs));
+        let _ = writeln!(src, "static const u64 SHIFTS[] = {{{}}};", words(&powers(F::coset_shift(), m)));
+        let twiddles = powers(F::primitive_root_of_unity(log_m), m / 2);
+        let _ = writeln!(src, "static const u64 TWIDDLES[] = {{{}}};", words(&twiddles));
+        let _ = writeln!(src, "static const u64 ROWS[] = {{{}}};", words(&tree.leaves.concat()));
+        // An empty C array is not valid C++: the digests of an all-cap tree get one dummy word.
+        let digests = if tree.digests.is_empty() { "0".to_string() } else { digest_words(&tree.digests) };
+        let _ = writeln!(src, "static const u64 DIGESTS[] = {{{digests}}};");
+        let _ = writeln!(src, "static const u64 CAP[] = {{{}}};", digest_words(&tree.cap.0));
+        let _ = writeln!(
+            src,
+            r#"
+#define BLOCK 64ULL
+// Every thread of a grid of whole blocks, as the device would run them (in some order).
+#define LAUNCH(threads, call) do {{ \
+    unsigned long long total_ = ((threads) + BLOCK - 1) / BLOCK * BLOCK; blockDim.x = BLOCK; \
+    for (unsigned long long t_ = 0; t_ < total_; t_++) {{ \
+        blockIdx.x = (unsigned)(t_ / BLOCK); threadIdx.x = (unsigned)(t_ % BLOCK); call; }} }} while (0)
+
+static int compare(const char *what, const u64 *got, const u64 *want, unsigned long long len) {{
+    for (unsigned long long i = 0; i < len; i++)
+        if (got[i] != want[i]) {{ printf("%s differs at word %llu\n", what, i); return 1; }}
+    return 0;
+}}
+
+int main(void) {{
+    const u32 log_n = {log_n}, log_m = {log_m}, batch = {batch}, sub_height = {sub_height}, cap_height = {cap_height};
+    const unsigned long long n = 1ULL << log_n, m = 1ULL << log_m, all = batch * m;
+    u64 *a = (u64 *)calloc(all, 8), *b = (u64 *)calloc(all, 8), *rows = (u64 *)calloc(all, 8);
+    LAUNCH(batch * n, gl_spread(COEFFS, a, log_n, log_m, batch));
+    LAUNCH(all, gl_scale_powers(a, SHIFTS, (u32)m, batch));
+    LAUNCH(all, gl_bit_reverse(a, b, log_m, batch));
+    for (unsigned long long half = 1; half < m; half *= 2)
+        LAUNCH(all / 2, gl_ntt_stage(b, TWIDDLES, log_m, batch, (u32)half, (u32)(m / (2 * half))));
+    LAUNCH(all, gl_rows_bit_reversed(b, rows, log_m, batch));
+    u64 *level = (u64 *)calloc(4 * m, 8);
+    LAUNCH(m, psn_hash_rows(rows, batch, (u32)m, level));
+    unsigned long long digest_words = 4 * (2 * ((1ULL << sub_height) - 1) << cap_height);
+    u64 *digests = (u64 *)calloc(digest_words + 1, 8);
+    for (u32 h = 0; h < sub_height; h++) {{
+        unsigned long long count = m >> (h + 1);
+        u64 *next = (u64 *)calloc(4 * count, 8);
+        LAUNCH(count, psn_merkle_level(level, next, digests, (u32)count, sub_height, h));
+        free(level);
+        level = next;
+    }}
+    int bad = compare("rows", rows, ROWS, all) + compare("digests", digests, DIGESTS, digest_words)
+        + compare("cap", level, CAP, 4ULL << cap_height);
+    printf("%d mismatches\n", bad);
+    return bad != 0;
+}}
+"#
+        );
+        let path = dir.join(format!("commit_{log_n}_{batch}_{cap_height}.cpp"));
+        let exe = dir.join(format!("commit_{log_n}_{batch}_{cap_height}"));
+        std::fs::write(&path, src).expect("write harness");
+        let built = Command::new(&cxx)
+            .args(["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(&path)
+            .output()
+            .expect("a host C++ compiler (c++)");
+        assert!(
+            built.status.success(),
+            "the emulated kernels do not build:\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let run = Command::new(&exe).output().expect("run harness");
+        let out = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success() && out.contains("0 mismatches"),
+            "n = {n}, {batch} polynomials, cap height {cap_height}: the device commitment differs from plonky2:\n{out}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -97,15 +97,10 @@ impl Backend for QuotientBy {
 fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
     let a = q.kernel_args()?;
     let words = QuotientKernelArgs::words;
-    let arrays = [
-        words(&a.params),
-        words(&a.constants_sigmas),
-        words(&a.wires),
-        words(&a.zs),
-        words(&a.xs),
-        words(&a.l0s),
-        words(&a.zh_inv),
-    ];
+    // The leaves as the CUDA backend holds them on the device: row after row.
+    let [cs, wires, zs] = q.trees().map(|t| words(&t.leaves.concat()));
+    assert_eq!([cs.len(), wires.len(), zs.len()], a.leaf_elements());
+    let arrays = [words(&a.params), cs, wires, zs, words(&a.xs), words(&a.l0s), words(&a.zh_inv)];
     let mut bytes = Vec::new();
     let lens = [a.shape.len(), a.gates.len()].into_iter().chain(arrays.iter().map(Vec::len)).chain([a.size]);
     lens.for_each(|l| bytes.extend((l as u64).to_le_bytes()));

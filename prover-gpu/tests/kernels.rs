@@ -98,14 +98,23 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
     let cuda = CudaBackend::new(0).expect("a CUDA device");
     let dual = DualBackend { first: RayonBackend, second: cuda };
     let mut rng = StdRng::seed_from_u64(3);
+    // The last case is a tree that is all cap.
     for (log_n, rate_bits, batch, cap_height) in
-        [(1, 1, 1, 0), (3, 1, 5, 2), (6, 3, 17, 4), (10, 3, 135, 4), (14, 3, 3, 4)]
+        [(1, 1, 1, 0), (3, 1, 5, 2), (6, 3, 17, 4), (10, 3, 135, 4), (14, 3, 3, 4), (2, 2, 7, 4)]
     {
         let n = 1 << log_n;
         let coeffs = random(&mut rng, n * batch);
         let rows = dual.coset_lde_rows(&coeffs, n, rate_bits).expect("LDE agrees");
         dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
+        // The whole commitment in one pass on the device: leaves, digests and cap.
+        dual.commit_tree(&coeffs, n, rate_bits, cap_height).expect("device commitment agrees");
     }
+    // What the device commits to stays there for the quotient.
+    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    let n = 1 << 6;
+    let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2).expect("commit");
+    assert_eq!(cuda.resident_commitments(), 1);
+    assert_eq!(tree.leaves.len(), n << 3);
 }
 
 /// The rayon backend's three required kernels and nothing else, so that every derived step runs
@@ -172,5 +181,46 @@ fn intt_and_commit_values_are_bit_identical_to_plonky2() {
         );
         let ours = commit_values(&RayonBackend, values, n, 3, 0).expect("commit");
         assert_eq!(ours.merkle_tree.cap, theirs.merkle_tree.cap, "n = {n}");
+    }
+}
+
+/// The rayon kernels with one element of one digest flipped above the leaves.
+struct BrokenPairs;
+
+impl Backend for BrokenPairs {
+    fn name(&self) -> &'static str {
+        "broken-pairs"
+    }
+    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> prover_gpu::Result<()> {
+        RayonBackend.coset_ntt_batch(data, n, shift)
+    }
+    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> prover_gpu::Result<()> {
+        RayonBackend.hash_rows(rows, width, out)
+    }
+    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> prover_gpu::Result<()> {
+        RayonBackend.hash_pairs(children, out)?;
+        out[out.len() / 2].elements[1] += F::ONE;
+        Ok(())
+    }
+}
+
+#[test]
+fn the_dual_backend_locates_a_wrong_commitment() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let n = 1 << 4;
+    let coeffs = random(&mut rng, n * 5);
+    let dual = DualBackend { first: RayonBackend, second: KernelsOnly };
+    dual.commit_tree(&coeffs, n, 3, 2).expect("the two paths agree");
+    let dual = DualBackend { first: RayonBackend, second: BrokenPairs };
+    match dual.commit_tree(&coeffs, n, 3, 2) {
+        Err(BackendError::Mismatch { kernel: "commit_tree", detail }) => {
+            assert!(detail.starts_with("digest "), "{detail}")
+        }
+        other => panic!("expected a commit_tree mismatch, got {:?}", other.map(|t| t.cap)),
+    }
+    let rows = RayonBackend.coset_lde_rows(&coeffs, n, 3).expect("rows");
+    match dual.merkle_tree(&rows, 5, 2) {
+        Err(BackendError::Mismatch { kernel: "merkle_tree", .. }) => {}
+        other => panic!("expected a merkle_tree mismatch, got {:?}", other.map(|t| t.1)),
     }
 }

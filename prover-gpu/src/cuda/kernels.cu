@@ -43,3 +43,58 @@ extern "C" __global__ void psn_hash_pairs(const u64 *children, u32 count, u64 *o
     if (r >= count) return;
     psn_two_to_one(children + 8 * r, children + 8 * r + 4, out + 4 * r);
 }
+
+// The commitment on the device, kernel by kernel as `CudaBackend::commit_tree` launches them.
+
+// Coefficients of `batch` polynomials of 2^log_n into zero-filled slots of 2^log_m: the input of
+// the coset LDE.
+extern "C" __global__ void gl_spread(const u64 *in, u64 *out, u32 log_n, u32 log_m, u32 batch) {
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= ((u64)batch << log_n)) return;
+    u64 poly = idx >> log_n, i = idx & ((1ULL << log_n) - 1);
+    out[(poly << log_m) + i] = in[idx];
+}
+
+// plonky2's leaves: row r holds every polynomial's value at point reverse_bits(r), row-major.
+// One thread per element written, so the writes are coalesced.
+extern "C" __global__ void gl_rows_bit_reversed(const u64 *values, u64 *rows, u32 log_m, u32 batch) {
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= ((u64)batch << log_m)) return;
+    u64 r = idx / batch, poly = idx % batch;
+    u64 src = log_m == 0 ? 0 : __brevll(r) >> (64 - log_m);
+    rows[idx] = values[(poly << log_m) + src];
+}
+
+// Position, in the digest buffer of one cap subtree of height k, of the node at height h (0 =
+// leaf digests) with index j among its level: plonky2's recursive layout `left subtree || left
+// child || right child || right subtree` (prover-gpu/src/layout.rs, `digest_position`).
+GL_FN u64 mt_digest_position(u32 k, u32 h, u64 j) {
+    u64 offset = 0;
+    for (;;) {
+        u64 n = 1ULL << k;
+        if (h == k - 1) return offset + n - 2 + j;
+        u64 half = 1ULL << (k - 1 - h);
+        if (j >= half) {
+            offset += n;
+            j -= half;
+        }
+        k -= 1;
+    }
+}
+
+// One level of the Merkle tree, for `count` parents: places the 2·count digests of height h in
+// plonky2's layout (2^cap_height subtrees of height sub_height) and hashes them in pairs into
+// `next`. Run for h = 0 .. sub_height - 1; the last `next` is the cap.
+extern "C" __global__ void psn_merkle_level(const u64 *level, u64 *next, u64 *digests, u32 count, u32 sub_height,
+                                            u32 h) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    u64 per_subtree = 2 * ((1ULL << sub_height) - 1);
+    u32 span = sub_height - h;
+    for (u64 c = 2 * i; c < 2 * i + 2; c++) {
+        u64 tree = c >> span, j = c & ((1ULL << span) - 1);
+        u64 pos = tree * per_subtree + mt_digest_position(sub_height, h, j);
+        for (int k = 0; k < 4; k++) digests[4 * pos + k] = level[4 * c + k];
+    }
+    psn_two_to_one(level + 8 * i, level + 8 * i + 4, next + 4 * i);
+}

@@ -5,14 +5,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use plonky2::field::types::{Field, PrimeField64};
-use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS};
+use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
+use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
+use rayon::prelude::*;
 
-use crate::backend::{Backend, Digest};
+use crate::backend::{check_polynomials, tree_leaves, Backend, Digest};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::quotient::{QuotientInputs, QuotientKernelArgs};
+use crate::resident::{Resident, TreeKey};
 use crate::F;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
@@ -92,6 +96,11 @@ pub struct CudaBackend {
     stage: CudaFunction,
     rows: CudaFunction,
     pairs: CudaFunction,
+    spread: CudaFunction,
+    rows_bit_reversed: CudaFunction,
+    merkle_level: CudaFunction,
+    /// Commitments' leaves kept on the device for the quotient (see [`crate::resident`]).
+    resident: Resident<CudaSlice<u64>>,
     device: String,
     ctx: Arc<CudaContext>,
     /// Device memory in use when the backend started, and the most seen in use since.
@@ -101,6 +110,10 @@ pub struct CudaBackend {
     /// need it), or why it did not compile.
     quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
 }
+
+/// The device's memory divided by this is what resident commitments may hold (a batch proof's
+/// three commitments and the circuit's constants take about 300 MB).
+const RESIDENT_SHARE: usize = 4;
 
 /// Threads per block of the quotient kernel: each thread holds a Poseidon state and the
 /// α-accumulators, so fewer than the default 1024.
@@ -117,6 +130,11 @@ fn to_u64(v: &[F]) -> Vec<u64> {
 fn cfg(n: usize) -> Result<LaunchConfig> {
     let n = u32::try_from(n).map_err(|_| BackendError::Shape(format!("{n} threads")))?;
     Ok(LaunchConfig::for_num_elems(n))
+}
+
+/// Digests from their words, four by four.
+fn digests_of(words: &[u64]) -> Vec<Digest> {
+    words.chunks_exact(4).map(|c| HashOut { elements: std::array::from_fn(|i| F::from_canonical_u64(c[i])) }).collect()
 }
 
 fn small(n: usize) -> Result<u32> {
@@ -151,6 +169,10 @@ impl CudaBackend {
             stage: f("gl_ntt_stage")?,
             rows: f("psn_hash_rows")?,
             pairs: f("psn_hash_pairs")?,
+            spread: f("gl_spread")?,
+            rows_bit_reversed: f("gl_rows_bit_reversed")?,
+            merkle_level: f("psn_merkle_level")?,
+            resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
             quotient: OnceLock::new(),
@@ -178,15 +200,18 @@ impl CudaBackend {
     }
 
     /// The quotient values on the device from packed arguments.
-    fn quotient_on_device(&self, f: &CudaFunction, a: &QuotientKernelArgs, challenges: usize) -> Result<Vec<F>> {
+    fn quotient_on_device(&self, f: &CudaFunction, a: &QuotientKernelArgs, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        let challenges = q.common.config.num_challenges;
         let s = &self.stream;
         let words = QuotientKernelArgs::words;
+        let [cs, wires, zs] = q.trees().map(|t| self.leaves_on_device(t));
+        let (cs, wires, zs) = (cs?, wires?, zs?);
+        if [cs.len(), wires.len(), zs.len()] != a.leaf_elements() {
+            return Err(BackendError::Shape("the quotient's leaves do not match its arguments".into()));
+        }
         let shape = s.clone_htod(&a.shape).map_err(cuda)?;
         let gates = s.clone_htod(&a.gates).map_err(cuda)?;
         let params = s.clone_htod(&words(&a.params)).map_err(cuda)?;
-        let cs = s.clone_htod(&words(&a.constants_sigmas)).map_err(cuda)?;
-        let wires = s.clone_htod(&words(&a.wires)).map_err(cuda)?;
-        let zs = s.clone_htod(&words(&a.zs)).map_err(cuda)?;
         let xs = s.clone_htod(&words(&a.xs)).map_err(cuda)?;
         let l0s = s.clone_htod(&words(&a.l0s)).map_err(cuda)?;
         let zh_inv = s.clone_htod(&words(&a.zh_inv)).map_err(cuda)?;
@@ -202,9 +227,9 @@ impl CudaBackend {
                 .arg(&shape)
                 .arg(&gates)
                 .arg(&params)
-                .arg(&cs)
-                .arg(&wires)
-                .arg(&zs)
+                .arg(cs.as_ref())
+                .arg(wires.as_ref())
+                .arg(zs.as_ref())
                 .arg(&xs)
                 .arg(&l0s)
                 .arg(&zh_inv)
@@ -216,6 +241,126 @@ impl CudaBackend {
         self.note_memory();
         let v = s.clone_dtoh(&out).map_err(cuda)?;
         Ok(v.into_iter().map(F::from_canonical_u64).collect())
+    }
+
+    /// A commitment's leaves on the device, row after row: the buffer its commitment left
+    /// there when this backend made it (or an earlier quotient uploaded it), else uploaded now
+    /// and kept.
+    fn leaves_on_device(&self, tree: &MerkleTree<F, PoseidonHash>) -> Result<Arc<CudaSlice<u64>>> {
+        let key = TreeKey::of(tree);
+        if let Some(rows) = self.resident.get(&key) {
+            return Ok(rows);
+        }
+        let words: Vec<u64> =
+            tree.leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
+        let rows = Arc::new(self.stream.clone_htod(&words).map_err(cuda)?);
+        tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
+        self.resident.insert(key, rows.clone(), words.len() * 8);
+        Ok(rows)
+    }
+
+    /// The coset NTT of the `batch` polynomials of `n` in `a` (natural order in and out), as
+    /// [`Backend::coset_ntt_batch`]: scaled by the powers of `shift` in place, then bit-reversed
+    /// into a new buffer and transformed there, which is returned.
+    fn ntt_on_device(&self, a: &mut CudaSlice<u64>, n: usize, batch: usize, shift: F) -> Result<CudaSlice<u64>> {
+        let len = n * batch;
+        let log_n = n.trailing_zeros() as usize;
+        let s = &self.stream;
+        let mut b = s.alloc_zeros::<u64>(len).map_err(cuda)?;
+        let shifts = s.clone_htod(&to_u64(&powers(shift, n))).map_err(cuda)?;
+        let twiddles = s.clone_htod(&to_u64(&powers(F::primitive_root_of_unity(log_n), n / 2))).map_err(cuda)?;
+        let (n32, batch32, log32) = (small(n)?, small(batch)?, small(log_n)?);
+        // SAFETY: every kernel checks its index against the sizes passed with the buffers, and
+        // `a` and `b` hold `n × batch` elements.
+        unsafe {
+            s.launch_builder(&self.scale)
+                .arg(&mut *a)
+                .arg(&shifts)
+                .arg(&n32)
+                .arg(&batch32)
+                .launch(cfg(len)?)
+                .map_err(cuda)?;
+            s.launch_builder(&self.bit_reverse)
+                .arg(&*a)
+                .arg(&mut b)
+                .arg(&log32)
+                .arg(&batch32)
+                .launch(cfg(len)?)
+                .map_err(cuda)?;
+            let mut half = 1usize;
+            while half < n {
+                let (h, stride) = (small(half)?, small(n / (2 * half))?);
+                s.launch_builder(&self.stage)
+                    .arg(&mut b)
+                    .arg(&twiddles)
+                    .arg(&log32)
+                    .arg(&batch32)
+                    .arg(&h)
+                    .arg(&stride)
+                    .launch(cfg(len / 2)?)
+                    .map_err(cuda)?;
+                half *= 2;
+            }
+        }
+        Ok(b)
+    }
+
+    /// plonky2's Merkle tree over `leaves` rows of `width` held on the device: the leaf hashes,
+    /// then one launch per level that places its digests in plonky2's layout and hashes them in
+    /// pairs. Only the digests and the cap come back.
+    fn tree_on_device(
+        &self,
+        rows: &CudaSlice<u64>,
+        width: usize,
+        leaves: usize,
+        cap_height: usize,
+    ) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        if tree_leaves(rows.len(), width, cap_height)? != leaves {
+            return Err(BackendError::Shape(format!("{} elements for {leaves} leaves of {width}", rows.len())));
+        }
+        let sub_height = leaves.trailing_zeros() as usize - cap_height;
+        let num_digests = (2 * ((1usize << sub_height) - 1)) << cap_height;
+        let s = &self.stream;
+        let mut level = s.alloc_zeros::<u64>(4 * leaves).map_err(cuda)?;
+        // At least one word: an all-cap tree has no digests, and a zero-byte allocation fails.
+        let mut digests = s.alloc_zeros::<u64>((4 * num_digests).max(1)).map_err(cuda)?;
+        let (w, count, sub) = (small(width)?, small(leaves)?, small(sub_height)?);
+        // SAFETY: `rows` holds `leaves × width` elements (checked above); the row kernel writes
+        // `4 × leaves`; each level reads `8 × count` and writes `4 × count` words into `next`
+        // and `8 × count` at digest positions below `num_digests` (the layout of `layout.rs`).
+        unsafe {
+            s.launch_builder(&self.rows)
+                .arg(rows)
+                .arg(&w)
+                .arg(&count)
+                .arg(&mut level)
+                .launch(cfg(leaves)?)
+                .map_err(cuda)?;
+            for h in 0..sub_height {
+                let parents = leaves >> (h + 1);
+                let mut next = s.alloc_zeros::<u64>(4 * parents).map_err(cuda)?;
+                let (p32, h32) = (small(parents)?, small(h)?);
+                s.launch_builder(&self.merkle_level)
+                    .arg(&level)
+                    .arg(&mut next)
+                    .arg(&mut digests)
+                    .arg(&p32)
+                    .arg(&sub)
+                    .arg(&h32)
+                    .launch(cfg(parents)?)
+                    .map_err(cuda)?;
+                level = next;
+            }
+        }
+        self.note_memory();
+        let words = s.clone_dtoh(&digests).map_err(cuda)?;
+        let cap = s.clone_dtoh(&level).map_err(cuda)?;
+        Ok((digests_of(&words[..4 * num_digests]), digests_of(&cap)))
+    }
+
+    /// Commitments whose leaves are held on the device now.
+    pub fn resident_commitments(&self) -> usize {
+        self.resident.len()
     }
 
     /// The device's name.
@@ -232,8 +377,8 @@ impl CudaBackend {
 
     fn download_digests(&self, res: &cudarc::driver::CudaSlice<u64>, out: &mut [Digest]) -> Result<()> {
         let v = self.stream.clone_dtoh(res).map_err(cuda)?;
-        for (o, c) in out.iter_mut().zip(v.chunks(4)) {
-            o.elements = std::array::from_fn(|i| F::from_canonical_u64(c[i]));
+        for (o, d) in out.iter_mut().zip(digests_of(&v)) {
+            *o = d;
         }
         Ok(())
     }
@@ -252,51 +397,77 @@ impl Backend for CudaBackend {
         if n < 2 || !n.is_power_of_two() || !data.len().is_multiple_of(n) {
             return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", data.len())));
         }
-        let batch = data.len() / n;
-        let log_n = n.trailing_zeros() as usize;
         let s = &self.stream;
         let mut a = s.clone_htod(&to_u64(data)).map_err(cuda)?;
-        let mut b = s.alloc_zeros::<u64>(data.len()).map_err(cuda)?;
-        let shifts = s.clone_htod(&to_u64(&powers(shift, n))).map_err(cuda)?;
-        let twiddles = s.clone_htod(&to_u64(&powers(F::primitive_root_of_unity(log_n), n / 2))).map_err(cuda)?;
-        let (n32, batch32, log32) = (small(n)?, small(batch)?, small(log_n)?);
-        // SAFETY: every kernel checks its index against the sizes passed with the buffers.
-        unsafe {
-            s.launch_builder(&self.scale)
-                .arg(&mut a)
-                .arg(&shifts)
-                .arg(&n32)
-                .arg(&batch32)
-                .launch(cfg(data.len())?)
-                .map_err(cuda)?;
-            s.launch_builder(&self.bit_reverse)
-                .arg(&a)
-                .arg(&mut b)
-                .arg(&log32)
-                .arg(&batch32)
-                .launch(cfg(data.len())?)
-                .map_err(cuda)?;
-            let mut half = 1usize;
-            while half < n {
-                let (h, stride) = (small(half)?, small(n / (2 * half))?);
-                s.launch_builder(&self.stage)
-                    .arg(&mut b)
-                    .arg(&twiddles)
-                    .arg(&log32)
-                    .arg(&batch32)
-                    .arg(&h)
-                    .arg(&stride)
-                    .launch(cfg(data.len() / 2)?)
-                    .map_err(cuda)?;
-                half *= 2;
-            }
-        }
+        let b = self.ntt_on_device(&mut a, n, data.len() / n, shift)?;
         self.note_memory();
         let out = s.clone_dtoh(&b).map_err(cuda)?;
         for (d, v) in data.iter_mut().zip(out) {
             *d = F::from_canonical_u64(v);
         }
         Ok(())
+    }
+
+    fn commit_tree(
+        &self,
+        coeffs: &[F],
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+    ) -> Result<MerkleTree<F, PoseidonHash>> {
+        check_polynomials(coeffs.len(), n)?;
+        let batch = coeffs.len() / n;
+        let m = n << rate_bits;
+        if m < 2 || (1 << cap_height) > m {
+            return Err(BackendError::Shape(format!("{m} rows for a cap of height {cap_height}")));
+        }
+        let (log_n, log_m) = (small(n.trailing_zeros() as usize)?, small(m.trailing_zeros() as usize)?);
+        let batch32 = small(batch)?;
+        let s = &self.stream;
+        // Coefficients in, zero-padded to the LDE's length on the device.
+        let compact = s.clone_htod(&to_u64(coeffs)).map_err(cuda)?;
+        let mut padded = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        // SAFETY: `compact` holds `batch × n` and `padded` `batch × m` elements; the kernel
+        // reads and writes within them.
+        unsafe {
+            s.launch_builder(&self.spread)
+                .arg(&compact)
+                .arg(&mut padded)
+                .arg(&log_n)
+                .arg(&log_m)
+                .arg(&batch32)
+                .launch(cfg(coeffs.len())?)
+                .map_err(cuda)?;
+        }
+        drop(compact);
+        let values = self.ntt_on_device(&mut padded, m, batch, F::coset_shift())?;
+        self.note_memory();
+        drop(padded);
+        // The leaves: rows in bit-reversed order, row-major, as plonky2 stores them.
+        let mut rows = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        // SAFETY: both buffers hold `batch × m` elements.
+        unsafe {
+            s.launch_builder(&self.rows_bit_reversed)
+                .arg(&values)
+                .arg(&mut rows)
+                .arg(&log_m)
+                .arg(&batch32)
+                .launch(cfg(batch * m)?)
+                .map_err(cuda)?;
+        }
+        drop(values);
+        let (digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
+        let words = s.clone_dtoh(&rows).map_err(cuda)?;
+        let leaves: Vec<Vec<F>> =
+            words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect();
+        self.resident.insert(TreeKey::new(&cap, m, batch), Arc::new(rows), batch * m * 8);
+        Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
+    }
+
+    fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
+        let leaves = tree_leaves(rows.len(), width, cap_height)?;
+        let on_device = self.stream.clone_htod(&to_u64(rows)).map_err(cuda)?;
+        self.tree_on_device(&on_device, width, leaves, cap_height)
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
@@ -313,7 +484,7 @@ impl Backend for CudaBackend {
             }
         };
         match q.kernel_args() {
-            Ok(args) => self.quotient_on_device(f, &args, q.common.config.num_challenges),
+            Ok(args) => self.quotient_on_device(f, &args, q),
             Err(BackendError::Unsupported(why)) => {
                 tracing::debug!("quotient on the CPU: {why}");
                 q.values_on_cpu()
