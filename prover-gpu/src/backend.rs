@@ -148,6 +148,10 @@ pub trait Backend: Send + Sync {
         Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
     }
 
+    /// Nothing will read `tree`'s leaves through this backend again: a device backend frees
+    /// the copy it kept (see [`crate::resident`]). The default holds nothing.
+    fn release(&self, _tree: &MerkleTree<F, PoseidonHash>) {}
+
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let width = leaves.first().map_or(0, Vec::len);

@@ -65,6 +65,11 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
+    fn release(&self, tree: &MerkleTree<F, PoseidonHash>) {
+        self.first.release(tree);
+        self.second.release(tree);
+    }
+
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let (digests, cap) = self.first.merkle_tree(rows, width, cap_height)?;
         let (other_digests, other_cap) = self.second.merkle_tree(rows, width, cap_height)?;

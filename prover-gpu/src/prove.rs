@@ -187,10 +187,14 @@ pub fn prove_with_partition(
         alphas: &alphas,
     };
     let quotients = quotient_polys(backend, &inputs)?;
+    // Only the quotient reads the wires and Z leaves through the backend (FRI reads the host's).
+    backend.release(&wires.merkle_tree);
+    backend.release(&zs.merkle_tree);
     times.quotient = t.elapsed();
 
     let t = Instant::now();
     let quotient = commit(backend, quotients, rate_bits, cap_height)?;
+    backend.release(&quotient.merkle_tree);
     times.quotient_commit = t.elapsed();
     challenger.observe_cap::<PoseidonHash>(&quotient.merkle_tree.cap);
 

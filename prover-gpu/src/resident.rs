@@ -6,6 +6,11 @@
 //! everything the host holds (about 250 MB per batch proof). [`Resident`] keeps the most recently
 //! used leaf buffers up to a byte budget and finds them by the Merkle cap.
 //!
+//! The prover says when a commitment's leaves will not be read through the backend again
+//! ([`crate::Backend::release`]: the wires and Z after the quotient, the quotient chunks at once),
+//! so a proof leaves behind only its circuit's constants and sigmas, which the next proof of the
+//! same circuit reads.
+//!
 //! The cap is the key because it is what the prover already holds and it binds the leaves: two
 //! different leaf sets with one cap would be a Poseidon collision. The number of rows and their
 //! width are part of the key as well, so a lookup never returns a buffer of another shape.
@@ -89,11 +94,8 @@ impl<V> Resident<V> {
         if bytes > self.budget {
             return;
         }
+        self.remove(&key);
         let mut inner = self.lock();
-        if let Some(i) = inner.entries.iter().position(|e| e.key == key) {
-            let old = inner.entries.swap_remove(i);
-            inner.bytes -= old.bytes;
-        }
         while inner.bytes + bytes > self.budget {
             let Some(oldest) = inner.entries.iter().enumerate().min_by_key(|(_, e)| e.last_use).map(|(i, _)| i) else {
                 break;
@@ -105,6 +107,15 @@ impl<V> Resident<V> {
         let last_use = inner.clock;
         inner.bytes += bytes;
         inner.entries.push(Entry { key, value, bytes, last_use });
+    }
+
+    /// Drops the buffer stored under `key`, if any (a kernel still reading it keeps it alive).
+    pub fn remove(&self, key: &TreeKey) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.entries.iter().position(|e| &e.key == key) {
+            let old = inner.entries.swap_remove(i);
+            inner.bytes -= old.bytes;
+        }
     }
 
     /// Bytes held now.
@@ -148,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn shape_is_part_of_the_key_and_reinserting_replaces() {
+    fn shape_is_part_of_the_key_reinserting_replaces_and_remove_frees() {
         let set = Resident::<u32>::new(100);
         set.insert(key(1, 8, 4), Arc::new(1), 30);
         assert_eq!(set.get(&key(1, 8, 5)), None);
@@ -156,6 +167,9 @@ mod tests {
         set.insert(key(1, 8, 4), Arc::new(7), 50);
         assert_eq!(set.get(&key(1, 8, 4)).as_deref(), Some(&7));
         assert_eq!((set.len(), set.bytes()), (1, 50));
+        set.remove(&key(1, 8, 4));
+        set.remove(&key(1, 8, 4));
+        assert_eq!((set.len(), set.bytes()), (0, 0));
     }
 
     #[test]

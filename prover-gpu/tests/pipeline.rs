@@ -96,6 +96,10 @@ fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
     let cuda = CudaBackend::new(0).expect("a CUDA device");
     let (data, targets) = small_circuit(300);
     check(&data, witness(&targets, 4), &cuda);
+    // Two proofs later, the only leaves still held on the device are the circuit's constants and
+    // sigmas, which the quotient kernel uploaded and the next proof reads again.
+    cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
+    assert_eq!(cuda.resident_commitments(), 1, "released leaves are freed");
     check(&data, witness(&targets, 5), &DualBackend { first: RayonBackend, second: cuda });
 }
 

@@ -132,6 +132,19 @@ fn cfg(n: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig::for_num_elems(n))
 }
 
+/// Threads per block of the Poseidon kernels. A block may use at most 64 Ki registers, so the
+/// 1 024 threads of `for_num_elems` would fail to launch once a thread needs more than 64, and a
+/// thread holding a 12-word state in 64-bit halves may; 256 threads allow up to 255 (the most a
+/// thread can have).
+const HASH_BLOCK: u32 = 256;
+
+/// One Poseidon thread per item, `n` items.
+fn hash_cfg(n: usize) -> Result<LaunchConfig> {
+    let blocks =
+        u32::try_from(n.div_ceil(HASH_BLOCK as usize)).map_err(|_| BackendError::Shape(format!("{n} threads")))?;
+    Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (HASH_BLOCK, 1, 1), shared_mem_bytes: 0 })
+}
+
 /// Digests from their words, four by four.
 fn digests_of(words: &[u64]) -> Vec<Digest> {
     words.chunks_exact(4).map(|c| HashOut { elements: std::array::from_fn(|i| F::from_canonical_u64(c[i])) }).collect()
@@ -334,7 +347,7 @@ impl CudaBackend {
                 .arg(&w)
                 .arg(&count)
                 .arg(&mut level)
-                .launch(cfg(leaves)?)
+                .launch(hash_cfg(leaves)?)
                 .map_err(cuda)?;
             for h in 0..sub_height {
                 let parents = leaves >> (h + 1);
@@ -347,7 +360,7 @@ impl CudaBackend {
                     .arg(&p32)
                     .arg(&sub)
                     .arg(&h32)
-                    .launch(cfg(parents)?)
+                    .launch(hash_cfg(parents)?)
                     .map_err(cuda)?;
                 level = next;
             }
@@ -464,6 +477,10 @@ impl Backend for CudaBackend {
         Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
     }
 
+    fn release(&self, tree: &MerkleTree<F, PoseidonHash>) {
+        self.resident.remove(&TreeKey::of(tree));
+    }
+
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let leaves = tree_leaves(rows.len(), width, cap_height)?;
         let on_device = self.stream.clone_htod(&to_u64(rows)).map_err(cuda)?;
@@ -508,7 +525,7 @@ impl Backend for CudaBackend {
                 .arg(&w)
                 .arg(&count)
                 .arg(&mut res)
-                .launch(cfg(out.len())?)
+                .launch(hash_cfg(out.len())?)
                 .map_err(cuda)?;
         }
         self.note_memory();
@@ -530,7 +547,7 @@ impl Backend for CudaBackend {
                 .arg(&input)
                 .arg(&count)
                 .arg(&mut res)
-                .launch(cfg(out.len())?)
+                .launch(hash_cfg(out.len())?)
                 .map_err(cuda)?;
         }
         self.download_digests(&res, out)
