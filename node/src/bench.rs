@@ -75,10 +75,13 @@ struct Report {
     stock_plonky2_tps: f64,
     speedup_vs_stock: f64,
     stages: Vec<Stage>,
-    /// One full batch proved alone by stock plonky2.
+    /// One full batch proved alone by stock plonky2: the median of `baseline_pairs` runs.
     stock_batch_proof_seconds: f64,
-    /// The same batch proved alone on the chosen backend, by step.
+    /// The same batch proved alone on the chosen backend, by step: the run of median total
+    /// among `baseline_pairs`, each right after a stock run.
     batch_proof_steps: Option<BatchSteps>,
+    /// Stock and pipeline proofs of the full batch, interleaved, behind the two figures above.
+    baseline_pairs: usize,
     proving_seconds: f64,
     block_proof_bytes: usize,
     peak_memory_mib: f64,
@@ -86,6 +89,9 @@ struct Report {
     peak_device_memory_mib: Option<f64>,
     machine: Machine,
 }
+
+/// Stock and pipeline proofs of one full batch, interleaved, for the baseline's medians.
+const BASELINE_PAIRS: usize = 3;
 
 /// Seconds of each step of one batch proof on our pipeline.
 #[derive(Debug, Serialize)]
@@ -291,18 +297,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
     circuits.verifier.verify(&block.bytes, &expected)?;
     stage("verification", t, 1);
 
-    // Baseline: plonky2's own prover on the same circuit and a full batch, alone on the machine.
+    // Baseline: plonky2's own prover on the same circuit and a full batch, alone on the machine,
+    // interleaved with the chosen backend on the same batch, pair after pair; medians of each, so
+    // one noisy run on a shared machine does not make the comparison.
     bar.set_prefix("baseline");
-    bar.set_length(1);
+    bar.set_length(BASELINE_PAIRS as u64);
     bar.set_position(0);
     let full = witnesses.iter().max_by_key(|w| w.slots.len()).context("no batch")?;
-    let t = Instant::now();
-    let stock = circuits.batch.prove(&Prover::Stock, full)?;
-    let stock_seconds = t.elapsed().as_secs_f64();
-    circuits.batch.verify(&stock)?;
-    // The same batch on the chosen backend, alone, step by step.
-    let steps = match &prover {
-        Prover::Pipeline(backend) => {
+    let mut stock_runs = Vec::with_capacity(BASELINE_PAIRS);
+    let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
+    for _ in 0..BASELINE_PAIRS {
+        let t = Instant::now();
+        let stock = circuits.batch.prove(&Prover::Stock, full)?;
+        stock_runs.push(t.elapsed().as_secs_f64());
+        circuits.batch.verify(&stock)?;
+        if let Prover::Pipeline(backend) = &prover {
             let data = circuits.batch.data();
             let (proof, s) = prover_gpu::prove_timed(
                 backend.as_ref(),
@@ -311,10 +320,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 circuits.batch.witness(full)?,
             )?;
             circuits.batch.verify(&proof)?;
-            Some(BatchSteps::from(&s))
+            pipeline_runs.push(BatchSteps::from(&s));
         }
-        Prover::Stock => None,
-    };
+        bar.inc(1);
+    }
+    stock_runs.sort_by(f64::total_cmp);
+    let stock_seconds = stock_runs[stock_runs.len() / 2];
+    // The pipeline run whose total is the median, with its steps.
+    pipeline_runs.sort_by(|x, y| x.total.total_cmp(&y.total));
+    let steps = (!pipeline_runs.is_empty()).then(|| pipeline_runs.swap_remove(pipeline_runs.len() / 2));
     bar.finish_and_clear();
 
     let proven_tps = txs.len() as f64 / proving_seconds;
@@ -330,6 +344,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         speedup_vs_stock: proven_tps / stock_plonky2_tps,
         stock_batch_proof_seconds: stock_seconds,
         batch_proof_steps: steps,
+        baseline_pairs: BASELINE_PAIRS,
         stages,
         proving_seconds,
         block_proof_bytes: block.bytes.len(),
@@ -354,7 +369,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "  proven                   {:>9.2} tx/s (batch proofs and aggregation into one block proof)",
             report.proven_tps
         );
-        println!("  stock plonky2            {:>9.2} tx/s (one full batch, proof only)", report.stock_plonky2_tps);
+        println!(
+            "  stock plonky2            {:>9.2} tx/s (one full batch, proof only, median of {})",
+            report.stock_plonky2_tps, report.baseline_pairs
+        );
         if let Some(s) = &report.batch_proof_steps {
             println!(
                 "  one batch, {:<13} {:>9.3} s vs stock {:.3} s: commitments {:.3} s (wires {:.3}, Z {:.3}, quotient {:.3}), \

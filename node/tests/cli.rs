@@ -86,3 +86,48 @@ fn keygen_from_a_seed_and_sign_offline() {
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `rollup bench --json` end to end on a small load: the whole proving path (batch proofs, the
+/// aggregation tree, the block proof's verification) and the interleaved stock baseline, and the
+/// report's fields as operators and the plots read them.
+#[test]
+fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
+    let out = rollup(&["bench", "--backend", "cpu", "--txs", "8", "--capacity", "4", "--workers", "2", "--json"]);
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object on stdout");
+    assert_eq!(r["backend"], "cpu");
+    assert_eq!((r["txs"].as_u64(), r["batches"].as_u64(), r["workers"].as_u64()), (Some(8), Some(2), Some(2)));
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is a number: {r}"));
+    let (proven, stock) = (num("proven_tps"), num("stock_plonky2_tps"));
+    assert!(proven > 0.0 && stock > 0.0, "{r}");
+    assert!((num("speedup_vs_stock") - proven / stock).abs() < 1e-9 * proven / stock);
+    assert!((8.0 / num("proving_seconds") - proven).abs() < 1e-9 * proven, "proven_tps is txs over proving time");
+    // Two batches: their proofs, two wraps at level 0, one merge at level 1.
+    let stages: Vec<(String, u64)> = r["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| (s["name"].as_str().expect("name").to_string(), s["jobs"].as_u64().expect("jobs")))
+        .collect();
+    for (name, jobs) in
+        [("batch_proofs", 2), ("aggregation_level_0", 2), ("aggregation_level_1", 1), ("verification", 1)]
+    {
+        assert!(stages.contains(&(name.to_string(), jobs)), "{name} with {jobs} jobs in {stages:?}");
+    }
+    assert_eq!(r["baseline_pairs"], 3);
+    let steps = &r["batch_proof_steps"];
+    let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));
+    let parts = ["witness", "wires_commit", "partial_products", "zs_commit", "quotient", "quotient_commit", "openings"];
+    let sum: f64 = parts.iter().map(|k| step(k)).sum();
+    assert!((sum - step("total")).abs() < 1e-6 && step("total") > 0.0, "{steps}");
+    assert!(num("peak_memory_mib") > 0.0 && r["block_proof_bytes"].as_u64() > Some(0));
+    assert!(r["machine"]["cores"].as_u64() >= Some(1) && r["machine"]["cpu"].is_string(), "{r}");
+    // No device was asked for, so none is reported.
+    assert!(r["peak_device_memory_mib"].is_null());
+
+    // Bad options are refused before any work.
+    let out = rollup(&["bench", "--txs", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--txs must be positive"));
+}
