@@ -111,8 +111,9 @@ pub struct CudaBackend {
     quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
 }
 
-/// The device's memory divided by this is what resident commitments may hold (a batch proof's
-/// three commitments and the circuit's constants take about 300 MB).
+/// The device's memory divided by this is what resident commitments may hold at most (a batch
+/// proof in flight holds its wires and Z, about 160 MB, and each circuit its constants and
+/// sigmas, about 90 MB).
 const RESIDENT_SHARE: usize = 4;
 
 /// Threads per block of the quotient kernel: each thread holds a Poseidon state and the
@@ -134,8 +135,8 @@ fn cfg(n: usize) -> Result<LaunchConfig> {
 
 /// Threads per block of the Poseidon kernels. A block may use at most 64 Ki registers, so the
 /// 1 024 threads of `for_num_elems` would fail to launch once a thread needs more than 64, and a
-/// thread holding a 12-word state in 64-bit halves may; 256 threads allow up to 255 (the most a
-/// thread can have).
+/// Poseidon thread may (its 12-element state alone is 24 32-bit registers); 256 threads allow up
+/// to 255, the most a thread can have.
 const HASH_BLOCK: u32 = 256;
 
 /// One Poseidon thread per item, `n` items.
@@ -488,8 +489,8 @@ impl Backend for CudaBackend {
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
-        // The kernel first: packing the arguments copies every commitment's leaves, which is
-        // wasted if the quotient ends up on the CPU anyway.
+        // The kernel first, so that a quotient which ends up on the CPU packs nothing and
+        // uploads nothing.
         let f = match self.quotient_kernel() {
             Ok(f) => f,
             Err(why) => {
