@@ -186,10 +186,12 @@ pub fn prove_with_partition(
         gammas: &gammas,
         alphas: &alphas,
     };
-    let quotients = quotient_polys(backend, &inputs)?;
-    // Only the quotient reads the wires and Z leaves through the backend (FRI reads the host's).
+    let quotients = quotient_polys(backend, &inputs);
+    // Only the quotient reads the wires and Z leaves through the backend (FRI reads the host's),
+    // so they are released whether or not the witness satisfied the constraints.
     backend.release(&wires.merkle_tree);
     backend.release(&zs.merkle_tree);
+    let quotients = quotients?;
     times.quotient = t.elapsed();
 
     let t = Instant::now();

@@ -5,8 +5,10 @@
 //! gates (`eval_filtered_base_batch`) with rayon: the reference, and the rayon backend's kernel.
 //! [`GateProgram`] describes the same constraints to the CUDA C in `cuda/quotient.cuh` (the gates
 //! our circuits use, each with its selector filter), and [`QuotientKernelArgs`] packs every input
-//! that code reads into flat arrays, so a device (or the host C compiler, in the tests) evaluates
-//! exactly what the CPU does. A circuit with a gate the C does not know is refused with
+//! that code reads into flat arrays, except the three commitments' leaves, which the caller passes
+//! as it holds them ([`QuotientInputs::trees`], row after row; on a device, where the commitments
+//! left them), so a device (or the host C compiler, in the tests) evaluates exactly what the CPU
+//! does. A circuit with a gate the C does not know is refused with
 //! [`BackendError::Unsupported`], and the CUDA backend falls back to the CPU for it.
 
 use std::ops::Range;

@@ -41,11 +41,6 @@ impl TreeKey {
     pub fn of(tree: &MerkleTree<F, PoseidonHash>) -> Self {
         Self::new(&tree.cap.0, tree.leaves.len(), tree.leaves.first().map_or(0, Vec::len))
     }
-
-    /// Field elements in the leaves.
-    pub fn elements(&self) -> usize {
-        self.rows * self.width
-    }
 }
 
 struct Entry<V> {
