@@ -100,26 +100,34 @@ int main(void) {{
     );
     let dir = std::env::temp_dir().join(format!("prover-gpu-host-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let c = dir.join("harness.c");
-    let exe = dir.join("harness");
-    std::fs::write(&c, src).expect("write harness");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let (ok, out) = build_and_run(&dir.join("harness.c"), ("CC", "cc"), &["-O2", "-std=c11", "-Wall", "-Werror"], src);
+    assert!(ok, "host arithmetic differs from plonky2:\n{out}");
+    assert!(out.contains("0 mismatches"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Writes `src` to `path`, compiles it with the host compiler named by the environment variable
+/// `compiler.0` (else `compiler.1`) and `flags`, and runs it: whether it exited with success,
+/// and its output. A harness that does not build fails the test with the compiler's errors.
+fn build_and_run(path: &std::path::Path, compiler: (&str, &str), flags: &[&str], src: String) -> (bool, String) {
+    std::fs::write(path, src).expect("write harness");
+    let exe = path.with_extension("");
+    let cc = std::env::var(compiler.0).unwrap_or_else(|_| compiler.1.into());
     let built = Command::new(&cc)
-        .args(["-O2", "-std=c11", "-Wall", "-Werror", "-o"])
+        .args(flags)
+        .arg("-o")
         .arg(&exe)
-        .arg(&c)
+        .arg(path)
         .output()
-        .expect("a host C compiler (cc)");
+        .unwrap_or_else(|e| panic!("a host compiler ({cc}): {e}"));
     assert!(
         built.status.success(),
-        "compiling the CUDA headers on the host failed:\n{}",
+        "{} does not build on the host:\n{}",
+        path.display(),
         String::from_utf8_lossy(&built.stderr)
     );
     let run = Command::new(&exe).output().expect("run harness");
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "host arithmetic differs from plonky2:\n{out}");
-    assert!(out.contains("0 mismatches"));
-    std::fs::remove_dir_all(&dir).ok();
+    (run.status.success(), String::from_utf8_lossy(&run.stdout).into_owned())
 }
 
 /// Enough of CUDA's built-ins for a host C++ compiler to check the device sources' syntax and
@@ -183,7 +191,6 @@ fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
 
     let dir = std::env::temp_dir().join(format!("prover-gpu-emulated-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let mut rng = StdRng::seed_from_u64(21);
     let rate_bits = 3;
     // (log2 coefficients, polynomials, cap height): one polynomial; a cap of height 0 (the root);
@@ -264,23 +271,10 @@ int main(void) {{
 "#
         );
         let path = dir.join(format!("commit_{log_n}_{batch}_{cap_height}.cpp"));
-        let exe = dir.join(format!("commit_{log_n}_{batch}_{cap_height}"));
-        std::fs::write(&path, src).expect("write harness");
-        let built = Command::new(&cxx)
-            .args(["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(&path)
-            .output()
-            .expect("a host C++ compiler (c++)");
+        let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
+        let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
         assert!(
-            built.status.success(),
-            "the emulated kernels do not build:\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        let run = Command::new(&exe).output().expect("run harness");
-        let out = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success() && out.contains("0 mismatches"),
+            ok && out.contains("0 mismatches"),
             "n = {n}, {batch} polynomials, cap height {cap_height}: the device commitment differs from plonky2:\n{out}"
         );
     }

@@ -20,7 +20,7 @@ use prover_gpu::*;
 
 mod common;
 
-use common::{verifier_of, witness, D};
+use common::{hashed_inputs, verifier_of, witness, D};
 
 /// Reads the packed arguments from a file, runs `qt_values_host`, writes the values.
 const HARNESS_MAIN: &str = r#"
@@ -119,13 +119,7 @@ fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
 /// A circuit of exactly the batch circuit's gates: Poseidon, arithmetic, base-sum range checks,
 /// constants and public inputs, in two selector groups.
 fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
-    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
-    let inputs = b.add_virtual_targets(4);
-    let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
-    for _ in 1..hashes {
-        h = b.hash_n_to_hash_no_pad::<PoseidonHash>(h.elements.to_vec());
-    }
-    b.register_public_inputs(&h.elements);
+    let (mut b, inputs) = hashed_inputs(hashes);
     // A Merkle path, whose Poseidon rows swap or not by the index bits: the swap wire takes
     // both values.
     let siblings: Vec<HashOutTarget> = (0..12).map(|_| b.add_virtual_hash()).collect();

@@ -3,12 +3,10 @@
 //! proof of the same witness.
 
 use plonky2::field::types::{Field, Sample};
-use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::iop::generator::generate_partial_witness;
 use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
-use plonky2::plonk::circuit_builder::CircuitBuilder;
-use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
+use plonky2::plonk::circuit_data::CircuitData;
 use plonky2::plonk::proof::ProofWithPublicInputs;
 use plonky2::plonk::prover::prove_with_partition_witness;
 use plonky2::util::timing::TimingTree;
@@ -18,18 +16,12 @@ use rand::SeedableRng;
 
 mod common;
 
-use common::{verifier_of, witness, D};
+use common::{hashed_inputs, verifier_of, witness, D};
 
 /// A circuit with the gates our circuits use: Poseidon, arithmetic (base and extension),
 /// random access, range checks (base-sum), constants and public inputs.
 fn small_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
-    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
-    let inputs = b.add_virtual_targets(4);
-    let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
-    for _ in 1..hashes {
-        h = b.hash_n_to_hash_no_pad::<PoseidonHash>(h.elements.to_vec());
-    }
-    b.register_public_inputs(&h.elements);
+    let (mut b, inputs) = hashed_inputs(hashes);
     let prod = b.mul(inputs[0], inputs[1]);
     let sum = b.add(prod, inputs[2]);
     let c = b.constant(F::from_canonical_u64(12345));

@@ -1,6 +1,7 @@
 //! Circuit helpers shared by the whole-proof tests.
 
 use plonky2::field::types::Sample;
+use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
@@ -19,6 +20,19 @@ pub fn witness(targets: &[Target], seed: u64) -> PartialWitness<F> {
         pw.set_target(*t, F::sample(&mut rng)).expect("set");
     }
     pw
+}
+
+/// A new builder of the standard recursion config with four input targets hashed `hashes` times
+/// in a chain of Poseidon gates, the last digest registered as the public inputs.
+pub fn hashed_inputs(hashes: usize) -> (CircuitBuilder<F, D>, Vec<Target>) {
+    let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+    let inputs = b.add_virtual_targets(4);
+    let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
+    for _ in 1..hashes {
+        h = b.hash_n_to_hash_no_pad::<PoseidonHash>(h.elements.to_vec());
+    }
+    b.register_public_inputs(&h.elements);
+    (b, inputs)
 }
 
 /// A circuit that verifies a (stock) proof of `inner` from `inner_witness`, with whatever
