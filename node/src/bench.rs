@@ -104,6 +104,7 @@ struct BatchSteps {
     quotient: f64,
     quotient_commit: f64,
     openings: f64,
+    fri: f64,
 }
 
 impl From<&prover_gpu::StepTimes> for BatchSteps {
@@ -117,6 +118,7 @@ impl From<&prover_gpu::StepTimes> for BatchSteps {
             quotient: s.quotient.as_secs_f64(),
             quotient_commit: s.quotient_commit.as_secs_f64(),
             openings: s.openings.as_secs_f64(),
+            fri: s.fri.as_secs_f64(),
         }
     }
 }
@@ -376,7 +378,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if let Some(s) = &report.batch_proof_steps {
             println!(
                 "  one batch, {:<13} {:>9.3} s vs stock {:.3} s: commitments {:.3} s (wires {:.3}, Z {:.3}, quotient {:.3}), \
-                 quotient {:.3} s, openings {:.3} s, witness {:.3} s",
+                 quotient {:.3} s, openings {:.3} s, FRI {:.3} s, witness {:.3} s",
                 report.backend,
                 s.total,
                 report.stock_batch_proof_seconds,
@@ -386,6 +388,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 s.quotient_commit,
                 s.quotient,
                 s.openings,
+                s.fri,
                 s.witness
             );
         }

@@ -2,7 +2,7 @@
 //! commitment step (coset LDE in plonky2's layout, Merkle tree in plonky2's exact digest layout)
 //! as default methods.
 
-use plonky2::field::types::Field;
+use plonky2::field::types::{Field, Field64, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, reverse_bits};
 use crate::quotient::QuotientInputs;
+use crate::transcript::{pow_response, RATE, WIDTH};
 use crate::F;
 
 /// Checks that `len` elements are whole polynomials of `n`, a power of two.
@@ -32,6 +33,15 @@ pub(crate) fn tree_leaves(len: usize, width: usize, cap_height: usize) -> Result
         return Err(BackendError::Shape(format!("{leaves} leaves for a cap of height {cap_height}")));
     }
     Ok(leaves)
+}
+
+/// Checks a proof-of-work search: the witness goes into an input slot, every candidate is a
+/// canonical field element.
+pub(crate) fn check_grind(slot: usize, start: u64, count: u64) -> Result<()> {
+    if slot >= RATE || start.checked_add(count).is_none_or(|end| end > F::ORDER) {
+        return Err(BackendError::Shape(format!("a proof-of-work search of {count} from {start} at slot {slot}")));
+    }
+    Ok(())
 }
 
 /// A Poseidon digest as four raw field elements.
@@ -64,6 +74,17 @@ pub trait Backend: Send + Sync {
     /// [`crate::quotient`]). The default runs plonky2's own gates on the CPU.
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
         q.values_on_cpu()
+    }
+
+    /// The search of FRI's proof of work: the smallest candidate in `start .. start + count`
+    /// for which [`pow_response`] (`state` permuted with the candidate written at `slot`) has
+    /// at least `min_leading_zeros` leading zeros in its canonical 64-bit form; `None` if none
+    /// does. Every candidate is below the field's order.
+    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+        check_grind(slot, start, count)?;
+        Ok((start..start + count)
+            .into_par_iter()
+            .find_first(|&c| pow_response(state, slot, c).to_canonical_u64().leading_zeros() >= min_leading_zeros))
     }
 
     /// For each polynomial, in place: values at `ω^i` (natural order) become the coefficients of

@@ -7,6 +7,7 @@ use plonky2::hash::poseidon::PoseidonHash;
 use crate::backend::{Backend, Digest};
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
+use crate::transcript::WIDTH;
 use crate::F;
 
 /// Two backends in lockstep; results come from the first.
@@ -116,6 +117,16 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
                 Err(BackendError::Mismatch { kernel: "quotient_values", detail })
             }
         }
+    }
+
+    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+        let found = self.first.grind(state, slot, min_leading_zeros, start, count)?;
+        let other = self.second.grind(state, slot, min_leading_zeros, start, count)?;
+        if found != other {
+            let detail = format!("{found:?} against {other:?} in {count} candidates from {start}");
+            return Err(BackendError::Mismatch { kernel: "grind", detail });
+        }
+        Ok(found)
     }
 
     fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {

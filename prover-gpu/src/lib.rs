@@ -9,12 +9,14 @@ pub mod cuda;
 pub mod dual;
 pub mod engine;
 pub mod error;
+pub mod fri;
 pub mod layout;
 pub mod naive;
 pub mod prove;
 pub mod quotient;
 pub mod resident;
 pub mod select;
+pub mod transcript;
 
 pub use backend::{Backend, Digest};
 pub use commit::{commit, commit_values, Config};
@@ -26,6 +28,7 @@ pub use error::{BackendError, Result};
 pub use prove::{prove, prove_timed, prove_with_partition, ProofWithInputs, StepTimes};
 pub use quotient::{GateProgram, QuotientInputs, QuotientKernelArgs};
 pub use select::{choose, Requested};
+pub use transcript::Transcript;
 
 /// The field of every kernel.
 pub type F = plonky2::field::goldilocks_field::GoldilocksField;

@@ -16,19 +16,19 @@ use plonky2::field::types::Field;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
 use plonky2::hash::poseidon::PoseidonHash;
-use plonky2::iop::challenger::Challenger;
 use plonky2::iop::generator::generate_partial_witness;
 use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness};
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::config::Hasher;
 use plonky2::plonk::proof::{OpeningSet, Proof, ProofWithPublicInputs};
-use plonky2::util::timing::TimingTree;
 use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::commit::{commit, commit_values, Config};
 use crate::error::{BackendError, Result};
+use crate::fri;
 use crate::quotient::{quotient_bits, QuotientInputs, Selectors};
+use crate::transcript::Transcript;
 use crate::F;
 
 /// plonky2's extension degree.
@@ -55,8 +55,11 @@ pub struct StepTimes {
     pub quotient: Duration,
     /// The quotient chunks' commitment.
     pub quotient_commit: Duration,
-    /// Evaluations at ζ and gζ, and FRI.
+    /// Every polynomial evaluated at ζ (and the Z's at gζ).
     pub openings: Duration,
+    /// The FRI proof of those openings: the combined quotient, its LDE, the folding layers'
+    /// commitments, the proof of work and the query rounds.
+    pub fri: Duration,
 }
 
 impl StepTimes {
@@ -69,6 +72,7 @@ impl StepTimes {
             + self.quotient
             + self.quotient_commit
             + self.openings
+            + self.fri
     }
 
     /// The commitment steps, the ones the backend runs.
@@ -155,13 +159,13 @@ pub fn prove_with_partition(
     let wires = commit_values(backend, columns.clone(), n, rate_bits, cap_height)?;
     times.wires_commit = t.elapsed();
 
-    let mut challenger = Challenger::<F, PoseidonHash>::new();
-    common.fri_params.observe(&mut challenger);
-    challenger.observe_hash::<PoseidonHash>(prover.circuit_digest);
-    challenger.observe_hash::<PoseidonHash>(public_inputs_hash);
-    challenger.observe_cap::<PoseidonHash>(&wires.merkle_tree.cap);
-    let betas = challenger.get_n_challenges(config.num_challenges);
-    let gammas = challenger.get_n_challenges(config.num_challenges);
+    let mut transcript = Transcript::new();
+    transcript.observe_fri_params(&common.fri_params);
+    transcript.observe_hash(prover.circuit_digest);
+    transcript.observe_hash(public_inputs_hash);
+    transcript.observe_cap(&wires.merkle_tree.cap);
+    let betas = transcript.get_n_challenges(config.num_challenges);
+    let gammas = transcript.get_n_challenges(config.num_challenges);
 
     let t = Instant::now();
     let zs_values = partial_products_and_zs(prover, common, &columns, &betas, &gammas);
@@ -171,8 +175,8 @@ pub fn prove_with_partition(
     let t = Instant::now();
     let zs = commit_values(backend, zs_values, n, rate_bits, cap_height)?;
     times.zs_commit = t.elapsed();
-    challenger.observe_cap::<PoseidonHash>(&zs.merkle_tree.cap);
-    let alphas = challenger.get_n_challenges(config.num_challenges);
+    transcript.observe_cap(&zs.merkle_tree.cap);
+    let alphas = transcript.get_n_challenges(config.num_challenges);
 
     let t = Instant::now();
     let inputs = QuotientInputs {
@@ -198,10 +202,10 @@ pub fn prove_with_partition(
     let quotient = commit(backend, quotients, rate_bits, cap_height)?;
     backend.release(&quotient.merkle_tree);
     times.quotient_commit = t.elapsed();
-    challenger.observe_cap::<PoseidonHash>(&quotient.merkle_tree.cap);
+    transcript.observe_cap(&quotient.merkle_tree.cap);
 
     let t = Instant::now();
-    let zeta = challenger.get_extension_challenge::<D>();
+    let zeta = transcript.get_extension_challenge();
     if zeta.exp_power_of_2(common.degree_bits()) == FE::ONE {
         // Probability about n / |F²|; plonky2 refuses the same way.
         return Err(BackendError::DegenerateChallenge);
@@ -218,20 +222,15 @@ pub fn prove_with_partition(
         &openings.quotient_polys,
         &openings.plonk_zs_next,
     ] {
-        challenger.observe_extension_elements::<D>(values);
+        transcript.observe_extension_elements(values);
     }
     let instance = fri_instance(common, zeta, g);
-    let oracles: [&PolynomialBatch<F, Config, D>; 4] = [&prover.constants_sigmas_commitment, &wires, &zs, &quotient];
-    let opening_proof = PolynomialBatch::prove_openings(
-        &instance,
-        &oracles,
-        &mut challenger,
-        &common.fri_params,
-        None,
-        None,
-        &mut TimingTree::default(),
-    );
     times.openings = t.elapsed();
+
+    let t = Instant::now();
+    let oracles: [&PolynomialBatch<F, Config, D>; 4] = [&prover.constants_sigmas_commitment, &wires, &zs, &quotient];
+    let opening_proof = fri::prove_openings(backend, &instance, &oracles, &mut transcript, &common.fri_params)?;
+    times.fri = t.elapsed();
 
     let proof = Proof {
         wires_cap: wires.merkle_tree.cap,

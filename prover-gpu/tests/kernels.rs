@@ -12,6 +12,9 @@ use prover_gpu::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+mod kernels_only;
+use kernels_only::KernelsOnly;
+
 fn random(rng: &mut StdRng, n: usize) -> Vec<F> {
     (0..n).map(|_| F::sample(rng)).collect()
 }
@@ -109,42 +112,24 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         // The whole commitment in one pass on the device: leaves, digests and cap.
         dual.commit_tree(&coeffs, n, rate_bits, cap_height).expect("device commitment agrees");
     }
+    // FRI's proof-of-work search: the first witness of each range, at every input slot, and
+    // none in a range too short to hold one.
+    for pending in 0..8 {
+        let mut t = Transcript::new();
+        t.observe_elements(&random(&mut rng, 8 + pending));
+        let (state, slot) = t.pow_state();
+        let found = dual.grind(&state, slot, 12, 0, 1 << 16).expect("grind agrees");
+        if let Some(w) = found {
+            assert_eq!(dual.grind(&state, slot, 12, 0, w).expect("grind agrees"), None);
+        }
+        dual.grind(&state, slot, 16, 1 << 20, 1 << 20).expect("grind agrees on a larger range");
+    }
     // What the device commits to stays there for the quotient.
     let cuda = CudaBackend::new(0).expect("a CUDA device");
     let n = 1 << 6;
     let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2).expect("commit");
     assert_eq!(cuda.resident_commitments(), 1);
     assert_eq!(tree.leaves.len(), n << 3);
-}
-
-/// The rayon backend's three required kernels and nothing else, so that every derived step runs
-/// the trait's default methods (the path a backend without overrides takes). With
-/// `break_pairs`, one element of one digest above the leaves is flipped.
-struct KernelsOnly {
-    break_pairs: bool,
-}
-
-impl Backend for KernelsOnly {
-    fn name(&self) -> &'static str {
-        if self.break_pairs {
-            "broken-pairs"
-        } else {
-            "kernels-only"
-        }
-    }
-    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> prover_gpu::Result<()> {
-        RayonBackend.coset_ntt_batch(data, n, shift)
-    }
-    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> prover_gpu::Result<()> {
-        RayonBackend.hash_rows(rows, width, out)
-    }
-    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> prover_gpu::Result<()> {
-        RayonBackend.hash_pairs(children, out)?;
-        if self.break_pairs {
-            out[out.len() / 2].elements[1] += F::ONE;
-        }
-        Ok(())
-    }
 }
 
 #[test]
