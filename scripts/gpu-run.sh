@@ -36,6 +36,6 @@ done
 echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
 printf '%s\n' "${status[@]}"
-grep -E "time:" "$OUT/bench-kernels.log" | head -n 12
+grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 32
 grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
 for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done

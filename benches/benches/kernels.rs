@@ -1,30 +1,42 @@
 //! The commitment step per backend against plonky2's own: NTT, coset LDE and Merkle tree of 135
-//! polynomials (the batch circuit's wires) of 2^13 coefficients at rate 1/8.
+//! polynomials (the batch circuit's wires) of 2^13 coefficients at rate 1/8. Then the opening
+//! proof (FRI) per backend against plonky2's `prove_openings`, on oracles of the batch proof's
+//! shape.
 //!
 //! `cargo bench -p benches --bench kernels`; CUDA rows appear where a device is present.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use plonky2::field::extension::Extendable;
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::{Field, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
+use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
+use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::iop::challenger::Challenger;
+use plonky2::plonk::circuit_data::CircuitConfig;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::util::timing::TimingTree;
-use prover_gpu::{commit, Backend, CudaBackend, RayonBackend, F};
+use prover_gpu::{commit, fri, Backend, CudaBackend, RayonBackend, Transcript, F};
 
 const LOG_N: usize = 13;
 const WIDTH: usize = 135;
 const RATE_BITS: usize = 3;
 const CAP_HEIGHT: usize = 4;
 
-fn kernels(c: &mut Criterion) {
-    let n = 1 << LOG_N;
-    let coeffs: Vec<F> = (0..n * WIDTH).map(|_| F::rand()).collect();
-    let polys = || coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect::<Vec<_>>();
+fn backends() -> Vec<Box<dyn Backend>> {
     let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(RayonBackend)];
     match CudaBackend::new(0) {
         Ok(b) => backends.push(Box::new(b)),
         Err(e) => eprintln!("CUDA rows skipped: {e}"),
     }
+    backends
+}
+
+fn kernels(c: &mut Criterion) {
+    let n = 1 << LOG_N;
+    let coeffs: Vec<F> = (0..n * WIDTH).map(|_| F::rand()).collect();
+    let polys = || coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect::<Vec<_>>();
+    let backends = backends();
     let mut g = c.benchmark_group("commitment");
     g.sample_size(10);
     g.bench_function("plonky2_from_coeffs", |b| {
@@ -64,5 +76,80 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+/// The batch proof's oracles (constants and sigmas, wires, Z's and partial products, quotient
+/// chunks) at its trace length, 2^14, and the standard recursion config's FRI: every polynomial
+/// opened at ζ, the Z's also at gζ.
+fn openings(c: &mut Criterion) {
+    const DEGREE_BITS: usize = 14;
+    const ORACLES: [usize; 4] = [90, 135, 20, 16];
+    type FE = <F as Extendable<2>>::Extension;
+    let params = CircuitConfig::standard_recursion_config().fri_config.fri_params(DEGREE_BITS, false);
+    let (rate_bits, cap_height) = (params.config.rate_bits, params.config.cap_height);
+    let oracles: Vec<PolynomialBatch<F, PoseidonGoldilocksConfig, 2>> = ORACLES
+        .iter()
+        .map(|&count| {
+            let polys = (0..count).map(|_| PolynomialCoeffs::new(F::rand_vec(1 << DEGREE_BITS))).collect();
+            PolynomialBatch::from_coeffs(polys, rate_bits, false, cap_height, &mut TimingTree::default(), None)
+        })
+        .collect();
+    let oracles: Vec<&PolynomialBatch<F, PoseidonGoldilocksConfig, 2>> = oracles.iter().collect();
+    let zeta = FE::rand();
+    let instance = FriInstanceInfo {
+        oracles: ORACLES.iter().map(|&num_polys| FriOracleInfo { num_polys, blinding: false }).collect(),
+        batches: vec![
+            FriBatchInfo {
+                point: zeta,
+                polynomials: (0..4).flat_map(|o| FriPolynomialInfo::from_range(o, 0..ORACLES[o])).collect(),
+            },
+            FriBatchInfo {
+                point: FE::primitive_root_of_unity(DEGREE_BITS) * zeta,
+                polynomials: FriPolynomialInfo::from_range(2, 0..2),
+            },
+        ],
+    };
+    // The proof of work's cost is geometric in the transcript (about 2^16 candidates on average,
+    // the first witness anywhere between 1 and a few hundred thousand), so every prover goes
+    // through the same 32 transcripts in turn: plonky2's challenger and ours, fed alike.
+    let transcripts: Vec<(Challenger<F, PoseidonHash>, Transcript)> = (0..32)
+        .map(|_| {
+            let seed = F::rand_vec(5);
+            let (mut c, mut t) = (Challenger::new(), Transcript::new());
+            c.observe_elements(&seed);
+            t.observe_elements(&seed);
+            (c, t)
+        })
+        .collect();
+    let next = std::cell::Cell::new(0usize);
+    let take = || {
+        let i = next.get();
+        next.set(i + 1);
+        transcripts[i % transcripts.len()].clone()
+    };
+
+    let mut g = c.benchmark_group("openings");
+    g.sample_size(10);
+    next.set(0);
+    g.bench_function("plonky2_prove_openings", |b| {
+        b.iter_batched(
+            take,
+            |(mut c, _)| {
+                PolynomialBatch::prove_openings(&instance, &oracles, &mut c, &params, None, None, &mut TimingTree::default())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    for backend in &backends() {
+        next.set(0);
+        g.bench_function(format!("{}_prove_openings", backend.name()), |b| {
+            b.iter_batched(
+                take,
+                |(_, mut t)| fri::prove_openings(backend.as_ref(), &instance, &oracles, &mut t, &params).expect("fri"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, openings);
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use plonky2::hash::poseidon::{Poseidon, PoseidonHash};
 use plonky2::plonk::config::Hasher;
 use prover_gpu::F;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 fn c_array(v: &[u64]) -> String {
     v.iter().map(|x| format!("{x}ULL")).collect::<Vec<_>>().join(",")
@@ -142,6 +142,12 @@ static DimStub blockIdx, blockDim, threadIdx;
 static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
     __extension__ typedef unsigned __int128 u128;
     return (unsigned long long)(((u128)a * b) >> 64);
+}
+static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+static inline unsigned long long atomicMin(unsigned long long *a, unsigned long long v) {
+    unsigned long long old = *a;
+    if (v < old) *a = v;
+    return old;
 }
 static inline unsigned long long __brevll(unsigned long long x) {
     unsigned long long r = 0;
@@ -277,6 +283,56 @@ int main(void) {{
             ok && out.contains("0 mismatches"),
             "n = {n}, {batch} polynomials, cap height {cap_height}: the device commitment differs from plonky2:\n{out}"
         );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `fri_grind` on the host, every thread of its grid: the smallest witness of the range, the
+/// one our transcript's `pow_response` finds (checked there against plonky2's challenger), and
+/// none when the range holds none.
+#[test]
+fn device_grind_kernel_emulated_on_the_host_finds_the_first_witness() {
+    use prover_gpu::transcript::{pow_response, Transcript};
+
+    let dir = std::env::temp_dir().join(format!("prover-gpu-grind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut rng = StdRng::seed_from_u64(5);
+    // Pending inputs 0 (the witness at slot 0), 3 and 7 (the last input slot).
+    for pending in [8usize, 3, 7] {
+        let mut t = Transcript::new();
+        t.observe_elements(&(0..pending).map(|_| F::sample(&mut rng)).collect::<Vec<_>>());
+        let (state, slot) = t.pow_state();
+        let bits = 8;
+        let start = rng.gen_range(0..1_000_000u64);
+        let hit = |c: u64| pow_response(&state, slot, c).to_canonical_u64().leading_zeros() >= bits;
+        let first = (start..).find(|&c| hit(c)).expect("a witness");
+        let words: Vec<u64> = state.iter().map(|x| x.to_canonical_u64()).collect();
+        // The range past the first witness holds later ones too; the one before holds none.
+        for (count, want) in [(first - start + 700, first), (first - start, u64::MAX)] {
+            let src = format!(
+                r#"{CUDA_STUBS}
+#include <stdio.h>
+{kernels}
+static const u64 STATE[] = {{{state}}};
+int main(void) {{
+    unsigned long long best = ~0ULL, count = {count}ULL;
+    blockDim.x = 64;
+    for (unsigned long long t = 0; t < (count + 63) / 64 * 64; t++) {{
+        blockIdx.x = (unsigned)(t / 64); threadIdx.x = (unsigned)(t % 64);
+        fri_grind(STATE, {slot}, {bits}, {start}ULL, count, &best);
+    }}
+    printf("best %llu\n", best);
+    return 0;
+}}
+"#,
+                kernels = prover_gpu::cuda::kernels_source(),
+                state = c_array(&words),
+            );
+            let path = dir.join(format!("grind_{pending}_{count}.cpp"));
+            let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
+            let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
+            assert!(ok && out.contains(&format!("best {want}\n")), "slot {slot}, {count} from {start}: {out}");
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -98,3 +98,17 @@ extern "C" __global__ void psn_merkle_level(const u64 *level, u64 *next, u64 *di
     }
     psn_two_to_one(level + 8 * i, level + 8 * i + 4, next + 4 * i);
 }
+
+// FRI's proof of work: candidate `start + i` written at `slot` of the transcript's state (12
+// canonical words), permuted; the smallest candidate whose element 7 (the challenge drawn next)
+// has `min_zeros` leading zeros goes to `best`, which starts at ~0.
+extern "C" __global__ void fri_grind(const u64 *state, u32 slot, u32 min_zeros, u64 start, u64 count,
+                                     unsigned long long *best) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    u64 s[PSN_WIDTH];
+    for (int k = 0; k < PSN_WIDTH; k++) s[k] = state[k];
+    s[slot] = start + i;
+    psn_permute(s);
+    if ((u32)__clzll(s[7]) >= min_zeros) atomicMin(best, (unsigned long long)(start + i));
+}

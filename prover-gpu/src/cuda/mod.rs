@@ -12,11 +12,12 @@ use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
-use crate::backend::{check_polynomials, tree_leaves, Backend, Digest};
+use crate::backend::{check_grind, check_polynomials, tree_leaves, Backend, Digest};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::quotient::{QuotientInputs, QuotientKernelArgs};
 use crate::resident::{Resident, TreeKey};
+use crate::transcript::WIDTH;
 use crate::F;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
@@ -99,6 +100,7 @@ pub struct CudaBackend {
     spread: CudaFunction,
     rows_bit_reversed: CudaFunction,
     merkle_level: CudaFunction,
+    grind: CudaFunction,
     /// Commitments' leaves kept on the device for the quotient (see [`crate::resident`]).
     resident: Resident<CudaSlice<u64>>,
     device: String,
@@ -186,6 +188,7 @@ impl CudaBackend {
             spread: f("gl_spread")?,
             rows_bit_reversed: f("gl_rows_bit_reversed")?,
             merkle_level: f("psn_merkle_level")?,
+            grind: f("fri_grind")?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
@@ -509,6 +512,34 @@ impl Backend for CudaBackend {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+        check_grind(slot, start, count)?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let s = &self.stream;
+        let words = s.clone_htod(&to_u64(state)).map_err(cuda)?;
+        let mut best = s.clone_htod(&[u64::MAX]).map_err(cuda)?;
+        let blocks = count.div_ceil(HASH_BLOCK as u64);
+        let blocks = u32::try_from(blocks).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?;
+        let launch = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (HASH_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let slot = small(slot)?;
+        // SAFETY: the kernel reads the 12 state words and writes `best` with atomicMin only.
+        unsafe {
+            s.launch_builder(&self.grind)
+                .arg(&words)
+                .arg(&slot)
+                .arg(&min_leading_zeros)
+                .arg(&start)
+                .arg(&count)
+                .arg(&mut best)
+                .launch(launch)
+                .map_err(cuda)?;
+        }
+        let best = s.clone_dtoh(&best).map_err(cuda)?;
+        Ok(best.first().copied().filter(|&w| w != u64::MAX))
     }
 
     fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
