@@ -58,6 +58,13 @@ pub fn prove_openings(
             params.degree_bits + rate_bits
         )));
     }
+    // The query rounds open every oracle at the same index of this LDE.
+    if let Some(o) = oracles.iter().find(|o| o.merkle_tree.leaves.len() != n) {
+        return Err(BackendError::Shape(format!(
+            "an oracle of {} leaves for FRI over {n} points",
+            o.merkle_tree.leaves.len()
+        )));
+    }
     let values = ext_coset_ntt(backend, &lde.coeffs, F::coset_shift())?;
     let (layers, final_coeffs) = commit_phase(backend, lde.coeffs, values, transcript, params)?;
     let pow_witness = proof_of_work(backend, transcript, params.config.proof_of_work_bits)?;

@@ -1,9 +1,11 @@
 //! Our plonky2 prover: the steps of plonky2 1.1's `prove`, written against its public API, with
-//! every commitment (wires; partial products and Z; quotient chunks) built by a [`Backend`].
+//! every commitment (wires; partial products and Z; quotient chunks), the quotient and FRI's
+//! NTTs, trees and proof of work run by a [`Backend`].
 //!
-//! The transcript is plonky2's, step for step, so for an unblinded circuit the proof is the one
-//! plonky2 makes, up to the FRI proof-of-work nonce (plonky2 searches for it in parallel and takes
-//! whichever thread finds one first) and what follows from it. plonky2's stock verifier accepts it.
+//! The transcript ([`Transcript`]) is plonky2's, step for step, so for an unblinded circuit the
+//! proof is the one plonky2 makes, up to the FRI proof-of-work nonce (ours is the smallest;
+//! plonky2 takes whichever thread finds one first) and what follows from it. plonky2's stock
+//! verifier accepts it.
 //!
 //! Not supported, each refused with [`BackendError::Unsupported`]: lookup tables and zero
 //! knowledge (blinding). None of our circuits uses them.

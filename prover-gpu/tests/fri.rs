@@ -31,6 +31,7 @@ type FE = <F as Extendable<D>>::Extension;
 
 /// One FRI set-up: the oracles' trace length and rate, the caps, the folding arities, the
 /// proof of work.
+#[derive(Clone)]
 struct Case {
     degree_bits: usize,
     rate_bits: usize,
@@ -230,8 +231,14 @@ fn fri_refuses_a_misshapen_opening_instance() {
     let err = fri::prove_openings(&RayonBackend, &o.instance, &oracles, &mut Transcript::new(), &case.params())
         .expect_err("an unknown polynomial");
     assert!(matches!(err, BackendError::Shape(_)), "{err}");
-    // Parameters for another trace length.
+    // An oracle committed at another rate than FRI's.
     o.instance.batches[0].polynomials.pop();
+    let other_rate = openings(&Case { rate_bits: 2, ..case.clone() }, &mut rng);
+    let mixed = [oracles[0], oracles[1], &other_rate.oracles[2]];
+    let err = fri::prove_openings(&RayonBackend, &o.instance, &mixed, &mut Transcript::new(), &case.params())
+        .expect_err("an oracle of another size");
+    assert!(matches!(err, BackendError::Shape(_)), "{err}");
+    // Parameters for another trace length.
     let other = Case { degree_bits: 5, ..case };
     let err = fri::prove_openings(&RayonBackend, &o.instance, &oracles, &mut Transcript::new(), &other.params())
         .expect_err("a trace of the wrong length");
