@@ -133,7 +133,15 @@ fn openings(c: &mut Criterion) {
         b.iter_batched(
             take,
             |(mut c, _)| {
-                PolynomialBatch::prove_openings(&instance, &oracles, &mut c, &params, None, None, &mut TimingTree::default())
+                PolynomialBatch::prove_openings(
+                    &instance,
+                    &oracles,
+                    &mut c,
+                    &params,
+                    None,
+                    None,
+                    &mut TimingTree::default(),
+                )
             },
             BatchSize::SmallInput,
         )

@@ -118,7 +118,8 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];
     let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));
-    let parts = ["witness", "wires_commit", "partial_products", "zs_commit", "quotient", "quotient_commit", "openings", "fri"];
+    let parts =
+        ["witness", "wires_commit", "partial_products", "zs_commit", "quotient", "quotient_commit", "openings", "fri"];
     let sum: f64 = parts.iter().map(|k| step(k)).sum();
     assert!((sum - step("total")).abs() < 1e-6 && step("total") > 0.0, "{steps}");
     assert!(num("peak_memory_mib") > 0.0 && r["block_proof_bytes"].as_u64() > Some(0));

@@ -80,7 +80,14 @@ pub trait Backend: Send + Sync {
     /// for which [`pow_response`] (`state` permuted with the candidate written at `slot`) has
     /// at least `min_leading_zeros` leading zeros in its canonical 64-bit form; `None` if none
     /// does. Every candidate is below the field's order.
-    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+    fn grind(
+        &self,
+        state: &[F; WIDTH],
+        slot: usize,
+        min_leading_zeros: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Option<u64>> {
         check_grind(slot, start, count)?;
         Ok((start..start + count)
             .into_par_iter()

@@ -119,7 +119,14 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
-    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+    fn grind(
+        &self,
+        state: &[F; WIDTH],
+        slot: usize,
+        min_leading_zeros: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Option<u64>> {
         let found = self.first.grind(state, slot, min_leading_zeros, start, count)?;
         let other = self.second.grind(state, slot, min_leading_zeros, start, count)?;
         if found != other {

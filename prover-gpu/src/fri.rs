@@ -95,17 +95,14 @@ fn combined_quotient(
         let polys = polynomials
             .iter()
             .map(|p| {
-                oracles
-                    .get(p.oracle_index)
-                    .and_then(|o| o.polynomials.get(p.polynomial_index))
-                    .ok_or_else(|| {
-                        BackendError::Shape(format!(
-                            "polynomial {} of oracle {} is not among the {} oracles",
-                            p.polynomial_index,
-                            p.oracle_index,
-                            oracles.len()
-                        ))
-                    })
+                oracles.get(p.oracle_index).and_then(|o| o.polynomials.get(p.polynomial_index)).ok_or_else(|| {
+                    BackendError::Shape(format!(
+                        "polynomial {} of oracle {} is not among the {} oracles",
+                        p.polynomial_index,
+                        p.oracle_index,
+                        oracles.len()
+                    ))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let mut quotient = alpha.reduce_polys_base::<F, D>(polys).divide_by_linear(*point);

@@ -9,7 +9,9 @@ use plonky2::field::types::{Field, Field64, PrimeField64, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::proof::FriProof;
 use plonky2::fri::reduction_strategies::FriReductionStrategy;
-use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOpeningBatch, FriOpenings, FriOracleInfo, FriPolynomialInfo};
+use plonky2::fri::structure::{
+    FriBatchInfo, FriInstanceInfo, FriOpeningBatch, FriOpenings, FriOracleInfo, FriPolynomialInfo,
+};
 use plonky2::fri::verifier::verify_fri_proof;
 use plonky2::fri::{FriConfig, FriParams};
 use plonky2::hash::hash_types::HashOut;
@@ -69,14 +71,20 @@ fn openings(case: &Case, rng: &mut StdRng) -> Openings {
             let polys = (0..count)
                 .map(|_| PolynomialCoeffs::new((0..n).map(|_| F::from_canonical_u64(rng.gen())).collect()))
                 .collect();
-            PolynomialBatch::from_coeffs(polys, case.rate_bits, false, case.cap_height, &mut TimingTree::default(), None)
+            PolynomialBatch::from_coeffs(
+                polys,
+                case.rate_bits,
+                false,
+                case.cap_height,
+                &mut TimingTree::default(),
+                None,
+            )
         })
         .collect();
     let zeta = FE::rand();
     let g = FE::primitive_root_of_unity(case.degree_bits);
-    let all: Vec<_> = (0..oracles.len())
-        .flat_map(|o| FriPolynomialInfo::from_range(o, 0..oracles[o].polynomials.len()))
-        .collect();
+    let all: Vec<_> =
+        (0..oracles.len()).flat_map(|o| FriPolynomialInfo::from_range(o, 0..oracles[o].polynomials.len())).collect();
     let instance = FriInstanceInfo {
         oracles: oracles.iter().map(|o| FriOracleInfo { num_polys: o.polynomials.len(), blinding: false }).collect(),
         batches: vec![
@@ -126,11 +134,15 @@ fn verify(
         None,
     );
     let caps: Vec<MerkleCap<F, PoseidonHash>> = o.oracles.iter().map(|b| b.merkle_tree.cap.clone()).collect();
-    verify_fri_proof::<F, Config, D>(&o.instance, &o.values, &challenges, &caps, proof, params).map_err(|e| format!("{e:#}"))
+    verify_fri_proof::<F, Config, D>(&o.instance, &o.values, &challenges, &caps, proof, params)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The transcript just before the proof of work, rebuilt from the proof the way a verifier does.
-fn before_pow(start: &Challenger<F, PoseidonHash>, proof: &FriProof<F, PoseidonHash, D>) -> Challenger<F, PoseidonHash> {
+fn before_pow(
+    start: &Challenger<F, PoseidonHash>,
+    proof: &FriProof<F, PoseidonHash, D>,
+) -> Challenger<F, PoseidonHash> {
     let mut c = start.clone();
     c.get_extension_challenge::<D>();
     for cap in &proof.commit_phase_merkle_caps {
@@ -266,7 +278,8 @@ fn transcript_draws_plonky2s_challenges() {
                     t.observe_hash(h);
                 }
                 2 => {
-                    let cap = MerkleCap::<F, PoseidonHash>((0..1 << rng.gen_range(0..4)).map(|_| HashOut::rand()).collect());
+                    let cap =
+                        MerkleCap::<F, PoseidonHash>((0..1 << rng.gen_range(0..4)).map(|_| HashOut::rand()).collect());
                     c.observe_cap::<PoseidonHash>(&cap);
                     t.observe_cap(&cap);
                 }
@@ -275,7 +288,11 @@ fn transcript_draws_plonky2s_challenges() {
                     c.observe_extension_elements::<D>(&e);
                     t.observe_extension_elements(&e);
                 }
-                4 => assert_eq!(t.get_extension_challenge(), c.get_extension_challenge::<D>(), "round {round} step {step}"),
+                4 => assert_eq!(
+                    t.get_extension_challenge(),
+                    c.get_extension_challenge::<D>(),
+                    "round {round} step {step}"
+                ),
                 5 => {
                     let k = rng.gen_range(0..12);
                     assert_eq!(t.get_n_challenges(k), c.get_n_challenges(k), "round {round} step {step}");
@@ -286,7 +303,11 @@ fn transcript_draws_plonky2s_challenges() {
                     let candidate = rng.gen::<u64>() % F::ORDER;
                     let mut after = c.clone();
                     after.observe_element(F::from_canonical_u64(candidate));
-                    assert_eq!(transcript::pow_response(&state, slot, candidate), after.get_challenge(), "round {round}");
+                    assert_eq!(
+                        transcript::pow_response(&state, slot, candidate),
+                        after.get_challenge(),
+                        "round {round}"
+                    );
                 }
             }
         }
@@ -310,5 +331,8 @@ fn grind_refuses_searches_off_the_field_and_finds_the_first_witness() {
         assert_eq!(backend.grind(&state, slot, 6, 0, first + 1000).expect("grind"), Some(first));
         assert_eq!(backend.grind(&state, slot, 6, 0, first).expect("grind"), None);
     }
-    assert_eq!(RayonBackend.grind(&state, slot, 6, F::ORDER - 1, 1).expect("the last candidate").is_some(), zeros(F::ORDER - 1) >= 6);
+    assert_eq!(
+        RayonBackend.grind(&state, slot, 6, F::ORDER - 1, 1).expect("the last candidate").is_some(),
+        zeros(F::ORDER - 1) >= 6
+    );
 }

@@ -514,7 +514,14 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn grind(&self, state: &[F; WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Result<Option<u64>> {
+    fn grind(
+        &self,
+        state: &[F; WIDTH],
+        slot: usize,
+        min_leading_zeros: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Option<u64>> {
         check_grind(slot, start, count)?;
         if count == 0 {
             return Ok(None);
