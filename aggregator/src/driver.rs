@@ -13,7 +13,10 @@ impl AggregationCircuits {
     pub fn aggregate(&self, prover: &Prover, batches: &[ProofBytes]) -> Result<ProofBytes> {
         let plan = BlockPlan::new(batches.len())?;
         let mut out: Vec<Option<ProofBytes>> = vec![None; plan.jobs.len()];
-        for level in 0..=plan.depth() {
+        for (j, batch) in plan.level(0).zip(batches) {
+            out[j.id] = Some(batch.clone());
+        }
+        for level in 1..=plan.depth() {
             let jobs: Vec<_> = plan.level(level).copied().collect();
             let results: Vec<(usize, Result<ProofBytes>)> = jobs
                 .par_iter()
@@ -21,7 +24,7 @@ impl AggregationCircuits {
                     let get =
                         |id: usize| out[id].clone().ok_or_else(|| AggError::InvalidJob(format!("job {id} not done")));
                     let job = match j.kind {
-                        PlannedKind::Wrap { batch } => Ok(AggJob::Wrap { batch: batches[batch].clone() }),
+                        PlannedKind::Batch { .. } => Err(AggError::InvalidJob("a batch proof above level 0".into())),
                         PlannedKind::Merge { left, right } => {
                             get(left).and_then(|l| Ok(AggJob::Merge { left: l, right: right.map(get).transpose()? }))
                         }

@@ -19,8 +19,6 @@ use crate::recursion::AggregationCircuits;
 pub enum ProofKind {
     /// The batch circuit.
     Batch,
-    /// The wrap circuit.
-    Wrap,
     /// The merge circuit (block proofs are merge proofs).
     Merge,
 }
@@ -34,15 +32,10 @@ pub struct ProofBytes {
     pub bytes: Vec<u8>,
 }
 
-/// One node of the aggregation tree.
+/// One node of the aggregation tree above the batch proofs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggJob {
-    /// Wrap a batch proof.
-    Wrap {
-        /// The batch proof.
-        batch: ProofBytes,
-    },
-    /// Merge two children (wraps or merges); at the root of a one-batch block, one.
+    /// Merge two children (batch or merge proofs); at the root of a one-batch block, one.
     Merge {
         /// The earlier child.
         left: ProofBytes,
@@ -69,7 +62,6 @@ impl AggregationCircuits {
     pub fn check(&self, p: &ProofBytes) -> Result<(Proof, BatchPublicInputs)> {
         let (common, verifier) = match p.kind {
             ProofKind::Batch => (self.batch_common(), None),
-            ProofKind::Wrap => (&self.wrap_circuit().common, Some(self.wrap_circuit())),
             ProofKind::Merge => (&self.block_circuit().common, Some(self.block_circuit())),
         };
         let proof = decode_proof(&p.bytes, common)?;
@@ -83,8 +75,10 @@ impl AggregationCircuits {
             check_cyclic_proof_verifier_data(&proof, &self.block_circuit().verifier_only, common)
                 .map_err(|_| AggError::InvalidProof("proof of another merge circuit".into()))?;
         }
-        let pis = BatchPublicInputs::from_slice(&proof.public_inputs[..circuits::circuit::NUM_PUBLIC_INPUTS])
-            .map_err(|e| AggError::MalformedProof(e.to_string()))?;
+        let pis = BatchPublicInputs::from_slice(
+            proof.public_inputs.get(..circuits::circuit::NUM_PUBLIC_INPUTS).unwrap_or(&[]),
+        )
+        .map_err(|e| AggError::MalformedProof(e.to_string()))?;
         Ok((proof, pis))
     }
 
@@ -92,18 +86,8 @@ impl AggregationCircuits {
     /// prover), then proves.
     pub fn run(&self, prover: &Prover, job: &AggJob) -> Result<ProofBytes> {
         match job {
-            AggJob::Wrap { batch } => {
-                if batch.kind != ProofKind::Batch {
-                    return Err(AggError::InvalidJob(format!("a wrap takes a batch proof, not {:?}", batch.kind)));
-                }
-                let (proof, _) = self.check(batch)?;
-                Ok(ProofBytes { kind: ProofKind::Wrap, bytes: self.prove_wrap(prover, &proof)?.to_bytes() })
-            }
             AggJob::Merge { left, right } => {
                 let child = |p: &ProofBytes| -> Result<(Proof, BatchPublicInputs, bool)> {
-                    if p.kind == ProofKind::Batch {
-                        return Err(AggError::InvalidJob("a merge takes wrap or merge proofs".into()));
-                    }
                     let (proof, pis) = self.check(p)?;
                     Ok((proof, pis, p.kind == ProofKind::Merge))
                 };
@@ -139,7 +123,6 @@ impl ProofKind {
     fn tag(self) -> u8 {
         match self {
             ProofKind::Batch => 1,
-            ProofKind::Wrap => 2,
             ProofKind::Merge => 3,
         }
     }
@@ -147,7 +130,7 @@ impl ProofKind {
     fn from_tag(t: u8) -> Result<Self> {
         match t {
             1 => Ok(ProofKind::Batch),
-            2 => Ok(ProofKind::Wrap),
+            // 2 was the wrap circuit's, which batch proofs no longer need.
             3 => Ok(ProofKind::Merge),
             t => Err(AggError::InvalidJob(format!("unknown proof kind {t}"))),
         }
@@ -175,15 +158,11 @@ fn take_proof(b: &mut &[u8]) -> Result<ProofBytes> {
 }
 
 impl AggJob {
-    /// Binary encoding: `1 ‖ proof` for a wrap, `2 ‖ left ‖ has_right ‖ [right]` for a merge,
+    /// Binary encoding: `2 ‖ left ‖ has_right ‖ [right]` for a merge (tag 1 was the wrap's),
     /// each proof as `kind ‖ len (u32 LE) ‖ bytes`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            AggJob::Wrap { batch } => {
-                out.push(1);
-                put_proof(&mut out, batch);
-            }
             AggJob::Merge { left, right } => {
                 out.push(2);
                 put_proof(&mut out, left);
@@ -200,7 +179,6 @@ impl AggJob {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let (&tag, mut rest) = bytes.split_first().ok_or_else(|| AggError::InvalidJob("empty job".into()))?;
         let job = match tag {
-            1 => AggJob::Wrap { batch: take_proof(&mut rest)? },
             2 => {
                 let left = take_proof(&mut rest)?;
                 let (&has, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
@@ -229,9 +207,9 @@ mod tests {
     fn job_bytes_round_trip() {
         let p = |kind, n: u8| ProofBytes { kind, bytes: vec![n; n as usize] };
         for job in [
-            AggJob::Wrap { batch: p(ProofKind::Batch, 3) },
-            AggJob::Merge { left: p(ProofKind::Wrap, 5), right: None },
-            AggJob::Merge { left: p(ProofKind::Merge, 1), right: Some(p(ProofKind::Wrap, 0)) },
+            AggJob::Merge { left: p(ProofKind::Batch, 5), right: None },
+            AggJob::Merge { left: p(ProofKind::Merge, 1), right: Some(p(ProofKind::Batch, 0)) },
+            AggJob::Merge { left: p(ProofKind::Merge, 3), right: Some(p(ProofKind::Merge, 2)) },
         ] {
             let b = job.to_bytes();
             assert_eq!(AggJob::from_bytes(&b).expect("decodes"), job);
@@ -239,6 +217,9 @@ mod tests {
                 assert!(AggJob::from_bytes(&b[..cut]).is_err());
             }
         }
-        assert!(AggJob::from_bytes(&[1, 1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(AggJob::from_bytes(&[2, 1, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        // The retired wrap job and wrap proof kind are refused, not misread.
+        assert!(AggJob::from_bytes(&[1, 1, 0, 0, 0, 0]).is_err());
+        assert!(AggJob::from_bytes(&[2, 2, 0, 0, 0, 0, 0]).is_err());
     }
 }

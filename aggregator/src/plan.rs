@@ -1,9 +1,9 @@
 //! The aggregation tree of a block: which jobs to run, level by level.
 //!
-//! Level 0 wraps every batch proof. Each next level merges neighbours left to right; an odd node
-//! out moves up unchanged and is merged at a higher level. The root is always a merge (a block of
-//! one batch merges its wrap alone), so every block proof is a proof of the merge circuit. The
-//! jobs of one level are independent: the farm proves them in parallel.
+//! Level 0 is the batch proofs themselves, the leaves. Each next level merges neighbours left to
+//! right; an odd node out moves up unchanged and is merged at a higher level. The root is always a
+//! merge (a block of one batch merges its batch proof alone), so every block proof is a proof of
+//! the merge circuit. The jobs of one level are independent: the farm proves them in parallel.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +15,8 @@ pub type JobId = usize;
 /// What a planned job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlannedKind {
-    /// Wrap the batch proof with this index in the block.
-    Wrap {
+    /// A leaf: the proof of the batch with this index in the block, as its batch job made it.
+    Batch {
         /// Position of the batch in the block.
         batch: usize,
     },
@@ -54,7 +54,7 @@ impl BlockPlan {
             return Err(AggError::InvalidJob("a block needs at least one batch".into()));
         }
         let mut jobs: Vec<PlannedJob> =
-            (0..batches).map(|batch| PlannedJob { id: batch, level: 0, kind: PlannedKind::Wrap { batch } }).collect();
+            (0..batches).map(|batch| PlannedJob { id: batch, level: 0, kind: PlannedKind::Batch { batch } }).collect();
         let mut frontier: Vec<JobId> = (0..batches).collect();
         let mut level = 0;
         while frontier.len() > 1 || jobs[frontier[0]].level == 0 {
@@ -86,7 +86,7 @@ impl BlockPlan {
         self.jobs.len() - 1
     }
 
-    /// Number of levels above the wraps.
+    /// Number of merge levels above the batch proofs.
     pub fn depth(&self) -> usize {
         self.jobs.last().map_or(0, |j| j.level)
     }
@@ -103,7 +103,7 @@ mod tests {
 
     fn leaves(plan: &BlockPlan, id: JobId) -> Vec<usize> {
         match plan.jobs[id].kind {
-            PlannedKind::Wrap { batch } => vec![batch],
+            PlannedKind::Batch { batch } => vec![batch],
             PlannedKind::Merge { left, right } => {
                 let mut v = leaves(plan, left);
                 if let Some(r) = right {

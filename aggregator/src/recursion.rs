@@ -1,16 +1,31 @@
-//! The two recursion circuits: `wrap` verifies one batch proof, `merge` verifies two children
-//! that are each a wrap or a merge proof (cyclic recursion), so that every block proof, whatever
-//! the number of batches, is a `merge` proof against one verifier key.
+//! The merge circuit: it verifies two children that are each a batch proof or a merge proof
+//! (cyclic recursion), so that every block proof, whatever the number of batches, is a `merge`
+//! proof against one verifier key.
 //!
-//! Both have the same public inputs: the 16 of a batch (`old_root, new_root, c_in, c_out`), then
-//! the verifier data that cyclic recursion carries (68 elements). Both have the same
-//! `CommonCircuitData`, which is what lets a merge verify either kind of child.
+//! A merge verifies both kinds of child with one verifier, so both circuits share one
+//! `CommonCircuitData`: the batch circuit is padded to the merge's shape (its gate set, its
+//! degree, its public inputs: the 16 of a batch, then the 68 elements of verifier data that cyclic
+//! recursion carries, zero in a batch proof). A batch proof goes straight into a merge, with no
+//! wrapping proof between them (`docs/aggregation.md`).
 
 use std::time::Instant;
 
 use circuits::circuit::{Config, Proof, NUM_PUBLIC_INPUTS};
-use circuits::{BatchCircuit, F};
+use circuits::{BatchCircuit, Padding, F};
+use plonky2::fri::reduction_strategies::FriReductionStrategy;
+use plonky2::gates::arithmetic_base::ArithmeticGate;
+use plonky2::gates::arithmetic_extension::ArithmeticExtensionGate;
+use plonky2::gates::base_sum::BaseSumGate;
+use plonky2::gates::constant::ConstantGate;
+use plonky2::gates::coset_interpolation::CosetInterpolationGate;
+use plonky2::gates::gate::GateRef;
+use plonky2::gates::multiplication_extension::MulExtensionGate;
 use plonky2::gates::noop::NoopGate;
+use plonky2::gates::poseidon::PoseidonGate;
+use plonky2::gates::poseidon_mds::PoseidonMdsGate;
+use plonky2::gates::random_access::RandomAccessGate;
+use plonky2::gates::reducing::ReducingGate;
+use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
@@ -24,19 +39,19 @@ use crate::error::AggError;
 
 const D: usize = 2;
 
-/// Degree (log2 rows) of both recursion circuits.
+/// Fewest rows (log2) of the shared shape: the merge circuit, two verifiers, needs more than
+/// 2^13. A batch circuit of more rows sets a larger shape.
 pub const AGGREGATION_DEGREE_BITS: usize = 14;
 
-struct WrapTargets {
-    batch: ProofWithPublicInputsTarget<D>,
-    /// Set to the merge circuit's verifier data, so a wrap proof carries what a merge proof does.
-    verifier_data: VerifierCircuitTarget,
-}
+/// Builds of the batch and merge circuits before their shapes agree: one when the first guess of
+/// the merge's gates is right, a second when it missed some, a third for a gate set that grows
+/// once more.
+const MAX_BUILDS: usize = 3;
 
 struct Child {
     is_merge: BoolTarget,
     merge: ProofWithPublicInputsTarget<D>,
-    wrap: ProofWithPublicInputsTarget<D>,
+    batch: ProofWithPublicInputsTarget<D>,
 }
 
 struct MergeTargets {
@@ -46,100 +61,137 @@ struct MergeTargets {
     verifier_data: VerifierCircuitTarget,
 }
 
-/// The built recursion circuits; build once per process.
+/// The built circuits of aggregation; build once per process.
 pub struct AggregationCircuits {
     batch_common: CommonCircuitData<F, D>,
     batch_verifier: VerifierCircuitData<F, Config, D>,
-    wrap: CircuitData<F, Config, D>,
-    wrap_targets: WrapTargets,
     merge: CircuitData<F, Config, D>,
     merge_targets: MergeTargets,
-    /// Seconds the two builds took.
+    padding: Padding,
+    /// Builds of the batch and merge circuits it took to agree on a shape.
+    pub builds: usize,
+    /// Seconds the builds took, the batch circuit's included.
     pub build_seconds: f64,
 }
 
 fn select_pis(b: &mut CircuitBuilder<F, D>, c: &Child) -> Vec<Target> {
-    (0..NUM_PUBLIC_INPUTS).map(|i| b.select(c.is_merge, c.merge.public_inputs[i], c.wrap.public_inputs[i])).collect()
+    (0..NUM_PUBLIC_INPUTS).map(|i| b.select(c.is_merge, c.merge.public_inputs[i], c.batch.public_inputs[i])).collect()
+}
+
+/// The merge circuit for `batch`'s proofs, and whether it has their shape (if not, the batch
+/// circuit needs padding to the merge's gates or degree).
+fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, MergeTargets, bool), AggError> {
+    let common = &batch.data().common;
+    let mut b = CircuitBuilder::<F, D>::new(common.config.clone());
+    let batch_vd = b.constant_verifier_data(&batch.data().verifier_only);
+    let child = |b: &mut CircuitBuilder<F, D>| Child {
+        is_merge: b.add_virtual_bool_target_safe(),
+        merge: b.add_virtual_proof_with_pis(common),
+        batch: b.add_virtual_proof_with_pis(common),
+    };
+    let left = child(&mut b);
+    let right = child(&mut b);
+    let has_right = b.add_virtual_bool_target_safe();
+    let l = select_pis(&mut b, &left);
+    let r = select_pis(&mut b, &right);
+    // Chaining: left.new_root = right.old_root and left.c_out = right.c_in, when there is a right.
+    for i in 0..4 {
+        b.conditional_assert_eq(has_right.target, l[4 + i], r[i]);
+        b.conditional_assert_eq(has_right.target, l[12 + i], r[8 + i]);
+    }
+    let mut out = Vec::with_capacity(NUM_PUBLIC_INPUTS);
+    out.extend_from_slice(&l[0..4]);
+    for i in 4..8 {
+        out.push(b.select(has_right, r[i], l[i]));
+    }
+    out.extend_from_slice(&l[8..12]);
+    for i in 12..16 {
+        out.push(b.select(has_right, r[i], l[i]));
+    }
+    b.register_public_inputs(&out);
+    let verifier_data = b.add_verifier_data_public_inputs();
+    for c in [&left, &right] {
+        b.conditionally_verify_cyclic_proof::<Config>(c.is_merge, &c.merge, &c.batch, &batch_vd, common)
+            .map_err(|e| AggError::Build(e.to_string()))?;
+    }
+    // The batch circuit's own gates, which the merge evaluates but need not use.
+    for gate in &common.gates {
+        b.add_gate_to_gate_set(gate.clone());
+    }
+    while b.num_gates() <= 1 << (common.degree_bits() - 1) {
+        b.add_gate(NoopGate, vec![]);
+    }
+    let (merge, same_shape) = b.try_build_with_options::<Config>(true);
+    Ok((merge, MergeTargets { left, right, has_right, verifier_data }, same_shape))
+}
+
+/// plonky2's recursive verifier's gates under `config`: the first guess of the merge circuit's
+/// gate set, so that one build of each circuit usually suffices. `AggregationCircuits::build`
+/// learns any gate this misses, at the cost of a rebuild, and a test checks that it misses none.
+fn verifier_gates(config: &CircuitConfig) -> Vec<GateRef<F, D>> {
+    let arity_bits = match &config.fri_config.reduction_strategy {
+        FriReductionStrategy::ConstantArityBits(bits, _) => *bits,
+        FriReductionStrategy::Fixed(bits) => bits.iter().copied().max().unwrap_or(1),
+        FriReductionStrategy::MinSize(max) => max.unwrap_or(4),
+    };
+    // FRI's coset interpolation, with the degree `with_max_degree` (crate-private) gives it for
+    // the largest degree the config allows.
+    let mut interpolation = CosetInterpolationGate::<F, D>::new(arity_bits);
+    let points = 1usize << arity_bits;
+    let max_degree = config.max_quotient_degree_factor.max(2);
+    interpolation.degree = (points.saturating_sub(2)) / ((points.saturating_sub(2)) / (max_degree - 1) + 1) + 2;
+    let (wires, routed) = (config.num_wires, config.num_routed_wires);
+    vec![
+        GateRef::new(ConstantGate::new(config.num_constants)),
+        GateRef::new(ArithmeticGate::new_from_config(config)),
+        GateRef::new(ArithmeticExtensionGate::<D>::new_from_config(config)),
+        GateRef::new(MulExtensionGate::<D>::new_from_config(config)),
+        GateRef::new(BaseSumGate::<2>::new_from_config::<F>(config)),
+        GateRef::new(PoseidonGate::<F, D>::new()),
+        GateRef::new(PoseidonMdsGate::<F, D>::new()),
+        GateRef::new(ReducingGate::<D>::new(ReducingGate::<D>::max_coeffs_len(wires, routed))),
+        GateRef::new(ReducingExtensionGate::<D>::new(ReducingExtensionGate::<D>::max_coeffs_len(wires, routed))),
+        GateRef::new(RandomAccessGate::<F, D>::new_from_config(config, arity_bits.max(config.fri_config.cap_height))),
+        GateRef::new(interpolation),
+    ]
 }
 
 impl AggregationCircuits {
-    /// Builds the wrap circuit for `batch`'s proofs and the merge circuit.
-    pub fn build(batch: &BatchCircuit) -> Result<Self, AggError> {
+    /// Builds the batch circuit of `capacity` slots in the merge circuit's shape, and the merge
+    /// circuit. The two shapes depend on each other (the merge evaluates the batch's gates; the
+    /// batch carries the merge's): the batch is built with the gates the last merge used until
+    /// the merge built for it has its shape.
+    pub fn build(capacity: usize) -> Result<(BatchCircuit, Self), AggError> {
         let start = Instant::now();
         let config = CircuitConfig::standard_recursion_config();
-
-        // wrap: verify one batch proof, expose its public inputs, pad to the shared shape.
-        let mut b = CircuitBuilder::<F, D>::new(config.clone());
-        let batch_data = batch.data();
-        let proof = b.add_virtual_proof_with_pis(&batch_data.common);
-        let vd = b.constant_verifier_data(&batch_data.verifier_only);
-        b.verify_proof::<Config>(&proof, &vd, &batch_data.common);
-        b.register_public_inputs(&proof.public_inputs);
-        // Unused by the wrap itself: present so that wraps and merges share one shape.
-        let wrap_vd_pis = b.add_verifier_data_public_inputs();
-        // Gates the merge circuit uses that the wrap does not need on its own.
-        b.add_gate(plonky2::gates::constant::ConstantGate::new(config.num_constants), vec![]);
-        while b.num_gates() < (1 << AGGREGATION_DEGREE_BITS) - 128 {
-            b.add_gate(NoopGate, vec![]);
-        }
-        let (wrap, ok) = b.try_build_with_options::<Config>(true);
-        if !ok || wrap.common.degree_bits() != AGGREGATION_DEGREE_BITS {
-            return Err(AggError::Build(format!("wrap circuit has degree {}", wrap.common.degree_bits())));
-        }
-        let common = wrap.common.clone();
-
-        // merge: two children, each a merge (cyclic) or a wrap proof.
-        let mut b = CircuitBuilder::<F, D>::new(config);
-        let wrap_vd = b.constant_verifier_data(&wrap.verifier_only);
-        let child = |b: &mut CircuitBuilder<F, D>| Child {
-            is_merge: b.add_virtual_bool_target_safe(),
-            merge: b.add_virtual_proof_with_pis(&common),
-            wrap: b.add_virtual_proof_with_pis(&common),
+        let verifier_data_len = 4 + 4 * (1 << config.fri_config.cap_height);
+        let mut padding = Padding {
+            gates: verifier_gates(&config),
+            min_degree_bits: AGGREGATION_DEGREE_BITS,
+            public_inputs: NUM_PUBLIC_INPUTS + verifier_data_len,
         };
-        let left = child(&mut b);
-        let right = child(&mut b);
-        let has_right = b.add_virtual_bool_target_safe();
-        let l = select_pis(&mut b, &left);
-        let r = select_pis(&mut b, &right);
-        // Chaining: left.new_root = right.old_root and left.c_out = right.c_in, when there is a right.
-        for i in 0..4 {
-            b.conditional_assert_eq(has_right.target, l[4 + i], r[i]);
-            b.conditional_assert_eq(has_right.target, l[12 + i], r[8 + i]);
+        for builds in 1..=MAX_BUILDS {
+            let batch = BatchCircuit::build_padded(capacity, &padding).map_err(|e| AggError::Build(e.to_string()))?;
+            let (merge, merge_targets, same_shape) = build_merge(&batch)?;
+            if same_shape {
+                let data = batch.data();
+                let circuits = Self {
+                    batch_common: data.common.clone(),
+                    batch_verifier: data.verifier_data(),
+                    merge,
+                    merge_targets,
+                    padding,
+                    builds,
+                    build_seconds: start.elapsed().as_secs_f64(),
+                };
+                return Ok((batch, circuits));
+            }
+            let missing: Vec<GateRef<F, D>> =
+                merge.common.gates.iter().filter(|g| !padding.gates.contains(g)).cloned().collect();
+            padding.gates.extend(missing);
+            padding.min_degree_bits = padding.min_degree_bits.max(merge.common.degree_bits());
         }
-        let mut out = Vec::with_capacity(NUM_PUBLIC_INPUTS);
-        out.extend_from_slice(&l[0..4]);
-        for i in 4..8 {
-            out.push(b.select(has_right, r[i], l[i]));
-        }
-        out.extend_from_slice(&l[8..12]);
-        for i in 12..16 {
-            out.push(b.select(has_right, r[i], l[i]));
-        }
-        b.register_public_inputs(&out);
-        let merge_vd_pis = b.add_verifier_data_public_inputs();
-        for c in [&left, &right] {
-            b.conditionally_verify_cyclic_proof::<Config>(c.is_merge, &c.merge, &c.wrap, &wrap_vd, &common)
-                .map_err(|e| AggError::Build(e.to_string()))?;
-        }
-        let (merge, ok) = b.try_build_with_options::<Config>(true);
-        if !ok {
-            return Err(AggError::Build(format!(
-                "merge circuit does not match the wrap's shape: degree {} vs {}, gates {:?} vs {:?}",
-                merge.common.degree_bits(),
-                common.degree_bits(),
-                merge.common.gates,
-                common.gates
-            )));
-        }
-        Ok(Self {
-            batch_common: batch_data.common.clone(),
-            batch_verifier: batch_data.verifier_data(),
-            wrap,
-            wrap_targets: WrapTargets { batch: proof, verifier_data: wrap_vd_pis },
-            merge,
-            merge_targets: MergeTargets { left, right, has_right, verifier_data: merge_vd_pis },
-            build_seconds: start.elapsed().as_secs_f64(),
-        })
+        Err(AggError::Build(format!("the batch and merge circuits found no common shape in {MAX_BUILDS} builds")))
     }
 
     /// The circuit every block proof verifies against.
@@ -147,9 +199,9 @@ impl AggregationCircuits {
         &self.merge
     }
 
-    /// The wrap circuit.
-    pub fn wrap_circuit(&self) -> &CircuitData<F, Config, D> {
-        &self.wrap
+    /// What the batch circuit is padded with to share the merge circuit's shape.
+    pub fn padding(&self) -> &Padding {
+        &self.padding
     }
 
     /// Common data of the batch proofs this aggregates.
@@ -162,13 +214,15 @@ impl AggregationCircuits {
         self.batch_verifier.verify(proof.clone())
     }
 
-    /// Proves a wrap of one (already verified) batch proof.
-    pub fn prove_wrap(&self, prover: &Prover, batch: &Proof) -> Result<Proof, AggError> {
-        let mut pw = PartialWitness::new();
-        pw.set_proof_with_pis_target(&self.wrap_targets.batch, batch).map_err(AggError::prove)?;
-        pw.set_verifier_data_target(&self.wrap_targets.verifier_data, &self.merge.verifier_only)
-            .map_err(AggError::prove)?;
-        prover.prove(&self.wrap, pw).map_err(AggError::prove)
+    /// `proof` with the merge circuit's verifier data as its last public inputs, laid out as
+    /// `add_verifier_data_public_inputs` registers them (the circuit digest, then the cap).
+    fn carrying_own_verifier_data(&self, proof: &Proof) -> Proof {
+        let vd = &self.merge.verifier_only;
+        let mut p = proof.clone();
+        p.public_inputs.truncate(NUM_PUBLIC_INPUTS);
+        p.public_inputs.extend(vd.circuit_digest.elements);
+        p.public_inputs.extend(vd.constants_sigmas_cap.0.iter().flat_map(|h| h.elements));
+        p
     }
 
     /// Proves a merge of `left` and `right` (each with whether it is a merge proof); without a
@@ -185,8 +239,11 @@ impl AggregationCircuits {
         for (c, (proof, is_merge)) in [(&t.left, left), (&t.right, right_or_left)] {
             pw.set_bool_target(c.is_merge, is_merge).map_err(AggError::prove)?;
             // The unused side must still hold a proof of the right shape: the same proof serves.
-            pw.set_proof_with_pis_target(&c.merge, proof).map_err(AggError::prove)?;
-            pw.set_proof_with_pis_target(&c.wrap, proof).map_err(AggError::prove)?;
+            // The merge side's verifier data is tied to the merge's own, used or not, so a batch
+            // proof there carries the merge's verifier data in place of its zeros.
+            let as_merge = if is_merge { proof.clone() } else { self.carrying_own_verifier_data(proof) };
+            pw.set_proof_with_pis_target(&c.merge, &as_merge).map_err(AggError::prove)?;
+            pw.set_proof_with_pis_target(&c.batch, proof).map_err(AggError::prove)?;
         }
         pw.set_bool_target(t.has_right, right.is_some()).map_err(AggError::prove)?;
         pw.set_verifier_data_target(&t.verifier_data, &self.merge.verifier_only).map_err(AggError::prove)?;

@@ -7,24 +7,26 @@ use std::sync::OnceLock;
 use aggregator::*;
 use circuits::hash::ZERO_DIGEST;
 use circuits::tx::commitment;
-use circuits::{BatchCircuit, BatchPublicInputs, Executor, Genesis, Transfer, Tx};
+use circuits::{BatchPublicInputs, Executor, Genesis, Transfer, Tx};
 use proptest::prelude::*;
 
 struct Fixture {
     circuits: AggregationCircuits,
     batch: Vec<ProofBytes>,
-    wraps: Vec<ProofBytes>,
     pis: Vec<BatchPublicInputs>,
     txs: Vec<Vec<Tx>>,
     block2: ProofBytes,
 }
 
-/// Five chained batches of one or two transfers each, proven and wrapped once.
+/// Five chained batches of one or two transfers each, proven once, in the merge circuit's shape.
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let batch_circuit = BatchCircuit::build(2).expect("batch circuit");
-        let circuits = AggregationCircuits::build(&batch_circuit).expect("aggregation circuits");
+        let (batch_circuit, circuits) = AggregationCircuits::build(2).expect("circuits");
+        // The batch circuit is padded to the merge's shape, and the first guess of the merge's
+        // gates was right: one build of each.
+        assert_eq!(batch_circuit.data().common, circuits.block_circuit().common);
+        assert_eq!(circuits.builds, 1);
         let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), 2);
         let (mut batch, mut pis, mut txs) = (Vec::new(), Vec::new(), Vec::new());
         let mut nonce = 0;
@@ -42,14 +44,10 @@ fn fixture() -> &'static Fixture {
             batch.push(ProofBytes { kind: ProofKind::Batch, bytes: proof.to_bytes() });
             txs.push(these);
         }
-        let wraps: Vec<ProofBytes> = batch
-            .iter()
-            .map(|b| circuits.run(&Prover::cpu(), &AggJob::Wrap { batch: b.clone() }).expect("wrap"))
-            .collect();
         let block2 = circuits
-            .run(&Prover::cpu(), &AggJob::Merge { left: wraps[0].clone(), right: Some(wraps[1].clone()) })
+            .run(&Prover::cpu(), &AggJob::Merge { left: batch[0].clone(), right: Some(batch[1].clone()) })
             .expect("merge of two");
-        Fixture { circuits, batch, wraps, pis, txs, block2 }
+        Fixture { circuits, batch, pis, txs, block2 }
     })
 }
 
@@ -70,7 +68,7 @@ fn merge(f: &Fixture, left: &ProofBytes, right: Option<&ProofBytes>) -> ProofByt
 fn blocks_of_1_2_3_and_5_batches_verify_with_one_key() {
     let f = fixture();
     let verifier = BlockVerifier::new(&f.circuits);
-    let w = &f.wraps;
+    let w = &f.batch;
     let block1 = merge(f, &w[0], None);
     let block3 = merge(f, &f.block2, Some(&w[2]));
     let m34 = merge(f, &w[2], Some(&w[3]));
@@ -106,7 +104,7 @@ fn the_driver_runs_a_plan() {
 #[test]
 fn swapped_order_and_broken_chaining_are_refused() {
     let f = fixture();
-    let w = &f.wraps;
+    let w = &f.batch;
     for (l, r) in [(1, 0), (0, 2)] {
         let job = AggJob::Merge { left: w[l].clone(), right: Some(w[r].clone()) };
         assert!(
@@ -114,8 +112,8 @@ fn swapped_order_and_broken_chaining_are_refused() {
             "({l}, {r})"
         );
         // The circuit itself refuses too, without the native check.
-        let lp = f.circuits.check(&w[l]).expect("wrap").0;
-        let rp = f.circuits.check(&w[r]).expect("wrap").0;
+        let lp = f.circuits.check(&w[l]).expect("batch").0;
+        let rp = f.circuits.check(&w[r]).expect("batch").0;
         assert!(matches!(
             f.circuits.prove_merge(&Prover::cpu(), (&lp, false), Some((&rp, false))),
             Err(AggError::Prove(_))
@@ -150,15 +148,16 @@ fn changed_public_inputs_are_refused() {
 fn proofs_of_other_circuits_are_refused() {
     let f = fixture();
     let v = BlockVerifier::new(&f.circuits);
-    // A wrap proof has the block proof's shape but not its key.
-    assert!(matches!(v.verify(&f.wraps[0].bytes, &expected(f, 0..1)), Err(AggError::InvalidProof(_))));
-    // A batch proof does not even decode as a block proof.
-    assert!(matches!(v.verify(&f.batch[0].bytes, &expected(f, 0..1)), Err(AggError::MalformedProof(_))));
-    // Jobs check their children's kinds.
-    let bad = AggJob::Merge { left: f.batch[0].clone(), right: None };
-    assert!(matches!(f.circuits.run(&Prover::cpu(), &bad), Err(AggError::InvalidJob(_))));
-    let bad = AggJob::Wrap { batch: ProofBytes { kind: ProofKind::Batch, bytes: f.wraps[0].bytes.clone() } };
-    assert!(f.circuits.run(&Prover::cpu(), &bad).is_err());
+    // A batch proof has the block proof's shape but not its key, nor the verifier data that a
+    // merge proof carries.
+    assert!(matches!(v.verify(&f.batch[0].bytes, &expected(f, 0..1)), Err(AggError::InvalidProof(_))));
+    // Jobs check their children against the kind they claim.
+    let as_merge = ProofBytes { kind: ProofKind::Merge, bytes: f.batch[0].bytes.clone() };
+    let as_batch = ProofBytes { kind: ProofKind::Batch, bytes: f.block2.bytes.clone() };
+    for bad in [as_merge, as_batch] {
+        let job = AggJob::Merge { left: bad, right: None };
+        assert!(matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::InvalidProof(_))));
+    }
 }
 
 use plonky2::field::types::Field;

@@ -43,7 +43,8 @@ fn execution(c: &mut Criterion) {
 
 fn proving(c: &mut Criterion) {
     let cap = capacity();
-    let circuit = BatchCircuit::build(cap).expect("build");
+    // The circuit the network proves: padded to the merge circuit's shape.
+    let (circuit, _) = aggregator::AggregationCircuits::build(cap).expect("build");
     let (mut ex, txs) = mixed_batch(cap);
     for tx in &txs {
         ex.apply(tx).expect("valid");

@@ -18,7 +18,7 @@ pub mod swap;
 pub mod tx;
 pub mod witness;
 
-pub use circuit::{BatchCircuit, BatchPublicInputs, CircuitStats, Config, Proof, D};
+pub use circuit::{BatchCircuit, BatchPublicInputs, CircuitStats, Config, Padding, Proof, D};
 pub use error::{CircuitError, DecodeError, TxError};
 pub use executor::{Executor, Receipt};
 pub use genesis::Genesis;

@@ -259,14 +259,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // Aggregation, level by level.
     let plan = BlockPlan::new(batch_proofs.len())?;
     let mut outputs: Vec<Option<ProofBytes>> = vec![None; plan.jobs.len()];
-    for level in 0..=plan.depth() {
+    for j in plan.level(0) {
+        if let PlannedKind::Batch { batch } = j.kind {
+            outputs[j.id] = Some(batch_proofs[batch].clone());
+        }
+    }
+    for level in 1..=plan.depth() {
         let t = Instant::now();
         let jobs: Vec<(usize, AggJob)> = plan
             .level(level)
             .map(|j| {
                 let get = |id: usize| outputs[id].clone().context("child not proven");
                 let job = match j.kind {
-                    PlannedKind::Wrap { batch } => AggJob::Wrap { batch: batch_proofs[batch].clone() },
+                    PlannedKind::Batch { .. } => bail!("a batch proof above level 0"),
                     PlannedKind::Merge { left, right } => {
                         AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? }
                     }

@@ -210,9 +210,8 @@ impl Cli {
 }
 
 fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
-    let circuit = BatchCircuit::build(args.capacity).context("building the batch circuit")?;
+    let (circuit, aggregation) = AggregationCircuits::build(args.capacity).context("building the circuits")?;
     let s = circuit.stats();
-    let aggregation = AggregationCircuits::build(&circuit).context("building the recursion circuits")?;
     let verifier = BlockVerifier::new(&aggregation);
     let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
     // Every slot is universal: a transfer, a swap and a register each occupy one slot's rows.
@@ -302,14 +301,13 @@ fn sign_cmd(args: &SignArgs) -> Result<()> {
     Ok(())
 }
 
-/// Size of a real block proof: an empty batch from the devnet genesis, wrapped and merged.
+/// Size of a real block proof: an empty batch from the devnet genesis, merged alone.
 fn measure_block_proof(circuit: &BatchCircuit, aggregation: &AggregationCircuits) -> Result<usize> {
     let mut ex = Executor::new(Genesis::devnet(1).build()?, circuit.capacity());
     let prover = Prover::cpu();
     let batch = circuit.prove(&prover, &ex.seal_batch()?)?;
     let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.to_bytes() };
-    let wrap = aggregation.run(&prover, &AggJob::Wrap { batch })?;
-    let block = aggregation.run(&prover, &AggJob::Merge { left: wrap, right: None })?;
+    let block = aggregation.run(&prover, &AggJob::Merge { left: batch, right: None })?;
     Ok(block.bytes.len())
 }
 
@@ -334,9 +332,11 @@ mod tests {
     /// Padding is paid for: the default capacity must fill 2^14 rows without spilling to 2^15.
     #[test]
     fn default_capacity_fills_degree_14() {
-        let fits = BatchCircuit::build(DEFAULT_BATCH_CAPACITY).expect("build");
+        // The circuit the node runs: padded to the merge circuit's shape.
+        let (fits, aggregation) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
         assert_eq!(fits.stats().degree_bits, 14);
-        let spills = BatchCircuit::build(DEFAULT_BATCH_CAPACITY + 1).expect("build");
+        assert_eq!(fits.data().common, aggregation.block_circuit().common);
+        let spills = BatchCircuit::build_padded(DEFAULT_BATCH_CAPACITY + 1, aggregation.padding()).expect("build");
         assert_eq!(spills.stats().degree_bits, 15, "one more slot still fits: raise the default");
     }
 }

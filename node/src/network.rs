@@ -21,8 +21,7 @@ impl Circuits {
     /// Builds the circuits for batches of `capacity` slots.
     pub fn build(capacity: usize) -> Result<Arc<Self>> {
         let start = std::time::Instant::now();
-        let batch = BatchCircuit::build(capacity).context("building the batch circuit")?;
-        let aggregation = AggregationCircuits::build(&batch).context("building the recursion circuits")?;
+        let (batch, aggregation) = AggregationCircuits::build(capacity).context("building the circuits")?;
         let verifier = BlockVerifier::new(&aggregation);
         info!(capacity, seconds = start.elapsed().as_secs_f64(), key = %verifier.digest_hex(), "circuits built");
         Ok(Arc::new(Self { batch, aggregation, verifier }))

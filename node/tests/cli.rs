@@ -103,18 +103,18 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     assert!(proven > 0.0 && stock > 0.0, "{r}");
     assert!((num("speedup_vs_stock") - proven / stock).abs() < 1e-9 * proven / stock);
     assert!((8.0 / num("proving_seconds") - proven).abs() < 1e-9 * proven, "proven_tps is txs over proving time");
-    // Two batches: their proofs, two wraps at level 0, one merge at level 1.
+    // Two batches: their proofs, then one merge of the two batch proofs at level 1 (level 0 is
+    // the batch proofs themselves, with no wrapping proof).
     let stages: Vec<(String, u64)> = r["stages"]
         .as_array()
         .expect("stages")
         .iter()
         .map(|s| (s["name"].as_str().expect("name").to_string(), s["jobs"].as_u64().expect("jobs")))
         .collect();
-    for (name, jobs) in
-        [("batch_proofs", 2), ("aggregation_level_0", 2), ("aggregation_level_1", 1), ("verification", 1)]
-    {
+    for (name, jobs) in [("batch_proofs", 2), ("aggregation_level_1", 1), ("verification", 1)] {
         assert!(stages.contains(&(name.to_string(), jobs)), "{name} with {jobs} jobs in {stages:?}");
     }
+    assert!(!stages.iter().any(|(n, _)| n == "aggregation_level_0"), "no jobs at level 0: {stages:?}");
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];
     let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));

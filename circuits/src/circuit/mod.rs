@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use plonky2::field::types::Field;
+use plonky2::gates::gate::GateRef;
+use plonky2::gates::noop::NoopGate;
 use plonky2::hash::hash_types::HashOutTarget;
 use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
@@ -86,6 +88,20 @@ pub struct CircuitStats {
     pub build_seconds: f64,
 }
 
+/// What a batch circuit is padded to, so that it shares another circuit's shape (its
+/// `CommonCircuitData`): the recursion circuits verify batch proofs and their own proofs with one
+/// verifier, which needs both to have the same gates, degree and number of public inputs
+/// (`docs/aggregation.md`). The padding adds no constraint on the batch.
+#[derive(Clone, Debug, Default)]
+pub struct Padding {
+    /// Gate types to add to the gate set, though no row of the batch circuit uses them.
+    pub gates: Vec<GateRef<F, D>>,
+    /// Fewest rows, as a power of two (0: as many as the batch needs).
+    pub min_degree_bits: usize,
+    /// Public inputs in all (0: the batch's own 16); the ones past the 16 are zero.
+    pub public_inputs: usize,
+}
+
 struct OperatorTargets {
     pkh: [Target; 4],
     nonce: Target,
@@ -110,8 +126,22 @@ pub struct BatchCircuit {
 impl BatchCircuit {
     /// Builds the circuit for `capacity` slots with plonky2's standard recursion config.
     pub fn build(capacity: usize) -> Result<Self, CircuitError> {
+        Self::build_padded(capacity, &Padding::default())
+    }
+
+    /// [`BatchCircuit::build`], padded to another circuit's shape.
+    pub fn build_padded(capacity: usize, padding: &Padding) -> Result<Self, CircuitError> {
         if capacity == 0 || capacity > 1 << 16 {
             return Err(CircuitError::Config(format!("batch capacity {capacity} must be in 1..=65536")));
+        }
+        if padding.public_inputs != 0 && padding.public_inputs < NUM_PUBLIC_INPUTS {
+            return Err(CircuitError::Config(format!(
+                "{} public inputs cannot hold the batch's {NUM_PUBLIC_INPUTS}",
+                padding.public_inputs
+            )));
+        }
+        if padding.min_degree_bits > 24 {
+            return Err(CircuitError::Config(format!("2^{} rows is too many", padding.min_degree_bits)));
         }
         let start = Instant::now();
         let mut b = Builder::new(CircuitConfig::standard_recursion_config());
@@ -179,6 +209,18 @@ impl BatchCircuit {
         b.register_public_inputs(&run.commitment.elements);
         let rows_fixed = fixed_start + (b.num_gates() - after_slots);
         let rows = b.num_gates();
+        for _ in NUM_PUBLIC_INPUTS..padding.public_inputs {
+            b.register_public_input(zero);
+        }
+        for gate in &padding.gates {
+            b.add_gate_to_gate_set(gate.clone());
+        }
+        // More than half the rows: plonky2 pads the rest up to the power of two.
+        if padding.min_degree_bits > 0 {
+            while b.num_gates() <= 1 << (padding.min_degree_bits - 1) {
+                b.add_gate(NoopGate, vec![]);
+            }
+        }
         let data = b.build::<Config>();
         let stats = CircuitStats {
             capacity,
@@ -245,7 +287,7 @@ impl BatchCircuit {
     /// Verifies a batch proof with plonky2's verifier.
     pub fn verify(&self, proof: &Proof) -> Result<BatchPublicInputs, CircuitError> {
         self.data.verify(proof.clone()).map_err(CircuitError::Verify)?;
-        BatchPublicInputs::from_slice(&proof.public_inputs)
+        BatchPublicInputs::from_slice(proof.public_inputs.get(..NUM_PUBLIC_INPUTS).unwrap_or(&[]))
     }
 
     /// Names the gadget whose rows hold the wire a witness-generation error mentions. Poseidon

@@ -42,8 +42,6 @@ pub struct Params {
 pub enum JobKey {
     /// Prove batch `n`.
     Batch(u64),
-    /// Wrap batch `n`'s proof.
-    Wrap(u64),
     /// Merge node `node` of block `height`'s plan.
     Merge {
         /// The block.
@@ -58,7 +56,6 @@ impl JobKey {
     pub fn id(self) -> u64 {
         match self {
             JobKey::Batch(b) => b,
-            JobKey::Wrap(b) => (1 << 62) | b,
             JobKey::Merge { height, node } => (1 << 63) | (height << 24) | node as u64,
         }
     }
@@ -137,7 +134,6 @@ struct BatchRec {
     end: u64,
     witness: Option<BatchWitness>,
     proof: Option<Vec<u8>>,
-    wrap: Option<Vec<u8>>,
     block: Option<u64>,
 }
 
@@ -193,7 +189,6 @@ const T_TX: u8 = b't';
 const T_BATCH: u8 = b'b';
 const T_BLOCK: u8 = b'k';
 const T_PROOF: u8 = b'p';
-const T_WRAP: u8 = b'w';
 const T_MERGE: u8 = b'm';
 const T_FAILED: u8 = b'f';
 const SETTLED: &[u8] = b"settled";
@@ -269,11 +264,6 @@ impl Core {
             if let Some(r) = self.batches.get_mut(b as usize) {
                 r.proof = Some(v.to_vec());
                 self.counters.proven_txs += r.end - r.start;
-            }
-        }
-        for (b, v) in self.scan(T_WRAP)? {
-            if let Some(r) = self.batches.get_mut(b as usize) {
-                r.wrap = Some(v.to_vec());
             }
         }
         for r in self.db.scan_prefix([T_MERGE]) {
@@ -370,7 +360,7 @@ impl Core {
         if persist {
             self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
         }
-        self.batches.push(BatchRec { start, end, witness: Some(witness), proof: None, wrap: None, block: None });
+        self.batches.push(BatchRec { start, end, witness: Some(witness), proof: None, block: None });
         self.open_since = None;
         self.block_since.get_or_insert(now);
         let in_block = self.batches.len() as u64 - self.block_start_batch;
@@ -467,8 +457,6 @@ impl Core {
         for (i, b) in self.batches.iter().enumerate().skip(first_batch) {
             if b.proof.is_none() {
                 new.push(JobKey::Batch(i as u64));
-            } else if b.wrap.is_none() {
-                new.push(JobKey::Wrap(i as u64));
             }
         }
         for blk in self.blocks.iter().skip(first_block) {
@@ -488,17 +476,17 @@ impl Core {
 
     fn node_ready(&self, blk: &BlockRec, node: usize) -> bool {
         match blk.plan.jobs[node].kind {
-            PlannedKind::Wrap { batch } => self.batches[blk.first_batch as usize + batch].wrap.is_some(),
+            PlannedKind::Batch { batch } => self.batches[blk.first_batch as usize + batch].proof.is_some(),
             PlannedKind::Merge { .. } => blk.merges.contains_key(&node),
         }
     }
 
     fn node_output(&self, blk: &BlockRec, node: usize) -> Option<ProofBytes> {
         match blk.plan.jobs[node].kind {
-            PlannedKind::Wrap { batch } => self.batches[blk.first_batch as usize + batch]
-                .wrap
+            PlannedKind::Batch { batch } => self.batches[blk.first_batch as usize + batch]
+                .proof
                 .clone()
-                .map(|bytes| ProofBytes { kind: ProofKind::Wrap, bytes }),
+                .map(|bytes| ProofBytes { kind: ProofKind::Batch, bytes }),
             PlannedKind::Merge { .. } => {
                 blk.merges.get(&node).map(|b| ProofBytes { kind: ProofKind::Merge, bytes: b.clone() })
             }
@@ -508,10 +496,6 @@ impl Core {
     fn payload(&self, key: JobKey) -> Option<Vec<u8>> {
         match key {
             JobKey::Batch(b) => self.batches.get(b as usize)?.witness.as_ref().map(BatchWitness::to_bytes),
-            JobKey::Wrap(b) => {
-                let proof = self.batches.get(b as usize)?.proof.clone()?;
-                Some(AggJob::Wrap { batch: ProofBytes { kind: ProofKind::Batch, bytes: proof } }.to_bytes())
-            }
             JobKey::Merge { height, node } => {
                 let blk = self.blocks.get(height as usize - 1)?;
                 let PlannedKind::Merge { left, right } = blk.plan.jobs[node].kind else { return None };
@@ -568,7 +552,6 @@ impl Core {
         };
         match key {
             JobKey::Batch(b) => Some((ProofKind::Batch, batch_pis(b)?)),
-            JobKey::Wrap(b) => Some((ProofKind::Wrap, batch_pis(b)?)),
             JobKey::Merge { height, node } => {
                 let blk = self.blocks.get(height as usize - 1)?;
                 let (first, last) = leaf_range(&blk.plan, node);
@@ -612,10 +595,6 @@ impl Core {
                 let r = &mut self.batches[b as usize];
                 self.counters.proven_txs += r.end - r.start;
                 r.proof = Some(proof);
-            }
-            JobKey::Wrap(b) => {
-                self.db.insert(k(T_WRAP, b), proof.as_slice()).map_err(status::storage)?;
-                self.batches[b as usize].wrap = Some(proof);
             }
             JobKey::Merge { height, node } => {
                 let key = [&k(T_MERGE, height)[..], &(node as u64).to_be_bytes()].concat();
@@ -661,7 +640,7 @@ impl Core {
         let blk = self.blocks.get(height as usize - 1)?;
         let root = blk.plan.root();
         let proof = blk.merges.get(&root)?.clone();
-        let n = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Wrap { .. })).count();
+        let n = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Batch { .. })).count();
         let batches = &self.batches[blk.first_batch as usize..blk.first_batch as usize + n];
         let (start, end) = (batches[0].start, batches[n - 1].end);
         let txs = &self.txs[start as usize..end as usize];
@@ -693,7 +672,7 @@ impl Core {
         // work in flight.
         let batches = &self.batches;
         self.jobs.retain(|_, j| match j.key {
-            JobKey::Batch(b) | JobKey::Wrap(b) => batches.get(b as usize).and_then(|r| r.block) != Some(height),
+            JobKey::Batch(b) => batches.get(b as usize).and_then(|r| r.block) != Some(height),
             JobKey::Merge { height: h, .. } => h != height,
         });
         Ok(())
@@ -772,7 +751,7 @@ impl Core {
 /// First and last batch (indices within the block) under a plan node.
 fn leaf_range(plan: &BlockPlan, node: usize) -> (usize, usize) {
     match plan.jobs[node].kind {
-        PlannedKind::Wrap { batch } => (batch, batch),
+        PlannedKind::Batch { batch } => (batch, batch),
         PlannedKind::Merge { left, right } => {
             let (a, b) = leaf_range(plan, left);
             right.map_or((a, b), |r| (a, leaf_range(plan, r).1))
