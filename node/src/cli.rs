@@ -179,11 +179,14 @@ struct CircuitsReport {
     rows_per_register: usize,
     rows_fixed: usize,
     slot_layout: &'static str,
+    /// 16 of the batch, then the 68 of the merge circuit's shape (zero in a batch proof).
     public_inputs: usize,
+    /// The batch circuit's last build.
     build_seconds: f64,
     block_verifier_digest: String,
     block_proof_bytes: usize,
     aggregation_degree_bits: usize,
+    /// Every build of the batch and merge circuits until their shapes agreed.
     aggregation_build_seconds: f64,
 }
 
@@ -240,13 +243,13 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  rows (padded)          {} (2^{})", report.rows, report.degree_bits);
         println!("  rows per slot          {} (universal: transfer, swap and register alike)", report.rows_per_slot);
         println!("  fixed rows             {} (roots, operator fee credit)", report.rows_fixed);
-        println!("  public inputs          {}", report.public_inputs);
+        println!("  public inputs          {} (16, padded to the merge circuit's shape)", report.public_inputs);
         println!("  build time             {:.2} s", report.build_seconds);
         println!("block proofs");
         println!("  verifier key digest    {}", report.block_verifier_digest);
         println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
         println!("  recursion rows         2^{}", report.aggregation_degree_bits);
-        println!("  build time             {:.2} s", report.aggregation_build_seconds);
+        println!("  build time             {:.2} s (with the batch circuit's)", report.aggregation_build_seconds);
     }
     Ok(())
 }
