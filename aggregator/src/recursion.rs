@@ -133,7 +133,8 @@ fn verifier_gates(config: &CircuitConfig) -> Vec<GateRef<F, D>> {
         FriReductionStrategy::ConstantArityBits(bits, _) => *bits,
         FriReductionStrategy::Fixed(bits) => bits.iter().copied().max().unwrap_or(1),
         FriReductionStrategy::MinSize(max) => max.unwrap_or(4),
-    };
+    }
+    .max(1);
     // FRI's coset interpolation, with the degree `with_max_degree` (crate-private) gives it for
     // the largest degree the config allows.
     let mut interpolation = CosetInterpolationGate::<F, D>::new(arity_bits);

@@ -123,7 +123,7 @@ fn stages(out: &str, r: &Report) -> R {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(200)
-        .build_cartesian_2d(0.0..max_x, (0..n).into_segmented())?;
+        .build_cartesian_2d(0.0..max_x, (0..(n - 1).max(0)).into_segmented())?;
     let labels: Vec<String> = r.stages.iter().map(|s| format!("{} ({:.2} s)", s.name, s.seconds)).collect();
     chart
         .configure_mesh()
