@@ -41,15 +41,19 @@ fn execution(c: &mut Criterion) {
     g.finish();
 }
 
-fn proving(c: &mut Criterion) {
-    let cap = capacity();
-    // The circuit the network proves: padded to the merge circuit's shape.
+/// The circuit the network proves (padded to the merge circuit's shape) and a full mixed batch.
+fn full_batch(cap: usize) -> (BatchCircuit, BatchWitness) {
     let (circuit, _) = aggregator::AggregationCircuits::build(cap).expect("build");
     let (mut ex, txs) = mixed_batch(cap);
     for tx in &txs {
         ex.apply(tx).expect("valid");
     }
-    let w = ex.seal_batch().expect("seal");
+    (circuit, ex.seal_batch().expect("seal"))
+}
+
+fn proving(c: &mut Criterion) {
+    let cap = capacity();
+    let (circuit, w) = full_batch(cap);
     let mut g = c.benchmark_group("batch_proof");
     g.sample_size(10);
     g.throughput(Throughput::Elements(cap as u64));
@@ -64,5 +68,34 @@ fn proving(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, execution, proving);
+/// Witness generation alone: plonky2's `generate_partial_witness` against ours (plonky2's
+/// generators, our scheduler), on the full mixed batch. It is the largest step a GPU leaves on
+/// the host.
+fn witness_generation(c: &mut Criterion) {
+    let cap = capacity();
+    let (circuit, w) = full_batch(cap);
+    let data = circuit.data();
+    let table = prover_gpu::witness::WatchTable::cached(&data.prover_only).expect("table");
+    let mut g = c.benchmark_group("witness");
+    g.throughput(Throughput::Elements(cap as u64));
+    g.bench_function(format!("generate_{cap}_slots/plonky2"), |b| {
+        b.iter_batched(
+            || circuit.witness(&w).expect("inputs"),
+            |pw| plonky2::iop::generator::generate_partial_witness(pw, &data.prover_only, &data.common).expect("ok"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(format!("generate_{cap}_slots/ours"), |b| {
+        b.iter_batched(
+            || circuit.witness(&w).expect("inputs"),
+            |pw| {
+                prover_gpu::witness::generate_partial_witness(pw, &data.prover_only, &data.common, &table).expect("ok")
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, execution, proving, witness_generation);
 criterion_main!(benches);

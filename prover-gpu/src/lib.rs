@@ -17,6 +17,7 @@ pub mod quotient;
 pub mod resident;
 pub mod select;
 pub mod transcript;
+pub mod witness;
 
 pub use backend::{Backend, Digest};
 pub use commit::{commit, commit_values, Config};

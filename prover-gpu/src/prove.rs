@@ -18,7 +18,6 @@ use plonky2::field::types::Field;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
 use plonky2::hash::poseidon::PoseidonHash;
-use plonky2::iop::generator::generate_partial_witness;
 use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness};
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::config::Hasher;
@@ -31,6 +30,7 @@ use crate::error::{BackendError, Result};
 use crate::fri;
 use crate::quotient::{quotient_bits, QuotientInputs, Selectors};
 use crate::transcript::Transcript;
+use crate::witness::{generate_partial_witness, WatchTable};
 use crate::F;
 
 /// plonky2's extension degree.
@@ -102,8 +102,8 @@ pub fn prove_timed(
 ) -> Result<(ProofWithInputs, StepTimes)> {
     check_supported(common)?;
     let t = Instant::now();
-    let partition =
-        generate_partial_witness(inputs, prover, common).map_err(|e| BackendError::Witness(format!("{e:#}")))?;
+    let table = WatchTable::cached(prover)?;
+    let partition = generate_partial_witness(inputs, prover, common, &table)?;
     let generators = t.elapsed();
     let (proof, mut times) = prove_with_partition(backend, prover, common, partition)?;
     times.witness += generators;

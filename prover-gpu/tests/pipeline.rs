@@ -105,3 +105,29 @@ fn a_broken_witness_is_a_typed_error() {
     let err = prove(&RayonBackend, &data.prover_only, &data.common, pw).expect_err("refused");
     assert!(matches!(err, BackendError::Witness(_)), "{err}");
 }
+
+/// Our witness generation (plonky2's generators, our scheduler) sets every target to plonky2's
+/// value, except the public-input gate's unused wires, which plonky2 draws at random: on a circuit
+/// with our gates and on a recursive verifier.
+#[test]
+fn witness_generation_matches_plonky2() {
+    let (inner, targets) = small_circuit(300);
+    let (outer, outer_pw) = verifier_of(&inner, witness(&targets, 7), |_| {});
+    for (data, pw) in [(&inner, witness(&targets, 8)), (&outer, outer_pw)] {
+        let (prover, common) = (&data.prover_only, &data.common);
+        let table = prover_gpu::witness::WatchTable::of(prover).expect("table");
+        let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
+        let first = generate_partial_witness(pw.clone(), prover, common).expect("plonky2");
+        let second = generate_partial_witness(pw, prover, common).expect("plonky2 again");
+        let mut random = 0;
+        for (i, ((o, a), b)) in ours.values.iter().zip(&first.values).zip(&second.values).enumerate() {
+            assert_eq!(o.is_some(), a.is_some(), "target {i} set by one only");
+            if a == b {
+                assert_eq!(o, a, "target {i}");
+            } else {
+                random += 1;
+            }
+        }
+        assert!(random <= common.config.num_wires, "{random} targets differ between two runs of plonky2's");
+    }
+}
