@@ -28,6 +28,37 @@ impl Circuits {
     }
 }
 
+/// Key under which a node's database records the circuits it was made with.
+const CIRCUITS_KEY: &[u8] = b"circuits";
+
+impl Circuits {
+    /// Refuses a database made with other circuits, and records these in a new one (`fresh`: the
+    /// database holds nothing yet). A network's block verifier key is fixed when it starts
+    /// (DESIGN.md, decision 6): proofs and settled blocks made under another key, or batches cut
+    /// for another capacity, cannot continue here. The block verifier key's digest covers the
+    /// batch circuit too (the merge holds the batch key as a constant).
+    pub fn check_database(&self, db: &sled::Db, fresh: bool) -> Result<()> {
+        let ours = self.verifier.digest_hex();
+        match db.get(CIRCUITS_KEY)? {
+            Some(v) if v.as_ref() == ours.as_bytes() => Ok(()),
+            Some(v) => anyhow::bail!(
+                "this data directory was made with other circuits (block verifier key {}); this \
+                 process's key is {ours} (another --capacity, or another version): use another --data-dir",
+                String::from_utf8_lossy(&v)
+            ),
+            None if !fresh => anyhow::bail!(
+                "this data directory was made by an earlier version, which did not record its circuits; \
+                 this process's block verifier key is {ours}: use another --data-dir"
+            ),
+            None => {
+                db.insert(CIRCUITS_KEY, ours.as_bytes())?;
+                db.flush()?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The devnet genesis with `accounts` accounts.
 pub fn genesis(accounts: u32) -> Genesis {
     Genesis::devnet(accounts)

@@ -74,11 +74,14 @@ impl SettlementNode {
     pub fn open(data_dir: &std::path::Path, genesis: &Genesis, circuits: Arc<Circuits>, token: String) -> Result<Self> {
         let db = sled::open(data_dir.join("settlement")).context("opening the settlement database")?;
         let genesis_root = genesis.build().context("genesis")?.root();
-        let head = match db.get(b"head")? {
+        let stored_head = db.get(b"head")?;
+        circuits.check_database(&db, stored_head.is_none())?;
+        let head = match stored_head {
             Some(v) => {
-                let height = u64::from_be_bytes(v[..8].try_into().context("corrupt head")?);
-                let settled_txs = u64::from_be_bytes(v[8..16].try_into().context("corrupt head")?);
-                let root = digest_from_bytes(&v[16..48]).context("corrupt head root")?;
+                let field = |r: std::ops::Range<usize>| v.get(r).context("corrupt head");
+                let height = u64::from_be_bytes(field(0..8)?.try_into().context("corrupt head")?);
+                let settled_txs = u64::from_be_bytes(field(8..16)?.try_into().context("corrupt head")?);
+                let root = digest_from_bytes(field(16..48)?).context("corrupt head root")?;
                 HeadState { height, root, settled_txs }
             }
             None => {

@@ -92,6 +92,10 @@ impl Net {
     }
 
     fn sequencer(&self, n: u32) -> Proc {
+        self.sequencer_with(n, NETWORK)
+    }
+
+    fn sequencer_with(&self, n: u32, network: [&str; 4]) -> Proc {
         let listen = format!("127.0.0.1:{}", self.sequencer_port);
         let settlement = format!("http://127.0.0.1:{}", self.settlement_port);
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
@@ -117,7 +121,7 @@ impl Net {
             "--metrics",
             &metrics,
         ];
-        args.extend(NETWORK);
+        args.extend(network);
         spawn(&self.dir, &format!("sequencer-{n}.log"), &args)
     }
 
@@ -281,6 +285,23 @@ async fn end_to_end() {
     let h = fresh.get_head(Empty {}).await.expect("head").into_inner();
     assert_eq!(h.state_root, done.state_root);
 
-    drop((q, w2));
+    // The sequencer's data directory opened with other circuits (another capacity): refused with
+    // the reason, and left as it was for the right ones.
+    kill(q);
+    let mut other = net.sequencer_with(3, ["--capacity", "3", "--genesis-accounts", "8"]);
+    let exit = wait_for("the sequencer with other circuits to exit", 120, || {
+        let r = other.0.try_wait().expect("wait");
+        async move { r }
+    })
+    .await;
+    assert!(!exit.success());
+    let log = std::fs::read_to_string(dir.join("sequencer-3.log")).unwrap_or_default();
+    assert!(log.contains("made with other circuits"), "{log}");
+    let _q = net.sequencer(4);
+    let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
+    let reopened = status(&mut seq).await;
+    assert_eq!((reopened.accepted_txs, reopened.state_root), (7, done.state_root));
+
+    drop(w2);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -226,6 +226,8 @@ impl Core {
             counters: Counters::default(),
             started: Instant::now(),
         };
+        let fresh = core.db.scan_prefix([T_TX]).next().is_none() && core.db.get(SETTLED)?.is_none();
+        core.circuits.check_database(&core.db, fresh)?;
         core.replay()?;
         Ok(core)
     }
