@@ -9,12 +9,22 @@
 //! and kept for the process. The generators, their order and the values they set are plonky2's,
 //! so the witness is plonky2's (up to the public-input gate's unused wires, which plonky2 fills
 //! with random values).
+//!
+//! The Poseidon gates' generators came next in the profile: plonky2's `PoseidonGenerator` runs
+//! the permutation with the generic-field rounds (`mds_layer_field`, …) because it serves
+//! extension fields too. For those generators (found by their id and watch list), [`poseidon_row`]
+//! sets the same wires with the base field's fast rounds (`mds_layer`, …), the ones plonky2's own
+//! `poseidon` runs, in plonky2's `PoseidonGate` wire layout.
 
 use std::sync::{Arc, Mutex};
 
+use plonky2::field::types::Field;
 use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::poseidon::{Poseidon, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
 use plonky2::iop::generator::GeneratedValues;
-use plonky2::iop::witness::{PartialWitness, PartitionWitness, WitnessWrite};
+use plonky2::iop::target::Target;
+use plonky2::iop::wire::Wire;
+use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness, WitnessWrite};
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 
 use crate::commit::Config;
@@ -34,6 +44,95 @@ pub struct WatchTable {
     /// `watchers[offsets[r]..offsets[r + 1]]` watch representative `r`.
     offsets: Vec<u32>,
     watchers: Vec<u32>,
+    /// For each generator, the row of the Poseidon gate it fills, or `NOT_POSEIDON`.
+    poseidon_rows: Vec<u32>,
+}
+
+const NOT_POSEIDON: u32 = u32::MAX;
+
+/// plonky2's `PoseidonGate` wire layout (its index functions are crate-private): inputs, outputs,
+/// the swap flag, the swap deltas, the S-box inputs of full rounds 1..4, of the 22 partial
+/// rounds, then of the last four full rounds; 135 wires in all.
+mod gate_wires {
+    use super::{HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
+    pub const OUTPUT: usize = SPONGE_WIDTH;
+    pub const SWAP: usize = 2 * SPONGE_WIDTH;
+    pub const DELTA: usize = SWAP + 1;
+    pub const FULL_0: usize = DELTA + 4;
+    pub const PARTIAL: usize = FULL_0 + SPONGE_WIDTH * (HALF_N_FULL_ROUNDS - 1);
+    pub const FULL_1: usize = PARTIAL + N_PARTIAL_ROUNDS;
+}
+
+/// The row of the Poseidon gate a generator fills, if it is plonky2's `PoseidonGenerator`: its
+/// id, and a watch list of exactly that gate's inputs and swap flag.
+fn poseidon_row(g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>) -> Option<u32> {
+    if g.0.id() != "PoseidonGenerator" {
+        return None;
+    }
+    let watch = g.0.watch_list();
+    let Some(Target::Wire(Wire { row, .. })) = watch.first().copied() else { return None };
+    let expected = (0..SPONGE_WIDTH).chain([gate_wires::SWAP]).map(|column| Target::wire(row, column));
+    let exact = watch.len() == SPONGE_WIDTH + 1 && watch.iter().copied().eq(expected);
+    u32::try_from(row).ok().filter(|&r| exact && r != NOT_POSEIDON)
+}
+
+/// What plonky2's `PoseidonGenerator::run_once` sets for the gate at `row`, with the base
+/// field's fast rounds; `false` (and nothing set) while an input is missing.
+fn run_poseidon(row: usize, witness: &PartitionWitness<F>, out: &mut GeneratedValues<F>) -> bool {
+    let get = |column| witness.try_get_target(Target::wire(row, column));
+    let mut state = [F::ZERO; SPONGE_WIDTH];
+    for (i, s) in state.iter_mut().enumerate() {
+        match get(i) {
+            Some(v) => *s = v,
+            None => return false,
+        }
+    }
+    let Some(swap) = get(gate_wires::SWAP) else { return false };
+    let mut set = |column, value| out.target_values.push((Target::wire(row, column), value));
+    for i in 0..4 {
+        set(gate_wires::DELTA + i, swap * (state[i + 4] - state[i]));
+    }
+    if swap == F::ONE {
+        for i in 0..4 {
+            state.swap(i, 4 + i);
+        }
+    }
+    let mut round = 0;
+    for r in 0..HALF_N_FULL_ROUNDS {
+        <F as Poseidon>::constant_layer(&mut state, round);
+        if r != 0 {
+            for (i, &v) in state.iter().enumerate() {
+                set(gate_wires::FULL_0 + SPONGE_WIDTH * (r - 1) + i, v);
+            }
+        }
+        <F as Poseidon>::sbox_layer(&mut state);
+        state = <F as Poseidon>::mds_layer(&state);
+        round += 1;
+    }
+    <F as Poseidon>::partial_first_constant_layer::<F, 1>(&mut state);
+    state = <F as Poseidon>::mds_partial_layer_init::<F, 1>(&state);
+    for r in 0..N_PARTIAL_ROUNDS {
+        set(gate_wires::PARTIAL + r, state[0]);
+        state[0] = <F as Poseidon>::sbox_monomial::<F, 1>(state[0]);
+        if r < N_PARTIAL_ROUNDS - 1 {
+            state[0] += F::from_canonical_u64(<F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS[r]);
+        }
+        state = <F as Poseidon>::mds_partial_layer_fast(&state, r);
+    }
+    round += N_PARTIAL_ROUNDS;
+    for r in 0..HALF_N_FULL_ROUNDS {
+        <F as Poseidon>::constant_layer(&mut state, round);
+        for (i, &v) in state.iter().enumerate() {
+            set(gate_wires::FULL_1 + SPONGE_WIDTH * r + i, v);
+        }
+        <F as Poseidon>::sbox_layer(&mut state);
+        state = <F as Poseidon>::mds_layer(&state);
+        round += 1;
+    }
+    for (i, &v) in state.iter().enumerate() {
+        set(gate_wires::OUTPUT + i, v);
+    }
+    true
 }
 
 impl WatchTable {
@@ -66,7 +165,13 @@ impl WatchTable {
                 *slot = g as u32;
             }
         }
-        Ok(Self { offsets, watchers })
+        let poseidon_rows = prover.generators.iter().map(|g| poseidon_row(g).unwrap_or(NOT_POSEIDON)).collect();
+        Ok(Self { offsets, watchers, poseidon_rows })
+    }
+
+    /// How many generators this table runs with the fast Poseidon rounds in place of plonky2's.
+    pub fn fast_poseidon_generators(&self) -> usize {
+        self.poseidon_rows.iter().filter(|&&r| r != NOT_POSEIDON).count()
     }
 
     /// The generators watching representative `rep`.
@@ -127,7 +232,11 @@ pub fn generate_partial_witness<'a>(
             if expired[g] {
                 continue;
             }
-            if generators[g].0.run(&witness, &mut buffer) {
+            let done = match table.poseidon_rows.get(g) {
+                Some(&row) if row != NOT_POSEIDON => run_poseidon(row as usize, &witness, &mut buffer),
+                _ => generators[g].0.run(&witness, &mut buffer),
+            };
+            if done {
                 expired[g] = true;
                 remaining -= 1;
             }

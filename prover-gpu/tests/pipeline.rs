@@ -106,8 +106,8 @@ fn a_broken_witness_is_a_typed_error() {
     assert!(matches!(err, BackendError::Witness(_)), "{err}");
 }
 
-/// Our witness generation (plonky2's generators, our scheduler) sets every target to plonky2's
-/// value, except the public-input gate's unused wires, which plonky2 draws at random: on a circuit
+/// Our witness generation (plonky2's generators, our scheduler, our Poseidon rounds) sets every
+/// target to plonky2's value, except the public-input gate's unused wires, which plonky2 draws at random: on a circuit
 /// with our gates and on a recursive verifier.
 #[test]
 fn witness_generation_matches_plonky2() {
@@ -116,6 +116,7 @@ fn witness_generation_matches_plonky2() {
     for (data, pw) in [(&inner, witness(&targets, 8)), (&outer, outer_pw)] {
         let (prover, common) = (&data.prover_only, &data.common);
         let table = prover_gpu::witness::WatchTable::of(prover).expect("table");
+        assert!(table.fast_poseidon_generators() > 0, "the Poseidon gates take the fast rounds");
         let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
         let first = generate_partial_witness(pw.clone(), prover, common).expect("plonky2");
         let second = generate_partial_witness(pw, prover, common).expect("plonky2 again");
