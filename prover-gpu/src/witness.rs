@@ -12,7 +12,7 @@
 //!
 //! The Poseidon gates' generators came next in the profile: plonky2's `PoseidonGenerator` runs
 //! the permutation with the generic-field rounds (`mds_layer_field`, …) because it serves
-//! extension fields too. For those generators (found by their id and watch list), [`poseidon_row`]
+//! extension fields too. For those generators (found by their id and watch list), `run_poseidon`
 //! sets the same wires with the base field's fast rounds (`mds_layer`, …), the ones plonky2's own
 //! `poseidon` runs, in plonky2's `PoseidonGate` wire layout.
 
