@@ -297,11 +297,11 @@ async fn end_to_end() {
     assert!(!exit.success());
     let log = std::fs::read_to_string(dir.join("sequencer-3.log")).unwrap_or_default();
     assert!(log.contains("made with other circuits"), "{log}");
-    let _q = net.sequencer(4);
+    let q = net.sequencer(4);
     let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
     let reopened = status(&mut seq).await;
     assert_eq!((reopened.accepted_txs, reopened.state_root), (7, done.state_root));
 
-    drop(w2);
+    drop((q, w2));
     std::fs::remove_dir_all(&dir).ok();
 }
