@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use plonky2::field::extension::Extendable;
+use plonky2::field::extension::{Extendable, FieldExtension};
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::Field;
 use plonky2::fri::oracle::PolynomialBatch;
@@ -213,7 +213,7 @@ pub fn prove_with_partition(
         return Err(BackendError::DegenerateChallenge);
     }
     let g = FE::primitive_root_of_unity(common.degree_bits());
-    let openings = OpeningSet::new(zeta, g, &prover.constants_sigmas_commitment, &wires, &zs, &quotient, common);
+    let openings = opening_set(zeta, g, &prover.constants_sigmas_commitment, &wires, &zs, &quotient, common);
     // plonky2's `to_fri_openings` (crate-private): the values at ζ in oracle order, then at gζ.
     for values in [
         &openings.constants,
@@ -324,6 +324,66 @@ fn quotient_polys(backend: &dyn Backend, q: &QuotientInputs<'_>) -> Result<Vec<P
         chunks.extend(poly[..quotient_degree].chunks(n).map(|p| PolynomialCoeffs::new(p.to_vec())));
     }
     Ok(chunks)
+}
+
+/// plonky2's `OpeningSet::new`: every polynomial of the four oracles at ζ, and the Z and partial
+/// products' polynomials at gζ. plonky2 copies each polynomial into the extension field and runs
+/// Horner's rule there; here each value is the dot product of the coefficients with the powers of
+/// the point, computed once per point: a base-by-extension product per coefficient in place of an
+/// extension product, and no copies. The field's arithmetic is exact, so the values are plonky2's.
+fn opening_set(
+    zeta: FE,
+    g: FE,
+    constants_sigmas: &PolynomialBatch<F, Config, D>,
+    wires: &PolynomialBatch<F, Config, D>,
+    zs: &PolynomialBatch<F, Config, D>,
+    quotient: &PolynomialBatch<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+) -> OpeningSet<F, D> {
+    let len = [constants_sigmas, wires, zs, quotient]
+        .iter()
+        .flat_map(|b| b.polynomials.iter().map(|p| p.len()))
+        .max()
+        .unwrap_or(0);
+    let at_zeta = powers(zeta, len);
+    let eval = |powers: &[FE], batch: &PolynomialBatch<F, Config, D>| -> Vec<FE> {
+        batch
+            .polynomials
+            .par_iter()
+            .map(|p| {
+                p.coeffs.iter().zip(powers).fold(FE::ZERO, |acc, (&c, &x)| acc + FieldExtension::<D>::scalar_mul(&x, c))
+            })
+            .collect()
+    };
+    let constants_sigmas_eval = eval(&at_zeta, constants_sigmas);
+    let zs_eval = eval(&at_zeta, zs);
+    let zs_next_eval = eval(&powers(g * zeta, len), zs);
+    OpeningSet {
+        constants: constants_sigmas_eval[common.constants_range()].to_vec(),
+        plonk_sigmas: constants_sigmas_eval[common.sigmas_range()].to_vec(),
+        wires: eval(&at_zeta, wires),
+        plonk_zs: zs_eval[common.zs_range()].to_vec(),
+        plonk_zs_next: zs_next_eval[common.zs_range()].to_vec(),
+        partial_products: zs_eval[common.partial_products_range()].to_vec(),
+        quotient_polys: eval(&at_zeta, quotient),
+        // No lookups: `check_supported` refuses them.
+        lookup_zs: Vec::new(),
+        lookup_zs_next: Vec::new(),
+    }
+}
+
+/// `1, x, x², …, x^(len−1)`, in parallel blocks that each start from a power of `x`.
+fn powers(x: FE, len: usize) -> Vec<FE> {
+    const BLOCK: usize = 1 << 10;
+    let mut out = vec![FE::ZERO; len];
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(k, chunk)| {
+        let mut p = x.exp_u64((k * BLOCK) as u64);
+        for v in chunk {
+            *v = p;
+            p *= x;
+        }
+    });
+    out
 }
 
 /// plonky2's `get_fri_instance` (crate-private): every polynomial opened at ζ, the Z's also at gζ.
