@@ -246,6 +246,9 @@ pub fn prove_with_partition(
 
 /// The permutation argument's polynomials as values on the subgroup, one after another, in
 /// plonky2's order: the `Z` of each challenge, then each challenge's partial products.
+/// Rows whose permutation-argument denominators share one batch inversion.
+const ROWS_PER_INVERSION: usize = 64;
+
 fn partial_products_and_zs(
     prover: &ProverOnlyCircuitData<F, Config, D>,
     common: &CommonCircuitData<F, D>,
@@ -262,24 +265,38 @@ fn partial_products_and_zs(
     let (zs_out, pp_out) = out.split_at_mut(num_challenges * n);
     for (c, (z_poly, pp_polys)) in zs_out.chunks_mut(n).zip(pp_out.chunks_mut(num_prods * n)).enumerate() {
         let (beta, gamma) = (betas[c], gammas[c]);
-        // Per row, the products of `chunk` consecutive ratios (numerator / denominator).
-        let chunk_products: Vec<Vec<F>> = (0..n)
-            .into_par_iter()
-            .map(|i| {
+        // Per row, the products of `chunk` consecutive ratios (numerator / denominator), each
+        // as (Π numerators) / (Π denominators), the divisions of a block of rows in one batch
+        // inversion.
+        let chunks = routed.div_ceil(chunk);
+        let mut chunk_products = vec![F::ZERO; n * chunks];
+        chunk_products.par_chunks_mut(ROWS_PER_INVERSION * chunks).enumerate().for_each(|(block, out)| {
+            let first = block * ROWS_PER_INVERSION;
+            let mut numerators = Vec::with_capacity(out.len());
+            let mut denominators = Vec::with_capacity(out.len());
+            for i in first..first + out.len() / chunks {
                 let x = prover.subgroup[i];
                 let sigmas = &prover.sigmas[i];
-                let denominators: Vec<F> = (0..routed).map(|j| columns[j * n + i] + beta * sigmas[j] + gamma).collect();
-                let inverses = F::batch_multiplicative_inverse(&denominators);
-                let ratios: Vec<F> = (0..routed)
-                    .map(|j| (columns[j * n + i] + beta * common.k_is[j] * x + gamma) * inverses[j])
-                    .collect();
-                ratios.chunks(chunk).map(|c| c.iter().copied().product()).collect()
-            })
-            .collect();
+                for k in 0..chunks {
+                    let (mut num, mut den) = (F::ONE, F::ONE);
+                    for j in k * chunk..((k + 1) * chunk).min(routed) {
+                        let w = columns[j * n + i];
+                        num *= w + beta * common.k_is[j] * x + gamma;
+                        den *= w + beta * sigmas[j] + gamma;
+                    }
+                    numerators.push(num);
+                    denominators.push(den);
+                }
+            }
+            let inverses = F::batch_multiplicative_inverse(&denominators);
+            for ((o, num), inv) in out.iter_mut().zip(numerators).zip(inverses) {
+                *o = num * inv;
+            }
+        });
         // Running products across rows: row i holds Z(ω^i) and the partial products that lead
         // from it to Z(ω^{i+1}).
         let mut z = F::ONE;
-        for (i, products) in chunk_products.iter().enumerate() {
+        for (i, products) in chunk_products.chunks(chunks).enumerate() {
             z_poly[i] = z;
             let mut acc = z;
             for (k, &p) in products.iter().enumerate() {
