@@ -244,11 +244,11 @@ pub fn prove_with_partition(
     Ok((ProofWithPublicInputs { proof, public_inputs }, times))
 }
 
-/// The permutation argument's polynomials as values on the subgroup, one after another, in
-/// plonky2's order: the `Z` of each challenge, then each challenge's partial products.
 /// Rows whose permutation-argument denominators share one batch inversion.
 const ROWS_PER_INVERSION: usize = 64;
 
+/// The permutation argument's polynomials as values on the subgroup, one after another, in
+/// plonky2's order: the `Z` of each challenge, then each challenge's partial products.
 fn partial_products_and_zs(
     prover: &ProverOnlyCircuitData<F, Config, D>,
     common: &CommonCircuitData<F, D>,
