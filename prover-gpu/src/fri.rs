@@ -3,7 +3,7 @@
 //!
 //! The steps and the transcript are plonky2 1.1's:
 //! 1. α; the polynomials opened at each point combined by powers of α, each batch's combination
-//!    divided by `X − z`, the batches summed (host, plonky2's `ReducingFactor`);
+//!    divided by `X − z`, the batches summed (host, plonky2's `ReducingFactor` arithmetic, in parallel blocks);
 //! 2. that polynomial's LDE on `F::coset_shift()·⟨ω⟩`: two coset NTTs on the backend, one per
 //!    component of the quadratic extension (the roots and the shift are base-field elements);
 //! 3. the commit phase: the values in bit-reversed order, `arity` of them per leaf, the Merkle
@@ -24,7 +24,6 @@ use plonky2::fri::FriParams;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::plonk_common::reduce_with_powers;
-use plonky2::util::reducing::ReducingFactor;
 use rayon::prelude::*;
 
 use crate::backend::Backend;
@@ -83,13 +82,17 @@ pub fn prove_openings(
 }
 
 /// `Σ_i α^{k_i}·(F_i(X) − F_i(z_i)) / (X − z_i)` over the instance's batches, `F_i` the batch's
-/// polynomials combined by powers of α: plonky2's, step for step, so the coefficients are its.
+/// polynomials combined by powers of α: plonky2's (`ReducingFactor::reduce_polys_base`, then
+/// `shift_poly` between batches), so the coefficients are its. plonky2 builds one extension copy
+/// of each polynomial and sums them one after another on one thread; here each block of
+/// coefficients sums its column of base-by-extension products, blocks in parallel (the same
+/// values: the field's arithmetic is exact).
 fn combined_quotient(
     instance: &FriInstanceInfo<F, D>,
     oracles: &[&PolynomialBatch<F, Config, D>],
     transcript: &mut Transcript,
 ) -> Result<PolynomialCoeffs<FE>> {
-    let mut alpha = ReducingFactor::new(transcript.get_extension_challenge());
+    let alpha = transcript.get_extension_challenge();
     let mut final_poly = PolynomialCoeffs::empty();
     for FriBatchInfo { point, polynomials } in &instance.batches {
         let polys = polynomials
@@ -105,12 +108,30 @@ fn combined_quotient(
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut quotient = alpha.reduce_polys_base::<F, D>(polys).divide_by_linear(*point);
+        let mut quotient = combine(&polys, alpha).divide_by_linear(*point);
         quotient.coeffs.push(FE::ZERO); // back to a power of two
-        alpha.shift_poly(&mut final_poly);
+        final_poly *= alpha.exp_u64(polys.len() as u64);
         final_poly += quotient;
     }
     Ok(final_poly)
+}
+
+/// `Σ_j α^j·p_j`, coefficient by coefficient.
+fn combine(polys: &[&PolynomialCoeffs<F>], alpha: FE) -> PolynomialCoeffs<FE> {
+    const BLOCK: usize = 1 << 10;
+    let len = polys.iter().map(|p| p.len()).max().unwrap_or(0);
+    let powers: Vec<FE> = alpha.powers().take(polys.len()).collect();
+    let mut out = vec![FE::ZERO; len];
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
+        let start = b * BLOCK;
+        for (p, &power) in polys.iter().zip(&powers) {
+            let coeffs = p.coeffs.get(start..).unwrap_or(&[]);
+            for (o, &c) in block.iter_mut().zip(coeffs) {
+                *o += FieldExtension::<D>::scalar_mul(&power, c);
+            }
+        }
+    });
+    PolynomialCoeffs::new(out)
 }
 
 /// The values `v_i = Σ_j c_j·(shift·ω^i)^j` of an extension-field polynomial, natural order:

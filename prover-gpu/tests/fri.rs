@@ -170,6 +170,8 @@ fn fri_commit_phase_is_plonky2s_and_the_proof_verifies() {
         Case { degree_bits: 9, rate_bits: 3, cap_height: 4, arities: vec![4, 4], pow_bits: 8 },
         // No folding at all: the final polynomial is the whole quotient.
         Case { degree_bits: 3, rate_bits: 2, cap_height: 1, arities: vec![], pow_bits: 2 },
+        // More coefficients than one of the combination's parallel blocks (2^10).
+        Case { degree_bits: 12, rate_bits: 1, cap_height: 3, arities: vec![4, 4], pow_bits: 4 },
     ];
     let mut rng = StdRng::seed_from_u64(41);
     for case in &cases {
