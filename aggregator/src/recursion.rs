@@ -63,7 +63,6 @@ struct MergeTargets {
 
 /// The built circuits of aggregation; build once per process.
 pub struct AggregationCircuits {
-    batch_common: CommonCircuitData<F, D>,
     batch_verifier: VerifierCircuitData<F, Config, D>,
     merge: CircuitData<F, Config, D>,
     merge_targets: MergeTargets,
@@ -175,10 +174,8 @@ impl AggregationCircuits {
             let batch = BatchCircuit::build_padded(capacity, &padding).map_err(|e| AggError::Build(e.to_string()))?;
             let (merge, merge_targets, same_shape) = build_merge(&batch)?;
             if same_shape {
-                let data = batch.data();
                 let circuits = Self {
-                    batch_common: data.common.clone(),
-                    batch_verifier: data.verifier_data(),
+                    batch_verifier: batch.data().verifier_data(),
                     merge,
                     merge_targets,
                     padding,
@@ -205,9 +202,10 @@ impl AggregationCircuits {
         &self.padding
     }
 
-    /// Common data of the batch proofs this aggregates.
+    /// Common data of the batch proofs this aggregates: the merge circuit's, which `build`
+    /// checked they share.
     pub fn batch_common(&self) -> &CommonCircuitData<F, D> {
-        &self.batch_common
+        &self.merge.common
     }
 
     /// Verifies a batch proof with plonky2's verifier.

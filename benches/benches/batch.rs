@@ -41,14 +41,18 @@ fn execution(c: &mut Criterion) {
     g.finish();
 }
 
-/// The circuit the network proves (padded to the merge circuit's shape) and a full mixed batch.
-fn full_batch(cap: usize) -> (BatchCircuit, BatchWitness) {
-    let (circuit, _) = aggregator::AggregationCircuits::build(cap).expect("build");
-    let (mut ex, txs) = mixed_batch(cap);
-    for tx in &txs {
-        ex.apply(tx).expect("valid");
-    }
-    (circuit, ex.seal_batch().expect("seal"))
+/// The circuit the network proves (padded to the merge circuit's shape) and a full mixed batch,
+/// built once for every group of this run.
+fn full_batch(cap: usize) -> &'static (BatchCircuit, BatchWitness) {
+    static BATCH: std::sync::OnceLock<(BatchCircuit, BatchWitness)> = std::sync::OnceLock::new();
+    BATCH.get_or_init(|| {
+        let (circuit, _) = aggregator::AggregationCircuits::build(cap).expect("build");
+        let (mut ex, txs) = mixed_batch(cap);
+        for tx in &txs {
+            ex.apply(tx).expect("valid");
+        }
+        (circuit, ex.seal_batch().expect("seal"))
+    })
 }
 
 fn proving(c: &mut Criterion) {
@@ -60,10 +64,10 @@ fn proving(c: &mut Criterion) {
     // The same batch on each prover, in one run: stock plonky2 is the baseline.
     for prover in benches::provers() {
         g.bench_function(format!("prove_{cap}_slots/{}", prover.name()), |b| {
-            b.iter(|| circuit.prove(&prover, &w).expect("prove"))
+            b.iter(|| circuit.prove(&prover, w).expect("prove"))
         });
     }
-    let proof = circuit.prove(&Prover::cpu(), &w).expect("prove");
+    let proof = circuit.prove(&Prover::cpu(), w).expect("prove");
     g.bench_function("verify", |b| b.iter(|| circuit.verify(&proof).expect("verify")));
     g.finish();
 }
@@ -80,14 +84,14 @@ fn witness_generation(c: &mut Criterion) {
     g.throughput(Throughput::Elements(cap as u64));
     g.bench_function(format!("generate_{cap}_slots/plonky2"), |b| {
         b.iter_batched(
-            || circuit.witness(&w).expect("inputs"),
+            || circuit.witness(w).expect("inputs"),
             |pw| plonky2::iop::generator::generate_partial_witness(pw, &data.prover_only, &data.common).expect("ok"),
             BatchSize::LargeInput,
         )
     });
     g.bench_function(format!("generate_{cap}_slots/ours"), |b| {
         b.iter_batched(
-            || circuit.witness(&w).expect("inputs"),
+            || circuit.witness(w).expect("inputs"),
             |pw| {
                 prover_gpu::witness::generate_partial_witness(pw, &data.prover_only, &data.common, &table).expect("ok")
             },
