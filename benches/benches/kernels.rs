@@ -1,7 +1,8 @@
 //! The commitment step per backend against plonky2's own: NTT, coset LDE and Merkle tree of 135
 //! polynomials (the batch circuit's wires) of 2^13 coefficients at rate 1/8. Then the opening
 //! proof (FRI) per backend against plonky2's `prove_openings`, on oracles of the batch proof's
-//! shape.
+//! shape. Between them, leaf hashing and the permutation: plonky2's scalar Poseidon against the
+//! rayon backend's eight lanes.
 //!
 //! `cargo bench -p benches --bench kernels`; CUDA rows appear where a device is present.
 
@@ -11,12 +12,13 @@ use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::{Field, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
-use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::hash::poseidon::{Poseidon, PoseidonHash};
 use plonky2::iop::challenger::Challenger;
 use plonky2::plonk::circuit_data::CircuitConfig;
-use plonky2::plonk::config::PoseidonGoldilocksConfig;
+use plonky2::plonk::config::{Hasher, PoseidonGoldilocksConfig};
 use plonky2::util::timing::TimingTree;
-use prover_gpu::{commit, fri, Backend, CudaBackend, RayonBackend, Transcript, F};
+use prover_gpu::{commit, fri, poseidon_x8, Backend, CudaBackend, Digest, RayonBackend, Transcript, F};
+use rayon::prelude::*;
 
 const LOG_N: usize = 13;
 const WIDTH: usize = 135;
@@ -74,6 +76,40 @@ fn kernels(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Leaf hashing, the bulk of a CPU commitment: plonky2's `hash_or_noop` on every row in
+/// parallel (what the rayon backend did) against [`poseidon_x8`]'s eight lanes (what it does
+/// where the CPU has AVX-512), on 2^14 rows of the wires' width; then one permutation of eight
+/// states each way, on one thread.
+fn poseidon(c: &mut Criterion) {
+    let rows: Vec<F> = (0..(1 << 14) * WIDTH).map(|_| F::rand()).collect();
+    let mut g = c.benchmark_group("poseidon");
+    g.sample_size(10);
+    g.bench_function("plonky2_hash_rows", |b| {
+        b.iter(|| rows.par_chunks(WIDTH).map(PoseidonHash::hash_or_noop).collect::<Vec<_>>())
+    });
+    g.bench_function("x8_hash_rows", |b| {
+        b.iter(|| {
+            let mut out = vec![Digest::default(); 1 << 14];
+            poseidon_x8::hash_rows(&rows, WIDTH, &mut out);
+            out
+        })
+    });
+    let states: [[F; 12]; 8] = std::array::from_fn(|_| F::rand_array());
+    g.bench_function("plonky2_permute_8_states", |b| b.iter(|| states.map(F::poseidon)));
+    let lanes: [[u64; 8]; 12] = std::array::from_fn(|i| std::array::from_fn(|l| states[l][i].0));
+    g.bench_function("x8_permute_8_states", |b| {
+        b.iter(|| {
+            let mut s = lanes;
+            poseidon_x8::permute(&mut s);
+            s
+        })
+    });
+    g.finish();
+    if !poseidon_x8::available() {
+        eprintln!("no AVX-512F on this CPU: the x8 rows above are plonky2's scalar permutation");
+    }
 }
 
 /// The batch proof's oracles (constants and sigmas, wires, Z's and partial products, quotient
@@ -159,5 +195,5 @@ fn openings(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, openings);
+criterion_group!(benches, kernels, poseidon, openings);
 criterion_main!(benches);

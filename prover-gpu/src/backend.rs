@@ -2,7 +2,7 @@
 //! commitment step (coset LDE in plonky2's layout, Merkle tree in plonky2's exact digest layout)
 //! as default methods.
 
-use plonky2::field::types::{Field, Field64, PrimeField64};
+use plonky2::field::types::{Field, Field64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, reverse_bits};
 use crate::quotient::QuotientInputs;
-use crate::transcript::{pow_response, RATE, WIDTH};
+use crate::transcript::{RATE, WIDTH};
 use crate::F;
 
 /// Checks that `len` elements are whole polynomials of `n`, a power of two.
@@ -77,7 +77,7 @@ pub trait Backend: Send + Sync {
     }
 
     /// The search of FRI's proof of work: the smallest candidate in `start .. start + count`
-    /// for which [`pow_response`] (`state` permuted with the candidate written at `slot`) has
+    /// for which [`pow_response`](crate::transcript::pow_response) (`state` permuted with the candidate written at `slot`) has
     /// at least `min_leading_zeros` leading zeros in its canonical 64-bit form; `None` if none
     /// does. Every candidate is below the field's order.
     fn grind(
@@ -89,9 +89,7 @@ pub trait Backend: Send + Sync {
         count: u64,
     ) -> Result<Option<u64>> {
         check_grind(slot, start, count)?;
-        Ok((start..start + count)
-            .into_par_iter()
-            .find_first(|&c| pow_response(state, slot, c).to_canonical_u64().leading_zeros() >= min_leading_zeros))
+        Ok(crate::poseidon_x8::grind(state, slot, min_leading_zeros, start, count))
     }
 
     /// For each polynomial, in place: values at `ω^i` (natural order) become the coefficients of

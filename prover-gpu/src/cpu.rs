@@ -1,5 +1,6 @@
-//! The rayon backend: plonky2's own CPU kernels (its FFT, with shared root tables and the
-//! zero-skipping LDE, and its Poseidon), parallel over polynomials and rows.
+//! The rayon backend: plonky2's own FFT (with shared root tables and the zero-skipping LDE) and
+//! plonky2's Poseidon, eight states at a time where the CPU has AVX-512 ([`poseidon_x8`]),
+//! parallel over polynomials and rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -7,13 +8,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use plonky2::field::fft::{fft_root_table, ifft_with_options, FftRootTable};
 use plonky2::field::polynomial::{PolynomialCoeffs, PolynomialValues};
 use plonky2::field::types::Field;
-use plonky2::hash::poseidon::PoseidonHash;
-use plonky2::plonk::config::Hasher;
 use plonky2::util::reverse_index_bits_in_place;
 use rayon::prelude::*;
 
 use crate::backend::{check_polynomials, Backend, Digest};
 use crate::error::{BackendError, Result};
+use crate::poseidon_x8;
 use crate::F;
 
 /// The CPU backend.
@@ -108,12 +108,13 @@ impl Backend for RayonBackend {
         if width == 0 || rows.len() != width * out.len() {
             return Err(BackendError::Shape(format!("{} elements for {} rows of {width}", rows.len(), out.len())));
         }
-        out.par_iter_mut().zip(rows.par_chunks(width)).for_each(|(o, r)| *o = PoseidonHash::hash_or_noop(r));
+        poseidon_x8::hash_rows(rows, width, out);
         Ok(())
     }
 
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
-        let level: Vec<Digest> = leaves.par_iter().map(|l| PoseidonHash::hash_or_noop(l)).collect();
+        let mut level = vec![Digest::default(); leaves.len()];
+        poseidon_x8::hash_leaves(leaves, &mut level);
         self.tree_above(level, cap_height)
     }
 
@@ -121,7 +122,7 @@ impl Backend for RayonBackend {
         if children.len() != 2 * out.len() {
             return Err(BackendError::Shape(format!("{} children for {} parents", children.len(), out.len())));
         }
-        out.par_iter_mut().zip(children.par_chunks(2)).for_each(|(o, c)| *o = PoseidonHash::two_to_one(c[0], c[1]));
+        poseidon_x8::hash_pairs(children, out);
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fri;
 pub mod layout;
 pub mod naive;
+pub mod poseidon_x8;
 pub mod prove;
 pub mod quotient;
 pub mod resident;

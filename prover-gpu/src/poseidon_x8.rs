@@ -1,0 +1,502 @@
+//! plonky2's Poseidon permutation on eight states at once, one per 64-bit lane of an AVX-512
+//! register, for the rayon backend's Merkle trees and proof-of-work search.
+//!
+//! Hashing is four fifths of a CPU proof (the leaves of every commitment), and plonky2 1.1
+//! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
+//! Here each Goldilocks product is four 32×32-bit lane multiplications (`vpmuludq`) and
+//! plonky2's own reduction of the 128-bit result, with the carries as lane masks. The rounds
+//! are plonky2's: the same constants, its sparse "fast" partial rounds, the same MDS matrix.
+//! Values stay in `[0, 2^64)` like plonky2's (not necessarily canonical); digests are written
+//! canonical.
+//!
+//! [`available`] says whether this CPU has AVX-512F (checked once, at run time); without it,
+//! and on other architectures, every function here falls back to plonky2's scalar Poseidon.
+//! Either way the digests are plonky2's: the tests compare them on random states.
+
+use plonky2::field::types::{Field, PrimeField64};
+use plonky2::hash::hash_types::NUM_HASH_OUT_ELTS;
+use plonky2::hash::poseidon::{PoseidonHash, SPONGE_RATE, SPONGE_WIDTH};
+use plonky2::plonk::config::Hasher;
+use rayon::prelude::*;
+
+use crate::backend::Digest;
+use crate::transcript::pow_response;
+use crate::F;
+
+/// States per call of the vector permutation.
+pub const LANES: usize = 8;
+
+/// Whether the eight-lane permutation runs on this CPU (AVX-512F, detected at run time).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Eight states, lane by lane: `states[i][l]` is element `i` of state `l`.
+type Lanes = [[u64; LANES]; SPONGE_WIDTH];
+
+/// Permutes eight states in place, with AVX-512 where [`available`], else one at a time with
+/// plonky2's scalar permutation.
+pub fn permute(states: &mut Lanes) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::permute(states) };
+        return;
+    }
+    permute_scalar(states);
+}
+
+/// The fallback: plonky2's permutation, one state at a time.
+#[allow(clippy::needless_range_loop)] // `l` indexes the inner, lane, dimension
+fn permute_scalar(states: &mut Lanes) {
+    use plonky2::hash::poseidon::Poseidon;
+    for l in 0..LANES {
+        let state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(states[i][l]));
+        let out = F::poseidon(state);
+        for (i, x) in out.iter().enumerate() {
+            states[i][l] = x.to_noncanonical_u64();
+        }
+    }
+}
+
+/// The digest in the first four elements of lane `l`, canonical.
+fn digest_of(states: &Lanes, l: usize) -> Digest {
+    Digest {
+        elements: std::array::from_fn(|i| {
+            F::from_canonical_u64(F::from_noncanonical_u64(states[i][l]).to_canonical_u64())
+        }),
+    }
+}
+
+/// plonky2's `hash_or_noop` of every row: `out[r]` of the `width` elements at
+/// `rows[r·width ..]`. Rows go eight at a time through [`permute`], in parallel.
+pub fn hash_rows(rows: &[F], width: usize, out: &mut [Digest]) {
+    debug_assert_eq!(rows.len(), width * out.len());
+    out.par_chunks_mut(LANES).enumerate().for_each(|(g, out)| {
+        let first = g * LANES * width;
+        hash_group(|l| &rows[first + l * width..first + (l + 1) * width], width, out);
+    });
+}
+
+/// [`hash_rows`] over rows held as one `Vec` each, all of one length.
+pub fn hash_leaves(leaves: &[Vec<F>], out: &mut [Digest]) {
+    debug_assert_eq!(leaves.len(), out.len());
+    let width = leaves.first().map_or(0, Vec::len);
+    out.par_chunks_mut(LANES).zip(leaves.par_chunks(LANES)).for_each(|(out, group)| {
+        if group.iter().all(|l| l.len() == width) {
+            hash_group(|l| &group[l], width, out);
+        } else {
+            for (o, leaf) in out.iter_mut().zip(group) {
+                *o = PoseidonHash::hash_or_noop(leaf);
+            }
+        }
+    });
+}
+
+/// Hashes up to eight rows of `width` (`row(l)` for lane `l < out.len()`) into `out`.
+#[allow(clippy::needless_range_loop)] // `l` indexes the inner, lane, dimension
+fn hash_group<'a>(row: impl Fn(usize) -> &'a [F], width: usize, out: &mut [Digest]) {
+    let used = out.len();
+    // Short rows are their own digest; a lone row is not worth eight lanes.
+    if width <= NUM_HASH_OUT_ELTS || used == 1 || !available() {
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = PoseidonHash::hash_or_noop(row(l));
+        }
+        return;
+    }
+    // plonky2's `hash_no_pad`: from the zero state, each chunk of the rate overwrites the front
+    // of the state, then a permutation. Unused lanes hash zeros and are dropped.
+    let mut states: Lanes = [[0; LANES]; SPONGE_WIDTH];
+    for start in (0..width).step_by(SPONGE_RATE) {
+        let end = (start + SPONGE_RATE).min(width);
+        for l in 0..used {
+            for (i, x) in row(l)[start..end].iter().enumerate() {
+                states[i][l] = x.to_noncanonical_u64();
+            }
+        }
+        permute(&mut states);
+    }
+    for (l, o) in out.iter_mut().enumerate() {
+        *o = digest_of(&states, l);
+    }
+}
+
+/// plonky2's `two_to_one` of each pair: `out[i]` of `children[2i]` and `children[2i+1]`.
+pub fn hash_pairs(children: &[Digest], out: &mut [Digest]) {
+    debug_assert_eq!(children.len(), 2 * out.len());
+    out.par_chunks_mut(LANES).zip(children.par_chunks(2 * LANES)).for_each(|(out, pairs)| {
+        if out.len() == 1 || !available() {
+            for (o, c) in out.iter_mut().zip(pairs.chunks(2)) {
+                *o = PoseidonHash::two_to_one(c[0], c[1]);
+            }
+            return;
+        }
+        // `compress`: the two digests side by side in the zero state, one permutation.
+        let mut states: Lanes = [[0; LANES]; SPONGE_WIDTH];
+        for (l, c) in pairs.chunks(2).enumerate() {
+            for i in 0..NUM_HASH_OUT_ELTS {
+                states[i][l] = c[0].elements[i].to_noncanonical_u64();
+                states[NUM_HASH_OUT_ELTS + i][l] = c[1].elements[i].to_noncanonical_u64();
+            }
+        }
+        permute(&mut states);
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = digest_of(&states, l);
+        }
+    });
+}
+
+/// The proof-of-work search (see `Backend::grind`): the smallest candidate in
+/// `start .. start + count` for which [`pow_response`] has at least `min_leading_zeros` leading
+/// zeros, eight candidates per permutation. Candidates must be canonical.
+pub fn grind(state: &[F; SPONGE_WIDTH], slot: usize, min_leading_zeros: u32, start: u64, count: u64) -> Option<u64> {
+    let hit = |c: u64| pow_response(state, slot, c).to_canonical_u64().leading_zeros() >= min_leading_zeros;
+    let blocks = count.div_ceil(LANES as u64);
+    (0..blocks).into_par_iter().find_map_first(|b| {
+        let first = start + b * LANES as u64;
+        let last = (first + LANES as u64).min(start + count);
+        if last - first < LANES as u64 || !available() {
+            return (first..last).find(|&c| hit(c));
+        }
+        let mut states: Lanes = std::array::from_fn(|i| [state[i].to_noncanonical_u64(); LANES]);
+        states[slot] = std::array::from_fn(|l| first + l as u64);
+        permute(&mut states);
+        (0..LANES)
+            .find(|&l| {
+                F::from_noncanonical_u64(states[SPONGE_RATE - 1][l]).to_canonical_u64().leading_zeros()
+                    >= min_leading_zeros
+            })
+            .map(|l| first + l as u64)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The permutation on `__m512i` lanes. Every function needs AVX-512F; the module's only
+    //! entry, [`permute`], is `unsafe` for that reason alone.
+
+    use std::arch::x86_64::*;
+
+    use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
+
+    use super::Lanes;
+    use crate::F;
+
+    /// 2^64 mod p = 2^32 − 1, for p = 2^64 − 2^32 + 1.
+    const EPSILON: u64 = 0xFFFF_FFFF;
+
+    type V = __m512i;
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn splat(x: u64) -> V {
+        _mm512_set1_epi64(x as i64)
+    }
+
+    /// `a + b` for `b < p`: on a carry, 2^64 ≡ ε is added back, and that cannot carry again
+    /// (the wrapped sum is below `b`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn add_canonical(a: V, b: V) -> V {
+        let s = _mm512_add_epi64(a, b);
+        let carry = _mm512_cmplt_epu64_mask(s, b);
+        _mm512_mask_add_epi64(s, carry, s, splat(EPSILON))
+    }
+
+    /// `a + b` for any representatives: ε added back once per carry, at most twice.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn add(a: V, b: V) -> V {
+        let s = _mm512_add_epi64(a, b);
+        let carry = _mm512_cmplt_epu64_mask(s, b);
+        let s = _mm512_mask_add_epi64(s, carry, s, splat(EPSILON));
+        let again = _mm512_mask_cmplt_epu64_mask(carry, s, splat(EPSILON));
+        _mm512_mask_add_epi64(s, again, s, splat(EPSILON))
+    }
+
+    /// plonky2's `reduce128` of `hi·2^64 + lo`: 2^96 ≡ −1 and 2^64 ≡ ε.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn reduce128(lo: V, hi: V) -> V {
+        let hi_hi = _mm512_srli_epi64::<32>(hi);
+        let borrow = _mm512_cmplt_epu64_mask(lo, hi_hi);
+        let t0 = _mm512_sub_epi64(lo, hi_hi);
+        let t0 = _mm512_mask_sub_epi64(t0, borrow, t0, splat(EPSILON));
+        // (hi mod 2^32)·ε: `vpmuludq` reads the low half of each lane.
+        let t1 = _mm512_mul_epu32(hi, splat(EPSILON));
+        let r = _mm512_add_epi64(t0, t1);
+        let carry = _mm512_cmplt_epu64_mask(r, t1);
+        _mm512_mask_add_epi64(r, carry, r, splat(EPSILON))
+    }
+
+    /// `a·b`: the 128-bit product from four 32×32-bit products, then [`reduce128`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mul(a: V, b: V) -> V {
+        let a_hi = _mm512_srli_epi64::<32>(a);
+        let b_hi = _mm512_srli_epi64::<32>(b);
+        let ll = _mm512_mul_epu32(a, b);
+        let lh = _mm512_mul_epu32(a, b_hi);
+        let hl = _mm512_mul_epu32(a_hi, b);
+        let hh = _mm512_mul_epu32(a_hi, b_hi);
+        let mid = _mm512_add_epi64(lh, hl);
+        let mid_carry = _mm512_cmplt_epu64_mask(mid, lh);
+        let lo = _mm512_add_epi64(ll, _mm512_slli_epi64::<32>(mid));
+        let lo_carry = _mm512_cmplt_epu64_mask(lo, ll);
+        let hi = _mm512_add_epi64(hh, _mm512_srli_epi64::<32>(mid));
+        let hi = _mm512_mask_add_epi64(hi, mid_carry, hi, splat(1 << 32));
+        let hi = _mm512_mask_add_epi64(hi, lo_carry, hi, splat(1));
+        reduce128(lo, hi)
+    }
+
+    /// x^7, plonky2's S-box.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sbox(x: V) -> V {
+        let x2 = mul(x, x);
+        let x3 = mul(x2, x);
+        let x4 = mul(x2, x2);
+        mul(x3, x4)
+    }
+
+    /// plonky2's MDS layer: circulant rows of small constants plus the diagonal. Each row sums
+    /// the low and the high 32-bit halves apart (below 2^42 each), then one reduction.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
+        const CIRC: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_CIRC;
+        const DIAG: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_DIAG;
+        let hi: [V; SPONGE_WIDTH] = std::array::from_fn(|j| _mm512_srli_epi64::<32>(s[j]));
+        std::array::from_fn(|r| {
+            let mut sum_lo = _mm512_mul_epu32(s[r], splat(DIAG[r]));
+            let mut sum_hi = _mm512_mul_epu32(hi[r], splat(DIAG[r]));
+            for (i, &c) in CIRC.iter().enumerate() {
+                let j = (i + r) % SPONGE_WIDTH;
+                sum_lo = _mm512_add_epi64(sum_lo, _mm512_mul_epu32(s[j], splat(c)));
+                sum_hi = _mm512_add_epi64(sum_hi, _mm512_mul_epu32(hi[j], splat(c)));
+            }
+            // sum_lo + sum_hi·2^32 = h·2^64 + lo with h < 2^11; h·2^64 ≡ h·ε.
+            let lo = _mm512_add_epi64(sum_lo, _mm512_slli_epi64::<32>(sum_hi));
+            let carry = _mm512_cmplt_epu64_mask(lo, sum_lo);
+            let h = _mm512_mask_add_epi64(
+                _mm512_srli_epi64::<32>(sum_hi),
+                carry,
+                _mm512_srli_epi64::<32>(sum_hi),
+                splat(1),
+            );
+            add_canonical(lo, _mm512_mul_epu32(h, splat(EPSILON)))
+        })
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn full_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
+        for _ in 0..HALF_N_FULL_ROUNDS {
+            for (i, x) in s.iter_mut().enumerate() {
+                *x = sbox(add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round])));
+            }
+            *s = mds(s);
+            *round += 1;
+        }
+    }
+
+    /// plonky2's `partial_rounds`: the first constants and the dense initial matrix, then 22
+    /// rounds of one S-box and a sparse matrix (`FAST_PARTIAL_ROUND_W_HATS` and `_VS`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn partial_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
+        let first = <F as Poseidon>::FAST_PARTIAL_FIRST_ROUND_CONSTANT;
+        for (x, &c) in s.iter_mut().zip(first.iter()) {
+            *x = add_canonical(*x, splat(c));
+        }
+        let m = <F as Poseidon>::FAST_PARTIAL_ROUND_INITIAL_MATRIX;
+        let mut init = [_mm512_setzero_si512(); SPONGE_WIDTH];
+        init[0] = s[0];
+        for r in 1..SPONGE_WIDTH {
+            for c in 1..SPONGE_WIDTH {
+                init[c] = add(init[c], mul(s[r], splat(m[r - 1][c - 1])));
+            }
+        }
+        *s = init;
+        let w_hats = <F as Poseidon>::FAST_PARTIAL_ROUND_W_HATS;
+        let vs = <F as Poseidon>::FAST_PARTIAL_ROUND_VS;
+        let constants = <F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS;
+        let m00 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
+        for r in 0..N_PARTIAL_ROUNDS {
+            let s0 = add_canonical(sbox(s[0]), splat(constants[r]));
+            let mut d = mul(s0, splat(m00));
+            for j in 1..SPONGE_WIDTH {
+                d = add(d, mul(s[j], splat(w_hats[r][j - 1])));
+            }
+            for j in 1..SPONGE_WIDTH {
+                s[j] = add(s[j], mul(s0, splat(vs[r][j - 1])));
+            }
+            s[0] = d;
+        }
+        *round += N_PARTIAL_ROUNDS;
+    }
+
+    /// `a + b`, `a + b` for canonical `b`, and `a·b`, lane by lane, for the tests.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn arithmetic(a: &[u64; 8], b: &[u64; 8]) -> [[u64; 8]; 3] {
+        // SAFETY: 64 bytes each way, unaligned loads and stores.
+        let (va, vb) = unsafe { (_mm512_loadu_si512(a.as_ptr().cast()), _mm512_loadu_si512(b.as_ptr().cast())) };
+        let mut out = [[0u64; 8]; 3];
+        for (o, v) in out.iter_mut().zip([add(va, vb), add_canonical(va, vb), mul(va, vb)]) {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+        }
+        out
+    }
+
+    /// plonky2's permutation of eight states.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn permute(states: &mut Lanes) {
+        // SAFETY: each row of `states` is eight u64, the 64 bytes of one unaligned load/store.
+        let mut s: [V; SPONGE_WIDTH] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_si512(states[i].as_ptr().cast()) });
+        let mut round = 0;
+        full_rounds(&mut s, &mut round);
+        partial_rounds(&mut s, &mut round);
+        full_rounds(&mut s, &mut round);
+        debug_assert_eq!(round, ALL_ROUND_CONSTANTS.len() / SPONGE_WIDTH);
+        for (row, v) in states.iter_mut().zip(s) {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), v) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plonky2::field::types::Field64;
+    use plonky2::hash::poseidon::Poseidon;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Any u64, not only canonical ones: plonky2's representatives reach up to 2^64 − 1, and
+    /// the edges are where carries go wrong.
+    fn element(rng: &mut StdRng) -> u64 {
+        match rng.gen_range(0..8) {
+            0 => F::ORDER - 1 - rng.gen_range(0..4),
+            1 => u64::MAX - rng.gen_range(0..(1 << 33)),
+            2 => rng.gen_range(0..4),
+            3 => 0xFFFF_FFFF_0000_0000 + rng.gen_range(0..4),
+            _ => rng.gen(),
+        }
+    }
+
+    /// The lane arithmetic against plonky2's field on every pair of edge values: carries out
+    /// of each partial product, borrows in the reduction, sums past 2^64 twice.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn lane_arithmetic_is_plonky2s_at_the_edges() {
+        if !available() {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        let p = F::ORDER;
+        let mut edges = vec![0, 1, 2, 3, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1 << 48, (1 << 63) - 1, 1 << 63];
+        edges.extend([p - 2, p - 1, p, p + 1, u64::MAX - (1 << 32), u64::MAX - 1, u64::MAX, 0xFFFF_FFFF_FFFF_0000]);
+        let mut rng = StdRng::seed_from_u64(11);
+        edges.extend((0..6).map(|_| rng.gen::<u64>()));
+        for &x in &edges {
+            for ys in edges.chunks(LANES) {
+                let b: [u64; LANES] = std::array::from_fn(|l| ys.get(l).copied().unwrap_or(7));
+                let a = [x; LANES];
+                // SAFETY: AVX-512F is there (checked above).
+                let [sum, sum_canonical, product] = unsafe { avx512::arithmetic(&a, &b) };
+                for l in 0..LANES {
+                    let (fa, fb) = (F::from_noncanonical_u64(a[l]), F::from_noncanonical_u64(b[l]));
+                    assert_eq!(F::from_noncanonical_u64(sum[l]), fa + fb, "{:#x} + {:#x}", a[l], b[l]);
+                    assert_eq!(F::from_noncanonical_u64(product[l]), fa * fb, "{:#x} · {:#x}", a[l], b[l]);
+                    if b[l] < p {
+                        assert_eq!(F::from_noncanonical_u64(sum_canonical[l]), fa + fb, "{:#x} + {:#x}", a[l], b[l]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_eight_lane_permutation_is_plonky2s() {
+        let mut rng = StdRng::seed_from_u64(8);
+        for _ in 0..200 {
+            let input: Lanes = std::array::from_fn(|_| std::array::from_fn(|_| element(&mut rng)));
+            let mut lanes = input;
+            permute(&mut lanes);
+            let mut scalar = input;
+            permute_scalar(&mut scalar);
+            for l in 0..LANES {
+                let state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(input[i][l]));
+                let expected = F::poseidon(state);
+                for i in 0..SPONGE_WIDTH {
+                    assert_eq!(F::from_noncanonical_u64(lanes[i][l]), expected[i], "lane {l}, element {i}");
+                    assert_eq!(F::from_noncanonical_u64(scalar[i][l]), expected[i]);
+                }
+            }
+        }
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: only plonky2's scalar permutation was compared");
+        }
+    }
+
+    #[test]
+    fn rows_leaves_and_pairs_hash_as_plonky2() {
+        let mut rng = StdRng::seed_from_u64(9);
+        // Widths around the rate and the no-op limit, and row counts that leave a short last
+        // group of lanes.
+        for width in [1, 4, 5, 8, 9, 16, 17, 135] {
+            for rows in [1, 7, 8, 9, 35] {
+                let flat: Vec<F> = (0..rows * width).map(|_| F::from_noncanonical_u64(element(&mut rng))).collect();
+                let expected: Vec<Digest> = flat.chunks(width).map(PoseidonHash::hash_or_noop).collect();
+                let mut out = vec![Digest::default(); rows];
+                hash_rows(&flat, width, &mut out);
+                assert_eq!(out, expected, "{rows} rows of {width}");
+                let leaves: Vec<Vec<F>> = flat.chunks(width).map(<[F]>::to_vec).collect();
+                let mut out = vec![Digest::default(); rows];
+                hash_leaves(&leaves, &mut out);
+                assert_eq!(out, expected, "{rows} leaves of {width}");
+                // Digests are written canonical, as plonky2's serialisation reads them.
+                assert!(out.iter().flat_map(|d| d.elements).all(|x| x.0 < F::ORDER));
+            }
+        }
+        for pairs in [1, 3, 8, 21] {
+            let children: Vec<Digest> = (0..2 * pairs)
+                .map(|_| Digest { elements: std::array::from_fn(|_| F::from_noncanonical_u64(element(&mut rng))) })
+                .collect();
+            let expected: Vec<Digest> = children.chunks(2).map(|c| PoseidonHash::two_to_one(c[0], c[1])).collect();
+            let mut out = vec![Digest::default(); pairs];
+            hash_pairs(&children, &mut out);
+            assert_eq!(out, expected, "{pairs} pairs");
+        }
+    }
+
+    #[test]
+    fn grind_finds_the_first_witness() {
+        let mut rng = StdRng::seed_from_u64(10);
+        let state: [F; SPONGE_WIDTH] = std::array::from_fn(|_| F::from_noncanonical_u64(element(&mut rng)));
+        for (slot, zeros, start, count) in [(0, 6, 0, 1000), (3, 8, 5, 3000), (7, 4, 13, 21), (2, 30, 0, 100)] {
+            let expected = (start..start + count)
+                .find(|&c| pow_response(&state, slot, c).to_canonical_u64().leading_zeros() >= zeros);
+            assert_eq!(grind(&state, slot, zeros, start, count), expected, "slot {slot}, {zeros} zeros from {start}");
+        }
+    }
+}
