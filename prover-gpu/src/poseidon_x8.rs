@@ -1,11 +1,18 @@
 //! plonky2's Poseidon permutation on eight states at once, one per 64-bit lane of an AVX-512
 //! register, for the rayon backend's Merkle trees and proof-of-work search.
 //!
-//! Hashing is four fifths of a CPU proof (the leaves of every commitment), and plonky2 1.1
+//! Hashing is three quarters of a CPU proof (the leaves of every commitment), and plonky2 1.1
 //! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
 //! Here each Goldilocks product is four 32×32-bit lane multiplications (`vpmuludq`) and
 //! plonky2's own reduction of the 128-bit result, with the carries as lane masks. The rounds
-//! are plonky2's: the same constants, its sparse "fast" partial rounds, the same MDS matrix.
+//! are plonky2's: the same constants, its sparse "fast" partial rounds, its MDS matrix. Three
+//! things make the vector version cheaper than a transcription, each exact:
+//! - the MDS layer is plonky2's frequency-domain product (`mds_multiply_freq`), whose constants
+//!   are shifts;
+//! - the partial rounds' dot products add their 128-bit products before one reduction, as
+//!   plonky2's scalar code does;
+//! - products by constants take the constant's high half from the scalar, not a vector shift.
+//!
 //! Values stay in `[0, 2^64)` like plonky2's (not necessarily canonical); digests are written
 //! canonical.
 //!
@@ -211,17 +218,6 @@ mod avx512 {
         _mm512_mask_add_epi64(s, carry, s, splat(EPSILON))
     }
 
-    /// `a + b` for any representatives: ε added back once per carry, at most twice.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn add(a: V, b: V) -> V {
-        let s = _mm512_add_epi64(a, b);
-        let carry = _mm512_cmplt_epu64_mask(s, b);
-        let s = _mm512_mask_add_epi64(s, carry, s, splat(EPSILON));
-        let again = _mm512_mask_cmplt_epu64_mask(carry, s, splat(EPSILON));
-        _mm512_mask_add_epi64(s, again, s, splat(EPSILON))
-    }
-
     /// plonky2's `reduce128` of `hi·2^64 + lo`: 2^96 ≡ −1 and 2^64 ≡ ε.
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -237,12 +233,12 @@ mod avx512 {
         _mm512_mask_add_epi64(r, carry, r, splat(EPSILON))
     }
 
-    /// `a·b`: the 128-bit product from four 32×32-bit products, then [`reduce128`].
+    /// The 128-bit product `a·b` as `(lo, hi)`, from four 32×32-bit products; `b_hi` is
+    /// `b >> 32` (precomputed for constants).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn mul(a: V, b: V) -> V {
+    fn mul_wide(a: V, b: V, b_hi: V) -> (V, V) {
         let a_hi = _mm512_srli_epi64::<32>(a);
-        let b_hi = _mm512_srli_epi64::<32>(b);
         let ll = _mm512_mul_epu32(a, b);
         let lh = _mm512_mul_epu32(a, b_hi);
         let hl = _mm512_mul_epu32(a_hi, b);
@@ -253,8 +249,67 @@ mod avx512 {
         let lo_carry = _mm512_cmplt_epu64_mask(lo, ll);
         let hi = _mm512_add_epi64(hh, _mm512_srli_epi64::<32>(mid));
         let hi = _mm512_mask_add_epi64(hi, mid_carry, hi, splat(1 << 32));
-        let hi = _mm512_mask_add_epi64(hi, lo_carry, hi, splat(1));
+        (lo, _mm512_mask_add_epi64(hi, lo_carry, hi, splat(1)))
+    }
+
+    /// `a·b`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mul(a: V, b: V) -> V {
+        let (lo, hi) = mul_wide(a, b, _mm512_srli_epi64::<32>(b));
         reduce128(lo, hi)
+    }
+
+    /// `a·c + b` for a constant `c`, reduced once. The product's high word is at most
+    /// 2^64 − 2, so the carry out of the low word fits in it.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mul_const_add(a: V, c: u64, b: V) -> V {
+        let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
+        let lo = _mm512_add_epi64(lo, b);
+        let carry = _mm512_cmplt_epu64_mask(lo, b);
+        reduce128(lo, _mm512_mask_add_epi64(hi, carry, hi, splat(1)))
+    }
+
+    /// A sum of products by constants, unreduced: `top·2^128 + hi·2^64 + lo`.
+    #[derive(Clone, Copy)]
+    struct Sum {
+        lo: V,
+        hi: V,
+        top: V,
+    }
+
+    impl Sum {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn zero() -> Self {
+            Sum { lo: _mm512_setzero_si512(), hi: _mm512_setzero_si512(), top: _mm512_setzero_si512() }
+        }
+
+        /// Adds `a·c`: each high word is at most 2^64 − 2, so the low word's carry fits in it.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn add_product(self, a: V, c: u64) -> Self {
+            let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
+            let sum_lo = _mm512_add_epi64(self.lo, lo);
+            let carry = _mm512_cmplt_epu64_mask(sum_lo, lo);
+            let hi = _mm512_mask_add_epi64(hi, carry, hi, splat(1));
+            let sum_hi = _mm512_add_epi64(self.hi, hi);
+            let carry = _mm512_cmplt_epu64_mask(sum_hi, hi);
+            Sum { lo: sum_lo, hi: sum_hi, top: _mm512_mask_add_epi64(self.top, carry, self.top, splat(1)) }
+        }
+
+        /// The sum mod p: 2^128 ≡ −2^32, so `top` (at most the number of terms) comes off as
+        /// `top·2^32`; a borrow is made good with p, i.e. by taking ε off the wrapped value.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn reduce(self) -> V {
+            let r = reduce128(self.lo, self.hi);
+            let t = _mm512_slli_epi64::<32>(self.top);
+            let borrow = _mm512_cmplt_epu64_mask(r, t);
+            let r = _mm512_sub_epi64(r, t);
+            _mm512_mask_sub_epi64(r, borrow, r, splat(EPSILON))
+        }
     }
 
     /// x^7, plonky2's S-box.
@@ -267,32 +322,130 @@ mod avx512 {
         mul(x3, x4)
     }
 
-    /// plonky2's MDS layer: circulant rows of small constants plus the diagonal. Each row sums
-    /// the low and the high 32-bit halves apart (below 2^42 each), then one reduction.
+    /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
+    /// frequency domain: shifts, adds and negations for the constants there, three
+    /// 32-bit products for any other. `c` is a constant at every call, so the match folds.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn times(x: V, c: i64) -> V {
+        let neg = |v: V| _mm512_sub_epi64(_mm512_setzero_si512(), v);
+        match c {
+            1 => x,
+            -1 => neg(x),
+            2 => _mm512_slli_epi64::<1>(x),
+            -3 => neg(_mm512_add_epi64(x, _mm512_slli_epi64::<1>(x))),
+            -4 => neg(_mm512_slli_epi64::<2>(x)),
+            -8 => neg(_mm512_slli_epi64::<3>(x)),
+            16 => _mm512_slli_epi64::<4>(x),
+            17 => _mm512_add_epi64(x, _mm512_slli_epi64::<4>(x)),
+            32 => _mm512_slli_epi64::<5>(x),
+            _ => {
+                let c = splat(c as u64);
+                let cross = _mm512_add_epi64(
+                    _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), c),
+                    _mm512_mul_epu32(x, _mm512_srli_epi64::<32>(c)),
+                );
+                _mm512_add_epi64(_mm512_mul_epu32(x, c), _mm512_slli_epi64::<32>(cross))
+            }
+        }
+    }
+
+    /// plonky2's `mds_multiply_freq` (from winterfell), lane by lane: the circulant product of
+    /// twelve values below 2^32 as three real 4-point FFTs, the products in the frequency
+    /// domain with its pre-scaled constants (Karatsuba for the complex block), and three
+    /// inverse FFTs. Signed 64-bit arithmetic, wrapping as plonky2's `i64`s would not need to.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mds_freq(x: [V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
+        let add = |a: V, b: V| _mm512_add_epi64(a, b);
+        let sub = |a: V, b: V| _mm512_sub_epi64(a, b);
+        // fft4_real: (y0, (y1 real, y1 imaginary), y2).
+        let fft4 = |a: V, b: V, c: V, d: V| {
+            let (z0, z2, z1, z3) = (add(a, c), sub(a, c), add(b, d), sub(b, d));
+            (add(z0, z1), (z2, sub(_mm512_setzero_si512(), z3)), sub(z0, z1))
+        };
+        let (u0, u1, u2) = fft4(x[0], x[3], x[6], x[9]);
+        let (u4, u5, u6) = fft4(x[1], x[4], x[7], x[10]);
+        let (u8, u9, u10) = fft4(x[2], x[5], x[8], x[11]);
+
+        // block1, constants [16, 32, 16].
+        let [y0, y1, y2] = MDS_FREQ_BLOCK_ONE;
+        let (a0, a1, a2) = (u0, u4, u8);
+        let v0 = add(add(times(a0, y0), times(a1, y2)), times(a2, y1));
+        let v4 = add(add(times(a0, y1), times(a1, y0)), times(a2, y2));
+        let v8 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
+
+        // block2: complex products by Karatsuba, constants [(2, −1), (−4, 1), (16, 1)].
+        let [(y0r, y0i), (y1r, y1i), (y2r, y2i)] = MDS_FREQ_BLOCK_TWO;
+        let (y0s, y1s, y2s) = (y0r + y0i, y1r + y1i, y2r + y2i);
+        let ((x0r, x0i), (x1r, x1i), (x2r, x2i)) = (u1, u5, u9);
+        let (x0s, x1s, x2s) = (add(x0r, x0i), add(x1r, x1i), add(x2r, x2i));
+        // `re`: m.0 − m.1; `cross(xs, ys, m)`: xs·ys − m.0 − m.1.
+        let re = |m: (V, V)| sub(m.0, m.1);
+        let cross = |xs: V, ys: i64, m: (V, V)| sub(sub(times(xs, ys), m.0), m.1);
+        let im_neg = |m: (V, V)| sub(m.1, m.0);
+        let m0 = (times(x0r, y0r), times(x0i, y0i));
+        let m1 = (times(x1r, y2r), times(x1i, y2i));
+        let m2 = (times(x2r, y1r), times(x2i, y1i));
+        let v1 = (
+            add(add(re(m0), cross(x1s, y2s, m1)), cross(x2s, y1s, m2)),
+            add(add(cross(x0s, y0s, m0), im_neg(m1)), im_neg(m2)),
+        );
+        let m0 = (times(x0r, y1r), times(x0i, y1i));
+        let m1 = (times(x1r, y0r), times(x1i, y0i));
+        let m2 = (times(x2r, y2r), times(x2i, y2i));
+        let v5 = (
+            add(add(re(m0), re(m1)), cross(x2s, y2s, m2)),
+            add(add(cross(x0s, y1s, m0), cross(x1s, y0s, m1)), im_neg(m2)),
+        );
+        let m0 = (times(x0r, y2r), times(x0i, y2i));
+        let m1 = (times(x1r, y1r), times(x1i, y1i));
+        let m2 = (times(x2r, y0r), times(x2i, y0i));
+        let v9 =
+            (add(add(re(m0), re(m1)), re(m2)), add(add(cross(x0s, y2s, m0), cross(x1s, y1s, m1)), cross(x2s, y0s, m2)));
+
+        // block3, constants [−1, −8, 2].
+        let [y0, y1, y2] = MDS_FREQ_BLOCK_THREE;
+        let (a0, a1, a2) = (u2, u6, u10);
+        let v2 = sub(sub(times(a0, y0), times(a1, y2)), times(a2, y1));
+        let v6 = sub(add(times(a0, y1), times(a1, y0)), times(a2, y2));
+        let v10 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
+
+        // ifft4_real_unreduced.
+        let ifft4 = |y0: V, y1: (V, V), y2: V| {
+            let (z0, z1, z2, z3) = (add(y0, y2), sub(y0, y2), y1.0, sub(_mm512_setzero_si512(), y1.1));
+            [add(z0, z2), add(z1, z3), sub(z0, z2), sub(z1, z3)]
+        };
+        let [s0, s3, s6, s9] = ifft4(v0, v1, v2);
+        let [s1, s4, s7, s10] = ifft4(v4, v5, v6);
+        let [s2, s5, s8, s11] = ifft4(v8, v9, v10);
+        [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
+    }
+
+    const MDS_FREQ_BLOCK_ONE: [i64; 3] = [16, 32, 16];
+    const MDS_FREQ_BLOCK_TWO: [(i64, i64); 3] = [(2, -1), (-4, 1), (16, 1)];
+    const MDS_FREQ_BLOCK_THREE: [i64; 3] = [-1, -8, 2];
+
+    /// plonky2's MDS layer for Goldilocks: the circulant product of the low and of the high
+    /// 32-bit halves apart ([`mds_freq`], below 2^41 each), the diagonal's one entry (8, on
+    /// element 0) added to both, then `lo + hi·2^32` reduced once.
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
-        const CIRC: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_CIRC;
         const DIAG: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_DIAG;
-        let hi: [V; SPONGE_WIDTH] = std::array::from_fn(|j| _mm512_srli_epi64::<32>(s[j]));
+        const { assert!(DIAG[0] == 8 && DIAG[1] == 0 && DIAG[11] == 0) };
+        let mask = splat(0xFFFF_FFFF);
+        let mut lo = mds_freq(std::array::from_fn(|j| _mm512_and_si512(s[j], mask)));
+        let mut hi = mds_freq(std::array::from_fn(|j| _mm512_srli_epi64::<32>(s[j])));
+        lo[0] = _mm512_add_epi64(lo[0], _mm512_slli_epi64::<3>(_mm512_and_si512(s[0], mask)));
+        hi[0] = _mm512_add_epi64(hi[0], _mm512_slli_epi64::<3>(_mm512_srli_epi64::<32>(s[0])));
         std::array::from_fn(|r| {
-            let mut sum_lo = _mm512_mul_epu32(s[r], splat(DIAG[r]));
-            let mut sum_hi = _mm512_mul_epu32(hi[r], splat(DIAG[r]));
-            for (i, &c) in CIRC.iter().enumerate() {
-                let j = (i + r) % SPONGE_WIDTH;
-                sum_lo = _mm512_add_epi64(sum_lo, _mm512_mul_epu32(s[j], splat(c)));
-                sum_hi = _mm512_add_epi64(sum_hi, _mm512_mul_epu32(hi[j], splat(c)));
-            }
-            // sum_lo + sum_hi·2^32 = h·2^64 + lo with h < 2^11; h·2^64 ≡ h·ε.
-            let lo = _mm512_add_epi64(sum_lo, _mm512_slli_epi64::<32>(sum_hi));
-            let carry = _mm512_cmplt_epu64_mask(lo, sum_lo);
-            let h = _mm512_mask_add_epi64(
-                _mm512_srli_epi64::<32>(sum_hi),
-                carry,
-                _mm512_srli_epi64::<32>(sum_hi),
-                splat(1),
-            );
-            add_canonical(lo, _mm512_mul_epu32(h, splat(EPSILON)))
+            // lo + hi·2^32 = h·2^64 + low with h < 2^10; h·2^64 ≡ h·ε.
+            let low = _mm512_add_epi64(lo[r], _mm512_slli_epi64::<32>(hi[r]));
+            let carry = _mm512_cmplt_epu64_mask(low, lo[r]);
+            let h = _mm512_srli_epi64::<32>(hi[r]);
+            let h = _mm512_mask_add_epi64(h, carry, h, splat(1));
+            add_canonical(low, _mm512_mul_epu32(h, splat(EPSILON)))
         })
     }
 
@@ -320,10 +473,8 @@ mod avx512 {
         let m = <F as Poseidon>::FAST_PARTIAL_ROUND_INITIAL_MATRIX;
         let mut init = [_mm512_setzero_si512(); SPONGE_WIDTH];
         init[0] = s[0];
-        for r in 1..SPONGE_WIDTH {
-            for c in 1..SPONGE_WIDTH {
-                init[c] = add(init[c], mul(s[r], splat(m[r - 1][c - 1])));
-            }
+        for c in 1..SPONGE_WIDTH {
+            init[c] = (1..SPONGE_WIDTH).fold(Sum::zero(), |sum, r| sum.add_product(s[r], m[r - 1][c - 1])).reduce();
         }
         *s = init;
         let w_hats = <F as Poseidon>::FAST_PARTIAL_ROUND_W_HATS;
@@ -332,29 +483,32 @@ mod avx512 {
         let m00 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
         for r in 0..N_PARTIAL_ROUNDS {
             let s0 = add_canonical(sbox(s[0]), splat(constants[r]));
-            let mut d = mul(s0, splat(m00));
+            let d = (1..SPONGE_WIDTH)
+                .fold(Sum::zero().add_product(s0, m00), |sum, j| sum.add_product(s[j], w_hats[r][j - 1]));
             for j in 1..SPONGE_WIDTH {
-                d = add(d, mul(s[j], splat(w_hats[r][j - 1])));
+                s[j] = mul_const_add(s0, vs[r][j - 1], s[j]);
             }
-            for j in 1..SPONGE_WIDTH {
-                s[j] = add(s[j], mul(s0, splat(vs[r][j - 1])));
-            }
-            s[0] = d;
+            s[0] = d.reduce();
         }
         *round += N_PARTIAL_ROUNDS;
     }
 
-    /// `a + b`, `a + b` for canonical `b`, and `a·b`, lane by lane, for the tests.
+    /// `a + b` for canonical `b`, `a·b`, `a·b[0] + b`, `12·a·b[0]` and the wrapping
+    /// `a·b[0]`, lane by lane, for the tests.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
     #[cfg(test)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn arithmetic(a: &[u64; 8], b: &[u64; 8]) -> [[u64; 8]; 3] {
+    pub unsafe fn arithmetic(a: &[u64; 8], b: &[u64; 8]) -> [[u64; 8]; 5] {
         // SAFETY: 64 bytes each way, unaligned loads and stores.
         let (va, vb) = unsafe { (_mm512_loadu_si512(a.as_ptr().cast()), _mm512_loadu_si512(b.as_ptr().cast())) };
-        let mut out = [[0u64; 8]; 3];
-        for (o, v) in out.iter_mut().zip([add(va, vb), add_canonical(va, vb), mul(va, vb)]) {
+        // a·c + b and Σ of twelve a·c for the constant c = b[0].
+        let c = b[0];
+        let sum = (0..12).fold(Sum::zero(), |s, _| s.add_product(va, c)).reduce();
+        let mut out = [[0u64; 8]; 5];
+        let results = [add_canonical(va, vb), mul(va, vb), mul_const_add(va, c, vb), sum, times(va, c as i64)];
+        for (o, v) in out.iter_mut().zip(results) {
             // SAFETY: as above.
             unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
         }
@@ -404,7 +558,8 @@ mod tests {
     }
 
     /// The lane arithmetic against plonky2's field on every pair of edge values: carries out
-    /// of each partial product, borrows in the reduction, sums past 2^64 twice.
+    /// of each partial product, borrows in the reductions, unreduced sums of products past
+    /// 2^128, the wrapping products of the frequency-domain MDS.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn lane_arithmetic_is_plonky2s_at_the_edges() {
@@ -413,19 +568,38 @@ mod tests {
             return;
         }
         let p = F::ORDER;
-        let mut edges = vec![0, 1, 2, 3, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1 << 48, (1 << 63) - 1, 1 << 63];
+        // The frequency-domain MDS constants, as the wrapping multiplier's special cases.
+        let mut edges: Vec<u64> = [-1i64, -3, -4, -8, 16, 17, 32].iter().map(|&c| c as u64).collect();
+        edges.extend([0, 1, 2, 3, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1 << 48, (1 << 63) - 1, 1 << 63]);
         edges.extend([p - 2, p - 1, p, p + 1, u64::MAX - (1 << 32), u64::MAX - 1, u64::MAX, 0xFFFF_FFFF_FFFF_0000]);
         let mut rng = StdRng::seed_from_u64(11);
         edges.extend((0..6).map(|_| rng.gen::<u64>()));
         for &x in &edges {
-            for ys in edges.chunks(LANES) {
-                let b: [u64; LANES] = std::array::from_fn(|l| ys.get(l).copied().unwrap_or(7));
+            // Every edge value as `b[0]` (the constant of the products by constants).
+            for k in 0..edges.len() {
+                let b: [u64; LANES] = std::array::from_fn(|l| edges[(k + l) % edges.len()]);
                 let a = [x; LANES];
                 // SAFETY: AVX-512F is there (checked above).
-                let [sum, sum_canonical, product] = unsafe { avx512::arithmetic(&a, &b) };
+                let [sum_canonical, product, product_sum, products, wrapping] = unsafe { avx512::arithmetic(&a, &b) };
+                let c = F::from_noncanonical_u64(b[0]);
                 for l in 0..LANES {
+                    assert_eq!(wrapping[l], a[l].wrapping_mul(b[0]), "{:#x} · {:#x} mod 2^64", a[l], b[0]);
                     let (fa, fb) = (F::from_noncanonical_u64(a[l]), F::from_noncanonical_u64(b[l]));
-                    assert_eq!(F::from_noncanonical_u64(sum[l]), fa + fb, "{:#x} + {:#x}", a[l], b[l]);
+                    assert_eq!(
+                        F::from_noncanonical_u64(product_sum[l]),
+                        fa * c + fb,
+                        "{:#x} · {:#x} + {:#x}",
+                        a[l],
+                        b[0],
+                        b[l]
+                    );
+                    assert_eq!(
+                        F::from_noncanonical_u64(products[l]),
+                        fa * c * F::from_canonical_u64(12),
+                        "12 · {:#x} · {:#x}",
+                        a[l],
+                        b[0]
+                    );
                     assert_eq!(F::from_noncanonical_u64(product[l]), fa * fb, "{:#x} · {:#x}", a[l], b[l]);
                     if b[l] < p {
                         assert_eq!(F::from_noncanonical_u64(sum_canonical[l]), fa + fb, "{:#x} + {:#x}", a[l], b[l]);
