@@ -10,6 +10,8 @@ if [ -z "$(ls /usr/lib/x86_64-linux-gnu/libnvrtc* 2>/dev/null)" ]; then
   [ -n "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
 fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+# The host CPU: the rayon rows depend on it (AVX-512F or not decides the rayon backend's Poseidon).
+lscpu > "$OUT/lscpu.txt" 2>&1
 status=()
 run() {
   local name=$1; shift
@@ -35,7 +37,8 @@ for b in cuda cpu; do
 done
 echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
+echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
-grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 32
+grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 48
 grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
 for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done
