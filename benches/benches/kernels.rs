@@ -17,7 +17,8 @@ use plonky2::iop::challenger::Challenger;
 use plonky2::plonk::circuit_data::CircuitConfig;
 use plonky2::plonk::config::{Hasher, PoseidonGoldilocksConfig};
 use plonky2::util::timing::TimingTree;
-use prover_gpu::{commit, fri, poseidon_x8, Backend, CudaBackend, Digest, RayonBackend, Transcript, F};
+use prover_gpu::poseidon_x8::{self, Isa};
+use prover_gpu::{commit, fri, Backend, CudaBackend, Digest, RayonBackend, Transcript, F};
 use rayon::prelude::*;
 
 const LOG_N: usize = 13;
@@ -79,9 +80,9 @@ fn kernels(c: &mut Criterion) {
 }
 
 /// Leaf hashing, the bulk of a CPU commitment: plonky2's `hash_or_noop` on every row in
-/// parallel (what the rayon backend did) against [`poseidon_x8`]'s eight lanes (what it does
-/// where the CPU has AVX-512), on 2^14 rows of the wires' width; then one permutation of eight
-/// states each way, on one thread.
+/// parallel (what the rayon backend did) against [`poseidon_x8`] on this CPU's best instruction
+/// set (what it does now), on 2^14 rows of the wires' width; then one permutation of eight
+/// states, plonky2's and ours on each vector instruction set the CPU has, on one thread.
 fn poseidon(c: &mut Criterion) {
     let rows: Vec<F> = (0..(1 << 14) * WIDTH).map(|_| F::rand()).collect();
     let mut g = c.benchmark_group("poseidon");
@@ -99,17 +100,21 @@ fn poseidon(c: &mut Criterion) {
     let states: [[F; 12]; 8] = std::array::from_fn(|_| F::rand_array());
     g.bench_function("plonky2_permute_8_states", |b| b.iter(|| states.map(F::poseidon)));
     let lanes: [[u64; 8]; 12] = std::array::from_fn(|i| std::array::from_fn(|l| states[l][i].0));
-    g.bench_function("x8_permute_8_states", |b| {
-        b.iter(|| {
-            let mut s = lanes;
-            poseidon_x8::permute(&mut s);
-            s
-        })
-    });
-    g.finish();
-    if !poseidon_x8::available() {
-        eprintln!("no AVX-512F on this CPU: the x8 rows above are plonky2's scalar permutation");
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        if !isa.supported() {
+            eprintln!("{} rows skipped: this CPU lacks it", isa.name());
+            continue;
+        }
+        g.bench_function(format!("x8_{}_permute_8_states", isa.name()), |b| {
+            b.iter(|| {
+                let mut s = lanes;
+                poseidon_x8::permute_with(isa, &mut s);
+                s
+            })
+        });
     }
+    g.finish();
+    eprintln!("x8_hash_rows ran on {}", poseidon_x8::isa().name());
 }
 
 /// The batch proof's oracles (constants and sigmas, wires, Z's and partial products, quotient

@@ -1,24 +1,30 @@
-//! plonky2's Poseidon permutation on eight states at once, one per 64-bit lane of an AVX-512
-//! register, for the rayon backend's Merkle trees and proof-of-work search.
+//! plonky2's Poseidon permutation on eight states at once, one per 64-bit lane of vector
+//! registers (AVX-512, or AVX2 in two passes of four), for the rayon backend's Merkle trees and
+//! proof-of-work search.
 //!
 //! Hashing is three quarters of a CPU proof (the leaves of every commitment), and plonky2 1.1
 //! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
 //! Here each Goldilocks product is four 32×32-bit lane multiplications (`vpmuludq`) and
-//! plonky2's own reduction of the 128-bit result, with the carries as lane masks. The rounds
-//! are plonky2's: the same constants, its sparse "fast" partial rounds, its MDS matrix. Three
-//! things make the vector version cheaper than a transcription, each exact:
+//! plonky2's own reduction of the 128-bit result. The rounds are plonky2's: the same constants,
+//! its sparse "fast" partial rounds, its MDS matrix. Three things make the vector version
+//! cheaper than a transcription, each exact:
 //! - the MDS layer is plonky2's frequency-domain product (`mds_multiply_freq`), whose constants
 //!   are shifts;
 //! - the partial rounds' dot products add their 128-bit products before one reduction, as
 //!   plonky2's scalar code does;
 //! - products by constants take the constant's high half from the scalar, not a vector shift.
 //!
+//! The rounds are written once (`lane_rounds!`) over a few primitives that each instruction set
+//! defines: on AVX-512 a carry is a compare into a mask register and a masked add; AVX2 has
+//! neither, so its carries are emulated and its products avoid them.
+//!
 //! Values stay in `[0, 2^64)` like plonky2's (not necessarily canonical); digests are written
 //! canonical.
 //!
-//! [`available`] says whether this CPU has AVX-512F (checked once, at run time); without it,
-//! and on other architectures, every function here falls back to plonky2's scalar Poseidon.
-//! Either way the digests are plonky2's: the tests compare them on random states.
+//! [`isa`] is this CPU's best instruction set (detected once, at run time); on a CPU with
+//! neither, and on other architectures, every function here falls back to plonky2's scalar
+//! Poseidon. Whichever runs, the digests are plonky2's: the tests compare each instruction set
+//! the CPU has with plonky2 on random and edge values.
 
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::NUM_HASH_OUT_ELTS;
@@ -33,32 +39,79 @@ use crate::F;
 /// States per call of the vector permutation.
 pub const LANES: usize = 8;
 
-/// Whether the eight-lane permutation runs on this CPU (AVX-512F, detected at run time).
+/// The instruction set the permutation runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Eight lanes per vector (AVX-512F).
+    Avx512,
+    /// Four lanes per vector, the eight states in two passes (AVX2).
+    Avx2,
+    /// plonky2's scalar permutation, one state at a time.
+    Scalar,
+}
+
+impl Isa {
+    /// Every instruction set, best first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+
+    /// Short name for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// Whether this CPU runs it (detected at run time).
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Isa::Scalar => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// The best instruction set of this CPU, detected once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| Isa::ALL.into_iter().find(|isa| isa.supported()).unwrap_or(Isa::Scalar))
+}
+
+/// Whether a vector permutation runs on this CPU (AVX-512F or AVX2).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    isa() != Isa::Scalar
 }
 
 /// Eight states, lane by lane: `states[i][l]` is element `i` of state `l`.
 type Lanes = [[u64; LANES]; SPONGE_WIDTH];
 
-/// Permutes eight states in place, with AVX-512 where [`available`], else one at a time with
-/// plonky2's scalar permutation.
+/// Permutes eight states in place, on this CPU's best instruction set ([`isa`]).
 pub fn permute(states: &mut Lanes) {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        unsafe { avx512::permute(states) };
-        return;
+    permute_with(isa(), states);
+}
+
+/// Permutes eight states in place with `isa`; `false`, and `states` untouched, where this CPU
+/// lacks it. For tests and benchmarks; [`permute`] takes the best.
+pub fn permute_with(isa: Isa, states: &mut Lanes) -> bool {
+    if !isa.supported() {
+        return false;
     }
-    permute_scalar(states);
+    match isa {
+        // SAFETY: the CPU has AVX-512F (`supported`, just above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::permute(states) },
+        // SAFETY: the CPU has AVX2 (`supported`, just above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::permute(states) },
+        _ => permute_scalar(states),
+    }
+    true
 }
 
 /// The fallback: plonky2's permutation, one state at a time.
@@ -185,22 +238,374 @@ pub fn grind(state: &[F; SPONGE_WIDTH], slot: usize, min_leading_zeros: u32, sta
     })
 }
 
+/// The permutation's rounds on vectors of `W` lanes, over the primitives of the instruction set
+/// in scope: `V` (a vector of u64 lanes), `M` (a lane mask), `W`, `splat`, `zero`, `add64`,
+/// `sub64`, `and64`, `or64`, `mul32` (`vpmuludq`: the low 32 bits of each lane, multiplied to
+/// 64), `shl`/`shr`, `lt` (unsigned, lane by lane), `add_if`/`sub_if` (where the mask is set),
+/// `load`, `store`, and `CHEAP_CARRIES` (whether carries by comparison beat avoiding them).
+/// [`avx512`] and [`avx2`] define those and expand this, so both run the same rounds.
+macro_rules! lane_rounds {
+    ($feature:literal) => {
+        use plonky2::hash::poseidon::{
+            Poseidon, ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH,
+        };
+
+        use super::{Lanes, LANES};
+        use crate::F;
+
+        /// 2^64 mod p = 2^32 − 1, for p = 2^64 − 2^32 + 1.
+        const EPSILON: u64 = 0xFFFF_FFFF;
+
+        /// `a + b` for `b < p`: on a carry, 2^64 ≡ ε is added back, and that cannot carry again
+        /// (the wrapped sum is below `b`).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn add_canonical(a: V, b: V) -> V {
+            let s = add64(a, b);
+            let carry = lt(s, b);
+            add_if(s, carry, splat(EPSILON))
+        }
+
+        /// plonky2's `reduce128` of `hi·2^64 + lo`: 2^96 ≡ −1 and 2^64 ≡ ε.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn reduce128(lo: V, hi: V) -> V {
+            let hi_hi = shr::<32>(hi);
+            let borrow = lt(lo, hi_hi);
+            let t0 = sub64(lo, hi_hi);
+            let t0 = sub_if(t0, borrow, splat(EPSILON));
+            // (hi mod 2^32)·ε: `vpmuludq` reads the low half of each lane.
+            let t1 = mul32(hi, splat(EPSILON));
+            let r = add64(t0, t1);
+            let carry = lt(r, t1);
+            add_if(r, carry, splat(EPSILON))
+        }
+
+        /// The 128-bit product `a·b` as `(lo, hi)`, from four 32×32-bit products; `b_hi` is
+        /// `b >> 32` (precomputed for constants).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn mul_wide(a: V, b: V, b_hi: V) -> (V, V) {
+            let a_hi = shr::<32>(a);
+            let ll = mul32(a, b);
+            let lh = mul32(a, b_hi);
+            let hl = mul32(a_hi, b);
+            let hh = mul32(a_hi, b_hi);
+            if CHEAP_CARRIES {
+                // The middle products' sum, and the carries out of it and of the low word.
+                let mid = add64(lh, hl);
+                let mid_carry = lt(mid, lh);
+                let lo = add64(ll, shl::<32>(mid));
+                let lo_carry = lt(lo, ll);
+                let hi = add64(hh, shr::<32>(mid));
+                let hi = add_if(hi, mid_carry, splat(1 << 32));
+                (lo, add_if(hi, lo_carry, splat(1)))
+            } else {
+                // Schoolbook in 32-bit columns, each partial sum below 2^64 so that no carry
+                // needs a comparison: (2^32 − 1)^2 + 2·(2^32 − 1) = 2^64 − 1.
+                let mask = splat(0xFFFF_FFFF);
+                let t0 = add64(hl, shr::<32>(ll));
+                let t1 = add64(lh, and64(t0, mask));
+                let hi = add64(add64(hh, shr::<32>(t0)), shr::<32>(t1));
+                (or64(shl::<32>(t1), and64(ll, mask)), hi)
+            }
+        }
+
+        /// `a·b`.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn mul(a: V, b: V) -> V {
+            let (lo, hi) = mul_wide(a, b, shr::<32>(b));
+            reduce128(lo, hi)
+        }
+
+        /// `a·c + b` for a constant `c`, reduced once. The product's high word is at most
+        /// 2^64 − 2, so the carry out of the low word fits in it.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn mul_const_add(a: V, c: u64, b: V) -> V {
+            let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
+            let lo = add64(lo, b);
+            let carry = lt(lo, b);
+            reduce128(lo, add_if(hi, carry, splat(1)))
+        }
+
+        /// A sum of products by constants, unreduced: `top·2^128 + hi·2^64 + lo`.
+        #[derive(Clone, Copy)]
+        struct Sum {
+            lo: V,
+            hi: V,
+            top: V,
+        }
+
+        impl Sum {
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn zero() -> Self {
+                Sum { lo: zero(), hi: zero(), top: zero() }
+            }
+
+            /// Adds `a·c`: each high word is at most 2^64 − 2, so the low word's carry fits in it.
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn add_product(self, a: V, c: u64) -> Self {
+                let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
+                let sum_lo = add64(self.lo, lo);
+                let carry = lt(sum_lo, lo);
+                let hi = add_if(hi, carry, splat(1));
+                let sum_hi = add64(self.hi, hi);
+                let carry = lt(sum_hi, hi);
+                Sum { lo: sum_lo, hi: sum_hi, top: add_if(self.top, carry, splat(1)) }
+            }
+
+            /// The sum mod p: 2^128 ≡ −2^32, so `top` (at most the number of terms) comes off as
+            /// `top·2^32`; a borrow is made good with p, i.e. by taking ε off the wrapped value.
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn reduce(self) -> V {
+                let r = reduce128(self.lo, self.hi);
+                let t = shl::<32>(self.top);
+                let borrow = lt(r, t);
+                let r = sub64(r, t);
+                sub_if(r, borrow, splat(EPSILON))
+            }
+        }
+
+        /// x^7, plonky2's S-box.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn sbox(x: V) -> V {
+            let x2 = mul(x, x);
+            let x3 = mul(x2, x);
+            let x4 = mul(x2, x2);
+            mul(x3, x4)
+        }
+
+        /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
+        /// frequency domain: shifts, adds and negations for the constants there, three
+        /// 32-bit products for any other. `c` is a constant at every call, so the match folds.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn times(x: V, c: i64) -> V {
+            let neg = |v: V| sub64(zero(), v);
+            match c {
+                1 => x,
+                -1 => neg(x),
+                2 => shl::<1>(x),
+                -3 => neg(add64(x, shl::<1>(x))),
+                -4 => neg(shl::<2>(x)),
+                -8 => neg(shl::<3>(x)),
+                16 => shl::<4>(x),
+                17 => add64(x, shl::<4>(x)),
+                32 => shl::<5>(x),
+                _ => {
+                    let c = splat(c as u64);
+                    let cross = add64(mul32(shr::<32>(x), c), mul32(x, shr::<32>(c)));
+                    add64(mul32(x, c), shl::<32>(cross))
+                }
+            }
+        }
+
+        /// plonky2's `mds_multiply_freq` (from winterfell), lane by lane: the circulant product of
+        /// twelve values below 2^32 as three real 4-point FFTs, the products in the frequency
+        /// domain with its pre-scaled constants (Karatsuba for the complex block), and three
+        /// inverse FFTs. Signed 64-bit arithmetic, wrapping as plonky2's `i64`s would not need to.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn mds_freq(x: [V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
+            let add = |a: V, b: V| add64(a, b);
+            let sub = |a: V, b: V| sub64(a, b);
+            // fft4_real: (y0, (y1 real, y1 imaginary), y2).
+            let fft4 = |a: V, b: V, c: V, d: V| {
+                let (z0, z2, z1, z3) = (add(a, c), sub(a, c), add(b, d), sub(b, d));
+                (add(z0, z1), (z2, sub(zero(), z3)), sub(z0, z1))
+            };
+            let (u0, u1, u2) = fft4(x[0], x[3], x[6], x[9]);
+            let (u4, u5, u6) = fft4(x[1], x[4], x[7], x[10]);
+            let (u8, u9, u10) = fft4(x[2], x[5], x[8], x[11]);
+
+            // block1, constants [16, 32, 16].
+            let [y0, y1, y2] = MDS_FREQ_BLOCK_ONE;
+            let (a0, a1, a2) = (u0, u4, u8);
+            let v0 = add(add(times(a0, y0), times(a1, y2)), times(a2, y1));
+            let v4 = add(add(times(a0, y1), times(a1, y0)), times(a2, y2));
+            let v8 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
+
+            // block2: complex products by Karatsuba, constants [(2, −1), (−4, 1), (16, 1)].
+            let [(y0r, y0i), (y1r, y1i), (y2r, y2i)] = MDS_FREQ_BLOCK_TWO;
+            let (y0s, y1s, y2s) = (y0r + y0i, y1r + y1i, y2r + y2i);
+            let ((x0r, x0i), (x1r, x1i), (x2r, x2i)) = (u1, u5, u9);
+            let (x0s, x1s, x2s) = (add(x0r, x0i), add(x1r, x1i), add(x2r, x2i));
+            // `re`: m.0 − m.1; `cross(xs, ys, m)`: xs·ys − m.0 − m.1.
+            let re = |m: (V, V)| sub(m.0, m.1);
+            let cross = |xs: V, ys: i64, m: (V, V)| sub(sub(times(xs, ys), m.0), m.1);
+            let im_neg = |m: (V, V)| sub(m.1, m.0);
+            let m0 = (times(x0r, y0r), times(x0i, y0i));
+            let m1 = (times(x1r, y2r), times(x1i, y2i));
+            let m2 = (times(x2r, y1r), times(x2i, y1i));
+            let v1 = (
+                add(add(re(m0), cross(x1s, y2s, m1)), cross(x2s, y1s, m2)),
+                add(add(cross(x0s, y0s, m0), im_neg(m1)), im_neg(m2)),
+            );
+            let m0 = (times(x0r, y1r), times(x0i, y1i));
+            let m1 = (times(x1r, y0r), times(x1i, y0i));
+            let m2 = (times(x2r, y2r), times(x2i, y2i));
+            let v5 = (
+                add(add(re(m0), re(m1)), cross(x2s, y2s, m2)),
+                add(add(cross(x0s, y1s, m0), cross(x1s, y0s, m1)), im_neg(m2)),
+            );
+            let m0 = (times(x0r, y2r), times(x0i, y2i));
+            let m1 = (times(x1r, y1r), times(x1i, y1i));
+            let m2 = (times(x2r, y0r), times(x2i, y0i));
+            let v9 = (
+                add(add(re(m0), re(m1)), re(m2)),
+                add(add(cross(x0s, y2s, m0), cross(x1s, y1s, m1)), cross(x2s, y0s, m2)),
+            );
+
+            // block3, constants [−1, −8, 2].
+            let [y0, y1, y2] = MDS_FREQ_BLOCK_THREE;
+            let (a0, a1, a2) = (u2, u6, u10);
+            let v2 = sub(sub(times(a0, y0), times(a1, y2)), times(a2, y1));
+            let v6 = sub(add(times(a0, y1), times(a1, y0)), times(a2, y2));
+            let v10 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
+
+            // ifft4_real_unreduced.
+            let ifft4 = |y0: V, y1: (V, V), y2: V| {
+                let (z0, z1, z2, z3) = (add(y0, y2), sub(y0, y2), y1.0, sub(zero(), y1.1));
+                [add(z0, z2), add(z1, z3), sub(z0, z2), sub(z1, z3)]
+            };
+            let [s0, s3, s6, s9] = ifft4(v0, v1, v2);
+            let [s1, s4, s7, s10] = ifft4(v4, v5, v6);
+            let [s2, s5, s8, s11] = ifft4(v8, v9, v10);
+            [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
+        }
+
+        const MDS_FREQ_BLOCK_ONE: [i64; 3] = [16, 32, 16];
+        const MDS_FREQ_BLOCK_TWO: [(i64, i64); 3] = [(2, -1), (-4, 1), (16, 1)];
+        const MDS_FREQ_BLOCK_THREE: [i64; 3] = [-1, -8, 2];
+
+        /// plonky2's MDS layer for Goldilocks: the circulant product of the low and of the high
+        /// 32-bit halves apart ([`mds_freq`], below 2^41 each), the diagonal's one entry (8, on
+        /// element 0) added to both, then `lo + hi·2^32` reduced once.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
+            const DIAG: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_DIAG;
+            const { assert!(DIAG[0] == 8 && DIAG[1] == 0 && DIAG[11] == 0) };
+            let mask = splat(0xFFFF_FFFF);
+            let mut lo = mds_freq(std::array::from_fn(|j| and64(s[j], mask)));
+            let mut hi = mds_freq(std::array::from_fn(|j| shr::<32>(s[j])));
+            lo[0] = add64(lo[0], shl::<3>(and64(s[0], mask)));
+            hi[0] = add64(hi[0], shl::<3>(shr::<32>(s[0])));
+            std::array::from_fn(|r| {
+                // lo + hi·2^32 = h·2^64 + low with h < 2^10; h·2^64 ≡ h·ε.
+                let low = add64(lo[r], shl::<32>(hi[r]));
+                let carry = lt(low, lo[r]);
+                let h = shr::<32>(hi[r]);
+                let h = add_if(h, carry, splat(1));
+                add_canonical(low, mul32(h, splat(EPSILON)))
+            })
+        }
+
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn full_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
+            for _ in 0..HALF_N_FULL_ROUNDS {
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x = sbox(add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round])));
+                }
+                *s = mds(s);
+                *round += 1;
+            }
+        }
+
+        /// plonky2's `partial_rounds`: the first constants and the dense initial matrix, then 22
+        /// rounds of one S-box and a sparse matrix (`FAST_PARTIAL_ROUND_W_HATS` and `_VS`).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn partial_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
+            let first = <F as Poseidon>::FAST_PARTIAL_FIRST_ROUND_CONSTANT;
+            for (x, &c) in s.iter_mut().zip(first.iter()) {
+                *x = add_canonical(*x, splat(c));
+            }
+            let m = <F as Poseidon>::FAST_PARTIAL_ROUND_INITIAL_MATRIX;
+            let mut init = [zero(); SPONGE_WIDTH];
+            init[0] = s[0];
+            for c in 1..SPONGE_WIDTH {
+                init[c] = (1..SPONGE_WIDTH).fold(Sum::zero(), |sum, r| sum.add_product(s[r], m[r - 1][c - 1])).reduce();
+            }
+            *s = init;
+            let w_hats = <F as Poseidon>::FAST_PARTIAL_ROUND_W_HATS;
+            let vs = <F as Poseidon>::FAST_PARTIAL_ROUND_VS;
+            let constants = <F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS;
+            let m00 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
+            for r in 0..N_PARTIAL_ROUNDS {
+                let s0 = add_canonical(sbox(s[0]), splat(constants[r]));
+                let d = (1..SPONGE_WIDTH)
+                    .fold(Sum::zero().add_product(s0, m00), |sum, j| sum.add_product(s[j], w_hats[r][j - 1]));
+                for j in 1..SPONGE_WIDTH {
+                    s[j] = mul_const_add(s0, vs[r][j - 1], s[j]);
+                }
+                s[0] = d.reduce();
+            }
+            *round += N_PARTIAL_ROUNDS;
+        }
+
+        /// `a + b` for canonical `b`, `a·b`, `a·b[0] + b`, `12·a·b[0]` and the wrapping
+        /// `a·b[0]`, lane by lane, for the tests.
+        ///
+        /// # Safety
+        /// The CPU must have the module's instruction set.
+        #[cfg(test)]
+        #[target_feature(enable = $feature)]
+        pub unsafe fn arithmetic(a: &[u64; LANES], b: &[u64; LANES]) -> [[u64; LANES]; 5] {
+            // a·c + b and Σ of twelve a·c for the constant c = b[0].
+            let c = b[0];
+            let mut out = [[0u64; LANES]; 5];
+            for part in (0..LANES).step_by(W) {
+                let (va, vb) = (load(&a[part..]), load(&b[part..]));
+                let sum = (0..12).fold(Sum::zero(), |s, _| s.add_product(va, c)).reduce();
+                let results = [add_canonical(va, vb), mul(va, vb), mul_const_add(va, c, vb), sum, times(va, c as i64)];
+                for (o, v) in out.iter_mut().zip(results) {
+                    store(&mut o[part..], v);
+                }
+            }
+            out
+        }
+
+        /// plonky2's permutation of the eight states, `W` at a time.
+        ///
+        /// # Safety
+        /// The CPU must have the module's instruction set.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn permute(states: &mut Lanes) {
+            for part in (0..LANES).step_by(W) {
+                let mut s: [V; SPONGE_WIDTH] = std::array::from_fn(|i| load(&states[i][part..]));
+                let mut round = 0;
+                full_rounds(&mut s, &mut round);
+                partial_rounds(&mut s, &mut round);
+                full_rounds(&mut s, &mut round);
+                debug_assert_eq!(round, ALL_ROUND_CONSTANTS.len() / SPONGE_WIDTH);
+                for (row, v) in states.iter_mut().zip(s) {
+                    store(&mut row[part..], v);
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! The permutation on `__m512i` lanes. Every function needs AVX-512F; the module's only
-    //! entry, [`permute`], is `unsafe` for that reason alone.
+    //! The rounds on `__m512i`, eight lanes, the carries in mask registers. Every function
+    //! needs AVX-512F; the entries are `unsafe` for that reason alone.
 
     use std::arch::x86_64::*;
 
-    use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
-
-    use super::Lanes;
-    use crate::F;
-
-    /// 2^64 mod p = 2^32 − 1, for p = 2^64 − 2^32 + 1.
-    const EPSILON: u64 = 0xFFFF_FFFF;
-
     type V = __m512i;
+    type M = __mmask8;
+    const W: usize = 8;
+    /// A carry is one compare into a mask register and one masked add.
+    const CHEAP_CARRIES: bool = true;
 
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -208,332 +613,199 @@ mod avx512 {
         _mm512_set1_epi64(x as i64)
     }
 
-    /// `a + b` for `b < p`: on a carry, 2^64 ≡ ε is added back, and that cannot carry again
-    /// (the wrapped sum is below `b`).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn add_canonical(a: V, b: V) -> V {
-        let s = _mm512_add_epi64(a, b);
-        let carry = _mm512_cmplt_epu64_mask(s, b);
-        _mm512_mask_add_epi64(s, carry, s, splat(EPSILON))
-    }
-
-    /// plonky2's `reduce128` of `hi·2^64 + lo`: 2^96 ≡ −1 and 2^64 ≡ ε.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn reduce128(lo: V, hi: V) -> V {
-        let hi_hi = _mm512_srli_epi64::<32>(hi);
-        let borrow = _mm512_cmplt_epu64_mask(lo, hi_hi);
-        let t0 = _mm512_sub_epi64(lo, hi_hi);
-        let t0 = _mm512_mask_sub_epi64(t0, borrow, t0, splat(EPSILON));
-        // (hi mod 2^32)·ε: `vpmuludq` reads the low half of each lane.
-        let t1 = _mm512_mul_epu32(hi, splat(EPSILON));
-        let r = _mm512_add_epi64(t0, t1);
-        let carry = _mm512_cmplt_epu64_mask(r, t1);
-        _mm512_mask_add_epi64(r, carry, r, splat(EPSILON))
-    }
-
-    /// The 128-bit product `a·b` as `(lo, hi)`, from four 32×32-bit products; `b_hi` is
-    /// `b >> 32` (precomputed for constants).
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mul_wide(a: V, b: V, b_hi: V) -> (V, V) {
-        let a_hi = _mm512_srli_epi64::<32>(a);
-        let ll = _mm512_mul_epu32(a, b);
-        let lh = _mm512_mul_epu32(a, b_hi);
-        let hl = _mm512_mul_epu32(a_hi, b);
-        let hh = _mm512_mul_epu32(a_hi, b_hi);
-        let mid = _mm512_add_epi64(lh, hl);
-        let mid_carry = _mm512_cmplt_epu64_mask(mid, lh);
-        let lo = _mm512_add_epi64(ll, _mm512_slli_epi64::<32>(mid));
-        let lo_carry = _mm512_cmplt_epu64_mask(lo, ll);
-        let hi = _mm512_add_epi64(hh, _mm512_srli_epi64::<32>(mid));
-        let hi = _mm512_mask_add_epi64(hi, mid_carry, hi, splat(1 << 32));
-        (lo, _mm512_mask_add_epi64(hi, lo_carry, hi, splat(1)))
-    }
-
-    /// `a·b`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mul(a: V, b: V) -> V {
-        let (lo, hi) = mul_wide(a, b, _mm512_srli_epi64::<32>(b));
-        reduce128(lo, hi)
-    }
-
-    /// `a·c + b` for a constant `c`, reduced once. The product's high word is at most
-    /// 2^64 − 2, so the carry out of the low word fits in it.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mul_const_add(a: V, c: u64, b: V) -> V {
-        let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
-        let lo = _mm512_add_epi64(lo, b);
-        let carry = _mm512_cmplt_epu64_mask(lo, b);
-        reduce128(lo, _mm512_mask_add_epi64(hi, carry, hi, splat(1)))
-    }
-
-    /// A sum of products by constants, unreduced: `top·2^128 + hi·2^64 + lo`.
-    #[derive(Clone, Copy)]
-    struct Sum {
-        lo: V,
-        hi: V,
-        top: V,
-    }
-
-    impl Sum {
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        fn zero() -> Self {
-            Sum { lo: _mm512_setzero_si512(), hi: _mm512_setzero_si512(), top: _mm512_setzero_si512() }
-        }
-
-        /// Adds `a·c`: each high word is at most 2^64 − 2, so the low word's carry fits in it.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        fn add_product(self, a: V, c: u64) -> Self {
-            let (lo, hi) = mul_wide(a, splat(c), splat(c >> 32));
-            let sum_lo = _mm512_add_epi64(self.lo, lo);
-            let carry = _mm512_cmplt_epu64_mask(sum_lo, lo);
-            let hi = _mm512_mask_add_epi64(hi, carry, hi, splat(1));
-            let sum_hi = _mm512_add_epi64(self.hi, hi);
-            let carry = _mm512_cmplt_epu64_mask(sum_hi, hi);
-            Sum { lo: sum_lo, hi: sum_hi, top: _mm512_mask_add_epi64(self.top, carry, self.top, splat(1)) }
-        }
-
-        /// The sum mod p: 2^128 ≡ −2^32, so `top` (at most the number of terms) comes off as
-        /// `top·2^32`; a borrow is made good with p, i.e. by taking ε off the wrapped value.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        fn reduce(self) -> V {
-            let r = reduce128(self.lo, self.hi);
-            let t = _mm512_slli_epi64::<32>(self.top);
-            let borrow = _mm512_cmplt_epu64_mask(r, t);
-            let r = _mm512_sub_epi64(r, t);
-            _mm512_mask_sub_epi64(r, borrow, r, splat(EPSILON))
-        }
-    }
-
-    /// x^7, plonky2's S-box.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn sbox(x: V) -> V {
-        let x2 = mul(x, x);
-        let x3 = mul(x2, x);
-        let x4 = mul(x2, x2);
-        mul(x3, x4)
-    }
-
-    /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
-    /// frequency domain: shifts, adds and negations for the constants there, three
-    /// 32-bit products for any other. `c` is a constant at every call, so the match folds.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn times(x: V, c: i64) -> V {
-        let neg = |v: V| _mm512_sub_epi64(_mm512_setzero_si512(), v);
-        match c {
-            1 => x,
-            -1 => neg(x),
-            2 => _mm512_slli_epi64::<1>(x),
-            -3 => neg(_mm512_add_epi64(x, _mm512_slli_epi64::<1>(x))),
-            -4 => neg(_mm512_slli_epi64::<2>(x)),
-            -8 => neg(_mm512_slli_epi64::<3>(x)),
-            16 => _mm512_slli_epi64::<4>(x),
-            17 => _mm512_add_epi64(x, _mm512_slli_epi64::<4>(x)),
-            32 => _mm512_slli_epi64::<5>(x),
-            _ => {
-                let c = splat(c as u64);
-                let cross = _mm512_add_epi64(
-                    _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), c),
-                    _mm512_mul_epu32(x, _mm512_srli_epi64::<32>(c)),
-                );
-                _mm512_add_epi64(_mm512_mul_epu32(x, c), _mm512_slli_epi64::<32>(cross))
-            }
-        }
-    }
-
-    /// plonky2's `mds_multiply_freq` (from winterfell), lane by lane: the circulant product of
-    /// twelve values below 2^32 as three real 4-point FFTs, the products in the frequency
-    /// domain with its pre-scaled constants (Karatsuba for the complex block), and three
-    /// inverse FFTs. Signed 64-bit arithmetic, wrapping as plonky2's `i64`s would not need to.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mds_freq(x: [V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
-        let add = |a: V, b: V| _mm512_add_epi64(a, b);
-        let sub = |a: V, b: V| _mm512_sub_epi64(a, b);
-        // fft4_real: (y0, (y1 real, y1 imaginary), y2).
-        let fft4 = |a: V, b: V, c: V, d: V| {
-            let (z0, z2, z1, z3) = (add(a, c), sub(a, c), add(b, d), sub(b, d));
-            (add(z0, z1), (z2, sub(_mm512_setzero_si512(), z3)), sub(z0, z1))
-        };
-        let (u0, u1, u2) = fft4(x[0], x[3], x[6], x[9]);
-        let (u4, u5, u6) = fft4(x[1], x[4], x[7], x[10]);
-        let (u8, u9, u10) = fft4(x[2], x[5], x[8], x[11]);
-
-        // block1, constants [16, 32, 16].
-        let [y0, y1, y2] = MDS_FREQ_BLOCK_ONE;
-        let (a0, a1, a2) = (u0, u4, u8);
-        let v0 = add(add(times(a0, y0), times(a1, y2)), times(a2, y1));
-        let v4 = add(add(times(a0, y1), times(a1, y0)), times(a2, y2));
-        let v8 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
-
-        // block2: complex products by Karatsuba, constants [(2, −1), (−4, 1), (16, 1)].
-        let [(y0r, y0i), (y1r, y1i), (y2r, y2i)] = MDS_FREQ_BLOCK_TWO;
-        let (y0s, y1s, y2s) = (y0r + y0i, y1r + y1i, y2r + y2i);
-        let ((x0r, x0i), (x1r, x1i), (x2r, x2i)) = (u1, u5, u9);
-        let (x0s, x1s, x2s) = (add(x0r, x0i), add(x1r, x1i), add(x2r, x2i));
-        // `re`: m.0 − m.1; `cross(xs, ys, m)`: xs·ys − m.0 − m.1.
-        let re = |m: (V, V)| sub(m.0, m.1);
-        let cross = |xs: V, ys: i64, m: (V, V)| sub(sub(times(xs, ys), m.0), m.1);
-        let im_neg = |m: (V, V)| sub(m.1, m.0);
-        let m0 = (times(x0r, y0r), times(x0i, y0i));
-        let m1 = (times(x1r, y2r), times(x1i, y2i));
-        let m2 = (times(x2r, y1r), times(x2i, y1i));
-        let v1 = (
-            add(add(re(m0), cross(x1s, y2s, m1)), cross(x2s, y1s, m2)),
-            add(add(cross(x0s, y0s, m0), im_neg(m1)), im_neg(m2)),
-        );
-        let m0 = (times(x0r, y1r), times(x0i, y1i));
-        let m1 = (times(x1r, y0r), times(x1i, y0i));
-        let m2 = (times(x2r, y2r), times(x2i, y2i));
-        let v5 = (
-            add(add(re(m0), re(m1)), cross(x2s, y2s, m2)),
-            add(add(cross(x0s, y1s, m0), cross(x1s, y0s, m1)), im_neg(m2)),
-        );
-        let m0 = (times(x0r, y2r), times(x0i, y2i));
-        let m1 = (times(x1r, y1r), times(x1i, y1i));
-        let m2 = (times(x2r, y0r), times(x2i, y0i));
-        let v9 =
-            (add(add(re(m0), re(m1)), re(m2)), add(add(cross(x0s, y2s, m0), cross(x1s, y1s, m1)), cross(x2s, y0s, m2)));
-
-        // block3, constants [−1, −8, 2].
-        let [y0, y1, y2] = MDS_FREQ_BLOCK_THREE;
-        let (a0, a1, a2) = (u2, u6, u10);
-        let v2 = sub(sub(times(a0, y0), times(a1, y2)), times(a2, y1));
-        let v6 = sub(add(times(a0, y1), times(a1, y0)), times(a2, y2));
-        let v10 = add(add(times(a0, y2), times(a1, y1)), times(a2, y0));
-
-        // ifft4_real_unreduced.
-        let ifft4 = |y0: V, y1: (V, V), y2: V| {
-            let (z0, z1, z2, z3) = (add(y0, y2), sub(y0, y2), y1.0, sub(_mm512_setzero_si512(), y1.1));
-            [add(z0, z2), add(z1, z3), sub(z0, z2), sub(z1, z3)]
-        };
-        let [s0, s3, s6, s9] = ifft4(v0, v1, v2);
-        let [s1, s4, s7, s10] = ifft4(v4, v5, v6);
-        let [s2, s5, s8, s11] = ifft4(v8, v9, v10);
-        [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
-    }
-
-    const MDS_FREQ_BLOCK_ONE: [i64; 3] = [16, 32, 16];
-    const MDS_FREQ_BLOCK_TWO: [(i64, i64); 3] = [(2, -1), (-4, 1), (16, 1)];
-    const MDS_FREQ_BLOCK_THREE: [i64; 3] = [-1, -8, 2];
-
-    /// plonky2's MDS layer for Goldilocks: the circulant product of the low and of the high
-    /// 32-bit halves apart ([`mds_freq`], below 2^41 each), the diagonal's one entry (8, on
-    /// element 0) added to both, then `lo + hi·2^32` reduced once.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
-        const DIAG: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_DIAG;
-        const { assert!(DIAG[0] == 8 && DIAG[1] == 0 && DIAG[11] == 0) };
-        let mask = splat(0xFFFF_FFFF);
-        let mut lo = mds_freq(std::array::from_fn(|j| _mm512_and_si512(s[j], mask)));
-        let mut hi = mds_freq(std::array::from_fn(|j| _mm512_srli_epi64::<32>(s[j])));
-        lo[0] = _mm512_add_epi64(lo[0], _mm512_slli_epi64::<3>(_mm512_and_si512(s[0], mask)));
-        hi[0] = _mm512_add_epi64(hi[0], _mm512_slli_epi64::<3>(_mm512_srli_epi64::<32>(s[0])));
-        std::array::from_fn(|r| {
-            // lo + hi·2^32 = h·2^64 + low with h < 2^10; h·2^64 ≡ h·ε.
-            let low = _mm512_add_epi64(lo[r], _mm512_slli_epi64::<32>(hi[r]));
-            let carry = _mm512_cmplt_epu64_mask(low, lo[r]);
-            let h = _mm512_srli_epi64::<32>(hi[r]);
-            let h = _mm512_mask_add_epi64(h, carry, h, splat(1));
-            add_canonical(low, _mm512_mul_epu32(h, splat(EPSILON)))
-        })
+    fn zero() -> V {
+        _mm512_setzero_si512()
     }
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn full_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
-        for _ in 0..HALF_N_FULL_ROUNDS {
-            for (i, x) in s.iter_mut().enumerate() {
-                *x = sbox(add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round])));
-            }
-            *s = mds(s);
-            *round += 1;
-        }
+    fn add64(a: V, b: V) -> V {
+        _mm512_add_epi64(a, b)
     }
 
-    /// plonky2's `partial_rounds`: the first constants and the dense initial matrix, then 22
-    /// rounds of one S-box and a sparse matrix (`FAST_PARTIAL_ROUND_W_HATS` and `_VS`).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn partial_rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize) {
-        let first = <F as Poseidon>::FAST_PARTIAL_FIRST_ROUND_CONSTANT;
-        for (x, &c) in s.iter_mut().zip(first.iter()) {
-            *x = add_canonical(*x, splat(c));
-        }
-        let m = <F as Poseidon>::FAST_PARTIAL_ROUND_INITIAL_MATRIX;
-        let mut init = [_mm512_setzero_si512(); SPONGE_WIDTH];
-        init[0] = s[0];
-        for c in 1..SPONGE_WIDTH {
-            init[c] = (1..SPONGE_WIDTH).fold(Sum::zero(), |sum, r| sum.add_product(s[r], m[r - 1][c - 1])).reduce();
-        }
-        *s = init;
-        let w_hats = <F as Poseidon>::FAST_PARTIAL_ROUND_W_HATS;
-        let vs = <F as Poseidon>::FAST_PARTIAL_ROUND_VS;
-        let constants = <F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS;
-        let m00 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
-        for r in 0..N_PARTIAL_ROUNDS {
-            let s0 = add_canonical(sbox(s[0]), splat(constants[r]));
-            let d = (1..SPONGE_WIDTH)
-                .fold(Sum::zero().add_product(s0, m00), |sum, j| sum.add_product(s[j], w_hats[r][j - 1]));
-            for j in 1..SPONGE_WIDTH {
-                s[j] = mul_const_add(s0, vs[r][j - 1], s[j]);
-            }
-            s[0] = d.reduce();
-        }
-        *round += N_PARTIAL_ROUNDS;
+    fn sub64(a: V, b: V) -> V {
+        _mm512_sub_epi64(a, b)
     }
 
-    /// `a + b` for canonical `b`, `a·b`, `a·b[0] + b`, `12·a·b[0]` and the wrapping
-    /// `a·b[0]`, lane by lane, for the tests.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[cfg(test)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn arithmetic(a: &[u64; 8], b: &[u64; 8]) -> [[u64; 8]; 5] {
-        // SAFETY: 64 bytes each way, unaligned loads and stores.
-        let (va, vb) = unsafe { (_mm512_loadu_si512(a.as_ptr().cast()), _mm512_loadu_si512(b.as_ptr().cast())) };
-        // a·c + b and Σ of twelve a·c for the constant c = b[0].
-        let c = b[0];
-        let sum = (0..12).fold(Sum::zero(), |s, _| s.add_product(va, c)).reduce();
-        let mut out = [[0u64; 8]; 5];
-        let results = [add_canonical(va, vb), mul(va, vb), mul_const_add(va, c, vb), sum, times(va, c as i64)];
-        for (o, v) in out.iter_mut().zip(results) {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
-        }
-        out
+    #[inline]
+    fn and64(a: V, b: V) -> V {
+        _mm512_and_si512(a, b)
     }
 
-    /// plonky2's permutation of eight states.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn permute(states: &mut Lanes) {
-        // SAFETY: each row of `states` is eight u64, the 64 bytes of one unaligned load/store.
-        let mut s: [V; SPONGE_WIDTH] =
-            std::array::from_fn(|i| unsafe { _mm512_loadu_si512(states[i].as_ptr().cast()) });
-        let mut round = 0;
-        full_rounds(&mut s, &mut round);
-        partial_rounds(&mut s, &mut round);
-        full_rounds(&mut s, &mut round);
-        debug_assert_eq!(round, ALL_ROUND_CONSTANTS.len() / SPONGE_WIDTH);
-        for (row, v) in states.iter_mut().zip(s) {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), v) };
-        }
+    #[inline]
+    fn or64(a: V, b: V) -> V {
+        _mm512_or_si512(a, b)
     }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mul32(a: V, b: V) -> V {
+        _mm512_mul_epu32(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn shl<const N: u32>(a: V) -> V {
+        _mm512_slli_epi64::<N>(a)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn shr<const N: u32>(a: V) -> V {
+        _mm512_srli_epi64::<N>(a)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn lt(a: V, b: V) -> M {
+        _mm512_cmplt_epu64_mask(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn add_if(x: V, m: M, c: V) -> V {
+        _mm512_mask_add_epi64(x, m, x, c)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sub_if(x: V, m: M, c: V) -> V {
+        _mm512_mask_sub_epi64(x, m, x, c)
+    }
+
+    /// The first `W` elements of `x` (a shorter slice panics).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load(x: &[u64]) -> V {
+        let x = &x[..W];
+        // SAFETY: `x` holds the W u64 (64 bytes) of one unaligned load.
+        unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store(x: &mut [u64], v: V) {
+        let x = &mut x[..W];
+        // SAFETY: as in `load`, for the store.
+        unsafe { _mm512_storeu_si512(x.as_mut_ptr().cast(), v) }
+    }
+
+    lane_rounds!("avx512f");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The rounds on `__m256i`, four lanes (the eight states in two passes). AVX2 has no
+    //! unsigned 64-bit comparison and no masked add: `lt` compares with the sign bits flipped,
+    //! and a mask is a lane of ones that selects the addend with an AND. Every function needs
+    //! AVX2; the entries are `unsafe` for that reason alone.
+
+    use std::arch::x86_64::*;
+
+    type V = __m256i;
+    type M = __m256i;
+    const W: usize = 4;
+    /// A carry is two XORs, a compare, an AND and an add: `mul_wide` avoids them.
+    const CHEAP_CARRIES: bool = false;
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn splat(x: u64) -> V {
+        _mm256_set1_epi64x(x as i64)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn zero() -> V {
+        _mm256_setzero_si256()
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn add64(a: V, b: V) -> V {
+        _mm256_add_epi64(a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn sub64(a: V, b: V) -> V {
+        _mm256_sub_epi64(a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn and64(a: V, b: V) -> V {
+        _mm256_and_si256(a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn or64(a: V, b: V) -> V {
+        _mm256_or_si256(a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn mul32(a: V, b: V) -> V {
+        _mm256_mul_epu32(a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn shl<const N: i32>(a: V) -> V {
+        _mm256_slli_epi64::<N>(a)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn shr<const N: i32>(a: V) -> V {
+        _mm256_srli_epi64::<N>(a)
+    }
+
+    /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn lt(a: V, b: V) -> M {
+        let sign = splat(1 << 63);
+        _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn add_if(x: V, m: M, c: V) -> V {
+        _mm256_add_epi64(x, _mm256_and_si256(m, c))
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn sub_if(x: V, m: M, c: V) -> V {
+        _mm256_sub_epi64(x, _mm256_and_si256(m, c))
+    }
+
+    /// The first `W` elements of `x` (a shorter slice panics).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn load(x: &[u64]) -> V {
+        let x = &x[..W];
+        // SAFETY: `x` holds the W u64 (32 bytes) of one unaligned load.
+        unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn store(x: &mut [u64], v: V) {
+        let x = &mut x[..W];
+        // SAFETY: as in `load`, for the store.
+        unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
+    }
+
+    lane_rounds!("avx2");
 }
 
 #[cfg(test)]
@@ -563,10 +835,19 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn lane_arithmetic_is_plonky2s_at_the_edges() {
-        if !available() {
-            eprintln!("skipped: no AVX-512F on this CPU");
-            return;
+        type Arithmetic = unsafe fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 5];
+        for (isa, arithmetic) in [(Isa::Avx512, avx512::arithmetic as Arithmetic), (Isa::Avx2, avx2::arithmetic)] {
+            if isa.supported() {
+                // SAFETY: the CPU has the instruction set (checked just above).
+                check_lane_arithmetic(|a, b| unsafe { arithmetic(a, b) });
+            } else {
+                eprintln!("{} skipped: this CPU lacks it", isa.name());
+            }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn check_lane_arithmetic(arithmetic: impl Fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 5]) {
         let p = F::ORDER;
         // The frequency-domain MDS constants, as the wrapping multiplier's special cases.
         let mut edges: Vec<u64> = [-1i64, -3, -4, -8, 16, 17, 32].iter().map(|&c| c as u64).collect();
@@ -579,8 +860,7 @@ mod tests {
             for k in 0..edges.len() {
                 let b: [u64; LANES] = std::array::from_fn(|l| edges[(k + l) % edges.len()]);
                 let a = [x; LANES];
-                // SAFETY: AVX-512F is there (checked above).
-                let [sum_canonical, product, product_sum, products, wrapping] = unsafe { avx512::arithmetic(&a, &b) };
+                let [sum_canonical, product, product_sum, products, wrapping] = arithmetic(&a, &b);
                 let c = F::from_noncanonical_u64(b[0]);
                 for l in 0..LANES {
                     assert_eq!(wrapping[l], a[l].wrapping_mul(b[0]), "{:#x} · {:#x} mod 2^64", a[l], b[0]);
@@ -614,21 +894,26 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(8);
         for _ in 0..200 {
             let input: Lanes = std::array::from_fn(|_| std::array::from_fn(|_| element(&mut rng)));
-            let mut lanes = input;
-            permute(&mut lanes);
-            let mut scalar = input;
-            permute_scalar(&mut scalar);
-            for l in 0..LANES {
-                let state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(input[i][l]));
-                let expected = F::poseidon(state);
-                for i in 0..SPONGE_WIDTH {
-                    assert_eq!(F::from_noncanonical_u64(lanes[i][l]), expected[i], "lane {l}, element {i}");
-                    assert_eq!(F::from_noncanonical_u64(scalar[i][l]), expected[i]);
+            for isa in Isa::ALL {
+                let mut lanes = input;
+                if !permute_with(isa, &mut lanes) {
+                    continue;
+                }
+                for l in 0..LANES {
+                    let state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(input[i][l]));
+                    let expected = F::poseidon(state);
+                    for i in 0..SPONGE_WIDTH {
+                        assert_eq!(
+                            F::from_noncanonical_u64(lanes[i][l]),
+                            expected[i],
+                            "{isa:?}, lane {l}, element {i}"
+                        );
+                    }
                 }
             }
         }
-        if !available() {
-            eprintln!("no AVX-512F on this CPU: only plonky2's scalar permutation was compared");
+        for isa in Isa::ALL.into_iter().filter(|isa| !isa.supported()) {
+            eprintln!("{} skipped: this CPU lacks it", isa.name());
         }
     }
 
