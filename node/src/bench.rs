@@ -62,6 +62,8 @@ struct Machine {
     cores: usize,
     memory_gib: f64,
     gpu: Option<String>,
+    /// The instruction set of the rayon backend's Poseidon (`avx512`, `avx2` or `scalar`).
+    cpu_hash: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +145,7 @@ fn machine() -> Machine {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_gib: kib / (1 << 20) as f64,
         gpu,
+        cpu_hash: prover_gpu::poseidon_x8::isa().name(),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::backend::Backend;
 use crate::cpu::RayonBackend;
 use crate::cuda::CudaBackend;
 use crate::error::{BackendError, Result};
+use crate::poseidon_x8;
 
 /// What the operator asked for (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum Requested {
 pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
     match requested {
         Requested::Cpu => {
-            info!(backend = "cpu", "proving backend: rayon (requested)");
+            info!(backend = "cpu", hash = poseidon_x8::isa().name(), "proving backend: rayon (requested)");
             Ok(Arc::new(RayonBackend))
         }
         Requested::Cuda => {
@@ -38,7 +39,12 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
                 Ok(Arc::new(b))
             }
             Err(BackendError::Unavailable(why)) | Err(BackendError::Cuda(why)) => {
-                info!(backend = "cpu", reason = %why, "proving backend: rayon (auto: no usable CUDA device)");
+                info!(
+                    backend = "cpu",
+                    hash = poseidon_x8::isa().name(),
+                    reason = %why,
+                    "proving backend: rayon (auto: no usable CUDA device)"
+                );
                 Ok(Arc::new(RayonBackend))
             }
             Err(e) => Err(e),
