@@ -89,7 +89,7 @@ pub fn available() -> bool {
 }
 
 /// Eight states, lane by lane: `states[i][l]` is element `i` of state `l`.
-type Lanes = [[u64; LANES]; SPONGE_WIDTH];
+pub type Lanes = [[u64; LANES]; SPONGE_WIDTH];
 
 /// Permutes eight states in place, on this CPU's best instruction set ([`isa`]).
 pub fn permute(states: &mut Lanes) {
@@ -138,17 +138,24 @@ fn digest_of(states: &Lanes, l: usize) -> Digest {
 
 /// plonky2's `hash_or_noop` of every row: `out[r]` of the `width` elements at
 /// `rows[r·width ..]`. Rows go eight at a time through [`permute`], in parallel.
+///
+/// # Panics
+/// If `rows` does not hold `out.len()` rows of `width` (the backend checks shapes first).
 pub fn hash_rows(rows: &[F], width: usize, out: &mut [Digest]) {
-    debug_assert_eq!(rows.len(), width * out.len());
+    assert_eq!(rows.len(), width * out.len(), "rows of {width} for {} digests", out.len());
     out.par_chunks_mut(LANES).enumerate().for_each(|(g, out)| {
         let first = g * LANES * width;
         hash_group(|l| &rows[first + l * width..first + (l + 1) * width], width, out);
     });
 }
 
-/// [`hash_rows`] over rows held as one `Vec` each, all of one length.
+/// [`hash_rows`] over rows held as one `Vec` each (of any lengths; groups of equal lengths take
+/// the lanes).
+///
+/// # Panics
+/// If `out` is not one digest per leaf.
 pub fn hash_leaves(leaves: &[Vec<F>], out: &mut [Digest]) {
-    debug_assert_eq!(leaves.len(), out.len());
+    assert_eq!(leaves.len(), out.len(), "{} digests for {} leaves", out.len(), leaves.len());
     let width = leaves.first().map_or(0, Vec::len);
     out.par_chunks_mut(LANES).zip(leaves.par_chunks(LANES)).for_each(|(out, group)| {
         if group.iter().all(|l| l.len() == width) {
@@ -190,8 +197,11 @@ fn hash_group<'a>(row: impl Fn(usize) -> &'a [F], width: usize, out: &mut [Diges
 }
 
 /// plonky2's `two_to_one` of each pair: `out[i]` of `children[2i]` and `children[2i+1]`.
+///
+/// # Panics
+/// If `children` is not two per digest of `out`.
 pub fn hash_pairs(children: &[Digest], out: &mut [Digest]) {
-    debug_assert_eq!(children.len(), 2 * out.len());
+    assert_eq!(children.len(), 2 * out.len(), "{} children for {} parents", children.len(), out.len());
     out.par_chunks_mut(LANES).zip(children.par_chunks(2 * LANES)).for_each(|(out, pairs)| {
         if out.len() == 1 || !available() {
             for (o, c) in out.iter_mut().zip(pairs.chunks(2)) {
