@@ -10,7 +10,7 @@ rm -rf .device && mkdir -p .device
 cargo build --release --target-dir "$target" --bin rollup
 cp "$target/release/rollup" .device/
 # Test and bench executables: their paths come from cargo's JSON messages.
-for spec in "test --release -p prover-gpu --test kernels" "test --release -p prover-gpu --test pipeline" \
+for spec in "test --release -p prover-gpu --lib" "test --release -p prover-gpu --test kernels" "test --release -p prover-gpu --test pipeline" \
   "test --release -p prover-gpu --test host_quotient" \
   "bench -p benches --bench kernels" "bench -p benches --bench batch"; do
   # shellcheck disable=SC2086
@@ -18,7 +18,7 @@ for spec in "test --release -p prover-gpu --test kernels" "test --release -p pro
     | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"][0] in ("test","bench"):
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"][0] in ("lib","test","bench") and m["profile"]["test"]:
         print(m["target"]["kind"][0], m["executable"])' \
     | while read -r kind exe; do cp "$exe" ".device/$kind-$(basename "$exe" | sed 's/-[0-9a-f]*$//')"; done
 done

@@ -17,6 +17,9 @@ run() {
   local name=$1; shift
   if "$@" > "$OUT/$name.log" 2>&1; then status+=("$name ok"); else status+=("$name FAILED (see $name.log)"); fi
 }
+# The crate's unit tests: among them the rayon backend's vector Poseidon against plonky2's, on
+# whatever instruction sets this host's CPU has.
+run lib .device/lib-prover_gpu
 # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
 run kernels .device/test-kernels --include-ignored
 # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
