@@ -248,6 +248,20 @@ pub fn grind(state: &[F; SPONGE_WIDTH], slot: usize, min_leading_zeros: u32, sta
     })
 }
 
+/// One instruction set's intrinsics under the names [`lane_rounds`] uses, each compiled with
+/// that set's target feature: `name(args) -> type = body;`.
+macro_rules! wrap {
+    ($feature:literal; $($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:expr;)*) => {
+        $(
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn $name($($arg: $ty),*) -> $ret {
+                $body
+            }
+        )*
+    };
+}
+
 /// The permutation's rounds on vectors of `W` lanes, over the primitives of the instruction set
 /// in scope: `V` (a vector of u64 lanes), `M` (a lane mask), `W`, `splat`, `zero`, `add64`,
 /// `sub64`, `and64`, `or64`, `mul32` (`vpmuludq`: the low 32 bits of each lane, multiplied to
@@ -617,46 +631,17 @@ mod avx512 {
     /// A carry is one compare into a mask register and one masked add.
     const CHEAP_CARRIES: bool = true;
 
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn splat(x: u64) -> V {
-        _mm512_set1_epi64(x as i64)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn zero() -> V {
-        _mm512_setzero_si512()
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn add64(a: V, b: V) -> V {
-        _mm512_add_epi64(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn sub64(a: V, b: V) -> V {
-        _mm512_sub_epi64(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn and64(a: V, b: V) -> V {
-        _mm512_and_si512(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn or64(a: V, b: V) -> V {
-        _mm512_or_si512(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn mul32(a: V, b: V) -> V {
-        _mm512_mul_epu32(a, b)
+    wrap! { "avx512f";
+        splat(x: u64) -> V = _mm512_set1_epi64(x as i64);
+        zero() -> V = _mm512_setzero_si512();
+        add64(a: V, b: V) -> V = _mm512_add_epi64(a, b);
+        sub64(a: V, b: V) -> V = _mm512_sub_epi64(a, b);
+        and64(a: V, b: V) -> V = _mm512_and_si512(a, b);
+        or64(a: V, b: V) -> V = _mm512_or_si512(a, b);
+        mul32(a: V, b: V) -> V = _mm512_mul_epu32(a, b);
+        lt(a: V, b: V) -> M = _mm512_cmplt_epu64_mask(a, b);
+        add_if(x: V, m: M, c: V) -> V = _mm512_mask_add_epi64(x, m, x, c);
+        sub_if(x: V, m: M, c: V) -> V = _mm512_mask_sub_epi64(x, m, x, c);
     }
 
     #[target_feature(enable = "avx512f")]
@@ -669,24 +654,6 @@ mod avx512 {
     #[inline]
     fn shr<const N: u32>(a: V) -> V {
         _mm512_srli_epi64::<N>(a)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn lt(a: V, b: V) -> M {
-        _mm512_cmplt_epu64_mask(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn add_if(x: V, m: M, c: V) -> V {
-        _mm512_mask_add_epi64(x, m, x, c)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn sub_if(x: V, m: M, c: V) -> V {
-        _mm512_mask_sub_epi64(x, m, x, c)
     }
 
     /// The first `W` elements of `x` (a shorter slice panics).
@@ -724,46 +691,16 @@ mod avx2 {
     /// A carry is two XORs, a compare, an AND and an add: `mul_wide` avoids them.
     const CHEAP_CARRIES: bool = false;
 
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn splat(x: u64) -> V {
-        _mm256_set1_epi64x(x as i64)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn zero() -> V {
-        _mm256_setzero_si256()
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn add64(a: V, b: V) -> V {
-        _mm256_add_epi64(a, b)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn sub64(a: V, b: V) -> V {
-        _mm256_sub_epi64(a, b)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn and64(a: V, b: V) -> V {
-        _mm256_and_si256(a, b)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn or64(a: V, b: V) -> V {
-        _mm256_or_si256(a, b)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn mul32(a: V, b: V) -> V {
-        _mm256_mul_epu32(a, b)
+    wrap! { "avx2";
+        splat(x: u64) -> V = _mm256_set1_epi64x(x as i64);
+        zero() -> V = _mm256_setzero_si256();
+        add64(a: V, b: V) -> V = _mm256_add_epi64(a, b);
+        sub64(a: V, b: V) -> V = _mm256_sub_epi64(a, b);
+        and64(a: V, b: V) -> V = _mm256_and_si256(a, b);
+        or64(a: V, b: V) -> V = _mm256_or_si256(a, b);
+        mul32(a: V, b: V) -> V = _mm256_mul_epu32(a, b);
+        add_if(x: V, m: M, c: V) -> V = _mm256_add_epi64(x, _mm256_and_si256(m, c));
+        sub_if(x: V, m: M, c: V) -> V = _mm256_sub_epi64(x, _mm256_and_si256(m, c));
     }
 
     #[target_feature(enable = "avx2")]
@@ -784,18 +721,6 @@ mod avx2 {
     fn lt(a: V, b: V) -> M {
         let sign = splat(1 << 63);
         _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn add_if(x: V, m: M, c: V) -> V {
-        _mm256_add_epi64(x, _mm256_and_si256(m, c))
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn sub_if(x: V, m: M, c: V) -> V {
-        _mm256_sub_epi64(x, _mm256_and_si256(m, c))
     }
 
     /// The first `W` elements of `x` (a shorter slice panics).
