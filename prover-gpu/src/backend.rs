@@ -77,9 +77,11 @@ pub trait Backend: Send + Sync {
     }
 
     /// The search of FRI's proof of work: the smallest candidate in `start .. start + count`
-    /// for which [`pow_response`](crate::transcript::pow_response) (`state` permuted with the candidate written at `slot`) has
-    /// at least `min_leading_zeros` leading zeros in its canonical 64-bit form; `None` if none
-    /// does. Every candidate is below the field's order.
+    /// for which [`pow_response`](crate::transcript::pow_response) (`state` permuted with the
+    /// candidate written at `slot`) has at least `min_leading_zeros` leading zeros in its
+    /// canonical 64-bit form; `None` if none does. Every candidate is below the field's order.
+    /// The default searches on the CPU, eight candidates per permutation
+    /// ([`crate::poseidon_x8::grind`]).
     fn grind(
         &self,
         state: &[F; WIDTH],

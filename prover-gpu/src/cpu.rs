@@ -1,6 +1,6 @@
 //! The rayon backend: plonky2's own FFT (with shared root tables and the zero-skipping LDE) and
-//! plonky2's Poseidon, eight states at a time where the CPU has AVX-512 ([`poseidon_x8`]),
-//! parallel over polynomials and rows.
+//! plonky2's Poseidon, eight states at a time on AVX-512 or AVX2 where the CPU has either
+//! ([`poseidon_x8`]), parallel over polynomials and rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
