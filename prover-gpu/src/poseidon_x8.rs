@@ -93,7 +93,8 @@ pub type Lanes = [[u64; LANES]; SPONGE_WIDTH];
 
 /// Permutes eight states in place, on this CPU's best instruction set ([`isa`]).
 pub fn permute(states: &mut Lanes) {
-    permute_with(isa(), states);
+    // SAFETY: `isa()` is an instruction set this CPU supports.
+    unsafe { permute_on(isa(), states) }
 }
 
 /// Permutes eight states in place with `isa`; `false`, and `states` untouched, where this CPU
@@ -102,16 +103,23 @@ pub fn permute_with(isa: Isa, states: &mut Lanes) -> bool {
     if !isa.supported() {
         return false;
     }
+    // SAFETY: checked just above.
+    unsafe { permute_on(isa, states) };
+    true
+}
+
+/// # Safety
+/// The CPU must support `isa`.
+unsafe fn permute_on(isa: Isa, states: &mut Lanes) {
     match isa {
-        // SAFETY: the CPU has AVX-512F (`supported`, just above).
+        // SAFETY: the caller's guarantee.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { avx512::permute(states) },
-        // SAFETY: the CPU has AVX2 (`supported`, just above).
+        // SAFETY: the caller's guarantee.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::permute(states) },
         _ => permute_scalar(states),
     }
-    true
 }
 
 /// The fallback: plonky2's permutation, one state at a time.
@@ -249,13 +257,15 @@ pub fn grind(state: &[F; SPONGE_WIDTH], slot: usize, min_leading_zeros: u32, sta
 }
 
 /// One instruction set's intrinsics under the names [`lane_rounds`] uses, each compiled with
-/// that set's target feature: `name(args) -> type = body;`.
+/// that set's target feature: `name<const N: T>(args) -> type = body;`, the const parameter
+/// optional.
 macro_rules! wrap {
-    ($feature:literal; $($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:expr;)*) => {
+    ($feature:literal; $($(#[$doc:meta])* $name:ident $(<const $n:ident: $nt:ty>)? ($($arg:ident: $ty:ty),*) -> $ret:ty = $body:expr;)*) => {
         $(
+            $(#[$doc])*
             #[target_feature(enable = $feature)]
             #[inline]
-            fn $name($($arg: $ty),*) -> $ret {
+            fn $name$(<const $n: $nt>)?($($arg: $ty),*) -> $ret {
                 $body
             }
         )*
@@ -642,35 +652,19 @@ mod avx512 {
         lt(a: V, b: V) -> M = _mm512_cmplt_epu64_mask(a, b);
         add_if(x: V, m: M, c: V) -> V = _mm512_mask_add_epi64(x, m, x, c);
         sub_if(x: V, m: M, c: V) -> V = _mm512_mask_sub_epi64(x, m, x, c);
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn shl<const N: u32>(a: V) -> V {
-        _mm512_slli_epi64::<N>(a)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn shr<const N: u32>(a: V) -> V {
-        _mm512_srli_epi64::<N>(a)
-    }
-
-    /// The first `W` elements of `x` (a shorter slice panics).
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn load(x: &[u64]) -> V {
-        let x = &x[..W];
-        // SAFETY: `x` holds the W u64 (64 bytes) of one unaligned load.
-        unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn store(x: &mut [u64], v: V) {
-        let x = &mut x[..W];
-        // SAFETY: as in `load`, for the store.
-        unsafe { _mm512_storeu_si512(x.as_mut_ptr().cast(), v) }
+        shl<const N: u32>(a: V) -> V = _mm512_slli_epi64::<N>(a);
+        shr<const N: u32>(a: V) -> V = _mm512_srli_epi64::<N>(a);
+        /// The first `W` elements of `x` (a shorter slice panics).
+        load(x: &[u64]) -> V = {
+            let x = &x[..W];
+            // SAFETY: `x` holds the W u64 (64 bytes) of one unaligned load.
+            unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
+        };
+        store(x: &mut [u64], v: V) -> () = {
+            let x = &mut x[..W];
+            // SAFETY: as in `load`, for the store.
+            unsafe { _mm512_storeu_si512(x.as_mut_ptr().cast(), v) }
+        };
     }
 
     lane_rounds!("avx512f");
@@ -701,43 +695,24 @@ mod avx2 {
         mul32(a: V, b: V) -> V = _mm256_mul_epu32(a, b);
         add_if(x: V, m: M, c: V) -> V = _mm256_add_epi64(x, _mm256_and_si256(m, c));
         sub_if(x: V, m: M, c: V) -> V = _mm256_sub_epi64(x, _mm256_and_si256(m, c));
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn shl<const N: i32>(a: V) -> V {
-        _mm256_slli_epi64::<N>(a)
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn shr<const N: i32>(a: V) -> V {
-        _mm256_srli_epi64::<N>(a)
-    }
-
-    /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn lt(a: V, b: V) -> M {
-        let sign = splat(1 << 63);
-        _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
-    }
-
-    /// The first `W` elements of `x` (a shorter slice panics).
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn load(x: &[u64]) -> V {
-        let x = &x[..W];
-        // SAFETY: `x` holds the W u64 (32 bytes) of one unaligned load.
-        unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn store(x: &mut [u64], v: V) {
-        let x = &mut x[..W];
-        // SAFETY: as in `load`, for the store.
-        unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
+        shl<const N: i32>(a: V) -> V = _mm256_slli_epi64::<N>(a);
+        shr<const N: i32>(a: V) -> V = _mm256_srli_epi64::<N>(a);
+        /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
+        lt(a: V, b: V) -> M = {
+            let sign = splat(1 << 63);
+            _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
+        };
+        /// The first `W` elements of `x` (a shorter slice panics).
+        load(x: &[u64]) -> V = {
+            let x = &x[..W];
+            // SAFETY: `x` holds the W u64 (32 bytes) of one unaligned load.
+            unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
+        };
+        store(x: &mut [u64], v: V) -> () = {
+            let x = &mut x[..W];
+            // SAFETY: as in `load`, for the store.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
+        };
     }
 
     lane_rounds!("avx2");
