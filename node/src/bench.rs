@@ -1,8 +1,9 @@
 //! `rollup bench`: how many transactions per second this machine proves. A realistic mixed load
 //! (signed, from the devnet genesis) goes through the whole proving path, the stages timed one by
 //! one: signature checks, execution and witnesses, batch proofs, each aggregation level, and the
-//! block proof's verification. W workers prove in parallel on this machine. The stock plonky2
-//! prover on the same batch circuit, in the same run, is the baseline.
+//! block proof's verification. W workers prove in parallel on this machine. The baseline is the
+//! stock plonky2 prover doing the same proving work (the same batch proofs and merges, one proof
+//! at a time on all cores) in the same run.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -74,15 +75,27 @@ struct Report {
     batch_capacity: usize,
     workers: usize,
     proven_tps: f64,
+    /// The same transactions proven by stock plonky2 through the same path (`batches` batch
+    /// proofs and `merges` merges, one proof at a time on all cores): `txs` over
+    /// `batches·stock_batch_proof_seconds + merges·stock_merge_proof_seconds`.
     stock_plonky2_tps: f64,
+    /// `proven_tps / stock_plonky2_tps`.
     speedup_vs_stock: f64,
     stages: Vec<Stage>,
+    /// Merge proofs in the aggregation tree (`batches − 1`, or one above a lone batch).
+    merges: usize,
     /// One full batch proved alone by stock plonky2: the median of `baseline_pairs` runs.
     stock_batch_proof_seconds: f64,
+    /// One merge of two batch proofs proved alone by stock plonky2: the median of
+    /// `baseline_pairs` runs (a merge of merges costs the same: the merge circuit is one).
+    stock_merge_proof_seconds: f64,
+    /// One full batch proof, stock's median time over ours (`batch_proof_steps.total`).
+    batch_speedup_vs_stock: Option<f64>,
     /// The same batch proved alone on the chosen backend, by step: the run of median total
     /// among `baseline_pairs`, each right after a stock run.
     batch_proof_steps: Option<BatchSteps>,
-    /// Stock and pipeline proofs of the full batch, interleaved, behind the two figures above.
+    /// Rounds of the baseline behind the figures above: a stock batch proof, ours of the same
+    /// batch, and a stock merge, interleaved.
     baseline_pairs: usize,
     proving_seconds: f64,
     block_proof_bytes: usize,
@@ -92,7 +105,8 @@ struct Report {
     machine: Machine,
 }
 
-/// Stock and pipeline proofs of one full batch, interleaved, for the baseline's medians.
+/// Rounds of the baseline (stock and pipeline proofs of one full batch, a stock merge),
+/// interleaved, for its medians.
 const BASELINE_PAIRS: usize = 3;
 
 /// Seconds of each step of one batch proof on our pipeline.
@@ -307,14 +321,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
     circuits.verifier.verify(&block.bytes, &expected)?;
     stage("verification", t, 1);
 
-    // Baseline: plonky2's own prover on the same circuit and a full batch, alone on the machine,
-    // interleaved with the chosen backend on the same batch, pair after pair; medians of each, so
-    // one noisy run on a shared machine does not make the comparison.
+    // Baseline: plonky2's own prover doing the same proving work, alone on the machine. A full
+    // batch proof, the chosen backend's proof of the same batch, and a merge (the first of
+    // level 1, on this run's batch proofs), round after round; medians of each, so one noisy
+    // run on a shared machine does not make the comparison. Every merge costs the same (one
+    // merge circuit), and a partial batch costs a full one (one batch circuit), so the stock
+    // path is `batches` batch proofs and `merges` merges at those medians.
+    let merges = plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Merge { .. })).count();
+    let merge_job = match plan.level(1).next().map(|j| j.kind) {
+        Some(PlannedKind::Merge { left, right }) => {
+            let get = |id: usize| outputs[id].clone().context("child not proven");
+            AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? }
+        }
+        _ => bail!("the block plan has no merge at level 1"),
+    };
     bar.set_prefix("baseline");
     bar.set_length(BASELINE_PAIRS as u64);
     bar.set_position(0);
     let full = witnesses.iter().max_by_key(|w| w.slots.len()).context("no batch")?;
     let mut stock_runs = Vec::with_capacity(BASELINE_PAIRS);
+    let mut stock_merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
     for _ in 0..BASELINE_PAIRS {
         let t = Instant::now();
@@ -332,17 +358,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
             circuits.batch.verify(&proof)?;
             pipeline_runs.push(BatchSteps::from(&s));
         }
+        let t = Instant::now();
+        let merged = c.aggregation.run(&Prover::Stock, &merge_job)?;
+        stock_merge_runs.push(t.elapsed().as_secs_f64());
+        if merged.kind != ProofKind::Merge {
+            bail!("the stock merge made a {:?} proof", merged.kind);
+        }
         bar.inc(1);
     }
-    stock_runs.sort_by(f64::total_cmp);
-    let stock_seconds = stock_runs[stock_runs.len() / 2];
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let stock_seconds = median(stock_runs);
+    let stock_merge_seconds = median(stock_merge_runs);
     // The pipeline run whose total is the median, with its steps.
     pipeline_runs.sort_by(|x, y| x.total.total_cmp(&y.total));
     let steps = (!pipeline_runs.is_empty()).then(|| pipeline_runs.swap_remove(pipeline_runs.len() / 2));
     bar.finish_and_clear();
 
     let proven_tps = txs.len() as f64 / proving_seconds;
-    let stock_plonky2_tps = a.capacity as f64 / stock_seconds;
+    let stock_path_seconds = witnesses.len() as f64 * stock_seconds + merges as f64 * stock_merge_seconds;
+    let stock_plonky2_tps = txs.len() as f64 / stock_path_seconds;
+    let batch_speedup_vs_stock = steps.as_ref().map(|s| stock_seconds / s.total);
     let report = Report {
         backend: prover.name().into(),
         txs: txs.len(),
@@ -352,7 +390,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         proven_tps,
         stock_plonky2_tps,
         speedup_vs_stock: proven_tps / stock_plonky2_tps,
+        merges,
         stock_batch_proof_seconds: stock_seconds,
+        stock_merge_proof_seconds: stock_merge_seconds,
+        batch_speedup_vs_stock,
         batch_proof_steps: steps,
         baseline_pairs: BASELINE_PAIRS,
         stages,
@@ -380,16 +421,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
             report.proven_tps
         );
         println!(
-            "  stock plonky2            {:>9.2} tx/s (one full batch, proof only, median of {})",
-            report.stock_plonky2_tps, report.baseline_pairs
+            "  stock plonky2            {:>9.2} tx/s (the same {} batch proofs and {} merges, one at a time: \
+             {:.3} s and {:.3} s each, medians of {})",
+            report.stock_plonky2_tps,
+            report.batches,
+            report.merges,
+            report.stock_batch_proof_seconds,
+            report.stock_merge_proof_seconds,
+            report.baseline_pairs
         );
         if let Some(s) = &report.batch_proof_steps {
             println!(
-                "  one batch, {:<13} {:>9.3} s vs stock {:.3} s: commitments {:.3} s (wires {:.3}, Z {:.3}, quotient {:.3}), \
-                 quotient {:.3} s, openings {:.3} s, FRI {:.3} s, witness {:.3} s",
+                "  one batch, {:<13} {:>9.3} s vs stock {:.3} s ({:.2}x): commitments {:.3} s (wires {:.3}, Z {:.3}, \
+                 quotient {:.3}), quotient {:.3} s, openings {:.3} s, FRI {:.3} s, witness {:.3} s",
                 report.backend,
                 s.total,
                 report.stock_batch_proof_seconds,
+                report.stock_batch_proof_seconds / s.total,
                 s.wires_commit + s.zs_commit + s.quotient_commit,
                 s.wires_commit,
                 s.zs_commit,
@@ -400,7 +448,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 s.witness
             );
         }
-        println!("  speedup vs stock         {:>9.2}", report.speedup_vs_stock);
+        println!("  speedup vs stock         {:>9.2} (proven over stock, the same work)", report.speedup_vs_stock);
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
         if let Some(d) = report.peak_device_memory_mib {
             println!("  peak device memory       {d:>9.0} MiB");

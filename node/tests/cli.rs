@@ -102,6 +102,11 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     let (proven, stock) = (num("proven_tps"), num("stock_plonky2_tps"));
     assert!(proven > 0.0 && stock > 0.0, "{r}");
     assert!((num("speedup_vs_stock") - proven / stock).abs() < 1e-9 * proven / stock);
+    // The baseline is stock plonky2 doing the same work: two batch proofs and one merge.
+    assert_eq!(r["merges"], 1, "{r}");
+    let (stock_batch, stock_merge) = (num("stock_batch_proof_seconds"), num("stock_merge_proof_seconds"));
+    assert!(stock_batch > 0.0 && stock_merge > 0.0, "{r}");
+    assert!((8.0 / (2.0 * stock_batch + stock_merge) - stock).abs() < 1e-9 * stock, "stock path: {r}");
     assert!((8.0 / num("proving_seconds") - proven).abs() < 1e-9 * proven, "proven_tps is txs over proving time");
     // Two batches: their proofs, then one merge of the two batch proofs at level 1 (level 0 is
     // the batch proofs themselves, with no wrapping proof).
@@ -122,6 +127,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         ["witness", "wires_commit", "partial_products", "zs_commit", "quotient", "quotient_commit", "openings", "fri"];
     let sum: f64 = parts.iter().map(|k| step(k)).sum();
     assert!((sum - step("total")).abs() < 1e-6 && step("total") > 0.0, "{steps}");
+    assert!((num("batch_speedup_vs_stock") - stock_batch / step("total")).abs() < 1e-9 * stock_batch / step("total"));
     assert!(num("peak_memory_mib") > 0.0 && r["block_proof_bytes"].as_u64() > Some(0));
     assert!(r["machine"]["cores"].as_u64() >= Some(1) && r["machine"]["cpu"].is_string(), "{r}");
     // The rayon backend's Poseidon instruction set, as this CPU decides it.
