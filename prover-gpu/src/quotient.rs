@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use plonky2::field::types::Field;
+use plonky2::field::types::{Field, PrimeField64};
 use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::gates::arithmetic_base::ArithmeticGate;
@@ -46,6 +46,20 @@ const D: usize = 2;
 
 /// Points per batch of plonky2's gate evaluation.
 const CPU_BATCH: usize = 32;
+
+/// `Σ a_i·b_i`: the 128-bit products summed as integers (with a count of the sums' wraps past
+/// 2^128) and reduced once, so no product waits for the one before it.
+fn dot(a: &[F], b: &[F]) -> F {
+    let (mut sum, mut wraps) = (0u128, 0u64);
+    for (x, y) in a.iter().zip(b) {
+        let product = u128::from(x.to_noncanonical_u64()) * u128::from(y.to_noncanonical_u64());
+        let (s, wrapped) = sum.overflowing_add(product);
+        sum = s;
+        wraps += u64::from(wrapped);
+    }
+    // 2^128 ≡ −2^32 (mod p): 2^64 ≡ 2^32 − 1, squared.
+    F::from_noncanonical_u128(sum) - F::from_canonical_u64(wraps) * F::from_canonical_u64(1 << 32)
+}
 
 /// Which gates share which selector polynomial: plonky2's `SelectorsInfo`, whose fields are
 /// crate-private in plonky2 1.1. It derives `Serialize`, so it is read back through serde.
@@ -189,11 +203,18 @@ impl QuotientInputs<'_> {
         // β·k_j for each challenge and routed wire: the identity permutation's part of a numerator.
         let beta_k: Vec<F> =
             self.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
+        // α^t for every term: plonky2's Horner evaluation of the terms by α is Σ_t α^t·term_t,
+        // which `dot` computes without Horner's chain of dependent products.
+        let alpha_powers: Vec<Vec<F>> =
+            self.alphas.iter().map(|&alpha| alpha.powers().take(self.num_terms()).collect()).collect();
+        // The permutation argument's steps: products over chunks of the routed wires.
+        let steps = routed.div_ceil(chunk);
 
-        let per_point: Vec<Vec<F>> = xs
+        // Per batch of points: each challenge's values at its points, challenge after challenge.
+        let per_batch: Vec<Vec<F>> = xs
             .par_chunks(CPU_BATCH)
             .enumerate()
-            .flat_map_iter(|(b, batch_xs)| {
+            .map(|(b, batch_xs)| {
                 let len = batch_xs.len();
                 let first = b * CPU_BATCH;
                 // Constants and wires of the batch, column-major as `EvaluationVarsBaseBatch` wants.
@@ -223,8 +244,9 @@ impl QuotientInputs<'_> {
                     gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
                 }
 
-                let mut out = Vec::with_capacity(len);
+                let mut out = vec![F::ZERO; num_challenges * len];
                 let mut terms = Vec::with_capacity(self.num_terms());
+                let (mut num, mut den) = (vec![F::ONE; steps], vec![F::ONE; steps]);
                 for (k, &x) in batch_xs.iter().enumerate() {
                     let i = first + k;
                     let local = self.zs.get_lde_values(i, step);
@@ -240,27 +262,32 @@ impl QuotientInputs<'_> {
                     for c in 0..num_challenges {
                         let (beta, gamma) = (self.betas[c], self.gammas[c]);
                         let partials = &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
-                        let mut prev = local[c];
-                        for (step_no, start) in (0..routed).step_by(chunk).enumerate() {
-                            let (mut num, mut den) = (F::ONE, F::ONE);
-                            for j in start..(start + chunk).min(routed) {
-                                let w = wire_vals[j * len + k];
-                                num *= w + beta_k[c * routed + j] * x + gamma;
-                                den *= w + beta * sigmas[j] + gamma;
+                        // Every step's product of numerators and of denominators, wire `r` of
+                        // every chunk in turn, so that the steps' chains of products overlap.
+                        num.fill(F::ONE);
+                        den.fill(F::ONE);
+                        for r in 0..chunk {
+                            for step in 0..steps {
+                                let j = step * chunk + r;
+                                if j < routed {
+                                    let w = wire_vals[j * len + k];
+                                    num[step] *= w + beta_k[c * routed + j] * x + gamma;
+                                    den[step] *= w + beta * sigmas[j] + gamma;
+                                }
                             }
-                            let acc = if step_no < num_prods { partials[step_no] } else { next[c] };
-                            terms.push(prev * num - acc * den);
+                        }
+                        let mut prev = local[c];
+                        for step in 0..steps {
+                            let acc = if step < num_prods { partials[step] } else { next[c] };
+                            terms.push(prev * num[step] - acc * den[step]);
                             prev = acc;
                         }
                     }
                     terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
                     let inv = z_h.eval_inverse(i);
-                    out.push(
-                        self.alphas
-                            .iter()
-                            .map(|&alpha| terms.iter().rev().fold(F::ZERO, |acc, &t| acc * alpha + t) * inv)
-                            .collect::<Vec<F>>(),
-                    );
+                    for (c, powers) in alpha_powers.iter().enumerate() {
+                        out[c * len + k] = dot(&terms, powers) * inv;
+                    }
                 }
                 out
             })
@@ -268,7 +295,9 @@ impl QuotientInputs<'_> {
 
         let mut flat = vec![F::ZERO; num_challenges * size];
         flat.par_chunks_mut(size).enumerate().for_each(|(c, poly)| {
-            poly.iter_mut().zip(&per_point).for_each(|(v, row)| *v = row[c]);
+            for (points, batch) in poly.chunks_mut(CPU_BATCH).zip(&per_batch) {
+                points.copy_from_slice(&batch[c * points.len()..(c + 1) * points.len()]);
+            }
         });
         Ok(flat)
     }
@@ -589,5 +618,40 @@ impl GateProgram {
     /// The largest constraint count in an encoded program.
     fn max_constraints(encoded: &[u32]) -> usize {
         encoded.chunks(GATE_WORDS).map(|g| g[8] as usize).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plonky2::field::types::Field64;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// `dot` against Horner's rule by plonky2's field, with raw values up to 2^64 − 1 (not
+    /// canonical, as the terms may be) and enough terms that the 128-bit sum wraps many times.
+    #[test]
+    fn dot_equals_horners_rule_past_every_wrap() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let edges = [0, 1, F::ORDER - 1, F::ORDER, F::ORDER + 1, u64::MAX - 1, u64::MAX];
+        for len in [0, 1, 2, 150, 1000] {
+            for pick in 0..4 {
+                let raw = |rng: &mut StdRng| match pick {
+                    0 => u64::MAX,
+                    1 => edges[rng.gen_range(0..edges.len())],
+                    _ => rng.gen(),
+                };
+                let terms: Vec<F> = (0..len).map(|_| F::from_noncanonical_u64(raw(&mut rng))).collect();
+                let alpha = F::from_noncanonical_u64(raw(&mut rng));
+                let powers: Vec<F> = alpha.powers().take(len).collect();
+                let horner = terms.iter().rev().fold(F::ZERO, |acc, &t| acc * alpha + t);
+                assert_eq!(dot(&terms, &powers), horner, "{len} terms, pick {pick}");
+            }
+        }
+        // All-maximal products wrap the sum once every two terms.
+        let max = vec![F::from_noncanonical_u64(u64::MAX); 1000];
+        let naive = max.iter().zip(&max).fold(F::ZERO, |acc, (a, b)| acc + *a * *b);
+        assert_eq!(dot(&max, &max), naive);
     }
 }
