@@ -6,14 +6,16 @@
 //! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
 //! Here each Goldilocks product is four 32×32-bit lane multiplications (`vpmuludq`) and
 //! plonky2's own reduction of the 128-bit result. The permutation is plonky2's: the same
-//! constants and MDS matrix, the same output. Two things make the vector version cheaper than a
-//! transcription of plonky2's `poseidon`, each exact:
+//! constants and MDS matrix, the same output. Three things make the vector version cheaper than
+//! a transcription of plonky2's `poseidon`, each exact:
 //! - the MDS layer is plonky2's frequency-domain product (`mds_multiply_freq`), whose constants
 //!   are shifts;
 //! - with that MDS layer, the partial rounds are cheaper in their textbook form (plonky2's
 //!   `partial_rounds_naive`: round constants, one S-box, the MDS layer) than in the sparse
 //!   "fast" form plonky2's `poseidon` runs, whose dot products multiply by full 64-bit
-//!   constants; plonky2's tests hold the two forms equal.
+//!   constants; plonky2's tests hold the two forms equal;
+//! - the S-box's two squarings take three 32-bit products, not four, as plonky2's own AVX-512
+//!   field squares, and each product's high halves come from a shuffle, off the shift unit.
 //!
 //! The rounds are written once (`lane_rounds!`) over a few primitives that each instruction set
 //! defines: on AVX-512 a carry is a compare into a mask register and a masked add; AVX2 has
@@ -320,7 +322,7 @@ macro_rules! lane_rounds {
         #[target_feature(enable = $feature)]
         #[inline]
         fn mul_wide(a: V, b: V) -> (V, V) {
-            let (a_hi, b_hi) = (shr::<32>(a), shr::<32>(b));
+            let (a_hi, b_hi) = (hi32(a), hi32(b));
             let ll = mul32(a, b);
             let lh = mul32(a, b_hi);
             let hl = mul32(a_hi, b);
@@ -357,10 +359,26 @@ macro_rules! lane_rounds {
         #[target_feature(enable = $feature)]
         #[inline]
         fn sbox(x: V) -> V {
-            let x2 = mul(x, x);
+            let x2 = square(x);
             let x3 = mul(x2, x);
-            let x4 = mul(x2, x2);
+            let x4 = square(x2);
             mul(x3, x4)
+        }
+
+        /// `a²`, as plonky2's AVX-512 field squares: a² = hh·2^64 + m·2^33 + ll with
+        /// m = a_lo·a_hi, so the one middle product goes in shifted by 33, and no sum carries
+        /// (m + (ll >> 33) < 2^64).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn square(a: V) -> V {
+            let a_hi = hi32(a);
+            let ll = mul32(a, a);
+            let m = mul32(a, a_hi);
+            let hh = mul32(a_hi, a_hi);
+            let t0 = add64(m, shr::<33>(ll));
+            let hi = add64(hh, shr::<31>(t0));
+            let lo = add64(ll, shl::<33>(m));
+            reduce128(lo, hi)
         }
 
         /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
@@ -497,7 +515,7 @@ macro_rules! lane_rounds {
         /// its tests hold equal to the sparse "fast" form its `poseidon` runs): here the MDS
         /// layer, shifts in the frequency domain, costs less than the fast form's two products
         /// by full 64-bit constants per element (eight states: 4.6 µs against 6.2 µs on AVX-512,
-        /// 7.1 µs against 9.1 µs on AVX2).
+        /// 7.1 µs against 9.1 µs on AVX2, before the squarings and shuffles above).
         #[target_feature(enable = $feature)]
         #[inline]
         fn rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize, count: usize, full: bool) {
@@ -515,18 +533,18 @@ macro_rules! lane_rounds {
             }
         }
 
-        /// `a + b` for canonical `b`, `a·b` and the wrapping `a·b[0]`, lane by lane, for the
-        /// tests.
+        /// `a + b` for canonical `b`, `a·b`, `b²` and the wrapping `a·b[0]`, lane by lane, for
+        /// the tests.
         ///
         /// # Safety
         /// The CPU must have the module's instruction set.
         #[cfg(test)]
         #[target_feature(enable = $feature)]
-        pub unsafe fn arithmetic(a: &[u64; LANES], b: &[u64; LANES]) -> [[u64; LANES]; 3] {
-            let mut out = [[0u64; LANES]; 3];
+        pub unsafe fn arithmetic(a: &[u64; LANES], b: &[u64; LANES]) -> [[u64; LANES]; 4] {
+            let mut out = [[0u64; LANES]; 4];
             for part in (0..LANES).step_by(W) {
                 let (va, vb) = (load(&a[part..]), load(&b[part..]));
-                let results = [add_canonical(va, vb), mul(va, vb), times(va, b[0] as i64)];
+                let results = [add_canonical(va, vb), mul(va, vb), square(vb), times(va, b[0] as i64)];
                 for (o, v) in out.iter_mut().zip(results) {
                     store(&mut o[part..], v);
                 }
@@ -596,6 +614,9 @@ mod avx512 {
         sub_if(x: V, m: M, c: V) -> V = _mm512_mask_sub_epi64(x, m, x, c);
         shl<const N: u32>(a: V) -> V = _mm512_slli_epi64::<N>(a);
         shr<const N: u32>(a: V) -> V = _mm512_srli_epi64::<N>(a);
+        /// Each lane's high 32 bits copied into its low half (for `mul32`, which reads only that),
+        /// by a shuffle rather than a shift.
+        hi32(a: V) -> V = _mm512_castps_si512(_mm512_movehdup_ps(_mm512_castsi512_ps(a)));
         /// The first `W` elements of `x` (a shorter slice panics).
         load(x: &[u64]) -> V = {
             let x = &x[..W];
@@ -639,6 +660,9 @@ mod avx2 {
         sub_if(x: V, m: M, c: V) -> V = _mm256_sub_epi64(x, _mm256_and_si256(m, c));
         shl<const N: i32>(a: V) -> V = _mm256_slli_epi64::<N>(a);
         shr<const N: i32>(a: V) -> V = _mm256_srli_epi64::<N>(a);
+        /// Each lane's high 32 bits copied into its low half (for `mul32`, which reads only that),
+        /// by a shuffle rather than a shift.
+        hi32(a: V) -> V = _mm256_castps_si256(_mm256_movehdup_ps(_mm256_castsi256_ps(a)));
         /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
         lt(a: V, b: V) -> M = {
             let sign = splat(1 << 63);
@@ -687,7 +711,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn lane_arithmetic_is_plonky2s_at_the_edges() {
-        type Arithmetic = unsafe fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 3];
+        type Arithmetic = unsafe fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 4];
         for (isa, arithmetic) in [(Isa::Avx512, avx512::arithmetic as Arithmetic), (Isa::Avx2, avx2::arithmetic)] {
             if isa.supported() {
                 // SAFETY: the CPU has the instruction set (checked just above).
@@ -699,7 +723,7 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn check_lane_arithmetic(arithmetic: impl Fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 3]) {
+    fn check_lane_arithmetic(arithmetic: impl Fn(&[u64; LANES], &[u64; LANES]) -> [[u64; LANES]; 4]) {
         // The frequency-domain MDS constants, as the wrapping multiplier's special cases.
         let mut edges: Vec<u64> = [-1i64, -3, -4, -8, 16, 17, 32].iter().map(|&c| c as u64).collect();
         edges.extend(edge_values());
@@ -711,11 +735,12 @@ mod tests {
             for k in 0..edges.len() {
                 let b: [u64; LANES] = std::array::from_fn(|l| edges[(k + l) % edges.len()]);
                 let a = [x; LANES];
-                let [sum_canonical, product, wrapping] = arithmetic(&a, &b);
+                let [sum_canonical, product, square, wrapping] = arithmetic(&a, &b);
                 for l in 0..LANES {
                     assert_eq!(wrapping[l], a[l].wrapping_mul(b[0]), "{:#x} · {:#x} mod 2^64", a[l], b[0]);
                     let (fa, fb) = (F::from_noncanonical_u64(a[l]), F::from_noncanonical_u64(b[l]));
                     assert_eq!(F::from_noncanonical_u64(product[l]), fa * fb, "{:#x} · {:#x}", a[l], b[l]);
+                    assert_eq!(F::from_noncanonical_u64(square[l]), fb * fb, "{:#x}²", b[l]);
                     if b[l] < p {
                         assert_eq!(F::from_noncanonical_u64(sum_canonical[l]), fa + fb, "{:#x} + {:#x}", a[l], b[l]);
                     }
