@@ -498,13 +498,11 @@ macro_rules! lane_rounds {
             lo[0] = add64(lo[0], shl::<3>(and64(s[0], mask)));
             hi[0] = add64(hi[0], shl::<3>(shr::<32>(s[0])));
             std::array::from_fn(|r| {
-                // lo + hi·2^32 = h·2^64 + low with h < 2^10; h·2^64 ≡ h·ε.
-                let low = add64(lo[r], shl::<32>(hi[r]));
-                let carry = lt(low, lo[r]);
+                // lo + hi·2^32 with hi = h·2^32 + hl: h·2^64 ≡ h·ε, and h·ε = h·2^32 − h (h
+                // below 2^10). lo + h·ε is below 2^42, so only the last sum can carry.
                 let h = shr::<32>(hi[r]);
-                let h = add_if(h, carry, splat(1));
-                // h·ε = h·2^32 − h, h below 2^32: two simple operations, not a product.
-                add_canonical(low, sub64(shl::<32>(h), h))
+                let lo = add64(lo[r], sub64(shl::<32>(h), h));
+                add_canonical(shl::<32>(hi[r]), lo)
             })
         }
 
