@@ -57,8 +57,8 @@ impl SparseMerkleTree {
         for h in 0..=self.depth {
             let key = NodeKey { tree: self.tree, height: h as u8, index: index >> h };
             store.put_node(key, node, node == empty_subtree(h));
-            if h < self.depth {
-                node = if (index >> h) & 1 == 1 { hash_pair(path[h], node) } else { hash_pair(node, path[h]) };
+            if let Some(&sibling) = path.get(h).filter(|_| h < self.depth) {
+                node = if (index >> h) & 1 == 1 { hash_pair(sibling, node) } else { hash_pair(node, sibling) };
             }
         }
         path

@@ -67,6 +67,8 @@ pub const CARRY_BITS: usize = 36;
 
 impl SwapLimbs {
     /// Decomposes the check for `in = i0 + i1·2^32`, `f`, `r_in`, `r_out`. Requires `D > 0`.
+    // The column sums index two limb arrays by i and k − 2i, as the schoolbook formula reads.
+    #[allow(clippy::needless_range_loop)]
     pub fn compute(amount_in: u64, f: u64, reserve_in: u64, reserve_out: u64) -> Option<SwapLimbs> {
         let (i0, i1) = (amount_in & 0xffff_ffff, amount_in >> 32);
         let (n0, n1) = (reserve_in & 0xffff_ffff, reserve_in >> 32);

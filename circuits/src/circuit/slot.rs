@@ -76,6 +76,8 @@ pub(super) fn account_inputs(pkh: &[Target; 4], nonce: Target, broot: HashOutTar
 
 /// Checks `out = floor(in·f·r_out / (r_in·10000 + in·f))` with the limbs of [`crate::swap::SwapLimbs`]
 /// and returns `out`.
+// The column sums index two limb arrays by i and k − 2i, as the schoolbook formula reads.
+#[allow(clippy::needless_range_loop)]
 fn swap_output(b: &mut Builder, amount_in: U64Target, f: Target, r_in: U64Target, r_out: U64Target) -> U64Target {
     let limbs = SwapLimbTargets {
         h: std::array::from_fn(|_| b.add_virtual_target()),
