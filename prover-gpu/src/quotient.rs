@@ -139,6 +139,9 @@ impl QuotientInputs<'_> {
             && self.alphas.len() == rounds
             && quotient_bits(c) <= c.config.fri_config.rate_bits
             && c.quotient_degree_factor > 0
+            // One partial product per chunk of routed wires but the last (plonky2's layout),
+            // so the terms are `num_terms` long.
+            && c.config.num_routed_wires.div_ceil(c.quotient_degree_factor) == c.num_partial_products + 1
             && whole(self.wires)
             && width(self.wires) == c.config.num_wires
             && whole(self.zs)
