@@ -1,18 +1,14 @@
-//! The rayon backend: plonky2's own FFT (with shared root tables and the zero-skipping LDE) and
-//! plonky2's Poseidon, eight states at a time on AVX-512 or AVX2 where the CPU has either
-//! ([`poseidon_x8`]), parallel over polynomials and rows.
+//! The rayon backend: plonky2's FFT (its root tables, its zero-skipping LDE) and plonky2's
+//! Poseidon, each on vector lanes on AVX-512 or AVX2 where the CPU has either ([`ntt_x8`],
+//! [`poseidon_x8`]), parallel over polynomials and rows.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use plonky2::field::fft::{fft_root_table, ifft_with_options, FftRootTable};
-use plonky2::field::polynomial::{PolynomialCoeffs, PolynomialValues};
 use plonky2::field::types::Field;
 use plonky2::util::reverse_index_bits_in_place;
 use rayon::prelude::*;
 
 use crate::backend::{check_polynomials, Backend, Digest};
 use crate::error::{BackendError, Result};
+use crate::ntt_x8::{self, root_table, shift_powers};
 use crate::poseidon_x8;
 use crate::F;
 
@@ -31,14 +27,6 @@ pub fn powers(x: F, n: usize) -> Vec<F> {
     v
 }
 
-/// plonky2's FFT root tables, one per size, shared by every call.
-fn root_table(n: usize) -> Arc<FftRootTable<F>> {
-    static TABLES: OnceLock<Mutex<HashMap<usize, Arc<FftRootTable<F>>>>> = OnceLock::new();
-    let tables = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut t = tables.lock().unwrap_or_else(|p| p.into_inner());
-    t.entry(n).or_insert_with(|| Arc::new(fft_root_table(n))).clone()
-}
-
 impl Backend for RayonBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -46,39 +34,26 @@ impl Backend for RayonBackend {
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
         check_polynomials(data.len(), n)?;
-        let table = root_table(n);
-        data.par_chunks_mut(n).for_each(|p| {
-            let values = PolynomialCoeffs::new(p.to_vec()).coset_fft_with_options(shift, None, Some(&table));
-            p.copy_from_slice(&values.values);
-        });
+        let (table, powers) = (root_table(n), shift_powers(shift, n));
+        data.par_chunks_mut(n).for_each(|p| ntt_x8::coset_fft(p, &powers, &table));
         Ok(())
     }
 
     fn intt_batch(&self, data: &mut [F], n: usize) -> Result<()> {
         check_polynomials(data.len(), n)?;
         let table = root_table(n);
-        data.par_chunks_mut(n).for_each(|p| {
-            let coeffs = ifft_with_options(PolynomialValues::new(p.to_vec()), None, Some(&table));
-            p.copy_from_slice(&coeffs.coeffs);
-        });
+        data.par_chunks_mut(n).for_each(|p| ntt_x8::ifft(p, &table));
         Ok(())
     }
 
     fn coset_lde_batch(&self, coeffs: &[F], n: usize, rate_bits: usize, shift: F) -> Result<Vec<F>> {
         check_polynomials(coeffs.len(), n)?;
         let m = n << rate_bits;
-        let table = root_table(m);
+        let (table, powers) = (root_table(m), shift_powers(shift, n));
         let mut lde = vec![F::ZERO; coeffs.len() << rate_bits];
-        lde.par_chunks_mut(m).zip(coeffs.par_chunks(n)).for_each(|(out, c)| {
-            // As plonky2's own LDE: the top 2^rate_bits − 1 of every 2^rate_bits coefficients are
-            // zero, and its FFT skips them.
-            let values = PolynomialCoeffs::new(c.to_vec()).lde(rate_bits).coset_fft_with_options(
-                shift,
-                Some(rate_bits),
-                Some(&table),
-            );
-            out.copy_from_slice(&values.values);
-        });
+        lde.par_chunks_mut(m)
+            .zip(coeffs.par_chunks(n))
+            .for_each(|(out, c)| ntt_x8::coset_lde(c, rate_bits, &powers, &table, out));
         Ok(lde)
     }
 
@@ -88,14 +63,13 @@ impl Backend for RayonBackend {
         // bit-reversed order.
         check_polynomials(coeffs.len(), n)?;
         let m = n << rate_bits;
-        let table = root_table(m);
+        let (table, powers) = (root_table(m), shift_powers(F::coset_shift(), n));
         let ldes: Vec<Vec<F>> = coeffs
             .par_chunks(n)
             .map(|c| {
-                PolynomialCoeffs::new(c.to_vec())
-                    .lde(rate_bits)
-                    .coset_fft_with_options(F::coset_shift(), Some(rate_bits), Some(&table))
-                    .values
+                let mut out = vec![F::ZERO; m];
+                ntt_x8::coset_lde(c, rate_bits, &powers, &table, &mut out);
+                out
             })
             .collect();
         let mut leaves: Vec<Vec<F>> = (0..m).into_par_iter().map(|r| ldes.iter().map(|p| p[r]).collect()).collect();

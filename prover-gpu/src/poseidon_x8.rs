@@ -17,9 +17,9 @@
 //! - the S-box's two squarings take three 32-bit products, not four, as plonky2's own AVX-512
 //!   field squares, and each product's high halves come from a shuffle, off the shift unit.
 //!
-//! The rounds are written once (`lane_rounds!`) over a few primitives that each instruction set
-//! defines: on AVX-512 a carry is a compare into a mask register and a masked add; AVX2 has
-//! neither, so its carries are emulated and its products avoid them.
+//! The rounds are written once (`lane_rounds!`) over the lane arithmetic of [`crate::lanes`],
+//! which each instruction set defines: on AVX-512 a carry is a compare into a mask register and
+//! a masked add; AVX2 has neither, so its carries are emulated and its products avoid them.
 //!
 //! Values stay in `[0, 2^64)` like plonky2's (not necessarily canonical); digests are written
 //! canonical.
@@ -259,28 +259,9 @@ pub fn grind(state: &[F; SPONGE_WIDTH], slot: usize, min_leading_zeros: u32, sta
     })
 }
 
-/// One instruction set's intrinsics under the names [`lane_rounds`] uses, each compiled with
-/// that set's target feature: `name<const N: T>(args) -> type = body;`, the const parameter
-/// optional.
-macro_rules! wrap {
-    ($feature:literal; $($(#[$doc:meta])* $name:ident $(<const $n:ident: $nt:ty>)? ($($arg:ident: $ty:ty),*) -> $ret:ty = $body:expr;)*) => {
-        $(
-            $(#[$doc])*
-            #[target_feature(enable = $feature)]
-            #[inline]
-            fn $name$(<const $n: $nt>)?($($arg: $ty),*) -> $ret {
-                $body
-            }
-        )*
-    };
-}
-
-/// The permutation's rounds on vectors of `W` lanes, over the primitives of the instruction set
-/// in scope: `V` (a vector of u64 lanes), `M` (a lane mask), `W`, `splat`, `zero`, `add64`,
-/// `sub64`, `and64`, `or64`, `mul32` (`vpmuludq`: the low 32 bits of each lane, multiplied to
-/// 64), `shl`/`shr`, `lt` (unsigned, lane by lane), `add_if`/`sub_if` (where the mask is set),
-/// `load`, `store`, and `CHEAP_CARRIES` (whether carries by comparison beat avoiding them).
-/// [`avx512`] and [`avx2`] define those and expand this, so both run the same rounds.
+/// The permutation's rounds on vectors of `W` lanes, over the lane arithmetic of the instruction
+/// set in scope ([`crate::lanes`]). [`avx512`] and [`avx2`] expand this, so both run the same
+/// rounds.
 macro_rules! lane_rounds {
     ($feature:literal) => {
         use plonky2::hash::poseidon::{
@@ -289,97 +270,6 @@ macro_rules! lane_rounds {
 
         use super::{Lanes, LANES};
         use crate::F;
-
-        /// 2^64 mod p = 2^32 − 1, for p = 2^64 − 2^32 + 1.
-        const EPSILON: u64 = 0xFFFF_FFFF;
-
-        /// `a + b` for `b < p`: on a carry, 2^64 ≡ ε is added back, and that cannot carry again
-        /// (the wrapped sum is below `b`).
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn add_canonical(a: V, b: V) -> V {
-            let s = add64(a, b);
-            let carry = lt(s, b);
-            add_if(s, carry, splat(EPSILON))
-        }
-
-        /// plonky2's `reduce128` of `hi·2^64 + lo`: 2^96 ≡ −1 and 2^64 ≡ ε.
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn reduce128(lo: V, hi: V) -> V {
-            let hi_hi = shr::<32>(hi);
-            let borrow = lt(lo, hi_hi);
-            let t0 = sub64(lo, hi_hi);
-            let t0 = sub_if(t0, borrow, splat(EPSILON));
-            // (hi mod 2^32)·ε: `vpmuludq` reads the low half of each lane.
-            let t1 = mul32(hi, splat(EPSILON));
-            let r = add64(t0, t1);
-            let carry = lt(r, t1);
-            add_if(r, carry, splat(EPSILON))
-        }
-
-        /// The 128-bit product `a·b` as `(lo, hi)`, from four 32×32-bit products.
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn mul_wide(a: V, b: V) -> (V, V) {
-            let (a_hi, b_hi) = (hi32(a), hi32(b));
-            let ll = mul32(a, b);
-            let lh = mul32(a, b_hi);
-            let hl = mul32(a_hi, b);
-            let hh = mul32(a_hi, b_hi);
-            if CHEAP_CARRIES {
-                // The middle products' sum, and the carries out of it and of the low word.
-                let mid = add64(lh, hl);
-                let mid_carry = lt(mid, lh);
-                let lo = add64(ll, shl::<32>(mid));
-                let lo_carry = lt(lo, ll);
-                let hi = add64(hh, shr::<32>(mid));
-                let hi = add_if(hi, mid_carry, splat(1 << 32));
-                (lo, add_if(hi, lo_carry, splat(1)))
-            } else {
-                // Schoolbook in 32-bit columns, each partial sum below 2^64 so that no carry
-                // needs a comparison: (2^32 − 1)^2 + 2·(2^32 − 1) = 2^64 − 1.
-                let mask = splat(0xFFFF_FFFF);
-                let t0 = add64(hl, shr::<32>(ll));
-                let t1 = add64(lh, and64(t0, mask));
-                let hi = add64(add64(hh, shr::<32>(t0)), shr::<32>(t1));
-                (or64(shl::<32>(t1), and64(ll, mask)), hi)
-            }
-        }
-
-        /// `a·b`.
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn mul(a: V, b: V) -> V {
-            let (lo, hi) = mul_wide(a, b);
-            reduce128(lo, hi)
-        }
-
-        /// x^7, plonky2's S-box.
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn sbox(x: V) -> V {
-            let x2 = square(x);
-            let x3 = mul(x2, x);
-            let x4 = square(x2);
-            mul(x3, x4)
-        }
-
-        /// `a²`, as plonky2's AVX-512 field squares: a² = hh·2^64 + m·2^33 + ll with
-        /// m = a_lo·a_hi, so the one middle product goes in shifted by 33, and no sum carries
-        /// (m + (ll >> 33) < 2^64).
-        #[target_feature(enable = $feature)]
-        #[inline]
-        fn square(a: V) -> V {
-            let a_hi = hi32(a);
-            let ll = mul32(a, a);
-            let m = mul32(a, a_hi);
-            let hh = mul32(a_hi, a_hi);
-            let t0 = add64(m, shr::<33>(ll));
-            let hi = add64(hh, shr::<31>(t0));
-            let lo = add64(ll, shl::<33>(m));
-            reduce128(lo, hi)
-        }
 
         /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
         /// frequency domain: shifts, adds and negations for the constants there, three
@@ -588,96 +478,20 @@ macro_rules! lane_rounds {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! The rounds on `__m512i`, eight lanes, the carries in mask registers. Every function
-    //! needs AVX-512F; the entries are `unsafe` for that reason alone.
+    //! The rounds on eight lanes of `__m512i`. Every function needs AVX-512F; the entries are
+    //! `unsafe` for that reason alone.
 
-    use std::arch::x86_64::*;
-
-    type V = __m512i;
-    type M = __mmask8;
-    const W: usize = 8;
-    /// A carry is one compare into a mask register and one masked add.
-    const CHEAP_CARRIES: bool = true;
-
-    wrap! { "avx512f";
-        splat(x: u64) -> V = _mm512_set1_epi64(x as i64);
-        zero() -> V = _mm512_setzero_si512();
-        add64(a: V, b: V) -> V = _mm512_add_epi64(a, b);
-        sub64(a: V, b: V) -> V = _mm512_sub_epi64(a, b);
-        and64(a: V, b: V) -> V = _mm512_and_si512(a, b);
-        or64(a: V, b: V) -> V = _mm512_or_si512(a, b);
-        mul32(a: V, b: V) -> V = _mm512_mul_epu32(a, b);
-        lt(a: V, b: V) -> M = _mm512_cmplt_epu64_mask(a, b);
-        add_if(x: V, m: M, c: V) -> V = _mm512_mask_add_epi64(x, m, x, c);
-        sub_if(x: V, m: M, c: V) -> V = _mm512_mask_sub_epi64(x, m, x, c);
-        shl<const N: u32>(a: V) -> V = _mm512_slli_epi64::<N>(a);
-        shr<const N: u32>(a: V) -> V = _mm512_srli_epi64::<N>(a);
-        /// Each lane's high 32 bits copied into its low half (for `mul32`, which reads only that),
-        /// by a shuffle rather than a shift.
-        hi32(a: V) -> V = _mm512_castps_si512(_mm512_movehdup_ps(_mm512_castsi512_ps(a)));
-        /// The first `W` elements of `x` (a shorter slice panics).
-        load(x: &[u64]) -> V = {
-            let x = &x[..W];
-            // SAFETY: `x` holds the W u64 (64 bytes) of one unaligned load.
-            unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
-        };
-        store(x: &mut [u64], v: V) -> () = {
-            let x = &mut x[..W];
-            // SAFETY: as in `load`, for the store.
-            unsafe { _mm512_storeu_si512(x.as_mut_ptr().cast(), v) }
-        };
-    }
+    use crate::lanes::avx512::*;
 
     lane_rounds!("avx512f");
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! The rounds on `__m256i`, four lanes (the eight states in two passes). AVX2 has no
-    //! unsigned 64-bit comparison and no masked add: `lt` compares with the sign bits flipped,
-    //! and a mask is a lane of ones that selects the addend with an AND. Every function needs
-    //! AVX2; the entries are `unsafe` for that reason alone.
+    //! The rounds on four lanes of `__m256i` (the eight states in two passes). Every function
+    //! needs AVX2; the entries are `unsafe` for that reason alone.
 
-    use std::arch::x86_64::*;
-
-    type V = __m256i;
-    type M = __m256i;
-    const W: usize = 4;
-    /// A carry is two XORs, a compare, an AND and an add: `mul_wide` avoids them.
-    const CHEAP_CARRIES: bool = false;
-
-    wrap! { "avx2";
-        splat(x: u64) -> V = _mm256_set1_epi64x(x as i64);
-        zero() -> V = _mm256_setzero_si256();
-        add64(a: V, b: V) -> V = _mm256_add_epi64(a, b);
-        sub64(a: V, b: V) -> V = _mm256_sub_epi64(a, b);
-        and64(a: V, b: V) -> V = _mm256_and_si256(a, b);
-        or64(a: V, b: V) -> V = _mm256_or_si256(a, b);
-        mul32(a: V, b: V) -> V = _mm256_mul_epu32(a, b);
-        add_if(x: V, m: M, c: V) -> V = _mm256_add_epi64(x, _mm256_and_si256(m, c));
-        sub_if(x: V, m: M, c: V) -> V = _mm256_sub_epi64(x, _mm256_and_si256(m, c));
-        shl<const N: i32>(a: V) -> V = _mm256_slli_epi64::<N>(a);
-        shr<const N: i32>(a: V) -> V = _mm256_srli_epi64::<N>(a);
-        /// Each lane's high 32 bits copied into its low half (for `mul32`, which reads only that),
-        /// by a shuffle rather than a shift.
-        hi32(a: V) -> V = _mm256_castps_si256(_mm256_movehdup_ps(_mm256_castsi256_ps(a)));
-        /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
-        lt(a: V, b: V) -> M = {
-            let sign = splat(1 << 63);
-            _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
-        };
-        /// The first `W` elements of `x` (a shorter slice panics).
-        load(x: &[u64]) -> V = {
-            let x = &x[..W];
-            // SAFETY: `x` holds the W u64 (32 bytes) of one unaligned load.
-            unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
-        };
-        store(x: &mut [u64], v: V) -> () = {
-            let x = &mut x[..W];
-            // SAFETY: as in `load`, for the store.
-            unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
-        };
-    }
+    use crate::lanes::avx2::*;
 
     lane_rounds!("avx2");
 }
