@@ -1,5 +1,7 @@
 //! The commitment step per backend against plonky2's own: NTT, coset LDE and Merkle tree of 135
-//! polynomials (the batch circuit's wires) of 2^13 coefficients at rate 1/8. Then the opening
+//! polynomials (the batch circuit's wires) of 2^13 coefficients at rate 1/8; the NTT and LDE
+//! also as plonky2 runs them (its FFT on each polynomial, in parallel), the rayon backend's
+//! baseline. Then the opening
 //! proof (FRI) per backend against plonky2's `prove_openings`, on oracles of the batch proof's
 //! shape. Between them, leaf hashing and the permutation: plonky2's scalar Poseidon against the
 //! rayon backend's eight lanes.
@@ -8,6 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use plonky2::field::extension::Extendable;
+use plonky2::field::fft::fft_root_table;
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::{Field, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
@@ -58,8 +61,37 @@ fn kernels(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // plonky2's FFT on each polynomial in parallel, with its shared root table: what the rayon
+    // backend ran before its NTT went onto vector lanes.
+    let m = n << RATE_BITS;
+    let table = fft_root_table(m);
+    let mut lde = vec![F::ZERO; m * WIDTH];
+    g.bench_function("plonky2_coset_ntt", |b| {
+        b.iter(|| {
+            lde.par_chunks_mut(m).for_each(|p| {
+                let v = PolynomialCoeffs::new(p.to_vec()).coset_fft_with_options(F::coset_shift(), None, Some(&table));
+                p.copy_from_slice(&v.values);
+            })
+        })
+    });
+    g.bench_function("plonky2_coset_lde", |b| {
+        b.iter(|| {
+            coeffs
+                .par_chunks(n)
+                .map(|c| {
+                    PolynomialCoeffs::new(c.to_vec())
+                        .lde(RATE_BITS)
+                        .coset_fft_with_options(F::coset_shift(), Some(RATE_BITS), Some(&table))
+                        .values
+                })
+                .collect::<Vec<_>>()
+        })
+    });
     for backend in &backends {
         let name = backend.name();
+        g.bench_function(format!("{name}_coset_lde"), |b| {
+            b.iter(|| backend.coset_lde_batch(&coeffs, n, RATE_BITS, F::coset_shift()).expect("lde"))
+        });
         g.bench_function(format!("{name}_commit"), |b| {
             b.iter_batched(
                 polys,
