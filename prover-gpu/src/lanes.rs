@@ -12,6 +12,22 @@
 //! Values are plonky2's representatives, anywhere in `[0, 2^64)`, except where a function says
 //! it wants or gives canonical ones.
 
+use crate::F;
+
+/// The values' representatives, in place. `GoldilocksField` is `#[repr(transparent)]` over its
+/// public `u64`.
+pub(crate) fn words(values: &mut [F]) -> &mut [u64] {
+    // SAFETY: F is repr(transparent) over u64, so the slice has the layout of `len` u64s; the
+    // borrow of `values` is moved into the result.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u64>(), values.len()) }
+}
+
+/// The same, read only.
+pub(crate) fn words_of(values: &[F]) -> &[u64] {
+    // SAFETY: as in `words`.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u64>(), values.len()) }
+}
+
 /// One instruction set's intrinsics under the names [`lane_field`] and the kernels use, each
 /// compiled with that set's target feature: `name<const N: T>(args) -> type = body;`, the const
 /// parameter optional.

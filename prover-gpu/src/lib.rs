@@ -17,6 +17,7 @@ pub mod ntt_x8;
 pub mod poseidon_x8;
 pub mod prove;
 pub mod quotient;
+pub mod quotient_x8;
 pub mod resident;
 pub mod select;
 pub mod transcript;

@@ -26,6 +26,7 @@ use plonky2::field::fft::{fft_root_table, FftRootTable};
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::util::{log2_strict, reverse_index_bits_in_place};
 
+use crate::lanes::{words, words_of};
 use crate::poseidon_x8::{isa, Isa};
 use crate::F;
 
@@ -48,20 +49,6 @@ pub fn shift_powers(shift: F, n: usize) -> Arc<Vec<F>> {
     let powers = POWERS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut p = powers.lock().unwrap_or_else(|p| p.into_inner());
     p.entry((shift.to_canonical_u64(), n)).or_insert_with(|| Arc::new(shift.powers().take(n).collect())).clone()
-}
-
-/// The values' representatives, in place. `GoldilocksField` is `#[repr(transparent)]` over its
-/// public `u64`.
-fn words(values: &mut [F]) -> &mut [u64] {
-    // SAFETY: F is repr(transparent) over u64, so the slice has the layout of `len` u64s; the
-    // borrow of `values` is moved into the result.
-    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u64>(), values.len()) }
-}
-
-/// The same, read only.
-fn words_of(values: &[F]) -> &[u64] {
-    // SAFETY: as in `words`.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u64>(), values.len()) }
 }
 
 /// plonky2's `fft_with_options(coeffs, None, table)`: the values at `ω^i`, natural order, in

@@ -379,7 +379,7 @@ macro_rules! lane_rounds {
         /// element 0) added to both, then `lo + hi·2^32` reduced once.
         #[target_feature(enable = $feature)]
         #[inline]
-        fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
+        pub(crate) fn mds(s: &[V; SPONGE_WIDTH]) -> [V; SPONGE_WIDTH] {
             const DIAG: [u64; SPONGE_WIDTH] = <F as Poseidon>::MDS_MATRIX_DIAG;
             const { assert!(DIAG[0] == 8 && DIAG[1] == 0 && DIAG[11] == 0) };
             let mask = splat(0xFFFF_FFFF);
@@ -477,7 +477,7 @@ macro_rules! lane_rounds {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     //! The rounds on eight lanes of `__m512i`. Every function needs AVX-512F; the entries are
     //! `unsafe` for that reason alone.
 
@@ -487,7 +487,7 @@ mod avx512 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     //! The rounds on four lanes of `__m256i` (the eight states in two passes). Every function
     //! needs AVX2; the entries are `unsafe` for that reason alone.
 

@@ -1,10 +1,12 @@
 //! The quotient step's heavy part: the combined vanishing terms `Σ αⁱ·termᵢ / Z_H` of every
 //! challenge at every point of the quotient coset, plonky2's `eval_vanishing_poly_base_batch`.
 //!
-//! Two implementations of one computation. [`QuotientInputs::values_on_cpu`] runs plonky2's own
-//! gates (`eval_filtered_base_batch`) with rayon: the reference, and the rayon backend's kernel.
-//! [`GateProgram`] describes the same constraints to the CUDA C in `cuda/quotient.cuh` (the gates
-//! our circuits use, each with its selector filter), and [`QuotientKernelArgs`] packs every input
+//! One computation, three ways. [`QuotientInputs::values_on_cpu_with`] runs plonky2's own gates
+//! (`eval_filtered_base_batch`, [`CpuGates::Plonky2`]) with rayon: the reference.
+//! [`GateProgram`] describes the same constraints, the gates our circuits use, each with its
+//! selector filter, to two evaluators of our own: the rayon backend's, on vector lanes
+//! ([`crate::quotient_x8`], which [`QuotientInputs::values_on_cpu`] takes where it can), and the
+//! CUDA C in `cuda/quotient.cuh`, for which [`QuotientKernelArgs`] packs every input
 //! that code reads into flat arrays, except the three commitments' leaves, which the caller passes
 //! as it holds them ([`QuotientInputs::trees`], row after row; on a device, where the commitments
 //! left them), so a device (or the host C compiler, in the tests) evaluates exactly what the CPU
@@ -39,6 +41,8 @@ use serde::Deserialize;
 
 use crate::commit::Config;
 use crate::error::{BackendError, Result};
+use crate::poseidon_x8::{isa, Isa};
+use crate::quotient_x8::{add_gate_terms, PointBatch};
 use crate::F;
 
 /// plonky2's extension degree.
@@ -88,6 +92,15 @@ impl Selectors {
         }
         Ok(s)
     }
+}
+
+/// How [`QuotientInputs::values_on_cpu_with`] evaluates the gates' constraints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuGates {
+    /// plonky2's own `eval_filtered_base_batch`, one point at a time: the reference.
+    Plonky2,
+    /// [`crate::quotient_x8`] on this vector instruction set.
+    Lanes(Isa),
 }
 
 /// Everything the vanishing terms read: the circuit, the wires and Z commitments, the challenges.
@@ -186,10 +199,31 @@ impl QuotientInputs<'_> {
         (xs, l0)
     }
 
-    /// The vanishing terms on plonky2's own gates, with rayon: `num_challenges × size` values,
-    /// challenge by challenge, point `i` being `shift·ω^i`.
+    /// The vanishing terms with rayon: `num_challenges × size` values, challenge by challenge,
+    /// point `i` being `shift·ω^i`. The gates run on vector lanes ([`crate::quotient_x8`]) where
+    /// the CPU has AVX-512 or AVX2 and the program knows every gate of the circuit, else on
+    /// plonky2's own `eval_filtered_base_batch`; the values are the same.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
+        let gates = match GateProgram::of(self.common, self.selectors) {
+            Ok(_) if crate::quotient_x8::lanes(isa()).is_some() => CpuGates::Lanes(isa()),
+            _ => CpuGates::Plonky2,
+        };
+        self.values_on_cpu_with(gates)
+    }
+
+    /// [`QuotientInputs::values_on_cpu`] with the gates evaluated as `gates` says; lanes the
+    /// CPU lacks, or a gate the lanes do not know, is [`BackendError::Unsupported`].
+    pub fn values_on_cpu_with(&self, gates: CpuGates) -> Result<Vec<F>> {
         self.check()?;
+        let lanes = match gates {
+            CpuGates::Plonky2 => None,
+            CpuGates::Lanes(isa) => {
+                let width = crate::quotient_x8::lanes(isa)
+                    .filter(|_| isa.supported())
+                    .ok_or_else(|| BackendError::Unsupported(format!("gates on {} lanes on this CPU", isa.name())))?;
+                Some((isa, width, GateProgram::of(self.common, self.selectors)?))
+            }
+        };
         let common = self.common;
         let prover = self.prover;
         let step = self.step();
@@ -232,19 +266,33 @@ impl QuotientInputs<'_> {
                         wire_vals[w * len + k] = *v;
                     }
                 }
-                let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, &self.public_inputs_hash);
                 let mut gate_terms = vec![F::ZERO; num_constraints * len];
-                for (g, gate) in common.gates.iter().enumerate() {
-                    let sel = self.selectors.selector_indices[g];
-                    let terms = gate.0.eval_filtered_base_batch(
-                        vars,
-                        g,
-                        sel,
-                        self.selectors.groups[sel].clone(),
-                        num_selectors,
-                        common.num_lookup_selectors,
-                    );
-                    gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
+                match &lanes {
+                    Some((isa, width, program)) if len.is_multiple_of(*width) => {
+                        let batch = PointBatch {
+                            len,
+                            constants: &constants,
+                            wires: &wire_vals,
+                            num_selectors,
+                            public_inputs_hash: self.public_inputs_hash.elements,
+                        };
+                        add_gate_terms(*isa, program, &batch, num_constraints, &mut gate_terms);
+                    }
+                    _ => {
+                        let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, &self.public_inputs_hash);
+                        for (g, gate) in common.gates.iter().enumerate() {
+                            let sel = self.selectors.selector_indices[g];
+                            let terms = gate.0.eval_filtered_base_batch(
+                                vars,
+                                g,
+                                sel,
+                                self.selectors.groups[sel].clone(),
+                                num_selectors,
+                                common.num_lookup_selectors,
+                            );
+                            gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
+                        }
+                    }
                 }
 
                 let mut out = vec![F::ZERO; num_challenges * len];

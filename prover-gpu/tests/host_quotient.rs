@@ -12,10 +12,11 @@ use plonky2::hash::hash_types::HashOutTarget;
 use plonky2::hash::merkle_proofs::MerkleProofTarget;
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::iop::target::{BoolTarget, Target};
-use plonky2::iop::witness::PartialWitness;
+use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
-use prover_gpu::quotient::Selectors;
+use prover_gpu::poseidon_x8::Isa;
+use prover_gpu::quotient::{CpuGates, Selectors};
 use prover_gpu::*;
 
 mod common;
@@ -229,17 +230,84 @@ fn a_wrong_quotient_value_is_caught() {
     }
 }
 
-#[test]
-fn a_gate_without_c_code_is_refused_by_name() {
+/// A circuit with a gate the C and the lanes do not know (`ExponentiationGate`): `base^exponent`
+/// for an 8-bit exponent, and its two inputs.
+fn exponentiation_circuit() -> (CircuitData<F, Config, D>, [Target; 2]) {
     let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
     let base = b.add_virtual_target();
     let exponent = b.add_virtual_target();
     let power = b.exp(base, exponent, 8);
     b.register_public_input(power);
-    let data = b.build::<Config>();
+    (b.build::<Config>(), [base, exponent])
+}
+
+#[test]
+fn a_gate_without_c_code_is_refused_by_name() {
+    let (data, _) = exponentiation_circuit();
     let selectors = Selectors::of(&data.common).expect("selectors");
     match GateProgram::of(&data.common, &selectors) {
         Err(BackendError::Unsupported(why)) => assert!(why.contains("ExponentiationGate"), "{why}"),
         other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+/// The quotient values on plonky2's own gates (`eval_filtered_base_batch`).
+fn plonky2_gates(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    q.values_on_cpu_with(CpuGates::Plonky2)
+}
+
+fn avx512_lanes(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    q.values_on_cpu_with(CpuGates::Lanes(Isa::Avx512))
+}
+
+fn avx2_lanes(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    q.values_on_cpu_with(CpuGates::Lanes(Isa::Avx2))
+}
+
+/// The rayon backend's gates on vector lanes (`quotient_x8`), on each instruction set this CPU
+/// has, against plonky2's own gates: every quotient value at every point of the coset, in whole
+/// proofs of the batch-like circuit and of a recursive verifier (every gate kind the program
+/// knows), and plonky2's verifier accepts the proofs.
+#[test]
+fn lane_gates_equal_plonky2s_gates_in_whole_proofs() {
+    type Values = fn(&QuotientInputs<'_>) -> Result<Vec<F>>;
+    let (batch, targets) = batch_like_circuit(300);
+    let (recursive, pw) = recursive_circuit();
+    for (isa, lanes) in [(Isa::Avx512, avx512_lanes as Values), (Isa::Avx2, avx2_lanes)] {
+        if !isa.supported() {
+            eprintln!("{} skipped: this CPU lacks it", isa.name());
+            continue;
+        }
+        let dual = DualBackend { first: QuotientBy(plonky2_gates), second: QuotientBy(lanes) };
+        let proof = prove(&dual, &batch.prover_only, &batch.common, witness(&targets, 4)).expect("dual proof");
+        batch.verify(proof).expect("plonky2 verifies it");
+        let proof = prove(&dual, &recursive.prover_only, &recursive.common, pw.clone()).expect("dual proof");
+        recursive.verify(proof).expect("plonky2 verifies it");
+    }
+}
+
+/// Lanes the CPU lacks are refused, not run; a circuit with a gate the lanes do not know is
+/// proven on plonky2's gates.
+#[test]
+fn unknown_gates_fall_back_to_plonky2s_and_missing_lanes_are_refused() {
+    let (data, [base, exponent]) = exponentiation_circuit();
+    let mut pw = PartialWitness::new();
+    pw.set_target(base, F::from_canonical_u64(3)).expect("witness");
+    pw.set_target(exponent, F::from_canonical_u64(200)).expect("witness");
+    let proof = prove(&RayonBackend, &data.prover_only, &data.common, pw).expect("proof on plonky2's gates");
+    data.verify(proof).expect("plonky2 verifies it");
+
+    let missing = Isa::ALL.into_iter().find(|isa| *isa != Isa::Scalar && !isa.supported());
+    let (batch, targets) = batch_like_circuit(10);
+    for isa in missing.into_iter().chain([Isa::Scalar]) {
+        let refusing = QuotientBy(match isa {
+            Isa::Avx512 => avx512_lanes,
+            Isa::Avx2 => avx2_lanes,
+            Isa::Scalar => |q| q.values_on_cpu_with(CpuGates::Lanes(Isa::Scalar)),
+        });
+        match prove(&refusing, &batch.prover_only, &batch.common, witness(&targets, 5)) {
+            Err(BackendError::Unsupported(why)) => assert!(why.contains(isa.name()), "{why}"),
+            other => panic!("expected Unsupported for {}, got {:?}", isa.name(), other.map(|_| ())),
+        }
     }
 }
