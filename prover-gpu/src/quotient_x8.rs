@@ -477,7 +477,7 @@ mod avx512 {
     use plonky2::field::types::PrimeField64;
 
     use crate::lanes::avx512::*;
-    use crate::poseidon_x8::avx512::mds;
+    use crate::poseidon_x8::avx512::mds_for_gate as mds;
 
     lane_gates!("avx512f");
 }
@@ -489,7 +489,7 @@ mod avx2 {
     use plonky2::field::types::PrimeField64;
 
     use crate::lanes::avx2::*;
-    use crate::poseidon_x8::avx2::mds;
+    use crate::poseidon_x8::avx2::mds_for_gate as mds;
 
     lane_gates!("avx2");
 }
