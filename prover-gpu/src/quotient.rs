@@ -42,7 +42,7 @@ use serde::Deserialize;
 use crate::commit::Config;
 use crate::error::{BackendError, Result};
 use crate::poseidon_x8::{isa, Isa};
-use crate::quotient_x8::{add_gate_terms, PointBatch};
+use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
 
 /// plonky2's extension degree.
@@ -200,19 +200,21 @@ impl QuotientInputs<'_> {
     }
 
     /// The vanishing terms with rayon: `num_challenges × size` values, challenge by challenge,
-    /// point `i` being `shift·ω^i`. The gates run on vector lanes ([`crate::quotient_x8`]) where
-    /// the CPU has AVX-512 or AVX2 and the program knows every gate of the circuit, else on
-    /// plonky2's own `eval_filtered_base_batch`; the values are the same.
+    /// point `i` being `shift·ω^i`. Everything runs on vector lanes ([`crate::quotient_x8`]) where
+    /// the CPU has AVX-512 or AVX2 and the lanes take the circuit (they know every gate, the
+    /// permutation argument fits); otherwise the gates are plonky2's own
+    /// `eval_filtered_base_batch` and the rest scalar code. The values are the same.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
-        let gates = match GateProgram::of(self.common, self.selectors) {
-            Ok(_) if crate::quotient_x8::lanes(isa()).is_some() => CpuGates::Lanes(isa()),
-            _ => CpuGates::Plonky2,
-        };
-        self.values_on_cpu_with(gates)
+        match self.values_on_cpu_with(CpuGates::Lanes(isa())) {
+            Err(BackendError::Unsupported(_) | BackendError::Shape(_)) => self.values_on_cpu_with(CpuGates::Plonky2),
+            values => values,
+        }
     }
 
-    /// [`QuotientInputs::values_on_cpu`] with the gates evaluated as `gates` says; lanes the
-    /// CPU lacks, or a gate the lanes do not know, is [`BackendError::Unsupported`].
+    /// [`QuotientInputs::values_on_cpu`] with the gates evaluated as `gates` says: on lanes,
+    /// the rest of the terms and their combination are on lanes too. Lanes the CPU lacks, a gate
+    /// the lanes do not know, or a shape they do not take (more than [`MAX_CHALLENGES`]
+    /// challenges or [`MAX_STEPS`] partial-product steps) is [`BackendError::Unsupported`].
     pub fn values_on_cpu_with(&self, gates: CpuGates) -> Result<Vec<F>> {
         self.check()?;
         let lanes = match gates {
@@ -221,6 +223,12 @@ impl QuotientInputs<'_> {
                 let width = crate::quotient_x8::lanes(isa)
                     .filter(|_| isa.supported())
                     .ok_or_else(|| BackendError::Unsupported(format!("gates on {} lanes on this CPU", isa.name())))?;
+                let c = self.common;
+                if c.config.num_challenges > MAX_CHALLENGES
+                    || c.config.num_routed_wires.div_ceil(c.quotient_degree_factor) > MAX_STEPS
+                {
+                    return Err(BackendError::Unsupported("a permutation argument this large on lanes".into()));
+                }
                 Some((isa, width, GateProgram::of(self.common, self.selectors)?))
             }
         };
@@ -277,6 +285,48 @@ impl QuotientInputs<'_> {
                             public_inputs_hash: self.public_inputs_hash.elements,
                         };
                         add_gate_terms(*isa, program, &batch, num_constraints, &mut gate_terms);
+                        // The rest of the terms' inputs as columns too, for the lanes.
+                        let zs_width = num_challenges * (1 + num_prods);
+                        let mut sigmas = vec![F::ZERO; routed * len];
+                        let mut zs = vec![F::ZERO; zs_width * len];
+                        let mut zs_next = vec![F::ZERO; num_challenges * len];
+                        let mut zh_inv = Vec::with_capacity(len);
+                        for k in 0..len {
+                            let i = first + k;
+                            let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
+                            for (j, v) in cs[common.sigmas_range()][..routed].iter().enumerate() {
+                                sigmas[j * len + k] = *v;
+                            }
+                            for (j, v) in self.zs.get_lde_values(i, step).iter().enumerate() {
+                                zs[j * len + k] = *v;
+                            }
+                            let next = self.zs.get_lde_values((i + next_step) % size, step);
+                            for (j, v) in next[..num_challenges].iter().enumerate() {
+                                zs_next[j * len + k] = *v;
+                            }
+                            zh_inv.push(z_h.eval_inverse(i));
+                        }
+                        let batch = TermBatch {
+                            len,
+                            xs: batch_xs,
+                            l0s: &l0s[first..first + len],
+                            zh_inv: &zh_inv,
+                            wires: &wire_vals,
+                            sigmas: &sigmas,
+                            zs: &zs,
+                            zs_next: &zs_next,
+                            gate_terms: &gate_terms,
+                            beta_k: &beta_k,
+                            betas: self.betas,
+                            gammas: self.gammas,
+                            alpha_powers: &alpha_powers,
+                            routed,
+                            chunk,
+                            num_prods,
+                        };
+                        let mut out = vec![F::ZERO; num_challenges * len];
+                        combine_terms(*isa, &batch, &mut out);
+                        out
                     }
                     _ => {
                         let vars = EvaluationVarsBaseBatch::new(len, &constants, &wire_vals, &self.public_inputs_hash);
@@ -292,55 +342,56 @@ impl QuotientInputs<'_> {
                             );
                             gate_terms.iter_mut().zip(&terms).for_each(|(a, t)| *a += *t);
                         }
-                    }
-                }
 
-                let mut out = vec![F::ZERO; num_challenges * len];
-                let mut terms = Vec::with_capacity(self.num_terms());
-                let (mut num, mut den) = (vec![F::ONE; steps], vec![F::ONE; steps]);
-                for (k, &x) in batch_xs.iter().enumerate() {
-                    let i = first + k;
-                    let local = self.zs.get_lde_values(i, step);
-                    let next = self.zs.get_lde_values((i + next_step) % size, step);
-                    let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
-                    let sigmas = &cs[common.sigmas_range()];
-                    let l_0 = l0s[i];
-                    terms.clear();
-                    // L_0(x)·(Z(x) − 1), for each challenge.
-                    terms.extend(local[..num_challenges].iter().map(|&z| l_0 * (z - F::ONE)));
-                    // Each partial product step: prev·Π numerators − next·Π denominators, the
-                    // accumulators running Z(x), the partial products, Z(gx).
-                    for c in 0..num_challenges {
-                        let (beta, gamma) = (self.betas[c], self.gammas[c]);
-                        let partials = &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
-                        // Every step's product of numerators and of denominators, wire `r` of
-                        // every chunk in turn, so that the steps' chains of products overlap.
-                        num.fill(F::ONE);
-                        den.fill(F::ONE);
-                        for r in 0..chunk {
-                            for step in 0..steps {
-                                let j = step * chunk + r;
-                                if j < routed {
-                                    let w = wire_vals[j * len + k];
-                                    num[step] *= w + beta_k[c * routed + j] * x + gamma;
-                                    den[step] *= w + beta * sigmas[j] + gamma;
+                        let mut out = vec![F::ZERO; num_challenges * len];
+                        let mut terms = Vec::with_capacity(self.num_terms());
+                        let (mut num, mut den) = (vec![F::ONE; steps], vec![F::ONE; steps]);
+                        for (k, &x) in batch_xs.iter().enumerate() {
+                            let i = first + k;
+                            let local = self.zs.get_lde_values(i, step);
+                            let next = self.zs.get_lde_values((i + next_step) % size, step);
+                            let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
+                            let sigmas = &cs[common.sigmas_range()];
+                            let l_0 = l0s[i];
+                            terms.clear();
+                            // L_0(x)·(Z(x) − 1), for each challenge.
+                            terms.extend(local[..num_challenges].iter().map(|&z| l_0 * (z - F::ONE)));
+                            // Each partial product step: prev·Π numerators − next·Π denominators, the
+                            // accumulators running Z(x), the partial products, Z(gx).
+                            for c in 0..num_challenges {
+                                let (beta, gamma) = (self.betas[c], self.gammas[c]);
+                                let partials =
+                                    &local[num_challenges + c * num_prods..num_challenges + (c + 1) * num_prods];
+                                // Every step's product of numerators and of denominators, wire `r` of
+                                // every chunk in turn, so that the steps' chains of products overlap.
+                                num.fill(F::ONE);
+                                den.fill(F::ONE);
+                                for r in 0..chunk {
+                                    for step in 0..steps {
+                                        let j = step * chunk + r;
+                                        if j < routed {
+                                            let w = wire_vals[j * len + k];
+                                            num[step] *= w + beta_k[c * routed + j] * x + gamma;
+                                            den[step] *= w + beta * sigmas[j] + gamma;
+                                        }
+                                    }
+                                }
+                                let mut prev = local[c];
+                                for step in 0..steps {
+                                    let acc = if step < num_prods { partials[step] } else { next[c] };
+                                    terms.push(prev * num[step] - acc * den[step]);
+                                    prev = acc;
                                 }
                             }
+                            terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
+                            let inv = z_h.eval_inverse(i);
+                            for (c, powers) in alpha_powers.iter().enumerate() {
+                                out[c * len + k] = dot(&terms, powers) * inv;
+                            }
                         }
-                        let mut prev = local[c];
-                        for step in 0..steps {
-                            let acc = if step < num_prods { partials[step] } else { next[c] };
-                            terms.push(prev * num[step] - acc * den[step]);
-                            prev = acc;
-                        }
-                    }
-                    terms.extend((0..num_constraints).map(|m| gate_terms[m * len + k]));
-                    let inv = z_h.eval_inverse(i);
-                    for (c, powers) in alpha_powers.iter().enumerate() {
-                        out[c * len + k] = dot(&terms, powers) * inv;
+                        out
                     }
                 }
-                out
             })
             .collect();
 

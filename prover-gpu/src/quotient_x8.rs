@@ -1,6 +1,7 @@
-//! The quotient's gate constraints on vector lanes, `W` points at a time: the rayon backend's
-//! evaluation of the gates our circuits use ([`GateProgram`], the same descriptors the CUDA C
-//! reads), in place of plonky2's `eval_filtered_base_batch`.
+//! The quotient's terms on vector lanes, `W` points at a time: the rayon backend's evaluation of
+//! the gates our circuits use ([`GateProgram`], the same descriptors the CUDA C reads), in place
+//! of plonky2's `eval_filtered_base_batch` ([`add_gate_terms`]), then the permutation argument's
+//! terms and every term's combination by α and division by `Z_H` ([`combine_terms`]).
 //!
 //! plonky2 1.1 evaluates each gate at one point at a time in scalar arithmetic (unless the
 //! whole build targets AVX2 or AVX-512), allocating each gate's constraint vector per batch of
@@ -23,8 +24,12 @@
 
 use crate::lanes::{words, words_of};
 use crate::poseidon_x8::Isa;
-use crate::quotient::GateProgram;
+use crate::quotient::{GateProgram, MAX_CHALLENGES};
 use crate::F;
+
+/// Most partial-product steps per challenge the lanes take (`⌈routed wires / quotient degree
+/// factor⌉`: 10 in plonky2's standard configurations).
+pub const MAX_STEPS: usize = 32;
 
 /// plonky2's `UNUSED_SELECTOR` (`u32::MAX`), the selector value of rows no gate of a group uses.
 const UNUSED_SELECTOR: u64 = u32::MAX as u64;
@@ -92,14 +97,94 @@ pub fn add_gate_terms(
     }
 }
 
+/// The rest of a batch's vanishing terms, as columns of `len` values like [`PointBatch`]'s, and
+/// what combines them: plonky2's `eval_vanishing_poly_base_batch` after the gates.
+pub struct TermBatch<'a> {
+    /// Points in the batch.
+    pub len: usize,
+    /// The coset points, `L₀` at each, and `1/Z_H` at each: one column each.
+    pub xs: &'a [F],
+    /// See `xs`.
+    pub l0s: &'a [F],
+    /// See `xs`.
+    pub zh_inv: &'a [F],
+    /// The wires, `num_wires` columns (the routed ones first).
+    pub wires: &'a [F],
+    /// The routed wires' sigmas, one column each.
+    pub sigmas: &'a [F],
+    /// The Z and partial-products commitment at the points: each challenge's Z, then each
+    /// challenge's partial products, one column each.
+    pub zs: &'a [F],
+    /// Each challenge's Z at the next point (`g·x`), one column each.
+    pub zs_next: &'a [F],
+    /// The gates' filtered constraint sums ([`add_gate_terms`]), one column per constraint.
+    pub gate_terms: &'a [F],
+    /// β·k_j for each challenge, then each routed wire.
+    pub beta_k: &'a [F],
+    /// β and γ of each challenge.
+    pub betas: &'a [F],
+    /// See `betas`.
+    pub gammas: &'a [F],
+    /// α^t for each challenge and term, in term order: L₀ terms, partial-product checks, gates.
+    pub alpha_powers: &'a [Vec<F>],
+    /// Routed wires.
+    pub routed: usize,
+    /// Routed wires per partial product (the quotient degree factor).
+    pub chunk: usize,
+    /// Partial products per challenge.
+    pub num_prods: usize,
+}
+
+/// Each challenge's `Σ_t α^t·term_t / Z_H` at the batch's points into `out` (challenge `c`'s
+/// value at point `k` at `c·len + k`), on `isa`: the `L₀·(Z − 1)` terms, each partial-product
+/// step's `prev·Π numerators − next·Π denominators`, then the gates' sums; the same terms and
+/// order as the scalar code in `quotient.rs`.
+///
+/// # Panics
+/// If the CPU lacks `isa`, `isa` is the scalar fallback, the batch is not a whole number of
+/// vectors, there are more than [`MAX_CHALLENGES`] challenges, or a column is missing.
+pub fn combine_terms(isa: Isa, batch: &TermBatch<'_>, out: &mut [F]) {
+    let w = lanes(isa).expect("a vector instruction set");
+    assert!(isa.supported(), "this CPU has no {}", isa.name());
+    assert!(batch.len.is_multiple_of(w), "{} points in vectors of {w}", batch.len);
+    let challenges = batch.betas.len();
+    assert!(challenges <= MAX_CHALLENGES, "{challenges} challenges");
+    assert!(batch.gammas.len() == challenges && batch.alpha_powers.len() == challenges, "one γ and α per β");
+    assert_eq!(out.len(), challenges * batch.len, "one value per challenge and point");
+    let steps = batch.routed.div_ceil(batch.chunk);
+    assert_eq!(steps, batch.num_prods + 1, "one partial product per chunk of routed wires but the last");
+    assert!(steps <= MAX_STEPS, "{steps} partial-product steps");
+    let terms = batch.gate_terms.len() / batch.len + challenges * (steps + 1);
+    assert!(batch.alpha_powers.iter().all(|p| p.len() >= terms), "an α power per term");
+    assert!(
+        batch.wires.len() >= batch.routed * batch.len
+            && batch.sigmas.len() >= batch.routed * batch.len
+            && batch.zs.len() >= challenges * (1 + batch.num_prods) * batch.len
+            && batch.zs_next.len() >= challenges * batch.len
+            && [batch.xs, batch.l0s, batch.zh_inv].iter().all(|c| c.len() >= batch.len)
+            && batch.beta_k.len() >= challenges * batch.routed,
+        "columns of the batch's shape"
+    );
+    match isa {
+        // SAFETY: the CPU has the instruction set (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::combine_terms(batch, words(out)) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::combine_terms(batch, words(out)) },
+        _ => unreachable!("checked above: a vector instruction set"),
+    }
+}
+
 /// The gates on vectors of `W` lanes, over the lane arithmetic in scope and the Poseidon MDS
 /// layer of [`crate::poseidon_x8`].
 macro_rules! lane_gates {
     ($feature:literal) => {
         use plonky2::hash::poseidon::{ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
 
-        use super::{words_of, PointBatch, UNUSED_SELECTOR};
-        use crate::quotient::{GateKind, GateOp, GateProgram, MAX_RANDOM_ACCESS_BITS};
+        use super::{words_of, PointBatch, TermBatch, MAX_STEPS, UNUSED_SELECTOR};
+        use crate::quotient::{GateKind, GateOp, GateProgram, MAX_CHALLENGES, MAX_RANDOM_ACCESS_BITS};
+        use crate::F;
 
         /// An element of the quadratic extension F[u]/(u² − 7), plonky2's: `a + b·u`.
         type Ext = (V, V);
@@ -234,6 +319,71 @@ macro_rules! lane_gates {
                 for op in &program.gates {
                     p.filter = filter(&p, op);
                     gate(&mut p, op, &pi_hash, &data[op.data_offset..]);
+                }
+            }
+        }
+
+        /// The combination of every term at every point of the batch, into `out`.
+        ///
+        /// # Safety
+        /// The CPU must have the module's instruction set.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn combine_terms(b: &TermBatch<'_>, out: &mut [u64]) {
+            let challenges = b.betas.len();
+            let steps = b.routed.div_ceil(b.chunk);
+            let splat_f = |f: F| splat(f.to_canonical_u64());
+            let (wires, sigmas, zs, zs_next) =
+                (words_of(b.wires), words_of(b.sigmas), words_of(b.zs), words_of(b.zs_next));
+            let gate_terms = words_of(b.gate_terms);
+            let num_constraints = b.gate_terms.len() / b.len;
+            for k in (0..b.len).step_by(W) {
+                let col = |data: &[u64], j: usize| canonical(load(&data[j * b.len + k..]));
+                let mut acc = [zero(); MAX_CHALLENGES];
+                let mut t = 0;
+                // Term t into every challenge's sum, by that challenge's α^t.
+                let mut emit = |v: V| {
+                    for (c, a) in acc.iter_mut().enumerate().take(challenges) {
+                        *a = add_mod(*a, m(splat_f(b.alpha_powers[c][t]), v));
+                    }
+                    t += 1;
+                };
+                let x = col(words_of(b.xs), 0);
+                let l0 = col(words_of(b.l0s), 0);
+                for c in 0..challenges {
+                    emit(m(l0, sub_mod(col(zs, c), splat(1))));
+                }
+                let mut num = [zero(); MAX_STEPS];
+                let mut den = [zero(); MAX_STEPS];
+                for c in 0..challenges {
+                    let (beta, gamma) = (splat_f(b.betas[c]), splat_f(b.gammas[c]));
+                    num[..steps].fill(splat(1));
+                    den[..steps].fill(splat(1));
+                    // Wire r of every chunk in turn, so that the steps' chains of products
+                    // overlap.
+                    for r in 0..b.chunk {
+                        for s in 0..steps {
+                            let j = s * b.chunk + r;
+                            if j < b.routed {
+                                let wg = add_mod(col(wires, j), gamma);
+                                num[s] = m(num[s], add_mod(wg, m(splat_f(b.beta_k[c * b.routed + j]), x)));
+                                den[s] = m(den[s], add_mod(wg, m(beta, col(sigmas, j))));
+                            }
+                        }
+                    }
+                    let mut prev = col(zs, c);
+                    for s in 0..steps {
+                        let next =
+                            if s < b.num_prods { col(zs, challenges + c * b.num_prods + s) } else { col(zs_next, c) };
+                        emit(sub_mod(m(prev, num[s]), m(next, den[s])));
+                        prev = next;
+                    }
+                }
+                for i in 0..num_constraints {
+                    emit(col(gate_terms, i));
+                }
+                let inv = col(words_of(b.zh_inv), 0);
+                for (c, a) in acc.iter().enumerate().take(challenges) {
+                    store(&mut out[c * b.len + k..], m(*a, inv));
                 }
             }
         }

@@ -264,12 +264,13 @@ fn avx2_lanes(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
     q.values_on_cpu_with(CpuGates::Lanes(Isa::Avx2))
 }
 
-/// The rayon backend's gates on vector lanes (`quotient_x8`), on each instruction set this CPU
-/// has, against plonky2's own gates: every quotient value at every point of the coset, in whole
-/// proofs of the batch-like circuit and of a recursive verifier (every gate kind the program
-/// knows), and plonky2's verifier accepts the proofs.
+/// The rayon backend's quotient on vector lanes (`quotient_x8`: the gates, the permutation
+/// terms, the combination), on each instruction set this CPU has, against plonky2's own gates and
+/// the scalar terms: every quotient value at every point of the coset, in whole proofs of the
+/// batch-like circuit and of a recursive verifier (every gate kind the program knows), and
+/// plonky2's verifier accepts the proofs.
 #[test]
-fn lane_gates_equal_plonky2s_gates_in_whole_proofs() {
+fn lane_quotient_equals_plonky2s_gates_in_whole_proofs() {
     type Values = fn(&QuotientInputs<'_>) -> Result<Vec<F>>;
     let (batch, targets) = batch_like_circuit(300);
     let (recursive, pw) = recursive_circuit();
