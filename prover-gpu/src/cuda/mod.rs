@@ -2,8 +2,9 @@
 //! backend starts (once per process), with libcuda and libnvrtc loaded at run time, so every
 //! build contains it and a machine without CUDA simply finds it unavailable.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use plonky2::field::types::{Field, PrimeField64};
@@ -111,7 +112,18 @@ pub struct CudaBackend {
     /// The quotient kernel, compiled on first use (it is large, and only our circuits' gates
     /// need it), or why it did not compile.
     quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
+    /// The NTTs' coset shifts and twiddles on the device, `[1, x, x², …]` by `(x, count)`:
+    /// computed on the host and uploaded once, not at every NTT (for 2^17 points, 2^17 + 2^16
+    /// sequential products and 1.5 MB to copy).
+    powers: Mutex<PowerTables>,
 }
+
+/// `[1, x, x², …]` on the device by `(x, count)`.
+type PowerTables = HashMap<(u64, usize), Arc<CudaSlice<u64>>>;
+
+/// Most tables of powers [`CudaBackend`] keeps on the device (a proof uses a handful: one shift
+/// and one root of unity per NTT size); past it the cache starts again.
+const MAX_POWER_TABLES: usize = 64;
 
 /// The device's memory divided by this is what resident commitments may hold at most (a batch
 /// proof in flight holds its wires and Z, about 160 MB, and each circuit its constants and
@@ -193,6 +205,7 @@ impl CudaBackend {
             _module: module,
             device,
             quotient: OnceLock::new(),
+            powers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -276,6 +289,23 @@ impl CudaBackend {
         Ok(rows)
     }
 
+    /// `[1, x, x², …]` of length `count` on the device, uploaded on first use and kept (see
+    /// `powers` in [`CudaBackend`]). Uploads are ordered on the backend's one stream before the
+    /// kernels that read them.
+    fn powers_on_device(&self, x: F, count: usize) -> Result<Arc<CudaSlice<u64>>> {
+        let key = (x.to_canonical_u64(), count);
+        let mut tables = self.powers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables.get(&key) {
+            return Ok(t.clone());
+        }
+        if tables.len() >= MAX_POWER_TABLES {
+            tables.clear();
+        }
+        let t = Arc::new(self.stream.clone_htod(&to_u64(&powers(x, count))).map_err(cuda)?);
+        tables.insert(key, t.clone());
+        Ok(t)
+    }
+
     /// The coset NTT of the `batch` polynomials of `n` in `a` (natural order in and out), as
     /// [`Backend::coset_ntt_batch`]: scaled by the powers of `shift` in place, then bit-reversed
     /// into a new buffer and transformed there, which is returned.
@@ -284,15 +314,15 @@ impl CudaBackend {
         let log_n = n.trailing_zeros() as usize;
         let s = &self.stream;
         let mut b = s.alloc_zeros::<u64>(len).map_err(cuda)?;
-        let shifts = s.clone_htod(&to_u64(&powers(shift, n))).map_err(cuda)?;
-        let twiddles = s.clone_htod(&to_u64(&powers(F::primitive_root_of_unity(log_n), n / 2))).map_err(cuda)?;
+        let shifts = self.powers_on_device(shift, n)?;
+        let twiddles = self.powers_on_device(F::primitive_root_of_unity(log_n), n / 2)?;
         let (n32, batch32, log32) = (small(n)?, small(batch)?, small(log_n)?);
         // SAFETY: every kernel checks its index against the sizes passed with the buffers, and
         // `a` and `b` hold `n × batch` elements.
         unsafe {
             s.launch_builder(&self.scale)
                 .arg(&mut *a)
-                .arg(&shifts)
+                .arg(shifts.as_ref())
                 .arg(&n32)
                 .arg(&batch32)
                 .launch(cfg(len)?)
@@ -309,7 +339,7 @@ impl CudaBackend {
                 let (h, stride) = (small(half)?, small(n / (2 * half))?);
                 s.launch_builder(&self.stage)
                     .arg(&mut b)
-                    .arg(&twiddles)
+                    .arg(twiddles.as_ref())
                     .arg(&log32)
                     .arg(&batch32)
                     .arg(&h)
