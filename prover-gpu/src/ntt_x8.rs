@@ -42,13 +42,22 @@ pub fn root_table(n: usize) -> Arc<FftRootTable<F>> {
     t.entry(n).or_insert_with(|| Arc::new(fft_root_table(n))).clone()
 }
 
+/// Most tables [`shift_powers`] keeps (a proof uses a handful: the coset shift and its powers
+/// for FRI's layers, at a few sizes); past it the cache starts again, so that callers with
+/// ever new shifts cannot grow it without bound.
+const MAX_SHIFT_TABLES: usize = 64;
+
 /// `[1, s, s², …]` of length `n`, shared by every call with the same `s` and `n`.
 pub fn shift_powers(shift: F, n: usize) -> Arc<Vec<F>> {
     type Powers = HashMap<(u64, usize), Arc<Vec<F>>>;
     static POWERS: OnceLock<Mutex<Powers>> = OnceLock::new();
     let powers = POWERS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut p = powers.lock().unwrap_or_else(|p| p.into_inner());
-    p.entry((shift.to_canonical_u64(), n)).or_insert_with(|| Arc::new(shift.powers().take(n).collect())).clone()
+    let key = (shift.to_canonical_u64(), n);
+    if !p.contains_key(&key) && p.len() >= MAX_SHIFT_TABLES {
+        p.clear();
+    }
+    p.entry(key).or_insert_with(|| Arc::new(shift.powers().take(n).collect())).clone()
 }
 
 /// plonky2's `fft_with_options(coeffs, None, table)`: the values at `ω^i`, natural order, in

@@ -17,7 +17,8 @@
 //! cheaper on lanes) rather than plonky2's sparse form. The sparse form is a rewriting of the
 //! linear layers that holds whatever the S-box is, so each S-box input, and with it each
 //! constraint `state[0] − sbox_in`, is the same linear function of the gate's wires in both.
-//! The tests hold the values equal to plonky2's, gate by gate and in whole proofs.
+//! The tests hold every quotient value at every point equal to plonky2's gates and scalar terms,
+//! in whole proofs of circuits with every gate kind, on each instruction set the CPU has.
 //!
 //! Values are kept canonical: inputs are reduced as they are loaded, every product is reduced
 //! below p, so a sum needs one carry and a difference one borrow.
