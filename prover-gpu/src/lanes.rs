@@ -3,7 +3,7 @@
 //! (eight lanes) or AVX2 (four).
 //!
 //! Each instruction set's module maps its intrinsics to one set of names (`wrap!`) and expands
-//! [`lane_field`] over them, so both run the same arithmetic, and each kernel expands its own
+//! `lane_field!` over them, so both run the same arithmetic, and each kernel expands its own
 //! macro the same way over `use crate::lanes::<set>::*`. A product is four 32×32-bit lane
 //! multiplications (`vpmuludq`) and plonky2's own reduction of the 128-bit result. On AVX-512 a
 //! carry is a compare into a mask register and a masked add; AVX2 has neither, so its carries
