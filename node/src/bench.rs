@@ -63,7 +63,8 @@ struct Machine {
     cores: usize,
     memory_gib: f64,
     gpu: Option<String>,
-    /// The instruction set of the rayon backend's Poseidon (`avx512`, `avx2` or `scalar`).
+    /// The instruction set of the rayon backend's vector kernels, its Poseidon, NTT and quotient
+    /// (`avx512`, `avx2` or `scalar`; named for the first of them, kept for the reports' readers).
     cpu_hash: &'static str,
 }
 
