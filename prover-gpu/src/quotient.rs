@@ -94,12 +94,13 @@ impl Selectors {
     }
 }
 
-/// How [`QuotientInputs::values_on_cpu_with`] evaluates the gates' constraints.
+/// How [`QuotientInputs::values_on_cpu_with`] evaluates the terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuGates {
-    /// plonky2's own `eval_filtered_base_batch`, one point at a time: the reference.
+    /// plonky2's own `eval_filtered_base_batch` for the gates, one point at a time, and scalar
+    /// code for the rest: the reference.
     Plonky2,
-    /// [`crate::quotient_x8`] on this vector instruction set.
+    /// Everything on [`crate::quotient_x8`]'s lanes, on this vector instruction set.
     Lanes(Isa),
 }
 
@@ -206,7 +207,10 @@ impl QuotientInputs<'_> {
     /// `eval_filtered_base_batch` and the rest scalar code. The values are the same.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
         match self.values_on_cpu_with(CpuGates::Lanes(isa())) {
-            Err(BackendError::Unsupported(_) | BackendError::Shape(_)) => self.values_on_cpu_with(CpuGates::Plonky2),
+            Err(BackendError::Unsupported(why) | BackendError::Shape(why)) => {
+                tracing::debug!("quotient on plonky2's gates, not on lanes: {why}");
+                self.values_on_cpu_with(CpuGates::Plonky2)
+            }
             values => values,
         }
     }
