@@ -20,7 +20,8 @@ use plonky2::iop::challenger::Challenger;
 use plonky2::plonk::circuit_data::CircuitConfig;
 use plonky2::plonk::config::{Hasher, PoseidonGoldilocksConfig};
 use plonky2::util::timing::TimingTree;
-use prover_gpu::poseidon_x8::{self, Isa};
+use prover_gpu::lanes::{self, Isa};
+use prover_gpu::poseidon_x8;
 use prover_gpu::{commit, fri, Backend, CudaBackend, Digest, RayonBackend, Transcript, F};
 use rayon::prelude::*;
 
@@ -146,7 +147,7 @@ fn poseidon(c: &mut Criterion) {
         });
     }
     g.finish();
-    eprintln!("x8_hash_rows ran on {}", poseidon_x8::isa().name());
+    eprintln!("x8_hash_rows ran on {}", lanes::isa().name());
 }
 
 /// The batch proof's oracles (constants and sigmas, wires, Z's and partial products, quotient

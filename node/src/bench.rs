@@ -160,7 +160,7 @@ fn machine() -> Machine {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_gib: kib / (1 << 20) as f64,
         gpu,
-        cpu_hash: prover_gpu::poseidon_x8::isa().name(),
+        cpu_hash: prover_gpu::lanes::isa().name(),
     }
 }
 

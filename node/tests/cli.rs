@@ -131,7 +131,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     assert!(num("peak_memory_mib") > 0.0 && r["block_proof_bytes"].as_u64() > Some(0));
     assert!(r["machine"]["cores"].as_u64() >= Some(1) && r["machine"]["cpu"].is_string(), "{r}");
     // The rayon backend's Poseidon instruction set, as this CPU decides it.
-    assert_eq!(r["machine"]["cpu_hash"], prover_gpu::poseidon_x8::isa().name(), "{r}");
+    assert_eq!(r["machine"]["cpu_hash"], prover_gpu::lanes::isa().name(), "{r}");
     // No device was asked for, so none is reported.
     assert!(r["peak_device_memory_mib"].is_null());
 

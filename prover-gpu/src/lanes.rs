@@ -9,10 +9,67 @@
 //! carry is a compare into a mask register and a masked add; AVX2 has neither, so its carries
 //! are emulated and its products avoid them.
 //!
+//! [`isa`] is this CPU's best instruction set, detected once at run time; every kernel takes it.
+//!
 //! Values are plonky2's representatives, anywhere in `[0, 2^64)`, except where a function says
 //! it wants or gives canonical ones.
 
 use crate::F;
+
+/// The instruction set the rayon backend's vector kernels run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Eight lanes per vector (AVX-512F).
+    Avx512,
+    /// Four lanes per vector (AVX2).
+    Avx2,
+    /// No vector kernels: plonky2's scalar code.
+    Scalar,
+}
+
+impl Isa {
+    /// Every instruction set, best first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+
+    /// Short name for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// Whether this CPU runs it (detected at run time).
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Isa::Scalar => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// The best instruction set of this CPU, detected once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| Isa::ALL.into_iter().find(|isa| isa.supported()).unwrap_or(Isa::Scalar))
+}
+
+/// Lanes per vector on `isa`; `None` for the scalar fallback.
+pub fn width(isa: Isa) -> Option<usize> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(avx512::W),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(avx2::W),
+        _ => None,
+    }
+}
 
 /// The values' representatives, in place. `GoldilocksField` is `#[repr(transparent)]` over its
 /// public `u64`.

@@ -26,8 +26,7 @@ use plonky2::field::fft::{fft_root_table, FftRootTable};
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::util::{log2_strict, reverse_index_bits_in_place};
 
-use crate::lanes::{words, words_of};
-use crate::poseidon_x8::{isa, Isa};
+use crate::lanes::{isa, width, words, words_of, Isa};
 use crate::F;
 
 /// Layers whose butterflies span less than 2^BLOCK_BITS elements run block by block: a block of
@@ -57,7 +56,7 @@ pub fn shift_powers(shift: F, n: usize) -> Arc<Vec<F>> {
     if !p.contains_key(&key) && p.len() >= MAX_SHIFT_TABLES {
         p.clear();
     }
-    p.entry(key).or_insert_with(|| Arc::new(shift.powers().take(n).collect())).clone()
+    p.entry(key).or_insert_with(|| Arc::new(crate::cpu::powers(shift, n))).clone()
 }
 
 /// plonky2's `fft_with_options(coeffs, None, table)`: the values at `ω^i`, natural order, in
@@ -152,17 +151,17 @@ fn layers(isa: Isa, values: &mut [u64], first: usize, table: &FftRootTable<F>) {
 /// # Safety
 /// The CPU must have `isa`.
 unsafe fn layer(isa: Isa, values: &mut [u64], lg_half: usize, table: &FftRootTable<F>) {
-    let omegas = words_of(&table[lg_half]);
+    let (omegas, half) = (words_of(&table[lg_half]), 1 << lg_half);
+    // Butterflies that span less than a vector stay scalar.
+    let vector = width(isa).is_some_and(|w| half >= w);
     match isa {
         // SAFETY: the caller's guarantee.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if 1 << lg_half >= crate::lanes::avx512::W => unsafe {
-            avx512::layer(values, 1 << lg_half, omegas)
-        },
+        Isa::Avx512 if vector => unsafe { avx512::layer(values, half, omegas) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if 1 << lg_half >= crate::lanes::avx2::W => unsafe { avx2::layer(values, 1 << lg_half, omegas) },
-        _ => layer_scalar(values, 1 << lg_half, omegas),
+        Isa::Avx2 if vector => unsafe { avx2::layer(values, half, omegas) },
+        _ => layer_scalar(values, half, omegas),
     }
 }
 

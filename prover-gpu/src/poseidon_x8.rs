@@ -36,55 +36,12 @@ use plonky2::plonk::config::Hasher;
 use rayon::prelude::*;
 
 use crate::backend::Digest;
+use crate::lanes::{isa, Isa};
 use crate::transcript::pow_response;
 use crate::F;
 
 /// States per call of the vector permutation.
 pub const LANES: usize = 8;
-
-/// The instruction set the permutation runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// Eight lanes per vector (AVX-512F).
-    Avx512,
-    /// Four lanes per vector, the eight states in two passes (AVX2).
-    Avx2,
-    /// plonky2's scalar permutation, one state at a time.
-    Scalar,
-}
-
-impl Isa {
-    /// Every instruction set, best first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
-
-    /// Short name for logs and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-            Isa::Scalar => "scalar",
-        }
-    }
-
-    /// Whether this CPU runs it (detected at run time).
-    pub fn supported(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
-            Isa::Scalar => true,
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
-
-/// The best instruction set of this CPU, detected once.
-pub fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| Isa::ALL.into_iter().find(|isa| isa.supported()).unwrap_or(Isa::Scalar))
-}
 
 /// Whether a vector permutation runs on this CPU (AVX-512F or AVX2).
 pub fn available() -> bool {

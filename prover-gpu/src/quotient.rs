@@ -41,7 +41,7 @@ use serde::Deserialize;
 
 use crate::commit::Config;
 use crate::error::{BackendError, Result};
-use crate::poseidon_x8::{isa, Isa};
+use crate::lanes::{isa, width, Isa};
 use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
 
@@ -224,7 +224,7 @@ impl QuotientInputs<'_> {
         let lanes = match gates {
             CpuGates::Plonky2 => None,
             CpuGates::Lanes(isa) => {
-                let width = crate::quotient_x8::lanes(isa)
+                let width = width(isa)
                     .filter(|_| isa.supported())
                     .ok_or_else(|| BackendError::Unsupported(format!("gates on {} lanes on this CPU", isa.name())))?;
                 let c = self.common;

@@ -23,8 +23,7 @@
 //! Values are kept canonical: inputs are reduced as they are loaded, every product is reduced
 //! below p, so a sum needs one carry and a difference one borrow.
 
-use crate::lanes::{words, words_of};
-use crate::poseidon_x8::Isa;
+use crate::lanes::{width, words, words_of, Isa};
 use crate::quotient::{GateProgram, MAX_CHALLENGES};
 use crate::F;
 
@@ -50,17 +49,6 @@ pub struct PointBatch<'a> {
     pub public_inputs_hash: [F; 4],
 }
 
-/// Points per vector on `isa`; `None` on the scalar fallback.
-pub fn lanes(isa: Isa) -> Option<usize> {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some(crate::lanes::avx512::W),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Some(crate::lanes::avx2::W),
-        _ => None,
-    }
-}
-
 /// Adds each gate's filtered constraints at the batch's points into `terms` (constraint `m` of
 /// point `k` at `m·len + k`, plonky2's `gate_terms`), on `isa`. `terms` must hold canonical
 /// values (zeros to start); it is left canonical.
@@ -75,7 +63,7 @@ pub fn add_gate_terms(
     num_constraints: usize,
     terms: &mut [F],
 ) {
-    let w = lanes(isa).expect("a vector instruction set");
+    let w = width(isa).expect("a vector instruction set");
     assert!(isa.supported(), "this CPU has no {}", isa.name());
     assert!(batch.len.is_multiple_of(w), "{} points in vectors of {w}", batch.len);
     assert_eq!(terms.len(), num_constraints * batch.len, "one sum per constraint and point");
@@ -145,7 +133,7 @@ pub struct TermBatch<'a> {
 /// If the CPU lacks `isa`, `isa` is the scalar fallback, the batch is not a whole number of
 /// vectors, there are more than [`MAX_CHALLENGES`] challenges, or a column is missing.
 pub fn combine_terms(isa: Isa, batch: &TermBatch<'_>, out: &mut [F]) {
-    let w = lanes(isa).expect("a vector instruction set");
+    let w = width(isa).expect("a vector instruction set");
     assert!(isa.supported(), "this CPU has no {}", isa.name());
     assert!(batch.len.is_multiple_of(w), "{} points in vectors of {w}", batch.len);
     let challenges = batch.betas.len();

@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::cpu::RayonBackend;
 use crate::cuda::CudaBackend;
 use crate::error::{BackendError, Result};
-use crate::poseidon_x8;
+use crate::lanes;
 
 /// What the operator asked for (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Requested {
 pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
     match requested {
         Requested::Cpu => {
-            info!(backend = "cpu", hash = poseidon_x8::isa().name(), "proving backend: rayon (requested)");
+            info!(backend = "cpu", hash = lanes::isa().name(), "proving backend: rayon (requested)");
             Ok(Arc::new(RayonBackend))
         }
         Requested::Cuda => {
@@ -41,7 +41,7 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
             Err(BackendError::Unavailable(why)) | Err(BackendError::Cuda(why)) => {
                 info!(
                     backend = "cpu",
-                    hash = poseidon_x8::isa().name(),
+                    hash = lanes::isa().name(),
                     reason = %why,
                     "proving backend: rayon (auto: no usable CUDA device)"
                 );

@@ -15,7 +15,7 @@ use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
-use prover_gpu::poseidon_x8::Isa;
+use prover_gpu::lanes::Isa;
 use prover_gpu::quotient::{CpuGates, Selectors};
 use prover_gpu::*;
 
