@@ -9,7 +9,7 @@ use plonky2::hash::poseidon::PoseidonHash;
 use rayon::prelude::*;
 
 use crate::error::{BackendError, Result};
-use crate::layout::{digest_position, reverse_bits};
+use crate::layout::{digest_position, reverse_bits, tree_rows};
 use crate::quotient::QuotientInputs;
 use crate::transcript::{RATE, WIDTH};
 use crate::F;
@@ -46,6 +46,42 @@ pub(crate) fn check_grind(slot: usize, start: u64, count: u64) -> Result<()> {
 
 /// A Poseidon digest as four raw field elements.
 pub type Digest = HashOut<F>;
+
+/// A Merkle tree of plonky2's, over rows of field elements.
+pub type Tree = MerkleTree<F, PoseidonHash>;
+
+/// Where a commitment's leaves go ([`Backend::commit_tree`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaves {
+    /// Into the returned tree's `leaves`, as plonky2 keeps them.
+    Host,
+    /// Kept where the backend made them, if it keeps leaves: a device backend returns the tree
+    /// with no leaves (the digests and the cap only), reads rows for the caller with
+    /// [`Backend::leaf_rows`] and frees them at [`Backend::release`], which the caller must call
+    /// ([`crate::commit::Held`] does on drop). A batch proof's wire leaves are 141 MB, and
+    /// all the proof reads of them on the host is FRI's few dozen query rows. Host backends put
+    /// them on the host either way.
+    Kept,
+}
+
+/// Rows `rows` of `tree`'s leaves (of `width` each) from the host's copy: [`Backend::leaf_rows`]
+/// for leaves on the host.
+pub fn host_leaf_rows(tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+    if tree.leaves.len() != tree_rows(tree) {
+        return Err(BackendError::Shape(format!(
+            "{} leaves on the host of a tree of {} rows: its leaves were kept by a backend that no longer holds them",
+            tree.leaves.len(),
+            tree_rows(tree)
+        )));
+    }
+    rows.iter()
+        .map(|&r| match tree.leaves.get(r) {
+            Some(leaf) if leaf.len() == width => Ok(leaf.clone()),
+            Some(leaf) => Err(BackendError::Shape(format!("a leaf of {} elements, not {width}", leaf.len()))),
+            None => Err(BackendError::Shape(format!("row {r} of a tree of {} leaves", tree.leaves.len()))),
+        })
+        .collect()
+}
 
 /// A proving backend. Kernels write into caller-allocated buffers; polynomials are stored one
 /// after another (`batch × n` elements, polynomial `p` at `[p·n, (p+1)·n)`).
@@ -161,24 +197,34 @@ pub trait Backend: Send + Sync {
 
     /// The whole commitment step of plonky2's `PolynomialBatch::from_coeffs` (unblinded): the
     /// coset LDE of `coeffs` (polynomials of `n`, one after another) at rate `2^-rate_bits`,
-    /// its rows as leaves, and the Merkle tree over them. The default composes
-    /// [`Backend::coset_lde_leaves`] and [`Backend::merkle_tree_of_leaves`]; a device backend
-    /// runs it in one pass without the host in between.
+    /// its rows as leaves, and the Merkle tree over them; the leaves where `leaves` says. The
+    /// default composes [`Backend::coset_lde_leaves`] and [`Backend::merkle_tree_of_leaves`],
+    /// leaves on the host; a device backend runs it in one pass without the host in between.
     fn commit_tree(
         &self,
         coeffs: &[F],
         n: usize,
         rate_bits: usize,
         cap_height: usize,
-    ) -> Result<MerkleTree<F, PoseidonHash>> {
+        _leaves: Leaves,
+    ) -> Result<Tree> {
         let leaves = self.coset_lde_leaves(coeffs, n, rate_bits)?;
         let (digests, cap) = self.merkle_tree_of_leaves(&leaves, cap_height)?;
         Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
     }
 
-    /// Nothing will read `tree`'s leaves through this backend again: a device backend frees
-    /// the copy it kept (see [`crate::resident`]). The default holds nothing.
-    fn release(&self, _tree: &MerkleTree<F, PoseidonHash>) {}
+    /// Rows `rows` (any order, repeats allowed) of the leaves of `tree`, a commitment's tree with
+    /// rows of `width`: from the host's copy if it has one, else from the copy this backend kept
+    /// ([`Leaves::Kept`]). An index past the tree, or leaves neither here nor there, is
+    /// [`BackendError::Shape`].
+    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+        host_leaf_rows(tree, width, rows)
+    }
+
+    /// Nothing will read the leaves of `tree` (rows of `width`) through this backend again: a
+    /// device backend frees the copy it kept or cached (see [`crate::resident`]). The default
+    /// holds nothing.
+    fn release(&self, _tree: &Tree, _width: usize) {}
 
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {

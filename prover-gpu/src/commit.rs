@@ -2,16 +2,21 @@
 //! `from_coeffs` or `from_values`, built here from the backend's NTT and Merkle kernels (all of
 //! its fields are public).
 
+use std::ops::Deref;
+
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 
-use crate::backend::{check_polynomials, Backend};
+use crate::backend::{check_polynomials, Backend, Leaves};
 use crate::error::{BackendError, Result};
 use crate::F;
 
 /// plonky2's configuration.
 pub type Config = PoseidonGoldilocksConfig;
+
+/// A commitment.
+pub type Commitment = PolynomialBatch<F, Config, 2>;
 
 /// The unblinded commitment to `polynomials` (all of one power-of-two length), as plonky2's
 /// `PolynomialBatch::from_coeffs(polynomials, rate_bits, false, cap_height, ..)` makes it.
@@ -20,31 +25,52 @@ pub fn commit(
     polynomials: Vec<PolynomialCoeffs<F>>,
     rate_bits: usize,
     cap_height: usize,
-) -> Result<PolynomialBatch<F, Config, 2>> {
-    let n = polynomials.first().map(|p| p.len()).ok_or_else(|| BackendError::Shape("no polynomials".into()))?;
-    if polynomials.iter().any(|p| p.len() != n) {
-        return Err(BackendError::Shape("polynomials of different lengths".into()));
-    }
-    let flat: Vec<F> = polynomials.iter().flat_map(|p| p.coeffs.iter().copied()).collect();
-    commit_flat(backend, polynomials, &flat, n, rate_bits, cap_height)
+) -> Result<Commitment> {
+    commit_coeffs(backend, polynomials, rate_bits, cap_height, Leaves::Host)
 }
 
 /// The unblinded commitment to the polynomials interpolating `values` on the subgroup of order
 /// `n` (`values` holds them one after another), as plonky2's `PolynomialBatch::from_values`.
 pub fn commit_values(
     backend: &dyn Backend,
+    values: Vec<F>,
+    n: usize,
+    rate_bits: usize,
+    cap_height: usize,
+) -> Result<Commitment> {
+    commit_value_columns(backend, values, n, rate_bits, cap_height, Leaves::Host)
+}
+
+fn commit_coeffs(
+    backend: &dyn Backend,
+    polynomials: Vec<PolynomialCoeffs<F>>,
+    rate_bits: usize,
+    cap_height: usize,
+    leaves: Leaves,
+) -> Result<Commitment> {
+    let n = polynomials.first().map(|p| p.len()).ok_or_else(|| BackendError::Shape("no polynomials".into()))?;
+    if polynomials.iter().any(|p| p.len() != n) {
+        return Err(BackendError::Shape("polynomials of different lengths".into()));
+    }
+    let flat: Vec<F> = polynomials.iter().flat_map(|p| p.coeffs.iter().copied()).collect();
+    commit_flat(backend, polynomials, &flat, n, rate_bits, cap_height, leaves)
+}
+
+fn commit_value_columns(
+    backend: &dyn Backend,
     mut values: Vec<F>,
     n: usize,
     rate_bits: usize,
     cap_height: usize,
-) -> Result<PolynomialBatch<F, Config, 2>> {
+    leaves: Leaves,
+) -> Result<Commitment> {
     if values.is_empty() {
         return Err(BackendError::Shape("no polynomials".into()));
     }
     check_polynomials(values.len(), n)?;
     backend.intt_batch(&mut values, n)?;
     let polynomials = values.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
-    commit_flat(backend, polynomials, &values, n, rate_bits, cap_height)
+    commit_flat(backend, polynomials, &values, n, rate_bits, cap_height, leaves)
 }
 
 /// `polynomials` and `flat` hold the same coefficients; the kernels read the flat copy.
@@ -55,12 +81,61 @@ fn commit_flat(
     n: usize,
     rate_bits: usize,
     cap_height: usize,
-) -> Result<PolynomialBatch<F, Config, 2>> {
+    leaves: Leaves,
+) -> Result<Commitment> {
     Ok(PolynomialBatch {
         polynomials,
-        merkle_tree: backend.commit_tree(flat, n, rate_bits, cap_height)?,
+        merkle_tree: backend.commit_tree(flat, n, rate_bits, cap_height, leaves)?,
         degree_log: n.trailing_zeros() as usize,
         rate_bits,
         blinding: false,
     })
+}
+
+/// A commitment whose leaves the backend may keep ([`Leaves::Kept`]): the prover's wires, Z
+/// and quotient commitments. Reads as the [`Commitment`] (whose `merkle_tree.leaves` are empty
+/// where the backend kept them: [`Backend::leaf_rows`] reads their rows), and releases the backend's
+/// copy when dropped, on every path out of the proof, errors included.
+pub struct Held<'a> {
+    commitment: Commitment,
+    backend: &'a dyn Backend,
+}
+
+impl<'a> Held<'a> {
+    /// [`commit`], the leaves kept by `backend` if it keeps leaves.
+    pub fn commit(
+        backend: &'a dyn Backend,
+        polynomials: Vec<PolynomialCoeffs<F>>,
+        rate_bits: usize,
+        cap_height: usize,
+    ) -> Result<Self> {
+        let commitment = commit_coeffs(backend, polynomials, rate_bits, cap_height, Leaves::Kept)?;
+        Ok(Self { commitment, backend })
+    }
+
+    /// [`commit_values`], the leaves kept by `backend` if it keeps leaves.
+    pub fn commit_values(
+        backend: &'a dyn Backend,
+        values: Vec<F>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+    ) -> Result<Self> {
+        let commitment = commit_value_columns(backend, values, n, rate_bits, cap_height, Leaves::Kept)?;
+        Ok(Self { commitment, backend })
+    }
+}
+
+impl Deref for Held<'_> {
+    type Target = Commitment;
+
+    fn deref(&self) -> &Commitment {
+        &self.commitment
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.backend.release(&self.commitment.merkle_tree, self.commitment.polynomials.len());
+    }
 }

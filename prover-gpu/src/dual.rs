@@ -1,10 +1,7 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
-use plonky2::hash::merkle_tree::MerkleTree;
-use plonky2::hash::poseidon::PoseidonHash;
-
-use crate::backend::{Backend, Digest};
+use crate::backend::{Backend, Digest, Leaves, Tree};
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
 use crate::transcript::WIDTH;
@@ -66,9 +63,25 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
-    fn release(&self, tree: &MerkleTree<F, PoseidonHash>) {
-        self.first.release(tree);
-        self.second.release(tree);
+    fn release(&self, tree: &Tree, width: usize) {
+        self.first.release(tree, width);
+        self.second.release(tree, width);
+    }
+
+    /// Each backend's rows: the first's from its copy (the host's, if `tree` has one), the
+    /// second's from its own copy of the commitment where it kept one.
+    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+        let out = self.first.leaf_rows(tree, width, rows)?;
+        let without_leaves = Tree { leaves: Vec::new(), digests: tree.digests.clone(), cap: tree.cap.clone() };
+        let other = match self.second.leaf_rows(&without_leaves, width, rows) {
+            // The second keeps no leaves: it reads what the first does.
+            Err(BackendError::Shape(_)) => self.second.leaf_rows(tree, width, rows)?,
+            other => other?,
+        };
+        match first_difference(&out, &other) {
+            None => Ok(out),
+            Some(i) => Err(BackendError::Mismatch { kernel: "leaf_rows", detail: format!("row {}", rows[i]) }),
+        }
     }
 
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
@@ -80,25 +93,27 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
-    fn commit_tree(
-        &self,
-        coeffs: &[F],
-        n: usize,
-        rate_bits: usize,
-        cap_height: usize,
-    ) -> Result<MerkleTree<F, PoseidonHash>> {
-        let tree = self.first.commit_tree(coeffs, n, rate_bits, cap_height)?;
-        let other = self.second.commit_tree(coeffs, n, rate_bits, cap_height)?;
-        let detail = if tree.leaves.len() != other.leaves.len() {
-            Some(format!("{} rows against {}", tree.leaves.len(), other.leaves.len()))
-        } else if let Some(r) = first_difference(&tree.leaves, &other.leaves) {
-            Some(format!("leaf row {r} of {}", tree.leaves.len()))
-        } else {
-            tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0))
+    /// Both commitments, compared leaf by leaf (read back whole from a backend that kept them),
+    /// then digest by digest. The first's tree is returned, its leaves on the host; the second
+    /// keeps its copy as `leaves` says, until [`Backend::release`] (at once if they differ).
+    fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
+        let tree = self.first.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
+        let other = self.second.commit_tree(coeffs, n, rate_bits, cap_height, leaves)?;
+        let width = coeffs.len() / n;
+        let all: Vec<usize> = (0..tree.leaves.len()).collect();
+        let detail = match self.second.leaf_rows(&other, width, &all) {
+            Err(e) => Some(format!("its leaves do not read back: {e}")),
+            Ok(other_leaves) => match first_difference(&tree.leaves, &other_leaves) {
+                Some(r) => Some(format!("leaf row {r} of {}", tree.leaves.len())),
+                None => tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0)),
+            },
         };
         match detail {
             None => Ok(tree),
-            Some(detail) => Err(BackendError::Mismatch { kernel: "commit_tree", detail }),
+            Some(detail) => {
+                self.second.release(&other, width);
+                Err(BackendError::Mismatch { kernel: "commit_tree", detail })
+            }
         }
     }
 

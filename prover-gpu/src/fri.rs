@@ -12,7 +12,9 @@
 //! 4. the proof of work, searched on the backend from our own [`Transcript`]'s state (plonky2's
 //!    is crate-private), in order, so the witness is the smallest one (plonky2 takes whichever
 //!    thread finds one first, so its witness can differ; both verify);
-//! 5. the query rounds: openings and Merkle paths from the oracles' trees and the layers' trees.
+//! 5. the query rounds: every oracle's rows at the queried indices, read in one call through the
+//!    backend (which may have kept the leaves, [`crate::backend::Leaves`]), Merkle paths from the
+//!    trees' digests, and the layers' openings.
 
 use plonky2::field::extension::{unflatten, Extendable, FieldExtension};
 use plonky2::field::polynomial::PolynomialCoeffs;
@@ -21,6 +23,7 @@ use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::proof::{FriInitialTreeProof, FriProof, FriQueryRound, FriQueryStep};
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo};
 use plonky2::fri::FriParams;
+use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::plonk_common::reduce_with_powers;
@@ -30,6 +33,7 @@ use crate::backend::Backend;
 use crate::commit::Config;
 use crate::error::{BackendError, Result};
 use crate::layout::reverse_bits;
+use crate::layout::{merkle_proof, tree_rows};
 use crate::transcript::Transcript;
 use crate::F;
 
@@ -58,21 +62,41 @@ pub fn prove_openings(
         )));
     }
     // The query rounds open every oracle at the same index of this LDE.
-    if let Some(o) = oracles.iter().find(|o| o.merkle_tree.leaves.len() != n) {
+    if let Some(o) = oracles.iter().find(|o| tree_rows(&o.merkle_tree) != n) {
         return Err(BackendError::Shape(format!(
             "an oracle of {} leaves for FRI over {n} points",
-            o.merkle_tree.leaves.len()
+            tree_rows(&o.merkle_tree)
         )));
     }
     let values = ext_coset_ntt(backend, &lde.coeffs, F::coset_shift())?;
     let (layers, final_coeffs) = commit_phase(backend, lde.coeffs, values, transcript, params)?;
     let pow_witness = proof_of_work(backend, transcript, params.config.proof_of_work_bits)?;
-    let initial: Vec<&Tree> = oracles.iter().map(|o| &o.merkle_tree).collect();
-    let query_round_proofs = transcript
+    let indices: Vec<usize> = transcript
         .get_n_challenges(params.config.num_query_rounds)
-        .into_par_iter()
-        .map(|r| query_round(&initial, &layers, r.to_canonical_u64() as usize % n, params))
+        .iter()
+        .map(|r| r.to_canonical_u64() as usize % n)
         .collect();
+    // Each oracle's rows at every query at once, from wherever its leaves are (a device backend
+    // keeps the wires, Z and quotient leaves: these are the only rows of theirs the host reads).
+    let opened = oracles
+        .iter()
+        .map(|o| match backend.leaf_rows(&o.merkle_tree, o.polynomials.len(), &indices)? {
+            rows if rows.len() == indices.len() => Ok(rows),
+            rows => Err(BackendError::Shape(format!("{} leaf rows for {} queries", rows.len(), indices.len()))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let query_round_proofs = indices
+        .par_iter()
+        .enumerate()
+        .map(|(q, &x_index)| {
+            let initial = oracles
+                .iter()
+                .zip(&opened)
+                .map(|(o, rows)| Ok((rows[q].clone(), merkle_proof(&o.merkle_tree, x_index)?)))
+                .collect::<Result<_>>()?;
+            Ok(query_round(initial, &layers, x_index, params))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(FriProof {
         commit_phase_merkle_caps: layers.iter().map(|t| t.cap.clone()).collect(),
         query_round_proofs,
@@ -224,14 +248,14 @@ fn proof_of_work(backend: &dyn Backend, transcript: &mut Transcript, bits: u32) 
     Ok(witness)
 }
 
-/// One query round at `x_index` of the LDE: plonky2's `fri_prover_query_round`.
+/// One query round at `x_index` of the LDE: plonky2's `fri_prover_query_round`, given each
+/// oracle's row at `x_index` with its Merkle path.
 fn query_round(
-    initial: &[&Tree],
+    evals_proofs: Vec<(Vec<F>, MerkleProof<F, PoseidonHash>)>,
     layers: &[Tree],
     mut x_index: usize,
     params: &FriParams,
 ) -> FriQueryRound<F, PoseidonHash, D> {
-    let evals_proofs = initial.iter().map(|t| (t.get(x_index).to_vec(), t.prove(x_index))).collect();
     let steps = layers
         .iter()
         .zip(&params.reduction_arity_bits)

@@ -25,7 +25,7 @@ use plonky2::plonk::proof::{OpeningSet, Proof, ProofWithPublicInputs};
 use rayon::prelude::*;
 
 use crate::backend::Backend;
-use crate::commit::{commit, commit_values, Config};
+use crate::commit::{Config, Held};
 use crate::error::{BackendError, Result};
 use crate::fri;
 use crate::quotient::{quotient_bits, QuotientInputs, Selectors};
@@ -158,7 +158,7 @@ pub fn prove_with_partition(
     times.witness = t.elapsed();
 
     let t = Instant::now();
-    let wires = commit_values(backend, columns.clone(), n, rate_bits, cap_height)?;
+    let wires = Held::commit_values(backend, columns.clone(), n, rate_bits, cap_height)?;
     times.wires_commit = t.elapsed();
 
     let mut transcript = Transcript::new();
@@ -175,7 +175,7 @@ pub fn prove_with_partition(
     times.partial_products = t.elapsed();
 
     let t = Instant::now();
-    let zs = commit_values(backend, zs_values, n, rate_bits, cap_height)?;
+    let zs = Held::commit_values(backend, zs_values, n, rate_bits, cap_height)?;
     times.zs_commit = t.elapsed();
     transcript.observe_cap(&zs.merkle_tree.cap);
     let alphas = transcript.get_n_challenges(config.num_challenges);
@@ -192,17 +192,11 @@ pub fn prove_with_partition(
         gammas: &gammas,
         alphas: &alphas,
     };
-    let quotients = quotient_polys(backend, &inputs);
-    // Only the quotient reads the wires and Z leaves through the backend (FRI reads the host's),
-    // so they are released whether or not the witness satisfied the constraints.
-    backend.release(&wires.merkle_tree);
-    backend.release(&zs.merkle_tree);
-    let quotients = quotients?;
+    let quotients = quotient_polys(backend, &inputs)?;
     times.quotient = t.elapsed();
 
     let t = Instant::now();
-    let quotient = commit(backend, quotients, rate_bits, cap_height)?;
-    backend.release(&quotient.merkle_tree);
+    let quotient = Held::commit(backend, quotients, rate_bits, cap_height)?;
     times.quotient_commit = t.elapsed();
     transcript.observe_cap(&quotient.merkle_tree.cap);
 
@@ -235,9 +229,9 @@ pub fn prove_with_partition(
     times.fri = t.elapsed();
 
     let proof = Proof {
-        wires_cap: wires.merkle_tree.cap,
-        plonk_zs_partial_products_cap: zs.merkle_tree.cap,
-        quotient_polys_cap: quotient.merkle_tree.cap,
+        wires_cap: wires.merkle_tree.cap.clone(),
+        plonk_zs_partial_products_cap: zs.merkle_tree.cap.clone(),
+        quotient_polys_cap: quotient.merkle_tree.cap.clone(),
         openings,
         opening_proof,
     };

@@ -33,15 +33,16 @@ use plonky2::gates::reducing::ReducingGate;
 use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_tree::MerkleTree;
-use plonky2::hash::poseidon::PoseidonHash;
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use plonky2::plonk::vars::EvaluationVarsBaseBatch;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use crate::backend::Backend;
 use crate::commit::Config;
 use crate::error::{BackendError, Result};
 use crate::lanes::{isa, width, Isa};
+use crate::layout::tree_rows;
 use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
 
@@ -138,15 +139,22 @@ impl QuotientInputs<'_> {
     }
 
     /// The inputs fit the circuit: one β, γ, α per challenge round, the coset inside the LDE,
-    /// commitments of the circuit's widths over the whole LDE. (The fields are public, so this
-    /// is checked here rather than trusted.)
-    fn check(&self) -> Result<()> {
+    /// commitments of the circuit's widths over the whole LDE, their leaves on the host or kept by
+    /// a backend (`on_host`: on the host). (The fields are public, so this is checked here rather
+    /// than trusted.)
+    fn check(&self, on_host: bool) -> Result<()> {
         let c = self.common;
         let rounds = c.config.num_challenges;
         let lde = c.degree() << c.config.fri_config.rate_bits;
-        let width = |b: &PolynomialBatch<F, Config, D>| b.merkle_tree.leaves.first().map_or(0, Vec::len);
-        let whole = |b: &PolynomialBatch<F, Config, D>| {
-            b.merkle_tree.leaves.len() == lde && b.merkle_tree.leaves.iter().all(|l| l.len() == width(b))
+        let whole = |b: &PolynomialBatch<F, Config, D>, width: usize| {
+            let t = &b.merkle_tree;
+            b.polynomials.len() == width
+                && tree_rows(t) == lde
+                && if t.leaves.is_empty() {
+                    !on_host
+                } else {
+                    t.leaves.len() == lde && t.leaves.iter().all(|l| l.len() == width)
+                }
         };
         let ok = self.betas.len() == rounds
             && self.gammas.len() == rounds
@@ -156,22 +164,59 @@ impl QuotientInputs<'_> {
             // One partial product per chunk of routed wires but the last (plonky2's layout),
             // so the terms are `num_terms` long.
             && c.config.num_routed_wires.div_ceil(c.quotient_degree_factor) == c.num_partial_products + 1
-            && whole(self.wires)
-            && width(self.wires) == c.config.num_wires
-            && whole(self.zs)
-            && width(self.zs) == rounds * (1 + c.num_partial_products)
-            && whole(&self.prover.constants_sigmas_commitment)
-            && width(&self.prover.constants_sigmas_commitment) == c.sigmas_range().end;
+            && self.trees().iter().zip(self.widths()).all(|((b, _), w)| whole(b, w));
         if !ok {
-            return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
+            let whose = if on_host { " (or their leaves are not on the host)" } else { "" };
+            return Err(BackendError::Shape(format!("quotient inputs do not match the circuit{whose}")));
         }
         Ok(())
     }
 
-    /// The trees whose leaves the quotient reads, in the kernel's order: constants and sigmas,
-    /// wires, Z and partial products. (Their shapes are checked by [`QuotientInputs::kernel_args`].)
-    pub fn trees(&self) -> [&MerkleTree<F, PoseidonHash>; 3] {
-        [&self.prover.constants_sigmas_commitment.merkle_tree, &self.wires.merkle_tree, &self.zs.merkle_tree]
+    /// The widths of the three commitments the quotient reads: constants and sigmas, wires, Z
+    /// and partial products.
+    fn widths(&self) -> [usize; 3] {
+        let c = self.common;
+        [c.sigmas_range().end, c.config.num_wires, c.config.num_challenges * (1 + c.num_partial_products)]
+    }
+
+    /// The commitments whose leaves the quotient reads, in the kernel's order (constants and
+    /// sigmas, wires, Z and partial products), each with its width. Their leaves are on the host
+    /// or kept by the backend that made them ([`crate::backend::Leaves`]). (Their shapes are
+    /// checked by [`QuotientInputs::kernel_args`].)
+    pub fn trees(&self) -> [(&PolynomialBatch<F, Config, D>, usize); 3] {
+        let [cs, wires, zs] = self.widths();
+        [(&self.prover.constants_sigmas_commitment, cs), (self.wires, wires), (self.zs, zs)]
+    }
+
+    /// [`QuotientInputs::values_on_cpu`] for commitments whose leaves `backend` may have kept:
+    /// those are read from it whole first (the fallback of a device backend whose kernel does not
+    /// take the circuit).
+    pub fn values_on_cpu_from(&self, backend: &dyn Backend) -> Result<Vec<F>> {
+        let on_host =
+            |b: &PolynomialBatch<F, Config, D>, width: usize| -> Result<Option<PolynomialBatch<F, Config, D>>> {
+                let t = &b.merkle_tree;
+                if !t.leaves.is_empty() {
+                    return Ok(None);
+                }
+                let rows: Vec<usize> = (0..tree_rows(t)).collect();
+                let leaves = backend.leaf_rows(t, width, &rows)?;
+                tracing::debug!("read {} kept leaf rows of {width} back for the quotient on the CPU", rows.len());
+                Ok(Some(PolynomialBatch {
+                    polynomials: b.polynomials.clone(),
+                    merkle_tree: MerkleTree { leaves, digests: t.digests.clone(), cap: t.cap.clone() },
+                    degree_log: b.degree_log,
+                    rate_bits: b.rate_bits,
+                    blinding: b.blinding,
+                }))
+            };
+        let [_, (wires, w), (zs, z)] = self.trees();
+        let (wires_copy, zs_copy) = (on_host(wires, w)?, on_host(zs, z)?);
+        let inputs = QuotientInputs {
+            wires: wires_copy.as_ref().unwrap_or(self.wires),
+            zs: zs_copy.as_ref().unwrap_or(self.zs),
+            ..*self
+        };
+        inputs.values_on_cpu()
     }
 
     /// Every `step`-th point of the commitments' LDE is a point of the quotient coset.
@@ -220,7 +265,7 @@ impl QuotientInputs<'_> {
     /// the lanes do not know, or a shape they do not take (more than [`MAX_CHALLENGES`]
     /// challenges or [`MAX_STEPS`] partial-product steps) is [`BackendError::Unsupported`].
     pub fn values_on_cpu_with(&self, gates: CpuGates) -> Result<Vec<F>> {
-        self.check()?;
+        self.check(true)?;
         let lanes = match gates {
             CpuGates::Plonky2 => None,
             CpuGates::Lanes(isa) => {
@@ -411,7 +456,7 @@ impl QuotientInputs<'_> {
     /// The flat arrays the C quotient code reads (`cuda/quotient.cuh`), or why it cannot run
     /// this circuit.
     pub fn kernel_args(&self) -> Result<QuotientKernelArgs> {
-        self.check()?;
+        self.check(false)?;
         let common = self.common;
         let program = GateProgram::of(common, self.selectors)?;
         let num_challenges = common.config.num_challenges;

@@ -1,19 +1,22 @@
-//! Commitments kept on the device between proving steps.
+//! Commitments' leaves kept on the device between proving steps.
 //!
-//! A commitment's leaves are made on the device (the coset LDE, transposed into rows) and the
-//! quotient step reads them again moments later: the wires and Z leaves of the same proof, and the
-//! circuit's constants and sigmas in every proof. Without a cache each read is a fresh upload of
-//! everything the host holds (about 250 MB per batch proof). [`Resident`] keeps the most recently
-//! used leaf buffers up to a byte budget and finds them by the Merkle cap.
+//! A commitment's leaves are made on the device (the coset LDE, transposed into rows), and the
+//! proof reads them twice more: the quotient step reads the constants and sigmas, wires and Z at
+//! every point moments later, and FRI's query rounds read a few dozen rows of every commitment at
+//! the end. Each commitment's leaves are in one of two states here:
 //!
-//! The prover says when a commitment's leaves will not be read through the backend again
-//! ([`crate::Backend::release`]: the wires and Z after the quotient, the quotient chunks at once),
-//! so a proof leaves behind only its circuit's constants and sigmas, which the next proof of the
-//! same circuit reads.
+//! - **held** ([`Resident::hold`]): the only copy, kept for the proof that made it (the host got
+//!   the digests and the cap, not the leaves). Never evicted; freed when the proof says it is done
+//!   ([`Resident::release`], from `Backend::release`). Held twice (two proofs that committed the
+//!   same data at once), freed after the second release.
+//! - **cached** ([`Resident::insert`]): a copy of leaves the host also holds (the circuit's
+//!   constants and sigmas, uploaded for the quotient and read again by every proof of the
+//!   circuit). The least recently used go first once cached and held buffers pass the byte budget.
 //!
 //! The cap is the key because it is what the prover already holds and it binds the leaves: two
 //! different leaf sets with one cap would be a Poseidon collision. The number of rows and their
-//! width are part of the key as well, so a lookup never returns a buffer of another shape.
+//! width are part of the key as well, so a lookup never returns a buffer of another shape (rows of
+//! at most four elements are their own digests, zero-padded, so the width is not implied).
 
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +24,7 @@ use plonky2::hash::merkle_tree::MerkleTree;
 use plonky2::hash::poseidon::PoseidonHash;
 
 use crate::backend::Digest;
+use crate::layout::tree_rows;
 use crate::F;
 
 /// What identifies a commitment's leaves.
@@ -37,9 +41,20 @@ impl TreeKey {
         Self { cap: cap.to_vec(), rows, width }
     }
 
-    /// The key of `tree` (its leaves are assumed to be of one width, as a commitment's are).
-    pub fn of(tree: &MerkleTree<F, PoseidonHash>) -> Self {
-        Self::new(&tree.cap.0, tree.leaves.len(), tree.leaves.first().map_or(0, Vec::len))
+    /// The number of rows (leaves).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The number of elements in a row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The key of `tree`, whose leaves are rows of `width`, whether the host holds them or not
+    /// (the number of rows follows from the digests and the cap).
+    pub fn of(tree: &MerkleTree<F, PoseidonHash>, width: usize) -> Self {
+        Self::new(&tree.cap.0, tree_rows(tree), width)
     }
 }
 
@@ -48,6 +63,8 @@ struct Entry<V> {
     value: Arc<V>,
     bytes: usize,
     last_use: u64,
+    /// Proofs holding this buffer as their only copy; evictable only at zero.
+    holds: usize,
 }
 
 struct Inner<V> {
@@ -56,8 +73,9 @@ struct Inner<V> {
     clock: u64,
 }
 
-/// Leaf buffers by key, least recently used evicted first, at most `budget` bytes in all. A
-/// buffer evicted while a kernel still reads it lives on until its last `Arc` is dropped.
+/// Leaf buffers by key: held ones until released, cached ones evicted least recently used first
+/// once everything passes `budget` bytes. A buffer evicted or released while a kernel still
+/// reads it lives on until its last `Arc` is dropped.
 pub struct Resident<V> {
     budget: usize,
     inner: Mutex<Inner<V>>,
@@ -83,34 +101,63 @@ impl<V> Resident<V> {
         Some(entry.value.clone())
     }
 
-    /// Keeps `value` (of `bytes` bytes) under `key`, evicting the least recently used buffers
-    /// until it fits. A buffer larger than the whole budget is not kept.
+    /// Caches `value` (of `bytes` bytes) under `key`, evicting the least recently used cached
+    /// buffers until it fits. A buffer that does not fit beside the held ones is not kept; a key
+    /// already present keeps its buffer (the same leaves, by the cap).
     pub fn insert(&self, key: TreeKey, value: Arc<V>, bytes: usize) {
-        if bytes > self.budget {
+        let mut inner = self.lock();
+        if inner.entries.iter().any(|e| e.key == key) {
             return;
         }
-        self.remove(&key);
-        let mut inner = self.lock();
-        while inner.bytes + bytes > self.budget {
-            let Some(oldest) = inner.entries.iter().enumerate().min_by_key(|(_, e)| e.last_use).map(|(i, _)| i) else {
-                break;
-            };
-            let old = inner.entries.swap_remove(oldest);
-            inner.bytes -= old.bytes;
+        let held: usize = inner.entries.iter().filter(|e| e.holds > 0).map(|e| e.bytes).sum();
+        if held + bytes > self.budget {
+            return;
         }
-        inner.clock += 1;
-        let last_use = inner.clock;
-        inner.bytes += bytes;
-        inner.entries.push(Entry { key, value, bytes, last_use });
-    }
-
-    /// Drops the buffer stored under `key`, if any (a kernel still reading it keeps it alive).
-    pub fn remove(&self, key: &TreeKey) {
-        let mut inner = self.lock();
-        if let Some(i) = inner.entries.iter().position(|e| &e.key == key) {
+        while inner.bytes + bytes > self.budget {
+            let oldest = inner.entries.iter().enumerate().filter(|(_, e)| e.holds == 0).min_by_key(|(_, e)| e.last_use);
+            let Some(i) = oldest.map(|(i, _)| i) else { break };
             let old = inner.entries.swap_remove(i);
             inner.bytes -= old.bytes;
         }
+        Self::push(&mut inner, key, value, bytes, 0);
+    }
+
+    /// Holds `value` (of `bytes` bytes) under `key` until [`Resident::release`], whatever the
+    /// budget: it is the only copy of these leaves. If the key is present (cached, or held by
+    /// another proof that committed the same data), that buffer is held once more instead.
+    pub fn hold(&self, key: TreeKey, value: Arc<V>, bytes: usize) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.iter_mut().find(|e| e.key == key) {
+            e.holds += 1;
+            return;
+        }
+        Self::push(&mut inner, key, value, bytes, 1);
+    }
+
+    fn push(inner: &mut Inner<V>, key: TreeKey, value: Arc<V>, bytes: usize, holds: usize) {
+        inner.clock += 1;
+        let last_use = inner.clock;
+        inner.bytes += bytes;
+        inner.entries.push(Entry { key, value, bytes, last_use, holds });
+    }
+
+    /// One holder of `key` is done with it: a buffer held by no one else is dropped, as is a
+    /// cached one (a kernel still reading it keeps it alive).
+    pub fn release(&self, key: &TreeKey) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.entries.iter().position(|e| &e.key == key) {
+            let e = &mut inner.entries[i];
+            e.holds = e.holds.saturating_sub(1);
+            if e.holds == 0 {
+                let old = inner.entries.swap_remove(i);
+                inner.bytes -= old.bytes;
+            }
+        }
+    }
+
+    /// Buffers held now (not merely cached).
+    pub fn held(&self) -> usize {
+        self.lock().entries.iter().filter(|e| e.holds > 0).count()
     }
 
     /// Bytes held now.
@@ -154,17 +201,49 @@ mod tests {
     }
 
     #[test]
-    fn shape_is_part_of_the_key_reinserting_replaces_and_remove_frees() {
+    fn shape_is_part_of_the_key_a_present_key_keeps_its_buffer_and_release_frees() {
         let set = Resident::<u32>::new(100);
         set.insert(key(1, 8, 4), Arc::new(1), 30);
         assert_eq!(set.get(&key(1, 8, 5)), None);
         assert_eq!(set.get(&key(1, 4, 8)), None);
         set.insert(key(1, 8, 4), Arc::new(7), 50);
-        assert_eq!(set.get(&key(1, 8, 4)).as_deref(), Some(&7));
-        assert_eq!((set.len(), set.bytes()), (1, 50));
-        set.remove(&key(1, 8, 4));
-        set.remove(&key(1, 8, 4));
+        assert_eq!(set.get(&key(1, 8, 4)).as_deref(), Some(&1));
+        assert_eq!((set.len(), set.bytes()), (1, 30));
+        set.release(&key(1, 8, 4));
+        set.release(&key(1, 8, 4));
         assert_eq!((set.len(), set.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn held_buffers_outlast_the_budget_until_each_holder_releases_them() {
+        let set = Resident::<u32>::new(100);
+        // Held past the budget: it is the only copy.
+        set.hold(key(1, 1, 1), Arc::new(1), 120);
+        set.hold(key(2, 1, 1), Arc::new(2), 30);
+        // A second proof that committed the same data holds the same buffer.
+        set.hold(key(2, 1, 1), Arc::new(9), 30);
+        assert_eq!((set.len(), set.held(), set.bytes()), (2, 2, 150));
+        // Nothing cached fits beside them, and caching evicts no held buffer.
+        set.insert(key(3, 1, 1), Arc::new(3), 10);
+        assert_eq!(set.get(&key(3, 1, 1)), None);
+        set.release(&key(1, 1, 1));
+        assert_eq!(set.get(&key(1, 1, 1)), None);
+        set.insert(key(3, 1, 1), Arc::new(3), 60);
+        set.insert(key(4, 1, 1), Arc::new(4), 10);
+        // 3 was used last, so 4 goes when 5 needs room; 2 stays held whatever its age.
+        assert_eq!(set.get(&key(3, 1, 1)).as_deref(), Some(&3));
+        set.insert(key(5, 1, 1), Arc::new(5), 10);
+        assert_eq!(set.get(&key(4, 1, 1)), None);
+        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&2));
+        set.release(&key(2, 1, 1));
+        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&2), "held by the second proof still");
+        set.release(&key(2, 1, 1));
+        assert_eq!(set.get(&key(2, 1, 1)), None);
+        // Holding a cached buffer pins it; its release drops it.
+        set.hold(key(3, 1, 1), Arc::new(0), 60);
+        assert_eq!((set.held(), set.get(&key(3, 1, 1)).as_deref()), (1, Some(&3)));
+        set.release(&key(3, 1, 1));
+        assert_eq!((set.len(), set.held(), set.bytes()), (1, 0, 10));
     }
 
     #[test]

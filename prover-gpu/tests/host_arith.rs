@@ -186,7 +186,8 @@ fn device_sources_are_valid_cuda_cpp() {
 
 /// Runs `kernels.cu` on the host: each kernel is an ordinary function under the stubs, called
 /// once per thread of its grid, in the order `CudaBackend::commit_tree` launches them. The
-/// result must be plonky2's `PolynomialBatch::from_coeffs` tree: leaves, digests and cap.
+/// result must be plonky2's `PolynomialBatch::from_coeffs` tree: leaves, digests and cap; and
+/// the rows `CudaBackend::leaf_rows` gathers from the leaves must be plonky2's leaves.
 #[test]
 fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
     use plonky2::field::polynomial::PolynomialCoeffs;
@@ -232,6 +233,14 @@ fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
         let digests = if tree.digests.is_empty() { "0".to_string() } else { digest_words(&tree.digests) };
         let _ = writeln!(src, "static const u64 DIGESTS[] = {{{digests}}};");
         let _ = writeln!(src, "static const u64 CAP[] = {{{}}};", digest_words(&tree.cap.0));
+        // FRI's query rows of leaves kept on the device: the first, the last, random, repeated.
+        let mut picks: Vec<usize> = (0..5).map(|_| rng.gen_range(0..m)).collect();
+        picks.extend([0, m - 1, picks[0]]);
+        let picked: Vec<F> = picks.iter().flat_map(|&r| tree.leaves[r].clone()).collect();
+        let pick_words: Vec<u64> = picks.iter().map(|&r| r as u64).collect();
+        let _ = writeln!(src, "static const u64 PICKS[] = {{{}}};", c_array(&pick_words));
+        let _ = writeln!(src, "static const u64 PICKED[] = {{{}}};", words(&picked));
+        let num_picks = picks.len();
         let _ = writeln!(
             src,
             r#"
@@ -269,8 +278,11 @@ int main(void) {{
         free(level);
         level = next;
     }}
+    const u32 picks = {num_picks};
+    u64 *picked = (u64 *)calloc(picks * batch, 8);
+    LAUNCH(picks * batch, gl_gather_rows(rows, batch, PICKS, picks, picked));
     int bad = compare("rows", rows, ROWS, all) + compare("digests", digests, DIGESTS, digest_words)
-        + compare("cap", level, CAP, 4ULL << cap_height);
+        + compare("cap", level, CAP, 4ULL << cap_height) + compare("gathered rows", picked, PICKED, picks * batch);
     printf("%d mismatches\n", bad);
     return bad != 0;
 }}

@@ -99,7 +99,7 @@ fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
     let a = q.kernel_args()?;
     let words = QuotientKernelArgs::words;
     // The leaves as the CUDA backend holds them on the device: row after row.
-    let [cs, wires, zs] = q.trees().map(|t| words(&t.leaves.concat()));
+    let [cs, wires, zs] = q.trees().map(|(c, _)| words(&c.merkle_tree.leaves.concat()));
     assert_eq!([cs.len(), wires.len(), zs.len()], a.leaf_elements());
     let arrays = [words(&a.params), cs, wires, zs, words(&a.xs), words(&a.l0s), words(&a.zh_inv)];
     let mut bytes = Vec::new();

@@ -7,12 +7,15 @@ use plonky2::field::types::{Field, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::util::timing::TimingTree;
+use prover_gpu::backend::Leaves;
 use prover_gpu::naive::coset_dft;
 use prover_gpu::*;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
+mod keeping;
 mod kernels_only;
+use keeping::Keeping;
 use kernels_only::KernelsOnly;
 
 fn random(rng: &mut StdRng, n: usize) -> Vec<F> {
@@ -110,7 +113,15 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         let rows = dual.coset_lde_rows(&coeffs, n, rate_bits).expect("LDE agrees");
         dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
         // The whole commitment in one pass on the device: leaves, digests and cap.
-        dual.commit_tree(&coeffs, n, rate_bits, cap_height).expect("device commitment agrees");
+        dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Host).expect("device commitment agrees");
+        // The leaves kept on the device: read back whole (inside the dual's commit_tree), then
+        // the first, the last and random rows, repeated, as FRI's queries read them.
+        let tree = dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Kept).expect("kept leaves agree");
+        let m = n << rate_bits;
+        let mut rows: Vec<usize> = (0..28).map(|_| rng.gen_range(0..m)).collect();
+        rows.extend([0, m - 1, 0]);
+        dual.leaf_rows(&tree, batch, &rows).expect("gathered rows agree");
+        dual.release(&tree, batch);
     }
     // FRI's proof-of-work search: the first witness of each range, at every input slot, and
     // none in a range too short to hold one.
@@ -124,12 +135,21 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         }
         dual.grind(&state, slot, 16, 1 << 20, 1 << 20).expect("grind agrees on a larger range");
     }
-    // What the device commits to stays there for the quotient.
+    // What the device commits to stays there for the quotient: cached when the host has the
+    // leaves too, held when it does not, until released.
     let cuda = CudaBackend::new(0).expect("a CUDA device");
     let n = 1 << 6;
-    let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2).expect("commit");
-    assert_eq!(cuda.resident_commitments(), 1);
+    let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Host).expect("commit");
+    assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
     assert_eq!(tree.leaves.len(), n << 3);
+    let kept = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Kept).expect("commit");
+    assert!(kept.leaves.is_empty());
+    assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (2, 1));
+    assert!(matches!(cuda.leaf_rows(&kept, 9, &[n << 3]), Err(BackendError::Shape(_))), "a row past the tree");
+    assert!(matches!(cuda.leaf_rows(&kept, 8, &[0]), Err(BackendError::Shape(_))), "another width");
+    cuda.release(&kept, 9);
+    assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
+    assert!(matches!(cuda.leaf_rows(&kept, 9, &[0]), Err(BackendError::Shape(_))), "released");
 }
 
 #[test]
@@ -186,9 +206,9 @@ fn the_dual_backend_locates_a_wrong_commitment() {
     let n = 1 << 4;
     let coeffs = random(&mut rng, n * 5);
     let dual = DualBackend { first: RayonBackend, second: KernelsOnly { break_pairs: false } };
-    dual.commit_tree(&coeffs, n, 3, 2).expect("the two paths agree");
+    dual.commit_tree(&coeffs, n, 3, 2, Leaves::Host).expect("the two paths agree");
     let dual = DualBackend { first: RayonBackend, second: KernelsOnly { break_pairs: true } };
-    match dual.commit_tree(&coeffs, n, 3, 2) {
+    match dual.commit_tree(&coeffs, n, 3, 2, Leaves::Host) {
         Err(BackendError::Mismatch { kernel: "commit_tree", detail }) => {
             assert!(detail.starts_with("digest "), "{detail}")
         }
@@ -199,4 +219,24 @@ fn the_dual_backend_locates_a_wrong_commitment() {
         Err(BackendError::Mismatch { kernel: "merkle_tree", .. }) => {}
         other => panic!("expected a merkle_tree mismatch, got {:?}", other.map(|t| t.1)),
     }
+}
+
+/// Leaves kept by the second backend of a dual read back equal to the first's: whole when
+/// committed, and at any rows; a row past the tree is refused; release frees them.
+#[test]
+fn kept_leaves_read_back_through_the_dual_backend() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let n = 1 << 4;
+    let coeffs = random(&mut rng, n * 5);
+    let dual = DualBackend { first: RayonBackend, second: Keeping::new(false) };
+    let tree = dual.commit_tree(&coeffs, n, 3, 2, Leaves::Kept).expect("the two commitments agree");
+    assert_eq!(tree.leaves.len(), n << 3, "the first's leaves, on the host");
+    assert_eq!(dual.second.kept.held(), 1);
+    let rows = [5, 0, (n << 3) - 1, 5];
+    assert_eq!(dual.leaf_rows(&tree, 5, &rows).expect("the rows agree"), rows.map(|r| tree.leaves[r].clone()));
+    assert!(matches!(dual.leaf_rows(&tree, 5, &[n << 3]), Err(BackendError::Shape(_))));
+    dual.release(&tree, 5);
+    assert!(dual.second.kept.is_empty());
+    let without_leaves = plonky2::hash::merkle_tree::MerkleTree { leaves: Vec::new(), ..tree };
+    assert!(matches!(dual.second.leaf_rows(&without_leaves, 5, &[0]), Err(BackendError::Shape(_))), "released");
 }

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 mod common;
+mod keeping;
 
 use common::{hashed_inputs, verifier_of, witness, D};
 
@@ -82,16 +83,36 @@ fn pipeline_proves_a_recursive_verifier() {
     check(&outer, pw, &RayonBackend);
 }
 
+/// A backend that keeps the wires, Z and quotient leaves (as the CUDA backend does on the
+/// device) makes the same proofs: the quotient and FRI's query rounds read the kept leaves through
+/// it, and every proof releases them, on success and on a failure after the commitments.
+#[test]
+fn proofs_from_kept_leaves_verify_and_release_them() {
+    let (data, targets) = small_circuit(300);
+    let keeping = keeping::Keeping::new(false);
+    check(&data, witness(&targets, 9), &keeping);
+    assert!(keeping.kept.is_empty(), "every proof released its leaves");
+    let (outer, pw) = verifier_of(&data, witness(&targets, 10), |_| {});
+    check(&outer, pw, &keeping);
+    assert!(keeping.kept.is_empty());
+
+    let failing = keeping::Keeping::new(true);
+    let err = prove(&failing, &data.prover_only, &data.common, witness(&targets, 11)).expect_err("no proof of work");
+    assert!(matches!(err, BackendError::Cuda(_)), "{err}");
+    assert!(failing.kept.is_empty(), "a failed proof released its leaves");
+}
+
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-run.sh runs it where one is lent"]
 fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
     let cuda = CudaBackend::new(0).expect("a CUDA device");
     let (data, targets) = small_circuit(300);
     check(&data, witness(&targets, 4), &cuda);
-    // Two proofs later, the only leaves still held on the device are the circuit's constants and
-    // sigmas, which the quotient kernel uploaded and the next proof reads again.
+    // Two proofs later, the only leaves still on the device are the circuit's constants and
+    // sigmas, which the quotient kernel uploaded and the next proof reads again: the wires, Z
+    // and quotient leaves the proofs kept there were released.
     cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
-    assert_eq!(cuda.resident_commitments(), 1, "released leaves are freed");
+    assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0), "released leaves are freed");
     check(&data, witness(&targets, 5), &DualBackend { first: RayonBackend, second: cuda });
 }
 

@@ -112,3 +112,13 @@ extern "C" __global__ void fri_grind(const u64 *state, u32 slot, u32 min_zeros, 
     psn_permute(s);
     if ((u32)__clzll(s[7]) >= min_zeros) atomicMin(best, (unsigned long long)(start + i));
 }
+
+// Rows `indices[0 .. count)` of a commitment's leaves (`width` elements a row, row after row), one
+// after another into `out`: FRI's query rows of leaves kept on the device. The host checks every
+// index against the number of rows first.
+extern "C" __global__ void gl_gather_rows(const u64 *rows, u32 width, const u64 *indices, u32 count, u64 *out) {
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (u64)count * width) return;
+    u64 q = idx / width, k = idx % width;
+    out[idx] = rows[indices[q] * width + k];
+}

@@ -10,12 +10,13 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
-use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
+use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
-use crate::backend::{check_grind, check_polynomials, tree_leaves, Backend, Digest};
+use crate::backend::{check_grind, check_polynomials, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Tree};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
+use crate::layout::tree_rows;
 use crate::quotient::{QuotientInputs, QuotientKernelArgs};
 use crate::resident::{Resident, TreeKey};
 use crate::transcript::WIDTH;
@@ -102,7 +103,9 @@ pub struct CudaBackend {
     rows_bit_reversed: CudaFunction,
     merkle_level: CudaFunction,
     grind: CudaFunction,
-    /// Commitments' leaves kept on the device for the quotient (see [`crate::resident`]).
+    gather: CudaFunction,
+    /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
+    /// quotient (see [`crate::resident`]).
     resident: Resident<CudaSlice<u64>>,
     device: String,
     ctx: Arc<CudaContext>,
@@ -165,6 +168,18 @@ fn digests_of(words: &[u64]) -> Vec<Digest> {
     words.chunks_exact(4).map(|c| HashOut { elements: std::array::from_fn(|i| F::from_canonical_u64(c[i])) }).collect()
 }
 
+/// A gather of `rows` from a device buffer of `len` elements holding the leaves `key` names:
+/// the buffer is the key's shape and every row is inside it.
+fn gather_check(key: &TreeKey, len: usize, rows: &[usize]) -> Result<()> {
+    if len != key.rows() * key.width() || key.width() == 0 {
+        return Err(BackendError::Shape(format!("{len} elements kept for {} rows of {}", key.rows(), key.width())));
+    }
+    match rows.iter().find(|&&r| r >= key.rows()) {
+        Some(r) => Err(BackendError::Shape(format!("row {r} of a tree of {} leaves", key.rows()))),
+        None => Ok(()),
+    }
+}
+
 fn small(n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| BackendError::Shape(format!("{n} does not fit a kernel argument")))
 }
@@ -201,6 +216,7 @@ impl CudaBackend {
             rows_bit_reversed: f("gl_rows_bit_reversed")?,
             merkle_level: f("psn_merkle_level")?,
             grind: f("fri_grind")?,
+            gather: f("gl_gather_rows")?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
@@ -234,7 +250,7 @@ impl CudaBackend {
         let challenges = q.common.config.num_challenges;
         let s = &self.stream;
         let words = QuotientKernelArgs::words;
-        let [cs, wires, zs] = q.trees().map(|t| self.leaves_on_device(t));
+        let [cs, wires, zs] = q.trees().map(|(c, width)| self.leaves_on_device(&c.merkle_tree, width));
         let (cs, wires, zs) = (cs?, wires?, zs?);
         if [cs.len(), wires.len(), zs.len()] != a.leaf_elements() {
             return Err(BackendError::Shape("the quotient's leaves do not match its arguments".into()));
@@ -273,16 +289,17 @@ impl CudaBackend {
         Ok(v.into_iter().map(F::from_canonical_u64).collect())
     }
 
-    /// A commitment's leaves on the device, row after row: the buffer its commitment left
-    /// there when this backend made it (or an earlier quotient uploaded it), else uploaded now
-    /// and kept.
-    fn leaves_on_device(&self, tree: &MerkleTree<F, PoseidonHash>) -> Result<Arc<CudaSlice<u64>>> {
-        let key = TreeKey::of(tree);
+    /// A commitment's leaves (rows of `width`) on the device, row after row: the buffer its
+    /// commitment left there when this backend made it (or an earlier quotient uploaded it), else
+    /// uploaded from the host's copy now and cached.
+    fn leaves_on_device(&self, tree: &Tree, width: usize) -> Result<Arc<CudaSlice<u64>>> {
+        let key = TreeKey::of(tree, width);
         if let Some(rows) = self.resident.get(&key) {
             return Ok(rows);
         }
-        let words: Vec<u64> =
-            tree.leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
+        let all: Vec<usize> = (0..tree_rows(tree)).collect();
+        let leaves = host_leaf_rows(tree, width, &all)?;
+        let words: Vec<u64> = leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
         let rows = Arc::new(self.stream.clone_htod(&words).map_err(cuda)?);
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, rows.clone(), words.len() * 8);
@@ -405,9 +422,15 @@ impl CudaBackend {
         Ok((digests_of(&words[..4 * num_digests]), digests_of(&cap)))
     }
 
-    /// Commitments whose leaves are held on the device now.
+    /// Commitments whose leaves are on the device now, kept or cached.
     pub fn resident_commitments(&self) -> usize {
         self.resident.len()
+    }
+
+    /// Commitments whose leaves are kept on the device now ([`Leaves::Kept`]) and not yet
+    /// released.
+    pub fn held_commitments(&self) -> usize {
+        self.resident.held()
     }
 
     /// The device's name.
@@ -455,13 +478,7 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn commit_tree(
-        &self,
-        coeffs: &[F],
-        n: usize,
-        rate_bits: usize,
-        cap_height: usize,
-    ) -> Result<MerkleTree<F, PoseidonHash>> {
+    fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         check_polynomials(coeffs.len(), n)?;
         let batch = coeffs.len() / n;
         let m = n << rate_bits;
@@ -504,15 +521,61 @@ impl Backend for CudaBackend {
         }
         drop(values);
         let (digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
-        let words = s.clone_dtoh(&rows).map_err(cuda)?;
-        let leaves: Vec<Vec<F>> =
-            words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect();
-        self.resident.insert(TreeKey::new(&cap, m, batch), Arc::new(rows), batch * m * 8);
-        Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
+        let key = TreeKey::new(&cap, m, batch);
+        let host = match leaves {
+            // The only copy: held until the prover releases it.
+            Leaves::Kept => {
+                self.resident.hold(key, Arc::new(rows), batch * m * 8);
+                Vec::new()
+            }
+            // On the host too, and cached here for a quotient that reads them.
+            Leaves::Host => {
+                let words = s.clone_dtoh(&rows).map_err(cuda)?;
+                self.resident.insert(key, Arc::new(rows), batch * m * 8);
+                words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect()
+            }
+        };
+        Ok(MerkleTree { leaves: host, digests, cap: MerkleCap(cap) })
     }
 
-    fn release(&self, tree: &MerkleTree<F, PoseidonHash>) {
-        self.resident.remove(&TreeKey::of(tree));
+    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+        if !tree.leaves.is_empty() {
+            return host_leaf_rows(tree, width, rows);
+        }
+        let key = TreeKey::of(tree, width);
+        let Some(leaves) = self.resident.get(&key) else {
+            return Err(BackendError::Shape(format!(
+                "the leaves of a tree of {} rows of {width} are neither on the host nor on the device",
+                key.rows()
+            )));
+        };
+        gather_check(&key, leaves.len(), rows)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.stream;
+        let indices: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
+        let indices = s.clone_htod(&indices).map_err(cuda)?;
+        let mut out = s.alloc_zeros::<u64>(rows.len() * width).map_err(cuda)?;
+        let (w, count) = (small(width)?, small(rows.len())?);
+        // SAFETY: `leaves` holds `key.rows() × width` elements and every index is below
+        // `key.rows()` (checked above); the kernel writes `count × width` elements.
+        unsafe {
+            s.launch_builder(&self.gather)
+                .arg(leaves.as_ref())
+                .arg(&w)
+                .arg(&indices)
+                .arg(&count)
+                .arg(&mut out)
+                .launch(cfg(rows.len() * width)?)
+                .map_err(cuda)?;
+        }
+        let words = s.clone_dtoh(&out).map_err(cuda)?;
+        Ok(words.chunks(width).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect())
+    }
+
+    fn release(&self, tree: &Tree, width: usize) {
+        self.resident.release(&TreeKey::of(tree, width));
     }
 
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
@@ -531,14 +594,14 @@ impl Backend for CudaBackend {
                 WARNED.call_once(|| {
                     tracing::warn!("the quotient kernel did not compile, so the quotient runs on the CPU: {why}")
                 });
-                return q.values_on_cpu();
+                return q.values_on_cpu_from(self);
             }
         };
         match q.kernel_args() {
             Ok(args) => self.quotient_on_device(f, &args, q),
             Err(BackendError::Unsupported(why)) => {
                 tracing::debug!("quotient on the CPU: {why}");
-                q.values_on_cpu()
+                q.values_on_cpu_from(self)
             }
             Err(e) => Err(e),
         }
