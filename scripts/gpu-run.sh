@@ -42,6 +42,6 @@ echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
-grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 64
+grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
 grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
 for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done

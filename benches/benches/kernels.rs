@@ -6,13 +6,15 @@
 //! shape. Between them, leaf hashing and the permutation: plonky2's scalar Poseidon against the
 //! rayon backend's eight lanes.
 //!
-//! `cargo bench -p benches --bench kernels`; CUDA rows appear where a device is present.
+//! `cargo bench -p benches --bench kernels`; CUDA rows appear where a device is present, among
+//! them the commitment with its leaves kept on the device (`cuda_commit_kept`, the prover's path)
+//! against the one that brings them to the host (`cuda_commit`).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use plonky2::field::extension::Extendable;
 use plonky2::field::fft::fft_root_table;
 use plonky2::field::polynomial::PolynomialCoeffs;
-use plonky2::field::types::{Field, Sample};
+use plonky2::field::types::{Field, PrimeField64, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::fri::structure::{FriBatchInfo, FriInstanceInfo, FriOracleInfo, FriPolynomialInfo};
 use plonky2::hash::poseidon::{Poseidon, PoseidonHash};
@@ -20,6 +22,7 @@ use plonky2::iop::challenger::Challenger;
 use plonky2::plonk::circuit_data::CircuitConfig;
 use plonky2::plonk::config::{Hasher, PoseidonGoldilocksConfig};
 use plonky2::util::timing::TimingTree;
+use prover_gpu::commit::Held;
 use prover_gpu::lanes::{self, Isa};
 use prover_gpu::poseidon_x8;
 use prover_gpu::{commit, fri, Backend, CudaBackend, Digest, RayonBackend, Transcript, F};
@@ -88,6 +91,20 @@ fn kernels(c: &mut Criterion) {
                 .collect::<Vec<_>>()
         })
     });
+    // What bringing a commitment's leaves back from a device costs the host besides the copy
+    // itself: a fresh buffer of the LDE's words (the copy's destination), then plonky2's one
+    // `Vec` per row. The prover's commitments on the CUDA backend skip it (`cuda_commit_kept`).
+    let words: Vec<u64> =
+        RayonBackend.coset_lde_rows(&coeffs, n, RATE_BITS).expect("lde").iter().map(|x| x.to_canonical_u64()).collect();
+    g.bench_function("host_leaves_from_device_words", |b| {
+        b.iter(|| {
+            let copy = words.clone();
+            copy.par_chunks(WIDTH)
+                .map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect())
+                .collect::<Vec<Vec<F>>>()
+        })
+    });
+    drop(words);
     for backend in &backends {
         let name = backend.name();
         g.bench_function(format!("{name}_coset_lde"), |b| {
@@ -100,6 +117,17 @@ fn kernels(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        // The prover's commitments keep their leaves where a device backend made them (released
+        // when the commitment drops); on the host backend this is the row above.
+        if name != RayonBackend.name() {
+            g.bench_function(format!("{name}_commit_kept"), |b| {
+                b.iter_batched(
+                    polys,
+                    |p| Held::commit(backend.as_ref(), p, RATE_BITS, CAP_HEIGHT).expect("commit"),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
         let mut lde = vec![F::ZERO; (n << RATE_BITS) * WIDTH];
         g.bench_function(format!("{name}_coset_ntt"), |b| {
             b.iter(|| backend.coset_ntt_batch(&mut lde, n << RATE_BITS, F::coset_shift()).expect("ntt"))
