@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs every GPU check and benchmark in one call on a lent device, writes the full results under
 # $OUT, and prints a short table last. Expects the binaries staged by scripts/gpu-build.sh.
+# `bash scripts/gpu-run.sh checks` runs the tests only, `... benches` the benchmarks only (two
+# calls, if one call's ten minutes do not hold both). Each step has its own time limit, so a step
+# that hangs costs its limit and not the rest of the run; each prints one line as it ends.
 set -uo pipefail
+PHASE=${1:-all}
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -14,34 +18,52 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 lscpu > "$OUT/lscpu.txt" 2>&1
 status=()
 run() {
-  local name=$1; shift
-  if "$@" > "$OUT/$name.log" 2>&1; then status+=("$name ok"); else status+=("$name FAILED (see $name.log)"); fi
+  local name=$1 limit=$2 start=$SECONDS rc=0
+  shift 2
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || rc=$?
+  local took=$((SECONDS - start))
+  if [ "$rc" = 0 ]; then
+    status+=("$name ok (${took} s)")
+  elif [ "$rc" = 124 ]; then
+    status+=("$name TIMED OUT after ${limit} s (see $name.log)")
+  else
+    status+=("$name FAILED, exit $rc after ${took} s (see $name.log)")
+  fi
+  echo "${status[-1]}"
 }
+checks() { [ "$PHASE" = all ] || [ "$PHASE" = checks ]; }
+benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 # The crate's unit tests: among them the rayon backend's vector Poseidon against plonky2's, on
 # whatever instruction sets this host's CPU has.
-run lib .device/lib-prover_gpu
-# Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
-run kernels .device/test-kernels --include-ignored
-# Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
-run pipeline .device/test-pipeline --include-ignored
-# The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the
-# host-C ones need a C compiler, which the device may not have (they run on every other machine).
-run quotient .device/test-host_quotient --ignored cuda_
-# Commitment benches per backend, CUDA rows included.
-run bench-kernels .device/bench-kernels --bench
-# Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
-run bench-batch .device/bench-batch --bench batch_proof
-# The whole proving path on each backend, W = 1 and 4.
-for b in cuda cpu; do
-  for w in 1 4; do
-    run "rollup-bench-$b-w$w" .device/rollup bench --backend "$b" --workers "$w" --json
-    tail -n 1 "$OUT/rollup-bench-$b-w$w.log" > "$OUT/rollup-bench-$b-w$w.json" 2>/dev/null
+if checks; then
+  run lib 60 .device/lib-prover_gpu
+  # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
+  run kernels 120 .device/test-kernels --include-ignored
+  # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
+  run pipeline 150 .device/test-pipeline --include-ignored
+  # The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the
+  # host-C ones need a C compiler, which the device may not have (they run on every other machine).
+  run quotient 120 .device/test-host_quotient --ignored cuda_
+fi
+if benches; then
+  # Commitment benches per backend, CUDA rows included.
+  run bench-kernels 240 .device/bench-kernels --bench
+  # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
+  run bench-batch 180 .device/bench-batch --bench batch_proof
+  # The whole proving path on each backend, W = 1 and 4.
+  for b in cuda cpu; do
+    for w in 1 4; do
+      run "rollup-bench-$b-w$w" 150 .device/rollup bench --backend "$b" --workers "$w" --json
+      tail -n 1 "$OUT/rollup-bench-$b-w$w.log" > "$OUT/rollup-bench-$b-w$w.json" 2>/dev/null
+    done
   done
-done
+fi
 echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
-grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
-grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
-for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done
+if benches; then
+  grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
+  grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
+  for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done
+fi
