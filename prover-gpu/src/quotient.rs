@@ -14,6 +14,7 @@
 //! [`BackendError::Unsupported`], and the CUDA backend falls back to the CPU for it.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::field::zero_poly_coset::ZeroPolyOnCoset;
@@ -230,19 +231,10 @@ impl QuotientInputs<'_> {
         c.config.num_challenges * (c.num_partial_products + 2) + c.num_gate_constraints
     }
 
-    /// The coset points `shift·ω^i` and `L₀` at each: `Z_H(x) / (n·(x − 1))`.
-    fn points_and_l0(&self) -> (Vec<F>, Vec<F>) {
-        let common = self.common;
-        let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
-        let n = F::from_canonical_usize(common.degree());
-        let xs: Vec<F> = F::two_adic_subgroup(common.degree_bits() + quotient_bits(common))
-            .into_par_iter()
-            .map(|p| F::coset_shift() * p)
-            .collect();
-        let den: Vec<F> = xs.par_iter().map(|&x| n * (x - F::ONE)).collect();
-        let inv: Vec<F> = den.par_chunks(1 << 12).flat_map_iter(F::batch_multiplicative_inverse).collect();
-        let l0 = inv.par_iter().enumerate().map(|(i, &v)| z_h.eval(i) * v).collect();
-        (xs, l0)
+    /// The quotient coset's points and `L₀` at each (computed once per shape, see
+    /// [`CosetPoints`]).
+    fn coset_points(&self) -> Arc<CosetPoints> {
+        CosetPoints::of(self.common.degree_bits(), quotient_bits(self.common))
     }
 
     /// The vanishing terms with rayon: `num_challenges × size` values, challenge by challenge,
@@ -293,7 +285,8 @@ impl QuotientInputs<'_> {
         let chunk = common.quotient_degree_factor;
         let num_constraints = common.num_gate_constraints;
         let num_selectors = self.selectors.groups.len();
-        let (xs, l0s) = self.points_and_l0();
+        let points = self.coset_points();
+        let (xs, l0s) = (&points.xs, &points.l0s);
         // β·k_j for each challenge and routed wire: the identity permutation's part of a numerator.
         let beta_k: Vec<F> =
             self.betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
@@ -503,12 +496,60 @@ impl QuotientInputs<'_> {
         let gate_data = program.data.len();
         params.extend_from_slice(&program.data);
 
-        let (xs, l0s) = self.points_and_l0();
+        let points = self.coset_points();
         let z_h = ZeroPolyOnCoset::<F>::new(common.degree_bits(), quotient_bits(common));
         let zh_inv = (0..1usize << quotient_bits(common)).map(|i| z_h.eval_inverse(i)).collect();
-        let args = QuotientKernelArgs { shape, gates: program.encode(), gate_data, params, xs, l0s, zh_inv, size };
+        let args = QuotientKernelArgs { shape, gates: program.encode(), gate_data, params, points, zh_inv, size };
         args.check()?;
         Ok(args)
+    }
+}
+
+/// The quotient coset's points `shift·ω^i` and `L₀` at each, `Z_H(x) / (n·(x − 1))`, for a
+/// trace of `2^degree_bits` rows on a coset `2^quotient_bits` times larger. They are the same in
+/// every proof of a circuit, so they are computed once per shape and shared: 2.8 ms on dev-2c
+/// for the batch circuit, on the host's part of every proof, which bounds a device's.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CosetPoints {
+    /// The points `shift·ω^i`, `ω` of order `2^(degree_bits + quotient_bits)`.
+    pub xs: Vec<F>,
+    /// `L₀` at each point.
+    pub l0s: Vec<F>,
+}
+
+/// Shapes whose [`CosetPoints`] are kept (a process proves a handful of circuits).
+const MAX_COSET_SHAPES: usize = 8;
+
+impl CosetPoints {
+    /// The points and `L₀` of this shape: computed on first use, then shared.
+    pub fn of(degree_bits: usize, quotient_bits: usize) -> Arc<Self> {
+        type Shapes = Vec<((usize, usize), Arc<CosetPoints>)>;
+        static SHAPES: Mutex<Shapes> = Mutex::new(Vec::new());
+        let key = (degree_bits, quotient_bits);
+        if let Some((_, p)) = SHAPES.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == key) {
+            return p.clone();
+        }
+        // Computed outside the lock: two threads may both compute a new shape, the same values.
+        let points = Arc::new(Self::compute(degree_bits, quotient_bits));
+        let mut shapes = SHAPES.lock().unwrap_or_else(|p| p.into_inner());
+        if !shapes.iter().any(|(k, _)| *k == key) {
+            if shapes.len() >= MAX_COSET_SHAPES {
+                shapes.remove(0);
+            }
+            shapes.push((key, points.clone()));
+        }
+        points
+    }
+
+    fn compute(degree_bits: usize, quotient_bits: usize) -> Self {
+        let z_h = ZeroPolyOnCoset::<F>::new(degree_bits, quotient_bits);
+        let n = F::from_canonical_usize(1 << degree_bits);
+        let xs: Vec<F> =
+            F::two_adic_subgroup(degree_bits + quotient_bits).into_par_iter().map(|p| F::coset_shift() * p).collect();
+        let den: Vec<F> = xs.par_iter().map(|&x| n * (x - F::ONE)).collect();
+        let inv: Vec<F> = den.par_chunks(1 << 12).flat_map_iter(F::batch_multiplicative_inverse).collect();
+        let l0s = inv.par_iter().enumerate().map(|(i, &v)| z_h.eval(i) * v).collect();
+        Self { xs, l0s }
     }
 }
 
@@ -536,10 +577,8 @@ pub struct QuotientKernelArgs {
     pub params: Vec<F>,
     /// Length of the gates' data at the end of `params`.
     pub gate_data: usize,
-    /// The coset points.
-    pub xs: Vec<F>,
-    /// L₀ at each point.
-    pub l0s: Vec<F>,
+    /// The coset points and L₀ at each.
+    pub points: Arc<CosetPoints>,
     /// `1 / Z_H` at the first `2^quotient_bits` points (it repeats).
     pub zh_inv: Vec<F>,
     /// Points.
@@ -563,8 +602,8 @@ impl QuotientKernelArgs {
             && self.gates.len() == gates * GATE_WORDS
             && self.params.len() == challenges * routed + 2 * challenges + 4 + challenges * terms + self.gate_data
             && self.gates.chunks(GATE_WORDS).all(|g| g[0] != 12 || g[9] as usize + (2usize << g[1]) <= self.gate_data)
-            && self.xs.len() == self.size
-            && self.l0s.len() == self.size
+            && self.points.xs.len() == self.size
+            && self.points.l0s.len() == self.size
             && self.zh_inv.len() == 1 << qbits
             && terms >= challenges * (prods + 2) + GateProgram::max_constraints(&self.gates);
         if !ok {
@@ -779,6 +818,23 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    /// The shared points are `shift·ω^i` with `L₀(x)·n·(x − 1) = x^n − 1`, computed once per shape.
+    #[test]
+    fn coset_points_are_the_coset_and_l0_and_shared_per_shape() {
+        for (degree_bits, quotient_bits) in [(0, 1), (3, 2), (5, 3)] {
+            let p = CosetPoints::of(degree_bits, quotient_bits);
+            assert!(Arc::ptr_eq(&p, &CosetPoints::of(degree_bits, quotient_bits)));
+            let n = 1usize << degree_bits;
+            let w = F::primitive_root_of_unity(degree_bits + quotient_bits);
+            assert_eq!(p.xs.len(), n << quotient_bits);
+            for (i, (&x, &l0)) in p.xs.iter().zip(&p.l0s).enumerate() {
+                assert_eq!(x, F::coset_shift() * w.exp_u64(i as u64));
+                assert_eq!(l0 * F::from_canonical_usize(n) * (x - F::ONE), x.exp_u64(n as u64) - F::ONE);
+            }
+        }
+        assert_ne!(CosetPoints::of(3, 2), CosetPoints::of(2, 3), "two shapes of one size");
+    }
 
     /// `dot` against Horner's rule by plonky2's field, with raw values up to 2^64 − 1 (not
     /// canonical, as the terms may be) and enough terms that the 128-bit sum wraps many times.

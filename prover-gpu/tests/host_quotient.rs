@@ -101,7 +101,7 @@ fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
     // The leaves as the CUDA backend holds them on the device: row after row.
     let [cs, wires, zs] = q.trees().map(|(c, _)| words(&c.merkle_tree.leaves.concat()));
     assert_eq!([cs.len(), wires.len(), zs.len()], a.leaf_elements());
-    let arrays = [words(&a.params), cs, wires, zs, words(&a.xs), words(&a.l0s), words(&a.zh_inv)];
+    let arrays = [words(&a.params), cs, wires, zs, words(&a.points.xs), words(&a.points.l0s), words(&a.zh_inv)];
     let mut bytes = Vec::new();
     let lens = [a.shape.len(), a.gates.len()].into_iter().chain(arrays.iter().map(Vec::len)).chain([a.size]);
     lens.for_each(|l| bytes.extend((l as u64).to_le_bytes()));

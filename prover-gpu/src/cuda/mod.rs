@@ -17,7 +17,7 @@ use crate::backend::{check_grind, check_polynomials, host_leaf_rows, tree_leaves
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::layout::tree_rows;
-use crate::quotient::{QuotientInputs, QuotientKernelArgs};
+use crate::quotient::{CosetPoints, QuotientInputs, QuotientKernelArgs};
 use crate::resident::{Resident, TreeKey};
 use crate::transcript::WIDTH;
 use crate::F;
@@ -119,7 +119,13 @@ pub struct CudaBackend {
     /// computed on the host and uploaded once, not at every NTT (for 2^17 points, 2^17 + 2^16
     /// sequential products and 1.5 MB to copy).
     powers: Mutex<PowerTables>,
+    /// The quotient coset's points and `L₀` on the device, by `(log2 points, quotient bits)`:
+    /// the same in every proof of a circuit (see [`CosetPoints`]), so uploaded once.
+    coset_points: Mutex<HashMap<(usize, usize), Arc<DevicePoints>>>,
 }
+
+/// [`CosetPoints`] on the device: the points, then `L₀`.
+type DevicePoints = (CudaSlice<u64>, CudaSlice<u64>);
 
 /// `[1, x, x², …]` on the device by `(x, count)`.
 type PowerTables = HashMap<(u64, usize), Arc<CudaSlice<u64>>>;
@@ -222,6 +228,7 @@ impl CudaBackend {
             device,
             quotient: OnceLock::new(),
             powers: Mutex::new(HashMap::new()),
+            coset_points: Mutex::new(HashMap::new()),
         })
     }
 
@@ -258,8 +265,8 @@ impl CudaBackend {
         let shape = s.clone_htod(&a.shape).map_err(cuda)?;
         let gates = s.clone_htod(&a.gates).map_err(cuda)?;
         let params = s.clone_htod(&words(&a.params)).map_err(cuda)?;
-        let xs = s.clone_htod(&words(&a.xs)).map_err(cuda)?;
-        let l0s = s.clone_htod(&words(&a.l0s)).map_err(cuda)?;
+        let points = self.points_on_device(&a.points, a.shape[13] as usize)?;
+        let (xs, l0s) = points.as_ref();
         let zh_inv = s.clone_htod(&words(&a.zh_inv)).map_err(cuda)?;
         let mut out = s.alloc_zeros::<u64>(challenges * a.size).map_err(cuda)?;
         let size = a.size as u64;
@@ -276,8 +283,8 @@ impl CudaBackend {
                 .arg(cs.as_ref())
                 .arg(wires.as_ref())
                 .arg(zs.as_ref())
-                .arg(&xs)
-                .arg(&l0s)
+                .arg(xs)
+                .arg(l0s)
                 .arg(&zh_inv)
                 .arg(&size)
                 .arg(&mut out)
@@ -304,6 +311,27 @@ impl CudaBackend {
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, rows.clone(), words.len() * 8);
         Ok(rows)
+    }
+
+    /// The quotient coset's points and `L₀` on the device, uploaded on first use of their shape
+    /// and kept (at most [`MAX_POWER_TABLES`] shapes, past which the cache starts again).
+    fn points_on_device(&self, points: &CosetPoints, quotient_bits: usize) -> Result<Arc<DevicePoints>> {
+        let key = (points.xs.len().trailing_zeros() as usize, quotient_bits);
+        let mut cached = self.coset_points.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cached.get(&key) {
+            return Ok(p.clone());
+        }
+        if cached.len() >= MAX_POWER_TABLES {
+            cached.clear();
+        }
+        let s = &self.stream;
+        let words = QuotientKernelArgs::words;
+        let uploaded = Arc::new((
+            s.clone_htod(&words(&points.xs)).map_err(cuda)?,
+            s.clone_htod(&words(&points.l0s)).map_err(cuda)?,
+        ));
+        cached.insert(key, uploaded.clone());
+        Ok(uploaded)
     }
 
     /// `[1, x, x², …]` of length `count` on the device, uploaded on first use and kept (see
