@@ -213,6 +213,25 @@ pub trait Backend: Send + Sync {
         Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
     }
 
+    /// plonky2's `PolynomialBatch::from_values` (unblinded): the coefficients of the polynomials
+    /// interpolating `values` on the subgroup of order `n` (one after another), and the
+    /// commitment to them as [`Backend::commit_tree`] makes it. The default is
+    /// [`Backend::intt_batch`] then [`Backend::commit_tree`]; a device backend keeps the
+    /// coefficients on the device between the two, so they cross to the host once.
+    fn commit_values_tree(
+        &self,
+        mut values: Vec<F>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+        leaves: Leaves,
+    ) -> Result<(Vec<F>, Tree)> {
+        check_polynomials(values.len(), n)?;
+        self.intt_batch(&mut values, n)?;
+        let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
+        Ok((values, tree))
+    }
+
     /// Rows `rows` (any order, repeats allowed) of the leaves of `tree`, a commitment's tree with
     /// rows of `width`: from the host's copy if it has one, else from the copy this backend kept
     /// ([`Leaves::Kept`]). An index past the tree, or leaves neither here nor there, is

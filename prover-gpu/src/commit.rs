@@ -58,7 +58,7 @@ fn commit_coeffs(
 
 fn commit_value_columns(
     backend: &dyn Backend,
-    mut values: Vec<F>,
+    values: Vec<F>,
     n: usize,
     rate_bits: usize,
     cap_height: usize,
@@ -68,9 +68,17 @@ fn commit_value_columns(
         return Err(BackendError::Shape("no polynomials".into()));
     }
     check_polynomials(values.len(), n)?;
-    backend.intt_batch(&mut values, n)?;
-    let polynomials = values.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect();
-    commit_flat(backend, polynomials, &values, n, rate_bits, cap_height, leaves)
+    let (coeffs, merkle_tree) = backend.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
+    if coeffs.len() % n != 0 {
+        return Err(BackendError::Shape(format!("{} coefficients for polynomials of {n}", coeffs.len())));
+    }
+    Ok(PolynomialBatch {
+        polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+        merkle_tree,
+        degree_log: n.trailing_zeros() as usize,
+        rate_bits,
+        blinding: false,
+    })
 }
 
 /// `polynomials` and `flat` hold the same coefficients; the kernels read the flat copy.

@@ -32,6 +32,21 @@ fn tree_difference(a: (&[Digest], &[Digest]), b: (&[Digest], &[Digest])) -> Opti
     }
 }
 
+impl<A: Backend, B: Backend> DualBackend<A, B> {
+    /// Where the second's commitment `other` (rows of `width`, its leaves read back whole
+    /// wherever it keeps them) first differs from the first's `tree` (leaves on the host).
+    fn tree_difference_with(&self, tree: &Tree, other: &Tree, width: usize) -> Option<String> {
+        let all: Vec<usize> = (0..tree.leaves.len()).collect();
+        match self.second.leaf_rows(other, width, &all) {
+            Err(e) => Some(format!("its leaves do not read back: {e}")),
+            Ok(other_leaves) => match first_difference(&tree.leaves, &other_leaves) {
+                Some(r) => Some(format!("leaf row {r} of {}", tree.leaves.len())),
+                None => tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0)),
+            },
+        }
+    }
+}
+
 impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
     fn name(&self) -> &'static str {
         "dual"
@@ -100,19 +115,40 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         let tree = self.first.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
         let other = self.second.commit_tree(coeffs, n, rate_bits, cap_height, leaves)?;
         let width = coeffs.len() / n;
-        let all: Vec<usize> = (0..tree.leaves.len()).collect();
-        let detail = match self.second.leaf_rows(&other, width, &all) {
-            Err(e) => Some(format!("its leaves do not read back: {e}")),
-            Ok(other_leaves) => match first_difference(&tree.leaves, &other_leaves) {
-                Some(r) => Some(format!("leaf row {r} of {}", tree.leaves.len())),
-                None => tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0)),
-            },
-        };
-        match detail {
+        match self.tree_difference_with(&tree, &other, width) {
             None => Ok(tree),
             Some(detail) => {
                 self.second.release(&other, width);
                 Err(BackendError::Mismatch { kernel: "commit_tree", detail })
+            }
+        }
+    }
+
+    /// Both backends' coefficients, compared, then their commitments as in
+    /// [`DualBackend::commit_tree`].
+    fn commit_values_tree(
+        &self,
+        values: Vec<F>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+        leaves: Leaves,
+    ) -> Result<(Vec<F>, Tree)> {
+        let (coeffs, tree) = self.first.commit_values_tree(values.clone(), n, rate_bits, cap_height, Leaves::Host)?;
+        let (other_coeffs, other) = self.second.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
+        let width = coeffs.len() / n;
+        let detail = if coeffs.len() != other_coeffs.len() {
+            Some(format!("{} coefficients against {}", coeffs.len(), other_coeffs.len()))
+        } else if let Some(i) = first_difference(&coeffs, &other_coeffs) {
+            Some(format!("coefficient {} of polynomial {}", i % n, i / n))
+        } else {
+            self.tree_difference_with(&tree, &other, width)
+        };
+        match detail {
+            None => Ok((coeffs, tree)),
+            Some(detail) => {
+                self.second.release(&other, width);
+                Err(BackendError::Mismatch { kernel: "commit_values_tree", detail })
             }
         }
     }

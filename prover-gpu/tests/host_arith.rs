@@ -299,6 +299,68 @@ int main(void) {{
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The CUDA backend's `commit_values_tree` up to its coefficients, on the host as above: the
+/// forward NTT of the values (scaled by the powers of one, bit-reversed, the stages), then
+/// `gl_intt_finish`. The coefficients must be plonky2's `ifft` of each polynomial.
+#[test]
+fn device_intt_kernels_emulated_on_the_host_equal_plonky2s_ifft() {
+    use plonky2::field::polynomial::PolynomialValues;
+    use prover_gpu::cpu::powers;
+
+    let dir = std::env::temp_dir().join(format!("prover-gpu-intt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut rng = StdRng::seed_from_u64(22);
+    for (log_n, batch) in [(1usize, 1usize), (3, 5), (6, 3)] {
+        let n = 1usize << log_n;
+        let values: Vec<F> = (0..n * batch).map(|_| F::sample(&mut rng)).collect();
+        let coeffs: Vec<F> = values.chunks(n).flat_map(|v| PolynomialValues::new(v.to_vec()).ifft().coeffs).collect();
+        let words = |v: &[F]| c_array(&v.iter().map(|x| x.to_canonical_u64()).collect::<Vec<_>>());
+        let mut src = format!("{CUDA_STUBS}\n#include <stdio.h>\n#include <stdlib.h>\n");
+        src.push_str(&prover_gpu::cuda::kernels_source());
+        let _ = writeln!(src, "static const u64 VALUES[] = {{{}}};", words(&values));
+        let _ = writeln!(src, "static const u64 ONES[] = {{{}}};", words(&vec![F::ONE; n]));
+        let _ = writeln!(
+            src,
+            "static const u64 TWIDDLES[] = {{{}}};",
+            words(&powers(F::primitive_root_of_unity(log_n), n / 2))
+        );
+        let _ = writeln!(src, "static const u64 COEFFS[] = {{{}}};", words(&coeffs));
+        let n_inv = F::inverse_2exp(log_n).to_canonical_u64();
+        let _ = writeln!(
+            src,
+            r#"
+#define BLOCK 64ULL
+#define LAUNCH(threads, call) do {{ \
+    unsigned long long total_ = ((threads) + BLOCK - 1) / BLOCK * BLOCK; blockDim.x = BLOCK; \
+    for (unsigned long long t_ = 0; t_ < total_; t_++) {{ \
+        blockIdx.x = (unsigned)(t_ / BLOCK); threadIdx.x = (unsigned)(t_ % BLOCK); call; }} }} while (0)
+
+int main(void) {{
+    const u32 log_n = {log_n}, batch = {batch};
+    const unsigned long long n = 1ULL << log_n, all = batch * n;
+    u64 *a = (u64 *)calloc(all, 8), *b = (u64 *)calloc(all, 8), *c = (u64 *)calloc(all, 8);
+    for (unsigned long long i = 0; i < all; i++) a[i] = VALUES[i];
+    LAUNCH(all, gl_scale_powers(a, ONES, (u32)n, batch));
+    LAUNCH(all, gl_bit_reverse(a, b, log_n, batch));
+    for (unsigned long long half = 1; half < n; half *= 2)
+        LAUNCH(all / 2, gl_ntt_stage(b, TWIDDLES, log_n, batch, (u32)half, (u32)(n / (2 * half))));
+    LAUNCH(all, gl_intt_finish(b, c, log_n, batch, {n_inv}ULL));
+    int bad = 0;
+    for (unsigned long long i = 0; i < all; i++)
+        if (c[i] != COEFFS[i]) {{ printf("coefficient %llu differs\n", i); bad++; break; }}
+    printf("%d mismatches\n", bad);
+    return bad != 0;
+}}
+"#
+        );
+        let path = dir.join(format!("intt_{log_n}_{batch}.cpp"));
+        let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
+        let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
+        assert!(ok && out.contains("0 mismatches"), "n = {n}, {batch} polynomials: {out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `fri_grind` on the host, every thread of its grid: the smallest witness of the range, the
 /// one our transcript's `pow_response` finds (checked there against plonky2's challenger), and
 /// none when the range holds none.

@@ -122,6 +122,14 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         rows.extend([0, m - 1, 0]);
         dual.leaf_rows(&tree, batch, &rows).expect("gathered rows agree");
         dual.release(&tree, batch);
+        // From values: the inverse NTT on the device, its coefficients committed from there.
+        if n >= 2 {
+            let values = random(&mut rng, n * batch);
+            let (_, tree) = dual
+                .commit_values_tree(values, n, rate_bits, cap_height, Leaves::Kept)
+                .expect("value commitments agree");
+            dual.release(&tree, batch);
+        }
     }
     // FRI's proof-of-work search: the first witness of each range, at every input slot, and
     // none in a range too short to hold one.
@@ -214,6 +222,17 @@ fn the_dual_backend_locates_a_wrong_commitment() {
         }
         other => panic!("expected a commit_tree mismatch, got {:?}", other.map(|t| t.cap)),
     }
+    match dual.commit_values_tree(coeffs.clone(), n, 3, 2, Leaves::Host) {
+        Err(BackendError::Mismatch { kernel: "commit_values_tree", detail }) => {
+            assert!(detail.starts_with("digest "), "{detail}")
+        }
+        other => panic!("expected a commit_values_tree mismatch, got {:?}", other.map(|t| t.1.cap)),
+    }
+    let agreeing = DualBackend { first: RayonBackend, second: KernelsOnly { break_pairs: false } };
+    let (coeffs_of_values, _) = agreeing.commit_values_tree(coeffs.clone(), n, 3, 2, Leaves::Host).expect("agree");
+    let mut expected = coeffs.clone();
+    RayonBackend.intt_batch(&mut expected, n).expect("intt");
+    assert_eq!(coeffs_of_values, expected);
     let rows = RayonBackend.coset_lde_rows(&coeffs, n, 3).expect("rows");
     match dual.merkle_tree(&rows, 5, 2) {
         Err(BackendError::Mismatch { kernel: "merkle_tree", .. }) => {}

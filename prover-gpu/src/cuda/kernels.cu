@@ -122,3 +122,14 @@ extern "C" __global__ void gl_gather_rows(const u64 *rows, u32 width, const u64 
     u64 q = idx / width, k = idx % width;
     out[idx] = rows[indices[q] * width + k];
 }
+
+// The inverse NTT's last step, as the backend trait's `intt_batch` derives it from the forward
+// transform: coefficient j of each of `batch` polynomials of 2^log_n is its values' DFT at
+// (n − j) mod n, times n⁻¹ (`n_inv`, canonical).
+extern "C" __global__ void gl_intt_finish(const u64 *dft, u64 *coeffs, u32 log_n, u32 batch, u64 n_inv) {
+    u64 n = 1ULL << log_n;
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n * batch) return;
+    u64 poly = idx >> log_n, j = idx & (n - 1);
+    coeffs[idx] = gl_mul(dft[(poly << log_n) + ((n - j) & (n - 1))], n_inv);
+}

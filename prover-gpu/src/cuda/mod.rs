@@ -104,6 +104,7 @@ pub struct CudaBackend {
     merkle_level: CudaFunction,
     grind: CudaFunction,
     gather: CudaFunction,
+    intt_finish: CudaFunction,
     /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
     /// quotient (see [`crate::resident`]).
     resident: Resident<CudaSlice<u64>>,
@@ -223,6 +224,7 @@ impl CudaBackend {
             merkle_level: f("psn_merkle_level")?,
             grind: f("fri_grind")?,
             gather: f("gl_gather_rows")?,
+            intt_finish: f("gl_intt_finish")?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
@@ -450,6 +452,75 @@ impl CudaBackend {
         Ok((digests_of(&words[..4 * num_digests]), digests_of(&cap)))
     }
 
+    /// [`Backend::commit_tree`] of coefficients already on the device (`batch × n` of them,
+    /// canonical): zero-padded to the LDE's length there, transformed, transposed into leaves
+    /// and hashed, with the leaves brought to the host or kept as `leaves` says.
+    fn commit_on_device(
+        &self,
+        compact: CudaSlice<u64>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+        leaves: Leaves,
+    ) -> Result<Tree> {
+        check_polynomials(compact.len(), n)?;
+        let batch = compact.len() / n;
+        let m = n << rate_bits;
+        if m < 2 || (1 << cap_height) > m {
+            return Err(BackendError::Shape(format!("{m} rows for a cap of height {cap_height}")));
+        }
+        let (log_n, log_m) = (small(n.trailing_zeros() as usize)?, small(m.trailing_zeros() as usize)?);
+        let batch32 = small(batch)?;
+        let s = &self.stream;
+        // Zero-padded to the LDE's length.
+        let mut padded = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        // SAFETY: `compact` holds `batch × n` and `padded` `batch × m` elements; the kernel
+        // reads and writes within them.
+        unsafe {
+            s.launch_builder(&self.spread)
+                .arg(&compact)
+                .arg(&mut padded)
+                .arg(&log_n)
+                .arg(&log_m)
+                .arg(&batch32)
+                .launch(cfg(batch * n)?)
+                .map_err(cuda)?;
+        }
+        drop(compact);
+        let values = self.ntt_on_device(&mut padded, m, batch, F::coset_shift())?;
+        self.note_memory();
+        drop(padded);
+        // The leaves: rows in bit-reversed order, row-major, as plonky2 stores them.
+        let mut rows = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        // SAFETY: both buffers hold `batch × m` elements.
+        unsafe {
+            s.launch_builder(&self.rows_bit_reversed)
+                .arg(&values)
+                .arg(&mut rows)
+                .arg(&log_m)
+                .arg(&batch32)
+                .launch(cfg(batch * m)?)
+                .map_err(cuda)?;
+        }
+        drop(values);
+        let (digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
+        let key = TreeKey::new(&cap, m, batch);
+        let host = match leaves {
+            // The only copy: held until the prover releases it.
+            Leaves::Kept => {
+                self.resident.hold(key, Arc::new(rows), batch * m * 8);
+                Vec::new()
+            }
+            // On the host too, and cached here for a quotient that reads them.
+            Leaves::Host => {
+                let words = s.clone_dtoh(&rows).map_err(cuda)?;
+                self.resident.insert(key, Arc::new(rows), batch * m * 8);
+                words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect()
+            }
+        };
+        Ok(MerkleTree { leaves: host, digests, cap: MerkleCap(cap) })
+    }
+
     /// Commitments whose leaves are on the device now, kept or cached.
     pub fn resident_commitments(&self) -> usize {
         self.resident.len()
@@ -508,62 +579,46 @@ impl Backend for CudaBackend {
 
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         check_polynomials(coeffs.len(), n)?;
-        let batch = coeffs.len() / n;
-        let m = n << rate_bits;
-        if m < 2 || (1 << cap_height) > m {
-            return Err(BackendError::Shape(format!("{m} rows for a cap of height {cap_height}")));
+        let compact = self.stream.clone_htod(&to_u64(coeffs)).map_err(cuda)?;
+        self.commit_on_device(compact, n, rate_bits, cap_height, leaves)
+    }
+
+    fn commit_values_tree(
+        &self,
+        values: Vec<F>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+        leaves: Leaves,
+    ) -> Result<(Vec<F>, Tree)> {
+        if n < 2 || !n.is_power_of_two() || values.is_empty() || !values.len().is_multiple_of(n) {
+            return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", values.len())));
         }
-        let (log_n, log_m) = (small(n.trailing_zeros() as usize)?, small(m.trailing_zeros() as usize)?);
-        let batch32 = small(batch)?;
+        let batch = values.len() / n;
         let s = &self.stream;
-        // Coefficients in, zero-padded to the LDE's length on the device.
-        let compact = s.clone_htod(&to_u64(coeffs)).map_err(cuda)?;
-        let mut padded = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
-        // SAFETY: `compact` holds `batch × n` and `padded` `batch × m` elements; the kernel
-        // reads and writes within them.
-        unsafe {
-            s.launch_builder(&self.spread)
-                .arg(&compact)
-                .arg(&mut padded)
-                .arg(&log_n)
-                .arg(&log_m)
-                .arg(&batch32)
-                .launch(cfg(coeffs.len())?)
-                .map_err(cuda)?;
-        }
-        drop(compact);
-        let values = self.ntt_on_device(&mut padded, m, batch, F::coset_shift())?;
-        self.note_memory();
-        drop(padded);
-        // The leaves: rows in bit-reversed order, row-major, as plonky2 stores them.
-        let mut rows = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
-        // SAFETY: both buffers hold `batch × m` elements.
-        unsafe {
-            s.launch_builder(&self.rows_bit_reversed)
-                .arg(&values)
-                .arg(&mut rows)
-                .arg(&log_m)
-                .arg(&batch32)
-                .launch(cfg(batch * m)?)
-                .map_err(cuda)?;
-        }
+        let mut a = s.clone_htod(&to_u64(&values)).map_err(cuda)?;
         drop(values);
-        let (digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
-        let key = TreeKey::new(&cap, m, batch);
-        let host = match leaves {
-            // The only copy: held until the prover releases it.
-            Leaves::Kept => {
-                self.resident.hold(key, Arc::new(rows), batch * m * 8);
-                Vec::new()
-            }
-            // On the host too, and cached here for a quotient that reads them.
-            Leaves::Host => {
-                let words = s.clone_dtoh(&rows).map_err(cuda)?;
-                self.resident.insert(key, Arc::new(rows), batch * m * 8);
-                words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect()
-            }
-        };
-        Ok(MerkleTree { leaves: host, digests, cap: MerkleCap(cap) })
+        // The inverse NTT as the trait's `intt_batch` derives it: the DFT, read at −j, over n.
+        let dft = self.ntt_on_device(&mut a, n, batch, F::ONE)?;
+        drop(a);
+        let mut coeffs = s.alloc_zeros::<u64>(n * batch).map_err(cuda)?;
+        let n_inv = F::inverse_2exp(n.trailing_zeros() as usize).to_canonical_u64();
+        let (log_n, batch32) = (small(n.trailing_zeros() as usize)?, small(batch)?);
+        // SAFETY: both buffers hold `batch × n` elements; the kernel reads and writes within them.
+        unsafe {
+            s.launch_builder(&self.intt_finish)
+                .arg(&dft)
+                .arg(&mut coeffs)
+                .arg(&log_n)
+                .arg(&batch32)
+                .arg(&n_inv)
+                .launch(cfg(n * batch)?)
+                .map_err(cuda)?;
+        }
+        drop(dft);
+        let host = s.clone_dtoh(&coeffs).map_err(cuda)?.into_iter().map(F::from_canonical_u64).collect();
+        let tree = self.commit_on_device(coeffs, n, rate_bits, cap_height, leaves)?;
+        Ok((host, tree))
     }
 
     fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
