@@ -65,5 +65,9 @@ printf '%s\n' "${status[@]}"
 if benches; then
   grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
   grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
-  for f in "$OUT"/rollup-bench-*.json; do echo "$(basename "$f"): $(head -c 300 "$f")"; done
+  for f in "$OUT"/rollup-bench-*.json; do
+    echo "$(basename "$f"): $(head -c 300 "$f")"
+    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}' "$f" | tr '\n' ' '
+    echo
+  done
 fi

@@ -103,12 +103,28 @@ struct Report {
     peak_memory_mib: f64,
     /// Peak device memory taken by the backend's buffers (CUDA only).
     peak_device_memory_mib: Option<f64>,
+    /// What one batch proof (`batch_proof_steps`) copied to and from the device (CUDA only).
+    batch_proof_transfers_mib: Option<TransfersMib>,
     machine: Machine,
 }
 
 /// Rounds of the baseline (stock and pipeline proofs of one full batch, a stock merge),
 /// interleaved, for its medians.
 const BASELINE_PAIRS: usize = 3;
+
+/// Mebibytes copied each way between host and device.
+#[derive(Debug, Serialize)]
+struct TransfersMib {
+    to_device: f64,
+    from_device: f64,
+}
+
+impl From<prover_gpu::backend::Transfers> for TransfersMib {
+    fn from(t: prover_gpu::backend::Transfers) -> Self {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        TransfersMib { to_device: mib(t.to_device), from_device: mib(t.from_device) }
+    }
+}
 
 /// Seconds of each step of one batch proof on our pipeline.
 #[derive(Debug, Serialize)]
@@ -343,6 +359,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut stock_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut stock_merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
+    let mut transfers = None;
     for _ in 0..BASELINE_PAIRS {
         let t = Instant::now();
         let stock = circuits.batch.prove(&Prover::Stock, full)?;
@@ -350,12 +367,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         circuits.batch.verify(&stock)?;
         if let Prover::Pipeline(backend) = &prover {
             let data = circuits.batch.data();
+            let before = backend.transfers();
             let (proof, s) = prover_gpu::prove_timed(
                 backend.as_ref(),
                 &data.prover_only,
                 &data.common,
                 circuits.batch.witness(full)?,
             )?;
+            transfers = backend.transfers().zip(before).map(|(after, before)| after.since(before));
             circuits.batch.verify(&proof)?;
             pipeline_runs.push(BatchSteps::from(&s));
         }
@@ -405,6 +424,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Prover::Pipeline(b) => b.peak_device_bytes().map(|v| v as f64 / (1u64 << 20) as f64),
             Prover::Stock => None,
         },
+        batch_proof_transfers_mib: transfers.map(TransfersMib::from),
         machine: machine(),
     };
     if a.json {
@@ -453,6 +473,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
         if let Some(d) = report.peak_device_memory_mib {
             println!("  peak device memory       {d:>9.0} MiB");
+        }
+        if let Some(t) = &report.batch_proof_transfers_mib {
+            println!(
+                "  one batch's transfers    {:>9.1} MiB to the device, {:.1} MiB back",
+                t.to_device, t.from_device
+            );
         }
         println!(
             "  machine                  {} ({} cores, {:.0} GiB){}",

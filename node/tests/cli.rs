@@ -134,6 +134,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     assert_eq!(r["machine"]["cpu_hash"], prover_gpu::lanes::isa().name(), "{r}");
     // No device was asked for, so none is reported.
     assert!(r["peak_device_memory_mib"].is_null());
+    assert!(r["batch_proof_transfers_mib"].is_null(), "the CPU backend copies nothing to a device");
 
     // Bad options are refused before any work.
     let out = rollup(&["bench", "--txs", "0"]);

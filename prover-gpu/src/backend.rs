@@ -47,6 +47,25 @@ pub(crate) fn check_grind(slot: usize, start: u64, count: u64) -> Result<()> {
 /// A Poseidon digest as four raw field elements.
 pub type Digest = HashOut<F>;
 
+/// Bytes a device backend copied each way ([`Backend::transfers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Host to device.
+    pub to_device: u64,
+    /// Device to host.
+    pub from_device: u64,
+}
+
+impl Transfers {
+    /// What was moved between `earlier` and `self`.
+    pub fn since(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            to_device: self.to_device.saturating_sub(earlier.to_device),
+            from_device: self.from_device.saturating_sub(earlier.from_device),
+        }
+    }
+}
+
 /// A Merkle tree of plonky2's, over rows of field elements.
 pub type Tree = MerkleTree<F, PoseidonHash>;
 
@@ -102,6 +121,12 @@ pub trait Backend: Send + Sync {
     /// The most device memory this backend's buffers have taken at once since it started
     /// (sampled while each kernel's buffers are allocated); `None` for host backends.
     fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Bytes copied to and from the device since the backend started; `None` for host
+    /// backends. The difference across a proof is what that proof moved.
+    fn transfers(&self) -> Option<Transfers> {
         None
     }
 

@@ -1,7 +1,7 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
-use crate::backend::{Backend, Digest, Leaves, Tree};
+use crate::backend::{Backend, Digest, Leaves, Transfers, Tree};
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
 use crate::transcript::WIDTH;
@@ -54,6 +54,16 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         self.first.peak_device_bytes().max(self.second.peak_device_bytes())
+    }
+
+    /// The two backends' copies together.
+    fn transfers(&self) -> Option<Transfers> {
+        match (self.first.transfers(), self.second.transfers()) {
+            (Some(a), Some(b)) => {
+                Some(Transfers { to_device: a.to_device + b.to_device, from_device: a.from_device + b.from_device })
+            }
+            (a, b) => a.or(b),
+        }
     }
 
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {

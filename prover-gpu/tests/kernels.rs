@@ -150,8 +150,15 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
     let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Host).expect("commit");
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
     assert_eq!(tree.leaves.len(), n << 3);
+    let before = cuda.transfers().expect("a device backend counts its copies");
     let kept = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Kept).expect("commit");
     assert!(kept.leaves.is_empty());
+    let moved = cuda.transfers().expect("counted").since(before);
+    assert_eq!(
+        moved.from_device,
+        32 * (kept.digests.len() + kept.cap.0.len()) as u64,
+        "only digests and cap came back"
+    );
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (2, 1));
     assert!(matches!(cuda.leaf_rows(&kept, 9, &[n << 3]), Err(BackendError::Shape(_))), "a row past the tree");
     assert!(matches!(cuda.leaf_rows(&kept, 8, &[0]), Err(BackendError::Shape(_))), "another width");

@@ -3,17 +3,21 @@
 //! build contains it and a machine without CUDA simply finds it unavailable.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
-use crate::backend::{check_grind, check_polynomials, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Tree};
+use crate::backend::{
+    check_grind, check_polynomials, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Transfers, Tree,
+};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::layout::tree_rows;
@@ -113,6 +117,9 @@ pub struct CudaBackend {
     /// Device memory in use when the backend started, and the most seen in use since.
     used_at_start: usize,
     peak_used: AtomicUsize,
+    /// Bytes copied host to device and device to host since the backend started.
+    to_device: AtomicU64,
+    from_device: AtomicU64,
     /// The quotient kernel, compiled on first use (it is large, and only our circuits' gates
     /// need it), or why it did not compile.
     quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
@@ -212,6 +219,8 @@ impl CudaBackend {
         Ok(Self {
             used_at_start: total - free,
             peak_used: AtomicUsize::new(total - free),
+            to_device: AtomicU64::new(0),
+            from_device: AtomicU64::new(0),
             ctx: ctx.clone(),
             stream: ctx.default_stream(),
             scale: f("gl_scale_powers")?,
@@ -264,12 +273,12 @@ impl CudaBackend {
         if [cs.len(), wires.len(), zs.len()] != a.leaf_elements() {
             return Err(BackendError::Shape("the quotient's leaves do not match its arguments".into()));
         }
-        let shape = s.clone_htod(&a.shape).map_err(cuda)?;
-        let gates = s.clone_htod(&a.gates).map_err(cuda)?;
-        let params = s.clone_htod(&words(&a.params)).map_err(cuda)?;
+        let shape = self.up(&a.shape)?;
+        let gates = self.up(&a.gates)?;
+        let params = self.up(&words(&a.params))?;
         let points = self.points_on_device(&a.points, a.shape[13] as usize)?;
         let (xs, l0s) = points.as_ref();
-        let zh_inv = s.clone_htod(&words(&a.zh_inv)).map_err(cuda)?;
+        let zh_inv = self.up(&words(&a.zh_inv))?;
         let mut out = s.alloc_zeros::<u64>(challenges * a.size).map_err(cuda)?;
         let size = a.size as u64;
         let blocks = u32::try_from(a.size.div_ceil(QUOTIENT_BLOCK as usize))
@@ -294,7 +303,7 @@ impl CudaBackend {
                 .map_err(cuda)?;
         }
         self.note_memory();
-        let v = s.clone_dtoh(&out).map_err(cuda)?;
+        let v = self.down(&out)?;
         Ok(v.into_iter().map(F::from_canonical_u64).collect())
     }
 
@@ -309,7 +318,7 @@ impl CudaBackend {
         let all: Vec<usize> = (0..tree_rows(tree)).collect();
         let leaves = host_leaf_rows(tree, width, &all)?;
         let words: Vec<u64> = leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
-        let rows = Arc::new(self.stream.clone_htod(&words).map_err(cuda)?);
+        let rows = Arc::new(self.up(&words)?);
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, rows.clone(), words.len() * 8);
         Ok(rows)
@@ -326,12 +335,8 @@ impl CudaBackend {
         if cached.len() >= MAX_POWER_TABLES {
             cached.clear();
         }
-        let s = &self.stream;
         let words = QuotientKernelArgs::words;
-        let uploaded = Arc::new((
-            s.clone_htod(&words(&points.xs)).map_err(cuda)?,
-            s.clone_htod(&words(&points.l0s)).map_err(cuda)?,
-        ));
+        let uploaded = Arc::new((self.up(&words(&points.xs))?, self.up(&words(&points.l0s))?));
         cached.insert(key, uploaded.clone());
         Ok(uploaded)
     }
@@ -348,7 +353,7 @@ impl CudaBackend {
         if tables.len() >= MAX_POWER_TABLES {
             tables.clear();
         }
-        let t = Arc::new(self.stream.clone_htod(&to_u64(&powers(x, count))).map_err(cuda)?);
+        let t = Arc::new(self.up(&to_u64(&powers(x, count)))?);
         tables.insert(key, t.clone());
         Ok(t)
     }
@@ -447,8 +452,8 @@ impl CudaBackend {
             }
         }
         self.note_memory();
-        let words = s.clone_dtoh(&digests).map_err(cuda)?;
-        let cap = s.clone_dtoh(&level).map_err(cuda)?;
+        let words = self.down(&digests)?;
+        let cap = self.down(&level)?;
         Ok((digests_of(&words[..4 * num_digests]), digests_of(&cap)))
     }
 
@@ -513,7 +518,7 @@ impl CudaBackend {
             }
             // On the host too, and cached here for a quotient that reads them.
             Leaves::Host => {
-                let words = s.clone_dtoh(&rows).map_err(cuda)?;
+                let words = self.down(&rows)?;
                 self.resident.insert(key, Arc::new(rows), batch * m * 8);
                 words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect()
             }
@@ -537,6 +542,19 @@ impl CudaBackend {
         &self.device
     }
 
+    /// `words` copied to a new device buffer, counted in [`Backend::transfers`].
+    fn up<T: DeviceRepr>(&self, words: &[T]) -> Result<CudaSlice<T>> {
+        self.to_device.fetch_add(std::mem::size_of_val(words) as u64, Ordering::Relaxed);
+        self.stream.clone_htod(words).map_err(cuda)
+    }
+
+    /// A device buffer copied to the host (once the stream's work before it is done), counted in
+    /// [`Backend::transfers`].
+    fn down(&self, buffer: &CudaSlice<u64>) -> Result<Vec<u64>> {
+        self.from_device.fetch_add(8 * buffer.len() as u64, Ordering::Relaxed);
+        self.stream.clone_dtoh(buffer).map_err(cuda)
+    }
+
     /// Samples the device's memory in use (called while a kernel's buffers are allocated).
     fn note_memory(&self) {
         if let Ok((free, total)) = self.ctx.mem_get_info() {
@@ -545,7 +563,7 @@ impl CudaBackend {
     }
 
     fn download_digests(&self, res: &cudarc::driver::CudaSlice<u64>, out: &mut [Digest]) -> Result<()> {
-        let v = self.stream.clone_dtoh(res).map_err(cuda)?;
+        let v = self.down(res)?;
         for (o, d) in out.iter_mut().zip(digests_of(&v)) {
             *o = d;
         }
@@ -562,15 +580,21 @@ impl Backend for CudaBackend {
         Some(self.peak_used.load(Ordering::Relaxed).saturating_sub(self.used_at_start) as u64)
     }
 
+    fn transfers(&self) -> Option<Transfers> {
+        Some(Transfers {
+            to_device: self.to_device.load(Ordering::Relaxed),
+            from_device: self.from_device.load(Ordering::Relaxed),
+        })
+    }
+
     fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
         if n < 2 || !n.is_power_of_two() || !data.len().is_multiple_of(n) {
             return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", data.len())));
         }
-        let s = &self.stream;
-        let mut a = s.clone_htod(&to_u64(data)).map_err(cuda)?;
+        let mut a = self.up(&to_u64(data))?;
         let b = self.ntt_on_device(&mut a, n, data.len() / n, shift)?;
         self.note_memory();
-        let out = s.clone_dtoh(&b).map_err(cuda)?;
+        let out = self.down(&b)?;
         for (d, v) in data.iter_mut().zip(out) {
             *d = F::from_canonical_u64(v);
         }
@@ -579,7 +603,7 @@ impl Backend for CudaBackend {
 
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         check_polynomials(coeffs.len(), n)?;
-        let compact = self.stream.clone_htod(&to_u64(coeffs)).map_err(cuda)?;
+        let compact = self.up(&to_u64(coeffs))?;
         self.commit_on_device(compact, n, rate_bits, cap_height, leaves)
     }
 
@@ -596,7 +620,7 @@ impl Backend for CudaBackend {
         }
         let batch = values.len() / n;
         let s = &self.stream;
-        let mut a = s.clone_htod(&to_u64(&values)).map_err(cuda)?;
+        let mut a = self.up(&to_u64(&values))?;
         drop(values);
         // The inverse NTT as the trait's `intt_batch` derives it: the DFT, read at −j, over n.
         let dft = self.ntt_on_device(&mut a, n, batch, F::ONE)?;
@@ -616,7 +640,7 @@ impl Backend for CudaBackend {
                 .map_err(cuda)?;
         }
         drop(dft);
-        let host = s.clone_dtoh(&coeffs).map_err(cuda)?.into_iter().map(F::from_canonical_u64).collect();
+        let host = self.down(&coeffs)?.into_iter().map(F::from_canonical_u64).collect();
         let tree = self.commit_on_device(coeffs, n, rate_bits, cap_height, leaves)?;
         Ok((host, tree))
     }
@@ -638,7 +662,7 @@ impl Backend for CudaBackend {
         }
         let s = &self.stream;
         let indices: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
-        let indices = s.clone_htod(&indices).map_err(cuda)?;
+        let indices = self.up(&indices)?;
         let mut out = s.alloc_zeros::<u64>(rows.len() * width).map_err(cuda)?;
         let (w, count) = (small(width)?, small(rows.len())?);
         // SAFETY: `leaves` holds `key.rows() × width` elements and every index is below
@@ -653,7 +677,7 @@ impl Backend for CudaBackend {
                 .launch(cfg(rows.len() * width)?)
                 .map_err(cuda)?;
         }
-        let words = s.clone_dtoh(&out).map_err(cuda)?;
+        let words = self.down(&out)?;
         Ok(words.chunks(width).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect())
     }
 
@@ -663,7 +687,7 @@ impl Backend for CudaBackend {
 
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let leaves = tree_leaves(rows.len(), width, cap_height)?;
-        let on_device = self.stream.clone_htod(&to_u64(rows)).map_err(cuda)?;
+        let on_device = self.up(&to_u64(rows))?;
         self.tree_on_device(&on_device, width, leaves, cap_height)
     }
 
@@ -703,8 +727,8 @@ impl Backend for CudaBackend {
             return Ok(None);
         }
         let s = &self.stream;
-        let words = s.clone_htod(&to_u64(state)).map_err(cuda)?;
-        let mut best = s.clone_htod(&[u64::MAX]).map_err(cuda)?;
+        let words = self.up(&to_u64(state))?;
+        let mut best = self.up(&[u64::MAX])?;
         let blocks = count.div_ceil(HASH_BLOCK as u64);
         let blocks = u32::try_from(blocks).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?;
         let launch = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (HASH_BLOCK, 1, 1), shared_mem_bytes: 0 };
@@ -721,7 +745,7 @@ impl Backend for CudaBackend {
                 .launch(launch)
                 .map_err(cuda)?;
         }
-        let best = s.clone_dtoh(&best).map_err(cuda)?;
+        let best = self.down(&best)?;
         Ok(best.first().copied().filter(|&w| w != u64::MAX))
     }
 
@@ -730,7 +754,7 @@ impl Backend for CudaBackend {
             return Err(BackendError::Shape(format!("{} elements for {} rows of {width}", rows.len(), out.len())));
         }
         let s = &self.stream;
-        let input = s.clone_htod(&to_u64(rows)).map_err(cuda)?;
+        let input = self.up(&to_u64(rows))?;
         let mut res = s.alloc_zeros::<u64>(4 * out.len()).map_err(cuda)?;
         let (w, count) = (small(width)?, small(out.len())?);
         // SAFETY: the kernel reads `count × width` and writes `4 × count` elements.
@@ -753,7 +777,7 @@ impl Backend for CudaBackend {
         }
         let s = &self.stream;
         let flat: Vec<u64> = children.iter().flat_map(|d| d.elements.map(|e| e.to_canonical_u64())).collect();
-        let input = s.clone_htod(&flat).map_err(cuda)?;
+        let input = self.up(&flat)?;
         let mut res = s.alloc_zeros::<u64>(4 * out.len()).map_err(cuda)?;
         let count = small(out.len())?;
         // SAFETY: the kernel reads `8 × count` and writes `4 × count` elements.
