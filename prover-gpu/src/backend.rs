@@ -4,12 +4,13 @@
 
 use plonky2::field::types::{Field, Field64};
 use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
 use rayon::prelude::*;
 
 use crate::error::{BackendError, Result};
-use crate::layout::{digest_position, reverse_bits, tree_rows};
+use crate::layout::{digest_position, merkle_proof, reverse_bits, tree_rows};
 use crate::quotient::QuotientInputs;
 use crate::transcript::{RATE, WIDTH};
 use crate::F;
@@ -69,37 +70,62 @@ impl Transfers {
 /// A Merkle tree of plonky2's, over rows of field elements.
 pub type Tree = MerkleTree<F, PoseidonHash>;
 
-/// Where a commitment's leaves go ([`Backend::commit_tree`]).
+/// Where a commitment's leaves and digests go ([`Backend::commit_tree`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leaves {
-    /// Into the returned tree's `leaves`, as plonky2 keeps them.
+    /// Into the returned tree, as plonky2 keeps them.
     Host,
-    /// Kept where the backend made them, if it keeps leaves: a device backend returns the tree
-    /// with no leaves (the digests and the cap only), reads rows for the caller with
-    /// [`Backend::leaf_rows`] and frees them at [`Backend::release`], which the caller must call
-    /// ([`crate::commit::Held`] does on drop). A batch proof's wire leaves are 141 MB, and
-    /// all the proof reads of them on the host is FRI's few dozen query rows. Host backends put
-    /// them on the host either way.
+    /// Kept where the backend made them, if it keeps trees: a device backend returns the tree
+    /// with its cap only (no leaves, no digests), reads rows and Merkle paths for the caller
+    /// ([`Backend::leaf_rows`], [`Backend::merkle_paths`]) and frees them at
+    /// [`Backend::release`], which the caller must call ([`crate::commit::Held`] does on drop).
+    /// A batch proof's wire leaves are 141 MB and their digests 8.4 MB, and all the proof reads
+    /// of them on the host is FRI's 28 query rows and paths. Host backends put them on the host
+    /// either way.
     Kept,
 }
 
-/// Rows `rows` of `tree`'s leaves (of `width` each) from the host's copy: [`Backend::leaf_rows`]
-/// for leaves on the host.
-pub fn host_leaf_rows(tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
-    if tree.leaves.len() != tree_rows(tree) {
+/// The shape of a commitment's leaves: with the cap, what names a tree whose leaves a backend
+/// kept ([`Leaves::Kept`]), since such a tree carries neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Leaves (rows of the LDE).
+    pub rows: usize,
+    /// Elements per leaf (polynomials committed).
+    pub width: usize,
+}
+
+/// Rows `rows` of `tree`'s leaves from the host's copy: [`Backend::leaf_rows`] for leaves on
+/// the host.
+pub fn host_leaf_rows(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+    if tree.leaves.len() != shape.rows {
         return Err(BackendError::Shape(format!(
             "{} leaves on the host of a tree of {} rows: its leaves were kept by a backend that no longer holds them",
             tree.leaves.len(),
-            tree_rows(tree)
+            shape.rows
         )));
     }
     rows.iter()
         .map(|&r| match tree.leaves.get(r) {
-            Some(leaf) if leaf.len() == width => Ok(leaf.clone()),
-            Some(leaf) => Err(BackendError::Shape(format!("a leaf of {} elements, not {width}", leaf.len()))),
+            Some(leaf) if leaf.len() == shape.width => Ok(leaf.clone()),
+            Some(leaf) => Err(BackendError::Shape(format!("a leaf of {} elements, not {}", leaf.len(), shape.width))),
             None => Err(BackendError::Shape(format!("row {r} of a tree of {} leaves", tree.leaves.len()))),
         })
         .collect()
+}
+
+/// The Merkle paths of leaves `rows` from the host's digests: [`Backend::merkle_paths`] for a
+/// tree whose digests are on the host.
+pub fn host_merkle_paths(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
+    if tree_rows(tree) != shape.rows {
+        return Err(BackendError::Shape(format!(
+            "{} digests on the host under a cap of {} for {} rows: its digests were kept by a backend that no longer holds them",
+            tree.digests.len(),
+            tree.cap.0.len(),
+            shape.rows
+        )));
+    }
+    rows.iter().map(|&r| merkle_proof(tree, r)).collect()
 }
 
 /// A proving backend. Kernels write into caller-allocated buffers; polynomials are stored one
@@ -257,18 +283,25 @@ pub trait Backend: Send + Sync {
         Ok((values, tree))
     }
 
-    /// Rows `rows` (any order, repeats allowed) of the leaves of `tree`, a commitment's tree with
-    /// rows of `width`: from the host's copy if it has one, else from the copy this backend kept
+    /// Rows `rows` (any order, repeats allowed) of the leaves of `tree`, a commitment's tree of
+    /// this shape: from the host's copy if it has one, else from the copy this backend kept
     /// ([`Leaves::Kept`]). An index past the tree, or leaves neither here nor there, is
     /// [`BackendError::Shape`].
-    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
-        host_leaf_rows(tree, width, rows)
+    fn leaf_rows(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+        host_leaf_rows(tree, shape, rows)
     }
 
-    /// Nothing will read the leaves of `tree` (rows of `width`) through this backend again: a
-    /// device backend frees the copy it kept or cached (see [`crate::resident`]). The default
-    /// holds nothing.
-    fn release(&self, _tree: &Tree, _width: usize) {}
+    /// plonky2's `MerkleTree::prove` of each of the leaves `rows` of `tree` (a commitment's tree
+    /// of this shape): from the host's digests if it has them, else from the ones this backend
+    /// kept. Errors as [`Backend::leaf_rows`].
+    fn merkle_paths(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
+        host_merkle_paths(tree, shape, rows)
+    }
+
+    /// Nothing will read the leaves or digests of `tree` (of this shape) through this backend
+    /// again: a device backend frees what it kept or cached (see [`crate::resident`]). The
+    /// default holds nothing.
+    fn release(&self, _tree: &Tree, _shape: Shape) {}
 
     /// [`Backend::merkle_tree`] over leaves held as one `Vec` per row.
     fn merkle_tree_of_leaves(&self, leaves: &[Vec<F>], cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {

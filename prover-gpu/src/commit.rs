@@ -8,7 +8,7 @@ use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 
-use crate::backend::{check_polynomials, Backend, Leaves};
+use crate::backend::{check_polynomials, Backend, Leaves, Shape};
 use crate::error::{BackendError, Result};
 use crate::F;
 
@@ -17,6 +17,12 @@ pub type Config = PoseidonGoldilocksConfig;
 
 /// A commitment.
 pub type Commitment = PolynomialBatch<F, Config, 2>;
+
+/// The shape of an unblinded commitment's leaves: `2^(degree_log + rate_bits)` rows of one
+/// element per polynomial. It holds whether or not the tree carries its leaves.
+pub fn shape(c: &Commitment) -> Shape {
+    Shape { rows: 1 << (c.degree_log + c.rate_bits), width: c.polynomials.len() }
+}
 
 /// The unblinded commitment to `polynomials` (all of one power-of-two length), as plonky2's
 /// `PolynomialBatch::from_coeffs(polynomials, rate_bits, false, cap_height, ..)` makes it.
@@ -100,10 +106,10 @@ fn commit_flat(
     })
 }
 
-/// A commitment whose leaves the backend may keep ([`Leaves::Kept`]): the prover's wires, Z
-/// and quotient commitments. Reads as the [`Commitment`] (whose `merkle_tree.leaves` are empty
-/// where the backend kept them: [`Backend::leaf_rows`] reads their rows), and releases the backend's
-/// copy when dropped, on every path out of the proof, errors included.
+/// A commitment whose tree the backend may keep ([`Leaves::Kept`]): the prover's wires, Z and
+/// quotient commitments. Reads as the [`Commitment`] (whose `merkle_tree` has its cap only where
+/// the backend kept the rest: [`Backend::leaf_rows`] and [`Backend::merkle_paths`] read it), and
+/// releases the backend's copy when dropped, on every path out of the proof, errors included.
 pub struct Held<'a> {
     commitment: Commitment,
     backend: &'a dyn Backend,
@@ -144,6 +150,6 @@ impl Deref for Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.backend.release(&self.commitment.merkle_tree, self.commitment.polynomials.len());
+        self.backend.release(&self.commitment.merkle_tree, shape(&self.commitment));
     }
 }

@@ -1,7 +1,10 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
-use crate::backend::{Backend, Digest, Leaves, Transfers, Tree};
+use plonky2::hash::merkle_proofs::MerkleProof;
+use plonky2::hash::poseidon::PoseidonHash;
+
+use crate::backend::{host_merkle_paths, Backend, Digest, Leaves, Shape, Transfers, Tree};
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
 use crate::transcript::WIDTH;
@@ -33,16 +36,51 @@ fn tree_difference(a: (&[Digest], &[Digest]), b: (&[Digest], &[Digest])) -> Opti
 }
 
 impl<A: Backend, B: Backend> DualBackend<A, B> {
-    /// Where the second's commitment `other` (rows of `width`, its leaves read back whole
-    /// wherever it keeps them) first differs from the first's `tree` (leaves on the host).
-    fn tree_difference_with(&self, tree: &Tree, other: &Tree, width: usize) -> Option<String> {
+    /// Where the second's commitment `other` (of `shape`, its leaves and Merkle paths read back
+    /// whole wherever it keeps them) first differs from the first's `tree` (all on the host).
+    fn tree_difference_with(&self, tree: &Tree, other: &Tree, shape: Shape) -> Option<String> {
         let all: Vec<usize> = (0..tree.leaves.len()).collect();
-        match self.second.leaf_rows(other, width, &all) {
-            Err(e) => Some(format!("its leaves do not read back: {e}")),
-            Ok(other_leaves) => match first_difference(&tree.leaves, &other_leaves) {
-                Some(r) => Some(format!("leaf row {r} of {}", tree.leaves.len())),
-                None => tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0)),
-            },
+        let other_leaves = match self.second.leaf_rows(other, shape, &all) {
+            Err(e) => return Some(format!("its leaves do not read back: {e}")),
+            Ok(l) => l,
+        };
+        if let Some(r) = first_difference(&tree.leaves, &other_leaves) {
+            return Some(format!("leaf row {r} of {}", tree.leaves.len()));
+        }
+        if !other.digests.is_empty() {
+            return tree_difference((&tree.digests, &tree.cap.0), (&other.digests, &other.cap.0));
+        }
+        if tree.cap != other.cap {
+            return Some("the cap".to_string());
+        }
+        // Digests kept by the second: every digest but the cap's is a sibling on some path.
+        match (host_merkle_paths(tree, shape, &all), self.second.merkle_paths(other, shape, &all)) {
+            (Ok(ours), Ok(theirs)) => first_difference(&ours, &theirs).map(|r| format!("the Merkle path of leaf {r}")),
+            (Err(e), _) | (_, Err(e)) => Some(format!("the Merkle paths do not read back: {e}")),
+        }
+    }
+
+    /// `read` from the first backend, and from the second's own copy of `tree` where it kept one
+    /// (else from what the first reads), compared.
+    fn read_both<T: PartialEq>(
+        &self,
+        kernel: &'static str,
+        tree: &Tree,
+        rows: &[usize],
+        read: impl Fn(&dyn Backend, &Tree) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let out = read(&self.first, tree)?;
+        let stripped = Tree { leaves: Vec::new(), digests: Vec::new(), cap: tree.cap.clone() };
+        let other = match read(&self.second, &stripped) {
+            Err(BackendError::Shape(_)) => read(&self.second, tree)?,
+            other => other?,
+        };
+        match first_difference(&out, &other) {
+            None if out.len() == other.len() => Ok(out),
+            None => {
+                Err(BackendError::Mismatch { kernel, detail: format!("{} rows against {}", out.len(), other.len()) })
+            }
+            Some(i) => Err(BackendError::Mismatch { kernel, detail: format!("row {}", rows[i]) }),
         }
     }
 }
@@ -88,25 +126,20 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
-    fn release(&self, tree: &Tree, width: usize) {
-        self.first.release(tree, width);
-        self.second.release(tree, width);
+    fn release(&self, tree: &Tree, shape: Shape) {
+        self.first.release(tree, shape);
+        self.second.release(tree, shape);
     }
 
     /// Each backend's rows: the first's from its copy (the host's, if `tree` has one), the
     /// second's from its own copy of the commitment where it kept one.
-    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
-        let out = self.first.leaf_rows(tree, width, rows)?;
-        let without_leaves = Tree { leaves: Vec::new(), digests: tree.digests.clone(), cap: tree.cap.clone() };
-        let other = match self.second.leaf_rows(&without_leaves, width, rows) {
-            // The second keeps no leaves: it reads what the first does.
-            Err(BackendError::Shape(_)) => self.second.leaf_rows(tree, width, rows)?,
-            other => other?,
-        };
-        match first_difference(&out, &other) {
-            None => Ok(out),
-            Some(i) => Err(BackendError::Mismatch { kernel: "leaf_rows", detail: format!("row {}", rows[i]) }),
-        }
+    fn leaf_rows(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+        self.read_both("leaf_rows", tree, rows, |b, t| b.leaf_rows(t, shape, rows))
+    }
+
+    /// Each backend's Merkle paths, as [`DualBackend::leaf_rows`] reads rows.
+    fn merkle_paths(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
+        self.read_both("merkle_paths", tree, rows, |b, t| b.merkle_paths(t, shape, rows))
     }
 
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
@@ -124,11 +157,11 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         let tree = self.first.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
         let other = self.second.commit_tree(coeffs, n, rate_bits, cap_height, leaves)?;
-        let width = coeffs.len() / n;
-        match self.tree_difference_with(&tree, &other, width) {
+        let shape = Shape { rows: n << rate_bits, width: coeffs.len() / n };
+        match self.tree_difference_with(&tree, &other, shape) {
             None => Ok(tree),
             Some(detail) => {
-                self.second.release(&other, width);
+                self.second.release(&other, shape);
                 Err(BackendError::Mismatch { kernel: "commit_tree", detail })
             }
         }
@@ -146,18 +179,18 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
     ) -> Result<(Vec<F>, Tree)> {
         let (coeffs, tree) = self.first.commit_values_tree(values.clone(), n, rate_bits, cap_height, Leaves::Host)?;
         let (other_coeffs, other) = self.second.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
-        let width = coeffs.len() / n;
+        let shape = Shape { rows: n << rate_bits, width: coeffs.len() / n };
         let detail = if coeffs.len() != other_coeffs.len() {
             Some(format!("{} coefficients against {}", coeffs.len(), other_coeffs.len()))
         } else if let Some(i) = first_difference(&coeffs, &other_coeffs) {
             Some(format!("coefficient {} of polynomial {}", i % n, i / n))
         } else {
-            self.tree_difference_with(&tree, &other, width)
+            self.tree_difference_with(&tree, &other, shape)
         };
         match detail {
             None => Ok((coeffs, tree)),
             Some(detail) => {
-                self.second.release(&other, width);
+                self.second.release(&other, shape);
                 Err(BackendError::Mismatch { kernel: "commit_values_tree", detail })
             }
         }

@@ -12,9 +12,9 @@
 //! 4. the proof of work, searched on the backend from our own [`Transcript`]'s state (plonky2's
 //!    is crate-private), in order, so the witness is the smallest one (plonky2 takes whichever
 //!    thread finds one first, so its witness can differ; both verify);
-//! 5. the query rounds: every oracle's rows at the queried indices, read in one call through the
-//!    backend (which may have kept the leaves, [`crate::backend::Leaves`]), Merkle paths from the
-//!    trees' digests, and the layers' openings.
+//! 5. the query rounds: every oracle's rows and Merkle paths at the queried indices, read in
+//!    one call each through the backend (which may have kept the trees,
+//!    [`crate::backend::Leaves`]), and the layers' openings.
 
 use plonky2::field::extension::{unflatten, Extendable, FieldExtension};
 use plonky2::field::polynomial::PolynomialCoeffs;
@@ -30,10 +30,10 @@ use plonky2::plonk::plonk_common::reduce_with_powers;
 use rayon::prelude::*;
 
 use crate::backend::Backend;
-use crate::commit::Config;
+use crate::commit::{shape, Config};
 use crate::error::{BackendError, Result};
 use crate::layout::reverse_bits;
-use crate::layout::{merkle_proof, tree_rows};
+
 use crate::transcript::Transcript;
 use crate::F;
 
@@ -62,11 +62,8 @@ pub fn prove_openings(
         )));
     }
     // The query rounds open every oracle at the same index of this LDE.
-    if let Some(o) = oracles.iter().find(|o| tree_rows(&o.merkle_tree) != n) {
-        return Err(BackendError::Shape(format!(
-            "an oracle of {} leaves for FRI over {n} points",
-            tree_rows(&o.merkle_tree)
-        )));
+    if let Some(o) = oracles.iter().find(|o| shape(o).rows != n) {
+        return Err(BackendError::Shape(format!("an oracle of {} leaves for FRI over {n} points", shape(o).rows)));
     }
     let values = ext_coset_ntt(backend, &lde.coeffs, F::coset_shift())?;
     let (layers, final_coeffs) = commit_phase(backend, lde.coeffs, values, transcript, params)?;
@@ -76,27 +73,32 @@ pub fn prove_openings(
         .iter()
         .map(|r| r.to_canonical_u64() as usize % n)
         .collect();
-    // Each oracle's rows at every query at once, from wherever its leaves are (a device backend
-    // keeps the wires, Z and quotient leaves: these are the only rows of theirs the host reads).
+    // Each oracle's rows and Merkle paths at every query at once, from wherever its tree is (a
+    // device backend keeps the wires, Z and quotient trees: these are all the host reads of them).
     let opened = oracles
         .iter()
-        .map(|o| match backend.leaf_rows(&o.merkle_tree, o.polynomials.len(), &indices)? {
-            rows if rows.len() == indices.len() => Ok(rows),
-            rows => Err(BackendError::Shape(format!("{} leaf rows for {} queries", rows.len(), indices.len()))),
+        .map(|o| {
+            let rows = backend.leaf_rows(&o.merkle_tree, shape(o), &indices)?;
+            let paths = backend.merkle_paths(&o.merkle_tree, shape(o), &indices)?;
+            if rows.len() != indices.len() || paths.len() != indices.len() {
+                return Err(BackendError::Shape(format!(
+                    "{} leaf rows and {} paths for {} queries",
+                    rows.len(),
+                    paths.len(),
+                    indices.len()
+                )));
+            }
+            Ok((rows, paths))
         })
         .collect::<Result<Vec<_>>>()?;
     let query_round_proofs = indices
         .par_iter()
         .enumerate()
         .map(|(q, &x_index)| {
-            let initial = oracles
-                .iter()
-                .zip(&opened)
-                .map(|(o, rows)| Ok((rows[q].clone(), merkle_proof(&o.merkle_tree, x_index)?)))
-                .collect::<Result<_>>()?;
-            Ok(query_round(initial, &layers, x_index, params))
+            let initial = opened.iter().map(|(rows, paths)| (rows[q].clone(), paths[q].clone())).collect();
+            query_round(initial, &layers, x_index, params)
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect();
     Ok(FriProof {
         commit_phase_merkle_caps: layers.iter().map(|t| t.cap.clone()).collect(),
         query_round_proofs,

@@ -39,11 +39,10 @@ use plonky2::plonk::vars::EvaluationVarsBaseBatch;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use crate::backend::Backend;
-use crate::commit::Config;
+use crate::backend::{Backend, Shape};
+use crate::commit::{shape, Config};
 use crate::error::{BackendError, Result};
 use crate::lanes::{isa, width, Isa};
-use crate::layout::tree_rows;
 use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
 
@@ -149,8 +148,7 @@ impl QuotientInputs<'_> {
         let lde = c.degree() << c.config.fri_config.rate_bits;
         let whole = |b: &PolynomialBatch<F, Config, D>, width: usize| {
             let t = &b.merkle_tree;
-            b.polynomials.len() == width
-                && tree_rows(t) == lde
+            shape(b) == Shape { rows: lde, width }
                 && if t.leaves.is_empty() {
                     !on_host
                 } else {
@@ -199,8 +197,8 @@ impl QuotientInputs<'_> {
                 if !t.leaves.is_empty() {
                     return Ok(None);
                 }
-                let rows: Vec<usize> = (0..tree_rows(t)).collect();
-                let leaves = backend.leaf_rows(t, width, &rows)?;
+                let rows: Vec<usize> = (0..shape(b).rows).collect();
+                let leaves = backend.leaf_rows(t, Shape { rows: rows.len(), width }, &rows)?;
                 tracing::debug!("read {} kept leaf rows of {width} back for the quotient on the CPU", rows.len());
                 Ok(Some(PolynomialBatch {
                     polynomials: b.polynomials.clone(),

@@ -23,8 +23,7 @@ use std::sync::{Arc, Mutex};
 use plonky2::hash::merkle_tree::MerkleTree;
 use plonky2::hash::poseidon::PoseidonHash;
 
-use crate::backend::Digest;
-use crate::layout::tree_rows;
+use crate::backend::{Digest, Shape};
 use crate::F;
 
 /// What identifies a commitment's leaves.
@@ -51,10 +50,9 @@ impl TreeKey {
         self.width
     }
 
-    /// The key of `tree`, whose leaves are rows of `width`, whether the host holds them or not
-    /// (the number of rows follows from the digests and the cap).
-    pub fn of(tree: &MerkleTree<F, PoseidonHash>, width: usize) -> Self {
-        Self::new(&tree.cap.0, tree_rows(tree), width)
+    /// The key of `tree`, of this shape, whether the host holds its leaves or not.
+    pub fn of(tree: &MerkleTree<F, PoseidonHash>, shape: Shape) -> Self {
+        Self::new(&tree.cap.0, shape.rows, shape.width)
     }
 }
 
@@ -124,11 +122,18 @@ impl<V> Resident<V> {
 
     /// Holds `value` (of `bytes` bytes) under `key` until [`Resident::release`], whatever the
     /// budget: it is the only copy of these leaves. If the key is present (cached, or held by
-    /// another proof that committed the same data), that buffer is held once more instead.
+    /// another proof that committed the same data), the entry is held once more and takes
+    /// `value`, the same leaves by the cap, with whatever else it carries (a kept tree's
+    /// digests, which a cached copy lacks); a kernel reading the old value keeps it alive.
     pub fn hold(&self, key: TreeKey, value: Arc<V>, bytes: usize) {
         let mut inner = self.lock();
-        if let Some(e) = inner.entries.iter_mut().find(|e| e.key == key) {
+        if let Some(i) = inner.entries.iter().position(|e| e.key == key) {
+            let old = inner.entries[i].bytes;
+            inner.bytes = inner.bytes - old + bytes;
+            let e = &mut inner.entries[i];
             e.holds += 1;
+            e.value = value;
+            e.bytes = bytes;
             return;
         }
         Self::push(&mut inner, key, value, bytes, 1);
@@ -220,7 +225,7 @@ mod tests {
         // Held past the budget: it is the only copy.
         set.hold(key(1, 1, 1), Arc::new(1), 120);
         set.hold(key(2, 1, 1), Arc::new(2), 30);
-        // A second proof that committed the same data holds the same buffer.
+        // A second proof that committed the same data holds the entry again (with its value).
         set.hold(key(2, 1, 1), Arc::new(9), 30);
         assert_eq!((set.len(), set.held(), set.bytes()), (2, 2, 150));
         // Nothing cached fits beside them, and caching evicts no held buffer.
@@ -234,14 +239,14 @@ mod tests {
         assert_eq!(set.get(&key(3, 1, 1)).as_deref(), Some(&3));
         set.insert(key(5, 1, 1), Arc::new(5), 10);
         assert_eq!(set.get(&key(4, 1, 1)), None);
-        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&2));
+        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&9));
         set.release(&key(2, 1, 1));
-        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&2), "held by the second proof still");
+        assert_eq!(set.get(&key(2, 1, 1)).as_deref(), Some(&9), "held by the second proof still");
         set.release(&key(2, 1, 1));
         assert_eq!(set.get(&key(2, 1, 1)), None);
-        // Holding a cached buffer pins it; its release drops it.
-        set.hold(key(3, 1, 1), Arc::new(0), 60);
-        assert_eq!((set.held(), set.get(&key(3, 1, 1)).as_deref()), (1, Some(&3)));
+        // Holding a cached entry pins it, with the held value and its size; its release drops it.
+        set.hold(key(3, 1, 1), Arc::new(0), 70);
+        assert_eq!((set.held(), set.bytes(), set.get(&key(3, 1, 1)).as_deref()), (1, 80, Some(&0)));
         set.release(&key(3, 1, 1));
         assert_eq!((set.len(), set.held(), set.bytes()), (1, 0, 10));
     }

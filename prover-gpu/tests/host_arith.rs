@@ -187,7 +187,8 @@ fn device_sources_are_valid_cuda_cpp() {
 /// Runs `kernels.cu` on the host: each kernel is an ordinary function under the stubs, called
 /// once per thread of its grid, in the order `CudaBackend::commit_tree` launches them. The
 /// result must be plonky2's `PolynomialBatch::from_coeffs` tree: leaves, digests and cap; and
-/// the rows `CudaBackend::leaf_rows` gathers from the leaves must be plonky2's leaves.
+/// the rows and Merkle paths `CudaBackend::leaf_rows` and `merkle_paths` gather from what the
+/// commitment kept must be plonky2's leaves and `MerkleTree::prove`.
 #[test]
 fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
     use plonky2::field::polynomial::PolynomialCoeffs;
@@ -241,6 +242,10 @@ fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
         let _ = writeln!(src, "static const u64 PICKS[] = {{{}}};", c_array(&pick_words));
         let _ = writeln!(src, "static const u64 PICKED[] = {{{}}};", words(&picked));
         let num_picks = picks.len();
+        // Their Merkle paths, as plonky2's `prove` gives them (one dummy word for no siblings).
+        let paths: Vec<HashOut<F>> = picks.iter().flat_map(|&r| tree.prove(r).siblings).collect();
+        let paths = if paths.is_empty() { "0".to_string() } else { digest_words(&paths) };
+        let _ = writeln!(src, "static const u64 PATHS[] = {{{paths}}};");
         let _ = writeln!(
             src,
             r#"
@@ -281,8 +286,11 @@ int main(void) {{
     const u32 picks = {num_picks};
     u64 *picked = (u64 *)calloc(picks * batch, 8);
     LAUNCH(picks * batch, gl_gather_rows(rows, batch, PICKS, picks, picked));
+    u64 *paths = (u64 *)calloc(4 * picks * sub_height + 1, 8);
+    LAUNCH(picks * sub_height, psn_gather_paths(digests, sub_height, PICKS, picks, paths));
     int bad = compare("rows", rows, ROWS, all) + compare("digests", digests, DIGESTS, digest_words)
-        + compare("cap", level, CAP, 4ULL << cap_height) + compare("gathered rows", picked, PICKED, picks * batch);
+        + compare("cap", level, CAP, 4ULL << cap_height) + compare("gathered rows", picked, PICKED, picks * batch)
+        + compare("gathered paths", paths, PATHS, 4 * picks * sub_height);
     printf("%d mismatches\n", bad);
     return bad != 0;
 }}

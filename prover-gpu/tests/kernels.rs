@@ -7,7 +7,7 @@ use plonky2::field::types::{Field, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::util::timing::TimingTree;
-use prover_gpu::backend::Leaves;
+use prover_gpu::backend::{Leaves, Shape};
 use prover_gpu::naive::coset_dft;
 use prover_gpu::*;
 use rand::rngs::StdRng;
@@ -114,21 +114,24 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
         // The whole commitment in one pass on the device: leaves, digests and cap.
         dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Host).expect("device commitment agrees");
-        // The leaves kept on the device: read back whole (inside the dual's commit_tree), then
-        // the first, the last and random rows, repeated, as FRI's queries read them.
-        let tree = dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Kept).expect("kept leaves agree");
+        // The tree kept on the device: leaves and paths read back whole (inside the dual's
+        // commit_tree), then the first, the last and random rows and their paths, repeated, as
+        // FRI's queries read them.
+        let tree = dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Kept).expect("kept tree agrees");
         let m = n << rate_bits;
+        let shape = Shape { rows: m, width: batch };
         let mut rows: Vec<usize> = (0..28).map(|_| rng.gen_range(0..m)).collect();
         rows.extend([0, m - 1, 0]);
-        dual.leaf_rows(&tree, batch, &rows).expect("gathered rows agree");
-        dual.release(&tree, batch);
+        dual.leaf_rows(&tree, shape, &rows).expect("gathered rows agree");
+        dual.merkle_paths(&tree, shape, &rows).expect("gathered paths agree");
+        dual.release(&tree, shape);
         // From values: the inverse NTT on the device, its coefficients committed from there.
         if n >= 2 {
             let values = random(&mut rng, n * batch);
             let (_, tree) = dual
                 .commit_values_tree(values, n, rate_bits, cap_height, Leaves::Kept)
                 .expect("value commitments agree");
-            dual.release(&tree, batch);
+            dual.release(&tree, shape);
         }
     }
     // FRI's proof-of-work search: the first witness of each range, at every input slot, and
@@ -152,19 +155,20 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
     assert_eq!(tree.leaves.len(), n << 3);
     let before = cuda.transfers().expect("a device backend counts its copies");
     let kept = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Kept).expect("commit");
-    assert!(kept.leaves.is_empty());
+    assert!(kept.leaves.is_empty() && kept.digests.is_empty());
     let moved = cuda.transfers().expect("counted").since(before);
-    assert_eq!(
-        moved.from_device,
-        32 * (kept.digests.len() + kept.cap.0.len()) as u64,
-        "only digests and cap came back"
-    );
+    assert_eq!(moved.from_device, 32 * kept.cap.0.len() as u64, "only the cap came back");
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (2, 1));
-    assert!(matches!(cuda.leaf_rows(&kept, 9, &[n << 3]), Err(BackendError::Shape(_))), "a row past the tree");
-    assert!(matches!(cuda.leaf_rows(&kept, 8, &[0]), Err(BackendError::Shape(_))), "another width");
-    cuda.release(&kept, 9);
+    let shape = Shape { rows: n << 3, width: 9 };
+    let past = [n << 3];
+    assert!(matches!(cuda.leaf_rows(&kept, shape, &past), Err(BackendError::Shape(_))), "a row past the tree");
+    assert!(matches!(cuda.merkle_paths(&kept, shape, &past), Err(BackendError::Shape(_))), "a path past the tree");
+    let narrower = Shape { width: 8, ..shape };
+    assert!(matches!(cuda.leaf_rows(&kept, narrower, &[0]), Err(BackendError::Shape(_))), "another width");
+    cuda.release(&kept, shape);
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
-    assert!(matches!(cuda.leaf_rows(&kept, 9, &[0]), Err(BackendError::Shape(_))), "released");
+    assert!(matches!(cuda.leaf_rows(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
+    assert!(matches!(cuda.merkle_paths(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
 }
 
 #[test]
@@ -247,10 +251,11 @@ fn the_dual_backend_locates_a_wrong_commitment() {
     }
 }
 
-/// Leaves kept by the second backend of a dual read back equal to the first's: whole when
-/// committed, and at any rows; a row past the tree is refused; release frees them.
+/// A tree kept by the second backend of a dual reads back equal to the first's: leaves and
+/// Merkle paths whole when committed, and at any rows; a row past the tree is refused; release
+/// frees it.
 #[test]
-fn kept_leaves_read_back_through_the_dual_backend() {
+fn kept_trees_read_back_through_the_dual_backend() {
     let mut rng = StdRng::seed_from_u64(12);
     let n = 1 << 4;
     let coeffs = random(&mut rng, n * 5);
@@ -258,11 +263,15 @@ fn kept_leaves_read_back_through_the_dual_backend() {
     let tree = dual.commit_tree(&coeffs, n, 3, 2, Leaves::Kept).expect("the two commitments agree");
     assert_eq!(tree.leaves.len(), n << 3, "the first's leaves, on the host");
     assert_eq!(dual.second.kept.held(), 1);
+    let shape = Shape { rows: n << 3, width: 5 };
     let rows = [5, 0, (n << 3) - 1, 5];
-    assert_eq!(dual.leaf_rows(&tree, 5, &rows).expect("the rows agree"), rows.map(|r| tree.leaves[r].clone()));
-    assert!(matches!(dual.leaf_rows(&tree, 5, &[n << 3]), Err(BackendError::Shape(_))));
-    dual.release(&tree, 5);
+    assert_eq!(dual.leaf_rows(&tree, shape, &rows).expect("the rows agree"), rows.map(|r| tree.leaves[r].clone()));
+    assert_eq!(dual.merkle_paths(&tree, shape, &rows).expect("the paths agree"), rows.map(|r| tree.prove(r)));
+    assert!(matches!(dual.leaf_rows(&tree, shape, &[n << 3]), Err(BackendError::Shape(_))));
+    assert!(matches!(dual.merkle_paths(&tree, shape, &[n << 3]), Err(BackendError::Shape(_))));
+    dual.release(&tree, shape);
     assert!(dual.second.kept.is_empty());
-    let without_leaves = plonky2::hash::merkle_tree::MerkleTree { leaves: Vec::new(), ..tree };
-    assert!(matches!(dual.second.leaf_rows(&without_leaves, 5, &[0]), Err(BackendError::Shape(_))), "released");
+    let stripped = plonky2::hash::merkle_tree::MerkleTree { leaves: Vec::new(), digests: Vec::new(), ..tree };
+    assert!(matches!(dual.second.leaf_rows(&stripped, shape, &[0]), Err(BackendError::Shape(_))), "released");
+    assert!(matches!(dual.second.merkle_paths(&stripped, shape, &[0]), Err(BackendError::Shape(_))), "released");
 }

@@ -83,15 +83,16 @@ fn pipeline_proves_a_recursive_verifier() {
     check(&outer, pw, &RayonBackend);
 }
 
-/// A backend that keeps the wires, Z and quotient leaves (as the CUDA backend does on the
-/// device) makes the same proofs: the quotient and FRI's query rounds read the kept leaves through
-/// it, and every proof releases them, on success and on a failure after the commitments.
+/// A backend that keeps the wires, Z and quotient trees (as the CUDA backend does on the
+/// device) makes the same proofs: the quotient and FRI's query rounds read the kept leaves and
+/// paths through it, and every proof releases them, on success and on a failure after the
+/// commitments.
 #[test]
-fn proofs_from_kept_leaves_verify_and_release_them() {
+fn proofs_from_kept_trees_verify_and_release_them() {
     let (data, targets) = small_circuit(300);
     let keeping = keeping::Keeping::new(false);
     check(&data, witness(&targets, 9), &keeping);
-    assert!(keeping.kept.is_empty(), "every proof released its leaves");
+    assert!(keeping.kept.is_empty(), "every proof released its trees");
     let (outer, pw) = verifier_of(&data, witness(&targets, 10), |_| {});
     check(&outer, pw, &keeping);
     assert!(keeping.kept.is_empty());
@@ -99,7 +100,7 @@ fn proofs_from_kept_leaves_verify_and_release_them() {
     let failing = keeping::Keeping::new(true);
     let err = prove(&failing, &data.prover_only, &data.common, witness(&targets, 11)).expect_err("no proof of work");
     assert!(matches!(err, BackendError::Cuda(_)), "{err}");
-    assert!(failing.kept.is_empty(), "a failed proof released its leaves");
+    assert!(failing.kept.is_empty(), "a failed proof released its trees");
 }
 
 #[test]

@@ -133,3 +133,21 @@ extern "C" __global__ void gl_intt_finish(const u64 *dft, u64 *coeffs, u32 log_n
     u64 poly = idx >> log_n, j = idx & (n - 1);
     coeffs[idx] = gl_mul(dft[(poly << log_n) + ((n - j) & (n - 1))], n_inv);
 }
+
+// Merkle paths of the leaves `indices[0 .. count)` of a tree whose digests are on the device, in
+// plonky2's layout (subtrees of height `sub_height` under the cap, one after another): for leaf q
+// and height h, the sibling of its ancestor at height h (0 = the leaf's digest), written at
+// out[4·(q·sub_height + h)], as plonky2's `MerkleTree::prove` lists them. The host checks every
+// index against the number of leaves first.
+extern "C" __global__ void psn_gather_paths(const u64 *digests, u32 sub_height, const u64 *indices, u32 count,
+                                            u64 *out) {
+    u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (sub_height == 0 || t >= (u64)count * sub_height) return;
+    u64 q = t / sub_height;
+    u32 h = (u32)(t % sub_height);
+    u64 leaf = indices[q];
+    u64 tree = leaf >> sub_height, j = leaf & ((1ULL << sub_height) - 1);
+    u64 per_subtree = 2 * ((1ULL << sub_height) - 1);
+    u64 pos = tree * per_subtree + mt_digest_position(sub_height, h, (j >> h) ^ 1);
+    for (int k = 0; k < 4; k++) out[4 * t + k] = digests[4 * pos + k];
+}

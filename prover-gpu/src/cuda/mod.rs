@@ -11,13 +11,16 @@ use cudarc::driver::{
 };
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
+use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
-use plonky2::hash::poseidon::{Poseidon, ALL_ROUND_CONSTANTS};
+use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
 use crate::backend::{
-    check_grind, check_polynomials, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Transfers, Tree,
+    check_grind, check_polynomials, host_leaf_rows, host_merkle_paths, tree_leaves, Backend, Digest, Leaves, Shape,
+    Transfers, Tree,
 };
+use crate::commit::shape;
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::layout::tree_rows;
@@ -108,10 +111,11 @@ pub struct CudaBackend {
     merkle_level: CudaFunction,
     grind: CudaFunction,
     gather: CudaFunction,
+    paths: CudaFunction,
     intt_finish: CudaFunction,
     /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
     /// quotient (see [`crate::resident`]).
-    resident: Resident<CudaSlice<u64>>,
+    resident: Resident<DeviceTree>,
     device: String,
     ctx: Arc<CudaContext>,
     /// Device memory in use when the backend started, and the most seen in use since.
@@ -130,6 +134,13 @@ pub struct CudaBackend {
     /// The quotient coset's points and `L₀` on the device, by `(log2 points, quotient bits)`:
     /// the same in every proof of a circuit (see [`CosetPoints`]), so uploaded once.
     coset_points: Mutex<HashMap<(usize, usize), Arc<DevicePoints>>>,
+}
+
+/// A commitment's tree on the device: its leaves, row after row, and, where the commitment
+/// kept them there ([`Leaves::Kept`]), its digests in plonky2's layout.
+struct DeviceTree {
+    rows: CudaSlice<u64>,
+    digests: Option<CudaSlice<u64>>,
 }
 
 /// [`CosetPoints`] on the device: the points, then `L₀`.
@@ -233,6 +244,7 @@ impl CudaBackend {
             merkle_level: f("psn_merkle_level")?,
             grind: f("fri_grind")?,
             gather: f("gl_gather_rows")?,
+            paths: f("psn_gather_paths")?,
             intt_finish: f("gl_intt_finish")?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
@@ -268,9 +280,9 @@ impl CudaBackend {
         let challenges = q.common.config.num_challenges;
         let s = &self.stream;
         let words = QuotientKernelArgs::words;
-        let [cs, wires, zs] = q.trees().map(|(c, width)| self.leaves_on_device(&c.merkle_tree, width));
+        let [cs, wires, zs] = q.trees().map(|(c, _)| self.leaves_on_device(&c.merkle_tree, shape(c)));
         let (cs, wires, zs) = (cs?, wires?, zs?);
-        if [cs.len(), wires.len(), zs.len()] != a.leaf_elements() {
+        if [cs.rows.len(), wires.rows.len(), zs.rows.len()] != a.leaf_elements() {
             return Err(BackendError::Shape("the quotient's leaves do not match its arguments".into()));
         }
         let shape = self.up(&a.shape)?;
@@ -291,9 +303,9 @@ impl CudaBackend {
                 .arg(&shape)
                 .arg(&gates)
                 .arg(&params)
-                .arg(cs.as_ref())
-                .arg(wires.as_ref())
-                .arg(zs.as_ref())
+                .arg(&cs.rows)
+                .arg(&wires.rows)
+                .arg(&zs.rows)
                 .arg(xs)
                 .arg(l0s)
                 .arg(&zh_inv)
@@ -307,21 +319,21 @@ impl CudaBackend {
         Ok(v.into_iter().map(F::from_canonical_u64).collect())
     }
 
-    /// A commitment's leaves (rows of `width`) on the device, row after row: the buffer its
-    /// commitment left there when this backend made it (or an earlier quotient uploaded it), else
-    /// uploaded from the host's copy now and cached.
-    fn leaves_on_device(&self, tree: &Tree, width: usize) -> Result<Arc<CudaSlice<u64>>> {
-        let key = TreeKey::of(tree, width);
-        if let Some(rows) = self.resident.get(&key) {
-            return Ok(rows);
+    /// A commitment's tree (of `shape`) on the device: the one its commitment left there when
+    /// this backend made it (or an earlier quotient uploaded), else its leaves uploaded from the
+    /// host's copy now and cached.
+    fn leaves_on_device(&self, tree: &Tree, shape: Shape) -> Result<Arc<DeviceTree>> {
+        let key = TreeKey::of(tree, shape);
+        if let Some(t) = self.resident.get(&key) {
+            return Ok(t);
         }
-        let all: Vec<usize> = (0..tree_rows(tree)).collect();
-        let leaves = host_leaf_rows(tree, width, &all)?;
+        let all: Vec<usize> = (0..shape.rows).collect();
+        let leaves = host_leaf_rows(tree, shape, &all)?;
         let words: Vec<u64> = leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
-        let rows = Arc::new(self.up(&words)?);
+        let t = Arc::new(DeviceTree { rows: self.up(&words)?, digests: None });
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
-        self.resident.insert(key, rows.clone(), words.len() * 8);
-        Ok(rows)
+        self.resident.insert(key, t.clone(), words.len() * 8);
+        Ok(t)
     }
 
     /// The quotient coset's points and `L₀` on the device, uploaded on first use of their shape
@@ -406,14 +418,15 @@ impl CudaBackend {
 
     /// plonky2's Merkle tree over `leaves` rows of `width` held on the device: the leaf hashes,
     /// then one launch per level that places its digests in plonky2's layout and hashes them in
-    /// pairs. Only the digests and the cap come back.
+    /// pairs. The digests stay on the device (`4 × digests` words, at least one); the cap comes
+    /// back.
     fn tree_on_device(
         &self,
         rows: &CudaSlice<u64>,
         width: usize,
         leaves: usize,
         cap_height: usize,
-    ) -> Result<(Vec<Digest>, Vec<Digest>)> {
+    ) -> Result<(CudaSlice<u64>, usize, Vec<Digest>)> {
         if tree_leaves(rows.len(), width, cap_height)? != leaves {
             return Err(BackendError::Shape(format!("{} elements for {leaves} leaves of {width}", rows.len())));
         }
@@ -452,9 +465,14 @@ impl CudaBackend {
             }
         }
         self.note_memory();
-        let words = self.down(&digests)?;
         let cap = self.down(&level)?;
-        Ok((digests_of(&words[..4 * num_digests]), digests_of(&cap)))
+        Ok((digests, num_digests, digests_of(&cap)))
+    }
+
+    /// Digests left on the device by [`CudaBackend::tree_on_device`], on the host.
+    fn digests_to_host(&self, digests: &CudaSlice<u64>, count: usize) -> Result<Vec<Digest>> {
+        let words = self.down(digests)?;
+        Ok(digests_of(&words[..4 * count]))
     }
 
     /// [`Backend::commit_tree`] of coefficients already on the device (`batch × n` of them,
@@ -508,22 +526,26 @@ impl CudaBackend {
                 .map_err(cuda)?;
         }
         drop(values);
-        let (digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
+        let (digests, num_digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
         let key = TreeKey::new(&cap, m, batch);
-        let host = match leaves {
-            // The only copy: held until the prover releases it.
+        let leaf_bytes = batch * m * 8;
+        Ok(match leaves {
+            // The only copy of the leaves and digests: held until the prover releases them.
             Leaves::Kept => {
-                self.resident.hold(key, Arc::new(rows), batch * m * 8);
-                Vec::new()
+                let bytes = leaf_bytes + digests.len() * 8;
+                self.resident.hold(key, Arc::new(DeviceTree { rows, digests: Some(digests) }), bytes);
+                MerkleTree { leaves: Vec::new(), digests: Vec::new(), cap: MerkleCap(cap) }
             }
-            // On the host too, and cached here for a quotient that reads them.
+            // On the host too, and the leaves cached here for a quotient that reads them.
             Leaves::Host => {
+                let host_digests = self.digests_to_host(&digests, num_digests)?;
                 let words = self.down(&rows)?;
-                self.resident.insert(key, Arc::new(rows), batch * m * 8);
-                words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect()
+                self.resident.insert(key, Arc::new(DeviceTree { rows, digests: None }), leaf_bytes);
+                let leaves =
+                    words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect();
+                MerkleTree { leaves, digests: host_digests, cap: MerkleCap(cap) }
             }
-        };
-        Ok(MerkleTree { leaves: host, digests, cap: MerkleCap(cap) })
+        })
     }
 
     /// Commitments whose leaves are on the device now, kept or cached.
@@ -645,17 +667,18 @@ impl Backend for CudaBackend {
         Ok((host, tree))
     }
 
-    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+    fn leaf_rows(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
         if !tree.leaves.is_empty() {
-            return host_leaf_rows(tree, width, rows);
+            return host_leaf_rows(tree, shape, rows);
         }
-        let key = TreeKey::of(tree, width);
-        let Some(leaves) = self.resident.get(&key) else {
+        let key = TreeKey::of(tree, shape);
+        let Some(kept) = self.resident.get(&key) else {
             return Err(BackendError::Shape(format!(
-                "the leaves of a tree of {} rows of {width} are neither on the host nor on the device",
-                key.rows()
+                "the leaves of a tree of {} rows of {} are neither on the host nor on the device",
+                shape.rows, shape.width
             )));
         };
+        let (leaves, width) = (&kept.rows, shape.width);
         gather_check(&key, leaves.len(), rows)?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -669,7 +692,7 @@ impl Backend for CudaBackend {
         // `key.rows()` (checked above); the kernel writes `count × width` elements.
         unsafe {
             s.launch_builder(&self.gather)
-                .arg(leaves.as_ref())
+                .arg(leaves)
                 .arg(&w)
                 .arg(&indices)
                 .arg(&count)
@@ -681,14 +704,64 @@ impl Backend for CudaBackend {
         Ok(words.chunks(width).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect())
     }
 
-    fn release(&self, tree: &Tree, width: usize) {
-        self.resident.release(&TreeKey::of(tree, width));
+    fn merkle_paths(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
+        // Digests on the host, or none at all (a tree that is all cap).
+        if tree_rows(tree) == shape.rows {
+            return host_merkle_paths(tree, shape, rows);
+        }
+        let key = TreeKey::of(tree, shape);
+        let kept = self.resident.get(&key);
+        let Some(digests) = kept.as_ref().and_then(|t| t.digests.as_ref()) else {
+            return Err(BackendError::Shape(format!(
+                "the digests of a tree of {} rows of {} are neither on the host nor on the device",
+                shape.rows, shape.width
+            )));
+        };
+        let caps = tree.cap.0.len();
+        if !caps.is_power_of_two() || !shape.rows.is_power_of_two() || caps >= shape.rows {
+            return Err(BackendError::Shape(format!("a cap of {caps} over {} rows", shape.rows)));
+        }
+        let sub_height = (shape.rows / caps).trailing_zeros() as usize;
+        if digests.len() != 4 * 2 * (shape.rows - caps) {
+            return Err(BackendError::Shape(format!("{} digest words kept for {} rows", digests.len(), shape.rows)));
+        }
+        if let Some(r) = rows.iter().find(|&&r| r >= shape.rows) {
+            return Err(BackendError::Shape(format!("row {r} of a tree of {} leaves", shape.rows)));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.stream;
+        let indices: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
+        let indices = self.up(&indices)?;
+        let mut out = s.alloc_zeros::<u64>(4 * rows.len() * sub_height).map_err(cuda)?;
+        let (sub, count) = (small(sub_height)?, small(rows.len())?);
+        // SAFETY: every index is below `shape.rows` (checked above), so each sibling position is
+        // inside the `2·(rows − caps)` digests kept (checked above); the kernel writes
+        // `4 × count × sub_height` words.
+        unsafe {
+            s.launch_builder(&self.paths)
+                .arg(digests)
+                .arg(&sub)
+                .arg(&indices)
+                .arg(&count)
+                .arg(&mut out)
+                .launch(cfg(rows.len() * sub_height)?)
+                .map_err(cuda)?;
+        }
+        let siblings = digests_of(&self.down(&out)?);
+        Ok(siblings.chunks(sub_height).map(|c| MerkleProof { siblings: c.to_vec() }).collect())
+    }
+
+    fn release(&self, tree: &Tree, shape: Shape) {
+        self.resident.release(&TreeKey::of(tree, shape));
     }
 
     fn merkle_tree(&self, rows: &[F], width: usize, cap_height: usize) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let leaves = tree_leaves(rows.len(), width, cap_height)?;
         let on_device = self.up(&to_u64(rows))?;
-        self.tree_on_device(&on_device, width, leaves, cap_height)
+        let (digests, count, cap) = self.tree_on_device(&on_device, width, leaves, cap_height)?;
+        Ok((self.digests_to_host(&digests, count)?, cap))
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {

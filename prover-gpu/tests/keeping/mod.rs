@@ -1,19 +1,23 @@
-//! A host backend that keeps its commitments' leaves the way a device backend does.
+//! A host backend that keeps its commitments' trees the way a device backend does.
 
 use std::sync::Arc;
 
-use prover_gpu::backend::{host_leaf_rows, Leaves, Tree};
+use plonky2::hash::merkle_proofs::MerkleProof;
+use plonky2::hash::merkle_tree::MerkleTree;
+use plonky2::hash::poseidon::PoseidonHash;
+use prover_gpu::backend::{host_leaf_rows, host_merkle_paths, Leaves, Shape, Tree};
 use prover_gpu::resident::{Resident, TreeKey};
 use prover_gpu::transcript::WIDTH;
 use prover_gpu::{Backend, BackendError, Digest, QuotientInputs, RayonBackend, Result, F};
 
-/// The rayon backend, except that leaves committed with [`Leaves::Kept`] are taken off the
-/// returned tree and held here until released, as the CUDA backend holds them on the device:
-/// every read of them must go through [`Backend::leaf_rows`]. With `fail_grind`, FRI's proof of
-/// work fails, late in the proof, after every commitment.
+/// The rayon backend, except that trees committed with [`Leaves::Kept`] lose their leaves and
+/// digests (the cap stays), which are held here until released, as the CUDA backend holds them
+/// on the device: every read of them must go through [`Backend::leaf_rows`] and
+/// [`Backend::merkle_paths`]. With `fail_grind`, FRI's proof of work fails, late in the proof,
+/// after every commitment.
 pub struct Keeping {
-    /// The leaves held now.
-    pub kept: Resident<Vec<Vec<F>>>,
+    /// The trees held now.
+    pub kept: Resident<Tree>,
     /// Fail the proof-of-work search.
     pub fail_grind: bool,
 }
@@ -21,6 +25,13 @@ pub struct Keeping {
 impl Keeping {
     pub fn new(fail_grind: bool) -> Self {
         Self { kept: Resident::new(usize::MAX), fail_grind }
+    }
+
+    /// The whole tree kept for `tree` (of `shape`).
+    fn whole(&self, tree: &Tree, shape: Shape) -> Result<Arc<Tree>> {
+        self.kept
+            .get(&TreeKey::of(tree, shape))
+            .ok_or_else(|| BackendError::Shape("neither on the host nor kept".into()))
     }
 }
 
@@ -38,25 +49,28 @@ impl Backend for Keeping {
         RayonBackend.hash_pairs(children, out)
     }
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
-        let mut tree = RayonBackend.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
-        if leaves == Leaves::Kept {
-            let rows = std::mem::take(&mut tree.leaves);
-            self.kept.hold(TreeKey::new(&tree.cap.0, rows.len(), coeffs.len() / n), Arc::new(rows), 0);
+        let tree = RayonBackend.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
+        if leaves == Leaves::Host {
+            return Ok(tree);
         }
-        Ok(tree)
+        let cap = tree.cap.clone();
+        self.kept.hold(TreeKey::new(&cap.0, n << rate_bits, coeffs.len() / n), Arc::new(tree), 0);
+        Ok(MerkleTree { leaves: Vec::new(), digests: Vec::new(), cap })
     }
-    fn leaf_rows(&self, tree: &Tree, width: usize, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+    fn leaf_rows(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
         if !tree.leaves.is_empty() {
-            return host_leaf_rows(tree, width, rows);
+            return host_leaf_rows(tree, shape, rows);
         }
-        let kept = self
-            .kept
-            .get(&TreeKey::of(tree, width))
-            .ok_or_else(|| BackendError::Shape("leaves neither on the host nor kept".into()))?;
-        rows.iter().map(|&r| kept.get(r).cloned().ok_or_else(|| BackendError::Shape(format!("row {r}")))).collect()
+        host_leaf_rows(self.whole(tree, shape)?.as_ref(), shape, rows)
     }
-    fn release(&self, tree: &Tree, width: usize) {
-        self.kept.release(&TreeKey::of(tree, width));
+    fn merkle_paths(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
+        if !tree.digests.is_empty() {
+            return host_merkle_paths(tree, shape, rows);
+        }
+        host_merkle_paths(self.whole(tree, shape)?.as_ref(), shape, rows)
+    }
+    fn release(&self, tree: &Tree, shape: Shape) {
+        self.kept.release(&TreeKey::of(tree, shape));
     }
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
         q.values_on_cpu_from(self)
