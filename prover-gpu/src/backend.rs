@@ -163,6 +163,15 @@ pub trait Backend: Send + Sync {
         q.values_on_cpu()
     }
 
+    /// The quotient polynomials' coefficients, challenge by challenge (`num_challenges × size`):
+    /// [`Backend::quotient_values`] interpolated on their coset, `F::coset_shift()·⟨ω⟩`. The
+    /// default is [`crate::quotient::coeffs_from_values`] (the values, then
+    /// [`Backend::intt_batch`] and the shift undone on the host); a device backend keeps the
+    /// values on the device until they are coefficients.
+    fn quotient_coeffs(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        crate::quotient::coeffs_from_values(self, q)
+    }
+
     /// The search of FRI's proof of work: the smallest candidate in `start .. start + count`
     /// for which [`pow_response`](crate::transcript::pow_response) (`state` permuted with the
     /// candidate written at `slot`) has at least `min_leading_zeros` leading zeros in its

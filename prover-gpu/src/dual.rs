@@ -213,6 +213,26 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
+    /// The values first (compared point by point, so a difference is named where it is), then
+    /// each backend's coefficients.
+    fn quotient_coeffs(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        self.quotient_values(q)?;
+        let out = self.first.quotient_coeffs(q)?;
+        let other = self.second.quotient_coeffs(q)?;
+        let size = q.size();
+        match first_difference(&out, &other) {
+            None if out.len() == other.len() => Ok(out),
+            None => Err(BackendError::Mismatch {
+                kernel: "quotient_coeffs",
+                detail: format!("{} coefficients against {}", out.len(), other.len()),
+            }),
+            Some(i) => Err(BackendError::Mismatch {
+                kernel: "quotient_coeffs",
+                detail: format!("challenge {} coefficient {} of {size}", i / size, i % size),
+            }),
+        }
+    }
+
     fn grind(
         &self,
         state: &[F; WIDTH],

@@ -306,27 +306,19 @@ fn partial_products_and_zs(
 }
 
 /// The quotient polynomials `(Σ αⁱ·termᵢ) / Z_H` of each challenge, split into chunks of degree
-/// `n`, in plonky2's order (challenge by challenge): the backend's values on the quotient coset,
-/// then back to coefficients.
+/// `n`, in plonky2's order (challenge by challenge): the backend's coefficients
+/// ([`Backend::quotient_coeffs`]), each polynomial's past its degree checked to be zero.
 fn quotient_polys(backend: &dyn Backend, q: &QuotientInputs<'_>) -> Result<Vec<PolynomialCoeffs<F>>> {
     let common = q.common;
     let n = common.degree();
     let size = q.size();
-    let mut flat = backend.quotient_values(q)?;
+    let flat = backend.quotient_coeffs(q)?;
     if flat.len() != common.config.num_challenges * size {
-        return Err(BackendError::Shape(format!("{} quotient values for {size} points", flat.len())));
+        return Err(BackendError::Shape(format!("{} quotient coefficients for {size} points", flat.len())));
     }
-    // Back to coefficients on the coset: iNTT, then undo the shift (cᵢ·shift⁻ⁱ).
-    backend.intt_batch(&mut flat, size)?;
-    let shift_inv = F::coset_shift().inverse();
     let quotient_degree = common.quotient_degree();
     let mut chunks = Vec::with_capacity(common.config.num_challenges * common.quotient_degree_factor);
-    for (c, poly) in flat.chunks_mut(size).enumerate() {
-        let mut s = F::ONE;
-        for v in poly.iter_mut() {
-            *v *= s;
-            s *= shift_inv;
-        }
+    for (c, poly) in flat.chunks(size).enumerate() {
         if poly[quotient_degree..].iter().any(|v| *v != F::ZERO) {
             return Err(BackendError::Unsatisfied(format!(
                 "the vanishing polynomial of challenge {c} is not divisible by Z_H: the witness breaks a constraint"

@@ -503,6 +503,20 @@ impl QuotientInputs<'_> {
     }
 }
 
+/// [`Backend::quotient_coeffs`] on the host: `backend`'s [`Backend::quotient_values`], its
+/// [`Backend::intt_batch`] on the coset's size, then each coefficient `cᵢ` times `shift⁻ⁱ`.
+pub fn coeffs_from_values<B: Backend + ?Sized>(backend: &B, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    let size = q.size();
+    let mut flat = backend.quotient_values(q)?;
+    if flat.len() != q.common.config.num_challenges * size {
+        return Err(BackendError::Shape(format!("{} quotient values for {size} points", flat.len())));
+    }
+    backend.intt_batch(&mut flat, size)?;
+    let unshift = crate::cpu::powers(F::coset_shift().inverse(), size);
+    flat.par_chunks_mut(size).for_each(|poly| poly.iter_mut().zip(&unshift).for_each(|(c, s)| *c *= *s));
+    Ok(flat)
+}
+
 /// The quotient coset's points `shift·ω^i` and `L₀` at each, `Z_H(x) / (n·(x − 1))`, for a
 /// trace of `2^degree_bits` rows on a coset `2^quotient_bits` times larger. They are the same in
 /// every proof of a circuit, so they are computed once per shape and shared: 2.8 ms on dev-2c

@@ -230,6 +230,43 @@ fn a_wrong_quotient_value_is_caught() {
     }
 }
 
+/// The rayon backend whose quotient coefficients (not values) are off by one in the last place:
+/// what a device's inverse NTT or unshift gone wrong would give.
+struct CoefficientsOff;
+
+impl Backend for CoefficientsOff {
+    fn name(&self) -> &'static str {
+        "rayon with a wrong quotient coefficient"
+    }
+    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
+        RayonBackend.coset_ntt_batch(data, n, shift)
+    }
+    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
+        RayonBackend.hash_rows(rows, width, out)
+    }
+    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
+        RayonBackend.hash_pairs(children, out)
+    }
+    fn quotient_coeffs(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        let mut c = prover_gpu::quotient::coeffs_from_values(self, q)?;
+        let last = c.len() - 1;
+        c[last] += F::ONE;
+        Ok(c)
+    }
+}
+
+#[test]
+fn a_wrong_quotient_coefficient_is_caught() {
+    let (data, targets) = batch_like_circuit(10);
+    let dual = DualBackend { first: RayonBackend, second: CoefficientsOff };
+    match prove(&dual, &data.prover_only, &data.common, witness(&targets, 4)) {
+        Err(BackendError::Mismatch { kernel: "quotient_coeffs", detail }) => {
+            assert!(detail.starts_with("challenge 1 coefficient"), "{detail}")
+        }
+        other => panic!("expected a quotient coefficient mismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// A circuit with a gate the C and the lanes do not know (`ExponentiationGate`): `base^exponent`
 /// for an 8-bit exponent, and its two inputs.
 fn exponentiation_circuit() -> (CircuitData<F, Config, D>, [Target; 2]) {

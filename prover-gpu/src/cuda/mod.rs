@@ -275,8 +275,14 @@ impl CudaBackend {
         }
     }
 
-    /// The quotient values on the device from packed arguments.
-    fn quotient_on_device(&self, f: &CudaFunction, a: &QuotientKernelArgs, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+    /// The quotient values on the device from packed arguments, left there
+    /// (`num_challenges × size`, challenge by challenge).
+    fn quotient_on_device(
+        &self,
+        f: &CudaFunction,
+        a: &QuotientKernelArgs,
+        q: &QuotientInputs<'_>,
+    ) -> Result<CudaSlice<u64>> {
         let challenges = q.common.config.num_challenges;
         let s = &self.stream;
         let words = QuotientKernelArgs::words;
@@ -315,8 +321,31 @@ impl CudaBackend {
                 .map_err(cuda)?;
         }
         self.note_memory();
-        let v = self.down(&out)?;
-        Ok(v.into_iter().map(F::from_canonical_u64).collect())
+        Ok(out)
+    }
+
+    /// The quotient kernel and its arguments for `q`, or `None` where the quotient runs on the
+    /// CPU: the kernel did not compile (said once, as a warning) or it does not take the circuit.
+    fn quotient_launch(&self, q: &QuotientInputs<'_>) -> Result<Option<(&CudaFunction, QuotientKernelArgs)>> {
+        // The kernel first, so that a quotient which ends up on the CPU packs nothing.
+        let f = match self.quotient_kernel() {
+            Ok(f) => f,
+            Err(why) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!("the quotient kernel did not compile, so the quotient runs on the CPU: {why}")
+                });
+                return Ok(None);
+            }
+        };
+        match q.kernel_args() {
+            Ok(args) => Ok(Some((f, args))),
+            Err(BackendError::Unsupported(why)) => {
+                tracing::debug!("quotient on the CPU: {why}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A commitment's tree (of `shape`) on the device: the one its commitment left there when
@@ -765,26 +794,54 @@ impl Backend for CudaBackend {
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
-        // The kernel first, so that a quotient which ends up on the CPU packs nothing and
-        // uploads nothing.
-        let f = match self.quotient_kernel() {
-            Ok(f) => f,
-            Err(why) => {
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    tracing::warn!("the quotient kernel did not compile, so the quotient runs on the CPU: {why}")
-                });
-                return q.values_on_cpu_from(self);
-            }
+        let Some((f, args)) = self.quotient_launch(q)? else {
+            return q.values_on_cpu_from(self);
         };
-        match q.kernel_args() {
-            Ok(args) => self.quotient_on_device(f, &args, q),
-            Err(BackendError::Unsupported(why)) => {
-                tracing::debug!("quotient on the CPU: {why}");
-                q.values_on_cpu_from(self)
-            }
-            Err(e) => Err(e),
+        let values = self.quotient_on_device(f, &args, q)?;
+        Ok(self.down(&values)?.into_iter().map(F::from_canonical_u64).collect())
+    }
+
+    /// The values from the kernel, interpolated where they are: the inverse NTT as
+    /// [`CudaBackend::commit_values_tree`] runs it, then the shift undone by the powers of
+    /// `shift⁻¹` (`gl_scale_powers`); only the coefficients come back. Where the quotient runs on
+    /// the CPU, [`crate::quotient::coeffs_from_values`].
+    fn quotient_coeffs(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
+        let size = q.size();
+        let launch = if size >= 2 { self.quotient_launch(q)? } else { None };
+        let Some((f, args)) = launch else {
+            return crate::quotient::coeffs_from_values(self, q);
+        };
+        let challenges = q.common.config.num_challenges;
+        let mut values = self.quotient_on_device(f, &args, q)?;
+        let dft = self.ntt_on_device(&mut values, size, challenges, F::ONE)?;
+        drop(values);
+        let mut coeffs = self.stream.alloc_zeros::<u64>(challenges * size).map_err(cuda)?;
+        let n_inv = F::inverse_2exp(size.trailing_zeros() as usize).to_canonical_u64();
+        let unshift = self.powers_on_device(F::coset_shift().inverse(), size)?;
+        let (log_size, size32, challenges32) =
+            (small(size.trailing_zeros() as usize)?, small(size)?, small(challenges)?);
+        let s = &self.stream;
+        // SAFETY: `dft` and `coeffs` hold `challenges × size` elements and `unshift` `size`; each
+        // kernel reads and writes within them.
+        unsafe {
+            s.launch_builder(&self.intt_finish)
+                .arg(&dft)
+                .arg(&mut coeffs)
+                .arg(&log_size)
+                .arg(&challenges32)
+                .arg(&n_inv)
+                .launch(cfg(challenges * size)?)
+                .map_err(cuda)?;
+            s.launch_builder(&self.scale)
+                .arg(&mut coeffs)
+                .arg(unshift.as_ref())
+                .arg(&size32)
+                .arg(&challenges32)
+                .launch(cfg(challenges * size)?)
+                .map_err(cuda)?;
         }
+        drop(dft);
+        Ok(self.down(&coeffs)?.into_iter().map(F::from_canonical_u64).collect())
     }
 
     fn grind(
