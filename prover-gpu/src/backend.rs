@@ -86,7 +86,7 @@ pub enum Leaves {
 }
 
 /// The shape of a commitment's leaves: with the cap, what names a tree whose leaves a backend
-/// kept ([`Leaves::Kept`]), since such a tree carries neither.
+/// kept ([`Leaves::Kept`]), since such a tree carries neither its leaves nor its digests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
     /// Leaves (rows of the LDE).

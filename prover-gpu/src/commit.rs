@@ -74,9 +74,10 @@ fn commit_value_columns(
         return Err(BackendError::Shape("no polynomials".into()));
     }
     check_polynomials(values.len(), n)?;
+    let len = values.len();
     let (coeffs, merkle_tree) = backend.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
-    if coeffs.len() % n != 0 {
-        return Err(BackendError::Shape(format!("{} coefficients for polynomials of {n}", coeffs.len())));
+    if coeffs.len() != len {
+        return Err(BackendError::Shape(format!("{} coefficients for {len} values", coeffs.len())));
     }
     Ok(PolynomialBatch {
         polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
