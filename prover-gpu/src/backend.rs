@@ -95,9 +95,8 @@ pub struct Shape {
     pub width: usize,
 }
 
-/// Rows `rows` of `tree`'s leaves from the host's copy: [`Backend::leaf_rows`] for leaves on
-/// the host.
-pub fn host_leaf_rows(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+/// `tree`'s leaves on the host, checked to be `shape.rows` rows of `shape.width`.
+pub fn host_leaves(tree: &Tree, shape: Shape) -> Result<&[Vec<F>]> {
     if tree.leaves.len() != shape.rows {
         return Err(BackendError::Shape(format!(
             "{} leaves on the host of a tree of {} rows: its leaves were kept by a backend that no longer holds them",
@@ -105,11 +104,22 @@ pub fn host_leaf_rows(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<V
             shape.rows
         )));
     }
+    match tree.leaves.iter().find(|l| l.len() != shape.width) {
+        Some(leaf) => Err(BackendError::Shape(format!("a leaf of {} elements, not {}", leaf.len(), shape.width))),
+        None => Ok(&tree.leaves),
+    }
+}
+
+/// Rows `rows` of `tree`'s leaves from the host's copy: [`Backend::leaf_rows`] for leaves on
+/// the host.
+pub fn host_leaf_rows(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
+    let leaves = host_leaves(tree, shape)?;
     rows.iter()
-        .map(|&r| match tree.leaves.get(r) {
-            Some(leaf) if leaf.len() == shape.width => Ok(leaf.clone()),
-            Some(leaf) => Err(BackendError::Shape(format!("a leaf of {} elements, not {}", leaf.len(), shape.width))),
-            None => Err(BackendError::Shape(format!("row {r} of a tree of {} leaves", tree.leaves.len()))),
+        .map(|&r| {
+            leaves
+                .get(r)
+                .cloned()
+                .ok_or_else(|| BackendError::Shape(format!("row {r} of a tree of {} leaves", leaves.len())))
         })
         .collect()
 }

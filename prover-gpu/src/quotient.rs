@@ -39,7 +39,7 @@ use plonky2::plonk::vars::EvaluationVarsBaseBatch;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use crate::backend::{Backend, Shape};
+use crate::backend::{host_leaves, Backend, Shape};
 use crate::commit::{shape, Config};
 use crate::error::{BackendError, Result};
 use crate::lanes::{isa, width, Isa};
@@ -148,12 +148,8 @@ impl QuotientInputs<'_> {
         let lde = c.degree() << c.config.fri_config.rate_bits;
         let whole = |b: &PolynomialBatch<F, Config, D>, width: usize| {
             let t = &b.merkle_tree;
-            shape(b) == Shape { rows: lde, width }
-                && if t.leaves.is_empty() {
-                    !on_host
-                } else {
-                    t.leaves.len() == lde && t.leaves.iter().all(|l| l.len() == width)
-                }
+            let expected = Shape { rows: lde, width };
+            shape(b) == expected && if t.leaves.is_empty() { !on_host } else { host_leaves(t, expected).is_ok() }
         };
         let ok = self.betas.len() == rounds
             && self.gammas.len() == rounds

@@ -17,8 +17,8 @@ use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
 use crate::backend::{
-    check_grind, check_polynomials, host_leaf_rows, host_merkle_paths, tree_leaves, Backend, Digest, Leaves, Shape,
-    Transfers, Tree,
+    check_grind, check_polynomials, host_leaf_rows, host_leaves, host_merkle_paths, tree_leaves, Backend, Digest,
+    Leaves, Shape, Transfers, Tree,
 };
 use crate::commit::shape;
 use crate::cpu::powers;
@@ -356,9 +356,8 @@ impl CudaBackend {
         if let Some(t) = self.resident.get(&key) {
             return Ok(t);
         }
-        let all: Vec<usize> = (0..shape.rows).collect();
-        let leaves = host_leaf_rows(tree, shape, &all)?;
-        let words: Vec<u64> = leaves.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
+        let words: Vec<u64> =
+            host_leaves(tree, shape)?.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
         let t = Arc::new(DeviceTree { rows: self.up(&words)?, digests: None });
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, t.clone(), words.len() * 8);
