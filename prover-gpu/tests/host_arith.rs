@@ -156,6 +156,16 @@ static inline unsigned long long __brevll(unsigned long long x) {
 }
 "#;
 
+/// `LAUNCH(threads, call)`: every thread of a grid of whole 64-thread blocks, as the device would
+/// run them (in some order), each a call of the kernel under [`CUDA_STUBS`].
+const GRID_LAUNCH: &str = r#"
+#define BLOCK 64ULL
+#define LAUNCH(threads, call) do { \
+    unsigned long long total_ = ((threads) + BLOCK - 1) / BLOCK * BLOCK; blockDim.x = BLOCK; \
+    for (unsigned long long t_ = 0; t_ < total_; t_++) { \
+        blockIdx.x = (unsigned)(t_ / BLOCK); threadIdx.x = (unsigned)(t_ % BLOCK); call; } } while (0)
+"#;
+
 #[test]
 fn device_sources_are_valid_cuda_cpp() {
     let dir = std::env::temp_dir().join(format!("prover-gpu-cpp-{}", std::process::id()));
@@ -225,6 +235,7 @@ fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
         let sub_height = log_m - cap_height;
         let mut src = format!("{CUDA_STUBS}\n#include <stdio.h>\n#include <stdlib.h>\n");
         src.push_str(&prover_gpu::cuda::kernels_source());
+        src.push_str(GRID_LAUNCH);
         let _ = writeln!(src, "static const u64 COEFFS[] = {{{}}};", words(&coeffs));
         let _ = writeln!(src, "static const u64 SHIFTS[] = {{{}}};", words(&powers(F::coset_shift(), m)));
         let twiddles = powers(F::primitive_root_of_unity(log_m), m / 2);
@@ -249,13 +260,6 @@ fn device_commitment_kernels_emulated_on_the_host_equal_plonky2() {
         let _ = writeln!(
             src,
             r#"
-#define BLOCK 64ULL
-// Every thread of a grid of whole blocks, as the device would run them (in some order).
-#define LAUNCH(threads, call) do {{ \
-    unsigned long long total_ = ((threads) + BLOCK - 1) / BLOCK * BLOCK; blockDim.x = BLOCK; \
-    for (unsigned long long t_ = 0; t_ < total_; t_++) {{ \
-        blockIdx.x = (unsigned)(t_ / BLOCK); threadIdx.x = (unsigned)(t_ % BLOCK); call; }} }} while (0)
-
 static int compare(const char *what, const u64 *got, const u64 *want, unsigned long long len) {{
     for (unsigned long long i = 0; i < len; i++)
         if (got[i] != want[i]) {{ printf("%s differs at word %llu\n", what, i); return 1; }}
@@ -325,6 +329,7 @@ fn device_intt_kernels_emulated_on_the_host_equal_plonky2s_ifft() {
         let words = |v: &[F]| c_array(&v.iter().map(|x| x.to_canonical_u64()).collect::<Vec<_>>());
         let mut src = format!("{CUDA_STUBS}\n#include <stdio.h>\n#include <stdlib.h>\n");
         src.push_str(&prover_gpu::cuda::kernels_source());
+        src.push_str(GRID_LAUNCH);
         let _ = writeln!(src, "static const u64 VALUES[] = {{{}}};", words(&values));
         let _ = writeln!(src, "static const u64 ONES[] = {{{}}};", words(&vec![F::ONE; n]));
         let _ = writeln!(
@@ -337,12 +342,6 @@ fn device_intt_kernels_emulated_on_the_host_equal_plonky2s_ifft() {
         let _ = writeln!(
             src,
             r#"
-#define BLOCK 64ULL
-#define LAUNCH(threads, call) do {{ \
-    unsigned long long total_ = ((threads) + BLOCK - 1) / BLOCK * BLOCK; blockDim.x = BLOCK; \
-    for (unsigned long long t_ = 0; t_ < total_; t_++) {{ \
-        blockIdx.x = (unsigned)(t_ / BLOCK); threadIdx.x = (unsigned)(t_ % BLOCK); call; }} }} while (0)
-
 int main(void) {{
     const u32 log_n = {log_n}, batch = {batch};
     const unsigned long long n = 1ULL << log_n, all = batch * n;

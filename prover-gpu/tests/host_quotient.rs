@@ -20,6 +20,8 @@ use prover_gpu::quotient::{CpuGates, Selectors};
 use prover_gpu::*;
 
 mod common;
+#[macro_use]
+mod rayon_kernels;
 
 use common::{hashed_inputs, verifier_of, witness, D};
 
@@ -80,15 +82,7 @@ impl Backend for QuotientBy {
     fn name(&self) -> &'static str {
         "rayon with another quotient"
     }
-    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        RayonBackend.coset_ntt_batch(data, n, shift)
-    }
-    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_rows(rows, width, out)
-    }
-    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_pairs(children, out)
-    }
+    rayon_kernels!();
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
         (self.0)(q)
     }
@@ -238,15 +232,7 @@ impl Backend for CoefficientsOff {
     fn name(&self) -> &'static str {
         "rayon with a wrong quotient coefficient"
     }
-    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        RayonBackend.coset_ntt_batch(data, n, shift)
-    }
-    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_rows(rows, width, out)
-    }
-    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_pairs(children, out)
-    }
+    rayon_kernels!();
     fn quotient_coeffs(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {
         let mut c = prover_gpu::quotient::coeffs_from_values(self, q)?;
         let last = c.len() - 1;

@@ -13,6 +13,8 @@ use prover_gpu::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+#[macro_use]
+mod rayon_kernels;
 mod keeping;
 mod kernels_only;
 use keeping::Keeping;

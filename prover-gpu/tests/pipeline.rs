@@ -15,6 +15,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 mod common;
+#[macro_use]
+mod rayon_kernels;
 mod keeping;
 
 use common::{hashed_inputs, verifier_of, witness, D};

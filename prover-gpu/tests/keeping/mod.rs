@@ -39,15 +39,7 @@ impl Backend for Keeping {
     fn name(&self) -> &'static str {
         "keeping"
     }
-    fn coset_ntt_batch(&self, data: &mut [F], n: usize, shift: F) -> Result<()> {
-        RayonBackend.coset_ntt_batch(data, n, shift)
-    }
-    fn hash_rows(&self, rows: &[F], width: usize, out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_rows(rows, width, out)
-    }
-    fn hash_pairs(&self, children: &[Digest], out: &mut [Digest]) -> Result<()> {
-        RayonBackend.hash_pairs(children, out)
-    }
+    rayon_kernels!();
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         let tree = RayonBackend.commit_tree(coeffs, n, rate_bits, cap_height, Leaves::Host)?;
         if leaves == Leaves::Host {
