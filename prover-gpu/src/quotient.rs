@@ -508,8 +508,8 @@ pub fn coeffs_from_values<B: Backend + ?Sized>(backend: &B, q: &QuotientInputs<'
         return Err(BackendError::Shape(format!("{} quotient values for {size} points", flat.len())));
     }
     backend.intt_batch(&mut flat, size)?;
-    let unshift = crate::cpu::powers(F::coset_shift().inverse(), size);
-    flat.par_chunks_mut(size).for_each(|poly| poly.iter_mut().zip(&unshift).for_each(|(c, s)| *c *= *s));
+    let unshift = crate::ntt_x8::shift_powers(F::coset_shift().inverse(), size);
+    flat.par_chunks_mut(size).for_each(|poly| poly.iter_mut().zip(unshift.iter()).for_each(|(c, s)| *c *= *s));
     Ok(flat)
 }
 
