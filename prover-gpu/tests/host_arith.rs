@@ -36,10 +36,22 @@ fn host_compiled_arithmetic_matches_plonky2() {
         expected.push(f(a).exp_u64(7).to_canonical_u64());
     }
     // Permutations, hashes of awkward lengths, and two_to_one.
-    let states: Vec<[F; 12]> = (0..20).map(|_| std::array::from_fn(|_| F::sample(&mut rng))).collect();
+    // Random states, and the largest lanes (the MDS sums' bound).
+    let mut states: Vec<[F; 12]> = (0..20).map(|_| std::array::from_fn(|_| F::sample(&mut rng))).collect();
+    states.push([F::NEG_ONE; 12]);
+    states.push(std::array::from_fn(|i| if i % 2 == 0 { F::NEG_ONE } else { F::ZERO }));
     let mut perm_expected = Vec::new();
     for s in &states {
         perm_expected.extend(<F as Poseidon>::poseidon(*s).map(|x| x.to_canonical_u64()));
+    }
+    // The MDS layer alone: random states, the largest lanes, and a state whose first row's sum
+    // carries from the low word into the high word (its halves' sums are (2^32 - 1)·2^32 and
+    // at least 2^32), which random states almost never do.
+    let mut mds_states = states.clone();
+    mds_states.push(carrying_mds_state());
+    let mut mds_expected = Vec::new();
+    for s in &mds_states {
+        mds_expected.extend(<F as Poseidon>::mds_layer(s).map(|x| x.to_canonical_u64()));
     }
     let lens = [1usize, 3, 4, 5, 8, 9, 16, 17, 135];
     let inputs: Vec<Vec<F>> = lens.iter().map(|&n| (0..n).map(|_| F::sample(&mut rng)).collect()).collect();
@@ -61,6 +73,9 @@ fn host_compiled_arithmetic_matches_plonky2() {
     let _ = writeln!(src, "static const u64 EXPECTED[] = {{{}}};", c_array(&expected));
     let _ = writeln!(src, "static const u64 STATES[] = {{{}}};", c_array(&flat_states));
     let _ = writeln!(src, "static const u64 PERM[] = {{{}}};", c_array(&perm_expected));
+    let flat_mds: Vec<u64> = mds_states.iter().flat_map(|s| s.map(|x| x.to_canonical_u64())).collect();
+    let _ = writeln!(src, "static const u64 MDS_STATES[] = {{{}}};", c_array(&flat_mds));
+    let _ = writeln!(src, "static const u64 MDS[] = {{{}}};", c_array(&mds_expected));
     let _ = writeln!(src, "static const u64 INPUTS[] = {{{}}};", c_array(&flat_inputs));
     let _ = writeln!(src, "static const u32 LENS[] = {{{}}};", lens.map(|x| x.to_string()).join(","));
     let _ = writeln!(src, "static const u64 HASHES[] = {{{}}};", c_array(&hash_expected));
@@ -82,6 +97,11 @@ int main(void) {{
         psn_permute(s);
         for (int k = 0; k < 12; k++) if (s[k] != PERM[12*i+k]) {{ printf("permutation %u lane %d\n", i, k); bad++; }}
     }}
+    for (unsigned i = 0; i < {nm}; i++) {{
+        u64 s[12]; for (int k = 0; k < 12; k++) s[k] = MDS_STATES[12*i+k];
+        psn_mds(s);
+        for (int k = 0; k < 12; k++) if (s[k] != MDS[12*i+k]) {{ printf("MDS %u lane %d\n", i, k); bad++; }}
+    }}
     const u64 *in = INPUTS;
     for (unsigned i = 0; i < {nl}; i++) {{
         u64 out[4]; psn_hash_or_noop(in, LENS[i], 1, out);
@@ -96,6 +116,7 @@ int main(void) {{
 "#,
         np = pairs.len(),
         ns = states.len(),
+        nm = mds_states.len(),
         nl = lens.len()
     );
     let dir = std::env::temp_dir().join(format!("prover-gpu-host-{}", std::process::id()));
@@ -104,6 +125,24 @@ int main(void) {{
     assert!(ok, "host arithmetic differs from plonky2:\n{out}");
     assert!(out.contains("0 mismatches"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A state whose first MDS row, summed over the lanes' 32-bit halves as `psn_mds` does, carries
+/// from the low word into the high one: every low half is 2^32 - 1 (the low sum is at least
+/// 2^32), and the first lane's high half makes the high sum 2^32 - 1 modulo 2^32.
+fn carrying_mds_state() -> [F; 12] {
+    let c0 = (<F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0]) as u32;
+    assert_eq!(c0 % 2, 1, "the first row's own entry is odd, so it has an inverse modulo 2^32");
+    // c0⁻¹ modulo 2^32 by Newton's iteration (each step doubles the correct bits).
+    let mut inv = c0;
+    for _ in 0..5 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(c0.wrapping_mul(inv)));
+    }
+    let hi0 = inv.wrapping_neg();
+    assert_eq!(c0.wrapping_mul(hi0), u32::MAX);
+    assert!(hi0 < u32::MAX, "a canonical lane");
+    let low = u64::from(u32::MAX);
+    std::array::from_fn(|i| F::from_canonical_u64(if i == 0 { u64::from(hi0) << 32 | low } else { low }))
 }
 
 /// Writes `src` to `path`, compiles it with the host compiler named by the environment variable

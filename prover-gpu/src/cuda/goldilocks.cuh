@@ -14,6 +14,14 @@ typedef uint32_t u32;
 #define GL_FN static inline
 #endif
 
+// Full unrolling where NVRTC compiles for a device (the host builds, C and the C++ emulation,
+// would warn on the pragma).
+#ifdef __CUDA_ARCH__
+#define GL_UNROLL _Pragma("unroll")
+#else
+#define GL_UNROLL
+#endif
+
 #define GL_P 0xffffffff00000001ULL
 #define GL_EPSILON 0xffffffffULL
 
@@ -44,6 +52,14 @@ GL_FN u64 gl_reduce128(u64 lo, u64 hi) {
     if (t2 < t0) t2 += GL_EPSILON;
     if (t2 >= GL_P) t2 -= GL_P;
     return t2;
+}
+
+// Reduces hi·2^64 + lo for hi < 2^32: hi·(2^32 - 1) < 2^64, so one wrap at most.
+GL_FN u64 gl_reduce_small(u64 lo, u64 hi) {
+    u64 t = lo + hi * GL_EPSILON;
+    if (t < lo) t += GL_EPSILON;
+    if (t >= GL_P) t -= GL_P;
+    return t;
 }
 
 GL_FN u64 gl_mul(u64 a, u64 b) {

@@ -41,6 +41,20 @@ fn c_table(device: bool, name: &str, values: &[u64]) -> String {
     format!("{q} {name}[{}] = {{{list}}};\n", values.len())
 }
 
+/// The sum of the Poseidon MDS matrix's entries. The device's `psn_mds` multiplies 32-bit halves
+/// of the lanes by them and sums in 64 bits, and reduces a high word below 2^10: both hold while
+/// the sum is below 2^9 (plonky2's is 264).
+const MDS_SUM: u64 = {
+    let (circ, diag) = (<F as Poseidon>::MDS_MATRIX_CIRC, <F as Poseidon>::MDS_MATRIX_DIAG);
+    let (mut sum, mut i) = (0, 0);
+    while i < circ.len() {
+        sum += circ[i] + diag[i];
+        i += 1;
+    }
+    sum
+};
+const _: () = assert!(MDS_SUM < 1 << 9, "psn_mds's sums would overflow");
+
 /// plonky2's Poseidon tables as C arrays (`PSN_RC`, `PSN_MDS_CIRC`, `PSN_MDS_DIAG`), prepended
 /// to the kernels and to the host test harness.
 pub fn poseidon_prelude(device: bool) -> String {

@@ -11,28 +11,29 @@
 
 // Provided by the prelude: PSN_RC[360], PSN_MDS_CIRC[12], PSN_MDS_DIAG[12].
 
-// (hi, lo) += v·c, the 128-bit accumulation of the MDS rows.
-GL_FN void psn_mac(u64 *lo, u64 *hi, u64 v, u64 c) {
-#ifdef __CUDACC_RTC__
-    u64 plo = v * c, phi = __umul64hi(v, c);
-#else
-    unsigned __int128 p = (unsigned __int128)v * c;
-    u64 plo = (u64)p, phi = (u64)(p >> 64);
-#endif
-    *lo += plo;
-    *hi += phi + (*lo < plo);
-}
-
+// One MDS row as plonky2's `mds_row_shf`, on 32-bit halves: each lane splits into (hi, lo), and
+// the small matrix entries (their sum is below 2^9: `MDS_SUM` in cuda/mod.rs) multiply each half into a
+// 64-bit sum that cannot overflow (< 2^41). A 32×32→64 multiply-add is one instruction on the
+// device, where a 64×64→128 product with carries is about a dozen.
 GL_FN void psn_mds(u64 *s) {
-    u64 out[PSN_WIDTH];
-    for (int r = 0; r < PSN_WIDTH; r++) {
-        // Sum of small multiples of 64-bit values, in 128 bits, reduced once.
-        u64 lo = 0, hi = 0;
-        for (int i = 0; i < PSN_WIDTH; i++) psn_mac(&lo, &hi, s[(i + r) % PSN_WIDTH], PSN_MDS_CIRC[i]);
-        psn_mac(&lo, &hi, s[r], PSN_MDS_DIAG[r]);
-        out[r] = gl_reduce128(lo, hi);
+    u32 lo[PSN_WIDTH], hi[PSN_WIDTH];
+    GL_UNROLL
+    for (int i = 0; i < PSN_WIDTH; i++) {
+        lo[i] = (u32)s[i];
+        hi[i] = (u32)(s[i] >> 32);
     }
-    for (int r = 0; r < PSN_WIDTH; r++) s[r] = out[r];
+    GL_UNROLL
+    for (int r = 0; r < PSN_WIDTH; r++) {
+        u64 sum_lo = (u64)lo[r] * PSN_MDS_DIAG[r], sum_hi = (u64)hi[r] * PSN_MDS_DIAG[r];
+        GL_UNROLL
+        for (int i = 0; i < PSN_WIDTH; i++) {
+            sum_lo += (u64)lo[(i + r) % PSN_WIDTH] * PSN_MDS_CIRC[i];
+            sum_hi += (u64)hi[(i + r) % PSN_WIDTH] * PSN_MDS_CIRC[i];
+        }
+        // sum_lo + sum_hi·2^32 < 2^74: its high word is below 2^10.
+        u64 low = sum_lo + (sum_hi << 32);
+        s[r] = gl_reduce_small(low, (sum_hi >> 32) + (low < sum_lo));
+    }
 }
 
 GL_FN void psn_permute(u64 *s) {
