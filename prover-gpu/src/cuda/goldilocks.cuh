@@ -62,13 +62,31 @@ GL_FN u64 gl_reduce_small(u64 lo, u64 hi) {
     return t;
 }
 
-GL_FN u64 gl_mul(u64 a, u64 b) {
+// The 128-bit product a·b as (lo, hi).
+GL_FN void gl_mul_wide(u64 a, u64 b, u64 *lo, u64 *hi) {
 #ifdef __CUDACC_RTC__
-    return gl_reduce128(a * b, __umul64hi(a, b));
+    *lo = a * b;
+    *hi = __umul64hi(a, b);
 #else
     unsigned __int128 m = (unsigned __int128)a * b;
-    return gl_reduce128((u64)m, (u64)(m >> 64));
+    *lo = (u64)m;
+    *hi = (u64)(m >> 64);
 #endif
+}
+
+GL_FN u64 gl_mul(u64 a, u64 b) {
+    u64 lo, hi;
+    gl_mul_wide(a, b, &lo, &hi);
+    return gl_reduce128(lo, hi);
+}
+
+// a·b + c with one reduction (the product's high word is at most 2^64 - 2, so the carry fits).
+GL_FN u64 gl_mul_add(u64 a, u64 b, u64 c) {
+    u64 lo, hi;
+    gl_mul_wide(a, b, &lo, &hi);
+    lo += c;
+    hi += lo < c;
+    return gl_reduce128(lo, hi);
 }
 
 GL_FN u64 gl_pow7(u64 x) {

@@ -66,8 +66,8 @@ pub fn poseidon_prelude(device: bool) -> String {
     .concat()
 }
 
-/// The tables of the fast partial rounds plonky2's Poseidon gate constrains (`PSN_MDS_0_0` and
-/// `PSN_FAST_*`), for the quotient code only.
+/// The tables of plonky2's fast partial rounds (`PSN_MDS_0_0` and `PSN_FAST_*`), which the
+/// permutation runs and the Poseidon gate constrains.
 fn poseidon_fast_prelude(device: bool) -> String {
     let mds_0_0 = <F as Poseidon>::MDS_MATRIX_CIRC[0] + <F as Poseidon>::MDS_MATRIX_DIAG[0];
     [
@@ -91,7 +91,13 @@ fn strip(src: &str) -> String {
 
 /// The headers with their includes resolved, for a single translation unit.
 pub fn headers(device: bool) -> String {
-    format!("{}\n{}\n{}\n", strip(GOLDILOCKS), poseidon_prelude(device), strip(POSEIDON))
+    format!(
+        "{}\n{}\n{}\n{}\n",
+        strip(GOLDILOCKS),
+        poseidon_prelude(device),
+        poseidon_fast_prelude(device),
+        strip(POSEIDON)
+    )
 }
 
 /// The batch kernels (`kernels.cu`) after the headers, as NVRTC compiles them.
@@ -102,7 +108,7 @@ pub fn kernels_source() -> String {
 /// The quotient code (`quotient.cuh`) after the headers: the `qt_values` kernel on the device,
 /// `qt_values_host` on the host.
 pub fn quotient_source(device: bool) -> String {
-    format!("{}\n{}\n{}\n", headers(device), poseidon_fast_prelude(device), strip(QUOTIENT))
+    format!("{}\n{}\n", headers(device), strip(QUOTIENT))
 }
 
 /// Whether the driver and NVRTC libraries can be loaded (cudarc panics on first use otherwise).

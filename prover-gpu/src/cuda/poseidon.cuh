@@ -1,7 +1,8 @@
 // plonky2's Poseidon permutation over Goldilocks (width 12, 8 full and 22 partial rounds, x^7),
-// in the straightforward form: constant layer, S-boxes, MDS (circulant plus diagonal) per round.
-// The round constants and MDS rows are prepended from plonky2's own tables by the Rust side
-// (`poseidon_prelude`), so there is one source of truth.
+// as plonky2's `poseidon` runs it: full rounds with the MDS layer (circulant plus diagonal), and
+// the partial rounds in the fast form (a sparse matrix per round). The round constants and
+// matrices are prepended from plonky2's own tables by the Rust side (`poseidon_prelude`,
+// `poseidon_fast_prelude`), so there is one source of truth.
 #pragma once
 #include "goldilocks.cuh"
 
@@ -9,7 +10,9 @@
 #define PSN_HALF_FULL 4
 #define PSN_PARTIAL 22
 
-// Provided by the prelude: PSN_RC[360], PSN_MDS_CIRC[12], PSN_MDS_DIAG[12].
+// Provided by the preludes: PSN_RC[360], PSN_MDS_CIRC[12], PSN_MDS_DIAG[12], PSN_MDS_0_0, and
+// the fast partial rounds' PSN_FAST_FIRST_RC[12], PSN_FAST_INIT[11·11], PSN_FAST_RC[22],
+// PSN_FAST_VS[22·11] and PSN_FAST_W_HATS[22·11].
 
 // One MDS row as plonky2's `mds_row_shf`, on 32-bit halves: each lane splits into (hi, lo), and
 // the small matrix entries (their sum is below 2^9: `MDS_SUM` in cuda/mod.rs) multiply each half into a
@@ -36,21 +39,70 @@ GL_FN void psn_mds(u64 *s) {
     }
 }
 
+// A sum of 128-bit products in 160 bits (plonky2's `add_u160_u128`), reduced once.
+typedef struct {
+    u64 lo, hi;
+    u32 top;
+} Psn160;
+
+GL_FN void psn_mac160(Psn160 *acc, u64 a, u64 b) {
+    u64 lo, hi;
+    gl_mul_wide(a, b, &lo, &hi);
+    acc->lo += lo;
+    // hi is at most 2^64 - 2, so hi plus the carry does not wrap.
+    hi += acc->lo < lo;
+    acc->hi += hi;
+    acc->top += acc->hi < hi;
+}
+
+// plonky2's `reduce_u160`: the high 96 bits to 64 (2^64 = 2^32 - 1 mod p), then 128 to 64.
+GL_FN u64 psn_reduce160(Psn160 acc) {
+    return gl_reduce128(acc.lo, gl_reduce_small(acc.hi, acc.top));
+}
+
+// plonky2's `partial_first_constant_layer` then `mds_partial_layer_init`: the first partial
+// round's constants, and the dense initial matrix (first row and column [1, 0, …, 0]).
+GL_FN void psn_partial_init(u64 *s) {
+    GL_UNROLL
+    for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_add(s[i], PSN_FAST_FIRST_RC[i]);
+    u64 out[PSN_WIDTH];
+    GL_UNROLL
+    for (int c = 1; c < PSN_WIDTH; c++) {
+        Psn160 acc = {0, 0, 0};
+        GL_UNROLL
+        for (int r = 1; r < PSN_WIDTH; r++) psn_mac160(&acc, s[r], PSN_FAST_INIT[(r - 1) * (PSN_WIDTH - 1) + c - 1]);
+        out[c] = psn_reduce160(acc);
+    }
+    GL_UNROLL
+    for (int c = 1; c < PSN_WIDTH; c++) s[c] = out[c];
+}
+
+// plonky2's `mds_partial_layer_fast` for partial round `r`: lane 0 becomes [M₀₀ | ŵ]·state, each
+// other lane gains state[0]·v.
+GL_FN void psn_partial_matrix(u64 *s, int r) {
+    Psn160 acc = {0, 0, 0};
+    psn_mac160(&acc, s[0], PSN_MDS_0_0);
+    GL_UNROLL
+    for (int i = 1; i < PSN_WIDTH; i++) psn_mac160(&acc, s[i], PSN_FAST_W_HATS[r * (PSN_WIDTH - 1) + i - 1]);
+    GL_UNROLL
+    for (int i = 1; i < PSN_WIDTH; i++) s[i] = gl_mul_add(s[0], PSN_FAST_VS[r * (PSN_WIDTH - 1) + i - 1], s[i]);
+    s[0] = psn_reduce160(acc);
+}
+
+GL_FN void psn_full_round(u64 *s, int round) {
+    GL_UNROLL
+    for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_pow7(gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]));
+    psn_mds(s);
+}
+
 GL_FN void psn_permute(u64 *s) {
-    int round = 0;
-    for (int f = 0; f < PSN_HALF_FULL; f++, round++) {
-        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_pow7(gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]));
-        psn_mds(s);
+    for (int f = 0; f < PSN_HALF_FULL; f++) psn_full_round(s, f);
+    psn_partial_init(s);
+    for (int p = 0; p < PSN_PARTIAL; p++) {
+        s[0] = gl_add(gl_pow7(s[0]), PSN_FAST_RC[p]);
+        psn_partial_matrix(s, p);
     }
-    for (int p = 0; p < PSN_PARTIAL; p++, round++) {
-        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]);
-        s[0] = gl_pow7(s[0]);
-        psn_mds(s);
-    }
-    for (int f = 0; f < PSN_HALF_FULL; f++, round++) {
-        for (int i = 0; i < PSN_WIDTH; i++) s[i] = gl_pow7(gl_add(s[i], PSN_RC[round * PSN_WIDTH + i]));
-        psn_mds(s);
-    }
+    for (int f = 0; f < PSN_HALF_FULL; f++) psn_full_round(s, PSN_HALF_FULL + PSN_PARTIAL + f);
 }
 
 // plonky2's hash_or_noop of `len` elements: up to 4 are the digest themselves (zero padded);

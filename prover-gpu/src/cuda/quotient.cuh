@@ -133,27 +133,14 @@ QT_FN void qt_poseidon(QtSum *s, const u64 *w) {
         for (int i = 0; i < PSN_WIDTH; i++) st[i] = gl_pow7(st[i]);
         psn_mds(st);
     }
-    // Partial rounds in plonky2's fast form: one constant layer, the initial matrix, then per
-    // round an S-box on lane 0 and a sparse matrix (first row ŵ, first column v).
-    for (int i = 0; i < PSN_WIDTH; i++) st[i] = gl_add(st[i], PSN_FAST_FIRST_RC[i]);
-    {
-        u64 res[PSN_WIDTH];
-        res[0] = st[0];
-        for (int c = 1; c < PSN_WIDTH; c++) res[c] = 0;
-        for (int r = 1; r < PSN_WIDTH; r++)
-            for (int c = 1; c < PSN_WIDTH; c++)
-                res[c] = gl_add(res[c], gl_mul(st[r], PSN_FAST_INIT[(r - 1) * (PSN_WIDTH - 1) + (c - 1)]));
-        for (int i = 0; i < PSN_WIDTH; i++) st[i] = res[i];
-    }
+    // Partial rounds in plonky2's fast form, as the permutation runs them (poseidon.cuh).
+    psn_partial_init(st);
     for (int r = 0; r < PSN_PARTIAL; r++) {
         u64 sbox_in = w[PG_PARTIAL + r];
         qt_constraint(s, m++, gl_sub(st[0], sbox_in));
         st[0] = gl_pow7(sbox_in);
         if (r < PSN_PARTIAL - 1) st[0] = gl_add(st[0], PSN_FAST_RC[r]);
-        u64 d = gl_mul(st[0], PSN_MDS_0_0);
-        for (int i = 1; i < PSN_WIDTH; i++) d = gl_add(d, gl_mul(st[i], PSN_FAST_W_HATS[r * (PSN_WIDTH - 1) + i - 1]));
-        for (int i = 1; i < PSN_WIDTH; i++) st[i] = gl_add(st[i], gl_mul(st[0], PSN_FAST_VS[r * (PSN_WIDTH - 1) + i - 1]));
-        st[0] = d;
+        psn_partial_matrix(st, r);
     }
     round += PSN_PARTIAL;
     for (int r = 0; r < PSN_HALF_FULL; r++, round++) {
