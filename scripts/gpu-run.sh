@@ -38,7 +38,7 @@ benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 if checks; then
   run lib 60 .device/lib-prover_gpu
   # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
-  run kernels 120 .device/test-kernels --include-ignored
+  run kernels 120 .device/test-kernels --include-ignored --nocapture
   # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
   run pipeline 150 .device/test-pipeline --include-ignored
   # The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the

@@ -171,6 +171,41 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
     assert!(matches!(cuda.leaf_rows(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
     assert!(matches!(cuda.merkle_paths(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
+    // Every kernel launches in whole warps within what its compiled form allows; the table goes
+    // to the log of scripts/gpu-run.sh (registers and local memory as this driver compiled them).
+    cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
+    let kernels = cuda.kernels().expect("kernel attributes");
+    assert_eq!(kernels.len(), cuda::KERNEL_FUNCTIONS.len() + 1);
+    for k in &kernels {
+        println!(
+            "kernel {:<22} block {:>4}  registers {:>3}  local bytes {:>4}  max threads per block {}",
+            k.name, k.block, k.registers, k.local_bytes, k.max_threads_per_block
+        );
+        assert!(k.block % 32 == 0 && k.block as i32 <= k.max_threads_per_block, "{k:?}");
+    }
+}
+
+/// NVRTC compiles both CUDA sources, and each names every function the backend loads. It needs
+/// only libnvrtc, no device: `scripts/nvrtc-check.sh` fetches CUDA 13.0's from PyPI, runs this
+/// with `PTX_DIR` set, and has `ptxas` report each kernel's registers and spills for sm_90.
+#[test]
+#[ignore = "needs libnvrtc; scripts/nvrtc-check.sh fetches it (scripts/gpu-run.sh runs it on a device)"]
+fn nvrtc_compiles_every_kernel_the_backend_loads() {
+    // SAFETY: only tries to dlopen the library.
+    assert!(unsafe { cudarc::nvrtc::sys::is_culib_present() }, "libnvrtc not found: see scripts/nvrtc-check.sh");
+    let sources = [
+        ("kernels", cuda::kernels_source(), cuda::KERNEL_FUNCTIONS.to_vec()),
+        ("quotient", cuda::quotient_source(true), vec![cuda::QUOTIENT_FUNCTION]),
+    ];
+    for (name, source, functions) in sources {
+        let ptx = cudarc::nvrtc::compile_ptx(source).unwrap_or_else(|e| panic!("NVRTC rejects {name}: {e:?}")).to_src();
+        for (function, _) in functions {
+            assert!(ptx.contains(&format!(".entry {function}(")), "{name} has no kernel {function}");
+        }
+        if let Ok(dir) = std::env::var("PTX_DIR") {
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.ptx")), ptx).expect("write the PTX");
+        }
+    }
 }
 
 #[test]

@@ -121,18 +121,18 @@ pub fn libraries_present() -> bool {
 pub struct CudaBackend {
     stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
-    scale: CudaFunction,
-    bit_reverse: CudaFunction,
-    stage: CudaFunction,
-    rows: CudaFunction,
-    pairs: CudaFunction,
-    spread: CudaFunction,
-    rows_bit_reversed: CudaFunction,
-    merkle_level: CudaFunction,
-    grind: CudaFunction,
-    gather: CudaFunction,
-    paths: CudaFunction,
-    intt_finish: CudaFunction,
+    scale: Kernel,
+    bit_reverse: Kernel,
+    stage: Kernel,
+    rows: Kernel,
+    pairs: Kernel,
+    spread: Kernel,
+    rows_bit_reversed: Kernel,
+    merkle_level: Kernel,
+    grind: Kernel,
+    gather: Kernel,
+    paths: Kernel,
+    intt_finish: Kernel,
     /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
     /// quotient (see [`crate::resident`]).
     resident: Resident<DeviceTree>,
@@ -146,7 +146,7 @@ pub struct CudaBackend {
     from_device: AtomicU64,
     /// The quotient kernel, compiled on first use (it is large, and only our circuits' gates
     /// need it), or why it did not compile.
-    quotient: OnceLock<std::result::Result<(Arc<CudaModule>, CudaFunction), String>>,
+    quotient: OnceLock<std::result::Result<(Arc<CudaModule>, Kernel), String>>,
     /// The NTTs' coset shifts and twiddles on the device, `[1, x, x², …]` by `(x, count)`:
     /// computed on the host and uploaded once, not at every NTT (for 2^17 points, 2^17 + 2^16
     /// sequential products and 1.5 MB to copy).
@@ -178,10 +178,6 @@ const MAX_POWER_TABLES: usize = 64;
 /// sigmas, about 90 MB).
 const RESIDENT_SHARE: usize = 4;
 
-/// Threads per block of the quotient kernel: each thread holds a Poseidon state and the
-/// α-accumulators, so fewer than the default 1024.
-const QUOTIENT_BLOCK: u32 = 128;
-
 fn cuda(e: impl std::fmt::Debug) -> BackendError {
     BackendError::Cuda(format!("{e:?}"))
 }
@@ -190,22 +186,91 @@ fn to_u64(v: &[F]) -> Vec<u64> {
     v.iter().map(|x| x.to_canonical_u64()).collect()
 }
 
-fn cfg(n: usize) -> Result<LaunchConfig> {
-    let n = u32::try_from(n).map_err(|_| BackendError::Shape(format!("{n} threads")))?;
-    Ok(LaunchConfig::for_num_elems(n))
-}
-
 /// Threads per block of the Poseidon kernels. A block may use at most 64 Ki registers, so the
-/// 1 024 threads of `for_num_elems` would fail to launch once a thread needs more than 64, and a
-/// Poseidon thread may (its 12-element state alone is 24 32-bit registers); 256 threads allow up
-/// to 255, the most a thread can have.
+/// 1 024 threads of the other kernels would fail to launch once a thread needs more than 64, and
+/// a Poseidon thread does (76 on sm_90: `scripts/nvrtc-check.sh`); 256 threads allow up to 255,
+/// the most a thread can have.
 const HASH_BLOCK: u32 = 256;
 
-/// One Poseidon thread per item, `n` items.
-fn hash_cfg(n: usize) -> Result<LaunchConfig> {
-    let blocks =
-        u32::try_from(n.div_ceil(HASH_BLOCK as usize)).map_err(|_| BackendError::Shape(format!("{n} threads")))?;
-    Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (HASH_BLOCK, 1, 1), shared_mem_bytes: 0 })
+/// Threads per block of the kernels that need few registers (the NTT, gathers, scaling).
+const DEFAULT_BLOCK: u32 = 1024;
+
+/// The batch kernels, as `kernels.cu` names them, with the threads per block each is launched
+/// with (at most: see [`Kernel`]). [`CudaBackend::new`] loads them in this order.
+pub const KERNEL_FUNCTIONS: [(&str, u32); 12] = [
+    ("gl_scale_powers", DEFAULT_BLOCK),
+    ("gl_bit_reverse", DEFAULT_BLOCK),
+    ("gl_ntt_stage", DEFAULT_BLOCK),
+    ("psn_hash_rows", HASH_BLOCK),
+    ("psn_hash_pairs", HASH_BLOCK),
+    ("gl_spread", DEFAULT_BLOCK),
+    ("gl_rows_bit_reversed", DEFAULT_BLOCK),
+    ("psn_merkle_level", HASH_BLOCK),
+    ("fri_grind", HASH_BLOCK),
+    ("gl_gather_rows", DEFAULT_BLOCK),
+    ("psn_gather_paths", DEFAULT_BLOCK),
+    ("gl_intt_finish", DEFAULT_BLOCK),
+];
+
+/// The quotient kernel (`quotient.cuh`) and its threads per block: each thread holds a Poseidon
+/// state and the α-accumulators, so fewer than the default.
+pub const QUOTIENT_FUNCTION: (&str, u32) = ("qt_values", 128);
+
+/// A loaded kernel and the threads per block it is launched with: the block its table asks for,
+/// or fewer where the compiled function cannot run that many (the driver's
+/// `MAX_THREADS_PER_BLOCK`, which falls as a thread's registers rise: a kernel compiled with more
+/// registers on another device or driver still launches, in smaller blocks). Every kernel
+/// checks its thread index against its sizes, so the grid may overshoot.
+struct Kernel {
+    f: CudaFunction,
+    name: &'static str,
+    block: u32,
+}
+
+impl Kernel {
+    fn load(module: &Arc<CudaModule>, (name, block): (&'static str, u32)) -> Result<Self> {
+        let f = module.load_function(name).map_err(cuda)?;
+        let max = f.max_threads_per_block().map_err(cuda)?;
+        // Whole warps, and at least one.
+        let fits = u32::try_from(max).unwrap_or(0) / 32 * 32;
+        if fits == 0 {
+            return Err(BackendError::Cuda(format!("{name} cannot launch: {max} threads per block at most")));
+        }
+        Ok(Self { f, name, block: block.min(fits) })
+    }
+
+    /// One thread per item, `n` items.
+    fn config(&self, n: usize) -> Result<LaunchConfig> {
+        let blocks = u32::try_from(n.div_ceil(self.block as usize))
+            .map_err(|_| BackendError::Shape(format!("{n} threads of {}", self.name)))?;
+        Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (self.block, 1, 1), shared_mem_bytes: 0 })
+    }
+
+    fn info(&self) -> Result<KernelInfo> {
+        Ok(KernelInfo {
+            name: self.name,
+            block: self.block,
+            registers: self.f.num_regs().map_err(cuda)?,
+            local_bytes: self.f.local_size_bytes().map_err(cuda)?,
+            max_threads_per_block: self.f.max_threads_per_block().map_err(cuda)?,
+        })
+    }
+}
+
+/// What the driver says of one loaded kernel: the block it is launched with, its registers per
+/// thread and local memory per thread, and the most threads a block of it can have.
+#[derive(Clone, Debug)]
+pub struct KernelInfo {
+    /// The function's name in the CUDA source.
+    pub name: &'static str,
+    /// Threads per block it is launched with.
+    pub block: u32,
+    /// Registers per thread.
+    pub registers: i32,
+    /// Local memory per thread, in bytes (a stack frame or register spills).
+    pub local_bytes: i32,
+    /// The most threads per block the compiled function can run.
+    pub max_threads_per_block: i32,
 }
 
 /// Digests from their words, four by four.
@@ -245,7 +310,8 @@ impl CudaBackend {
         let ptx =
             cudarc::nvrtc::compile_ptx(kernels_source()).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
         let module = ctx.load_module(ptx).map_err(cuda)?;
-        let f = |name: &str| module.load_function(name).map_err(cuda);
+        let [scale, bit_reverse, stage, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish] =
+            KERNEL_FUNCTIONS.map(|k| Kernel::load(&module, k));
         let (free, total) = ctx.mem_get_info().map_err(cuda)?;
         Ok(Self {
             used_at_start: total - free,
@@ -254,18 +320,18 @@ impl CudaBackend {
             from_device: AtomicU64::new(0),
             ctx: ctx.clone(),
             stream: ctx.default_stream(),
-            scale: f("gl_scale_powers")?,
-            bit_reverse: f("gl_bit_reverse")?,
-            stage: f("gl_ntt_stage")?,
-            rows: f("psn_hash_rows")?,
-            pairs: f("psn_hash_pairs")?,
-            spread: f("gl_spread")?,
-            rows_bit_reversed: f("gl_rows_bit_reversed")?,
-            merkle_level: f("psn_merkle_level")?,
-            grind: f("fri_grind")?,
-            gather: f("gl_gather_rows")?,
-            paths: f("psn_gather_paths")?,
-            intt_finish: f("gl_intt_finish")?,
+            scale: scale?,
+            bit_reverse: bit_reverse?,
+            stage: stage?,
+            rows: rows?,
+            pairs: pairs?,
+            spread: spread?,
+            rows_bit_reversed: rows_bit_reversed?,
+            merkle_level: merkle_level?,
+            grind: grind?,
+            gather: gather?,
+            paths: paths?,
+            intt_finish: intt_finish?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
@@ -275,6 +341,26 @@ impl CudaBackend {
         })
     }
 
+    /// What the driver says of each loaded kernel (the quotient's once it is compiled).
+    pub fn kernels(&self) -> Result<Vec<KernelInfo>> {
+        let batch = [
+            &self.scale,
+            &self.bit_reverse,
+            &self.stage,
+            &self.rows,
+            &self.pairs,
+            &self.spread,
+            &self.rows_bit_reversed,
+            &self.merkle_level,
+            &self.grind,
+            &self.gather,
+            &self.paths,
+            &self.intt_finish,
+        ];
+        let quotient = self.quotient.get().and_then(|q| q.as_ref().ok()).map(|(_, k)| k);
+        batch.into_iter().chain(quotient).map(Kernel::info).collect()
+    }
+
     /// Compiles the quotient kernel now, or says why it does not compile (otherwise the
     /// quotient quietly stays on the CPU, with one warning).
     pub fn quotient_kernel_ready(&self) -> Result<()> {
@@ -282,12 +368,12 @@ impl CudaBackend {
     }
 
     /// The quotient kernel, compiling it the first time.
-    fn quotient_kernel(&self) -> std::result::Result<&CudaFunction, &str> {
+    fn quotient_kernel(&self) -> std::result::Result<&Kernel, &str> {
         let compiled = self.quotient.get_or_init(|| {
             let ptx = cudarc::nvrtc::compile_ptx(quotient_source(true)).map_err(|e| format!("NVRTC: {e:?}"))?;
             let module = self.ctx.load_module(ptx).map_err(|e| format!("{e:?}"))?;
-            let f = module.load_function("qt_values").map_err(|e| format!("{e:?}"))?;
-            Ok((module, f))
+            let kernel = Kernel::load(&module, QUOTIENT_FUNCTION).map_err(|e| e.to_string())?;
+            Ok((module, kernel))
         });
         match compiled {
             Ok((_, f)) => Ok(f),
@@ -297,12 +383,7 @@ impl CudaBackend {
 
     /// The quotient values on the device from packed arguments, left there
     /// (`num_challenges × size`, challenge by challenge).
-    fn quotient_on_device(
-        &self,
-        f: &CudaFunction,
-        a: &QuotientKernelArgs,
-        q: &QuotientInputs<'_>,
-    ) -> Result<CudaSlice<u64>> {
+    fn quotient_on_device(&self, f: &Kernel, a: &QuotientKernelArgs, q: &QuotientInputs<'_>) -> Result<CudaSlice<u64>> {
         let challenges = q.common.config.num_challenges;
         let s = &self.stream;
         let words = QuotientKernelArgs::words;
@@ -319,13 +400,11 @@ impl CudaBackend {
         let zh_inv = self.up(&words(&a.zh_inv))?;
         let mut out = s.alloc_zeros::<u64>(challenges * a.size).map_err(cuda)?;
         let size = a.size as u64;
-        let blocks = u32::try_from(a.size.div_ceil(QUOTIENT_BLOCK as usize))
-            .map_err(|_| BackendError::Shape(format!("{} quotient points", a.size)))?;
-        let config = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (QUOTIENT_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let config = f.config(a.size)?;
         // SAFETY: `QuotientKernelArgs` is checked against its shape when made, and the kernel
         // reads within the shape and writes `challenges × size` values.
         unsafe {
-            s.launch_builder(f)
+            s.launch_builder(&f.f)
                 .arg(&shape)
                 .arg(&gates)
                 .arg(&params)
@@ -346,7 +425,7 @@ impl CudaBackend {
 
     /// The quotient kernel and its arguments for `q`, or `None` where the quotient runs on the
     /// CPU: the kernel did not compile (said once, as a warning) or it does not take the circuit.
-    fn quotient_launch(&self, q: &QuotientInputs<'_>) -> Result<Option<(&CudaFunction, QuotientKernelArgs)>> {
+    fn quotient_launch(&self, q: &QuotientInputs<'_>) -> Result<Option<(&Kernel, QuotientKernelArgs)>> {
         // The kernel first, so that a quotient which ends up on the CPU packs nothing.
         let f = match self.quotient_kernel() {
             Ok(f) => f,
@@ -432,31 +511,31 @@ impl CudaBackend {
         // SAFETY: every kernel checks its index against the sizes passed with the buffers, and
         // `a` and `b` hold `n × batch` elements.
         unsafe {
-            s.launch_builder(&self.scale)
+            s.launch_builder(&self.scale.f)
                 .arg(&mut *a)
                 .arg(shifts.as_ref())
                 .arg(&n32)
                 .arg(&batch32)
-                .launch(cfg(len)?)
+                .launch(self.scale.config(len)?)
                 .map_err(cuda)?;
-            s.launch_builder(&self.bit_reverse)
+            s.launch_builder(&self.bit_reverse.f)
                 .arg(&*a)
                 .arg(&mut b)
                 .arg(&log32)
                 .arg(&batch32)
-                .launch(cfg(len)?)
+                .launch(self.bit_reverse.config(len)?)
                 .map_err(cuda)?;
             let mut half = 1usize;
             while half < n {
                 let (h, stride) = (small(half)?, small(n / (2 * half))?);
-                s.launch_builder(&self.stage)
+                s.launch_builder(&self.stage.f)
                     .arg(&mut b)
                     .arg(twiddles.as_ref())
                     .arg(&log32)
                     .arg(&batch32)
                     .arg(&h)
                     .arg(&stride)
-                    .launch(cfg(len / 2)?)
+                    .launch(self.stage.config(len / 2)?)
                     .map_err(cuda)?;
                 half *= 2;
             }
@@ -489,25 +568,25 @@ impl CudaBackend {
         // `4 × leaves`; each level reads `8 × count` and writes `4 × count` words into `next`
         // and `8 × count` at digest positions below `num_digests` (the layout of `layout.rs`).
         unsafe {
-            s.launch_builder(&self.rows)
+            s.launch_builder(&self.rows.f)
                 .arg(rows)
                 .arg(&w)
                 .arg(&count)
                 .arg(&mut level)
-                .launch(hash_cfg(leaves)?)
+                .launch(self.rows.config(leaves)?)
                 .map_err(cuda)?;
             for h in 0..sub_height {
                 let parents = leaves >> (h + 1);
                 let mut next = s.alloc_zeros::<u64>(4 * parents).map_err(cuda)?;
                 let (p32, h32) = (small(parents)?, small(h)?);
-                s.launch_builder(&self.merkle_level)
+                s.launch_builder(&self.merkle_level.f)
                     .arg(&level)
                     .arg(&mut next)
                     .arg(&mut digests)
                     .arg(&p32)
                     .arg(&sub)
                     .arg(&h32)
-                    .launch(hash_cfg(parents)?)
+                    .launch(self.merkle_level.config(parents)?)
                     .map_err(cuda)?;
                 level = next;
             }
@@ -548,13 +627,13 @@ impl CudaBackend {
         // SAFETY: `compact` holds `batch × n` and `padded` `batch × m` elements; the kernel
         // reads and writes within them.
         unsafe {
-            s.launch_builder(&self.spread)
+            s.launch_builder(&self.spread.f)
                 .arg(&compact)
                 .arg(&mut padded)
                 .arg(&log_n)
                 .arg(&log_m)
                 .arg(&batch32)
-                .launch(cfg(batch * n)?)
+                .launch(self.spread.config(batch * n)?)
                 .map_err(cuda)?;
         }
         drop(compact);
@@ -565,12 +644,12 @@ impl CudaBackend {
         let mut rows = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
         // SAFETY: both buffers hold `batch × m` elements.
         unsafe {
-            s.launch_builder(&self.rows_bit_reversed)
+            s.launch_builder(&self.rows_bit_reversed.f)
                 .arg(&values)
                 .arg(&mut rows)
                 .arg(&log_m)
                 .arg(&batch32)
-                .launch(cfg(batch * m)?)
+                .launch(self.rows_bit_reversed.config(batch * m)?)
                 .map_err(cuda)?;
         }
         drop(values);
@@ -700,13 +779,13 @@ impl Backend for CudaBackend {
         let (log_n, batch32) = (small(n.trailing_zeros() as usize)?, small(batch)?);
         // SAFETY: both buffers hold `batch × n` elements; the kernel reads and writes within them.
         unsafe {
-            s.launch_builder(&self.intt_finish)
+            s.launch_builder(&self.intt_finish.f)
                 .arg(&dft)
                 .arg(&mut coeffs)
                 .arg(&log_n)
                 .arg(&batch32)
                 .arg(&n_inv)
-                .launch(cfg(n * batch)?)
+                .launch(self.intt_finish.config(n * batch)?)
                 .map_err(cuda)?;
         }
         drop(dft);
@@ -739,13 +818,13 @@ impl Backend for CudaBackend {
         // SAFETY: `leaves` holds `key.rows() × width` elements and every index is below
         // `key.rows()` (checked above); the kernel writes `count × width` elements.
         unsafe {
-            s.launch_builder(&self.gather)
+            s.launch_builder(&self.gather.f)
                 .arg(leaves)
                 .arg(&w)
                 .arg(&indices)
                 .arg(&count)
                 .arg(&mut out)
-                .launch(cfg(rows.len() * width)?)
+                .launch(self.gather.config(rows.len() * width)?)
                 .map_err(cuda)?;
         }
         let words = self.down(&out)?;
@@ -788,13 +867,13 @@ impl Backend for CudaBackend {
         // inside the `2·(rows − caps)` digests kept (checked above); the kernel writes
         // `4 × count × sub_height` words.
         unsafe {
-            s.launch_builder(&self.paths)
+            s.launch_builder(&self.paths.f)
                 .arg(digests)
                 .arg(&sub)
                 .arg(&indices)
                 .arg(&count)
                 .arg(&mut out)
-                .launch(cfg(rows.len() * sub_height)?)
+                .launch(self.paths.config(rows.len() * sub_height)?)
                 .map_err(cuda)?;
         }
         let siblings = digests_of(&self.down(&out)?);
@@ -843,20 +922,20 @@ impl Backend for CudaBackend {
         // SAFETY: `dft` and `coeffs` hold `challenges × size` elements and `unshift` `size`; each
         // kernel reads and writes within them.
         unsafe {
-            s.launch_builder(&self.intt_finish)
+            s.launch_builder(&self.intt_finish.f)
                 .arg(&dft)
                 .arg(&mut coeffs)
                 .arg(&log_size)
                 .arg(&challenges32)
                 .arg(&n_inv)
-                .launch(cfg(challenges * size)?)
+                .launch(self.intt_finish.config(challenges * size)?)
                 .map_err(cuda)?;
-            s.launch_builder(&self.scale)
+            s.launch_builder(&self.scale.f)
                 .arg(&mut coeffs)
                 .arg(unshift.as_ref())
                 .arg(&size32)
                 .arg(&challenges32)
-                .launch(cfg(challenges * size)?)
+                .launch(self.scale.config(challenges * size)?)
                 .map_err(cuda)?;
         }
         drop(dft);
@@ -878,13 +957,13 @@ impl Backend for CudaBackend {
         let s = &self.stream;
         let words = self.up(&to_u64(state))?;
         let mut best = self.up(&[u64::MAX])?;
-        let blocks = count.div_ceil(HASH_BLOCK as u64);
-        let blocks = u32::try_from(blocks).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?;
-        let launch = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (HASH_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let launch = self
+            .grind
+            .config(usize::try_from(count).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?)?;
         let slot = small(slot)?;
         // SAFETY: the kernel reads the 12 state words and writes `best` with atomicMin only.
         unsafe {
-            s.launch_builder(&self.grind)
+            s.launch_builder(&self.grind.f)
                 .arg(&words)
                 .arg(&slot)
                 .arg(&min_leading_zeros)
@@ -908,12 +987,12 @@ impl Backend for CudaBackend {
         let (w, count) = (small(width)?, small(out.len())?);
         // SAFETY: the kernel reads `count × width` and writes `4 × count` elements.
         unsafe {
-            s.launch_builder(&self.rows)
+            s.launch_builder(&self.rows.f)
                 .arg(&input)
                 .arg(&w)
                 .arg(&count)
                 .arg(&mut res)
-                .launch(hash_cfg(out.len())?)
+                .launch(self.rows.config(out.len())?)
                 .map_err(cuda)?;
         }
         self.note_memory();
@@ -931,11 +1010,11 @@ impl Backend for CudaBackend {
         let count = small(out.len())?;
         // SAFETY: the kernel reads `8 × count` and writes `4 × count` elements.
         unsafe {
-            s.launch_builder(&self.pairs)
+            s.launch_builder(&self.pairs.f)
                 .arg(&input)
                 .arg(&count)
                 .arg(&mut res)
-                .launch(hash_cfg(out.len())?)
+                .launch(self.pairs.config(out.len())?)
                 .map_err(cuda)?;
         }
         self.download_digests(&res, out)
