@@ -145,6 +145,18 @@ fn carrying_mds_state() -> [F; 12] {
     std::array::from_fn(|i| F::from_canonical_u64(if i == 0 { u64::from(hi0) << 32 | low } else { low }))
 }
 
+/// The NTT's stage launches over `data` (bit-reversed, `batch × 2^log_n` elements, twiddles in
+/// `TWIDDLES`), grouped as `CudaBackend` groups them.
+fn ntt_launches(data: &str, log_n: usize) -> String {
+    prover_gpu::cuda::ntt_stage_groups(log_n as u32)
+        .into_iter()
+        .map(|(log_half, k)| {
+            format!("LAUNCH(all >> {k}, gl_ntt_stages_{k}({data}, TWIDDLES, {log_n}, batch, {log_half}));")
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ")
+}
+
 /// Writes `src` to `path`, compiles it with the host compiler named by the environment variable
 /// `compiler.0` (else `compiler.1`) and `flags`, and runs it: whether it exited with success,
 /// and its output. A harness that does not build fails the test with the compiler's errors.
@@ -310,10 +322,9 @@ int main(void) {{
     const unsigned long long n = 1ULL << log_n, m = 1ULL << log_m, all = batch * m;
     u64 *a = (u64 *)calloc(all, 8), *b = (u64 *)calloc(all, 8), *rows = (u64 *)calloc(all, 8);
     LAUNCH(batch * n, gl_spread(COEFFS, a, log_n, log_m, batch));
-    LAUNCH(all, gl_scale_powers(a, SHIFTS, (u32)m, batch));
+    LAUNCH(all, gl_scale_powers(a, SHIFTS, log_m, batch));
     LAUNCH(all, gl_bit_reverse(a, b, log_m, batch));
-    for (unsigned long long half = 1; half < m; half *= 2)
-        LAUNCH(all / 2, gl_ntt_stage(b, TWIDDLES, log_m, batch, (u32)half, (u32)(m / (2 * half))));
+    {{stages}}
     LAUNCH(all, gl_rows_bit_reversed(b, rows, log_m, batch));
     u64 *level = (u64 *)calloc(4 * m, 8);
     LAUNCH(m, psn_hash_rows(rows, batch, (u32)m, level));
@@ -340,6 +351,7 @@ int main(void) {{
 "#
         );
         let path = dir.join(format!("commit_{log_n}_{batch}_{cap_height}.cpp"));
+        let src = src.replace("{stages}", &ntt_launches("b", log_m));
         let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
         let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
         assert!(
@@ -386,10 +398,9 @@ int main(void) {{
     const unsigned long long n = 1ULL << log_n, all = batch * n;
     u64 *a = (u64 *)calloc(all, 8), *b = (u64 *)calloc(all, 8), *c = (u64 *)calloc(all, 8);
     for (unsigned long long i = 0; i < all; i++) a[i] = VALUES[i];
-    LAUNCH(all, gl_scale_powers(a, ONES, (u32)n, batch));
+    LAUNCH(all, gl_scale_powers(a, ONES, log_n, batch));
     LAUNCH(all, gl_bit_reverse(a, b, log_n, batch));
-    for (unsigned long long half = 1; half < n; half *= 2)
-        LAUNCH(all / 2, gl_ntt_stage(b, TWIDDLES, log_n, batch, (u32)half, (u32)(n / (2 * half))));
+    {{stages}}
     LAUNCH(all, gl_intt_finish(b, c, log_n, batch, {n_inv}ULL));
     int bad = 0;
     for (unsigned long long i = 0; i < all; i++)
@@ -400,6 +411,7 @@ int main(void) {{
 "#
         );
         let path = dir.join(format!("intt_{log_n}_{batch}.cpp"));
+        let src = src.replace("{stages}", &ntt_launches("b", log_n));
         let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
         let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
         assert!(ok && out.contains("0 mismatches"), "n = {n}, {batch} polynomials: {out}");

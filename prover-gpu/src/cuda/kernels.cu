@@ -1,10 +1,11 @@
 // Batch kernels of the CUDA backend. The Poseidon prelude and the two headers are prepended by the
 // Rust side before NVRTC compiles this file.
 
-extern "C" __global__ void gl_scale_powers(u64 *data, const u64 *powers, u32 n, u32 batch) {
+// Each of `batch` polynomials of 2^log_n times [1, x, x², …] (`powers`), element by element.
+extern "C" __global__ void gl_scale_powers(u64 *data, const u64 *powers, u32 log_n, u32 batch) {
     u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (u64)n * batch) return;
-    data[idx] = gl_mul(data[idx], powers[idx % n]);
+    if (idx >= ((u64)batch << log_n)) return;
+    data[idx] = gl_mul(data[idx], powers[idx & ((1ULL << log_n) - 1)]);
 }
 
 extern "C" __global__ void gl_bit_reverse(const u64 *in, u64 *out, u32 log_n, u32 batch) {
@@ -16,21 +17,43 @@ extern "C" __global__ void gl_bit_reverse(const u64 *in, u64 *out, u32 log_n, u3
     out[(poly << log_n) + r] = in[idx];
 }
 
-// One radix-2 decimation-in-time stage over bit-reversed input: butterflies of span `half`,
-// twiddles tw[k * stride] = w^(k * stride) with w the n-th root of unity.
-extern "C" __global__ void gl_ntt_stage(u64 *data, const u64 *tw, u32 log_n, u32 batch, u32 half, u32 stride) {
-    u64 n = 1ULL << log_n;
-    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (n / 2) * batch) return;
-    u64 poly = idx / (n / 2), b = idx % (n / 2);
-    u64 group = b / half, k = b % half;
-    u64 i = (poly << log_n) + group * 2 * half + k;
-    u64 j = i + half;
-    u64 v = gl_mul(data[j], tw[k * stride]);
-    u64 u = data[i];
-    data[i] = gl_add(u, v);
-    data[j] = gl_sub(u, v);
-}
+// K consecutive radix-2 decimation-in-time stages over bit-reversed input, the first of span
+// 2^log_half (butterflies of i and i + 2^log_half), the last of span 2^(log_half + K - 1); twiddle
+// w^(k·n/(2·span)) for the butterfly at offset k in its group, tw[j] = w^j with w the n-th root of
+// unity. Each thread holds the 2^K elements base + t·2^log_half (t < 2^K) that those stages mix
+// with each other only, in registers, so the data crosses memory once per K stages rather than
+// once per stage. Threads: 2^(log_n - K) per polynomial; all index arithmetic is shifts.
+#define GL_NTT_STAGES(K)                                                                                  \
+    extern "C" __global__ void gl_ntt_stages_##K(u64 *data, const u64 *tw, u32 log_n, u32 batch, u32 log_half) { \
+        u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;                                             \
+        u32 log_threads = log_n - K;                                                                      \
+        if (idx >= ((u64)batch << log_threads)) return;                                                   \
+        u64 poly = idx >> log_threads, rem = idx & ((1ULL << log_threads) - 1);                           \
+        u64 offset = rem & ((1ULL << log_half) - 1), group = rem >> log_half;                              \
+        u64 base = (poly << log_n) + (group << (log_half + K)) + offset;                                  \
+        u64 v[1 << K];                                                                                    \
+        GL_UNROLL                                                                                         \
+        for (int t = 0; t < (1 << K); t++) v[t] = data[base + ((u64)t << log_half)];                      \
+        GL_UNROLL                                                                                         \
+        for (int s = 0; s < K; s++) {                                                                     \
+            u32 log_stride = log_n - 1 - (log_half + s);                                                  \
+            GL_UNROLL                                                                                     \
+            for (int t = 0; t < (1 << K); t++) {                                                          \
+                if (t & (1 << s)) continue;                                                               \
+                u64 k = offset + ((u64)(t & ((1 << s) - 1)) << log_half);                                 \
+                u64 x = gl_mul(v[t + (1 << s)], tw[k << log_stride]);                                     \
+                u64 u = v[t];                                                                             \
+                v[t] = gl_add(u, x);                                                                      \
+                v[t + (1 << s)] = gl_sub(u, x);                                                           \
+            }                                                                                             \
+        }                                                                                                 \
+        GL_UNROLL                                                                                         \
+        for (int t = 0; t < (1 << K); t++) data[base + ((u64)t << log_half)] = v[t];                      \
+    }
+GL_NTT_STAGES(1)
+GL_NTT_STAGES(2)
+GL_NTT_STAGES(3)
+GL_NTT_STAGES(4)
 
 extern "C" __global__ void psn_hash_rows(const u64 *rows, u32 width, u32 count, u64 *out) {
     u64 r = (u64)blockIdx.x * blockDim.x + threadIdx.x;

@@ -123,7 +123,8 @@ pub struct CudaBackend {
     _module: Arc<CudaModule>,
     scale: Kernel,
     bit_reverse: Kernel,
-    stage: Kernel,
+    /// `gl_ntt_stages_K` for K = 1 ..= [`NTT_MAX_STAGES`].
+    stages: [Kernel; NTT_MAX_STAGES],
     rows: Kernel,
     pairs: Kernel,
     spread: Kernel,
@@ -186,27 +187,30 @@ fn to_u64(v: &[F]) -> Vec<u64> {
     v.iter().map(|x| x.to_canonical_u64()).collect()
 }
 
-/// Threads per block of the Poseidon kernels. A block may use at most 64 Ki registers, so the
-/// 1 024 threads of the other kernels would fail to launch once a thread needs more than 64, and
-/// a Poseidon thread does (76 on sm_90: `scripts/nvrtc-check.sh`); 256 threads allow up to 255,
-/// the most a thread can have.
-const HASH_BLOCK: u32 = 256;
+/// Threads per block of the kernels with many registers a thread: the Poseidon ones and the NTT's
+/// four stages a launch. A block may use at most 64 Ki registers, so 1 024 threads fail to
+/// launch once a thread needs more than 64, and these do (68 to 82 on sm_90:
+/// `scripts/nvrtc-check.sh`); 256 threads allow up to 255, the most a thread can have.
+const HEAVY_BLOCK: u32 = 256;
 
-/// Threads per block of the kernels that need few registers (the NTT, gathers, scaling).
+/// Threads per block of the kernels that need few registers (gathers, scaling, transposes).
 const DEFAULT_BLOCK: u32 = 1024;
 
 /// The batch kernels, as `kernels.cu` names them, with the threads per block each is launched
 /// with (at most: see [`Kernel`]). [`CudaBackend::new`] loads them in this order.
-pub const KERNEL_FUNCTIONS: [(&str, u32); 12] = [
+pub const KERNEL_FUNCTIONS: [(&str, u32); 15] = [
     ("gl_scale_powers", DEFAULT_BLOCK),
     ("gl_bit_reverse", DEFAULT_BLOCK),
-    ("gl_ntt_stage", DEFAULT_BLOCK),
-    ("psn_hash_rows", HASH_BLOCK),
-    ("psn_hash_pairs", HASH_BLOCK),
+    ("gl_ntt_stages_1", DEFAULT_BLOCK),
+    ("gl_ntt_stages_2", DEFAULT_BLOCK),
+    ("gl_ntt_stages_3", DEFAULT_BLOCK),
+    ("gl_ntt_stages_4", HEAVY_BLOCK),
+    ("psn_hash_rows", HEAVY_BLOCK),
+    ("psn_hash_pairs", HEAVY_BLOCK),
     ("gl_spread", DEFAULT_BLOCK),
     ("gl_rows_bit_reversed", DEFAULT_BLOCK),
-    ("psn_merkle_level", HASH_BLOCK),
-    ("fri_grind", HASH_BLOCK),
+    ("psn_merkle_level", HEAVY_BLOCK),
+    ("fri_grind", HEAVY_BLOCK),
     ("gl_gather_rows", DEFAULT_BLOCK),
     ("psn_gather_paths", DEFAULT_BLOCK),
     ("gl_intt_finish", DEFAULT_BLOCK),
@@ -215,6 +219,23 @@ pub const KERNEL_FUNCTIONS: [(&str, u32); 12] = [
 /// The quotient kernel (`quotient.cuh`) and its threads per block: each thread holds a Poseidon
 /// state and the α-accumulators, so fewer than the default.
 pub const QUOTIENT_FUNCTION: (&str, u32) = ("qt_values", 128);
+
+/// Most radix-2 stages one launch of the NTT runs (`gl_ntt_stages_K`, K ≤ this): a thread holds
+/// 2^K elements in registers.
+pub const NTT_MAX_STAGES: usize = 4;
+
+/// The NTT's launches for 2^log_n points: `(log_half, K)`, K stages from span 2^log_half, as many
+/// of [`NTT_MAX_STAGES`] as are left. The emulation of the kernels on the host runs the same.
+pub fn ntt_stage_groups(log_n: u32) -> Vec<(u32, u32)> {
+    let mut groups = Vec::new();
+    let mut log_half = 0;
+    while log_half < log_n {
+        let k = (log_n - log_half).min(NTT_MAX_STAGES as u32);
+        groups.push((log_half, k));
+        log_half += k;
+    }
+    groups
+}
 
 /// A loaded kernel and the threads per block it is launched with: the block its table asks for,
 /// or fewer where the compiled function cannot run that many (the driver's
@@ -310,7 +331,7 @@ impl CudaBackend {
         let ptx =
             cudarc::nvrtc::compile_ptx(kernels_source()).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
         let module = ctx.load_module(ptx).map_err(cuda)?;
-        let [scale, bit_reverse, stage, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish] =
+        let [scale, bit_reverse, s1, s2, s3, s4, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish] =
             KERNEL_FUNCTIONS.map(|k| Kernel::load(&module, k));
         let (free, total) = ctx.mem_get_info().map_err(cuda)?;
         Ok(Self {
@@ -322,7 +343,7 @@ impl CudaBackend {
             stream: ctx.default_stream(),
             scale: scale?,
             bit_reverse: bit_reverse?,
-            stage: stage?,
+            stages: [s1?, s2?, s3?, s4?],
             rows: rows?,
             pairs: pairs?,
             spread: spread?,
@@ -346,7 +367,10 @@ impl CudaBackend {
         let batch = [
             &self.scale,
             &self.bit_reverse,
-            &self.stage,
+            &self.stages[0],
+            &self.stages[1],
+            &self.stages[2],
+            &self.stages[3],
             &self.rows,
             &self.pairs,
             &self.spread,
@@ -507,14 +531,14 @@ impl CudaBackend {
         let mut b = s.alloc_zeros::<u64>(len).map_err(cuda)?;
         let shifts = self.powers_on_device(shift, n)?;
         let twiddles = self.powers_on_device(F::primitive_root_of_unity(log_n), n / 2)?;
-        let (n32, batch32, log32) = (small(n)?, small(batch)?, small(log_n)?);
+        let (batch32, log32) = (small(batch)?, small(log_n)?);
         // SAFETY: every kernel checks its index against the sizes passed with the buffers, and
         // `a` and `b` hold `n × batch` elements.
         unsafe {
             s.launch_builder(&self.scale.f)
                 .arg(&mut *a)
                 .arg(shifts.as_ref())
-                .arg(&n32)
+                .arg(&log32)
                 .arg(&batch32)
                 .launch(self.scale.config(len)?)
                 .map_err(cuda)?;
@@ -525,19 +549,16 @@ impl CudaBackend {
                 .arg(&batch32)
                 .launch(self.bit_reverse.config(len)?)
                 .map_err(cuda)?;
-            let mut half = 1usize;
-            while half < n {
-                let (h, stride) = (small(half)?, small(n / (2 * half))?);
-                s.launch_builder(&self.stage.f)
+            for (log_half, k) in ntt_stage_groups(log32) {
+                let kernel = &self.stages[k as usize - 1];
+                s.launch_builder(&kernel.f)
                     .arg(&mut b)
                     .arg(twiddles.as_ref())
                     .arg(&log32)
                     .arg(&batch32)
-                    .arg(&h)
-                    .arg(&stride)
-                    .launch(self.stage.config(len / 2)?)
+                    .arg(&log_half)
+                    .launch(kernel.config(len >> k)?)
                     .map_err(cuda)?;
-                half *= 2;
             }
         }
         Ok(b)
@@ -916,8 +937,7 @@ impl Backend for CudaBackend {
         let mut coeffs = self.stream.alloc_zeros::<u64>(challenges * size).map_err(cuda)?;
         let n_inv = F::inverse_2exp(size.trailing_zeros() as usize).to_canonical_u64();
         let unshift = self.powers_on_device(F::coset_shift().inverse(), size)?;
-        let (log_size, size32, challenges32) =
-            (small(size.trailing_zeros() as usize)?, small(size)?, small(challenges)?);
+        let (log_size, challenges32) = (small(size.trailing_zeros() as usize)?, small(challenges)?);
         let s = &self.stream;
         // SAFETY: `dft` and `coeffs` hold `challenges × size` elements and `unshift` `size`; each
         // kernel reads and writes within them.
@@ -933,7 +953,7 @@ impl Backend for CudaBackend {
             s.launch_builder(&self.scale.f)
                 .arg(&mut coeffs)
                 .arg(unshift.as_ref())
-                .arg(&size32)
+                .arg(&log_size)
                 .arg(&challenges32)
                 .launch(self.scale.config(challenges * size)?)
                 .map_err(cuda)?;
