@@ -41,8 +41,9 @@ GL_FN u64 gl_neg(u64 a) {
     return a == 0 ? 0 : GL_P - a;
 }
 
-// Reduces hi·2^64 + lo: 2^64 = 2^32 - 1 and 2^96 = -1 (mod p).
-GL_FN u64 gl_reduce128(u64 lo, u64 hi) {
+// hi·2^64 + lo reduced below 2^64 but not always below p (plonky2's `reduce128`, for any 128-bit
+// value): 2^64 = 2^32 - 1 and 2^96 = -1 (mod p). Only for gl_mul_partial's products.
+GL_FN u64 gl_reduce128_partial(u64 lo, u64 hi) {
     u64 hi_hi = hi >> 32;
     u64 hi_lo = hi & GL_EPSILON;
     u64 t0 = lo - hi_hi;
@@ -50,8 +51,13 @@ GL_FN u64 gl_reduce128(u64 lo, u64 hi) {
     u64 t1 = hi_lo * GL_EPSILON;
     u64 t2 = t0 + t1;
     if (t2 < t0) t2 += GL_EPSILON;
-    if (t2 >= GL_P) t2 -= GL_P;
     return t2;
+}
+
+// Reduces hi·2^64 + lo to its canonical value.
+GL_FN u64 gl_reduce128(u64 lo, u64 hi) {
+    u64 t = gl_reduce128_partial(lo, hi);
+    return t >= GL_P ? t - GL_P : t;
 }
 
 // Reduces hi·2^64 + lo for hi < 2^32: hi·(2^32 - 1) < 2^64, so one wrap at most.
@@ -89,9 +95,18 @@ GL_FN u64 gl_mul_add(u64 a, u64 b, u64 c) {
     return gl_reduce128(lo, hi);
 }
 
+// a·b for any a, b below 2^64, reduced below 2^64 but not always canonical: for products that
+// only feed other products (the S-box's), which take any 64-bit input.
+GL_FN u64 gl_mul_partial(u64 a, u64 b) {
+    u64 lo, hi;
+    gl_mul_wide(a, b, &lo, &hi);
+    return gl_reduce128_partial(lo, hi);
+}
+
+// x^7, canonical; the intermediate powers skip canonicalization (they only feed products).
 GL_FN u64 gl_pow7(u64 x) {
-    u64 x2 = gl_mul(x, x);
-    u64 x4 = gl_mul(x2, x2);
-    u64 x3 = gl_mul(x2, x);
+    u64 x2 = gl_mul_partial(x, x);
+    u64 x4 = gl_mul_partial(x2, x2);
+    u64 x3 = gl_mul_partial(x2, x);
     return gl_mul(x3, x4);
 }
