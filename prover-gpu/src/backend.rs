@@ -2,6 +2,7 @@
 //! commitment step (coset LDE in plonky2's layout, Merkle tree in plonky2's exact digest layout)
 //! as default methods.
 
+use plonky2::field::extension::FieldExtension;
 use plonky2::field::types::{Field, Field64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_proofs::MerkleProof;
@@ -9,11 +10,12 @@ use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
 use rayon::prelude::*;
 
+use crate::commit::Commitment;
 use crate::error::{BackendError, Result};
 use crate::layout::{digest_position, merkle_proof, reverse_bits, tree_rows};
 use crate::quotient::QuotientInputs;
 use crate::transcript::{RATE, WIDTH};
-use crate::F;
+use crate::{F, FE};
 
 /// Checks that `len` elements are whole polynomials of `n`, a power of two.
 pub(crate) fn check_polynomials(len: usize, n: usize) -> Result<()> {
@@ -136,6 +138,69 @@ pub fn host_merkle_paths(tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Ve
         )));
     }
     rows.iter().map(|&r| merkle_proof(tree, r)).collect()
+}
+
+/// A commitment's polynomials' coefficients on the host, one slice each (`2^degree_log` long),
+/// or [`BackendError::Shape`] where a backend kept them ([`Backend::commit_values_tree`] with
+/// [`Leaves::Kept`] leaves every polynomial's coefficients empty on the host).
+pub fn host_coeffs(c: &Commitment) -> Result<Vec<&[F]>> {
+    let n = 1usize << c.degree_log;
+    match c.polynomials.iter().find(|p| p.len() != n) {
+        Some(p) => Err(BackendError::Shape(format!(
+            "{} coefficients on the host of a polynomial of {n}: they were kept by a backend that does not hold them",
+            p.len()
+        ))),
+        None => Ok(c.polynomials.iter().map(|p| p.coeffs.as_slice()).collect()),
+    }
+}
+
+/// Each polynomial's value at each of `points` (`out[k][i]`: polynomial `i` at `points[k]`):
+/// the dot product of its coefficients with the point's powers, computed once per point, a
+/// base-by-extension product per coefficient. [`Backend::evaluate`] on the host.
+pub fn evaluate_coeffs(polys: &[&[F]], points: &[FE]) -> Vec<Vec<FE>> {
+    let len = polys.iter().map(|p| p.len()).max().unwrap_or(0);
+    points
+        .iter()
+        .map(|&x| {
+            let powers: Vec<FE> = x.powers().take(len).collect();
+            polys
+                .par_iter()
+                .map(|p| {
+                    p.iter().zip(&powers).fold(FE::ZERO, |acc, (&c, &x)| acc + FieldExtension::<2>::scalar_mul(&x, c))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `Σ_k powers[k]·polys[indices[k]]`, coefficient by coefficient, `n` coefficients: each block
+/// of 2^10 coefficients sums its column of base-by-extension products, blocks in parallel.
+/// [`Backend::combine`] on the host.
+pub fn combine_coeffs(polys: &[&[F]], indices: &[usize], powers: &[FE], n: usize) -> Result<Vec<FE>> {
+    const BLOCK: usize = 1 << 10;
+    check_combination(polys.len(), indices, powers)?;
+    let mut out = vec![FE::ZERO; n];
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
+        let start = b * BLOCK;
+        for (&i, &power) in indices.iter().zip(powers) {
+            let coeffs = polys[i].get(start..).unwrap_or(&[]);
+            for (o, &c) in block.iter_mut().zip(coeffs) {
+                *o += FieldExtension::<2>::scalar_mul(&power, c);
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// A combination names polynomials of the commitment, one power each.
+pub(crate) fn check_combination(width: usize, indices: &[usize], powers: &[FE]) -> Result<()> {
+    if indices.len() != powers.len() {
+        return Err(BackendError::Shape(format!("{} polynomials and {} powers", indices.len(), powers.len())));
+    }
+    match indices.iter().find(|&&i| i >= width) {
+        Some(i) => Err(BackendError::Shape(format!("polynomial {i} of a commitment to {width}"))),
+        None => Ok(()),
+    }
 }
 
 /// A proving backend. Kernels write into caller-allocated buffers; polynomials are stored one
@@ -286,8 +351,10 @@ pub trait Backend: Send + Sync {
     /// plonky2's `PolynomialBatch::from_values` (unblinded): the coefficients of the polynomials
     /// interpolating `values` on the subgroup of order `n` (one after another), and the
     /// commitment to them as [`Backend::commit_tree`] makes it. The default is
-    /// [`Backend::intt_batch`] then [`Backend::commit_tree`]; a device backend keeps the
-    /// coefficients on the device between the two, so they cross to the host once.
+    /// [`Backend::intt_batch`] then [`Backend::commit_tree`]. A device backend runs both where
+    /// the values are, and with [`Leaves::Kept`] may keep the coefficients there too and return
+    /// none: then [`Backend::evaluate`], [`Backend::combine`] and [`Backend::read_coeffs`] read
+    /// them until [`Backend::release`].
     fn commit_values_tree(
         &self,
         mut values: Vec<F>,
@@ -300,6 +367,28 @@ pub trait Backend: Send + Sync {
         self.intt_batch(&mut values, n)?;
         let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
         Ok((values, tree))
+    }
+
+    /// The values of `c`'s polynomials at each of `points` (`out[k][i]`: polynomial `i` at
+    /// `points[k]`): the openings at ζ and gζ. From the host's coefficients if `c` has them, else
+    /// from the copy this backend kept ([`Backend::commit_values_tree`]); the default reads the
+    /// host's ([`evaluate_coeffs`]).
+    fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
+        Ok(evaluate_coeffs(&host_coeffs(c)?, points))
+    }
+
+    /// `Σ_k powers[k]·p_{indices[k]}` over `c`'s polynomials, coefficient by coefficient
+    /// (`2^degree_log` extension coefficients): FRI's combination of the polynomials it opens,
+    /// one commitment's share. Sources as [`Backend::evaluate`]; the default is
+    /// [`combine_coeffs`] on the host's.
+    fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
+        combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log)
+    }
+
+    /// `c`'s coefficients, one polynomial after another: the host's, or the copy this backend
+    /// kept, brought back (for checks: [`crate::dual::DualBackend`] compares them).
+    fn read_coeffs(&self, c: &Commitment) -> Result<Vec<F>> {
+        Ok(host_coeffs(c)?.concat())
     }
 
     /// Rows `rows` (any order, repeats allowed) of the leaves of `tree`, a commitment's tree of

@@ -19,7 +19,8 @@ pub type Config = PoseidonGoldilocksConfig;
 pub type Commitment = PolynomialBatch<F, Config, 2>;
 
 /// The shape of an unblinded commitment's leaves: `2^(degree_log + rate_bits)` rows of one
-/// element per polynomial. It holds whether or not the tree carries its leaves.
+/// element per polynomial. It holds whether or not the tree carries its leaves, and whether or
+/// not the polynomials carry their coefficients.
 pub fn shape(c: &Commitment) -> Shape {
     Shape { rows: 1 << (c.degree_log + c.rate_bits), width: c.polynomials.len() }
 }
@@ -76,11 +77,17 @@ fn commit_value_columns(
     check_polynomials(values.len(), n)?;
     let len = values.len();
     let (coeffs, merkle_tree) = backend.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
-    if coeffs.len() != len {
+    // All the coefficients, or, where the backend kept them, none: the polynomials are then
+    // empty on the host (their number still gives the commitment's width).
+    let polynomials = if coeffs.len() == len {
+        coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect()
+    } else if coeffs.is_empty() && leaves == Leaves::Kept {
+        vec![PolynomialCoeffs::new(Vec::new()); len / n]
+    } else {
         return Err(BackendError::Shape(format!("{} coefficients for {len} values", coeffs.len())));
-    }
+    };
     Ok(PolynomialBatch {
-        polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+        polynomials,
         merkle_tree,
         degree_log: n.trailing_zeros() as usize,
         rate_bits,

@@ -52,7 +52,7 @@ pub fn prove_openings(
     params: &FriParams,
 ) -> Result<FriProof<F, PoseidonHash, D>> {
     let rate_bits = params.config.rate_bits;
-    let final_poly = combined_quotient(instance, oracles, transcript)?;
+    let final_poly = combined_quotient(backend, instance, oracles, transcript)?;
     let lde = final_poly.lde(rate_bits);
     let n = lde.len();
     if n != 1 << (params.degree_bits + rate_bits) {
@@ -110,10 +110,11 @@ pub fn prove_openings(
 /// `Σ_i α^{k_i}·(F_i(X) − F_i(z_i)) / (X − z_i)` over the instance's batches, `F_i` the batch's
 /// polynomials combined by powers of α: plonky2's (`ReducingFactor::reduce_polys_base`, then
 /// `shift_poly` between batches), so the coefficients are its. plonky2 builds one extension copy
-/// of each polynomial and sums them one after another on one thread; here each block of
-/// coefficients sums its column of base-by-extension products, blocks in parallel (the same
-/// values: the field's arithmetic is exact).
+/// of each polynomial and sums them one after another on one thread; here each oracle's share of
+/// a batch is summed by the backend where that oracle's coefficients are ([`Backend::combine`]),
+/// and the shares added (the same values: the field's arithmetic is exact).
 fn combined_quotient(
+    backend: &dyn Backend,
     instance: &FriInstanceInfo<F, D>,
     oracles: &[&PolynomialBatch<F, Config, D>],
     transcript: &mut Transcript,
@@ -121,43 +122,39 @@ fn combined_quotient(
     let alpha = transcript.get_extension_challenge();
     let mut final_poly = PolynomialCoeffs::empty();
     for FriBatchInfo { point, polynomials } in &instance.batches {
-        let polys = polynomials
-            .iter()
-            .map(|p| {
-                oracles.get(p.oracle_index).and_then(|o| o.polynomials.get(p.polynomial_index)).ok_or_else(|| {
-                    BackendError::Shape(format!(
-                        "polynomial {} of oracle {} is not among the {} oracles",
-                        p.polynomial_index,
-                        p.oracle_index,
-                        oracles.len()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut quotient = combine(&polys, alpha).divide_by_linear(*point);
+        // The polynomial at position k of the batch takes α^k: grouped by oracle.
+        let mut shares: Vec<(Vec<usize>, Vec<FE>)> = vec![(Vec::new(), Vec::new()); oracles.len()];
+        for (p, power) in polynomials.iter().zip(alpha.powers()) {
+            let share = shares.get_mut(p.oracle_index).ok_or_else(|| {
+                BackendError::Shape(format!("oracle {} is not among the {} oracles", p.oracle_index, oracles.len()))
+            })?;
+            share.0.push(p.polynomial_index);
+            share.1.push(power);
+        }
+        let mut combined: Vec<FE> = Vec::new();
+        for (oracle, (indices, powers)) in oracles.iter().zip(&shares) {
+            if indices.is_empty() {
+                continue;
+            }
+            let share = backend.combine(oracle, indices, powers)?;
+            if combined.is_empty() {
+                combined = share;
+            } else if share.len() != combined.len() {
+                return Err(BackendError::Shape(format!(
+                    "oracles of {} and {} coefficients",
+                    combined.len(),
+                    share.len()
+                )));
+            } else {
+                combined.par_iter_mut().zip(share).for_each(|(c, s)| *c += s);
+            }
+        }
+        let mut quotient = PolynomialCoeffs::new(combined).divide_by_linear(*point);
         quotient.coeffs.push(FE::ZERO); // back to a power of two
-        final_poly *= alpha.exp_u64(polys.len() as u64);
+        final_poly *= alpha.exp_u64(polynomials.len() as u64);
         final_poly += quotient;
     }
     Ok(final_poly)
-}
-
-/// `Σ_j α^j·p_j`, coefficient by coefficient.
-fn combine(polys: &[&PolynomialCoeffs<F>], alpha: FE) -> PolynomialCoeffs<FE> {
-    const BLOCK: usize = 1 << 10;
-    let len = polys.iter().map(|p| p.len()).max().unwrap_or(0);
-    let powers: Vec<FE> = alpha.powers().take(polys.len()).collect();
-    let mut out = vec![FE::ZERO; len];
-    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
-        let start = b * BLOCK;
-        for (p, &power) in polys.iter().zip(&powers) {
-            let coeffs = p.coeffs.get(start..).unwrap_or(&[]);
-            for (o, &c) in block.iter_mut().zip(coeffs) {
-                *o += FieldExtension::<D>::scalar_mul(&power, c);
-            }
-        }
-    });
-    PolynomialCoeffs::new(out)
 }
 
 /// The values `v_i = Σ_j c_j·(shift·ω^i)^j` of an extension-field polynomial, natural order:

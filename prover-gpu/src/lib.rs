@@ -37,3 +37,6 @@ pub use transcript::Transcript;
 
 /// The field of every kernel.
 pub type F = plonky2::field::goldilocks_field::GoldilocksField;
+
+/// The quadratic extension FRI's challenges and openings live in.
+pub type FE = <F as plonky2::field::extension::Extendable<2>>::Extension;

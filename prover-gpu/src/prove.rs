@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use plonky2::field::extension::{Extendable, FieldExtension};
+use plonky2::field::extension::Extendable;
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::field::types::Field;
 use plonky2::fri::oracle::PolynomialBatch;
@@ -207,7 +207,8 @@ pub fn prove_with_partition(
         return Err(BackendError::DegenerateChallenge);
     }
     let g = FE::primitive_root_of_unity(common.degree_bits());
-    let openings = opening_set(zeta, g, &prover.constants_sigmas_commitment, &wires, &zs, &quotient, common);
+    let oracles: [&PolynomialBatch<F, Config, D>; 4] = [&prover.constants_sigmas_commitment, &wires, &zs, &quotient];
+    let openings = opening_set(backend, zeta, g, oracles, common)?;
     // plonky2's `to_fri_openings` (crate-private): the values at ζ in oracle order, then at gζ.
     for values in [
         &openings.constants,
@@ -224,7 +225,6 @@ pub fn prove_with_partition(
     times.openings = t.elapsed();
 
     let t = Instant::now();
-    let oracles: [&PolynomialBatch<F, Config, D>; 4] = [&prover.constants_sigmas_commitment, &wires, &zs, &quotient];
     let opening_proof = fri::prove_openings(backend, &instance, &oracles, &mut transcript, &common.fri_params)?;
     times.fri = t.elapsed();
 
@@ -330,50 +330,47 @@ fn quotient_polys(backend: &dyn Backend, q: &QuotientInputs<'_>) -> Result<Vec<P
 }
 
 /// plonky2's `OpeningSet::new`: every polynomial of the four oracles at ζ, and the Z and partial
-/// products' polynomials at gζ. plonky2 copies each polynomial into the extension field and runs
-/// Horner's rule there; here each value is the dot product of the coefficients with the powers of
-/// the point, computed once per point (2^14 products, a fraction of a millisecond): a
-/// base-by-extension product per coefficient in place of an extension product, and no copies.
-/// The field's arithmetic is exact, so the values are plonky2's.
+/// products' polynomials at gζ, each from wherever its coefficients are ([`Backend::evaluate`]).
+/// plonky2 copies each polynomial into the extension field and runs Horner's rule there; the
+/// backends take each value as the dot product of the coefficients with the powers of the point,
+/// computed once per point: a base-by-extension product per coefficient in place of an extension
+/// product, and no copies. The field's arithmetic is exact, so the values are plonky2's.
 fn opening_set(
+    backend: &dyn Backend,
     zeta: FE,
     g: FE,
-    constants_sigmas: &PolynomialBatch<F, Config, D>,
-    wires: &PolynomialBatch<F, Config, D>,
-    zs: &PolynomialBatch<F, Config, D>,
-    quotient: &PolynomialBatch<F, Config, D>,
+    [constants_sigmas, wires, zs, quotient]: [&PolynomialBatch<F, Config, D>; 4],
     common: &CommonCircuitData<F, D>,
-) -> OpeningSet<F, D> {
-    let len = [constants_sigmas, wires, zs, quotient]
-        .iter()
-        .flat_map(|b| b.polynomials.iter().map(|p| p.len()))
-        .max()
-        .unwrap_or(0);
-    let at_zeta: Vec<FE> = zeta.powers().take(len).collect();
-    let eval = |powers: &[FE], batch: &PolynomialBatch<F, Config, D>| -> Vec<FE> {
-        batch
-            .polynomials
-            .par_iter()
-            .map(|p| {
-                p.coeffs.iter().zip(powers).fold(FE::ZERO, |acc, (&c, &x)| acc + FieldExtension::<D>::scalar_mul(&x, c))
-            })
-            .collect()
+) -> Result<OpeningSet<F, D>> {
+    let at_zeta = |c: &PolynomialBatch<F, Config, D>| -> Result<Vec<FE>> {
+        backend.evaluate(c, &[zeta])?.pop().ok_or_else(|| BackendError::Shape("no values at ζ".into()))
     };
-    let constants_sigmas_eval = eval(&at_zeta, constants_sigmas);
-    let zs_eval = eval(&at_zeta, zs);
-    let zs_next_eval = eval(&(g * zeta).powers().take(len).collect::<Vec<_>>(), zs);
-    OpeningSet {
+    let constants_sigmas_eval = at_zeta(constants_sigmas)?;
+    let [zs_eval, zs_next_eval]: [Vec<FE>; 2] = backend
+        .evaluate(zs, &[zeta, g * zeta])?
+        .try_into()
+        .map_err(|_| BackendError::Shape("Z's values at ζ and gζ".into()))?;
+    let width = |c: &PolynomialBatch<F, Config, D>| c.polynomials.len();
+    let checked = |values: Vec<FE>, c: &PolynomialBatch<F, Config, D>| -> Result<Vec<FE>> {
+        if values.len() != width(c) {
+            return Err(BackendError::Shape(format!("{} values of {} polynomials", values.len(), width(c))));
+        }
+        Ok(values)
+    };
+    let constants_sigmas_eval = checked(constants_sigmas_eval, constants_sigmas)?;
+    let (zs_eval, zs_next_eval) = (checked(zs_eval, zs)?, checked(zs_next_eval, zs)?);
+    Ok(OpeningSet {
         constants: constants_sigmas_eval[common.constants_range()].to_vec(),
         plonk_sigmas: constants_sigmas_eval[common.sigmas_range()].to_vec(),
-        wires: eval(&at_zeta, wires),
+        wires: checked(at_zeta(wires)?, wires)?,
         plonk_zs: zs_eval[common.zs_range()].to_vec(),
         plonk_zs_next: zs_next_eval[common.zs_range()].to_vec(),
         partial_products: zs_eval[common.partial_products_range()].to_vec(),
-        quotient_polys: eval(&at_zeta, quotient),
+        quotient_polys: checked(at_zeta(quotient)?, quotient)?,
         // No lookups: `check_supported` refuses them.
         lookup_zs: Vec::new(),
         lookup_zs_next: Vec::new(),
-    }
+    })
 }
 
 /// plonky2's `get_fri_instance` (crate-private): every polynomial opened at ζ, the Z's also at gζ.
