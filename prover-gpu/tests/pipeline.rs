@@ -85,9 +85,10 @@ fn pipeline_proves_a_recursive_verifier() {
     check(&outer, pw, &RayonBackend);
 }
 
-/// A backend that keeps the wires, Z and quotient trees (as the CUDA backend does on the
-/// device) makes the same proofs: the quotient and FRI's query rounds read the kept leaves and
-/// paths through it, and every proof releases them, on success and on a failure after the
+/// A backend that keeps the wires, Z and quotient trees, and the wires and Z coefficients (as
+/// the CUDA backend does on the device) makes the same proofs: the quotient and FRI's query
+/// rounds read the kept leaves and paths through it, the openings and FRI's combination the kept
+/// coefficients, and every proof releases them, on success and on a failure after the
 /// commitments.
 #[test]
 fn proofs_from_kept_trees_verify_and_release_them() {

@@ -1,25 +1,36 @@
-//! A host backend that keeps its commitments' trees the way a device backend does.
+//! A host backend that keeps its commitments' trees and coefficients the way a device backend
+//! does.
 
 use std::sync::Arc;
 
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::MerkleTree;
 use plonky2::hash::poseidon::PoseidonHash;
-use prover_gpu::backend::{host_leaf_rows, host_merkle_paths, Leaves, Shape, Tree};
+use prover_gpu::backend::{combine_coeffs, evaluate_coeffs, host_leaf_rows, host_merkle_paths, Leaves, Shape, Tree};
+use prover_gpu::commit::{shape, Commitment};
 use prover_gpu::resident::{Resident, TreeKey};
 use prover_gpu::transcript::WIDTH;
-use prover_gpu::{Backend, BackendError, Digest, QuotientInputs, RayonBackend, Result, F};
+use prover_gpu::{Backend, BackendError, Digest, QuotientInputs, RayonBackend, Result, F, FE};
 
 /// The rayon backend, except that trees committed with [`Leaves::Kept`] lose their leaves and
-/// digests (the cap stays), which are held here until released, as the CUDA backend holds them
-/// on the device: every read of them must go through [`Backend::leaf_rows`] and
-/// [`Backend::merkle_paths`]. With `fail_grind`, FRI's proof of work fails, late in the proof,
-/// after every commitment.
+/// digests (the cap stays), which are held here until released with the coefficients, as the
+/// CUDA backend holds them on the device: every read of them must go through
+/// [`Backend::leaf_rows`] and [`Backend::merkle_paths`]. Commitments to values also lose their
+/// coefficients on the host, so the openings and FRI's combination must come through
+/// [`Backend::evaluate`] and [`Backend::combine`], which read the held copy wherever there is one
+/// (as the device prefers its own). With `fail_grind`, FRI's proof of work fails, late in the
+/// proof, after every commitment.
 pub struct Keeping {
-    /// The trees held now.
-    pub kept: Resident<Tree>,
+    /// The trees and coefficients held now.
+    pub kept: Resident<Kept>,
     /// Fail the proof-of-work search.
     pub fail_grind: bool,
+}
+
+/// A kept commitment: its whole tree and its coefficients, one polynomial after another.
+pub struct Kept {
+    tree: Tree,
+    coeffs: Vec<F>,
 }
 
 impl Keeping {
@@ -27,12 +38,21 @@ impl Keeping {
         Self { kept: Resident::new(usize::MAX), fail_grind }
     }
 
-    /// The whole tree kept for `tree` (of `shape`).
-    fn whole(&self, tree: &Tree, shape: Shape) -> Result<Arc<Tree>> {
+    /// What is kept for `tree` (of `shape`).
+    fn whole(&self, tree: &Tree, shape: Shape) -> Result<Arc<Kept>> {
         self.kept
             .get(&TreeKey::of(tree, shape))
             .ok_or_else(|| BackendError::Shape("neither on the host nor kept".into()))
     }
+
+    /// The coefficients held for `c`, one slice per polynomial, if any.
+    fn held_coeffs(&self, c: &Commitment) -> Option<Arc<Kept>> {
+        self.kept.get(&TreeKey::of(&c.merkle_tree, shape(c)))
+    }
+}
+
+fn polys<'a>(kept: &'a Kept, c: &Commitment) -> Vec<&'a [F]> {
+    kept.coeffs.chunks(1 << c.degree_log).collect()
 }
 
 impl Backend for Keeping {
@@ -46,20 +66,53 @@ impl Backend for Keeping {
             return Ok(tree);
         }
         let cap = tree.cap.clone();
-        self.kept.hold(TreeKey::new(&cap.0, n << rate_bits, coeffs.len() / n), Arc::new(tree), 0);
+        let kept = Kept { tree, coeffs: coeffs.to_vec() };
+        self.kept.hold(TreeKey::new(&cap.0, n << rate_bits, coeffs.len() / n), Arc::new(kept), 0);
         Ok(MerkleTree { leaves: Vec::new(), digests: Vec::new(), cap })
+    }
+    /// As a device backend: with [`Leaves::Kept`], the coefficients stay here with the tree and
+    /// none go back.
+    fn commit_values_tree(
+        &self,
+        mut values: Vec<F>,
+        n: usize,
+        rate_bits: usize,
+        cap_height: usize,
+        leaves: Leaves,
+    ) -> Result<(Vec<F>, Tree)> {
+        self.intt_batch(&mut values, n)?;
+        let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
+        Ok(if leaves == Leaves::Kept { (Vec::new(), tree) } else { (values, tree) })
+    }
+    fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
+        match self.held_coeffs(c) {
+            Some(kept) => Ok(evaluate_coeffs(&polys(&kept, c), points)),
+            None => RayonBackend.evaluate(c, points),
+        }
+    }
+    fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
+        match self.held_coeffs(c) {
+            Some(kept) => combine_coeffs(&polys(&kept, c), indices, powers, 1 << c.degree_log),
+            None => RayonBackend.combine(c, indices, powers),
+        }
+    }
+    fn read_coeffs(&self, c: &Commitment) -> Result<Vec<F>> {
+        match self.held_coeffs(c) {
+            Some(kept) => Ok(kept.coeffs.clone()),
+            None => RayonBackend.read_coeffs(c),
+        }
     }
     fn leaf_rows(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<Vec<F>>> {
         if !tree.leaves.is_empty() {
             return host_leaf_rows(tree, shape, rows);
         }
-        host_leaf_rows(self.whole(tree, shape)?.as_ref(), shape, rows)
+        host_leaf_rows(&self.whole(tree, shape)?.tree, shape, rows)
     }
     fn merkle_paths(&self, tree: &Tree, shape: Shape, rows: &[usize]) -> Result<Vec<MerkleProof<F, PoseidonHash>>> {
         if !tree.digests.is_empty() {
             return host_merkle_paths(tree, shape, rows);
         }
-        host_merkle_paths(self.whole(tree, shape)?.as_ref(), shape, rows)
+        host_merkle_paths(&self.whole(tree, shape)?.tree, shape, rows)
     }
     fn release(&self, tree: &Tree, shape: Shape) {
         self.kept.release(&TreeKey::of(tree, shape));
