@@ -1,14 +1,16 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
+use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::poseidon::PoseidonHash;
 
 use crate::backend::{host_merkle_paths, Backend, Digest, Leaves, Shape, Transfers, Tree};
+use crate::commit::Commitment;
 use crate::error::{BackendError, Result};
 use crate::quotient::QuotientInputs;
 use crate::transcript::WIDTH;
-use crate::F;
+use crate::{F, FE};
 
 /// Two backends in lockstep; results come from the first.
 pub struct DualBackend<A, B> {
@@ -167,8 +169,8 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         }
     }
 
-    /// Both backends' coefficients, compared, then their commitments as in
-    /// [`DualBackend::commit_tree`].
+    /// Both backends' coefficients, compared (read back from the second where it kept them),
+    /// then their commitments as in [`DualBackend::commit_tree`].
     fn commit_values_tree(
         &self,
         values: Vec<F>,
@@ -180,6 +182,25 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         let (coeffs, tree) = self.first.commit_values_tree(values.clone(), n, rate_bits, cap_height, Leaves::Host)?;
         let (other_coeffs, other) = self.second.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
         let shape = Shape { rows: n << rate_bits, width: coeffs.len() / n };
+        let other_coeffs = if other_coeffs.is_empty() && leaves == Leaves::Kept {
+            let kept = Commitment {
+                polynomials: vec![PolynomialCoeffs::new(Vec::new()); shape.width],
+                merkle_tree: Tree { leaves: Vec::new(), digests: Vec::new(), cap: other.cap.clone() },
+                degree_log: n.trailing_zeros() as usize,
+                rate_bits,
+                blinding: false,
+            };
+            match self.second.read_coeffs(&kept) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.second.release(&other, shape);
+                    let detail = format!("the kept coefficients do not read back: {e}");
+                    return Err(BackendError::Mismatch { kernel: "commit_values_tree", detail });
+                }
+            }
+        } else {
+            other_coeffs
+        };
         let detail = if coeffs.len() != other_coeffs.len() {
             Some(format!("{} coefficients against {}", coeffs.len(), other_coeffs.len()))
         } else if let Some(i) = first_difference(&coeffs, &other_coeffs) {
@@ -194,6 +215,44 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
                 Err(BackendError::Mismatch { kernel: "commit_values_tree", detail })
             }
         }
+    }
+
+    /// Each backend's values: the first's from the host's coefficients, the second's from its
+    /// own copy where it kept one.
+    fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
+        let out = self.first.evaluate(c, points)?;
+        let other = self.second.evaluate(c, points)?;
+        let detail = if out.len() != other.len() {
+            Some(format!("{} points against {}", out.len(), other.len()))
+        } else {
+            out.iter().zip(&other).enumerate().find_map(|(k, (a, b))| match first_difference(a, b) {
+                None if a.len() == b.len() => None,
+                None => Some(format!("{} values against {} at point {k}", a.len(), b.len())),
+                Some(i) => Some(format!("polynomial {i} at point {k}")),
+            })
+        };
+        match detail {
+            None => Ok(out),
+            Some(detail) => Err(BackendError::Mismatch { kernel: "evaluate", detail }),
+        }
+    }
+
+    /// Each backend's combination, sourced as in [`DualBackend::evaluate`].
+    fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
+        let out = self.first.combine(c, indices, powers)?;
+        let other = self.second.combine(c, indices, powers)?;
+        match first_difference(&out, &other) {
+            None if out.len() == other.len() => Ok(out),
+            None => Err(BackendError::Mismatch {
+                kernel: "combine",
+                detail: format!("{} coefficients against {}", out.len(), other.len()),
+            }),
+            Some(i) => Err(BackendError::Mismatch { kernel: "combine", detail: format!("coefficient {i}") }),
+        }
+    }
+
+    fn read_coeffs(&self, c: &Commitment) -> Result<Vec<F>> {
+        self.first.read_coeffs(c)
     }
 
     fn quotient_values(&self, q: &QuotientInputs<'_>) -> Result<Vec<F>> {

@@ -291,6 +291,64 @@ fn the_dual_backend_locates_a_wrong_commitment() {
 /// A tree kept by the second backend of a dual reads back equal to the first's: leaves and
 /// Merkle paths whole when committed, and at any rows; a row past the tree is refused; release
 /// frees it.
+/// Coefficients a backend kept (a commitment to values with `Leaves::Kept`) read back, are
+/// evaluated and combined through the dual backend, which compares them with the first's, and
+/// the values are plonky2's; a second backend whose values differ is caught.
+#[test]
+fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
+    use plonky2::field::extension::{Extendable, FieldExtension};
+    use plonky2::field::polynomial::PolynomialValues;
+    use prover_gpu::commit::{shape, Commitment};
+
+    type FE = <F as Extendable<2>>::Extension;
+    let mut rng = StdRng::seed_from_u64(13);
+    let (n, width) = (1 << 5, 6);
+    let values = random(&mut rng, n * width);
+    let expected: Vec<PolynomialCoeffs<F>> =
+        values.chunks(n).map(|v| PolynomialValues::new(v.to_vec()).ifft()).collect();
+    let points = [FE::sample(&mut rng), FE::sample(&mut rng)];
+    let (indices, powers) = ([4usize, 0, 5, 0], [FE::sample(&mut rng), FE::sample(&mut rng), FE::ONE, FE::TWO]);
+    for skew in [false, true] {
+        let mut second = Keeping::new(false);
+        second.skew = skew;
+        let dual = DualBackend { first: RayonBackend, second };
+        let (coeffs, tree) =
+            dual.commit_values_tree(values.clone(), n, 3, 2, Leaves::Kept).expect("the coefficients agree");
+        assert_eq!(coeffs, expected.iter().flat_map(|p| p.coeffs.clone()).collect::<Vec<_>>());
+        assert_eq!(dual.second.kept.held(), 1, "the second kept its coefficients");
+        let c = Commitment {
+            polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+            merkle_tree: tree,
+            degree_log: 5,
+            rate_bits: 3,
+            blinding: false,
+        };
+        let evaluated = dual.evaluate(&c, &points);
+        let combined = dual.combine(&c, &indices, &powers);
+        if skew {
+            assert!(matches!(evaluated, Err(BackendError::Mismatch { kernel: "evaluate", .. })), "{evaluated:?}");
+            assert!(matches!(combined, Err(BackendError::Mismatch { kernel: "combine", .. })), "{combined:?}");
+        } else {
+            let want: Vec<Vec<FE>> =
+                points.iter().map(|&x| expected.iter().map(|p| p.to_extension::<2>().eval(x)).collect()).collect();
+            assert_eq!(evaluated.expect("the values agree"), want);
+            let mut sum = vec![FE::ZERO; n];
+            for (&i, &power) in indices.iter().zip(&powers) {
+                for (s, &x) in sum.iter_mut().zip(&expected[i].coeffs) {
+                    *s += FieldExtension::<2>::scalar_mul(&power, x);
+                }
+            }
+            assert_eq!(combined.expect("the combinations agree"), sum);
+            assert!(
+                matches!(dual.combine(&c, &[width], &[FE::ONE]), Err(BackendError::Shape(_))),
+                "no such polynomial"
+            );
+        }
+        dual.release(&c.merkle_tree, shape(&c));
+        assert!(dual.second.kept.is_empty());
+    }
+}
+
 #[test]
 fn kept_trees_read_back_through_the_dual_backend() {
     let mut rng = StdRng::seed_from_u64(12);

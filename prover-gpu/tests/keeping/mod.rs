@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use plonky2::field::types::Field;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::MerkleTree;
 use plonky2::hash::poseidon::PoseidonHash;
@@ -25,6 +26,9 @@ pub struct Keeping {
     pub kept: Resident<Kept>,
     /// Fail the proof-of-work search.
     pub fail_grind: bool,
+    /// Add one to the first value of every evaluation and combination from held coefficients
+    /// (for the dual backend's checks).
+    pub skew: bool,
 }
 
 /// A kept commitment: its whole tree and its coefficients, one polynomial after another.
@@ -35,7 +39,7 @@ pub struct Kept {
 
 impl Keeping {
     pub fn new(fail_grind: bool) -> Self {
-        Self { kept: Resident::new(usize::MAX), fail_grind }
+        Self { kept: Resident::new(usize::MAX), fail_grind, skew: false }
     }
 
     /// What is kept for `tree` (of `shape`).
@@ -86,13 +90,25 @@ impl Backend for Keeping {
     }
     fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
         match self.held_coeffs(c) {
-            Some(kept) => Ok(evaluate_coeffs(&polys(&kept, c), points)),
+            Some(kept) => {
+                let mut out = evaluate_coeffs(&polys(&kept, c), points);
+                if self.skew {
+                    out[0][0] += FE::ONE;
+                }
+                Ok(out)
+            }
             None => RayonBackend.evaluate(c, points),
         }
     }
     fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
         match self.held_coeffs(c) {
-            Some(kept) => combine_coeffs(&polys(&kept, c), indices, powers, 1 << c.degree_log),
+            Some(kept) => {
+                let mut out = combine_coeffs(&polys(&kept, c), indices, powers, 1 << c.degree_log)?;
+                if self.skew {
+                    out[0] += FE::ONE;
+                }
+                Ok(out)
+            }
             None => RayonBackend.combine(c, indices, powers),
         }
     }
