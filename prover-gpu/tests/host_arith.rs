@@ -426,6 +426,82 @@ int main(void) {{
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `gl_dot_chunks` and `gl_combine`, the device's openings and FRI combination over kept
+/// coefficients, on the host as above: every chunk's two sums equal the base-field dot products
+/// of its coefficients with the point's powers (so the host adds them into the rayon backend's
+/// `evaluate_coeffs` values), and the combination equals `combine_coeffs`.
+#[test]
+fn device_opening_kernels_emulated_on_the_host_equal_the_host_backends() {
+    use plonky2::field::extension::{Extendable, FieldExtension};
+    use prover_gpu::backend::{combine_coeffs, evaluate_coeffs};
+
+    type FE = <F as Extendable<2>>::Extension;
+    let dir = std::env::temp_dir().join(format!("prover-gpu-openings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut rng = StdRng::seed_from_u64(23);
+    let p = F::ORDER;
+    for (log_n, batch, log_chunk) in [(0usize, 2usize, 0usize), (3, 5, 1), (10, 3, 8)] {
+        let n = 1usize << log_n;
+        let mut coeffs: Vec<F> = (0..n * batch).map(|_| F::sample(&mut rng)).collect();
+        // The largest values too, for the 160-bit sums.
+        coeffs[0] = F::from_canonical_u64(p - 1);
+        let x = FE::from_basefield_array([F::from_canonical_u64(p - 1), F::sample(&mut rng)]);
+        let powers: Vec<FE> = x.powers().take(n).collect();
+        let polys: Vec<&[F]> = coeffs.chunks(n).collect();
+        let words = |v: &[F]| c_array(&v.iter().map(|x| x.to_canonical_u64()).collect::<Vec<_>>());
+        let ext = |v: &[FE]| words(&v.iter().flat_map(FieldExtension::<2>::to_basefield_array).collect::<Vec<_>>());
+        // Each chunk's sums, polynomial by polynomial; they add up to the host's values.
+        let chunk = 1 << log_chunk;
+        let parts: Vec<FE> = polys
+            .iter()
+            .flat_map(|poly| {
+                poly.chunks(chunk)
+                    .zip(powers.chunks(chunk))
+                    .map(|(c, xs)| c.iter().zip(xs).map(|(&c, &x)| FieldExtension::<2>::scalar_mul(&x, c)).sum::<FE>())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let per_poly: Vec<FE> = parts.chunks(n / chunk).map(|c| c.iter().copied().sum()).collect();
+        assert_eq!(per_poly, evaluate_coeffs(&polys, &[x]).remove(0), "the chunks add up to the host's values");
+        let indices = [batch - 1, 0, batch - 1];
+        let weights = [FE::sample(&mut rng), FE::ONE, FE::sample(&mut rng)];
+        let combined = combine_coeffs(&polys, &indices, &weights, n).expect("a combination");
+        let mut src = format!("{CUDA_STUBS}\n#include <stdio.h>\n#include <stdlib.h>\n");
+        src.push_str(&prover_gpu::cuda::kernels_source());
+        src.push_str(GRID_LAUNCH);
+        let _ = writeln!(src, "static const u64 COEFFS[] = {{{}}};", words(&coeffs));
+        let _ = writeln!(src, "static const u64 POWERS[] = {{{}}};", ext(&powers));
+        let _ = writeln!(src, "static const u64 PARTS[] = {{{}}};", ext(&parts));
+        let _ = writeln!(src, "static const u64 INDICES[] = {{{}}};", c_array(&indices.map(|i| i as u64)));
+        let _ = writeln!(src, "static const u64 WEIGHTS[] = {{{}}};", ext(&weights));
+        let _ = writeln!(src, "static const u64 COMBINED[] = {{{}}};", ext(&combined));
+        let _ = writeln!(
+            src,
+            r#"
+int main(void) {{
+    const u32 log_n = {log_n}, batch = {batch}, log_chunk = {log_chunk};
+    const unsigned long long parts = (unsigned long long)batch << (log_n - log_chunk), n = 1ULL << log_n;
+    u64 *out = (u64 *)calloc(2 * parts, 8), *combined = (u64 *)calloc(2 * n, 8);
+    LAUNCH(parts, gl_dot_chunks(COEFFS, POWERS, log_n, batch, log_chunk, out));
+    LAUNCH(n, gl_combine(COEFFS, INDICES, WEIGHTS, 3, log_n, combined));
+    int bad = 0;
+    for (unsigned long long i = 0; i < 2 * parts; i++)
+        if (out[i] != PARTS[i]) {{ printf("chunk sum word %llu differs\n", i); bad++; break; }}
+    for (unsigned long long i = 0; i < 2 * n; i++)
+        if (combined[i] != COMBINED[i]) {{ printf("combined word %llu differs\n", i); bad++; break; }}
+    printf("%d mismatches\n", bad);
+    return bad != 0;
+}}
+"#
+        );
+        let path = dir.join(format!("openings_{log_n}_{batch}.cpp"));
+        let flags = ["-O1", "-std=c++17", "-Wall", "-Wno-unused-function", "-Werror"];
+        let (ok, out) = build_and_run(&path, ("CXX", "c++"), &flags, src);
+        assert!(ok && out.contains("0 mismatches"), "n = {n}, {batch} polynomials, chunks of {chunk}: {out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `fri_grind` on the host, every thread of its grid: the smallest witness of the range, the
 /// one our transcript's `pow_response` finds (checked there against plonky2's challenger), and
 /// none when the range holds none.

@@ -20,6 +20,8 @@ mod kernels_only;
 use keeping::Keeping;
 use kernels_only::KernelsOnly;
 
+type FE = <F as plonky2::field::extension::Extendable<2>>::Extension;
+
 fn random(rng: &mut StdRng, n: usize) -> Vec<F> {
     (0..n).map(|_| F::sample(rng)).collect()
 }
@@ -127,13 +129,27 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         dual.leaf_rows(&tree, shape, &rows).expect("gathered rows agree");
         dual.merkle_paths(&tree, shape, &rows).expect("gathered paths agree");
         dual.release(&tree, shape);
-        // From values: the inverse NTT on the device, its coefficients committed from there.
+        // From values: the inverse NTT on the device, its coefficients committed from there and
+        // kept there (read back whole inside the dual), then the openings at two points and a
+        // combination, from the kept coefficients, against rayon's from the host's.
         if n >= 2 {
             let values = random(&mut rng, n * batch);
-            let (_, tree) = dual
+            let (coeffs, tree) = dual
                 .commit_values_tree(values, n, rate_bits, cap_height, Leaves::Kept)
                 .expect("value commitments agree");
-            dual.release(&tree, shape);
+            let c = prover_gpu::commit::Commitment {
+                polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+                merkle_tree: tree,
+                degree_log: log_n,
+                rate_bits,
+                blinding: false,
+            };
+            let points = [FE::sample(&mut rng), FE::sample(&mut rng)];
+            dual.evaluate(&c, &points).expect("openings agree");
+            let indices: Vec<usize> = (0..batch).rev().chain([0, batch - 1]).collect();
+            let powers: Vec<FE> = indices.iter().map(|_| FE::sample(&mut rng)).collect();
+            dual.combine(&c, &indices, &powers).expect("combinations agree");
+            dual.release(&c.merkle_tree, shape);
         }
     }
     // FRI's proof-of-work search: the first witness of each range, at every input slot, and
@@ -296,11 +312,10 @@ fn the_dual_backend_locates_a_wrong_commitment() {
 /// the values are plonky2's; a second backend whose values differ is caught.
 #[test]
 fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
-    use plonky2::field::extension::{Extendable, FieldExtension};
+    use plonky2::field::extension::FieldExtension;
     use plonky2::field::polynomial::PolynomialValues;
     use prover_gpu::commit::{shape, Commitment};
 
-    type FE = <F as Extendable<2>>::Extension;
     let mut rng = StdRng::seed_from_u64(13);
     let (n, width) = (1 << 5, 6);
     let values = random(&mut rng, n * width);

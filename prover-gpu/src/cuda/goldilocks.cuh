@@ -110,3 +110,25 @@ GL_FN u64 gl_pow7(u64 x) {
     u64 x3 = gl_mul_partial(x2, x);
     return gl_mul(x3, x4);
 }
+
+// A sum of 128-bit products in 160 bits (plonky2's `add_u160_u128`), reduced once: fewer than
+// 2^32 products.
+typedef struct {
+    u64 lo, hi;
+    u32 top;
+} Gl160;
+
+GL_FN void gl_mac160(Gl160 *acc, u64 a, u64 b) {
+    u64 lo, hi;
+    gl_mul_wide(a, b, &lo, &hi);
+    acc->lo += lo;
+    // hi is at most 2^64 - 2, so hi plus the carry does not wrap.
+    hi += acc->lo < lo;
+    acc->hi += hi;
+    acc->top += acc->hi < hi;
+}
+
+// plonky2's `reduce_u160`: the high 96 bits to 64 (2^64 = 2^32 - 1 mod p), then 128 to 64.
+GL_FN u64 gl_reduce160(Gl160 acc) {
+    return gl_reduce128(acc.lo, gl_reduce_small(acc.hi, acc.top));
+}

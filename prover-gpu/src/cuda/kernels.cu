@@ -174,3 +174,42 @@ extern "C" __global__ void psn_gather_paths(const u64 *digests, u32 sub_height, 
     u64 pos = tree * per_subtree + mt_digest_position(sub_height, h, (j >> h) ^ 1);
     for (int k = 0; k < 4; k++) out[4 * t + k] = digests[4 * pos + k];
 }
+
+// The openings' dot products, in parts: thread t takes polynomial t >> (log_n - log_chunk) and
+// its chunk of 2^log_chunk coefficients (t's low bits), and writes the sums of those
+// coefficients times the extension powers of the point (`powers`: 2^log_n pairs (a, b), a + b·X),
+// both components, to out[2t], out[2t + 1]. The host adds each polynomial's chunks (a base
+// coefficient times an extension power is two base products, so no extension product here).
+extern "C" __global__ void gl_dot_chunks(const u64 *coeffs, const u64 *powers, u32 log_n, u32 batch, u32 log_chunk,
+                                         u64 *out) {
+    u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    u32 log_chunks = log_n - log_chunk;
+    if (t >= ((u64)batch << log_chunks)) return;
+    u64 poly = t >> log_chunks, first = (t & ((1ULL << log_chunks) - 1)) << log_chunk;
+    const u64 *c = coeffs + (poly << log_n) + first;
+    const u64 *x = powers + 2 * first;
+    Gl160 a = {0, 0, 0}, b = {0, 0, 0};
+    for (u64 j = 0; j < (1ULL << log_chunk); j++) {
+        gl_mac160(&a, c[j], x[2 * j]);
+        gl_mac160(&b, c[j], x[2 * j + 1]);
+    }
+    out[2 * t] = gl_reduce160(a);
+    out[2 * t + 1] = gl_reduce160(b);
+}
+
+// FRI's combination, one commitment's share: coefficient j of Σ_k powers_k · p_{indices[k]}
+// (`count` terms, extension powers as pairs), both components to out[2j], out[2j + 1]. The host
+// checks every index against the commitment's polynomials first.
+extern "C" __global__ void gl_combine(const u64 *coeffs, const u64 *indices, const u64 *powers, u32 count, u32 log_n,
+                                      u64 *out) {
+    u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= (1ULL << log_n)) return;
+    Gl160 a = {0, 0, 0}, b = {0, 0, 0};
+    for (u32 k = 0; k < count; k++) {
+        u64 c = coeffs[(indices[k] << log_n) + j];
+        gl_mac160(&a, c, powers[2 * k]);
+        gl_mac160(&b, c, powers[2 * k + 1]);
+    }
+    out[2 * j] = gl_reduce160(a);
+    out[2 * j + 1] = gl_reduce160(b);
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
+use plonky2::field::extension::FieldExtension;
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_proofs::MerkleProof;
@@ -17,17 +18,17 @@ use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
 use rayon::prelude::*;
 
 use crate::backend::{
-    check_grind, check_polynomials, host_leaf_rows, host_leaves, host_merkle_paths, tree_leaves, Backend, Digest,
-    Leaves, Shape, Transfers, Tree,
+    check_combination, check_grind, check_polynomials, combine_coeffs, evaluate_coeffs, host_coeffs, host_leaf_rows,
+    host_leaves, host_merkle_paths, tree_leaves, Backend, Digest, Leaves, Shape, Transfers, Tree,
 };
-use crate::commit::shape;
+use crate::commit::{shape, Commitment};
 use crate::cpu::powers;
 use crate::error::{BackendError, Result};
 use crate::layout::tree_rows;
 use crate::quotient::{CosetPoints, QuotientInputs, QuotientKernelArgs};
 use crate::resident::{Resident, TreeKey};
 use crate::transcript::WIDTH;
-use crate::F;
+use crate::{F, FE};
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
 const POSEIDON: &str = include_str!("poseidon.cuh");
@@ -134,6 +135,8 @@ pub struct CudaBackend {
     gather: Kernel,
     paths: Kernel,
     intt_finish: Kernel,
+    dot_chunks: Kernel,
+    combine: Kernel,
     /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
     /// quotient (see [`crate::resident`]).
     resident: Resident<DeviceTree>,
@@ -158,10 +161,12 @@ pub struct CudaBackend {
 }
 
 /// A commitment's tree on the device: its leaves, row after row, and, where the commitment
-/// kept them there ([`Leaves::Kept`]), its digests in plonky2's layout.
+/// kept them there ([`Leaves::Kept`]), its digests in plonky2's layout and its coefficients
+/// (one polynomial after another).
 struct DeviceTree {
     rows: CudaSlice<u64>,
     digests: Option<CudaSlice<u64>>,
+    coeffs: Option<CudaSlice<u64>>,
 }
 
 /// [`CosetPoints`] on the device: the points, then `L₀`.
@@ -198,7 +203,7 @@ const DEFAULT_BLOCK: u32 = 1024;
 
 /// The batch kernels, as `kernels.cu` names them, with the threads per block each is launched
 /// with (at most: see [`Kernel`]). [`CudaBackend::new`] loads them in this order.
-pub const KERNEL_FUNCTIONS: [(&str, u32); 15] = [
+pub const KERNEL_FUNCTIONS: [(&str, u32); 17] = [
     ("gl_scale_powers", DEFAULT_BLOCK),
     ("gl_bit_reverse", DEFAULT_BLOCK),
     ("gl_ntt_stages_1", DEFAULT_BLOCK),
@@ -214,6 +219,8 @@ pub const KERNEL_FUNCTIONS: [(&str, u32); 15] = [
     ("gl_gather_rows", DEFAULT_BLOCK),
     ("psn_gather_paths", DEFAULT_BLOCK),
     ("gl_intt_finish", DEFAULT_BLOCK),
+    ("gl_dot_chunks", DEFAULT_BLOCK),
+    ("gl_combine", DEFAULT_BLOCK),
 ];
 
 /// The quotient kernel (`quotient.cuh`) and its threads per block: each thread holds a Poseidon
@@ -294,6 +301,20 @@ pub struct KernelInfo {
     pub max_threads_per_block: i32,
 }
 
+/// Coefficients per thread of `gl_dot_chunks`, as a power of two: 2^14 coefficients of 135
+/// polynomials are 8 640 threads of 256 products each.
+const DOT_CHUNK_BITS: usize = 8;
+
+/// An extension element as the kernels take it: `[a, b]` for a + b·X, canonical.
+fn ext_words(x: FE) -> [u64; 2] {
+    FieldExtension::<2>::to_basefield_array(&x).map(|e| e.to_canonical_u64())
+}
+
+/// [`ext_words`] back: two canonical words.
+fn ext_of(words: &[u64]) -> FE {
+    FE::from_basefield_array([F::from_canonical_u64(words[0]), F::from_canonical_u64(words[1])])
+}
+
 /// Digests from their words, four by four.
 fn digests_of(words: &[u64]) -> Vec<Digest> {
     words.chunks_exact(4).map(|c| HashOut { elements: std::array::from_fn(|i| F::from_canonical_u64(c[i])) }).collect()
@@ -331,7 +352,7 @@ impl CudaBackend {
         let ptx =
             cudarc::nvrtc::compile_ptx(kernels_source()).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
         let module = ctx.load_module(ptx).map_err(cuda)?;
-        let [scale, bit_reverse, s1, s2, s3, s4, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish] =
+        let [scale, bit_reverse, s1, s2, s3, s4, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish, dot_chunks, combine] =
             KERNEL_FUNCTIONS.map(|k| Kernel::load(&module, k));
         let (free, total) = ctx.mem_get_info().map_err(cuda)?;
         Ok(Self {
@@ -353,6 +374,8 @@ impl CudaBackend {
             gather: gather?,
             paths: paths?,
             intt_finish: intt_finish?,
+            dot_chunks: dot_chunks?,
+            combine: combine?,
             resident: Resident::new(total / RESIDENT_SHARE),
             _module: module,
             device,
@@ -380,6 +403,8 @@ impl CudaBackend {
             &self.gather,
             &self.paths,
             &self.intt_finish,
+            &self.dot_chunks,
+            &self.combine,
         ];
         let quotient = self.quotient.get().and_then(|q| q.as_ref().ok()).map(|(_, k)| k);
         batch.into_iter().chain(quotient).map(Kernel::info).collect()
@@ -481,7 +506,7 @@ impl CudaBackend {
         }
         let words: Vec<u64> =
             host_leaves(tree, shape)?.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
-        let t = Arc::new(DeviceTree { rows: self.up(&words)?, digests: None });
+        let t = Arc::new(DeviceTree { rows: self.up(&words)?, digests: None, coeffs: None });
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, t.clone(), words.len() * 8);
         Ok(t)
@@ -625,7 +650,8 @@ impl CudaBackend {
 
     /// [`Backend::commit_tree`] of coefficients already on the device (`batch × n` of them,
     /// canonical): zero-padded to the LDE's length there, transformed, transposed into leaves
-    /// and hashed, with the leaves brought to the host or kept as `leaves` says.
+    /// and hashed, with the leaves brought to the host or kept as `leaves` says (kept with the
+    /// coefficients, for [`Backend::evaluate`] and [`Backend::combine`]).
     fn commit_on_device(
         &self,
         compact: CudaSlice<u64>,
@@ -657,7 +683,7 @@ impl CudaBackend {
                 .launch(self.spread.config(batch * n)?)
                 .map_err(cuda)?;
         }
-        drop(compact);
+        let compact = (leaves == Leaves::Kept).then_some(compact);
         let values = self.ntt_on_device(&mut padded, m, batch, F::coset_shift())?;
         self.note_memory();
         drop(padded);
@@ -680,15 +706,16 @@ impl CudaBackend {
         Ok(match leaves {
             // The only copy of the leaves and digests: held until the prover releases them.
             Leaves::Kept => {
-                let bytes = leaf_bytes + digests.len() * 8;
-                self.resident.hold(key, Arc::new(DeviceTree { rows, digests: Some(digests) }), bytes);
+                let bytes = leaf_bytes + digests.len() * 8 + batch * n * 8;
+                let tree = DeviceTree { rows, digests: Some(digests), coeffs: compact };
+                self.resident.hold(key, Arc::new(tree), bytes);
                 MerkleTree { leaves: Vec::new(), digests: Vec::new(), cap: MerkleCap(cap) }
             }
             // On the host too, and the leaves cached here for a quotient that reads them.
             Leaves::Host => {
                 let host_digests = self.digests_to_host(&digests, num_digests)?;
                 let words = self.down(&rows)?;
-                self.resident.insert(key, Arc::new(DeviceTree { rows, digests: None }), leaf_bytes);
+                self.resident.insert(key, Arc::new(DeviceTree { rows, digests: None, coeffs: None }), leaf_bytes);
                 let leaves =
                     words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect();
                 MerkleTree { leaves, digests: host_digests, cap: MerkleCap(cap) }
@@ -729,6 +756,25 @@ impl CudaBackend {
     fn note_memory(&self) {
         if let Ok((free, total)) = self.ctx.mem_get_info() {
             self.peak_used.fetch_max(total - free, Ordering::Relaxed);
+        }
+    }
+
+    /// The tree this backend holds for `c`, if it kept `c`'s coefficients with it: checked to be
+    /// `width × 2^degree_log` of them.
+    fn kept_coeffs(&self, c: &Commitment) -> Result<Option<Arc<DeviceTree>>> {
+        let shape = shape(c);
+        let Some(tree) = self.resident.get(&TreeKey::of(&c.merkle_tree, shape)) else {
+            return Ok(None);
+        };
+        match &tree.coeffs {
+            None => Ok(None),
+            Some(k) if k.len() == shape.width << c.degree_log => Ok(Some(tree)),
+            Some(k) => Err(BackendError::Shape(format!(
+                "{} coefficients kept for {} polynomials of 2^{}",
+                k.len(),
+                shape.width,
+                c.degree_log
+            ))),
         }
     }
 
@@ -810,7 +856,12 @@ impl Backend for CudaBackend {
                 .map_err(cuda)?;
         }
         drop(dft);
-        let host = self.down(&coeffs)?.into_iter().map(F::from_canonical_u64).collect();
+        // Kept, the coefficients stay on the device with the tree: the openings and FRI's
+        // combination read them there (`evaluate`, `combine`), and none come back.
+        let host = match leaves {
+            Leaves::Kept => Vec::new(),
+            Leaves::Host => self.down(&coeffs)?.into_iter().map(F::from_canonical_u64).collect(),
+        };
         let tree = self.commit_on_device(coeffs, n, rate_bits, cap_height, leaves)?;
         Ok((host, tree))
     }
@@ -899,6 +950,90 @@ impl Backend for CudaBackend {
         }
         let siblings = digests_of(&self.down(&out)?);
         Ok(siblings.chunks(sub_height).map(|c| MerkleProof { siblings: c.to_vec() }).collect())
+    }
+
+    /// From the coefficients kept on the device where this backend holds them
+    /// (`gl_dot_chunks`: chunks of 2^8 coefficients per thread, the chunks added here), else
+    /// from the host's.
+    fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
+        let Some(tree) = self.kept_coeffs(c)? else {
+            return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
+        };
+        let Some(kept) = tree.coeffs.as_ref() else {
+            return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
+        };
+        let (n, width) = (1usize << c.degree_log, shape(c).width);
+        let log_chunk = c.degree_log.min(DOT_CHUNK_BITS);
+        let chunks = n >> log_chunk;
+        let (log_n, batch, log_chunk32) = (small(c.degree_log)?, small(width)?, small(log_chunk)?);
+        points
+            .iter()
+            .map(|&x| {
+                let powers: Vec<u64> = x.powers().take(n).flat_map(ext_words).collect();
+                let powers = self.up(&powers)?;
+                let mut out = self.stream.alloc_zeros::<u64>(2 * width * chunks).map_err(cuda)?;
+                // SAFETY: `kept` holds `width × n` coefficients and `powers` 2n words; thread t
+                // reads its chunk of 2^log_chunk of them and writes out[2t], out[2t + 1], below
+                // 2·width·chunks.
+                unsafe {
+                    self.stream
+                        .launch_builder(&self.dot_chunks.f)
+                        .arg(kept)
+                        .arg(&powers)
+                        .arg(&log_n)
+                        .arg(&batch)
+                        .arg(&log_chunk32)
+                        .arg(&mut out)
+                        .launch(self.dot_chunks.config(width * chunks)?)
+                        .map_err(cuda)?;
+                }
+                let parts = self.down(&out)?;
+                Ok(parts.chunks(2 * chunks).map(|p| p.chunks(2).map(ext_of).sum()).collect())
+            })
+            .collect()
+    }
+
+    /// From the coefficients kept on the device where this backend holds them (`gl_combine`, a
+    /// thread per coefficient), else from the host's.
+    fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
+        let Some(tree) = self.kept_coeffs(c)? else {
+            return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
+        };
+        let Some(kept) = tree.coeffs.as_ref() else {
+            return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
+        };
+        let n = 1usize << c.degree_log;
+        check_combination(shape(c).width, indices, powers)?;
+        if indices.is_empty() {
+            return Ok(vec![FE::ZERO; n]);
+        }
+        let words: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
+        let (indices, powers) =
+            (self.up(&words)?, self.up(&powers.iter().copied().flat_map(ext_words).collect::<Vec<_>>())?);
+        let mut out = self.stream.alloc_zeros::<u64>(2 * n).map_err(cuda)?;
+        let (count, log_n) = (small(words.len())?, small(c.degree_log)?);
+        // SAFETY: every index is below the commitment's width (checked above), so each read is
+        // inside `kept`'s `width × n` coefficients; thread j writes out[2j], out[2j + 1].
+        unsafe {
+            self.stream
+                .launch_builder(&self.combine.f)
+                .arg(kept)
+                .arg(&indices)
+                .arg(&powers)
+                .arg(&count)
+                .arg(&log_n)
+                .arg(&mut out)
+                .launch(self.combine.config(n)?)
+                .map_err(cuda)?;
+        }
+        Ok(self.down(&out)?.chunks(2).map(ext_of).collect())
+    }
+
+    fn read_coeffs(&self, c: &Commitment) -> Result<Vec<F>> {
+        match self.kept_coeffs(c)?.as_ref().and_then(|t| t.coeffs.as_ref()) {
+            Some(kept) => Ok(self.down(kept)?.into_iter().map(F::from_canonical_u64).collect()),
+            None => Ok(host_coeffs(c)?.concat()),
+        }
     }
 
     fn release(&self, tree: &Tree, shape: Shape) {

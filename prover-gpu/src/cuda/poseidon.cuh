@@ -39,27 +39,6 @@ GL_FN void psn_mds(u64 *s) {
     }
 }
 
-// A sum of 128-bit products in 160 bits (plonky2's `add_u160_u128`), reduced once.
-typedef struct {
-    u64 lo, hi;
-    u32 top;
-} Psn160;
-
-GL_FN void psn_mac160(Psn160 *acc, u64 a, u64 b) {
-    u64 lo, hi;
-    gl_mul_wide(a, b, &lo, &hi);
-    acc->lo += lo;
-    // hi is at most 2^64 - 2, so hi plus the carry does not wrap.
-    hi += acc->lo < lo;
-    acc->hi += hi;
-    acc->top += acc->hi < hi;
-}
-
-// plonky2's `reduce_u160`: the high 96 bits to 64 (2^64 = 2^32 - 1 mod p), then 128 to 64.
-GL_FN u64 psn_reduce160(Psn160 acc) {
-    return gl_reduce128(acc.lo, gl_reduce_small(acc.hi, acc.top));
-}
-
 // plonky2's `partial_first_constant_layer` then `mds_partial_layer_init`: the first partial
 // round's constants, and the dense initial matrix (first row and column [1, 0, …, 0]).
 GL_FN void psn_partial_init(u64 *s) {
@@ -68,10 +47,10 @@ GL_FN void psn_partial_init(u64 *s) {
     u64 out[PSN_WIDTH];
     GL_UNROLL
     for (int c = 1; c < PSN_WIDTH; c++) {
-        Psn160 acc = {0, 0, 0};
+        Gl160 acc = {0, 0, 0};
         GL_UNROLL
-        for (int r = 1; r < PSN_WIDTH; r++) psn_mac160(&acc, s[r], PSN_FAST_INIT[(r - 1) * (PSN_WIDTH - 1) + c - 1]);
-        out[c] = psn_reduce160(acc);
+        for (int r = 1; r < PSN_WIDTH; r++) gl_mac160(&acc, s[r], PSN_FAST_INIT[(r - 1) * (PSN_WIDTH - 1) + c - 1]);
+        out[c] = gl_reduce160(acc);
     }
     GL_UNROLL
     for (int c = 1; c < PSN_WIDTH; c++) s[c] = out[c];
@@ -80,13 +59,13 @@ GL_FN void psn_partial_init(u64 *s) {
 // plonky2's `mds_partial_layer_fast` for partial round `r`: lane 0 becomes [M₀₀ | ŵ]·state, each
 // other lane gains state[0]·v.
 GL_FN void psn_partial_matrix(u64 *s, int r) {
-    Psn160 acc = {0, 0, 0};
-    psn_mac160(&acc, s[0], PSN_MDS_0_0);
+    Gl160 acc = {0, 0, 0};
+    gl_mac160(&acc, s[0], PSN_MDS_0_0);
     GL_UNROLL
-    for (int i = 1; i < PSN_WIDTH; i++) psn_mac160(&acc, s[i], PSN_FAST_W_HATS[r * (PSN_WIDTH - 1) + i - 1]);
+    for (int i = 1; i < PSN_WIDTH; i++) gl_mac160(&acc, s[i], PSN_FAST_W_HATS[r * (PSN_WIDTH - 1) + i - 1]);
     GL_UNROLL
     for (int i = 1; i < PSN_WIDTH; i++) s[i] = gl_mul_add(s[0], PSN_FAST_VS[r * (PSN_WIDTH - 1) + i - 1], s[i]);
-    s[0] = psn_reduce160(acc);
+    s[0] = gl_reduce160(acc);
 }
 
 GL_FN void psn_full_round(u64 *s, int round) {
