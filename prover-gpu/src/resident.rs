@@ -160,6 +160,16 @@ impl<V> Resident<V> {
         }
     }
 
+    /// The entry under `key` has grown by `bytes` (something was attached to its value), if it
+    /// is still there; nothing is evicted for it.
+    pub fn grow(&self, key: &TreeKey, bytes: usize) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.entries.iter().position(|e| &e.key == key) {
+            inner.entries[i].bytes += bytes;
+            inner.bytes += bytes;
+        }
+    }
+
     /// Buffers held now (not merely cached).
     pub fn held(&self) -> usize {
         self.lock().entries.iter().filter(|e| e.holds > 0).count()
@@ -217,6 +227,18 @@ mod tests {
         set.release(&key(1, 8, 4));
         set.release(&key(1, 8, 4));
         assert_eq!((set.len(), set.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_grows_by_what_is_attached_and_its_eviction_frees_it_all() {
+        let set = Resident::<u32>::new(100);
+        set.insert(key(1, 1, 1), Arc::new(1), 40);
+        set.grow(&key(1, 1, 1), 20);
+        set.grow(&key(9, 1, 1), 20); // absent: nothing
+        assert_eq!(set.bytes(), 60);
+        // 60 + 50 passes the budget: the grown entry goes whole.
+        set.insert(key(2, 1, 1), Arc::new(2), 50);
+        assert_eq!((set.len(), set.bytes()), (1, 50));
     }
 
     #[test]

@@ -116,8 +116,22 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         let coeffs = random(&mut rng, n * batch);
         let rows = dual.coset_lde_rows(&coeffs, n, rate_bits).expect("LDE agrees");
         dual.merkle_tree(&rows, batch, cap_height).expect("Merkle tree agrees");
-        // The whole commitment in one pass on the device: leaves, digests and cap.
-        dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Host).expect("device commitment agrees");
+        // The whole commitment in one pass on the device: leaves, digests and cap; the tree stays
+        // cached there, and its first evaluation uploads the host's coefficients beside it (as
+        // the circuit's constants and sigmas are, once).
+        let host_tree =
+            dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Host).expect("device commitment agrees");
+        let c = prover_gpu::commit::Commitment {
+            polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+            merkle_tree: host_tree,
+            degree_log: log_n,
+            rate_bits,
+            blinding: false,
+        };
+        for _ in 0..2 {
+            dual.evaluate(&c, &[FE::sample(&mut rng)]).expect("openings of cached coefficients agree");
+        }
+        dual.combine(&c, &[batch - 1, 0], &[FE::sample(&mut rng), FE::ONE]).expect("cached combinations agree");
         // The tree kept on the device: leaves and paths read back whole (inside the dual's
         // commit_tree), then the first, the last and random rows and their paths, repeated, as
         // FRI's queries read them.

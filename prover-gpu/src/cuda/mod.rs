@@ -161,12 +161,24 @@ pub struct CudaBackend {
 }
 
 /// A commitment's tree on the device: its leaves, row after row, and, where the commitment
-/// kept them there ([`Leaves::Kept`]), its digests in plonky2's layout and its coefficients
-/// (one polynomial after another).
+/// kept them there ([`Leaves::Kept`]), its digests in plonky2's layout. Its coefficients (one
+/// polynomial after another) are set where the commitment kept them, or uploaded from the host
+/// on the first evaluation of a cached tree (the circuit's constants and sigmas, read by every
+/// proof).
 struct DeviceTree {
     rows: CudaSlice<u64>,
     digests: Option<CudaSlice<u64>>,
-    coeffs: Option<CudaSlice<u64>>,
+    coeffs: OnceLock<CudaSlice<u64>>,
+}
+
+impl DeviceTree {
+    fn new(rows: CudaSlice<u64>, digests: Option<CudaSlice<u64>>, coeffs: Option<CudaSlice<u64>>) -> Self {
+        let cell = OnceLock::new();
+        if let Some(c) = coeffs {
+            let _ = cell.set(c);
+        }
+        Self { rows, digests, coeffs: cell }
+    }
 }
 
 /// [`CosetPoints`] on the device: the points, then `L₀`.
@@ -506,7 +518,7 @@ impl CudaBackend {
         }
         let words: Vec<u64> =
             host_leaves(tree, shape)?.par_iter().flat_map_iter(|l| l.iter().map(|x| x.to_canonical_u64())).collect();
-        let t = Arc::new(DeviceTree { rows: self.up(&words)?, digests: None, coeffs: None });
+        let t = Arc::new(DeviceTree::new(self.up(&words)?, None, None));
         tracing::debug!("uploaded {} leaf elements for the quotient: not resident", words.len());
         self.resident.insert(key, t.clone(), words.len() * 8);
         Ok(t)
@@ -707,7 +719,7 @@ impl CudaBackend {
             // The only copy of the leaves and digests: held until the prover releases them.
             Leaves::Kept => {
                 let bytes = leaf_bytes + digests.len() * 8 + batch * n * 8;
-                let tree = DeviceTree { rows, digests: Some(digests), coeffs: compact };
+                let tree = DeviceTree::new(rows, Some(digests), compact);
                 self.resident.hold(key, Arc::new(tree), bytes);
                 MerkleTree { leaves: Vec::new(), digests: Vec::new(), cap: MerkleCap(cap) }
             }
@@ -715,7 +727,7 @@ impl CudaBackend {
             Leaves::Host => {
                 let host_digests = self.digests_to_host(&digests, num_digests)?;
                 let words = self.down(&rows)?;
-                self.resident.insert(key, Arc::new(DeviceTree { rows, digests: None, coeffs: None }), leaf_bytes);
+                self.resident.insert(key, Arc::new(DeviceTree::new(rows, None, None)), leaf_bytes);
                 let leaves =
                     words.par_chunks(batch).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect();
                 MerkleTree { leaves, digests: host_digests, cap: MerkleCap(cap) }
@@ -759,22 +771,36 @@ impl CudaBackend {
         }
     }
 
-    /// The tree this backend holds for `c`, if it kept `c`'s coefficients with it: checked to be
-    /// `width × 2^degree_log` of them.
-    fn kept_coeffs(&self, c: &Commitment) -> Result<Option<Arc<DeviceTree>>> {
+    /// `c`'s coefficients on the device, with the tree that holds them: where the commitment kept
+    /// them, or, for a tree cached here whose coefficients the host has, uploaded now and
+    /// attached to it (once: the constants and sigmas of a circuit serve every later proof).
+    /// `None` where this backend has no tree for `c`. Checked to be `width × 2^degree_log`.
+    fn coeffs_on_device(&self, c: &Commitment) -> Result<Option<Arc<DeviceTree>>> {
         let shape = shape(c);
-        let Some(tree) = self.resident.get(&TreeKey::of(&c.merkle_tree, shape)) else {
+        let key = TreeKey::of(&c.merkle_tree, shape);
+        let Some(tree) = self.resident.get(&key) else {
             return Ok(None);
         };
-        match &tree.coeffs {
-            None => Ok(None),
+        if tree.coeffs.get().is_none() {
+            let Ok(host) = host_coeffs(c) else {
+                return Ok(None);
+            };
+            let words: Vec<u64> = host.par_iter().flat_map_iter(|p| p.iter().map(|x| x.to_canonical_u64())).collect();
+            let bytes = words.len() * 8;
+            if tree.coeffs.set(self.up(&words)?).is_ok() {
+                self.resident.grow(&key, bytes);
+                tracing::debug!("uploaded {} coefficients of a cached tree, once", words.len());
+            }
+        }
+        match tree.coeffs.get() {
             Some(k) if k.len() == shape.width << c.degree_log => Ok(Some(tree)),
             Some(k) => Err(BackendError::Shape(format!(
-                "{} coefficients kept for {} polynomials of 2^{}",
+                "{} coefficients on the device for {} polynomials of 2^{}",
                 k.len(),
                 shape.width,
                 c.degree_log
             ))),
+            None => Ok(None),
         }
     }
 
@@ -952,14 +978,14 @@ impl Backend for CudaBackend {
         Ok(siblings.chunks(sub_height).map(|c| MerkleProof { siblings: c.to_vec() }).collect())
     }
 
-    /// From the coefficients kept on the device where this backend holds them
-    /// (`gl_dot_chunks`: chunks of 2^8 coefficients per thread, the chunks added here), else
-    /// from the host's.
+    /// On the device where this backend has a tree for `c` (`gl_dot_chunks`: chunks of 2^8
+    /// coefficients per thread, the chunks added here; see `coeffs_on_device`), else on the
+    /// host.
     fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
-        let Some(tree) = self.kept_coeffs(c)? else {
+        let Some(tree) = self.coeffs_on_device(c)? else {
             return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
         };
-        let Some(kept) = tree.coeffs.as_ref() else {
+        let Some(kept) = tree.coeffs.get() else {
             return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
         };
         let (n, width) = (1usize << c.degree_log, shape(c).width);
@@ -993,13 +1019,13 @@ impl Backend for CudaBackend {
             .collect()
     }
 
-    /// From the coefficients kept on the device where this backend holds them (`gl_combine`, a
-    /// thread per coefficient), else from the host's.
+    /// On the device where this backend has a tree for `c` (`gl_combine`, a thread per
+    /// coefficient), else on the host.
     fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
-        let Some(tree) = self.kept_coeffs(c)? else {
+        let Some(tree) = self.coeffs_on_device(c)? else {
             return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
         };
-        let Some(kept) = tree.coeffs.as_ref() else {
+        let Some(kept) = tree.coeffs.get() else {
             return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
         };
         let n = 1usize << c.degree_log;
@@ -1030,7 +1056,10 @@ impl Backend for CudaBackend {
     }
 
     fn read_coeffs(&self, c: &Commitment) -> Result<Vec<F>> {
-        match self.kept_coeffs(c)?.as_ref().and_then(|t| t.coeffs.as_ref()) {
+        if let Ok(host) = host_coeffs(c) {
+            return Ok(host.concat());
+        }
+        match self.coeffs_on_device(c)?.as_ref().and_then(|t| t.coeffs.get()) {
             Some(kept) => Ok(self.down(kept)?.into_iter().map(F::from_canonical_u64).collect()),
             None => Ok(host_coeffs(c)?.concat()),
         }
