@@ -62,6 +62,10 @@ echo "---- GPU run summary ----"
 head -n 1 "$OUT/nvidia-smi.txt"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
+if checks; then
+  # Each kernel's block, registers and local memory as this driver compiled it.
+  grep -E "^kernel " "$OUT/kernels.log"
+fi
 if benches; then
   grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
   grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
