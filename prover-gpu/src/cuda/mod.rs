@@ -214,7 +214,8 @@ const HEAVY_BLOCK: u32 = 256;
 const DEFAULT_BLOCK: u32 = 1024;
 
 /// The batch kernels, as `kernels.cu` names them, with the threads per block each is launched
-/// with (at most: see [`Kernel`]). [`CudaBackend::new`] loads them in this order.
+/// with (at most: a kernel whose compiled form cannot run that many runs fewer).
+/// [`CudaBackend::new`] loads them in this order.
 pub const KERNEL_FUNCTIONS: [(&str, u32); 17] = [
     ("gl_scale_powers", DEFAULT_BLOCK),
     ("gl_bit_reverse", DEFAULT_BLOCK),
