@@ -84,6 +84,9 @@ fn commit_value_columns(
     } else if coeffs.is_empty() && leaves == Leaves::Kept {
         vec![PolynomialCoeffs::new(Vec::new()); len / n]
     } else {
+        // A backend that returned the wrong count keeps nothing for a commitment never made.
+        let shape = Shape { rows: n << rate_bits, width: len / n };
+        backend.release(&merkle_tree, shape);
         return Err(BackendError::Shape(format!("{} coefficients for {len} values", coeffs.len())));
     };
     Ok(PolynomialBatch {

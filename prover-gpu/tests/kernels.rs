@@ -378,6 +378,21 @@ fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
     }
 }
 
+/// A backend that returns the wrong number of coefficients for a commitment it kept fails the
+/// commitment, and is told to release what it kept.
+#[test]
+fn a_kept_commitment_with_the_wrong_coefficients_is_refused_and_released() {
+    let mut rng = StdRng::seed_from_u64(14);
+    let mut broken = Keeping::new(false);
+    broken.short_coeffs = true;
+    let n = 1 << 4;
+    let err = prover_gpu::commit::Held::commit_values(&broken, random(&mut rng, n * 3), n, 3, 2)
+        .err()
+        .expect("a short set of coefficients");
+    assert!(matches!(err, BackendError::Shape(_)), "{err}");
+    assert!(broken.kept.is_empty(), "nothing stays kept");
+}
+
 #[test]
 fn kept_trees_read_back_through_the_dual_backend() {
     let mut rng = StdRng::seed_from_u64(12);

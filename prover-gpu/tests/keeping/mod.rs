@@ -29,6 +29,9 @@ pub struct Keeping {
     /// Add one to the first value of every evaluation and combination from held coefficients
     /// (for the dual backend's checks).
     pub skew: bool,
+    /// Return all the coefficients but the last from a commitment to values, kept or not (a
+    /// broken backend, for the commitment's checks).
+    pub short_coeffs: bool,
 }
 
 /// A kept commitment: its whole tree and its coefficients, one polynomial after another.
@@ -39,7 +42,7 @@ pub struct Kept {
 
 impl Keeping {
     pub fn new(fail_grind: bool) -> Self {
-        Self { kept: Resident::new(usize::MAX), fail_grind, skew: false }
+        Self { kept: Resident::new(usize::MAX), fail_grind, skew: false, short_coeffs: false }
     }
 
     /// What is kept for `tree` (of `shape`).
@@ -86,6 +89,10 @@ impl Backend for Keeping {
     ) -> Result<(Vec<F>, Tree)> {
         self.intt_batch(&mut values, n)?;
         let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
+        if self.short_coeffs {
+            values.pop();
+            return Ok((values, tree));
+        }
         Ok(if leaves == Leaves::Kept { (Vec::new(), tree) } else { (values, tree) })
     }
     fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
