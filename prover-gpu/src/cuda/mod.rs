@@ -200,8 +200,10 @@ fn cuda(e: impl std::fmt::Debug) -> BackendError {
     BackendError::Cuda(format!("{e:?}"))
 }
 
+/// Canonical words for an upload, in parallel: the wire values are 17.7 MB a batch proof, and
+/// this pass is on the host's share of every proof.
 fn to_u64(v: &[F]) -> Vec<u64> {
-    v.iter().map(|x| x.to_canonical_u64()).collect()
+    v.par_iter().map(|x| x.to_canonical_u64()).collect()
 }
 
 /// Threads per block of the kernels with many registers a thread: the Poseidon ones and the NTT's
