@@ -42,7 +42,8 @@ GL_FN u64 gl_neg(u64 a) {
 }
 
 // hi·2^64 + lo reduced below 2^64 but not always below p (plonky2's `reduce128`, for any 128-bit
-// value): 2^64 = 2^32 - 1 and 2^96 = -1 (mod p). Only for gl_mul_partial's products.
+// value): 2^64 = 2^32 - 1 and 2^96 = -1 (mod p). gl_reduce128 then canonicalizes; only
+// gl_mul_partial uses it as it is.
 GL_FN u64 gl_reduce128_partial(u64 lo, u64 hi) {
     u64 hi_hi = hi >> 32;
     u64 hi_lo = hi & GL_EPSILON;

@@ -14,10 +14,10 @@
 // the fast partial rounds' PSN_FAST_FIRST_RC[12], PSN_FAST_INIT[11·11], PSN_FAST_RC[22],
 // PSN_FAST_VS[22·11] and PSN_FAST_W_HATS[22·11].
 
-// One MDS row as plonky2's `mds_row_shf`, on 32-bit halves: each lane splits into (hi, lo), and
-// the small matrix entries (their sum is below 2^9: `MDS_SUM` in cuda/mod.rs) multiply each half into a
-// 64-bit sum that cannot overflow (< 2^41). A 32×32→64 multiply-add is one instruction on the
-// device, where a 64×64→128 product with carries is about a dozen.
+// The MDS layer, each row as plonky2's `mds_row_shf`, on 32-bit halves: each lane splits into
+// (hi, lo), and the small matrix entries (their sum is below 2^9: `MDS_SUM` in cuda/mod.rs)
+// multiply each half into a 64-bit sum that cannot overflow (< 2^41). A 32×32→64 multiply-add is
+// one instruction on the device, where a 64×64→128 product with carries is about a dozen.
 GL_FN void psn_mds(u64 *s) {
     u32 lo[PSN_WIDTH], hi[PSN_WIDTH];
     GL_UNROLL
