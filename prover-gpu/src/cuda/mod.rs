@@ -985,10 +985,8 @@ impl Backend for CudaBackend {
     /// coefficients per thread, the chunks added here; see `coeffs_on_device`), else on the
     /// host.
     fn evaluate(&self, c: &Commitment, points: &[FE]) -> Result<Vec<Vec<FE>>> {
-        let Some(tree) = self.coeffs_on_device(c)? else {
-            return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
-        };
-        let Some(kept) = tree.coeffs.get() else {
+        let tree = self.coeffs_on_device(c)?;
+        let Some(kept) = tree.as_deref().and_then(|t| t.coeffs.get()) else {
             return Ok(evaluate_coeffs(&host_coeffs(c)?, points));
         };
         let (n, width) = (1usize << c.degree_log, shape(c).width);
@@ -1025,10 +1023,8 @@ impl Backend for CudaBackend {
     /// On the device where this backend has a tree for `c` (`gl_combine`, a thread per
     /// coefficient), else on the host.
     fn combine(&self, c: &Commitment, indices: &[usize], powers: &[FE]) -> Result<Vec<FE>> {
-        let Some(tree) = self.coeffs_on_device(c)? else {
-            return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
-        };
-        let Some(kept) = tree.coeffs.get() else {
+        let tree = self.coeffs_on_device(c)?;
+        let Some(kept) = tree.as_deref().and_then(|t| t.coeffs.get()) else {
             return combine_coeffs(&host_coeffs(c)?, indices, powers, 1 << c.degree_log);
         };
         let n = 1usize << c.degree_log;
