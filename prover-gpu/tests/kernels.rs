@@ -22,6 +22,17 @@ use kernels_only::KernelsOnly;
 
 type FE = <F as plonky2::field::extension::Extendable<2>>::Extension;
 
+/// The unblinded commitment to `coeffs` (polynomials of `n`, one after another) with `tree`.
+fn commitment(coeffs: &[F], n: usize, tree: backend::Tree, rate_bits: usize) -> prover_gpu::commit::Commitment {
+    prover_gpu::commit::Commitment {
+        polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
+        merkle_tree: tree,
+        degree_log: n.trailing_zeros() as usize,
+        rate_bits,
+        blinding: false,
+    }
+}
+
 fn random(rng: &mut StdRng, n: usize) -> Vec<F> {
     (0..n).map(|_| F::sample(rng)).collect()
 }
@@ -121,13 +132,7 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         // the circuit's constants and sigmas are, once).
         let host_tree =
             dual.commit_tree(&coeffs, n, rate_bits, cap_height, Leaves::Host).expect("device commitment agrees");
-        let c = prover_gpu::commit::Commitment {
-            polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
-            merkle_tree: host_tree,
-            degree_log: log_n,
-            rate_bits,
-            blinding: false,
-        };
+        let c = commitment(&coeffs, n, host_tree, rate_bits);
         for _ in 0..2 {
             dual.evaluate(&c, &[FE::sample(&mut rng)]).expect("openings of cached coefficients agree");
         }
@@ -151,13 +156,7 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
             let (coeffs, tree) = dual
                 .commit_values_tree(values, n, rate_bits, cap_height, Leaves::Kept)
                 .expect("value commitments agree");
-            let c = prover_gpu::commit::Commitment {
-                polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
-                merkle_tree: tree,
-                degree_log: log_n,
-                rate_bits,
-                blinding: false,
-            };
+            let c = commitment(&coeffs, n, tree, rate_bits);
             let points = [FE::sample(&mut rng), FE::sample(&mut rng)];
             dual.evaluate(&c, &points).expect("openings agree");
             let indices: Vec<usize> = (0..batch).rev().chain([0, batch - 1]).collect();
@@ -328,7 +327,7 @@ fn the_dual_backend_locates_a_wrong_commitment() {
 fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
     use plonky2::field::extension::FieldExtension;
     use plonky2::field::polynomial::PolynomialValues;
-    use prover_gpu::commit::{shape, Commitment};
+    use prover_gpu::commit::shape;
 
     let mut rng = StdRng::seed_from_u64(13);
     let (n, width) = (1 << 5, 6);
@@ -345,13 +344,7 @@ fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
             dual.commit_values_tree(values.clone(), n, 3, 2, Leaves::Kept).expect("the coefficients agree");
         assert_eq!(coeffs, expected.iter().flat_map(|p| p.coeffs.clone()).collect::<Vec<_>>());
         assert_eq!(dual.second.kept.held(), 1, "the second kept its coefficients");
-        let c = Commitment {
-            polynomials: coeffs.chunks(n).map(|c| PolynomialCoeffs::new(c.to_vec())).collect(),
-            merkle_tree: tree,
-            degree_log: 5,
-            rate_bits: 3,
-            blinding: false,
-        };
+        let c = commitment(&coeffs, n, tree, 3);
         let evaluated = dual.evaluate(&c, &points);
         let combined = dual.combine(&c, &indices, &powers);
         if skew {
