@@ -10,6 +10,7 @@ pub mod dual;
 pub mod engine;
 pub mod error;
 pub mod fri;
+pub mod gates;
 pub mod lanes;
 pub mod layout;
 pub mod naive;

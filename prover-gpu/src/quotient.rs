@@ -42,6 +42,7 @@ use serde::Deserialize;
 use crate::backend::{host_leaves, Backend, Shape};
 use crate::commit::{shape, Config};
 use crate::error::{BackendError, Result};
+use crate::gates::RangeCheckGate;
 use crate::lanes::{isa, width, Isa};
 use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
@@ -682,6 +683,8 @@ pub enum GateKind {
     /// `CosetInterpolationGate`: subgroup bits, degree; its domain and barycentric weights are
     /// the gate's data.
     CosetInterpolation(usize, usize),
+    /// [`RangeCheckGate`]: bits, values per row.
+    RangeCheck(usize, usize),
 }
 
 impl GateKind {
@@ -701,6 +704,7 @@ impl GateKind {
             GateKind::PoseidonMds => [10, 0, 0, 0],
             GateKind::RandomAccess(bits, copies, extra) => [11, p(bits), p(copies), p(extra)],
             GateKind::CosetInterpolation(bits, degree) => [12, p(bits), p(degree), 0],
+            GateKind::RangeCheck(bits, ops) => [13, p(bits), p(ops), 0],
         }
     }
 }
@@ -765,6 +769,8 @@ impl GateProgram {
                 data.extend(F::two_adic_subgroup(g.subgroup_bits));
                 data.extend_from_slice(&g.barycentric_weights);
                 GateKind::CosetInterpolation(g.subgroup_bits, g.degree)
+            } else if let Some(g) = any.downcast_ref::<RangeCheckGate>() {
+                GateKind::RangeCheck(g.bits, g.num_ops)
             } else {
                 return Err(BackendError::Unsupported(format!("the quotient kernel has no {}", gate.0.id())));
             };

@@ -411,6 +411,31 @@ macro_rules! lane_gates {
                         p.constraint(1 + i, m(limb, sub_mod(limb, splat(1))));
                     }
                 }
+                GateKind::RangeCheck(bits, ops) => {
+                    // Per value: Σ limb_j·4^j − value, then x(x − 1)(x − 2)(x − 3) = y(y + 2)
+                    // with y = x(x − 3) for each limb, x(x − 1) for a last limb that is a bit.
+                    let limbs = bits.div_ceil(2);
+                    for op in 0..ops {
+                        let first = ops + op * limbs;
+                        let mut sum = zero();
+                        for j in (0..limbs).rev() {
+                            let twice = add_mod(sum, sum);
+                            sum = add_mod(add_mod(twice, twice), p.w(first + j));
+                        }
+                        let at = op * (1 + limbs);
+                        p.constraint(at, sub_mod(sum, p.w(op)));
+                        for j in 0..limbs {
+                            let x = p.w(first + j);
+                            let c = if bits % 2 == 1 && j + 1 == limbs {
+                                m(x, sub_mod(x, splat(1)))
+                            } else {
+                                let y = m(x, sub_mod(x, splat(3)));
+                                m(y, add_mod(y, splat(2)))
+                            };
+                            p.constraint(at + 1 + j, c);
+                        }
+                    }
+                }
                 GateKind::Poseidon => poseidon(p),
                 GateKind::ArithmeticExtension(n) => {
                     let (c0, c1) = (p.c(0), p.c(1));

@@ -111,8 +111,8 @@ fn host_c(q: &QuotientInputs<'_>) -> Result<Vec<F>> {
     Ok(out.chunks(8).map(|c| F::from_canonical_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")))).collect())
 }
 
-/// A circuit of exactly the batch circuit's gates: Poseidon, arithmetic, base-sum range checks,
-/// constants and public inputs, in two selector groups.
+/// A circuit of exactly the batch circuit's gates: Poseidon, arithmetic, base-sum and our
+/// range checks, constants and public inputs, in two selector groups.
 fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>) {
     let (mut b, inputs) = hashed_inputs(hashes);
     // A Merkle path, whose Poseidon rows swap or not by the index bits: the swap wire takes
@@ -136,6 +136,12 @@ fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>)
         let v = b.constant(F::from_canonical_u64(1000 + 77 * k));
         b.range_check(v, 16 + k as usize % 17);
     }
+    // Our range-check gate at even and odd widths, its rows full and part full.
+    for k in 0..24u64 {
+        let bits = [1, 14, 16, 31, 32, 36][k as usize % 6];
+        let v = b.constant(F::from_canonical_u64((0x9e37_79b9_7f4a_7c15 * (k + 1)) >> (64 - bits)));
+        prover_gpu::gates::range_check(&mut b, v, bits);
+    }
     let mut free = inputs;
     free.extend(siblings.iter().flat_map(|s| s.elements));
     (b.build::<Config>(), free)
@@ -147,6 +153,7 @@ fn host_compiled_quotient_equals_plonky2_gates_in_whole_proofs() {
         let (data, targets) = batch_like_circuit(hashes);
         let common = &data.common;
         let program = GateProgram::of(common, &Selectors::of(common).expect("selectors")).expect("every gate is known");
+        assert!(format!("{:?}", program.gates).contains("RangeCheck(31, 7)"), "the circuit has our range checks");
         assert!(program.gates.iter().any(|g| g.group.len() > 1), "a selector group shared by several gates");
         assert!(common.selectors_info.num_selectors() > 1, "more than one selector");
         let dual = DualBackend { first: RayonBackend, second: QuotientBy(host_c) };

@@ -51,6 +51,7 @@ enum {
     QT_POSEIDON_MDS = 10,
     QT_RANDOM_ACCESS = 11,
     QT_COSET_INTERPOLATION = 12,
+    QT_RANGE_CHECK = 13,
 };
 // quotient::MAX_RANDOM_ACCESS_BITS
 #define QT_MAX_RANDOM_ACCESS 64
@@ -240,6 +241,32 @@ QT_FN void qt_gate(QtSum *s, const u32 *op, const u64 *c, const u64 *w, const u6
         for (u32 i = param; i > 0; i--) sum = gl_add(gl_add(sum, sum), w[i]);
         qt_constraint(s, 0, gl_sub(sum, w[0]));
         for (u32 i = 0; i < param; i++) qt_constraint(s, 1 + i, gl_mul(w[1 + i], gl_sub(w[1 + i], 1)));
+        break;
+    }
+    case QT_RANGE_CHECK: {
+        // gates::RangeCheckGate: per value, Σ limb_j·4^j − value, then x(x − 1)(x − 2)(x − 3) =
+        // y(y + 2) with y = x(x − 3) for each limb, x(x − 1) for a last limb that is a bit.
+        u32 ops = op[2], limbs = (param + 1) / 2;
+        for (u32 v = 0; v < ops; v++) {
+            const u64 *l = w + ops + v * limbs;
+            u32 at = v * (1 + limbs);
+            u64 sum = 0;
+            for (u32 j = limbs; j > 0; j--) {
+                u64 twice = gl_add(sum, sum);
+                sum = gl_add(gl_add(twice, twice), l[j - 1]);
+            }
+            qt_constraint(s, at, gl_sub(sum, w[v]));
+            for (u32 j = 0; j < limbs; j++) {
+                u64 x = l[j], c;
+                if ((param & 1) && j + 1 == limbs) {
+                    c = gl_mul(x, gl_sub(x, 1));
+                } else {
+                    u64 y = gl_mul(x, gl_sub(x, 3));
+                    c = gl_mul(y, gl_add(y, 2));
+                }
+                qt_constraint(s, at + 1 + j, c);
+            }
+        }
         break;
     }
     case QT_POSEIDON:
