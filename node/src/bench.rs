@@ -33,8 +33,8 @@ pub struct BenchArgs {
     /// Proving backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// Transactions to prove.
-    #[arg(long, default_value_t = 276)]
+    /// Transactions to prove (default: four full batches).
+    #[arg(long, default_value_t = 4 * DEFAULT_BATCH_CAPACITY)]
     pub txs: usize,
     /// Share of swaps.
     #[arg(long, default_value_t = 0.3)]

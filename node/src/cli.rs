@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::keyfile::{self, to_hex};
 
 /// The batch capacity the network uses: the most slots whose rows fit 2^14 (a test keeps it so).
-pub const DEFAULT_BATCH_CAPACITY: usize = 69;
+pub const DEFAULT_BATCH_CAPACITY: usize = 83;
 
 /// A ZK rollup for transfers and swaps with a GPU prover farm.
 #[derive(Debug, Parser)]

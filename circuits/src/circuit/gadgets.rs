@@ -10,6 +10,7 @@ use plonky2::plonk::config::AlgebraicHasher;
 
 use super::generators::CarryGenerator;
 use crate::hash::F;
+use crate::swap::CARRY_BITS;
 
 /// The builder of every circuit of this crate.
 pub type Builder = CircuitBuilder<F, 2>;
@@ -36,13 +37,28 @@ impl U64Target {
 
     /// Range-checks both limbs to 32 bits.
     pub fn range_check(self, b: &mut Builder) {
-        b.range_check(self.lo, 32);
-        b.range_check(self.hi, 32);
+        range_check(b, self.lo, 32);
+        range_check(b, self.hi, 32);
     }
 
     /// `lo + hi`, which is zero exactly when the amount is zero.
     pub fn zero_test_value(self, b: &mut Builder) -> Target {
         b.add(self.lo, self.hi)
+    }
+}
+
+/// The widths checked in rows of our `RangeCheckGate`: the ones every slot checks, several
+/// values to a row. Each is a gate type, with its constraints evaluated at every point of every
+/// proof's quotient, so a width checked once per batch (the fee sum's carry) takes a row of
+/// plonky2's `BaseSumGate` instead, which the circuit has anyway for its index bits.
+pub const GATE_WIDTHS: [usize; 4] = [14, 16, 32, CARRY_BITS];
+
+/// Asserts `x < 2^bits`.
+pub fn range_check(b: &mut Builder, x: Target, bits: usize) {
+    if GATE_WIDTHS.contains(&bits) {
+        prover_gpu::gates::range_check(b, x, bits);
+    } else {
+        b.range_check(x, bits);
     }
 }
 

@@ -19,7 +19,7 @@ use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::plonk::proof::ProofWithPublicInputs;
 
-use gadgets::{hash, merkle_update, two_32, u64_checked, virtual_path, zero_bits};
+use gadgets::{hash, merkle_update, range_check, two_32, u64_checked, virtual_path, zero_bits};
 pub use gadgets::{Builder, U64Target};
 use generators::SplitGenerator;
 use slot::{account_inputs, set_path, set_u64, Running, SlotTargets};
@@ -173,8 +173,8 @@ impl BatchCircuit {
         let t0 = b.add_virtual_target();
         let k = b.add_virtual_target();
         b.add_simple_generator(SplitGenerator { x: run.fee_lo, low: t0, high: k });
-        b.range_check(t0, 32);
-        b.range_check(k, 17);
+        range_check(&mut b, t0, 32);
+        range_check(&mut b, k, 17);
         let recomposed = b.mul_const_add(two_32(), k, t0);
         b.connect(recomposed, run.fee_lo);
         let t1 = b.add(run.fee_hi, k);
@@ -188,7 +188,7 @@ impl BatchCircuit {
             account_path: virtual_path(&mut b, ACCOUNT_DEPTH),
         };
         // u64_checked range-checks t1 through the sum's limbs: old + total < 2^64 needs t1 < 2^32.
-        b.range_check(t1, 32);
+        range_check(&mut b, t1, 32);
         let new_bal = u64_checked(&mut b, operator.old, total, false);
         let one = b.one();
         let token_bits = zero_bits(&mut b, TOKEN_DEPTH);
@@ -291,8 +291,10 @@ impl BatchCircuit {
     }
 
     /// Names the gadget whose rows hold the wire a witness-generation error mentions. Poseidon
-    /// and range-check rows belong to one gadget; arithmetic rows are shared by consecutive
-    /// gadgets, so for a failed arithmetic check the name is a neighbour's.
+    /// rows belong to one gadget; arithmetic rows are shared by consecutive gadgets, and a
+    /// range-check row by up to 16 checks of one width, from several gadgets and slots, so for a
+    /// failed arithmetic or range check the name is of the gadget that opened the row, which may
+    /// be an earlier one. plonky2's message, kept beside it, names the exact wire.
     pub fn explain(&self, msg: &str) -> String {
         let row = msg
             .split("row: ")

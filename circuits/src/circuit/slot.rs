@@ -8,8 +8,8 @@ use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 
 use super::gadgets::{
-    assert_zero_if, balance_leaf, hash, merkle_update, select, select_hash, select_u64, select_vec, two_32,
-    u64_checked, virtual_path, zero_bits, Builder, U64Target,
+    assert_zero_if, balance_leaf, hash, merkle_update, range_check, select, select_hash, select_u64, select_vec,
+    two_32, u64_checked, virtual_path, zero_bits, Builder, U64Target,
 };
 use super::generators::{InverseGenerator, SwapGenerator, SwapLimbTargets};
 use crate::hash::{empty_balance_root, u64_limbs, Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
@@ -96,21 +96,21 @@ fn swap_output(b: &mut Builder, amount_in: U64Target, f: Target, r_in: U64Target
     });
     let l = &limbs;
     for &h in &l.h[..4] {
-        b.range_check(h, 16);
+        range_check(b, h, 16);
     }
-    b.range_check(l.h[4], 14);
-    b.range_check(l.k0, 14);
+    range_check(b, l.h[4], 14);
+    range_check(b, l.k0, 14);
     for &x in l.d.iter().chain(&l.s[..2]).chain(&l.t[..2]) {
-        b.range_check(x, 32);
+        range_check(b, x, 32);
     }
     for &x in l.e.iter().chain(&l.q).chain([&l.s[2], &l.t[2]]) {
-        b.range_check(x, 16);
+        range_check(b, x, 16);
     }
     for &beta in &l.beta {
         b.assert_bool(plonky2::iop::target::BoolTarget::new_unsafe(beta));
     }
     for &c in &l.c {
-        b.range_check(c, CARRY_BITS);
+        range_check(b, c, CARRY_BITS);
     }
     let b16 = F::from_canonical_u64(1 << 16);
     let big = two_32();
@@ -298,7 +298,7 @@ impl SlotTargets {
         let nonce_diff = b.sub(nonce, s.a_nonce);
         assert_zero_if(b, pays, nonce_diff);
         let new_nonce = b.add(s.a_nonce, one);
-        b.range_check(new_nonce, 32);
+        range_check(b, new_nonce, 32);
         let old_a = hash(b, account_inputs(&s.a_pkh, s.a_nonce, s.a_broot));
         let zero_hash = b.constant_hash(crate::hash::ZERO_DIGEST);
         let old_a = select_hash(b, is_register, zero_hash, old_a);
