@@ -3,8 +3,9 @@
 //! [`RangeCheckGate`] checks several values per row against one bound `2^bits`, each as base-4
 //! limbs in advice wires. plonky2's `range_check` spends a whole `BaseSumGate` row (63 routed
 //! bits) on any one value; the batch circuit range-checks about 46 values a transaction, so those
-//! rows were a fifth of it (docs/circuit.md). With 135 wires a row holds 7 checks of 32 bits, 15
-//! of 16 bits, or 7 of 36.
+//! rows were a fifth of it (docs/circuit.md). With 135 wires a row holds up to 7 checks of 32
+//! bits, 15 of 16 bits, or 7 of 36; the circuit chooses fewer where it has fewer values, since
+//! every constraint of every gate type is evaluated at every point of the quotient.
 //!
 //! It lives in this crate because the quotient's evaluators (`quotient_x8`, `cuda/quotient.cuh`)
 //! must know its constraints, and they find a circuit's gates by their Rust type.
@@ -43,17 +44,29 @@ impl RangeCheckGate {
     /// The largest bound: `2^63 − 1` is the largest limb sum below Goldilocks' order.
     pub const MAX_BITS: usize = 63;
 
+    /// Checks of `bits`, `num_ops` to a row.
+    ///
+    /// # Panics
+    /// When `bits` is 0 or above [`Self::MAX_BITS`], or `num_ops` is 0: a circuit bug, found
+    /// when the circuit is built.
+    pub fn new(bits: usize, num_ops: usize) -> Self {
+        assert!((1..=Self::MAX_BITS).contains(&bits), "range checks of 1 to 63 bits, not {bits}");
+        assert!(num_ops > 0, "a range-check row holds at least one value");
+        Self { bits, num_ops }
+    }
+
     /// As many checks of `bits` as the configuration's wires hold.
     ///
     /// # Panics
-    /// When `bits` is 0 or above [`Self::MAX_BITS`], or one check does not fit a row: a circuit
-    /// bug, found when the circuit is built.
+    /// As [`Self::new`], and when one check does not fit a row.
     pub fn new_from_config(config: &CircuitConfig, bits: usize) -> Self {
-        assert!((1..=Self::MAX_BITS).contains(&bits), "range checks of 1 to 63 bits, not {bits}");
-        let limbs = bits.div_ceil(2);
-        let num_ops = (config.num_wires / (1 + limbs)).min(config.num_routed_wires);
-        assert!(num_ops > 0, "a {bits}-bit range check does not fit {} wires", config.num_wires);
-        Self { bits, num_ops }
+        let per_op = 1 + bits.div_ceil(2);
+        Self::new(bits, (config.num_wires / per_op).min(config.num_routed_wires))
+    }
+
+    /// Whether a row of it fits `config`'s wires, its values in routed ones.
+    pub fn fits(&self, config: &CircuitConfig) -> bool {
+        self.num_ops * self.constraints_per_op() <= config.num_wires && self.num_ops <= config.num_routed_wires
     }
 
     /// Limbs per value.
@@ -278,10 +291,17 @@ impl<F: RichField + Extendable<D>, const D: usize> SimpleGenerator<F, D> for Lim
     }
 }
 
-/// Asserts `x < 2^bits` in a slot of a [`RangeCheckGate`] row, sharing rows with the circuit's
-/// other checks of the same `bits`.
-pub fn range_check<F: RichField + Extendable<D>, const D: usize>(b: &mut CircuitBuilder<F, D>, x: Target, bits: usize) {
-    let gate = RangeCheckGate::new_from_config(&b.config, bits);
+/// Asserts `x < 2^gate.bits` in a slot of a row of `gate`, sharing rows with the circuit's other
+/// checks in the same gate.
+///
+/// # Panics
+/// When a row of `gate` does not fit the builder's configuration.
+pub fn range_check<F: RichField + Extendable<D>, const D: usize>(
+    b: &mut CircuitBuilder<F, D>,
+    x: Target,
+    gate: RangeCheckGate,
+) {
+    assert!(gate.fits(&b.config), "{gate:?} does not fit a row of this circuit");
     let (row, op) = b.find_slot(gate, &[], &[]);
     b.connect(x, Target::wire(row, RangeCheckGate::wire_value(op)));
 }

@@ -15,6 +15,7 @@ use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData};
+use prover_gpu::gates::RangeCheckGate;
 use prover_gpu::lanes::Isa;
 use prover_gpu::quotient::{CpuGates, Selectors};
 use prover_gpu::*;
@@ -138,9 +139,9 @@ fn batch_like_circuit(hashes: usize) -> (CircuitData<F, Config, D>, Vec<Target>)
     }
     // Our range-check gate at even and odd widths, its rows full and part full.
     for k in 0..24u64 {
-        let bits = [1, 14, 16, 31, 32, 36][k as usize % 6];
-        let v = b.constant(F::from_canonical_u64((0x9e37_79b9_7f4a_7c15 * (k + 1)) >> (64 - bits)));
-        prover_gpu::gates::range_check(&mut b, v, bits);
+        let (bits, ops) = [(1, 3), (14, 16), (16, 7), (31, 7), (32, 5), (36, 4)][k as usize % 6];
+        let v = b.constant(F::from_canonical_u64(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(k + 1) >> (64 - bits)));
+        prover_gpu::gates::range_check(&mut b, v, RangeCheckGate::new(bits, ops));
     }
     let mut free = inputs;
     free.extend(siblings.iter().flat_map(|s| s.elements));

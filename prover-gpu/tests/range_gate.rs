@@ -49,9 +49,11 @@ fn violated(g: &RangeCheckGate, w: &[FE]) -> Vec<usize> {
 fn rows_hold_as_many_checks_as_the_wires_allow() {
     let got: Vec<(usize, usize)> = [14, 16, 32, 36].map(|b| (b, gate(b).num_ops)).to_vec();
     assert_eq!(got, [(14, 16), (16, 15), (32, 7), (36, 7)]);
+    let config = CircuitConfig::standard_recursion_config();
     for bits in WIDTHS {
         let g = gate(bits);
-        assert!(Gate::<F, D>::num_wires(&g) <= 135 && g.num_ops <= 80, "{g:?}");
+        assert!(g.fits(&config) && Gate::<F, D>::num_wires(&g) <= 135 && g.num_ops <= 80, "{g:?}");
+        assert!(!RangeCheckGate::new(bits, g.num_ops + 1).fits(&config), "{g:?} is the most that fits");
     }
 }
 
@@ -106,7 +108,7 @@ fn circuit(values: impl Fn(usize, usize) -> u64) -> (CircuitData<F, Config, D>, 
     for k in 0..9 {
         for bits in WIDTHS {
             let t: Target = b.add_virtual_target();
-            range_check(&mut b, t, bits);
+            range_check(&mut b, t, gate(bits));
             pw.set_target(t, F::from_canonical_u64(values(bits, k))).expect("set");
         }
     }

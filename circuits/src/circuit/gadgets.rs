@@ -9,6 +9,8 @@ use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::config::AlgebraicHasher;
 
 use super::generators::CarryGenerator;
+use prover_gpu::gates::RangeCheckGate;
+
 use crate::hash::F;
 use crate::swap::CARRY_BITS;
 
@@ -47,16 +49,23 @@ impl U64Target {
     }
 }
 
-/// The widths checked in rows of our `RangeCheckGate`: the ones every slot checks, several
-/// values to a row. Each is a gate type, with its constraints evaluated at every point of every
-/// proof's quotient, so a width checked once per batch (the fee sum's carry) takes a row of
-/// plonky2's `BaseSumGate` instead, which the circuit has anyway for its index bits.
-pub const GATE_WIDTHS: [usize; 4] = [14, 16, 32, CARRY_BITS];
+/// The range-check gates the slots use: a width and the values a row of it holds. Every
+/// constraint of every gate type is evaluated at every point of every proof's quotient, batch and
+/// merge alike, so a row holds about as many values as a slot checks, not as many as its wires
+/// allow (docs/circuit.md: a slot checks 25 values of 32 bits, 12 of 16, 2 of 14 and 7 carries).
+pub const RANGE_GATES: [(usize, usize); 3] = [(16, 7), (32, 7), (CARRY_BITS, 4)];
 
-/// Asserts `x < 2^bits`.
+/// Asserts `x < 2^bits`: in a row of [`RANGE_GATES`] of that width; below 16 bits as `x` and
+/// `x·2^(16 − bits)` both below 2^16 (the product cannot wrap, so it bounds `x`); any other width
+/// (the batch's one 17-bit fee carry) in a row of plonky2's `BaseSumGate`, which the circuit has
+/// anyway for its index bits, rather than in a gate type of its own.
 pub fn range_check(b: &mut Builder, x: Target, bits: usize) {
-    if GATE_WIDTHS.contains(&bits) {
-        prover_gpu::gates::range_check(b, x, bits);
+    if let Some(&(bits, ops)) = RANGE_GATES.iter().find(|(w, _)| *w == bits) {
+        prover_gpu::gates::range_check(b, x, RangeCheckGate::new(bits, ops));
+    } else if bits < 16 {
+        range_check(b, x, 16);
+        let scaled = b.mul_const(F::from_canonical_u64(1 << (16 - bits)), x);
+        range_check(b, scaled, 16);
     } else {
         b.range_check(x, bits);
     }
@@ -172,4 +181,52 @@ pub fn hash(b: &mut Builder, inputs: Vec<Target>) -> HashOutTarget {
 pub fn zero_bits(b: &mut Builder, n: usize) -> Vec<BoolTarget> {
     let f = b._false();
     vec![f; n]
+}
+
+#[cfg(test)]
+mod tests {
+    use plonky2::field::types::PrimeField64;
+    use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+    use plonky2::plonk::circuit_data::CircuitConfig;
+    use prover_gpu::{prove, RayonBackend};
+
+    use super::*;
+
+    /// Proves `x < 2^bits` for `value` through `range_check`: whether it proves, and plonky2's
+    /// verifier accepts the proof when it does.
+    fn proves(bits: usize, value: u64) -> bool {
+        let mut b = Builder::new(CircuitConfig::standard_recursion_config());
+        let x = b.add_virtual_target();
+        range_check(&mut b, x, bits);
+        b.register_public_input(x);
+        let data = b.build::<crate::circuit::Config>();
+        let mut pw = PartialWitness::new();
+        pw.set_target(x, F::from_canonical_u64(value)).expect("set");
+        match prove(&RayonBackend, &data.prover_only, &data.common, pw) {
+            Ok(proof) => {
+                data.verify(proof).expect("plonky2 verifies it");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Every path of `range_check`: a gate's width (16, 32, 36), a width folded into the 16-bit
+    /// gate (3, 14), plonky2's gate (17): the largest value proves, the bound does not. Folded
+    /// widths also refuse a value below 2^16 but not below the bound, and one whose scaled copy
+    /// is small only because the product wrapped (1/2^(16 − bits)), so each of their two checks
+    /// is needed.
+    #[test]
+    fn each_width_holds_exactly_below_its_bound() {
+        for bits in [3, 14, 16, 17, 32, CARRY_BITS] {
+            assert!(proves(bits, (1 << bits) - 1), "{bits} bits: the largest value");
+            assert!(proves(bits, 0), "{bits} bits: zero");
+            assert!(!proves(bits, 1 << bits), "{bits} bits: the bound");
+            if bits < 16 {
+                assert!(!proves(bits, (1 << 16) - 1), "{bits} bits: 2^16 − 1");
+                let wraps = F::from_canonical_u64(1 << (16 - bits)).inverse().to_canonical_u64();
+                assert!(!proves(bits, wraps), "{bits} bits: a scaled copy of 1");
+            }
+        }
+    }
 }
