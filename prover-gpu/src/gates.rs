@@ -94,55 +94,21 @@ impl RangeCheckGate {
         1 + self.limbs()
     }
 
-    /// The constraints of one value from its wire and limbs, in any ring the field embeds in.
-    fn op_constraints<T: Copy>(&self, value: T, limbs: &[T], k: &Arith<T>) -> Vec<T> {
+    /// The constraints of one value from its wire and limbs, in the base field or its extension.
+    fn op_constraints<K: Field>(&self, value: K, limbs: &[K]) -> Vec<K> {
+        let [one, two, three, four] = [1, 2, 3, 4].map(K::from_canonical_u64);
         let mut out = Vec::with_capacity(self.constraints_per_op());
-        let mut sum = (k.zero)();
-        for &limb in limbs.iter().rev() {
-            sum = (k.add)((k.mul_const)(4, sum), limb);
-        }
-        out.push((k.sub)(sum, value));
+        out.push(limbs.iter().rev().fold(K::ZERO, |sum, &limb| four * sum + limb) - value);
         for (j, &x) in limbs.iter().enumerate() {
             out.push(if self.top_limb_is_bit() && j + 1 == limbs.len() {
-                // x(x − 1)
-                (k.mul)(x, (k.sub_const)(x, 1))
+                x * (x - one)
             } else {
                 // x(x − 1)(x − 2)(x − 3) = y(y + 2), y = x(x − 3)
-                let y = (k.mul)(x, (k.sub_const)(x, 3));
-                (k.mul)(y, (k.sub_const)(y, -2))
+                let y = x * (x - three);
+                y * (y + two)
             });
         }
         out
-    }
-}
-
-/// The few operations the constraints need, so that one function serves the base field and its
-/// extension (`sub_const(x, c)` is `x − c`, `c` possibly negative).
-struct Arith<T> {
-    zero: fn() -> T,
-    add: fn(T, T) -> T,
-    sub: fn(T, T) -> T,
-    mul: fn(T, T) -> T,
-    mul_const: fn(i64, T) -> T,
-    sub_const: fn(T, i64) -> T,
-}
-
-fn from_i64<K: Field>(c: i64) -> K {
-    if c < 0 {
-        -K::from_canonical_u64(c.unsigned_abs())
-    } else {
-        K::from_canonical_u64(c as u64)
-    }
-}
-
-fn arith<K: Field>() -> Arith<K> {
-    Arith {
-        zero: || K::ZERO,
-        add: |a, b| a + b,
-        sub: |a, b| a - b,
-        mul: |a, b| a * b,
-        mul_const: |c, a| from_i64::<K>(c) * a,
-        sub_const: |a, c| a - from_i64::<K>(c),
     }
 }
 
@@ -166,20 +132,18 @@ impl<F: RichField + Extendable<D>, const D: usize> Gate<F, D> for RangeCheckGate
     }
 
     fn eval_unfiltered(&self, vars: EvaluationVars<F, D>) -> Vec<F::Extension> {
-        let k = arith::<F::Extension>();
         let mut out = Vec::with_capacity(self.num_ops * self.constraints_per_op());
         for op in 0..self.num_ops {
             let limbs: Vec<_> = (0..self.limbs()).map(|j| vars.local_wires[self.wire_limb(op, j)]).collect();
-            out.extend(self.op_constraints(vars.local_wires[Self::wire_value(op)], &limbs, &k));
+            out.extend(self.op_constraints(vars.local_wires[Self::wire_value(op)], &limbs));
         }
         out
     }
 
     fn eval_unfiltered_base_one(&self, vars: EvaluationVarsBase<F>, mut yield_constr: StridedConstraintConsumer<F>) {
-        let k = arith::<F>();
         for op in 0..self.num_ops {
             let limbs: Vec<_> = (0..self.limbs()).map(|j| vars.local_wires[self.wire_limb(op, j)]).collect();
-            yield_constr.many(self.op_constraints(vars.local_wires[Self::wire_value(op)], &limbs, &k));
+            yield_constr.many(self.op_constraints(vars.local_wires[Self::wire_value(op)], &limbs));
         }
     }
 
