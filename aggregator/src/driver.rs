@@ -17,17 +17,19 @@ impl AggregationCircuits {
             out[j.id] = Some(batch.clone());
         }
         for level in 1..=plan.depth() {
-            let jobs: Vec<_> = plan.level(level).copied().collect();
+            let jobs: Vec<_> = plan.level(level).cloned().collect();
             let results: Vec<(usize, Result<ProofBytes>)> = jobs
                 .par_iter()
                 .map(|j| {
                     let get =
                         |id: usize| out[id].clone().ok_or_else(|| AggError::InvalidJob(format!("job {id} not done")));
-                    let job = match j.kind {
+                    let job = match &j.kind {
                         PlannedKind::Batch { .. } => Err(AggError::InvalidJob("a batch proof above level 0".into())),
-                        PlannedKind::Merge { left, right } => {
-                            get(left).and_then(|l| Ok(AggJob::Merge { left: l, right: right.map(get).transpose()? }))
-                        }
+                        PlannedKind::Merge { children } => children
+                            .iter()
+                            .map(|&c| get(c))
+                            .collect::<Result<Vec<_>>>()
+                            .map(|children| AggJob::Merge { children }),
                     };
                     (j.id, job.and_then(|job| self.run(prover, &job)))
                 })

@@ -12,7 +12,7 @@ use prover_gpu::Prover;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AggError, Result};
-use crate::recursion::AggregationCircuits;
+use crate::recursion::{AggregationCircuits, MERGE_ARITY};
 
 /// Which circuit a proof belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,12 +35,11 @@ pub struct ProofBytes {
 /// One node of the aggregation tree above the batch proofs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggJob {
-    /// Merge two children (batch or merge proofs); at the root of a one-batch block, one.
+    /// Merge one to [`MERGE_ARITY`] children (batch or merge proofs), in block order; a merge of
+    /// one is the root of a one-batch block.
     Merge {
-        /// The earlier child.
-        left: ProofBytes,
-        /// The later child.
-        right: Option<ProofBytes>,
+        /// The children, earliest first.
+        children: Vec<ProofBytes>,
     },
 }
 
@@ -86,30 +85,36 @@ impl AggregationCircuits {
     /// prover), then proves.
     pub fn run(&self, prover: &Prover, job: &AggJob) -> Result<ProofBytes> {
         match job {
-            AggJob::Merge { left, right } => {
-                let child = |p: &ProofBytes| -> Result<(Proof, BatchPublicInputs, bool)> {
-                    let (proof, pis) = self.check(p)?;
-                    Ok((proof, pis, p.kind == ProofKind::Merge))
-                };
-                let (lp, lpis, lm) = child(left)?;
-                let right = right.as_ref().map(child).transpose()?;
-                if let Some((_, rpis, _)) = &right {
-                    if lpis.new_root != rpis.old_root {
+            AggJob::Merge { children } => {
+                if children.is_empty() || children.len() > MERGE_ARITY {
+                    return Err(AggError::InvalidJob(format!(
+                        "a merge of {} children (1 to {MERGE_ARITY})",
+                        children.len()
+                    )));
+                }
+                let checked = children
+                    .iter()
+                    .map(|p| self.check(p).map(|(proof, pis)| (proof, pis, p.kind == ProofKind::Merge)))
+                    .collect::<Result<Vec<_>>>()?;
+                for pair in checked.windows(2) {
+                    let (before, after) = (&pair[0].1, &pair[1].1);
+                    if before.new_root != after.old_root {
                         return Err(AggError::PublicInputMismatch {
-                            field: "right child's old root",
-                            expected: digest_hex(&lpis.new_root),
-                            got: digest_hex(&rpis.old_root),
+                            field: "a child's old root",
+                            expected: digest_hex(&before.new_root),
+                            got: digest_hex(&after.old_root),
                         });
                     }
-                    if lpis.commitment_out != rpis.commitment_in {
+                    if before.commitment_out != after.commitment_in {
                         return Err(AggError::PublicInputMismatch {
-                            field: "right child's commitment in",
-                            expected: digest_hex(&lpis.commitment_out),
-                            got: digest_hex(&rpis.commitment_in),
+                            field: "a child's commitment in",
+                            expected: digest_hex(&before.commitment_out),
+                            got: digest_hex(&after.commitment_in),
                         });
                     }
                 }
-                let proof = self.prove_merge(prover, (&lp, lm), right.as_ref().map(|(p, _, m)| (p, *m)))?;
+                let refs: Vec<(&Proof, bool)> = checked.iter().map(|(p, _, m)| (p, *m)).collect();
+                let proof = self.prove_merge(prover, &refs)?;
                 Ok(ProofBytes { kind: ProofKind::Merge, bytes: proof.to_bytes() })
             }
         }
@@ -158,37 +163,34 @@ fn take_proof(b: &mut &[u8]) -> Result<ProofBytes> {
 }
 
 impl AggJob {
-    /// Binary encoding: `2 ‖ left ‖ has_right ‖ [right]` for a merge (tag 1 was the wrap's),
-    /// each proof as `kind ‖ len (u32 LE) ‖ bytes`.
+    /// Binary encoding: `4 ‖ count (u8) ‖ children` for a merge, each proof as
+    /// `kind ‖ len (u32 LE) ‖ bytes`. Tag 1 was the wrap's and 2 the two-child merge's.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            AggJob::Merge { left, right } => {
-                out.push(2);
-                put_proof(&mut out, left);
-                out.push(right.is_some() as u8);
-                if let Some(r) = right {
-                    put_proof(&mut out, r);
+            AggJob::Merge { children } => {
+                out.push(4);
+                out.push(children.len() as u8);
+                for c in children {
+                    put_proof(&mut out, c);
                 }
             }
         }
         out
     }
 
-    /// Decodes [`AggJob::to_bytes`], checking every length.
+    /// Decodes [`AggJob::to_bytes`], checking every length and the number of children.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let (&tag, mut rest) = bytes.split_first().ok_or_else(|| AggError::InvalidJob("empty job".into()))?;
         let job = match tag {
-            2 => {
-                let left = take_proof(&mut rest)?;
-                let (&has, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
+            4 => {
+                let (&count, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
                 rest = r;
-                let right = match has {
-                    0 => None,
-                    1 => Some(take_proof(&mut rest)?),
-                    x => return Err(AggError::InvalidJob(format!("bad flag {x}"))),
-                };
-                AggJob::Merge { left, right }
+                if count == 0 || count as usize > MERGE_ARITY {
+                    return Err(AggError::InvalidJob(format!("a merge of {count} children (1 to {MERGE_ARITY})")));
+                }
+                let children = (0..count).map(|_| take_proof(&mut rest)).collect::<Result<Vec<_>>>()?;
+                AggJob::Merge { children }
             }
             t => return Err(AggError::InvalidJob(format!("unknown job tag {t}"))),
         };
@@ -207,9 +209,16 @@ mod tests {
     fn job_bytes_round_trip() {
         let p = |kind, n: u8| ProofBytes { kind, bytes: vec![n; n as usize] };
         for job in [
-            AggJob::Merge { left: p(ProofKind::Batch, 5), right: None },
-            AggJob::Merge { left: p(ProofKind::Merge, 1), right: Some(p(ProofKind::Batch, 0)) },
-            AggJob::Merge { left: p(ProofKind::Merge, 3), right: Some(p(ProofKind::Merge, 2)) },
+            AggJob::Merge { children: vec![p(ProofKind::Batch, 5)] },
+            AggJob::Merge { children: vec![p(ProofKind::Merge, 1), p(ProofKind::Batch, 0)] },
+            AggJob::Merge {
+                children: vec![
+                    p(ProofKind::Merge, 3),
+                    p(ProofKind::Merge, 2),
+                    p(ProofKind::Batch, 4),
+                    p(ProofKind::Batch, 1),
+                ],
+            },
         ] {
             let b = job.to_bytes();
             assert_eq!(AggJob::from_bytes(&b).expect("decodes"), job);
@@ -217,9 +226,15 @@ mod tests {
                 assert!(AggJob::from_bytes(&b[..cut]).is_err());
             }
         }
-        assert!(AggJob::from_bytes(&[2, 1, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
-        // The retired wrap job and wrap proof kind are refused, not misread.
+        assert!(AggJob::from_bytes(&[4, 1, 1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // No children, or more than a merge takes, are refused before any proof is read.
+        assert!(AggJob::from_bytes(&[4, 0]).is_err());
+        let five = AggJob::Merge { children: vec![p(ProofKind::Batch, 1); 5] }.to_bytes();
+        assert!(AggJob::from_bytes(&five).is_err());
+        // The retired wrap job, the retired two-child merge and the wrap proof kind are refused,
+        // not misread.
         assert!(AggJob::from_bytes(&[1, 1, 0, 0, 0, 0]).is_err());
-        assert!(AggJob::from_bytes(&[2, 2, 0, 0, 0, 0, 0]).is_err());
+        assert!(AggJob::from_bytes(&[2, 1, 0, 0, 0, 0, 0]).is_err());
+        assert!(AggJob::from_bytes(&[4, 1, 2, 0, 0, 0, 0]).is_err());
     }
 }

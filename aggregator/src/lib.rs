@@ -11,5 +11,5 @@ pub mod verify;
 pub use error::{AggError, Result};
 pub use jobs::{AggJob, ProofBytes, ProofKind};
 pub use plan::{BlockPlan, JobId, PlannedJob, PlannedKind};
-pub use recursion::{AggregationCircuits, AGGREGATION_DEGREE_BITS};
+pub use recursion::{AggregationCircuits, AGGREGATION_DEGREE_BITS, MERGE_ARITY};
 pub use verify::{BlockPublicInputs, BlockVerifier};

@@ -1,6 +1,6 @@
-//! The merge circuit: it verifies two children that are each a batch proof or a merge proof
-//! (cyclic recursion), so that every block proof, whatever the number of batches, is a `merge`
-//! proof against one verifier key.
+//! The merge circuit: it verifies up to [`MERGE_ARITY`] children that are each a batch proof or a
+//! merge proof (cyclic recursion), so that every block proof, whatever the number of batches, is a
+//! `merge` proof against one verifier key.
 //!
 //! A merge verifies both kinds of child with one verifier, so both circuits share one
 //! `CommonCircuitData`: the batch circuit is padded to the merge's shape (its gate set, its
@@ -39,9 +39,14 @@ use crate::error::AggError;
 
 const D: usize = 2;
 
-/// Fewest rows (log2) of the shared shape: the merge circuit, two verifiers, needs more than
-/// 2^13. A batch circuit of more rows sets a larger shape.
-pub const AGGREGATION_DEGREE_BITS: usize = 14;
+/// Most children of one merge. Four verifiers of 2^15-row proofs take about 26 200 rows, which
+/// fits 2^15; a fifth would not, and at 2^14 two take 12 528 rows, so a third would not
+/// (docs/aggregation.md).
+pub const MERGE_ARITY: usize = 4;
+
+/// Fewest rows (log2) of the shared shape: the merge circuit, [`MERGE_ARITY`] verifiers, needs
+/// more than 2^14. A batch circuit of more rows sets a larger shape.
+pub const AGGREGATION_DEGREE_BITS: usize = 15;
 
 /// Builds of the batch and merge circuits before their shapes agree: one when the first guess of
 /// the merge's gates is right, a second when it missed some, a third for a gate set that grows
@@ -55,9 +60,9 @@ struct Child {
 }
 
 struct MergeTargets {
-    left: Child,
-    right: Child,
-    has_right: BoolTarget,
+    children: Vec<Child>,
+    /// Whether child `i + 1` is there (the first always is; the present ones come first).
+    present: Vec<BoolTarget>,
     verifier_data: VerifierCircuitTarget,
 }
 
@@ -88,28 +93,34 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
         merge: b.add_virtual_proof_with_pis(common),
         batch: b.add_virtual_proof_with_pis(common),
     };
-    let left = child(&mut b);
-    let right = child(&mut b);
-    let has_right = b.add_virtual_bool_target_safe();
-    let l = select_pis(&mut b, &left);
-    let r = select_pis(&mut b, &right);
-    // Chaining: left.new_root = right.old_root and left.c_out = right.c_in, when there is a right.
-    for i in 0..4 {
-        b.conditional_assert_eq(has_right.target, l[4 + i], r[i]);
-        b.conditional_assert_eq(has_right.target, l[12 + i], r[8 + i]);
+    let children: Vec<Child> = (0..MERGE_ARITY).map(|_| child(&mut b)).collect();
+    let present: Vec<BoolTarget> = (1..MERGE_ARITY).map(|_| b.add_virtual_bool_target_safe()).collect();
+    // The children present are a prefix: child i + 1 only after child i.
+    for w in present.windows(2) {
+        let both = b.and(w[0], w[1]);
+        b.connect(both.target, w[1].target);
+    }
+    let pis: Vec<Vec<Target>> = children.iter().map(|c| select_pis(&mut b, c)).collect();
+    // Chaining: each present child starts where the one before it ended (roots, commitments); the
+    // block ends where the last present child does.
+    let mut new_root: Vec<Target> = pis[0][4..8].to_vec();
+    let mut c_out: Vec<Target> = pis[0][12..16].to_vec();
+    for (here, p) in present.iter().zip(&pis[1..]) {
+        for i in 0..4 {
+            b.conditional_assert_eq(here.target, new_root[i], p[i]);
+            b.conditional_assert_eq(here.target, c_out[i], p[8 + i]);
+            new_root[i] = b.select(*here, p[4 + i], new_root[i]);
+            c_out[i] = b.select(*here, p[12 + i], c_out[i]);
+        }
     }
     let mut out = Vec::with_capacity(NUM_PUBLIC_INPUTS);
-    out.extend_from_slice(&l[0..4]);
-    for i in 4..8 {
-        out.push(b.select(has_right, r[i], l[i]));
-    }
-    out.extend_from_slice(&l[8..12]);
-    for i in 12..16 {
-        out.push(b.select(has_right, r[i], l[i]));
-    }
+    out.extend_from_slice(&pis[0][0..4]);
+    out.extend_from_slice(&new_root);
+    out.extend_from_slice(&pis[0][8..12]);
+    out.extend_from_slice(&c_out);
     b.register_public_inputs(&out);
     let verifier_data = b.add_verifier_data_public_inputs();
-    for c in [&left, &right] {
+    for c in &children {
         b.conditionally_verify_cyclic_proof::<Config>(c.is_merge, &c.merge, &c.batch, &batch_vd, common)
             .map_err(|e| AggError::Build(e.to_string()))?;
     }
@@ -121,7 +132,7 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
         b.add_gate(NoopGate, vec![]);
     }
     let (merge, same_shape) = b.try_build_with_options::<Config>(true);
-    Ok((merge, MergeTargets { left, right, has_right, verifier_data }, same_shape))
+    Ok((merge, MergeTargets { children, present, verifier_data }, same_shape))
 }
 
 /// plonky2's recursive verifier's gates under `config`: the first guess of the merge circuit's
@@ -224,27 +235,28 @@ impl AggregationCircuits {
         p
     }
 
-    /// Proves a merge of `left` and `right` (each with whether it is a merge proof); without a
-    /// right child the merge re-proves the left one alone.
-    pub fn prove_merge(
-        &self,
-        prover: &Prover,
-        left: (&Proof, bool),
-        right: Option<(&Proof, bool)>,
-    ) -> Result<Proof, AggError> {
+    /// Proves a merge of `children` (each with whether it is a merge proof), one to
+    /// [`MERGE_ARITY`] of them, in order; a merge of one re-proves its child alone.
+    pub fn prove_merge(&self, prover: &Prover, children: &[(&Proof, bool)]) -> Result<Proof, AggError> {
+        if children.is_empty() || children.len() > MERGE_ARITY {
+            return Err(AggError::InvalidJob(format!("a merge of {} children (1 to {MERGE_ARITY})", children.len())));
+        }
         let t = &self.merge_targets;
         let mut pw = PartialWitness::new();
-        let right_or_left = right.unwrap_or(left);
-        for (c, (proof, is_merge)) in [(&t.left, left), (&t.right, right_or_left)] {
+        for (i, c) in t.children.iter().enumerate() {
+            // An absent child's verifier must still hold a proof of the right shape: the first
+            // child's serves, and the chaining ignores it.
+            let (proof, is_merge) = children.get(i).copied().unwrap_or(children[0]);
             pw.set_bool_target(c.is_merge, is_merge).map_err(AggError::prove)?;
-            // The unused side must still hold a proof of the right shape: the same proof serves.
             // The merge side's verifier data is tied to the merge's own, used or not, so a batch
             // proof there carries the merge's verifier data in place of its zeros.
             let as_merge = if is_merge { proof.clone() } else { self.carrying_own_verifier_data(proof) };
             pw.set_proof_with_pis_target(&c.merge, &as_merge).map_err(AggError::prove)?;
             pw.set_proof_with_pis_target(&c.batch, proof).map_err(AggError::prove)?;
         }
-        pw.set_bool_target(t.has_right, right.is_some()).map_err(AggError::prove)?;
+        for (i, here) in t.present.iter().enumerate() {
+            pw.set_bool_target(*here, i + 1 < children.len()).map_err(AggError::prove)?;
+        }
         pw.set_verifier_data_target(&t.verifier_data, &self.merge.verifier_only).map_err(AggError::prove)?;
         prover.prove(&self.merge, pw).map_err(AggError::prove)
     }

@@ -1,5 +1,6 @@
-//! Blocks of 1, 2, 3 and 5 batches aggregate into constant-size proofs that verify against the one
-//! block verifier key; wrong order, broken chaining, changed inputs and foreign proofs are refused.
+//! Blocks of 1 to 5 batches, merged two, three and four at a time, aggregate into constant-size
+//! proofs that verify against the one block verifier key; wrong order, broken chaining, changed
+//! inputs, foreign proofs and merges of no or too many children are refused.
 
 use prover_gpu::Prover;
 use std::sync::OnceLock;
@@ -45,7 +46,7 @@ fn fixture() -> &'static Fixture {
             txs.push(these);
         }
         let block2 = circuits
-            .run(&Prover::cpu(), &AggJob::Merge { left: batch[0].clone(), right: Some(batch[1].clone()) })
+            .run(&Prover::cpu(), &AggJob::Merge { children: vec![batch[0].clone(), batch[1].clone()] })
             .expect("merge of two");
         Fixture { circuits, batch, pis, txs, block2 }
     })
@@ -60,29 +61,49 @@ fn expected(f: &Fixture, range: std::ops::Range<usize>) -> BlockPublicInputs {
     }
 }
 
-fn merge(f: &Fixture, left: &ProofBytes, right: Option<&ProofBytes>) -> ProofBytes {
-    f.circuits.run(&Prover::cpu(), &AggJob::Merge { left: left.clone(), right: right.cloned() }).expect("merge")
+fn merge(f: &Fixture, children: &[&ProofBytes]) -> ProofBytes {
+    let job = AggJob::Merge { children: children.iter().map(|&c| c.clone()).collect() };
+    f.circuits.run(&Prover::cpu(), &job).expect("merge")
 }
 
 #[test]
-fn blocks_of_1_2_3_and_5_batches_verify_with_one_key() {
+fn blocks_of_1_to_5_batches_verify_with_one_key() {
     let f = fixture();
     let verifier = BlockVerifier::new(&f.circuits);
     let w = &f.batch;
-    let block1 = merge(f, &w[0], None);
-    let block3 = merge(f, &f.block2, Some(&w[2]));
-    let m34 = merge(f, &w[2], Some(&w[3]));
-    let m1234 = merge(f, &f.block2, Some(&m34));
-    let block5 = merge(f, &m1234, Some(&w[4]));
-    let blocks = [(&block1, 0..1), (&f.block2, 0..2), (&block3, 0..3), (&block5, 0..5)];
+    let block1 = merge(f, &[&w[0]]);
+    let block3 = merge(f, &[&w[0], &w[1], &w[2]]);
+    let block4 = merge(f, &[&w[0], &w[1], &w[2], &w[3]]);
+    let block5 = merge(f, &[&block4, &w[4]]);
+    // A merge child first, then batches: any kind in any position.
+    let block5b = merge(f, &[&f.block2, &w[2], &w[3], &w[4]]);
+    let blocks =
+        [(&block1, 0..1), (&f.block2, 0..2), (&block3, 0..3), (&block4, 0..4), (&block5, 0..5), (&block5b, 0..5)];
     for (block, range) in blocks.clone() {
         verifier.verify(&block.bytes, &expected(f, range.clone())).unwrap_or_else(|e| panic!("{range:?}: {e}"));
     }
     let size = block1.bytes.len();
     assert!(blocks.iter().all(|(b, _)| b.bytes.len() == size), "block proofs have one size");
     // The block commitment does not depend on how the batches were grouped: the plan's tree for 5
-    // differs from the one above and gives the same public inputs.
-    assert_eq!(BlockPlan::new(5).expect("plan").jobs.len(), 9);
+    // (four batches, then that merge and the fifth) is `block5`'s, and `block5b` groups them
+    // otherwise with the same public inputs.
+    assert_eq!(BlockPlan::new(5).expect("plan").jobs.len(), 7);
+}
+
+#[test]
+fn merges_of_no_children_or_too_many_are_refused() {
+    let f = fixture();
+    for n in [0, MERGE_ARITY + 1] {
+        let job = AggJob::Merge { children: f.batch.iter().cycle().take(n).cloned().collect() };
+        assert!(matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::InvalidJob(_))), "{n} children");
+        let proofs: Vec<_> = job_children(f, n);
+        let refs: Vec<_> = proofs.iter().map(|p| (p, false)).collect();
+        assert!(matches!(f.circuits.prove_merge(&Prover::cpu(), &refs), Err(AggError::InvalidJob(_))), "{n}");
+    }
+}
+
+fn job_children(f: &Fixture, n: usize) -> Vec<circuits::circuit::Proof> {
+    f.batch.iter().cycle().take(n).map(|p| f.circuits.check(p).expect("batch").0).collect()
 }
 
 #[test]
@@ -105,19 +126,14 @@ fn the_driver_runs_a_plan() {
 fn swapped_order_and_broken_chaining_are_refused() {
     let f = fixture();
     let w = &f.batch;
-    for (l, r) in [(1, 0), (0, 2)] {
-        let job = AggJob::Merge { left: w[l].clone(), right: Some(w[r].clone()) };
-        assert!(
-            matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::PublicInputMismatch { .. })),
-            "({l}, {r})"
-        );
+    // Two out of order, a gap, and a gap behind two good links among four.
+    for order in [vec![1, 0], vec![0, 2], vec![0, 1, 2, 4]] {
+        let job = AggJob::Merge { children: order.iter().map(|&i| w[i].clone()).collect() };
+        assert!(matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::PublicInputMismatch { .. })), "{order:?}");
         // The circuit itself refuses too, without the native check.
-        let lp = f.circuits.check(&w[l]).expect("batch").0;
-        let rp = f.circuits.check(&w[r]).expect("batch").0;
-        assert!(matches!(
-            f.circuits.prove_merge(&Prover::cpu(), (&lp, false), Some((&rp, false))),
-            Err(AggError::Prove(_))
-        ));
+        let proofs: Vec<_> = order.iter().map(|&i| f.circuits.check(&w[i]).expect("batch").0).collect();
+        let refs: Vec<_> = proofs.iter().map(|p| (p, false)).collect();
+        assert!(matches!(f.circuits.prove_merge(&Prover::cpu(), &refs), Err(AggError::Prove(_))), "{order:?}");
     }
 }
 
@@ -155,7 +171,7 @@ fn proofs_of_other_circuits_are_refused() {
     let as_merge = ProofBytes { kind: ProofKind::Merge, bytes: f.batch[0].bytes.clone() };
     let as_batch = ProofBytes { kind: ProofKind::Batch, bytes: f.block2.bytes.clone() };
     for bad in [as_merge, as_batch] {
-        let job = AggJob::Merge { left: bad, right: None };
+        let job = AggJob::Merge { children: vec![bad] };
         assert!(matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::InvalidProof(_))));
     }
 }

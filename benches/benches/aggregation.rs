@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use prover_gpu::Prover;
 
 fn aggregation(c: &mut Criterion) {
-    let cap = std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(83);
+    let cap = std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(166);
     let (batch, circuits) = AggregationCircuits::build(cap).expect("circuits");
     let mut ex = Executor::new(Genesis::devnet(2).build().expect("genesis"), cap);
     let w: Vec<_> = (0..4).map(|_| ex.seal_batch().expect("seal")).collect();
@@ -19,7 +19,7 @@ fn aggregation(c: &mut Criterion) {
         .iter()
         .map(|w| ProofBytes { kind: ProofKind::Batch, bytes: batch.prove(&cpu, w).expect("prove").to_bytes() })
         .collect();
-    let merge = |l: &ProofBytes, r: &ProofBytes| AggJob::Merge { left: l.clone(), right: Some(r.clone()) };
+    let merge = |l: &ProofBytes, r: &ProofBytes| AggJob::Merge { children: vec![l.clone(), r.clone()] };
     let leaf_job = merge(&b[0], &b[1]);
     let m12 = circuits.run(&cpu, &leaf_job).expect("merge");
     let m34 = circuits.run(&cpu, &merge(&b[2], &b[3])).expect("merge");

@@ -1,14 +1,14 @@
 //! Batch proving and native execution.
 //!
 //! `cargo bench -p benches --bench batch`; `BATCH_CAPACITY` overrides the slot count (default:
-//! the network's, 83).
+//! the network's, 166).
 
 use circuits::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prover_gpu::Prover;
 
 fn capacity() -> usize {
-    std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(83)
+    std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(166)
 }
 
 /// A full batch of mixed traffic from the devnet genesis: transfers, swaps, a register.

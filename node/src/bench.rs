@@ -304,10 +304,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .level(level)
             .map(|j| {
                 let get = |id: usize| outputs[id].clone().context("child not proven");
-                let job = match j.kind {
+                let job = match &j.kind {
                     PlannedKind::Batch { .. } => bail!("a batch proof above level 0"),
-                    PlannedKind::Merge { left, right } => {
-                        AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? }
+                    PlannedKind::Merge { children } => {
+                        AggJob::Merge { children: children.iter().map(|&c| get(c)).collect::<Result<_>>()? }
                     }
                 };
                 Ok((j.id, job))
@@ -345,10 +345,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // merge circuit), and a partial batch costs a full one (one batch circuit), so the stock
     // path is `batches` batch proofs and `merges` merges at those medians.
     let merges = plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Merge { .. })).count();
-    let merge_job = match plan.level(1).next().map(|j| j.kind) {
-        Some(PlannedKind::Merge { left, right }) => {
+    let merge_job = match plan.level(1).next().map(|j| &j.kind) {
+        Some(PlannedKind::Merge { children }) => {
             let get = |id: usize| outputs[id].clone().context("child not proven");
-            AggJob::Merge { left: get(left)?, right: right.map(get).transpose()? }
+            AggJob::Merge { children: children.iter().map(|&c| get(c)).collect::<Result<_>>()? }
         }
         _ => bail!("the block plan has no merge at level 1"),
     };

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::keyfile::{self, to_hex};
 
-/// The batch capacity the network uses: the most slots whose rows fit 2^14 (a test keeps it so).
-pub const DEFAULT_BATCH_CAPACITY: usize = 83;
+/// The batch capacity the network uses: the most slots whose rows fit the aggregation shape,
+/// 2^15 (a test keeps it so).
+pub const DEFAULT_BATCH_CAPACITY: usize = 166;
 
 /// A ZK rollup for transfers and swaps with a GPU prover farm.
 #[derive(Debug, Parser)]
@@ -310,12 +311,14 @@ fn measure_block_proof(circuit: &BatchCircuit, aggregation: &AggregationCircuits
     let prover = Prover::cpu();
     let batch = circuit.prove(&prover, &ex.seal_batch()?)?;
     let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.to_bytes() };
-    let block = aggregation.run(&prover, &AggJob::Merge { left: batch, right: None })?;
+    let block = aggregation.run(&prover, &AggJob::Merge { children: vec![batch] })?;
     Ok(block.bytes.len())
 }
 
 #[cfg(test)]
 mod tests {
+    use aggregator::AGGREGATION_DEGREE_BITS;
+
     use super::*;
 
     #[test]
@@ -332,14 +335,19 @@ mod tests {
         assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
     }
 
-    /// Padding is paid for: the default capacity must fill 2^14 rows without spilling to 2^15.
+    /// Padding is paid for: the default capacity must fill the aggregation shape's 2^15 rows
+    /// without spilling to 2^16.
     #[test]
-    fn default_capacity_fills_degree_14() {
+    fn default_capacity_fills_the_aggregation_degree() {
         // The circuit the node runs: padded to the merge circuit's shape.
         let (fits, aggregation) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
-        assert_eq!(fits.stats().degree_bits, 14);
+        assert_eq!(fits.stats().degree_bits, AGGREGATION_DEGREE_BITS);
         assert_eq!(fits.data().common, aggregation.block_circuit().common);
         let spills = BatchCircuit::build_padded(DEFAULT_BATCH_CAPACITY + 1, aggregation.padding()).expect("build");
-        assert_eq!(spills.stats().degree_bits, 15, "one more slot still fits: raise the default");
+        assert_eq!(
+            spills.stats().degree_bits,
+            AGGREGATION_DEGREE_BITS + 1,
+            "one more slot still fits: raise the default"
+        );
     }
 }

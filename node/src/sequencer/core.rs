@@ -463,8 +463,8 @@ impl Core {
         }
         for blk in self.blocks.iter().skip(first_block) {
             for j in &blk.plan.jobs {
-                if let PlannedKind::Merge { left, right } = j.kind {
-                    let ready = self.node_ready(blk, left) && right.is_none_or(|r| self.node_ready(blk, r));
+                if let PlannedKind::Merge { children } = &j.kind {
+                    let ready = children.iter().all(|&c| self.node_ready(blk, c));
                     if ready && !blk.merges.contains_key(&j.id) {
                         new.push(JobKey::Merge { height: blk.height, node: j.id });
                     }
@@ -500,13 +500,9 @@ impl Core {
             JobKey::Batch(b) => self.batches.get(b as usize)?.witness.as_ref().map(BatchWitness::to_bytes),
             JobKey::Merge { height, node } => {
                 let blk = self.blocks.get(height as usize - 1)?;
-                let PlannedKind::Merge { left, right } = blk.plan.jobs[node].kind else { return None };
-                let left = self.node_output(blk, left)?;
-                let right = match right {
-                    Some(r) => Some(self.node_output(blk, r)?),
-                    None => None,
-                };
-                Some(AggJob::Merge { left, right }.to_bytes())
+                let PlannedKind::Merge { children } = &blk.plan.jobs[node].kind else { return None };
+                let children = children.iter().map(|&c| self.node_output(blk, c)).collect::<Option<Vec<_>>>()?;
+                Some(AggJob::Merge { children }.to_bytes())
             }
         }
     }
@@ -752,11 +748,12 @@ impl Core {
 
 /// First and last batch (indices within the block) under a plan node.
 fn leaf_range(plan: &BlockPlan, node: usize) -> (usize, usize) {
-    match plan.jobs[node].kind {
-        PlannedKind::Batch { batch } => (batch, batch),
-        PlannedKind::Merge { left, right } => {
-            let (a, b) = leaf_range(plan, left);
-            right.map_or((a, b), |r| (a, leaf_range(plan, r).1))
+    match &plan.jobs[node].kind {
+        PlannedKind::Batch { batch } => (*batch, *batch),
+        PlannedKind::Merge { children } => {
+            let first = children.first().map_or((0, 0), |&c| leaf_range(plan, c));
+            let last = children.last().map_or(first, |&c| leaf_range(plan, c));
+            (first.0, last.1)
         }
     }
 }
