@@ -1,5 +1,5 @@
-//! Aggregation: time per tree node (a merge of two batch proofs, a merge of two merges), block
-//! verification, block proof size.
+//! Aggregation: time per tree node (a merge of four batch proofs, as a block of four has; a merge
+//! of two merges), block verification, block proof size.
 //!
 //! `cargo bench -p benches --bench aggregation`
 
@@ -19,11 +19,11 @@ fn aggregation(c: &mut Criterion) {
         .iter()
         .map(|w| ProofBytes { kind: ProofKind::Batch, bytes: batch.prove(&cpu, w).expect("prove").to_bytes() })
         .collect();
-    let merge = |l: &ProofBytes, r: &ProofBytes| AggJob::Merge { children: vec![l.clone(), r.clone()] };
-    let leaf_job = merge(&b[0], &b[1]);
-    let m12 = circuits.run(&cpu, &leaf_job).expect("merge");
-    let m34 = circuits.run(&cpu, &merge(&b[2], &b[3])).expect("merge");
-    let upper_job = merge(&m12, &m34);
+    let merge = |children: &[&ProofBytes]| AggJob::Merge { children: children.iter().map(|&c| c.clone()).collect() };
+    let leaf_job = merge(&[&b[0], &b[1], &b[2], &b[3]]);
+    let m01 = circuits.run(&cpu, &merge(&[&b[0], &b[1]])).expect("merge");
+    let m23 = circuits.run(&cpu, &merge(&[&b[2], &b[3]])).expect("merge");
+    let upper_job = merge(&[&m01, &m23]);
     let block = circuits.run(&cpu, &upper_job).expect("merge");
     eprintln!("block proof: {} bytes; batch proof: {} bytes", block.bytes.len(), b[0].bytes.len());
     let verifier = BlockVerifier::new(&circuits);
@@ -34,7 +34,7 @@ fn aggregation(c: &mut Criterion) {
     g.sample_size(10);
     // Each node on each prover, in one run: stock plonky2 is the baseline.
     for prover in benches::provers() {
-        g.bench_function(format!("merge_batches_node/{}", prover.name()), |b| {
+        g.bench_function(format!("merge_four_batches_node/{}", prover.name()), |b| {
             b.iter(|| circuits.run(&prover, &leaf_job).expect("merge"))
         });
         g.bench_function(format!("merge_merges_node/{}", prover.name()), |b| {
