@@ -12,7 +12,7 @@ use prover_gpu::Prover;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AggError, Result};
-use crate::recursion::{AggregationCircuits, MERGE_ARITY};
+use crate::recursion::{check_children, AggregationCircuits};
 
 /// Which circuit a proof belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub struct ProofBytes {
 /// One node of the aggregation tree above the batch proofs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggJob {
-    /// Merge one to [`MERGE_ARITY`] children (batch or merge proofs), in block order; a merge of
+    /// Merge one to [`MERGE_ARITY`](crate::MERGE_ARITY) children (batch or merge proofs), in block order; a merge of
     /// one is the root of a one-batch block.
     Merge {
         /// The children, earliest first.
@@ -86,12 +86,8 @@ impl AggregationCircuits {
     pub fn run(&self, prover: &Prover, job: &AggJob) -> Result<ProofBytes> {
         match job {
             AggJob::Merge { children } => {
-                if children.is_empty() || children.len() > MERGE_ARITY {
-                    return Err(AggError::InvalidJob(format!(
-                        "a merge of {} children (1 to {MERGE_ARITY})",
-                        children.len()
-                    )));
-                }
+                // Before any child is decoded or verified.
+                check_children(children.len())?;
                 let checked = children
                     .iter()
                     .map(|p| self.check(p).map(|(proof, pis)| (proof, pis, p.kind == ProofKind::Merge)))
@@ -186,9 +182,7 @@ impl AggJob {
             4 => {
                 let (&count, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
                 rest = r;
-                if count == 0 || count as usize > MERGE_ARITY {
-                    return Err(AggError::InvalidJob(format!("a merge of {count} children (1 to {MERGE_ARITY})")));
-                }
+                check_children(count as usize)?;
                 let children = (0..count).map(|_| take_proof(&mut rest)).collect::<Result<Vec<_>>>()?;
                 AggJob::Merge { children }
             }

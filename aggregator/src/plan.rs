@@ -63,14 +63,14 @@ impl BlockPlan {
         while frontier.len() > 1 || jobs[frontier[0]].level == 0 {
             level += 1;
             let mut next = Vec::with_capacity(frontier.len().div_ceil(MERGE_ARITY) + MERGE_ARITY);
-            let full = frontier.len() / MERGE_ARITY;
             let merge = |children: &[JobId], jobs: &mut Vec<PlannedJob>| {
                 let id = jobs.len();
                 jobs.push(PlannedJob { id, level, kind: PlannedKind::Merge { children: children.to_vec() } });
                 id
             };
             for group in frontier.chunks(MERGE_ARITY) {
-                if group.len() == MERGE_ARITY || frontier.len() == 1 || (full == 0 && group.len() > 1) {
+                // A full group, or a level too small for one (its only group).
+                if group.len() == MERGE_ARITY || frontier.len() < MERGE_ARITY {
                     next.push(merge(group, &mut jobs));
                 } else {
                     // A leftover joins a merge of the next level.

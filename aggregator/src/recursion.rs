@@ -44,6 +44,14 @@ const D: usize = 2;
 /// (docs/aggregation.md).
 pub const MERGE_ARITY: usize = 4;
 
+/// Refuses a merge of no children or of more than [`MERGE_ARITY`].
+pub(crate) fn check_children(count: usize) -> Result<(), AggError> {
+    if count == 0 || count > MERGE_ARITY {
+        return Err(AggError::InvalidJob(format!("a merge of {count} children (1 to {MERGE_ARITY})")));
+    }
+    Ok(())
+}
+
 /// Fewest rows (log2) of the shared shape: the merge circuit, [`MERGE_ARITY`] verifiers, needs
 /// more than 2^14. A batch circuit of more rows sets a larger shape.
 pub const AGGREGATION_DEGREE_BITS: usize = 15;
@@ -238,9 +246,7 @@ impl AggregationCircuits {
     /// Proves a merge of `children` (each with whether it is a merge proof), one to
     /// [`MERGE_ARITY`] of them, in order; a merge of one re-proves its child alone.
     pub fn prove_merge(&self, prover: &Prover, children: &[(&Proof, bool)]) -> Result<Proof, AggError> {
-        if children.is_empty() || children.len() > MERGE_ARITY {
-            return Err(AggError::InvalidJob(format!("a merge of {} children (1 to {MERGE_ARITY})", children.len())));
-        }
+        check_children(children.len())?;
         let t = &self.merge_targets;
         let mut pw = PartialWitness::new();
         for (i, c) in t.children.iter().enumerate() {
