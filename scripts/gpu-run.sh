@@ -37,10 +37,11 @@ benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 # whatever instruction sets this host's CPU has.
 if checks; then
   run lib 60 .device/lib-prover_gpu
-  # Kernels bit-identical to the CPU backend (the ignored GPU test runs here).
-  run kernels 120 .device/test-kernels --include-ignored --nocapture
+  # Kernels bit-identical to the CPU backend (the ignored GPU test runs here). The emulated
+  # versions of the device tests ran on every other machine, and need a C++ compiler.
+  run kernels 120 .device/test-kernels --include-ignored --skip emulated --nocapture
   # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
-  run pipeline 150 .device/test-pipeline --include-ignored
+  run pipeline 150 .device/test-pipeline --include-ignored --skip emulated
   # The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the
   # host-C ones need a C compiler, which the device may not have (they run on every other machine).
   run quotient 120 .device/test-host_quotient --ignored cuda_

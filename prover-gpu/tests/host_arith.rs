@@ -188,31 +188,10 @@ fn build_and_run(path: &std::path::Path, compiler: (&str, &str), flags: &[&str],
     (run.status.success(), String::from_utf8_lossy(&run.stdout).into_owned())
 }
 
-/// Enough of CUDA's built-ins for a host C++ compiler to check the device sources' syntax and
-/// types: NVRTC compiles C++, which the host C build of the same headers does not exercise.
-const CUDA_STUBS: &str = r#"
-#define __CUDACC_RTC__ 1
-#define __device__
-#define __global__
-#define __forceinline__ inline
-struct DimStub { unsigned x, y, z; };
-static DimStub blockIdx, blockDim, threadIdx;
-static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
-    __extension__ typedef unsigned __int128 u128;
-    return (unsigned long long)(((u128)a * b) >> 64);
-}
-static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
-static inline unsigned long long atomicMin(unsigned long long *a, unsigned long long v) {
-    unsigned long long old = *a;
-    if (v < old) *a = v;
-    return old;
-}
-static inline unsigned long long __brevll(unsigned long long x) {
-    unsigned long long r = 0;
-    for (int i = 0; i < 64; i++) r |= ((x >> i) & 1ULL) << (63 - i);
-    return r;
-}
-"#;
+// `CUDA_STUBS`: enough of CUDA's built-ins for a host C++ compiler to check the device sources'
+// syntax and types (NVRTC compiles C++, which the host C build of the same headers does not
+// exercise), and to run the kernels as ordinary functions.
+use prover_gpu::cuda::emulated::CUDA_STUBS;
 
 /// `LAUNCH(threads, call)`: every thread of a grid of whole 64-thread blocks, as the device would
 /// run them (in some order), each a call of the kernel under [`CUDA_STUBS`].

@@ -200,7 +200,17 @@ fn host_compiled_quotient_equals_plonky2_gates_in_a_recursive_verifier() {
 #[test]
 #[ignore = "needs a CUDA device; scripts/gpu-run.sh runs it"]
 fn cuda_quotient_kernel_equals_plonky2_gates_in_whole_proofs() {
-    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    quotient_kernel_agrees(CudaBackend::new(0).expect("a CUDA device"));
+}
+
+/// The device test above over the kernels built for the CPU (`cuda::emulated`): the quotient
+/// kernel as the CUDA backend packs its arguments and launches it, on every machine.
+#[test]
+fn emulated_cuda_quotient_kernel_equals_plonky2_gates_in_whole_proofs() {
+    quotient_kernel_agrees(CudaBackend::emulated().expect("a C++ compiler"));
+}
+
+fn quotient_kernel_agrees<D: prover_gpu::cuda::Device>(cuda: CudaBackend<D>) {
     cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
     let dual = DualBackend { first: RayonBackend, second: cuda };
     for (hashes, seed) in [(40, 1), (2000, 2)] {

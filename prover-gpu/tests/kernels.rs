@@ -112,12 +112,39 @@ fn auto_falls_back_to_rayon_without_a_device() {
     }
 }
 
-/// Run on a GPU machine: `cargo test -p prover-gpu --release -- --ignored`.
+/// Run on a GPU machine: `cargo test -p prover-gpu --release -- --ignored`. The same checks run
+/// on every machine over the kernels emulated on the CPU (below).
 #[test]
 #[ignore = "needs a CUDA device; run with --ignored where one is present"]
 fn cuda_kernels_are_bit_identical_to_rayon() {
-    let cuda = CudaBackend::new(0).expect("a CUDA device");
-    let dual = DualBackend { first: RayonBackend, second: cuda };
+    let cuda = cuda_kernels_agree_with_rayon(|| CudaBackend::new(0).expect("a CUDA device"), 20);
+    // Every kernel launches in whole warps within what its compiled form allows; the table goes
+    // to the log of scripts/gpu-run.sh (registers and local memory as this driver compiled them).
+    cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
+    let kernels = cuda.kernels().expect("kernel attributes");
+    assert_eq!(kernels.len(), cuda::KERNEL_FUNCTIONS.len() + 1);
+    for k in &kernels {
+        println!(
+            "kernel {:<22} block {:>4}  registers {:>3}  local bytes {:>4}  max threads per block {}",
+            k.name, k.block, k.registers, k.local_bytes, k.max_threads_per_block
+        );
+        assert!(k.block % 32 == 0 && k.block as i32 <= k.max_threads_per_block, "{k:?}");
+    }
+}
+
+/// The CUDA backend's own code (its launches, their arguments, its buffers, what it keeps on the
+/// device) over the kernels built for the CPU (`cuda::emulated`): the device test's checks, on
+/// every machine. The proof-of-work ranges are shorter, as the emulated Poseidon is slow.
+#[test]
+fn emulated_cuda_kernels_are_bit_identical_to_rayon() {
+    let cuda = cuda_kernels_agree_with_rayon(|| CudaBackend::emulated().expect("a C++ compiler"), 16);
+    assert!(matches!(cuda.kernels(), Err(BackendError::Unsupported(_))), "no registers on the host");
+}
+
+/// The checks of the device tests, on backends `new` makes; the proof-of-work search's longer
+/// ranges have 2^`grind_bits` candidates. Returns the last backend made.
+fn cuda_kernels_agree_with_rayon<D: cuda::Device>(new: impl Fn() -> CudaBackend<D>, grind_bits: u32) -> CudaBackend<D> {
+    let dual = DualBackend { first: RayonBackend, second: new() };
     let mut rng = StdRng::seed_from_u64(3);
     // The last case is a tree that is all cap.
     for (log_n, rate_bits, batch, cap_height) in
@@ -175,11 +202,11 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
         if let Some(w) = found {
             assert_eq!(dual.grind(&state, slot, 12, 0, w).expect("grind agrees"), None);
         }
-        dual.grind(&state, slot, 16, 1 << 20, 1 << 20).expect("grind agrees on a larger range");
+        dual.grind(&state, slot, 16, 1 << grind_bits, 1 << grind_bits).expect("grind agrees on a larger range");
     }
     // What the device commits to stays there for the quotient: cached when the host has the
     // leaves too, held when it does not, until released.
-    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    let cuda = new();
     let n = 1 << 6;
     let tree = cuda.commit_tree(&random(&mut rng, n * 9), n, 3, 2, Leaves::Host).expect("commit");
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
@@ -200,18 +227,7 @@ fn cuda_kernels_are_bit_identical_to_rayon() {
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0));
     assert!(matches!(cuda.leaf_rows(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
     assert!(matches!(cuda.merkle_paths(&kept, shape, &[0]), Err(BackendError::Shape(_))), "released");
-    // Every kernel launches in whole warps within what its compiled form allows; the table goes
-    // to the log of scripts/gpu-run.sh (registers and local memory as this driver compiled them).
-    cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
-    let kernels = cuda.kernels().expect("kernel attributes");
-    assert_eq!(kernels.len(), cuda::KERNEL_FUNCTIONS.len() + 1);
-    for k in &kernels {
-        println!(
-            "kernel {:<22} block {:>4}  registers {:>3}  local bytes {:>4}  max threads per block {}",
-            k.name, k.block, k.registers, k.local_bytes, k.max_threads_per_block
-        );
-        assert!(k.block % 32 == 0 && k.block as i32 <= k.max_threads_per_block, "{k:?}");
-    }
+    cuda
 }
 
 /// NVRTC compiles both CUDA sources, and each names every function the backend loads. It needs

@@ -109,7 +109,17 @@ fn proofs_from_kept_trees_verify_and_release_them() {
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-run.sh runs it where one is lent"]
 fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
-    let cuda = CudaBackend::new(0).expect("a CUDA device");
+    cuda_proofs_verify_and_agree_with_rayon(CudaBackend::new(0).expect("a CUDA device"));
+}
+
+/// The device test above, over the kernels built for the CPU (`cuda::emulated`): the CUDA
+/// backend's whole proving path, on every machine.
+#[test]
+fn emulated_cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
+    cuda_proofs_verify_and_agree_with_rayon(CudaBackend::emulated().expect("a C++ compiler"));
+}
+
+fn cuda_proofs_verify_and_agree_with_rayon<D: prover_gpu::cuda::Device>(cuda: CudaBackend<D>) {
     let (data, targets) = small_circuit(300);
     check(&data, witness(&targets, 4), &cuda);
     // Two proofs later, the only leaves still on the device are the circuit's constants and

@@ -1,14 +1,15 @@
 //! The CUDA backend on cudarc: kernels are CUDA C in this folder, compiled by NVRTC when the
 //! backend starts (once per process), with libcuda and libnvrtc loaded at run time, so every
 //! build contains it and a machine without CUDA simply finds it unavailable.
+//!
+//! The backend's code is written against [`Device`] (buffers, copies, launches): [`Driver`] is
+//! cudarc on a GPU; [`Emulated`] builds the same kernels with the host C++ compiler and runs them
+//! on the CPU, so that the tests of the device run this code on every machine too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
-};
 use plonky2::field::extension::FieldExtension;
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
@@ -29,6 +30,12 @@ use crate::quotient::{CosetPoints, QuotientInputs, QuotientKernelArgs};
 use crate::resident::{Resident, TreeKey};
 use crate::transcript::WIDTH;
 use crate::{F, FE};
+
+mod device;
+pub mod emulated;
+
+pub use device::{Arg, Device, DeviceBuffer, Driver, FunctionAttributes, Source};
+pub use emulated::Emulated;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
 const POSEIDON: &str = include_str!("poseidon.cuh");
@@ -118,30 +125,30 @@ pub fn libraries_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// The CUDA backend on one device.
-pub struct CudaBackend {
-    stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    scale: Kernel,
-    bit_reverse: Kernel,
+/// The CUDA backend on one device: a CUDA device through cudarc ([`Driver`], the default), or
+/// the same kernels emulated on the CPU ([`Emulated`], for tests on machines without one).
+pub struct CudaBackend<D: Device = Driver> {
+    dev: D,
+    _module: D::Module,
+    scale: Kernel<D>,
+    bit_reverse: Kernel<D>,
     /// `gl_ntt_stages_K` for K = 1 ..= [`NTT_MAX_STAGES`].
-    stages: [Kernel; NTT_MAX_STAGES],
-    rows: Kernel,
-    pairs: Kernel,
-    spread: Kernel,
-    rows_bit_reversed: Kernel,
-    merkle_level: Kernel,
-    grind: Kernel,
-    gather: Kernel,
-    paths: Kernel,
-    intt_finish: Kernel,
-    dot_chunks: Kernel,
-    combine: Kernel,
+    stages: [Kernel<D>; NTT_MAX_STAGES],
+    rows: Kernel<D>,
+    pairs: Kernel<D>,
+    spread: Kernel<D>,
+    rows_bit_reversed: Kernel<D>,
+    merkle_level: Kernel<D>,
+    grind: Kernel<D>,
+    gather: Kernel<D>,
+    paths: Kernel<D>,
+    intt_finish: Kernel<D>,
+    dot_chunks: Kernel<D>,
+    combine: Kernel<D>,
     /// Commitments' leaves on the device: kept for the proof that made them, or cached for the
     /// quotient (see [`crate::resident`]).
-    resident: Resident<DeviceTree>,
+    resident: Resident<DeviceTree<D>>,
     device: String,
-    ctx: Arc<CudaContext>,
     /// Device memory in use when the backend started, and the most seen in use since.
     used_at_start: usize,
     peak_used: AtomicUsize,
@@ -150,14 +157,14 @@ pub struct CudaBackend {
     from_device: AtomicU64,
     /// The quotient kernel, compiled on first use (it is large, and only our circuits' gates
     /// need it), or why it did not compile.
-    quotient: OnceLock<std::result::Result<(Arc<CudaModule>, Kernel), String>>,
+    quotient: OnceLock<Compiled<D>>,
     /// The NTTs' coset shifts and twiddles on the device, `[1, x, x², …]` by `(x, count)`:
     /// computed on the host and uploaded once, not at every NTT (for 2^17 points, 2^17 + 2^16
     /// sequential products and 1.5 MB to copy).
-    powers: Mutex<PowerTables>,
+    powers: Mutex<PowerTables<D>>,
     /// The quotient coset's points and `L₀` on the device, by `(log2 points, quotient bits)`:
     /// the same in every proof of a circuit (see [`CosetPoints`]), so uploaded once.
-    coset_points: Mutex<HashMap<(usize, usize), Arc<DevicePoints>>>,
+    coset_points: Mutex<PointTables<D>>,
 }
 
 /// A commitment's tree on the device: its leaves, row after row, and, where the commitment
@@ -165,14 +172,14 @@ pub struct CudaBackend {
 /// polynomial after another) are set where the commitment kept them, or uploaded from the host
 /// on the first evaluation of a cached tree (the circuit's constants and sigmas, read by every
 /// proof).
-struct DeviceTree {
-    rows: CudaSlice<u64>,
-    digests: Option<CudaSlice<u64>>,
-    coeffs: OnceLock<CudaSlice<u64>>,
+struct DeviceTree<D: Device> {
+    rows: D::Buffer,
+    digests: Option<D::Buffer>,
+    coeffs: OnceLock<D::Buffer>,
 }
 
-impl DeviceTree {
-    fn new(rows: CudaSlice<u64>, digests: Option<CudaSlice<u64>>, coeffs: Option<CudaSlice<u64>>) -> Self {
+impl<D: Device> DeviceTree<D> {
+    fn new(rows: D::Buffer, digests: Option<D::Buffer>, coeffs: Option<D::Buffer>) -> Self {
         let cell = OnceLock::new();
         if let Some(c) = coeffs {
             let _ = cell.set(c);
@@ -182,10 +189,16 @@ impl DeviceTree {
 }
 
 /// [`CosetPoints`] on the device: the points, then `L₀`.
-type DevicePoints = (CudaSlice<u64>, CudaSlice<u64>);
+type DevicePoints<D> = (<D as Device>::Buffer, <D as Device>::Buffer);
+
+/// [`DevicePoints`] by `(log2 points, quotient bits)`.
+type PointTables<D> = HashMap<(usize, usize), Arc<DevicePoints<D>>>;
+
+/// The quotient kernel's module and kernel, or why they did not compile.
+type Compiled<D> = std::result::Result<(<D as Device>::Module, Kernel<D>), String>;
 
 /// `[1, x, x², …]` on the device by `(x, count)`.
-type PowerTables = HashMap<(u64, usize), Arc<CudaSlice<u64>>>;
+type PowerTables<D> = HashMap<(u64, usize), Arc<<D as Device>::Buffer>>;
 
 /// Most tables of powers [`CudaBackend`] keeps on the device (a proof uses a handful: one shift
 /// and one root of unity per NTT size); past it the cache starts again.
@@ -195,10 +208,6 @@ const MAX_POWER_TABLES: usize = 64;
 /// proof in flight holds its wires and Z, about 160 MB, and each circuit its constants and
 /// sigmas, about 90 MB).
 const RESIDENT_SHARE: usize = 4;
-
-fn cuda(e: impl std::fmt::Debug) -> BackendError {
-    BackendError::Cuda(format!("{e:?}"))
-}
 
 /// Canonical words for an upload, in parallel: the wire values are 17.7 MB a batch proof, and
 /// this pass is on the host's share of every proof.
@@ -264,16 +273,16 @@ pub fn ntt_stage_groups(log_n: u32) -> Vec<(u32, u32)> {
 /// `MAX_THREADS_PER_BLOCK`, which falls as a thread's registers rise: a kernel compiled with more
 /// registers on another device or driver still launches, in smaller blocks). Every kernel
 /// checks its thread index against its sizes, so the grid may overshoot.
-struct Kernel {
-    f: CudaFunction,
+struct Kernel<D: Device> {
+    f: D::Function,
     name: &'static str,
     block: u32,
 }
 
-impl Kernel {
-    fn load(module: &Arc<CudaModule>, (name, block): (&'static str, u32)) -> Result<Self> {
-        let f = module.load_function(name).map_err(cuda)?;
-        let max = f.max_threads_per_block().map_err(cuda)?;
+impl<D: Device> Kernel<D> {
+    fn load(dev: &D, module: &D::Module, (name, block): (&'static str, u32)) -> Result<Self> {
+        let f = dev.function(module, name)?;
+        let max = dev.max_threads_per_block(&f)?;
         // Whole warps, and at least one.
         let fits = u32::try_from(max).unwrap_or(0) / 32 * 32;
         if fits == 0 {
@@ -282,20 +291,21 @@ impl Kernel {
         Ok(Self { f, name, block: block.min(fits) })
     }
 
-    /// One thread per item, `n` items.
-    fn config(&self, n: usize) -> Result<LaunchConfig> {
+    /// One thread per item, `n` items: `(blocks, threads per block)`.
+    fn config(&self, n: usize) -> Result<(u32, u32)> {
         let blocks = u32::try_from(n.div_ceil(self.block as usize))
             .map_err(|_| BackendError::Shape(format!("{n} threads of {}", self.name)))?;
-        Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (self.block, 1, 1), shared_mem_bytes: 0 })
+        Ok((blocks, self.block))
     }
 
-    fn info(&self) -> Result<KernelInfo> {
+    fn info(&self, dev: &D) -> Result<KernelInfo> {
+        let a = dev.attributes(&self.f)?;
         Ok(KernelInfo {
             name: self.name,
             block: self.block,
-            registers: self.f.num_regs().map_err(cuda)?,
-            local_bytes: self.f.local_size_bytes().map_err(cuda)?,
-            max_threads_per_block: self.f.max_threads_per_block().map_err(cuda)?,
+            registers: a.registers,
+            local_bytes: a.local_bytes,
+            max_threads_per_block: a.max_threads_per_block,
         })
     }
 }
@@ -351,32 +361,34 @@ fn small(n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| BackendError::Shape(format!("{n} does not fit a kernel argument")))
 }
 
-impl CudaBackend {
+impl CudaBackend<Driver> {
     /// Opens device `ordinal` and compiles the kernels, or says why it cannot.
     pub fn new(ordinal: usize) -> Result<Self> {
-        if !libraries_present() {
-            return Err(BackendError::Unavailable("libcuda or libnvrtc not found".into()));
-        }
-        let count =
-            CudaContext::device_count().map_err(|e| BackendError::Unavailable(format!("no CUDA driver: {e:?}")))?;
-        if count <= ordinal as i32 {
-            return Err(BackendError::Unavailable(format!("{count} CUDA devices")));
-        }
-        let ctx = CudaContext::new(ordinal).map_err(cuda)?;
-        let device = ctx.name().map_err(cuda)?;
-        let ptx =
-            cudarc::nvrtc::compile_ptx(kernels_source()).map_err(|e| BackendError::Cuda(format!("NVRTC: {e:?}")))?;
-        let module = ctx.load_module(ptx).map_err(cuda)?;
+        Self::on(Driver::new(ordinal)?)
+    }
+}
+
+impl CudaBackend<Emulated> {
+    /// The backend over the kernels emulated on the CPU ([`emulated`]): for tests, on any
+    /// machine with a C++ compiler.
+    pub fn emulated() -> Result<Self> {
+        Self::on(Emulated::new())
+    }
+}
+
+impl<D: Device> CudaBackend<D> {
+    /// The backend on `dev`, its batch kernels compiled.
+    pub fn on(dev: D) -> Result<Self> {
+        let device = dev.name()?;
+        let module = dev.compile(Source::Kernels)?;
         let [scale, bit_reverse, s1, s2, s3, s4, rows, pairs, spread, rows_bit_reversed, merkle_level, grind, gather, paths, intt_finish, dot_chunks, combine] =
-            KERNEL_FUNCTIONS.map(|k| Kernel::load(&module, k));
-        let (free, total) = ctx.mem_get_info().map_err(cuda)?;
+            KERNEL_FUNCTIONS.map(|k| Kernel::load(&dev, &module, k));
+        let (free, total) = dev.memory()?;
         Ok(Self {
             used_at_start: total - free,
             peak_used: AtomicUsize::new(total - free),
             to_device: AtomicU64::new(0),
             from_device: AtomicU64::new(0),
-            ctx: ctx.clone(),
-            stream: ctx.default_stream(),
             scale: scale?,
             bit_reverse: bit_reverse?,
             stages: [s1?, s2?, s3?, s4?],
@@ -392,6 +404,7 @@ impl CudaBackend {
             dot_chunks: dot_chunks?,
             combine: combine?,
             resident: Resident::new(total / RESIDENT_SHARE),
+            dev,
             _module: module,
             device,
             quotient: OnceLock::new(),
@@ -422,7 +435,7 @@ impl CudaBackend {
             &self.combine,
         ];
         let quotient = self.quotient.get().and_then(|q| q.as_ref().ok()).map(|(_, k)| k);
-        batch.into_iter().chain(quotient).map(Kernel::info).collect()
+        batch.into_iter().chain(quotient).map(|k| k.info(&self.dev)).collect()
     }
 
     /// Compiles the quotient kernel now, or says why it does not compile (otherwise the
@@ -432,11 +445,10 @@ impl CudaBackend {
     }
 
     /// The quotient kernel, compiling it the first time.
-    fn quotient_kernel(&self) -> std::result::Result<&Kernel, &str> {
+    fn quotient_kernel(&self) -> std::result::Result<&Kernel<D>, &str> {
         let compiled = self.quotient.get_or_init(|| {
-            let ptx = cudarc::nvrtc::compile_ptx(quotient_source(true)).map_err(|e| format!("NVRTC: {e:?}"))?;
-            let module = self.ctx.load_module(ptx).map_err(|e| format!("{e:?}"))?;
-            let kernel = Kernel::load(&module, QUOTIENT_FUNCTION).map_err(|e| e.to_string())?;
+            let module = self.dev.compile(Source::Quotient).map_err(|e| e.to_string())?;
+            let kernel = Kernel::load(&self.dev, &module, QUOTIENT_FUNCTION).map_err(|e| e.to_string())?;
             Ok((module, kernel))
         });
         match compiled {
@@ -447,41 +459,42 @@ impl CudaBackend {
 
     /// The quotient values on the device from packed arguments, left there
     /// (`num_challenges × size`, challenge by challenge).
-    fn quotient_on_device(&self, f: &Kernel, a: &QuotientKernelArgs, q: &QuotientInputs<'_>) -> Result<CudaSlice<u64>> {
+    fn quotient_on_device(&self, f: &Kernel<D>, a: &QuotientKernelArgs, q: &QuotientInputs<'_>) -> Result<D::Buffer> {
         let challenges = q.common.config.num_challenges;
-        let s = &self.stream;
         let words = QuotientKernelArgs::words;
         let [cs, wires, zs] = q.trees().map(|(c, _)| self.leaves_on_device(&c.merkle_tree, shape(c)));
         let (cs, wires, zs) = (cs?, wires?, zs?);
         if [cs.rows.len(), wires.rows.len(), zs.rows.len()] != a.leaf_elements() {
             return Err(BackendError::Shape("the quotient's leaves do not match its arguments".into()));
         }
-        let shape = self.up(&a.shape)?;
-        let gates = self.up(&a.gates)?;
+        let shape = self.up_u32(&a.shape)?;
+        let gates = self.up_u32(&a.gates)?;
         let params = self.up(&words(&a.params))?;
         let points = self.points_on_device(&a.points, a.shape[13] as usize)?;
         let (xs, l0s) = points.as_ref();
         let zh_inv = self.up(&words(&a.zh_inv))?;
-        let mut out = s.alloc_zeros::<u64>(challenges * a.size).map_err(cuda)?;
+        let mut out = self.dev.alloc_zeros(challenges * a.size)?;
         let size = a.size as u64;
-        let config = f.config(a.size)?;
         // SAFETY: `QuotientKernelArgs` is checked against its shape when made, and the kernel
         // reads within the shape and writes `challenges × size` values.
         unsafe {
-            s.launch_builder(&f.f)
-                .arg(&shape)
-                .arg(&gates)
-                .arg(&params)
-                .arg(&cs.rows)
-                .arg(&wires.rows)
-                .arg(&zs.rows)
-                .arg(xs)
-                .arg(l0s)
-                .arg(&zh_inv)
-                .arg(&size)
-                .arg(&mut out)
-                .launch(config)
-                .map_err(cuda)?;
+            self.launch(
+                f,
+                a.size,
+                &mut [
+                    Arg::In(&shape),
+                    Arg::In(&gates),
+                    Arg::In(&params),
+                    Arg::In(&cs.rows),
+                    Arg::In(&wires.rows),
+                    Arg::In(&zs.rows),
+                    Arg::In(xs),
+                    Arg::In(l0s),
+                    Arg::In(&zh_inv),
+                    Arg::U64(size),
+                    Arg::Out(&mut out),
+                ],
+            )?;
         }
         self.note_memory();
         Ok(out)
@@ -489,7 +502,7 @@ impl CudaBackend {
 
     /// The quotient kernel and its arguments for `q`, or `None` where the quotient runs on the
     /// CPU: the kernel did not compile (said once, as a warning) or it does not take the circuit.
-    fn quotient_launch(&self, q: &QuotientInputs<'_>) -> Result<Option<(&Kernel, QuotientKernelArgs)>> {
+    fn quotient_launch(&self, q: &QuotientInputs<'_>) -> Result<Option<(&Kernel<D>, QuotientKernelArgs)>> {
         // The kernel first, so that a quotient which ends up on the CPU packs nothing.
         let f = match self.quotient_kernel() {
             Ok(f) => f,
@@ -514,7 +527,7 @@ impl CudaBackend {
     /// A commitment's tree (of `shape`) on the device: the one its commitment left there when
     /// this backend made it (or an earlier quotient uploaded), else its leaves uploaded from the
     /// host's copy now and cached.
-    fn leaves_on_device(&self, tree: &Tree, shape: Shape) -> Result<Arc<DeviceTree>> {
+    fn leaves_on_device(&self, tree: &Tree, shape: Shape) -> Result<Arc<DeviceTree<D>>> {
         let key = TreeKey::of(tree, shape);
         if let Some(t) = self.resident.get(&key) {
             return Ok(t);
@@ -529,7 +542,7 @@ impl CudaBackend {
 
     /// The quotient coset's points and `L₀` on the device, uploaded on first use of their shape
     /// and kept (at most [`MAX_POWER_TABLES`] shapes, past which the cache starts again).
-    fn points_on_device(&self, points: &CosetPoints, quotient_bits: usize) -> Result<Arc<DevicePoints>> {
+    fn points_on_device(&self, points: &CosetPoints, quotient_bits: usize) -> Result<Arc<DevicePoints<D>>> {
         let key = (points.xs.len().trailing_zeros() as usize, quotient_bits);
         let mut cached = self.coset_points.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cached.get(&key) {
@@ -547,7 +560,7 @@ impl CudaBackend {
     /// `[1, x, x², …]` of length `count` on the device, uploaded on first use and kept (see
     /// `powers` in [`CudaBackend`]). Uploads are ordered on the backend's one stream before the
     /// kernels that read them.
-    fn powers_on_device(&self, x: F, count: usize) -> Result<Arc<CudaSlice<u64>>> {
+    fn powers_on_device(&self, x: F, count: usize) -> Result<Arc<D::Buffer>> {
         let key = (x.to_canonical_u64(), count);
         let mut tables = self.powers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = tables.get(&key) {
@@ -564,41 +577,39 @@ impl CudaBackend {
     /// The coset NTT of the `batch` polynomials of `n` in `a` (natural order in and out), as
     /// [`Backend::coset_ntt_batch`]: scaled by the powers of `shift` in place, then bit-reversed
     /// into a new buffer and transformed there, which is returned.
-    fn ntt_on_device(&self, a: &mut CudaSlice<u64>, n: usize, batch: usize, shift: F) -> Result<CudaSlice<u64>> {
+    fn ntt_on_device(&self, a: &mut D::Buffer, n: usize, batch: usize, shift: F) -> Result<D::Buffer> {
         let len = n * batch;
         let log_n = n.trailing_zeros() as usize;
-        let s = &self.stream;
-        let mut b = s.alloc_zeros::<u64>(len).map_err(cuda)?;
+        let mut b = self.dev.alloc_zeros(len)?;
         let shifts = self.powers_on_device(shift, n)?;
         let twiddles = self.powers_on_device(F::primitive_root_of_unity(log_n), n / 2)?;
         let (batch32, log32) = (small(batch)?, small(log_n)?);
         // SAFETY: every kernel checks its index against the sizes passed with the buffers, and
         // `a` and `b` hold `n × batch` elements.
         unsafe {
-            s.launch_builder(&self.scale.f)
-                .arg(&mut *a)
-                .arg(shifts.as_ref())
-                .arg(&log32)
-                .arg(&batch32)
-                .launch(self.scale.config(len)?)
-                .map_err(cuda)?;
-            s.launch_builder(&self.bit_reverse.f)
-                .arg(&*a)
-                .arg(&mut b)
-                .arg(&log32)
-                .arg(&batch32)
-                .launch(self.bit_reverse.config(len)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.scale,
+                len,
+                &mut [Arg::Out(&mut *a), Arg::In(shifts.as_ref()), Arg::U32(log32), Arg::U32(batch32)],
+            )?;
+            self.launch(
+                &self.bit_reverse,
+                len,
+                &mut [Arg::In(&*a), Arg::Out(&mut b), Arg::U32(log32), Arg::U32(batch32)],
+            )?;
             for (log_half, k) in ntt_stage_groups(log32) {
                 let kernel = &self.stages[k as usize - 1];
-                s.launch_builder(&kernel.f)
-                    .arg(&mut b)
-                    .arg(twiddles.as_ref())
-                    .arg(&log32)
-                    .arg(&batch32)
-                    .arg(&log_half)
-                    .launch(kernel.config(len >> k)?)
-                    .map_err(cuda)?;
+                self.launch(
+                    kernel,
+                    len >> k,
+                    &mut [
+                        Arg::Out(&mut b),
+                        Arg::In(twiddles.as_ref()),
+                        Arg::U32(log32),
+                        Arg::U32(batch32),
+                        Arg::U32(log_half),
+                    ],
+                )?;
             }
         }
         Ok(b)
@@ -610,45 +621,41 @@ impl CudaBackend {
     /// back.
     fn tree_on_device(
         &self,
-        rows: &CudaSlice<u64>,
+        rows: &D::Buffer,
         width: usize,
         leaves: usize,
         cap_height: usize,
-    ) -> Result<(CudaSlice<u64>, usize, Vec<Digest>)> {
+    ) -> Result<(D::Buffer, usize, Vec<Digest>)> {
         if tree_leaves(rows.len(), width, cap_height)? != leaves {
             return Err(BackendError::Shape(format!("{} elements for {leaves} leaves of {width}", rows.len())));
         }
         let sub_height = leaves.trailing_zeros() as usize - cap_height;
         let num_digests = (2 * ((1usize << sub_height) - 1)) << cap_height;
-        let s = &self.stream;
-        let mut level = s.alloc_zeros::<u64>(4 * leaves).map_err(cuda)?;
+        let mut level = self.dev.alloc_zeros(4 * leaves)?;
         // At least one word: an all-cap tree has no digests, and a zero-byte allocation fails.
-        let mut digests = s.alloc_zeros::<u64>((4 * num_digests).max(1)).map_err(cuda)?;
+        let mut digests = self.dev.alloc_zeros((4 * num_digests).max(1))?;
         let (w, count, sub) = (small(width)?, small(leaves)?, small(sub_height)?);
         // SAFETY: `rows` holds `leaves × width` elements (checked above); the row kernel writes
         // `4 × leaves`; each level reads `8 × count` and writes `4 × count` words into `next`
         // and `8 × count` at digest positions below `num_digests` (the layout of `layout.rs`).
         unsafe {
-            s.launch_builder(&self.rows.f)
-                .arg(rows)
-                .arg(&w)
-                .arg(&count)
-                .arg(&mut level)
-                .launch(self.rows.config(leaves)?)
-                .map_err(cuda)?;
+            self.launch(&self.rows, leaves, &mut [Arg::In(rows), Arg::U32(w), Arg::U32(count), Arg::Out(&mut level)])?;
             for h in 0..sub_height {
                 let parents = leaves >> (h + 1);
-                let mut next = s.alloc_zeros::<u64>(4 * parents).map_err(cuda)?;
+                let mut next = self.dev.alloc_zeros(4 * parents)?;
                 let (p32, h32) = (small(parents)?, small(h)?);
-                s.launch_builder(&self.merkle_level.f)
-                    .arg(&level)
-                    .arg(&mut next)
-                    .arg(&mut digests)
-                    .arg(&p32)
-                    .arg(&sub)
-                    .arg(&h32)
-                    .launch(self.merkle_level.config(parents)?)
-                    .map_err(cuda)?;
+                self.launch(
+                    &self.merkle_level,
+                    parents,
+                    &mut [
+                        Arg::In(&level),
+                        Arg::Out(&mut next),
+                        Arg::Out(&mut digests),
+                        Arg::U32(p32),
+                        Arg::U32(sub),
+                        Arg::U32(h32),
+                    ],
+                )?;
                 level = next;
             }
         }
@@ -658,7 +665,7 @@ impl CudaBackend {
     }
 
     /// Digests left on the device by [`CudaBackend::tree_on_device`], on the host.
-    fn digests_to_host(&self, digests: &CudaSlice<u64>, count: usize) -> Result<Vec<Digest>> {
+    fn digests_to_host(&self, digests: &D::Buffer, count: usize) -> Result<Vec<Digest>> {
         let words = self.down(digests)?;
         Ok(digests_of(&words[..4 * count]))
     }
@@ -669,7 +676,7 @@ impl CudaBackend {
     /// coefficients, for [`Backend::evaluate`] and [`Backend::combine`]).
     fn commit_on_device(
         &self,
-        compact: CudaSlice<u64>,
+        compact: D::Buffer,
         n: usize,
         rate_bits: usize,
         cap_height: usize,
@@ -683,36 +690,30 @@ impl CudaBackend {
         }
         let (log_n, log_m) = (small(n.trailing_zeros() as usize)?, small(m.trailing_zeros() as usize)?);
         let batch32 = small(batch)?;
-        let s = &self.stream;
         // Zero-padded to the LDE's length.
-        let mut padded = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        let mut padded = self.dev.alloc_zeros(batch * m)?;
         // SAFETY: `compact` holds `batch × n` and `padded` `batch × m` elements; the kernel
         // reads and writes within them.
         unsafe {
-            s.launch_builder(&self.spread.f)
-                .arg(&compact)
-                .arg(&mut padded)
-                .arg(&log_n)
-                .arg(&log_m)
-                .arg(&batch32)
-                .launch(self.spread.config(batch * n)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.spread,
+                batch * n,
+                &mut [Arg::In(&compact), Arg::Out(&mut padded), Arg::U32(log_n), Arg::U32(log_m), Arg::U32(batch32)],
+            )?;
         }
         let compact = (leaves == Leaves::Kept).then_some(compact);
         let values = self.ntt_on_device(&mut padded, m, batch, F::coset_shift())?;
         self.note_memory();
         drop(padded);
         // The leaves: rows in bit-reversed order, row-major, as plonky2 stores them.
-        let mut rows = s.alloc_zeros::<u64>(batch * m).map_err(cuda)?;
+        let mut rows = self.dev.alloc_zeros(batch * m)?;
         // SAFETY: both buffers hold `batch × m` elements.
         unsafe {
-            s.launch_builder(&self.rows_bit_reversed.f)
-                .arg(&values)
-                .arg(&mut rows)
-                .arg(&log_m)
-                .arg(&batch32)
-                .launch(self.rows_bit_reversed.config(batch * m)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.rows_bit_reversed,
+                batch * m,
+                &mut [Arg::In(&values), Arg::Out(&mut rows), Arg::U32(log_m), Arg::U32(batch32)],
+            )?;
         }
         drop(values);
         let (digests, num_digests, cap) = self.tree_on_device(&rows, batch, m, cap_height)?;
@@ -749,27 +750,52 @@ impl CudaBackend {
         self.resident.held()
     }
 
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
     /// The device's name.
     pub fn device_name(&self) -> &str {
         &self.device
     }
 
     /// `words` copied to a new device buffer, counted in [`Backend::transfers`].
-    fn up<T: DeviceRepr>(&self, words: &[T]) -> Result<CudaSlice<T>> {
+    fn up(&self, words: &[u64]) -> Result<D::Buffer> {
         self.to_device.fetch_add(std::mem::size_of_val(words) as u64, Ordering::Relaxed);
-        self.stream.clone_htod(words).map_err(cuda)
+        self.dev.upload(words)
+    }
+
+    /// `u32`s copied to a new device buffer for a kernel's `const u32 *` parameter: two to a
+    /// word, the first in the low half (the device and the host are little-endian), a zero after
+    /// an odd count.
+    fn up_u32(&self, values: &[u32]) -> Result<D::Buffer> {
+        let words: Vec<u64> =
+            values.chunks(2).map(|p| u64::from(p[0]) | u64::from(p.get(1).copied().unwrap_or(0)) << 32).collect();
+        self.up(&words)
     }
 
     /// A device buffer copied to the host (once the stream's work before it is done), counted in
     /// [`Backend::transfers`].
-    fn down(&self, buffer: &CudaSlice<u64>) -> Result<Vec<u64>> {
+    fn down(&self, buffer: &D::Buffer) -> Result<Vec<u64>> {
         self.from_device.fetch_add(8 * buffer.len() as u64, Ordering::Relaxed);
-        self.stream.clone_dtoh(buffer).map_err(cuda)
+        self.dev.download(buffer)
+    }
+
+    /// Launches `k` with one thread per item, `n` items.
+    ///
+    /// # Safety
+    /// As [`Device::launch`]: `args` are the kernel's parameters in order, and for the sizes
+    /// given it reads and writes only inside the buffers given.
+    unsafe fn launch(&self, k: &Kernel<D>, n: usize, args: &mut [Arg<'_, D::Buffer>]) -> Result<()> {
+        let (blocks, threads) = k.config(n)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.dev.launch(&k.f, k.name, blocks, threads, args) }
     }
 
     /// Samples the device's memory in use (called while a kernel's buffers are allocated).
     fn note_memory(&self) {
-        if let Ok((free, total)) = self.ctx.mem_get_info() {
+        if let Ok((free, total)) = self.dev.memory() {
             self.peak_used.fetch_max(total - free, Ordering::Relaxed);
         }
     }
@@ -778,7 +804,7 @@ impl CudaBackend {
     /// them, or, for a tree cached here whose coefficients the host has, uploaded now and
     /// attached to it (once: the constants and sigmas of a circuit serve every later proof).
     /// `None` where this backend has no tree for `c`. Checked to be `width × 2^degree_log`.
-    fn coeffs_on_device(&self, c: &Commitment) -> Result<Option<Arc<DeviceTree>>> {
+    fn coeffs_on_device(&self, c: &Commitment) -> Result<Option<Arc<DeviceTree<D>>>> {
         let shape = shape(c);
         let key = TreeKey::of(&c.merkle_tree, shape);
         let Some(tree) = self.resident.get(&key) else {
@@ -807,7 +833,7 @@ impl CudaBackend {
         }
     }
 
-    fn download_digests(&self, res: &cudarc::driver::CudaSlice<u64>, out: &mut [Digest]) -> Result<()> {
+    fn download_digests(&self, res: &D::Buffer, out: &mut [Digest]) -> Result<()> {
         let v = self.down(res)?;
         for (o, d) in out.iter_mut().zip(digests_of(&v)) {
             *o = d;
@@ -816,9 +842,9 @@ impl CudaBackend {
     }
 }
 
-impl Backend for CudaBackend {
+impl<D: Device> Backend for CudaBackend<D> {
     fn name(&self) -> &'static str {
-        "cuda"
+        D::BACKEND
     }
 
     fn peak_device_bytes(&self) -> Option<u64> {
@@ -864,25 +890,21 @@ impl Backend for CudaBackend {
             return Err(BackendError::Shape(format!("{} elements in polynomials of {n}", values.len())));
         }
         let batch = values.len() / n;
-        let s = &self.stream;
         let mut a = self.up(&to_u64(&values))?;
         drop(values);
         // The inverse NTT as the trait's `intt_batch` derives it: the DFT, read at −j, over n.
         let dft = self.ntt_on_device(&mut a, n, batch, F::ONE)?;
         drop(a);
-        let mut coeffs = s.alloc_zeros::<u64>(n * batch).map_err(cuda)?;
+        let mut coeffs = self.dev.alloc_zeros(n * batch)?;
         let n_inv = F::inverse_2exp(n.trailing_zeros() as usize).to_canonical_u64();
         let (log_n, batch32) = (small(n.trailing_zeros() as usize)?, small(batch)?);
         // SAFETY: both buffers hold `batch × n` elements; the kernel reads and writes within them.
         unsafe {
-            s.launch_builder(&self.intt_finish.f)
-                .arg(&dft)
-                .arg(&mut coeffs)
-                .arg(&log_n)
-                .arg(&batch32)
-                .arg(&n_inv)
-                .launch(self.intt_finish.config(n * batch)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.intt_finish,
+                n * batch,
+                &mut [Arg::In(&dft), Arg::Out(&mut coeffs), Arg::U32(log_n), Arg::U32(batch32), Arg::U64(n_inv)],
+            )?;
         }
         drop(dft);
         // Kept, the coefficients stay on the device with the tree: the openings and FRI's
@@ -911,22 +933,18 @@ impl Backend for CudaBackend {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let s = &self.stream;
         let indices: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
         let indices = self.up(&indices)?;
-        let mut out = s.alloc_zeros::<u64>(rows.len() * width).map_err(cuda)?;
+        let mut out = self.dev.alloc_zeros(rows.len() * width)?;
         let (w, count) = (small(width)?, small(rows.len())?);
         // SAFETY: `leaves` holds `key.rows() × width` elements and every index is below
         // `key.rows()` (checked above); the kernel writes `count × width` elements.
         unsafe {
-            s.launch_builder(&self.gather.f)
-                .arg(leaves)
-                .arg(&w)
-                .arg(&indices)
-                .arg(&count)
-                .arg(&mut out)
-                .launch(self.gather.config(rows.len() * width)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.gather,
+                rows.len() * width,
+                &mut [Arg::In(leaves), Arg::U32(w), Arg::In(&indices), Arg::U32(count), Arg::Out(&mut out)],
+            )?;
         }
         let words = self.down(&out)?;
         Ok(words.chunks(width).map(|r| r.iter().map(|&x| F::from_canonical_u64(x)).collect()).collect())
@@ -959,23 +977,19 @@ impl Backend for CudaBackend {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let s = &self.stream;
         let indices: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
         let indices = self.up(&indices)?;
-        let mut out = s.alloc_zeros::<u64>(4 * rows.len() * sub_height).map_err(cuda)?;
+        let mut out = self.dev.alloc_zeros(4 * rows.len() * sub_height)?;
         let (sub, count) = (small(sub_height)?, small(rows.len())?);
         // SAFETY: every index is below `shape.rows` (checked above), so each sibling position is
         // inside the `2·(rows − caps)` digests kept (checked above); the kernel writes
         // `4 × count × sub_height` words.
         unsafe {
-            s.launch_builder(&self.paths.f)
-                .arg(digests)
-                .arg(&sub)
-                .arg(&indices)
-                .arg(&count)
-                .arg(&mut out)
-                .launch(self.paths.config(rows.len() * sub_height)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.paths,
+                rows.len() * sub_height,
+                &mut [Arg::In(digests), Arg::U32(sub), Arg::In(&indices), Arg::U32(count), Arg::Out(&mut out)],
+            )?;
         }
         let siblings = digests_of(&self.down(&out)?);
         Ok(siblings.chunks(sub_height).map(|c| MerkleProof { siblings: c.to_vec() }).collect())
@@ -998,21 +1012,23 @@ impl Backend for CudaBackend {
             .map(|&x| {
                 let powers: Vec<u64> = x.powers().take(n).flat_map(ext_words).collect();
                 let powers = self.up(&powers)?;
-                let mut out = self.stream.alloc_zeros::<u64>(2 * width * chunks).map_err(cuda)?;
+                let mut out = self.dev.alloc_zeros(2 * width * chunks)?;
                 // SAFETY: `kept` holds `width × n` coefficients and `powers` 2n words; thread t
                 // reads its chunk of 2^log_chunk of them and writes out[2t], out[2t + 1], below
                 // 2·width·chunks.
                 unsafe {
-                    self.stream
-                        .launch_builder(&self.dot_chunks.f)
-                        .arg(kept)
-                        .arg(&powers)
-                        .arg(&log_n)
-                        .arg(&batch)
-                        .arg(&log_chunk32)
-                        .arg(&mut out)
-                        .launch(self.dot_chunks.config(width * chunks)?)
-                        .map_err(cuda)?;
+                    self.launch(
+                        &self.dot_chunks,
+                        width * chunks,
+                        &mut [
+                            Arg::In(kept),
+                            Arg::In(&powers),
+                            Arg::U32(log_n),
+                            Arg::U32(batch),
+                            Arg::U32(log_chunk32),
+                            Arg::Out(&mut out),
+                        ],
+                    )?;
                 }
                 let parts = self.down(&out)?;
                 Ok(parts.chunks(2 * chunks).map(|p| p.chunks(2).map(ext_of).sum()).collect())
@@ -1035,21 +1051,23 @@ impl Backend for CudaBackend {
         let words: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
         let (indices, powers) =
             (self.up(&words)?, self.up(&powers.iter().copied().flat_map(ext_words).collect::<Vec<_>>())?);
-        let mut out = self.stream.alloc_zeros::<u64>(2 * n).map_err(cuda)?;
+        let mut out = self.dev.alloc_zeros(2 * n)?;
         let (count, log_n) = (small(words.len())?, small(c.degree_log)?);
         // SAFETY: every index is below the commitment's width (checked above), so each read is
         // inside `kept`'s `width × n` coefficients; thread j writes out[2j], out[2j + 1].
         unsafe {
-            self.stream
-                .launch_builder(&self.combine.f)
-                .arg(kept)
-                .arg(&indices)
-                .arg(&powers)
-                .arg(&count)
-                .arg(&log_n)
-                .arg(&mut out)
-                .launch(self.combine.config(n)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.combine,
+                n,
+                &mut [
+                    Arg::In(kept),
+                    Arg::In(&indices),
+                    Arg::In(&powers),
+                    Arg::U32(count),
+                    Arg::U32(log_n),
+                    Arg::Out(&mut out),
+                ],
+            )?;
         }
         Ok(self.down(&out)?.chunks(2).map(ext_of).collect())
     }
@@ -1097,29 +1115,29 @@ impl Backend for CudaBackend {
         let mut values = self.quotient_on_device(f, &args, q)?;
         let dft = self.ntt_on_device(&mut values, size, challenges, F::ONE)?;
         drop(values);
-        let mut coeffs = self.stream.alloc_zeros::<u64>(challenges * size).map_err(cuda)?;
+        let mut coeffs = self.dev.alloc_zeros(challenges * size)?;
         let n_inv = F::inverse_2exp(size.trailing_zeros() as usize).to_canonical_u64();
         let unshift = self.powers_on_device(F::coset_shift().inverse(), size)?;
         let (log_size, challenges32) = (small(size.trailing_zeros() as usize)?, small(challenges)?);
-        let s = &self.stream;
         // SAFETY: `dft` and `coeffs` hold `challenges × size` elements and `unshift` `size`; each
         // kernel reads and writes within them.
         unsafe {
-            s.launch_builder(&self.intt_finish.f)
-                .arg(&dft)
-                .arg(&mut coeffs)
-                .arg(&log_size)
-                .arg(&challenges32)
-                .arg(&n_inv)
-                .launch(self.intt_finish.config(challenges * size)?)
-                .map_err(cuda)?;
-            s.launch_builder(&self.scale.f)
-                .arg(&mut coeffs)
-                .arg(unshift.as_ref())
-                .arg(&log_size)
-                .arg(&challenges32)
-                .launch(self.scale.config(challenges * size)?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.intt_finish,
+                challenges * size,
+                &mut [
+                    Arg::In(&dft),
+                    Arg::Out(&mut coeffs),
+                    Arg::U32(log_size),
+                    Arg::U32(challenges32),
+                    Arg::U64(n_inv),
+                ],
+            )?;
+            self.launch(
+                &self.scale,
+                challenges * size,
+                &mut [Arg::Out(&mut coeffs), Arg::In(unshift.as_ref()), Arg::U32(log_size), Arg::U32(challenges32)],
+            )?;
         }
         drop(dft);
         Ok(self.down(&coeffs)?.into_iter().map(F::from_canonical_u64).collect())
@@ -1137,24 +1155,24 @@ impl Backend for CudaBackend {
         if count == 0 {
             return Ok(None);
         }
-        let s = &self.stream;
         let words = self.up(&to_u64(state))?;
         let mut best = self.up(&[u64::MAX])?;
-        let launch = self
-            .grind
-            .config(usize::try_from(count).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?)?;
+        let threads = usize::try_from(count).map_err(|_| BackendError::Shape(format!("{count} candidates at once")))?;
         let slot = small(slot)?;
         // SAFETY: the kernel reads the 12 state words and writes `best` with atomicMin only.
         unsafe {
-            s.launch_builder(&self.grind.f)
-                .arg(&words)
-                .arg(&slot)
-                .arg(&min_leading_zeros)
-                .arg(&start)
-                .arg(&count)
-                .arg(&mut best)
-                .launch(launch)
-                .map_err(cuda)?;
+            self.launch(
+                &self.grind,
+                threads,
+                &mut [
+                    Arg::In(&words),
+                    Arg::U32(slot),
+                    Arg::U32(min_leading_zeros),
+                    Arg::U64(start),
+                    Arg::U64(count),
+                    Arg::Out(&mut best),
+                ],
+            )?;
         }
         let best = self.down(&best)?;
         Ok(best.first().copied().filter(|&w| w != u64::MAX))
@@ -1164,19 +1182,16 @@ impl Backend for CudaBackend {
         if width == 0 || rows.len() != width * out.len() {
             return Err(BackendError::Shape(format!("{} elements for {} rows of {width}", rows.len(), out.len())));
         }
-        let s = &self.stream;
         let input = self.up(&to_u64(rows))?;
-        let mut res = s.alloc_zeros::<u64>(4 * out.len()).map_err(cuda)?;
+        let mut res = self.dev.alloc_zeros(4 * out.len())?;
         let (w, count) = (small(width)?, small(out.len())?);
         // SAFETY: the kernel reads `count × width` and writes `4 × count` elements.
         unsafe {
-            s.launch_builder(&self.rows.f)
-                .arg(&input)
-                .arg(&w)
-                .arg(&count)
-                .arg(&mut res)
-                .launch(self.rows.config(out.len())?)
-                .map_err(cuda)?;
+            self.launch(
+                &self.rows,
+                out.len(),
+                &mut [Arg::In(&input), Arg::U32(w), Arg::U32(count), Arg::Out(&mut res)],
+            )?;
         }
         self.note_memory();
         self.download_digests(&res, out)
@@ -1186,19 +1201,13 @@ impl Backend for CudaBackend {
         if children.len() != 2 * out.len() {
             return Err(BackendError::Shape(format!("{} children for {} parents", children.len(), out.len())));
         }
-        let s = &self.stream;
         let flat: Vec<u64> = children.iter().flat_map(|d| d.elements.map(|e| e.to_canonical_u64())).collect();
         let input = self.up(&flat)?;
-        let mut res = s.alloc_zeros::<u64>(4 * out.len()).map_err(cuda)?;
+        let mut res = self.dev.alloc_zeros(4 * out.len())?;
         let count = small(out.len())?;
         // SAFETY: the kernel reads `8 × count` and writes `4 × count` elements.
         unsafe {
-            s.launch_builder(&self.pairs.f)
-                .arg(&input)
-                .arg(&count)
-                .arg(&mut res)
-                .launch(self.pairs.config(out.len())?)
-                .map_err(cuda)?;
+            self.launch(&self.pairs, out.len(), &mut [Arg::In(&input), Arg::U32(count), Arg::Out(&mut res)])?;
         }
         self.download_digests(&res, out)
     }
