@@ -335,6 +335,47 @@ mod tests {
         assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
     }
 
+    /// The batch circuit the node runs, full, proven twice through the CUDA backend's own code
+    /// over its kernels built for the CPU (`prover_gpu::cuda::emulated`): both proofs verify, the
+    /// second reuses the circuit's constants and sigmas left on the device by the first, every
+    /// proof's own trees are released, and at no allocation does the device hold more than the
+    /// issue's 16 GiB (the emulation refuses an allocation past it). The figures it prints are
+    /// in BENCHMARKS.md (`cargo test --release -p node -- emulated --nocapture`).
+    #[test]
+    fn a_full_default_batch_proves_on_the_emulated_cuda_backend_within_16_gib() {
+        let (circuit, _) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
+        let accounts = 64;
+        let mut ex = Executor::new(Genesis::devnet(accounts).build().expect("genesis"), DEFAULT_BATCH_CAPACITY);
+        for tx in circuits::load::mixed_load(DEFAULT_BATCH_CAPACITY, accounts, 0.3) {
+            ex.apply(&tx).expect("the load applies");
+        }
+        let w = ex.seal_batch().expect("seal");
+        use prover_gpu::Backend;
+        let cuda = std::sync::Arc::new(prover_gpu::CudaBackend::emulated().expect("a C++ compiler"));
+        let prover = Prover::Pipeline(cuda.clone());
+        let mut moved = Vec::new();
+        for _ in 0..2 {
+            let before = cuda.transfers().expect("counted");
+            let proof = circuit.prove(&prover, &w).expect("the full batch proves");
+            circuit.verify(&proof).expect("plonky2's verifier accepts it");
+            moved.push(cuda.transfers().expect("counted").since(before));
+            assert_eq!(cuda.held_commitments(), 0, "the proof released its trees");
+        }
+        let peak = cuda.device().peak();
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        println!(
+            "{DEFAULT_BATCH_CAPACITY} slots, 2^{}: peak device memory {:.1} MiB; per proof to the device {:.1} MiB \
+             (first {:.1}), from it {:.1} MiB",
+            circuit.stats().degree_bits,
+            mib(peak as u64),
+            mib(moved[1].to_device),
+            mib(moved[0].to_device),
+            mib(moved[1].from_device)
+        );
+        assert!(peak < prover_gpu::cuda::emulated::EMULATED_MEMORY);
+        assert!(moved[1].to_device < moved[0].to_device, "the second proof reused the circuit's trees");
+    }
+
     /// Padding is paid for: the default capacity must fill the aggregation shape's 2^15 rows
     /// without spilling to 2^16.
     #[test]
