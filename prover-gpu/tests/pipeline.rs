@@ -127,6 +127,25 @@ fn cuda_proofs_verify_and_agree_with_rayon<D: prover_gpu::cuda::Device>(cuda: Cu
     // and quotient leaves the proofs kept there were released.
     cuda.quotient_kernel_ready().expect("the quotient kernel compiles");
     assert_eq!((cuda.resident_commitments(), cuda.held_commitments()), (1, 0), "released leaves are freed");
+    // Workers share one backend (`rollup bench --workers W`, the prover service): proofs of two
+    // circuits on four threads at once, their commitments kept and released side by side.
+    let (outer, outer_pw) = verifier_of(&data, witness(&targets, 6), |_| {});
+    std::thread::scope(|scope| {
+        for seed in 0..4u64 {
+            let (data, targets, outer, outer_pw, cuda) = (&data, &targets, &outer, &outer_pw, &cuda);
+            scope.spawn(move || {
+                let (d, pw) =
+                    if seed % 2 == 0 { (data, witness(targets, 10 + seed)) } else { (outer, outer_pw.clone()) };
+                let proof = prove(cuda, &d.prover_only, &d.common, pw).expect("a concurrent proof");
+                d.verify(proof).expect("plonky2 verifies it");
+            });
+        }
+    });
+    assert_eq!(
+        (cuda.resident_commitments(), cuda.held_commitments()),
+        (2, 0),
+        "each circuit's constants and sigmas stay; every proof released its own trees"
+    );
     check(&data, witness(&targets, 5), &DualBackend { first: RayonBackend, second: cuda });
 }
 
