@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs every GPU check and benchmark in one call on a lent device, writes the full results under
-# $OUT, and prints a short table last. Expects the binaries staged by scripts/gpu-build.sh.
-# `bash scripts/gpu-run.sh checks` runs the tests only, `... benches` the benchmarks only (two
-# calls, if one call's ten minutes do not hold both). Each step has its own time limit, so a step
-# that hangs costs its limit and not the rest of the run; each prints one line as it ends.
+# Runs every GPU check and benchmark on a lent device, writes the full results under $OUT, and
+# prints a short table last. Expects the binaries staged by scripts/gpu-build.sh.
+# `bash scripts/gpu-run.sh checks` runs the tests, `... benches` the criterion benches, `... rollup`
+# the `rollup bench` runs: one device call each (a call has ten minutes; `all`, the default, runs
+# them in order in one call and skips what its time does not hold). Each step has its own time
+# limit, cut to what is left of the call's BUDGET seconds (570 unless set), so a step that hangs
+# costs its limit and not the rest of the run, and the summary always prints; each step prints one
+# line as it ends.
 set -uo pipefail
 PHASE=${1:-all}
+DEADLINE=$((SECONDS + ${BUDGET:-570}))
+case "$PHASE" in all | checks | benches | rollup) ;; *) echo "unknown phase $PHASE: all, checks, benches or rollup" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -20,6 +25,14 @@ status=()
 run() {
   local name=$1 limit=$2 start=$SECONDS rc=0
   shift 2
+  # What is left of the call, less a margin for the summary.
+  local left=$((DEADLINE - SECONDS - 15))
+  if [ "$left" -lt 10 ]; then
+    status+=("$name SKIPPED: no time left in this call (run its phase in a call of its own)")
+    echo "${status[-1]}"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || rc=$?
   local took=$((SECONDS - start))
   if [ "$rc" = 0 ]; then
@@ -33,6 +46,7 @@ run() {
 }
 checks() { [ "$PHASE" = all ] || [ "$PHASE" = checks ]; }
 benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
+rollup() { [ "$PHASE" = all ] || [ "$PHASE" = rollup ]; }
 # The crate's unit tests: among them the rayon backend's vector Poseidon against plonky2's, on
 # whatever instruction sets this host's CPU has.
 if checks; then
@@ -51,11 +65,14 @@ if benches; then
   run bench-kernels 240 .device/bench-kernels --bench
   # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
   run bench-batch 180 .device/bench-batch --bench batch_proof
+fi
+if rollup; then
   # The whole proving path on each backend, W = 1 and 4.
   for b in cuda cpu; do
     for w in 1 4; do
       run "rollup-bench-$b-w$w" 150 .device/rollup bench --backend "$b" --workers "$w" --json
-      tail -n 1 "$OUT/rollup-bench-$b-w$w.log" > "$OUT/rollup-bench-$b-w$w.json" 2>/dev/null
+      log="$OUT/rollup-bench-$b-w$w.log"
+      [ -f "$log" ] && tail -n 1 "$log" > "${log%.log}.json"
     done
   done
 fi
@@ -65,12 +82,15 @@ echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores
 printf '%s\n' "${status[@]}"
 if checks; then
   # Each kernel's block, registers and local memory as this driver compiled it.
-  grep -E "^kernel " "$OUT/kernels.log"
+  grep -E "^kernel " "$OUT/kernels.log" 2>/dev/null
 fi
 if benches; then
-  grep -B1 -E "time:" "$OUT/bench-kernels.log" | head -n 72
-  grep -B1 -E "time:" "$OUT/bench-batch.log" | head -n 12
+  grep -B1 -E "time:" "$OUT/bench-kernels.log" 2>/dev/null | head -n 72
+  grep -B1 -E "time:" "$OUT/bench-batch.log" 2>/dev/null | head -n 12
+fi
+if rollup; then
   for f in "$OUT"/rollup-bench-*.json; do
+    [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
     grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}' "$f" | tr '\n' ' '
     echo
