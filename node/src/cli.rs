@@ -354,12 +354,25 @@ mod tests {
         let cuda = std::sync::Arc::new(prover_gpu::CudaBackend::emulated().expect("a C++ compiler"));
         let prover = Prover::Pipeline(cuda.clone());
         let mut moved = Vec::new();
+        let mut activity = cuda.device().activity();
         for _ in 0..2 {
             let before = cuda.transfers().expect("counted");
+            activity = cuda.device().activity();
             let proof = circuit.prove(&prover, &w).expect("the full batch proves");
             circuit.verify(&proof).expect("plonky2's verifier accepts it");
             moved.push(cuda.transfers().expect("counted").since(before));
             assert_eq!(cuda.held_commitments(), 0, "the proof released its trees");
+        }
+        // The second proof's work on the device: launches by kernel, and copies.
+        let activity = cuda.device().activity().since(&activity);
+        println!(
+            "the second proof: {} launches, {} uploads, {} downloads",
+            activity.launches(),
+            activity.uploads,
+            activity.downloads
+        );
+        for k in &activity.kernels {
+            println!("  {:<22} {:>5} launches {:>12} threads", k.name, k.launches, k.threads);
         }
         let peak = cuda.device().peak();
         let mib = |b: u64| b as f64 / f64::from(1 << 20);

@@ -176,18 +176,77 @@ impl Drop for HostBuffer {
 pub struct Emulated {
     used: Arc<AtomicUsize>,
     peak: AtomicUsize,
+    /// What the backend asked of the device: launches by kernel, and copies.
+    activity: Mutex<Activity>,
+}
+
+/// What the backend asked of an [`Emulated`] device since it was made: the work a GPU would be
+/// given, for counting launches and copies (each a fixed cost on a device) per proof.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Launches and threads by kernel, in the order each kernel first ran.
+    pub kernels: Vec<KernelActivity>,
+    /// Buffers uploaded from the host.
+    pub uploads: u64,
+    /// Buffers downloaded to the host (each waits for the launches before it, on a device).
+    pub downloads: u64,
+}
+
+/// One kernel's share of an [`Activity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelActivity {
+    /// The kernel.
+    pub name: &'static str,
+    /// Its launches.
+    pub launches: u64,
+    /// Its threads over all its launches (whole blocks, as launched).
+    pub threads: u64,
+}
+
+impl Activity {
+    /// Launches of every kernel.
+    pub fn launches(&self) -> u64 {
+        self.kernels.iter().map(|k| k.launches).sum()
+    }
+
+    /// What happened between `earlier` (of the same device) and this.
+    pub fn since(&self, earlier: &Activity) -> Activity {
+        let before = |name| earlier.kernels.iter().find(|k| k.name == name);
+        Activity {
+            kernels: self
+                .kernels
+                .iter()
+                .map(|k| {
+                    let (launches, threads) = before(k.name).map_or((0, 0), |b| (b.launches, b.threads));
+                    KernelActivity { name: k.name, launches: k.launches - launches, threads: k.threads - threads }
+                })
+                .filter(|k| k.launches > 0)
+                .collect(),
+            uploads: self.uploads - earlier.uploads,
+            downloads: self.downloads - earlier.downloads,
+        }
+    }
 }
 
 impl Emulated {
     /// An emulated device with nothing allocated. The first compile of each source builds it
     /// with the host C++ compiler (`$CXX`, else `c++`), once per process.
     pub fn new() -> Self {
-        Self { used: Arc::new(AtomicUsize::new(0)), peak: AtomicUsize::new(0) }
+        Self { used: Arc::new(AtomicUsize::new(0)), peak: AtomicUsize::new(0), activity: Mutex::default() }
     }
 
     /// Bytes allocated now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// What the backend asked of this device so far.
+    pub fn activity(&self) -> Activity {
+        self.activity.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Activity)) {
+        f(&mut self.activity.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The most bytes allocated at once so far, at every allocation (the backend's
@@ -337,12 +396,14 @@ impl Device for Emulated {
     }
 
     fn upload(&self, words: &[u64]) -> Result<Self::Buffer> {
+        self.note(|a| a.uploads += 1);
         let mut b = self.alloc_zeros(words.len())?;
         b.words[..words.len()].copy_from_slice(words);
         Ok(b)
     }
 
     fn download(&self, buffer: &Self::Buffer) -> Result<Vec<u64>> {
+        self.note(|a| a.downloads += 1);
         Ok(buffer.words[..buffer.len].to_vec())
     }
 
@@ -360,6 +421,16 @@ impl Device for Emulated {
         if args.len() != f.signature.len() {
             return Err(emulation(format!("{name} takes {} arguments, given {}", f.signature.len(), args.len())));
         }
+        self.note(|a| {
+            let threads = u64::from(blocks) * u64::from(threads);
+            match a.kernels.iter_mut().find(|k| k.name == name) {
+                Some(k) => {
+                    k.launches += 1;
+                    k.threads += threads;
+                }
+                None => a.kernels.push(KernelActivity { name, launches: 1, threads }),
+            }
+        });
         // One word per argument: a buffer's address, or a scalar (a u32 read as the low half).
         let mut slots = Vec::with_capacity(args.len());
         for (i, (arg, &kind)) in args.iter_mut().zip(&f.signature).enumerate() {
