@@ -396,9 +396,9 @@ impl Device for Emulated {
     }
 
     fn upload(&self, words: &[u64]) -> Result<Self::Buffer> {
-        self.note(|a| a.uploads += 1);
         let mut b = self.alloc_zeros(words.len())?;
         b.words[..words.len()].copy_from_slice(words);
+        self.note(|a| a.uploads += 1);
         Ok(b)
     }
 
@@ -421,16 +421,6 @@ impl Device for Emulated {
         if args.len() != f.signature.len() {
             return Err(emulation(format!("{name} takes {} arguments, given {}", f.signature.len(), args.len())));
         }
-        self.note(|a| {
-            let threads = u64::from(blocks) * u64::from(threads);
-            match a.kernels.iter_mut().find(|k| k.name == name) {
-                Some(k) => {
-                    k.launches += 1;
-                    k.threads += threads;
-                }
-                None => a.kernels.push(KernelActivity { name, launches: 1, threads }),
-            }
-        });
         // One word per argument: a buffer's address, or a scalar (a u32 read as the low half).
         let mut slots = Vec::with_capacity(args.len());
         for (i, (arg, &kind)) in args.iter_mut().zip(&f.signature).enumerate() {
@@ -449,6 +439,16 @@ impl Device for Emulated {
             }
             slots.push(word);
         }
+        self.note(|a| {
+            let threads = u64::from(blocks) * u64::from(threads);
+            match a.kernels.iter_mut().find(|k| k.name == name) {
+                Some(k) => {
+                    k.launches += 1;
+                    k.threads += threads;
+                }
+                None => a.kernels.push(KernelActivity { name, launches: 1, threads }),
+            }
+        });
         let pointers = Args(slots.iter_mut().map(|w| w as *mut u64 as *mut c_void).collect());
         // Chunks of blocks, a few per rayon thread.
         let per = (blocks as usize).div_ceil(4 * rayon::current_num_threads()).max(1) as u32;
