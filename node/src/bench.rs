@@ -170,7 +170,8 @@ fn machine() -> Machine {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    let gpu = prover_gpu::CudaBackend::new(0).ok().map(|b| b.device_name().to_string());
+    // The device's name only: opening it compiles nothing (a backend would compile its kernels).
+    let gpu = prover_gpu::cuda::Driver::new(0).and_then(|d| prover_gpu::cuda::Device::name(&d)).ok();
     Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
