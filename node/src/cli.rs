@@ -338,8 +338,9 @@ mod tests {
     /// The batch circuit the node runs, full, proven twice through the CUDA backend's own code
     /// over its kernels built for the CPU (`prover_gpu::cuda::emulated`): both proofs verify, the
     /// second reuses the circuit's constants and sigmas left on the device by the first, every
-    /// proof's own trees are released, and at no allocation does the device hold more than the
-    /// issue's 16 GiB (the emulation refuses an allocation past it). The figures it prints are
+    /// proof's own trees are released, every step meant for the device ran there, and at no
+    /// allocation does the device hold more than the 16 GiB (the emulation refuses an
+    /// allocation past it). The figures it prints are
     /// in BENCHMARKS.md (`cargo test --release -p node -- emulated --nocapture`).
     #[test]
     fn a_full_default_batch_proves_on_the_emulated_cuda_backend_within_16_gib() {
@@ -373,6 +374,22 @@ mod tests {
         );
         for k in &activity.kernels {
             println!("  {:<22} {:>5} launches {:>12} threads", k.name, k.launches, k.threads);
+        }
+        // Every step the backend moves to the device ran there, none fell back to the host: the
+        // commitments from values, the quotient, the openings, FRI's combination, its proof of
+        // work, and its queries from the kept trees.
+        for step in [
+            "gl_intt_finish",
+            "psn_hash_rows",
+            "psn_merkle_level",
+            "qt_values",
+            "gl_dot_chunks",
+            "gl_combine",
+            "fri_grind",
+            "gl_gather_rows",
+            "psn_gather_paths",
+        ] {
+            assert!(activity.kernels.iter().any(|k| k.name == step), "{step} did not run on the device");
         }
         let peak = cuda.device().peak();
         let mib = |b: u64| b as f64 / f64::from(1 << 20);
