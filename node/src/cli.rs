@@ -336,26 +336,49 @@ mod tests {
     }
 
     /// The batch circuit the node runs, full, proven twice through the CUDA backend's own code
-    /// over its kernels built for the CPU (`prover_gpu::cuda::emulated`): both proofs verify, the
-    /// second reuses the circuit's constants and sigmas left on the device by the first, every
-    /// proof's own trees are released, every step meant for the device ran there, and at no
-    /// allocation does the device hold more than the issue's 16 GiB (the emulation refuses an
-    /// allocation past it). The figures it prints are
-    /// in BENCHMARKS.md (`cargo test --release -p node -- emulated --nocapture`).
+    /// over its kernels built for the CPU (`prover_gpu::cuda::emulated`), then merged alone into a
+    /// block proof: every proof verifies (the block proof with the settlement node's verifier),
+    /// the second batch proof reuses the circuit's constants and sigmas left on the device by the
+    /// first, every proof's own trees are released, every step meant for the device ran there,
+    /// and at no allocation does the device hold more than the issue's 16 GiB (the emulation
+    /// refuses an allocation past it). The figures it prints are in BENCHMARKS.md
+    /// (`cargo test --release -p node -- emulated --nocapture`).
     #[test]
-    fn a_full_default_batch_proves_on_the_emulated_cuda_backend_within_16_gib() {
-        let (circuit, _) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
+    fn a_full_default_batch_and_its_merge_prove_on_the_emulated_cuda_backend_within_16_gib() {
+        use prover_gpu::cuda::emulated::Activity;
+        use prover_gpu::Backend;
+
+        let (circuit, aggregation) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
         let accounts = 64;
         let mut ex = Executor::new(Genesis::devnet(accounts).build().expect("genesis"), DEFAULT_BATCH_CAPACITY);
-        for tx in circuits::load::mixed_load(DEFAULT_BATCH_CAPACITY, accounts, 0.3) {
-            ex.apply(&tx).expect("the load applies");
+        let txs = circuits::load::mixed_load(DEFAULT_BATCH_CAPACITY, accounts, 0.3);
+        for tx in &txs {
+            ex.apply(tx).expect("the load applies");
         }
         let w = ex.seal_batch().expect("seal");
-        use prover_gpu::Backend;
         let cuda = std::sync::Arc::new(prover_gpu::CudaBackend::emulated().expect("a C++ compiler"));
         let prover = Prover::Pipeline(cuda.clone());
+        // Every step the backend moves to the device ran there, none fell back to the host: the
+        // commitments from values, the quotient, the openings, FRI's combination, its proof of
+        // work, and its queries from the kept trees.
+        let all_on_device = |what: &str, activity: &Activity| {
+            for step in [
+                "gl_intt_finish",
+                "psn_hash_rows",
+                "psn_merkle_level",
+                "qt_values",
+                "gl_dot_chunks",
+                "gl_combine",
+                "fri_grind",
+                "gl_gather_rows",
+                "psn_gather_paths",
+            ] {
+                assert!(activity.kernels.iter().any(|k| k.name == step), "{what}: {step} did not run on the device");
+            }
+        };
         let mut moved = Vec::new();
         let mut activity = cuda.device().activity();
+        let mut batch = None;
         for _ in 0..2 {
             let before = cuda.transfers().expect("counted");
             activity = cuda.device().activity();
@@ -363,6 +386,7 @@ mod tests {
             circuit.verify(&proof).expect("plonky2's verifier accepts it");
             moved.push(cuda.transfers().expect("counted").since(before));
             assert_eq!(cuda.held_commitments(), 0, "the proof released its trees");
+            batch = Some(proof);
         }
         // The second proof's work on the device: launches by kernel, and copies.
         let activity = cuda.device().activity().since(&activity);
@@ -375,32 +399,32 @@ mod tests {
         for k in &activity.kernels {
             println!("  {:<22} {:>5} launches {:>12} threads", k.name, k.launches, k.threads);
         }
-        // Every step the backend moves to the device ran there, none fell back to the host: the
-        // commitments from values, the quotient, the openings, FRI's combination, its proof of
-        // work, and its queries from the kept trees.
-        for step in [
-            "gl_intt_finish",
-            "psn_hash_rows",
-            "psn_merkle_level",
-            "qt_values",
-            "gl_dot_chunks",
-            "gl_combine",
-            "fri_grind",
-            "gl_gather_rows",
-            "psn_gather_paths",
-        ] {
-            assert!(activity.kernels.iter().any(|k| k.name == step), "{step} did not run on the device");
-        }
+        all_on_device("the batch proof", &activity);
+        let batch_peak = cuda.device().peak();
+        // The batch merged alone into a block proof (the merge circuit's recursion gates), on the
+        // device too, which the settlement node's verifier accepts.
+        let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.expect("proven").to_bytes() };
+        let before = cuda.device().activity();
+        let block = aggregation.run(&prover, &AggJob::Merge { children: vec![batch] }).expect("the merge proves");
+        all_on_device("the merge", &cuda.device().activity().since(&before));
+        let expected = aggregator::BlockPublicInputs {
+            old_root: w.old_root,
+            new_root: w.new_root,
+            commitment: circuits::tx::commitment(circuits::hash::ZERO_DIGEST, txs.iter()),
+        };
+        BlockVerifier::new(&aggregation).verify(&block.bytes, &expected).expect("the block proof verifies");
+        assert_eq!(cuda.held_commitments(), 0, "the merge released its trees");
         let peak = cuda.device().peak();
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let mib = |b: usize| b as f64 / f64::from(1 << 20);
         println!(
-            "{DEFAULT_BATCH_CAPACITY} slots, 2^{}: peak device memory {:.1} MiB; per proof to the device {:.1} MiB \
-             (first {:.1}), from it {:.1} MiB",
+            "{DEFAULT_BATCH_CAPACITY} slots, 2^{}: peak device memory {:.1} MiB over the batch proofs, {:.1} MiB \
+             with the merge; per batch proof to the device {:.1} MiB (first {:.1}), from it {:.1} MiB",
             circuit.stats().degree_bits,
-            mib(peak as u64),
-            mib(moved[1].to_device),
-            mib(moved[0].to_device),
-            mib(moved[1].from_device)
+            mib(batch_peak),
+            mib(peak),
+            mib(moved[1].to_device as usize),
+            mib(moved[0].to_device as usize),
+            mib(moved[1].from_device as usize)
         );
         assert!(peak < prover_gpu::cuda::emulated::EMULATED_MEMORY);
         assert!(moved[1].to_device < moved[0].to_device, "the second proof reused the circuit's trees");
