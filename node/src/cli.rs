@@ -376,20 +376,21 @@ mod tests {
                 assert!(activity.kernels.iter().any(|k| k.name == step), "{what}: {step} did not run on the device");
             }
         };
-        let mut moved = Vec::new();
-        let mut activity = cuda.device().activity();
-        let mut batch = None;
-        for _ in 0..2 {
-            let before = cuda.transfers().expect("counted");
-            activity = cuda.device().activity();
+        // Each proof's copies and work on the device.
+        let (mut moved, mut work) = (Vec::new(), Vec::new());
+        let mut prove_batch = || {
+            let (before, activity) = (cuda.transfers().expect("counted"), cuda.device().activity());
             let proof = circuit.prove(&prover, &w).expect("the full batch proves");
             circuit.verify(&proof).expect("plonky2's verifier accepts it");
             moved.push(cuda.transfers().expect("counted").since(before));
+            work.push(cuda.device().activity().since(&activity));
             assert_eq!(cuda.held_commitments(), 0, "the proof released its trees");
-            batch = Some(proof);
-        }
+            proof
+        };
+        prove_batch();
+        let batch = prove_batch();
         // The second proof's work on the device: launches by kernel, and copies.
-        let activity = cuda.device().activity().since(&activity);
+        let activity = &work[1];
         println!(
             "the second proof: {} launches, {} uploads, {} downloads",
             activity.launches(),
@@ -399,11 +400,11 @@ mod tests {
         for k in &activity.kernels {
             println!("  {:<22} {:>5} launches {:>12} threads", k.name, k.launches, k.threads);
         }
-        all_on_device("the batch proof", &activity);
+        all_on_device("the batch proof", activity);
         let batch_peak = cuda.device().peak();
         // The batch merged alone into a block proof (the merge circuit's recursion gates), on the
         // device too, which the settlement node's verifier accepts.
-        let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.expect("proven").to_bytes() };
+        let batch = ProofBytes { kind: ProofKind::Batch, bytes: batch.to_bytes() };
         let before = cuda.device().activity();
         let block = aggregation.run(&prover, &AggJob::Merge { children: vec![batch] }).expect("the merge proves");
         all_on_device("the merge", &cuda.device().activity().since(&before));
@@ -415,16 +416,16 @@ mod tests {
         BlockVerifier::new(&aggregation).verify(&block.bytes, &expected).expect("the block proof verifies");
         assert_eq!(cuda.held_commitments(), 0, "the merge released its trees");
         let peak = cuda.device().peak();
-        let mib = |b: usize| b as f64 / f64::from(1 << 20);
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
         println!(
             "{DEFAULT_BATCH_CAPACITY} slots, 2^{}: peak device memory {:.1} MiB over the batch proofs, {:.1} MiB \
              with the merge; per batch proof to the device {:.1} MiB (first {:.1}), from it {:.1} MiB",
             circuit.stats().degree_bits,
-            mib(batch_peak),
-            mib(peak),
-            mib(moved[1].to_device as usize),
-            mib(moved[0].to_device as usize),
-            mib(moved[1].from_device as usize)
+            mib(batch_peak as u64),
+            mib(peak as u64),
+            mib(moved[1].to_device),
+            mib(moved[0].to_device),
+            mib(moved[1].from_device)
         );
         assert!(peak < prover_gpu::cuda::emulated::EMULATED_MEMORY);
         assert!(moved[1].to_device < moved[0].to_device, "the second proof reused the circuit's trees");
