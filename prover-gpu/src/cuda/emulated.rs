@@ -8,7 +8,11 @@
 //! - each launch's arguments are checked against the kernel's parameters: a buffer read for a
 //!   `const` pointer, a buffer written for a mutable one, a `u32` or a `u64` for a scalar of
 //!   that size (on a device a wrong argument is silent);
-//! - each buffer has guard words past its end, checked after every launch that writes it;
+//! - each buffer has guard words past its end, checked after every launch that writes it (a
+//!   read past the end reads them, which changes what the tests compare wherever it is used);
+//! - the threads of a launch run in orders that change from launch to launch of a kernel (see
+//!   the trampolines below), so a thread that depends on another of its launch, unordered on a
+//!   device, is seen;
 //! - an empty allocation and an empty grid are refused, as a device refuses them;
 //! - the device's memory is [`EMULATED_MEMORY`] bytes, every buffer counted while it lives, so
 //!   the backend's peak device memory is measured here exactly as it allocates on a device.
@@ -54,9 +58,12 @@ static inline unsigned long long __brevll(unsigned long long x) {
 }
 "#;
 
-/// After the source: for each kernel `K`, `pg_launch_K(first, last, threads, blocks, args)`
+/// After the source: for each kernel `K`, `pg_launch_K(first, last, threads, blocks, down, args)`
 /// runs blocks `first .. last` of a grid of `blocks` blocks of `threads` threads, its arguments
-/// as the driver takes them (an array of pointers to each); `pg_signature_K()` spells its
+/// as the driver takes them (an array of pointers to each). The blocks run upwards, or downwards
+/// if `down`; each block's threads run the other way in odd blocks. A thread that reads what
+/// another thread of its launch writes, unordered on a device, then sees it written in some
+/// launches and not in others. `pg_signature_K()` spells its
 /// parameters: `r` a `const` pointer, `w` a mutable one, `4` and `8` scalars of that size.
 const TRAMPOLINES: &str = r#"
 #include <cstddef>
@@ -67,13 +74,16 @@ static void pg_call(void (*f)(A...), void **args, std::index_sequence<I...>) {
     f(*static_cast<A *>(args[I])...);
 }
 template <typename... A>
-static void pg_run(void (*f)(A...), unsigned first, unsigned last, unsigned threads, unsigned blocks, void **args) {
+static void pg_run(void (*f)(A...), unsigned first, unsigned last, unsigned threads, unsigned blocks, unsigned down,
+                   void **args) {
     gridDim = DimStub{blocks, 1, 1};
     blockDim = DimStub{threads, 1, 1};
-    for (unsigned b = first; b < last; b++) {
+    for (unsigned j = first; j < last; j++) {
+        unsigned b = down ? first + last - 1 - j : j;
         blockIdx = DimStub{b, 0, 0};
-        for (unsigned t = 0; t < threads; t++) {
-            threadIdx = DimStub{t, 0, 0};
+        bool threads_down = (b % 2 == 1) != (down != 0);
+        for (unsigned k = 0; k < threads; k++) {
+            threadIdx = DimStub{threads_down ? threads - 1 - k : k, 0, 0};
             pg_call(f, args, std::index_sequence_for<A...>{});
         }
     }
@@ -90,8 +100,8 @@ static const char *pg_signature(void (*)(A...)) {
 }
 #define PG_EXPORT(K)                                                                                      \
     extern "C" void pg_launch_##K(unsigned first, unsigned last, unsigned threads, unsigned blocks,       \
-                                  void **args) {                                                          \
-        pg_run(K, first, last, threads, blocks, args);                                                    \
+                                  unsigned down, void **args) {                                           \
+        pg_run(K, first, last, threads, blocks, down, args);                                              \
     }                                                                                                     \
     extern "C" const char *pg_signature_##K(void) { return pg_signature(K); }
 "#;
@@ -133,7 +143,7 @@ unsafe impl Send for Library {}
 // SAFETY: as above.
 unsafe impl Sync for Library {}
 
-type LaunchFn = unsafe extern "C" fn(u32, u32, u32, u32, *const *mut c_void);
+type LaunchFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, *const *mut c_void);
 type SignatureFn = unsafe extern "C" fn() -> *const c_char;
 
 /// A kernel of a [`Library`]: its grid runner and its parameters' kinds (`r`, `w`, `4`, `8`).
@@ -439,16 +449,20 @@ impl Device for Emulated {
             }
             slots.push(word);
         }
+        // The kernel's launches so far: every other one runs its blocks downwards.
+        let mut earlier = 0;
         self.note(|a| {
             let threads = u64::from(blocks) * u64::from(threads);
             match a.kernels.iter_mut().find(|k| k.name == name) {
                 Some(k) => {
+                    earlier = k.launches;
                     k.launches += 1;
                     k.threads += threads;
                 }
                 None => a.kernels.push(KernelActivity { name, launches: 1, threads }),
             }
         });
+        let down = (earlier % 2) as u32;
         let pointers = Args(slots.iter_mut().map(|w| w as *mut u64 as *mut c_void).collect());
         // Chunks of blocks, a few per rayon thread.
         let per = (blocks as usize).div_ceil(4 * rayon::current_num_threads()).max(1) as u32;
@@ -458,7 +472,7 @@ impl Device for Emulated {
             let args = &pointers;
             // SAFETY: the trampoline takes an array of pointers to each argument, checked above
             // to be of the kernel's kinds; the caller's contract keeps the kernel in its buffers.
-            unsafe { launch(first, last, threads, blocks, args.0.as_ptr()) };
+            unsafe { launch(first, last, threads, blocks, down, args.0.as_ptr()) };
         });
         for (i, arg) in args.iter().enumerate() {
             if let Arg::Out(b) = arg {
