@@ -10,9 +10,10 @@
 //!   that size (on a device a wrong argument is silent);
 //! - each buffer has guard words past its end, checked after every launch that writes it (a
 //!   read past the end reads them, which changes what the tests compare wherever it is used);
-//! - the threads of a launch run in orders that change from launch to launch of a kernel (see
-//!   the trampolines below), so a thread that depends on another of its launch, unordered on a
-//!   device, is seen;
+//! - the threads of a launch run in orders that differ from block to block and from launch to
+//!   launch of a kernel (see the trampolines below), so a result that depends on the order of
+//!   a launch's threads, which a device does not promise, differs between runs, and the tests'
+//!   comparisons see it;
 //! - an empty allocation and an empty grid are refused, as a device refuses them;
 //! - the device's memory is [`EMULATED_MEMORY`] bytes, every buffer counted while it lives, so
 //!   the backend's peak device memory is measured here exactly as it allocates on a device.
