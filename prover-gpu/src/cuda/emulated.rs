@@ -62,9 +62,9 @@ static inline unsigned long long __brevll(unsigned long long x) {
 /// After the source: for each kernel `K`, `pg_launch_K(first, last, threads, blocks, down, args)`
 /// runs blocks `first .. last` of a grid of `blocks` blocks of `threads` threads, its arguments
 /// as the driver takes them (an array of pointers to each). The blocks run upwards, or downwards
-/// if `down`; each block's threads run the other way in odd blocks. A thread that reads what
-/// another thread of its launch writes, unordered on a device, then sees it written in some
-/// launches and not in others. `pg_signature_K()` spells its
+/// if `down`; an even block's threads run the same way as the blocks, an odd block's the other
+/// way. A thread that reads what another thread of its block writes, unordered on a device,
+/// then sees it written in some blocks or launches and not in others. `pg_signature_K()` spells its
 /// parameters: `r` a `const` pointer, `w` a mutable one, `4` and `8` scalars of that size.
 const TRAMPOLINES: &str = r#"
 #include <cstddef>
