@@ -256,8 +256,8 @@ impl Emulated {
         self.activity.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn note(&self, f: impl FnOnce(&mut Activity)) {
-        f(&mut self.activity.lock().unwrap_or_else(|p| p.into_inner()));
+    fn note<R>(&self, f: impl FnOnce(&mut Activity) -> R) -> R {
+        f(&mut self.activity.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The most bytes allocated at once so far, at every allocation (the backend's
@@ -450,17 +450,19 @@ impl Device for Emulated {
             }
             slots.push(word);
         }
-        // The kernel's launches so far: every other one runs its blocks downwards.
-        let mut earlier = 0;
-        self.note(|a| {
+        // The kernel's launches before this one: every other one runs its blocks downwards.
+        let earlier = self.note(|a| {
             let threads = u64::from(blocks) * u64::from(threads);
             match a.kernels.iter_mut().find(|k| k.name == name) {
                 Some(k) => {
-                    earlier = k.launches;
                     k.launches += 1;
                     k.threads += threads;
+                    k.launches - 1
                 }
-                None => a.kernels.push(KernelActivity { name, launches: 1, threads }),
+                None => {
+                    a.kernels.push(KernelActivity { name, launches: 1, threads });
+                    0
+                }
             }
         });
         let down = (earlier % 2) as u32;
