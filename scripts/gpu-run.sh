@@ -66,14 +66,23 @@ if benches; then
   # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
   run bench-batch 180 .device/bench-batch --bench batch_proof
 fi
+# One `rollup bench` run: its name, then the arguments after `--json`; ROLLUP_CUDA_STREAMS from
+# the environment. Its last line, the JSON object, also goes to NAME.json.
+rollup_bench() {
+  local name=$1
+  shift
+  run "$name" 150 .device/rollup bench --json "$@"
+  [ -f "$OUT/$name.log" ] && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"
+}
 if rollup; then
-  # The whole proving path on each backend, W = 1 and 4.
-  for b in cuda cpu; do
-    for w in 1 4; do
-      run "rollup-bench-$b-w$w" 150 .device/rollup bench --backend "$b" --workers "$w" --json
-      log="$OUT/rollup-bench-$b-w$w.log"
-      [ -f "$log" ] && tail -n 1 "$log" > "${log%.log}.json"
-    done
+  # The whole proving path on each backend: CUDA with 1, 4 and 8 workers (a stream per worker),
+  # CUDA with 4 workers on one stream (what the streams are worth), then rayon with 1 and 4.
+  for w in 1 4 8; do
+    rollup_bench "rollup-bench-cuda-w$w" --backend cuda --workers "$w"
+  done
+  ROLLUP_CUDA_STREAMS=1 rollup_bench rollup-bench-cuda-w4-one-stream --backend cuda --workers 4
+  for w in 1 4; do
+    rollup_bench "rollup-bench-cpu-w$w" --backend cpu --workers "$w"
   done
 fi
 echo "---- GPU run summary ----"
@@ -92,7 +101,7 @@ if rollup; then
   for f in "$OUT"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}' "$f" | tr '\n' ' '
+    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}' "$f" | tr '\n' ' '
     echo
   done
 fi

@@ -105,6 +105,8 @@ struct Report {
     peak_device_memory_mib: Option<f64>,
     /// What one batch proof (`batch_proof_steps`) copied to and from the device (CUDA only).
     batch_proof_transfers_mib: Option<TransfersMib>,
+    /// CUDA streams the workers' device work goes to (CUDA only; `ROLLUP_CUDA_STREAMS`).
+    cuda_streams: Option<usize>,
     machine: Machine,
 }
 
@@ -171,7 +173,9 @@ fn machine() -> Machine {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     // The device's name only: opening it compiles nothing (a backend would compile its kernels).
-    let gpu = prover_gpu::cuda::Driver::new(0).and_then(|d| prover_gpu::cuda::Device::name(&d)).ok();
+    let gpu = prover_gpu::cuda::Driver::new(0, prover_gpu::cuda::Streams::One)
+        .and_then(|d| prover_gpu::cuda::Device::name(&d))
+        .ok();
     Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -426,6 +430,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Prover::Stock => None,
         },
         batch_proof_transfers_mib: transfers.map(TransfersMib::from),
+        cuda_streams: match &prover {
+            Prover::Pipeline(b) => b.device_streams(),
+            Prover::Stock => None,
+        },
         machine: machine(),
     };
     if a.json {
@@ -474,6 +482,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
         if let Some(d) = report.peak_device_memory_mib {
             println!("  peak device memory       {d:>9.0} MiB");
+        }
+        if let Some(n) = report.cuda_streams {
+            println!("  CUDA streams             {n:>9} ({} to change)", prover_gpu::cuda::Streams::VAR);
         }
         if let Some(t) = &report.batch_proof_transfers_mib {
             println!(

@@ -135,9 +135,20 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     // No device was asked for, so none is reported.
     assert!(r["peak_device_memory_mib"].is_null());
     assert!(r["batch_proof_transfers_mib"].is_null(), "the CPU backend copies nothing to a device");
+    assert!(r["cuda_streams"].is_null(), "{r}");
 
     // Bad options are refused before any work.
     let out = rollup(&["bench", "--txs", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--txs must be positive"));
+    // A bad CUDA streams setting is named, before any work, whether or not `auto` finds a device.
+    for bad in ["0", "many"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollup"))
+            .args(["bench", "--backend", "auto", "--txs", "1"])
+            .env("ROLLUP_CUDA_STREAMS", bad)
+            .output()
+            .expect("run rollup");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("ROLLUP_CUDA_STREAMS") && err.contains("1 to 64"), "{err}");
+    }
 }

@@ -225,6 +225,11 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// How many streams the device's work goes to; `None` for host backends.
+    fn device_streams(&self) -> Option<usize> {
+        None
+    }
+
     /// Bytes copied to and from the device since the backend started; `None` for host
     /// backends. The difference across a proof is what that proof moved.
     fn transfers(&self) -> Option<Transfers> {

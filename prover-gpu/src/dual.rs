@@ -96,6 +96,10 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
         self.first.peak_device_bytes().max(self.second.peak_device_bytes())
     }
 
+    fn device_streams(&self) -> Option<usize> {
+        self.first.device_streams().max(self.second.device_streams())
+    }
+
     /// The two backends' copies together.
     fn transfers(&self) -> Option<Transfers> {
         match (self.first.transfers(), self.second.transfers()) {

@@ -8,6 +8,9 @@ pub enum BackendError {
     /// The backend cannot run here (no driver, no device, no NVRTC).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// A setting of the backend is not valid (an environment variable it reads).
+    #[error("backend setting: {0}")]
+    Config(String),
     /// A CUDA driver or NVRTC call failed.
     #[error("CUDA: {0}")]
     Cuda(String),

@@ -6,7 +6,7 @@ use tracing::info;
 
 use crate::backend::Backend;
 use crate::cpu::RayonBackend;
-use crate::cuda::CudaBackend;
+use crate::cuda::{CudaBackend, Device};
 use crate::error::{BackendError, Result};
 use crate::lanes;
 
@@ -30,12 +30,22 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
         }
         Requested::Cuda => {
             let b = CudaBackend::new(0)?;
-            info!(backend = "cuda", device = b.device_name(), "proving backend: CUDA (requested)");
+            info!(
+                backend = "cuda",
+                device = b.device_name(),
+                streams = b.device().streams(),
+                "proving backend: CUDA (requested)"
+            );
             Ok(Arc::new(b))
         }
         Requested::Auto => match CudaBackend::new(0) {
             Ok(b) => {
-                info!(backend = "cuda", device = b.device_name(), "proving backend: CUDA (auto: a device is present)");
+                info!(
+                    backend = "cuda",
+                    device = b.device_name(),
+                    streams = b.device().streams(),
+                    "proving backend: CUDA (auto: a device is present)"
+                );
                 Ok(Arc::new(b))
             }
             Err(BackendError::Unavailable(why)) | Err(BackendError::Cuda(why)) => {

@@ -109,7 +109,14 @@ fn proofs_from_kept_trees_verify_and_release_them() {
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-run.sh runs it where one is lent"]
 fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
-    cuda_proofs_verify_and_agree_with_rayon(CudaBackend::new(0).expect("a CUDA device"));
+    use prover_gpu::cuda::Streams;
+    // Both ways of issuing work: one stream in issue order, and a stream per thread with cudarc's
+    // events between them (the four concurrent proofs below then run on four streams, sharing
+    // the circuits' constants and sigmas and the twiddles across them).
+    for streams in [Streams::One, Streams::DEFAULT] {
+        eprintln!("CUDA streams: {streams:?}");
+        cuda_proofs_verify_and_agree_with_rayon(CudaBackend::with_streams(0, streams).expect("a CUDA device"));
+    }
 }
 
 /// The device test above, over the kernels built for the CPU (`cuda::emulated`): the CUDA

@@ -4,6 +4,9 @@
 //! CPU, so that the backend's own code (its launches, their arguments and its buffer sizes) is
 //! checked on machines without a GPU too.
 
+use std::cell::Cell;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -54,14 +57,10 @@ pub trait DeviceBuffer: Send + Sync {
     }
 }
 
-impl DeviceBuffer for CudaSlice<u64> {
-    fn len(&self) -> usize {
-        CudaSlice::len(self)
-    }
-}
-
-/// A device the CUDA backend runs on. Work is ordered as it is issued (one stream): a download
-/// sees every launch before it.
+/// A device the CUDA backend runs on. Work is ordered by the buffers it uses: a launch or a
+/// download sees every launch and copy issued before it that wrote one of its buffers, from any
+/// thread (one stream, or one per thread with events between them: [`Streams`]), and a buffer is
+/// freed only once the work issued on it is done.
 pub trait Device: Send + Sync + Sized + 'static {
     /// The backend's name on this device ([`crate::Backend::name`]).
     const BACKEND: &'static str;
@@ -84,6 +83,8 @@ pub trait Device: Send + Sync + Sized + 'static {
     fn attributes(&self, f: &Self::Function) -> Result<FunctionAttributes>;
     /// Free and total device memory, in bytes.
     fn memory(&self) -> Result<(usize, usize)>;
+    /// How many streams the device's work goes to.
+    fn streams(&self) -> usize;
     /// A new buffer of `len` zero words.
     fn alloc_zeros(&self, len: usize) -> Result<Self::Buffer>;
     /// `words` in a new buffer.
@@ -109,16 +110,87 @@ fn cuda(e: impl std::fmt::Debug) -> BackendError {
     BackendError::Cuda(format!("{e:?}"))
 }
 
-/// A CUDA device through cudarc, its kernels compiled by NVRTC, its work on the context's
-/// default stream.
+/// Which CUDA streams a [`Driver`] issues work to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streams {
+    /// The context's default stream: every thread's work in one queue, in the order issued.
+    One,
+    /// This many streams, each thread on one of them, threads taking them in turn as they first
+    /// use the device: workers proving at once overlap one's copies with another's kernels, and
+    /// one's small launches with another's. cudarc's events order the work across streams by
+    /// the buffers it uses.
+    PerThread(NonZeroUsize),
+}
+
+impl Streams {
+    /// The environment variable that sets it: `1` for [`Streams::One`], `n` > 1 for `n` streams.
+    pub const VAR: &'static str = "ROLLUP_CUDA_STREAMS";
+
+    /// Streams when [`Self::VAR`] does not say: one per worker up to eight workers.
+    pub const DEFAULT: Self = Self::PerThread(NonZeroUsize::new(8).expect("not zero"));
+
+    /// From [`Self::VAR`], or [`Self::DEFAULT`] when it is not set.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::VAR) {
+            Ok(v) => v.parse(),
+            Err(std::env::VarError::NotPresent) => Ok(Self::DEFAULT),
+            Err(e) => Err(BackendError::Config(format!("{}: {e}", Self::VAR))),
+        }
+    }
+
+    /// The number of streams.
+    pub fn count(self) -> usize {
+        match self {
+            Self::One => 1,
+            Self::PerThread(n) => n.get(),
+        }
+    }
+}
+
+impl std::str::FromStr for Streams {
+    type Err = BackendError;
+
+    /// `1` is [`Streams::One`], `n` from 2 to 64 is `n` streams per thread.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().parse::<usize>() {
+            Ok(1) => Ok(Self::One),
+            Ok(n @ 2..=64) => Ok(Self::PerThread(NonZeroUsize::new(n).expect("at least 2"))),
+            _ => Err(BackendError::Config(format!("{}={s:?}: a number of CUDA streams from 1 to 64", Self::VAR))),
+        }
+    }
+}
+
+/// Threads that have used a [`Driver`] so far: each thread's stream is its number, counted here
+/// when it first asks, modulo the streams.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The calling thread's number among the threads that have used a driver.
+fn thread_number() -> usize {
+    THREAD.with(|t| match t.get() {
+        Some(n) => n,
+        None => {
+            let n = THREADS.fetch_add(1, Ordering::Relaxed);
+            t.set(Some(n));
+            n
+        }
+    })
+}
+
+/// A CUDA device through cudarc, its kernels compiled by NVRTC, its work on the streams
+/// [`Streams`] says.
 pub struct Driver {
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    streams: Vec<Arc<CudaStream>>,
 }
 
 impl Driver {
-    /// Opens device `ordinal`, or says why it cannot (no libraries, no driver, no such device).
-    pub fn new(ordinal: usize) -> Result<Self> {
+    /// Opens device `ordinal` with `streams`, or says why it cannot (no libraries, no driver, no
+    /// such device).
+    pub fn new(ordinal: usize, streams: Streams) -> Result<Self> {
         if !super::libraries_present() {
             return Err(BackendError::Unavailable("libcuda or libnvrtc not found".into()));
         }
@@ -128,13 +200,69 @@ impl Driver {
             return Err(BackendError::Unavailable(format!("{count} CUDA devices")));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda)?;
-        Ok(Self { stream: ctx.default_stream(), ctx })
+        let streams = match streams {
+            Streams::One => vec![ctx.default_stream()],
+            // Creating a stream turns on cudarc's events: every launch and copy then makes its
+            // stream wait for the last write to each buffer it uses, and records its own use.
+            Streams::PerThread(n) => (0..n.get()).map(|_| ctx.new_stream().map_err(cuda)).collect::<Result<_>>()?,
+        };
+        Ok(Self { ctx, streams })
+    }
+
+    /// The calling thread's stream.
+    fn stream(&self) -> &Arc<CudaStream> {
+        match self.streams.as_slice() {
+            [one] => one,
+            all => &all[thread_number() % all.len()],
+        }
+    }
+
+    /// Marks `b` as used on `stream`: see [`DriverBuffer`].
+    fn touch(b: &DriverBuffer, stream: &Arc<CudaStream>) {
+        if !Arc::ptr_eq(b.slice.stream(), stream) {
+            b.crossed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A buffer on a [`Driver`]'s device. cudarc frees a buffer on the stream it was made on once
+/// the last write to it and the last read of it are done; but it keeps one read event, the
+/// latest stream's, so a buffer read on two streams at once could be freed while the first
+/// still reads it. Those shared buffers (a circuit's constants and sigmas, the twiddles, the
+/// quotient coset's points: read by every worker) are the only ones used off the stream that
+/// made them, and are freed rarely (evicted from the cache, or with the backend): such a buffer
+/// waits for all the device's work before it goes.
+pub struct DriverBuffer {
+    slice: CudaSlice<u64>,
+    /// Used on a stream other than the one it was made on.
+    crossed: AtomicBool,
+}
+
+impl DriverBuffer {
+    fn new(slice: CudaSlice<u64>) -> Self {
+        Self { slice, crossed: AtomicBool::new(false) }
+    }
+}
+
+impl Drop for DriverBuffer {
+    fn drop(&mut self) {
+        if self.crossed.load(Ordering::Relaxed) {
+            // An error here is the context's (recorded by cudarc and returned by its next call);
+            // the buffer is freed after it either way.
+            let _ = self.slice.stream().context().synchronize();
+        }
+    }
+}
+
+impl DeviceBuffer for DriverBuffer {
+    fn len(&self) -> usize {
+        self.slice.len()
     }
 }
 
 impl Device for Driver {
     const BACKEND: &'static str = "cuda";
-    type Buffer = CudaSlice<u64>;
+    type Buffer = DriverBuffer;
     type Module = Arc<CudaModule>;
     type Function = CudaFunction;
 
@@ -171,16 +299,24 @@ impl Device for Driver {
         self.ctx.mem_get_info().map_err(cuda)
     }
 
+    fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
     fn alloc_zeros(&self, len: usize) -> Result<Self::Buffer> {
-        self.stream.alloc_zeros::<u64>(len).map_err(cuda)
+        self.stream().alloc_zeros::<u64>(len).map(DriverBuffer::new).map_err(cuda)
     }
 
     fn upload(&self, words: &[u64]) -> Result<Self::Buffer> {
-        self.stream.clone_htod(words).map_err(cuda)
+        self.stream().clone_htod(words).map(DriverBuffer::new).map_err(cuda)
     }
 
+    /// To pageable host memory, so the copy is done when the call returns (CUDA's rule for
+    /// device-to-pageable copies), after the work its stream waits for.
     fn download(&self, buffer: &Self::Buffer) -> Result<Vec<u64>> {
-        self.stream.clone_dtoh(buffer).map_err(cuda)
+        let stream = self.stream();
+        Self::touch(buffer, stream);
+        stream.clone_dtoh(&buffer.slice).map_err(cuda)
     }
 
     unsafe fn launch(
@@ -191,11 +327,18 @@ impl Device for Driver {
         threads: u32,
         args: &mut [Arg<'_, Self::Buffer>],
     ) -> Result<()> {
-        let mut builder = self.stream.launch_builder(f);
+        let stream = self.stream();
+        let mut builder = stream.launch_builder(f);
         for arg in args.iter_mut() {
             match arg {
-                Arg::In(b) => builder.arg(*b),
-                Arg::Out(b) => builder.arg(&mut **b),
+                Arg::In(b) => {
+                    Self::touch(b, stream);
+                    builder.arg(&b.slice)
+                }
+                Arg::Out(b) => {
+                    Self::touch(b, stream);
+                    builder.arg(&mut b.slice)
+                }
                 Arg::U32(v) => builder.arg(&*v),
                 Arg::U64(v) => builder.arg(&*v),
             };
@@ -204,5 +347,35 @@ impl Device for Driver {
         // SAFETY: the caller's contract (the arguments are the kernel's, in order, and it stays
         // inside its buffers).
         unsafe { builder.launch(config) }.map(|_| ()).map_err(cuda)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_parse_from_one_to_sixty_four_and_refuse_the_rest() {
+        assert_eq!("1".parse::<Streams>().expect("one"), Streams::One);
+        assert_eq!(" 4 ".parse::<Streams>().expect("four"), Streams::PerThread(NonZeroUsize::new(4).expect("4")));
+        assert_eq!("64".parse::<Streams>().expect("most").count(), 64);
+        for bad in ["0", "65", "-1", "two", "", "1.5"] {
+            let err = bad.parse::<Streams>().expect_err(bad);
+            assert!(matches!(err, BackendError::Config(_)), "{bad}: {err}");
+            assert!(err.to_string().contains(Streams::VAR), "{err}");
+        }
+        assert_eq!(Streams::DEFAULT.count(), 8);
+    }
+
+    #[test]
+    fn each_thread_keeps_its_number_and_threads_take_new_ones() {
+        let mine = thread_number();
+        assert_eq!(thread_number(), mine, "a thread keeps its stream");
+        let others: Vec<usize> = (0..4).map(|_| std::thread::spawn(thread_number).join().expect("thread")).collect();
+        let mut all = others.clone();
+        all.push(mine);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 5, "every thread its own number: {others:?} and {mine}");
     }
 }

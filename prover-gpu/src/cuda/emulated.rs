@@ -18,7 +18,8 @@
 //! - the device's memory is [`EMULATED_MEMORY`] bytes, every buffer counted while it lives, so
 //!   the backend's peak device memory is measured here exactly as it allocates on a device.
 //!
-//! Not checked here: what only a device has (registers, NVRTC, the driver's calls, timing).
+//! Not checked here: what only a device has (registers, NVRTC, the driver's calls, its streams
+//! and their ordering, timing). Each call's work is done when it returns: one stream.
 //! It is slow: a test device, not a backend to prove with.
 
 use std::collections::HashMap;
@@ -386,6 +387,11 @@ impl Device for Emulated {
 
     fn memory(&self) -> Result<(usize, usize)> {
         Ok((EMULATED_MEMORY.saturating_sub(self.used()), EMULATED_MEMORY))
+    }
+
+    /// One: each call's work is done when it returns.
+    fn streams(&self) -> usize {
+        1
     }
 
     fn alloc_zeros(&self, len: usize) -> Result<Self::Buffer> {

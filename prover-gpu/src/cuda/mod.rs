@@ -34,7 +34,7 @@ use crate::{F, FE};
 mod device;
 pub mod emulated;
 
-pub use device::{Arg, Device, DeviceBuffer, Driver, FunctionAttributes, Source};
+pub use device::{Arg, Device, DeviceBuffer, Driver, DriverBuffer, FunctionAttributes, Source, Streams};
 pub use emulated::Emulated;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
@@ -362,9 +362,15 @@ fn small(n: usize) -> Result<u32> {
 }
 
 impl CudaBackend<Driver> {
-    /// Opens device `ordinal` and compiles the kernels, or says why it cannot.
+    /// Opens device `ordinal` and compiles the kernels, or says why it cannot; its streams as
+    /// [`Streams::from_env`] says.
     pub fn new(ordinal: usize) -> Result<Self> {
-        Self::on(Driver::new(ordinal)?)
+        Self::with_streams(ordinal, Streams::from_env()?)
+    }
+
+    /// [`Self::new`] with these streams.
+    pub fn with_streams(ordinal: usize, streams: Streams) -> Result<Self> {
+        Self::on(Driver::new(ordinal, streams)?)
     }
 }
 
@@ -558,8 +564,8 @@ impl<D: Device> CudaBackend<D> {
     }
 
     /// `[1, x, x², …]` of length `count` on the device, uploaded on first use and kept (see
-    /// `powers` in [`CudaBackend`]). Uploads are ordered on the backend's one stream before the
-    /// kernels that read them.
+    /// `powers` in [`CudaBackend`]). A kernel that reads a table waits for its upload, on
+    /// whichever stream it was made ([`Device`]).
     fn powers_on_device(&self, x: F, count: usize) -> Result<Arc<D::Buffer>> {
         let key = (x.to_canonical_u64(), count);
         let mut tables = self.powers.lock().unwrap_or_else(|p| p.into_inner());
@@ -775,7 +781,7 @@ impl<D: Device> CudaBackend<D> {
         self.up(&words)
     }
 
-    /// A device buffer copied to the host (once the stream's work before it is done), counted in
+    /// A device buffer copied to the host (once the work that wrote it is done), counted in
     /// [`Backend::transfers`].
     fn down(&self, buffer: &D::Buffer) -> Result<Vec<u64>> {
         self.from_device.fetch_add(8 * buffer.len() as u64, Ordering::Relaxed);
@@ -849,6 +855,10 @@ impl<D: Device> Backend for CudaBackend<D> {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         Some(self.peak_used.load(Ordering::Relaxed).saturating_sub(self.used_at_start) as u64)
+    }
+
+    fn device_streams(&self) -> Option<usize> {
+        Some(self.dev.streams())
     }
 
     fn transfers(&self) -> Option<Transfers> {
