@@ -1,8 +1,9 @@
 //! The one place a backend is chosen.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::cpu::RayonBackend;
@@ -29,21 +30,23 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
             Ok(Arc::new(RayonBackend))
         }
         Requested::Cuda => {
-            let b = CudaBackend::new(0)?;
+            let (b, compile_seconds) = cuda_compiled()?;
             info!(
                 backend = "cuda",
                 device = b.device_name(),
                 streams = b.device().streams(),
+                compile_seconds,
                 "proving backend: CUDA (requested)"
             );
             Ok(Arc::new(b))
         }
-        Requested::Auto => match CudaBackend::new(0) {
-            Ok(b) => {
+        Requested::Auto => match cuda_compiled() {
+            Ok((b, compile_seconds)) => {
                 info!(
                     backend = "cuda",
                     device = b.device_name(),
                     streams = b.device().streams(),
+                    compile_seconds,
                     "proving backend: CUDA (auto: a device is present)"
                 );
                 Ok(Arc::new(b))
@@ -60,4 +63,18 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
             Err(e) => Err(e),
         },
     }
+}
+
+/// Device 0 with every kernel compiled, and the seconds that took. The quotient kernel is
+/// otherwise compiled by the first proof that needs it (NVRTC and the driver's JIT: about 5 s of
+/// one core for `qt_values`); a prover compiles it when it starts, so that no job and no timed
+/// stage of `rollup bench` pays for it. If it does not compile, the backend still proves, its
+/// quotient on the CPU: said here, once, as a warning.
+fn cuda_compiled() -> Result<(CudaBackend, f64)> {
+    let t = Instant::now();
+    let b = CudaBackend::new(0)?;
+    if let Err(e) = b.quotient_kernel_ready() {
+        warn!(error = %e, "the CUDA quotient kernel did not compile: quotients run on the CPU");
+    }
+    Ok((b, t.elapsed().as_secs_f64()))
 }
