@@ -116,9 +116,23 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         .iter()
         .map(|s| (s["name"].as_str().expect("name").to_string(), s["jobs"].as_u64().expect("jobs")))
         .collect();
-    for (name, jobs) in [("batch_proofs", 2), ("aggregation_level_1", 1), ("verification", 1)] {
+    for (name, jobs) in [("warmup", 2), ("batch_proofs", 2), ("aggregation_level_1", 1), ("verification", 1)] {
         assert!(stages.contains(&(name.to_string(), jobs)), "{name} with {jobs} jobs in {stages:?}");
     }
+    // The proving time spans the batch proofs and the aggregation, and leaves out the warm-up
+    // (a batch proof and a merge of its own, before it): counted in, it would exceed the sum.
+    let seconds = |name: &str| {
+        r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)["seconds"]
+            .as_f64()
+            .expect("seconds")
+    };
+    let proving_stages = seconds("batch_proofs") + seconds("aggregation_level_1");
+    assert!(
+        num("proving_seconds") >= proving_stages && num("proving_seconds") < proving_stages + seconds("warmup"),
+        "proving time {} against stages {proving_stages} and warm-up {}",
+        num("proving_seconds"),
+        seconds("warmup")
+    );
     assert!(!stages.iter().any(|(n, _)| n == "aggregation_level_0"), "no jobs at level 0: {stages:?}");
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];
