@@ -26,7 +26,7 @@ CUDA=$TOOLS/nvidia/cu13
 PTX=target/cuda-tools/ptx
 rm -rf "$PTX" && mkdir -p "$PTX"
 LD_LIBRARY_PATH="$PWD/$CUDA/lib:${LD_LIBRARY_PATH:-}" PTX_DIR="$PWD/$PTX" \
-  cargo test --release -p prover-gpu --test kernels -- --ignored --exact nvrtc_compiles_every_kernel_the_backend_loads
+  cargo test --release -p prover-gpu --test kernels -- --ignored --exact nvrtc_compiles_every_kernel_the_backend_loads --nocapture
 export PATH="$PWD/$CUDA/bin:$PATH"
 printf '%-22s %9s %7s %7s %6s\n' kernel registers stack spills SASS
 for src in kernels quotient; do
