@@ -1,39 +1,51 @@
 #!/usr/bin/env bash
-# Runs every GPU check and benchmark on a lent device, writes the full results under $OUT, and
+# Runs the GPU checks and benchmarks on a lent device, writes the full results under $OUT, and
 # prints a short table last. Expects the binaries staged by scripts/gpu-build.sh.
-# `bash scripts/gpu-run.sh checks` runs the tests, `... benches` the criterion benches, `... rollup`
-# the `rollup bench` runs: one device call each (a call has ten minutes; `all`, the default, runs
-# them in order in one call and skips what its time does not hold). Each step has its own time
-# limit, cut to what is left of the call's BUDGET seconds (570 unless set), so a step that hangs
-# costs its limit and not the rest of the run, and the summary always prints; each step prints one
-# line as it ends.
+#
+# A task that draws a device gets 15 minutes of it in all, the machine's start (one to two
+# minutes) included, and a call runs ten minutes at most. So `all`, the default, is meant as the
+# session's one call (timeout_s 570, then give the device back): it runs the steps in the order
+# of what they are worth and skips what its BUDGET (seconds, 500 unless set) does not hold. First
+# the device's correctness (the unit tests, every kernel against rayon), then the figure the
+# issues ask for (`rollup bench` on CUDA and on rayon, each against stock plonky2 on the same
+# host in the same run), then whole proofs and the quotient kernel against rayon, more workers
+# and one stream, and last the criterion benches. `checks`, `rollup` and `benches` run one group
+# alone, for a session with more time. Each step has its own time limit, cut to what is left of
+# the BUDGET, so a step that hangs costs its limit and not the rest of the run, and the summary
+# always prints; each step prints one line as it ends.
 set -uo pipefail
 PHASE=${1:-all}
-DEADLINE=$((SECONDS + ${BUDGET:-570}))
+DEADLINE=$((SECONDS + ${BUDGET:-500}))
 case "$PHASE" in all | checks | benches | rollup) ;; *) echo "unknown phase $PHASE: all, checks, benches or rollup" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
+# The device tool brings back at most 8 files from $OUT: the logs are written beside it and packed
+# into $OUT/gpu-run.tar.gz after every step (so a call cut off at its limit still brings back
+# what ran), with the summary in $OUT/summary.txt.
 OUT=${OUT:-/tmp/gpu-out}
+LOGS=$(mktemp -d /tmp/gpu-run-logs.XXXXXX)
 mkdir -p "$OUT"
+pack() { tar -czf "$OUT/gpu-run.tar.gz" -C "$LOGS" . 2> /dev/null; }
 if [ -z "$(ls /usr/lib/x86_64-linux-gnu/libnvrtc* 2>/dev/null)" ]; then
   lib=$(ls -d /usr/local/cuda*/lib64 2>/dev/null | head -n 1)
   [ -n "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
 fi
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+nvidia-smi > "$LOGS/nvidia-smi.txt" 2>&1
 # The host CPU: the rayon rows depend on it (AVX-512F or not decides the rayon backend's Poseidon).
-lscpu > "$OUT/lscpu.txt" 2>&1
+lscpu > "$LOGS/lscpu.txt" 2>&1
+pack
 status=()
 run() {
   local name=$1 limit=$2 start=$SECONDS rc=0
   shift 2
   # What is left of the call, less a margin for the summary.
-  local left=$((DEADLINE - SECONDS - 15))
-  if [ "$left" -lt 10 ]; then
-    status+=("$name SKIPPED: no time left in this call (run its phase in a call of its own)")
+  local left=$((DEADLINE - SECONDS - 10))
+  if [ "$left" -lt 20 ]; then
+    status+=("$name SKIPPED: no time left in this call")
     echo "${status[-1]}"
     return
   fi
   [ "$limit" -gt "$left" ] && limit=$left
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || rc=$?
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
   local took=$((SECONDS - start))
   if [ "$rc" = 0 ]; then
     status+=("$name ok (${took} s)")
@@ -43,65 +55,83 @@ run() {
     status+=("$name FAILED, exit $rc after ${took} s (see $name.log)")
   fi
   echo "${status[-1]}"
+  pack
 }
 checks() { [ "$PHASE" = all ] || [ "$PHASE" = checks ]; }
 benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 rollup() { [ "$PHASE" = all ] || [ "$PHASE" = rollup ]; }
-# The crate's unit tests: among them the rayon backend's vector Poseidon against plonky2's, on
-# whatever instruction sets this host's CPU has.
-if checks; then
-  run lib 60 .device/lib-prover_gpu
-  # Kernels bit-identical to the CPU backend (the ignored GPU test runs here). The emulated
-  # versions of the device tests ran on every other machine, and need a C++ compiler.
-  run kernels 120 .device/test-kernels --include-ignored --skip emulated --nocapture
-  # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual backend).
-  run pipeline 150 .device/test-pipeline --include-ignored --skip emulated
-  # The quotient kernel (NVRTC) against plonky2's gates inside whole proofs. Only the CUDA test: the
-  # host-C ones need a C compiler, which the device may not have (they run on every other machine).
-  run quotient 120 .device/test-host_quotient --ignored cuda_
-fi
-if benches; then
-  # Commitment benches per backend, CUDA rows included.
-  run bench-kernels 240 .device/bench-kernels --bench
-  # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
-  run bench-batch 180 .device/bench-batch --bench batch_proof
-fi
-# One `rollup bench` run: its name, then the arguments after `--json`; ROLLUP_CUDA_STREAMS from
-# the environment. Its last line, the JSON object, also goes to NAME.json.
+# One `rollup bench` run: its name, then its arguments; ROLLUP_CUDA_STREAMS from the
+# environment. 16 full batches of 166 and their 5 merges, after the bench's warm-up: enough proofs
+# that a device's rate is not a handful of launches, and 8 workers get two batches each. The
+# report's last line, the JSON object, also goes to NAME.json.
 rollup_bench() {
   local name=$1
   shift
-  run "$name" 150 .device/rollup bench --json "$@"
-  [ -f "$OUT/$name.log" ] && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"
+  run "$name" 120 .device/rollup bench --json --txs 2656 "$@"
+  [ -f "$LOGS/$name.log" ] && tail -n 1 "$LOGS/$name.log" > "$LOGS/$name.json"
 }
+
+# The steps, most valuable first.
+if checks; then
+  # The crate's unit tests: among them the rayon backend's vector Poseidon against plonky2's, on
+  # whatever instruction sets this host's CPU has.
+  run lib 30 .device/lib-prover_gpu
+  # Every kernel bit-identical to the CPU backend (the ignored device test), NVRTC's verdict and
+  # compile times. The emulated versions of the device tests ran on every other machine, and
+  # need a C++ compiler.
+  run kernels 90 .device/test-kernels --include-ignored --skip emulated --nocapture
+fi
 if rollup; then
-  # The whole proving path on each backend: CUDA with 1, 4 and 8 workers (a stream per worker),
-  # CUDA with 4 workers on one stream (what the streams are worth), then rayon with 1 and 4.
-  for w in 1 4 8; do
+  # The whole proving path on CUDA with one worker, then on rayon, each against stock plonky2.
+  rollup_bench rollup-bench-cuda-w1 --backend cuda --workers 1
+  rollup_bench rollup-bench-cpu-w1 --backend cpu --workers 1
+fi
+if checks; then
+  # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual
+  # backend), four at once on one stream and on eight.
+  run pipeline 120 .device/test-pipeline --include-ignored --skip emulated
+  # The quotient kernel against plonky2's gates inside whole proofs. Only the CUDA test: the
+  # host-C ones need a C compiler, which the device may not have.
+  run quotient 90 .device/test-host_quotient --ignored cuda_
+fi
+if rollup; then
+  # Workers sharing the device, a stream each; four on one stream (what the streams are worth);
+  # rayon with four workers.
+  for w in 4 8; do
     rollup_bench "rollup-bench-cuda-w$w" --backend cuda --workers "$w"
   done
   ROLLUP_CUDA_STREAMS=1 rollup_bench rollup-bench-cuda-w4-one-stream --backend cuda --workers 4
-  for w in 1 4; do
-    rollup_bench "rollup-bench-cpu-w$w" --backend cpu --workers "$w"
-  done
+  rollup_bench rollup-bench-cpu-w4 --backend cpu --workers 4
 fi
+if benches; then
+  # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
+  run bench-batch 150 .device/bench-batch --bench batch_proof
+  # Commitment benches per backend, CUDA rows included.
+  run bench-kernels 240 .device/bench-kernels --bench
+fi
+
+summary() {
 echo "---- GPU run summary ----"
-head -n 1 "$OUT/nvidia-smi.txt"
+head -n 1 "$LOGS/nvidia-smi.txt"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
 if checks; then
-  # Each kernel's block, registers and local memory as this driver compiled it.
-  grep -E "^kernel " "$OUT/kernels.log" 2>/dev/null
-fi
-if benches; then
-  grep -B1 -E "time:" "$OUT/bench-kernels.log" 2>/dev/null | head -n 72
-  grep -B1 -E "time:" "$OUT/bench-batch.log" 2>/dev/null | head -n 12
+  # NVRTC's compile times, and each kernel's block, registers and local memory as this driver
+  # compiled it.
+  grep -E "^(nvrtc|kernel) " "$LOGS/kernels.log" 2>/dev/null
 fi
 if rollup; then
-  for f in "$OUT"/rollup-bench-*.json; do
+  for f in "$LOGS"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}' "$f" | tr '\n' ' '
+    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*' "$f" | tr '\n' ' '
     echo
   done
 fi
+if benches; then
+  grep -B1 -E "time:" "$LOGS/bench-batch.log" 2>/dev/null | head -n 12
+  grep -B1 -E "time:" "$LOGS/bench-kernels.log" 2>/dev/null | head -n 72
+fi
+}
+summary | tee "$OUT/summary.txt"
+cp "$OUT/summary.txt" "$LOGS/" && pack
