@@ -333,6 +333,18 @@ mod tests {
         let cli = Cli::try_parse_from(["rollup", "devnet"]).expect("parse");
         let Command::Devnet(d) = cli.command else { panic!("devnet") };
         assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
+        let cli = Cli::try_parse_from(["rollup", "prover"]).expect("parse");
+        let Command::Prover(p) = cli.command else { panic!("prover") };
+        assert_eq!(
+            (p.coordinator.as_str(), p.backend, p.name.as_str(), p.workers),
+            ("http://127.0.0.1:50051", crate::prover::Backend::Auto, "prover", 1)
+        );
+        let cli = Cli::try_parse_from(["rollup", "prover", "--workers", "4"]).expect("parse");
+        let Command::Prover(p) = cli.command else { panic!("prover") };
+        assert_eq!(p.workers, 4);
+        for bad in ["0", "65", "-1", "many"] {
+            assert!(Cli::try_parse_from(["rollup", "prover", "--workers", bad]).is_err(), "--workers {bad}");
+        }
     }
 
     /// The batch circuit the node runs, full, proven twice through the CUDA backend's own code

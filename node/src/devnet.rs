@@ -148,15 +148,15 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
     };
     let mut seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await?;
     let seq_url = format!("http://{}", seq.addr);
-    for i in 0..a.workers.max(1) {
-        let wc = WorkerConfig {
-            coordinator: seq_url.clone(),
-            token: Some(token.clone()),
-            name: format!("devnet-{i}"),
-            backend: a.backend,
-        };
-        tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));
-    }
+    // The workers share one backend, as `rollup prover --workers W` does.
+    let wc = WorkerConfig {
+        coordinator: seq_url.clone(),
+        token: Some(token.clone()),
+        name: "devnet".into(),
+        backend: a.backend,
+        workers: a.workers.max(1),
+    };
+    let mut workers = tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));
 
     // The load: valid transactions in per-sender order, split over a few concurrent clients.
     let valid = mixed_load(a.txs, a.accounts, a.swap_ratio);
@@ -248,6 +248,9 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         }
         if let Some(r) = seq.tasks.try_join_next() {
             bail!("the sequencer stopped: {:?}", r?);
+        }
+        if workers.is_finished() {
+            bail!("the prover workers stopped: {:?}", (&mut workers).await?);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -13,7 +13,8 @@ use proto::v1::{
     HeartbeatRequest, JobKind, LeaseJobRequest, RegisterWorkerRequest, ReportFailureRequest, SubmitResultRequest,
 };
 use prover_gpu::{Prover, Requested};
-use tokio::sync::watch;
+use tokio::sync::{watch, OnceCell};
+use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
@@ -60,28 +61,58 @@ pub fn prove(prover: &Prover, circuits: &Circuits, kind: JobKind, payload: &[u8]
     }
 }
 
-/// Options of one worker.
+/// Options of a prover process.
 pub struct WorkerConfig {
     /// Coordinator URL.
     pub coordinator: String,
     /// Bearer token.
     pub token: Option<String>,
-    /// Name reported to the coordinator.
+    /// Name reported to the coordinator (`NAME-i` for worker i when there are several).
     pub name: String,
     /// Backend.
     pub backend: Backend,
+    /// Jobs proven at once, each by its own worker with its own lease.
+    pub workers: usize,
 }
 
-/// Runs a worker until shutdown. `circuits` may be shared by the process; otherwise the worker
-/// builds them for the coordinator's batch capacity.
-pub async fn run(
-    cfg: WorkerConfig,
-    mut circuits: Option<Arc<Circuits>>,
+/// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
+/// device's kernels compiled once, a circuit's constants resident once, a CUDA stream each:
+/// several proofs in flight keep a device busy while each one's host steps run), and one set of
+/// circuits: `circuits` if the process has them, otherwise built once for the coordinator's
+/// batch capacity. Returns the first worker's error, which ends the others.
+pub async fn run(cfg: WorkerConfig, circuits: Option<Arc<Circuits>>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let prover = choose_prover(cfg.backend)?;
+    let shared = Arc::new(OnceCell::new_with(circuits));
+    let n = cfg.workers.max(1);
+    let mut workers = JoinSet::new();
+    for i in 0..n {
+        let name = if n == 1 { cfg.name.clone() } else { format!("{}-{i}", cfg.name) };
+        let (coordinator, token) = (cfg.coordinator.clone(), cfg.token.clone());
+        workers.spawn(worker(coordinator, token, name, prover.clone(), shared.clone(), shutdown.clone()));
+    }
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            // Dropping the set aborts the other workers: their leases lapse and are re-issued.
+            Ok(Err(e)) => return Err(e),
+            Err(e) => bail!("a worker task ended abnormally: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// One worker: registers, then leases, proves and submits jobs until shutdown, reconnecting
+/// with backoff when the coordinator is lost.
+async fn worker(
+    coordinator: String,
+    token: Option<String>,
+    name: String,
+    prover: Prover,
+    circuits: Arc<OnceCell<Arc<Circuits>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let prover = choose_prover(cfg.backend)?;
-    let channel = Endpoint::from_shared(cfg.coordinator.clone()).context("coordinator URL")?.connect_lazy();
-    let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(cfg.token.clone()))
+    let channel = Endpoint::from_shared(coordinator).context("coordinator URL")?.connect_lazy();
+    let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(token))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let mut backoff = Duration::from_millis(100);
@@ -90,7 +121,7 @@ pub async fn run(
             return Ok(());
         }
         let reg = match client
-            .register_worker(RegisterWorkerRequest { name: cfg.name.clone(), backend: prover.name().into() })
+            .register_worker(RegisterWorkerRequest { name: name.clone(), backend: prover.name().into() })
             .await
         {
             Ok(r) => r.into_inner(),
@@ -108,21 +139,20 @@ pub async fn run(
             }
         };
         backoff = Duration::from_millis(100);
-        let c = match circuits.clone() {
-            Some(c) => c,
-            None => {
-                let capacity = reg.batch_capacity as usize;
-                let c = tokio::task::spawn_blocking(move || Circuits::build(capacity)).await??;
-                circuits = Some(c.clone());
-                c
-            }
-        };
+        // The first worker to register builds the circuits; the others wait for them.
+        let capacity = reg.batch_capacity as usize;
+        let c = circuits
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Circuits::build(capacity)).await.context("building the circuits")?
+            })
+            .await?
+            .clone();
         if c.verifier.digest_hex() != reg.block_verifier_digest {
             bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
         }
-        info!(worker = %reg.worker_id, "registered");
+        info!(worker = %reg.worker_id, name = %name, "registered");
         if let Err(e) = work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &mut shutdown).await {
-            warn!("lost the coordinator ({e}); reconnecting");
+            warn!(name = %name, "lost the coordinator ({e}); reconnecting");
         }
     }
 }

@@ -94,9 +94,13 @@ pub struct ProverArgs {
     /// Proving backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// Name reported to the coordinator.
+    /// Name reported to the coordinator (`NAME-i` for worker i when there are several).
     #[arg(long, default_value = "prover")]
     pub name: String,
+    /// Jobs proven at once in this process, sharing one backend: on a GPU, several proofs in
+    /// flight keep the device busy while each one's host steps run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
 }
 
 impl SequencerArgs {
@@ -178,7 +182,12 @@ pub async fn sequencer(a: SequencerArgs) -> Result<()> {
 /// `rollup prover`.
 pub async fn prover(a: ProverArgs) -> Result<()> {
     let shutdown = shutdown_on_ctrl_c();
-    let cfg =
-        WorkerConfig { coordinator: a.coordinator, token: auth::resolve(a.token), name: a.name, backend: a.backend };
+    let cfg = WorkerConfig {
+        coordinator: a.coordinator,
+        token: auth::resolve(a.token),
+        name: a.name,
+        backend: a.backend,
+        workers: a.workers.into(),
+    };
     crate::prover::run(cfg, None, shutdown).await
 }

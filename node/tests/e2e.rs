@@ -125,12 +125,25 @@ impl Net {
         spawn(&self.dir, &format!("sequencer-{n}.log"), &args)
     }
 
-    fn prover(&self, name: &str) -> Proc {
+    fn prover(&self, name: &str, workers: u32) -> Proc {
         let url = format!("http://127.0.0.1:{}", self.sequencer_port);
+        let workers = workers.to_string();
         spawn(
             &self.dir,
             &format!("{name}.log"),
-            &["prover", "--coordinator", &url, "--token", TOKEN, "--name", name, "--backend", "cpu"],
+            &[
+                "prover",
+                "--coordinator",
+                &url,
+                "--token",
+                TOKEN,
+                "--name",
+                name,
+                "--backend",
+                "cpu",
+                "--workers",
+                &workers,
+            ],
         )
     }
 }
@@ -198,7 +211,7 @@ async fn end_to_end() {
     }
     let e = seq.submit_tx(SubmitTxRequest { signed_tx: transfer(1, 0) }).await.expect_err("replay");
     assert_eq!(e.code(), Code::AlreadyExists);
-    let w1 = net.prover("w1");
+    let w1 = net.prover("w1", 1);
     let c = seq.clone();
     wait_for("a leased job", 180, || {
         let mut c = c.clone();
@@ -206,9 +219,16 @@ async fn end_to_end() {
     })
     .await;
     kill(w1);
-    let w2 = net.prover("w2");
+    // Two workers in one process, sharing one backend and one set of circuits.
+    let w2 = net.prover("w2", 2);
     let first = settled(&mut seq, 4, 300).await;
     assert_eq!(first.blocks_settled, 1);
+    let log = std::fs::read_to_string(dir.join("w2.log")).unwrap_or_default();
+    assert_eq!(log.matches("proving backend").count(), 1, "one backend for both workers: {log}");
+    assert_eq!(log.matches("circuits built").count(), 1, "one set of circuits for both workers: {log}");
+    for name in ["w2-0", "w2-1"] {
+        assert!(log.lines().any(|l| l.contains("registered") && l.contains(name)), "{name} registered: {log}");
+    }
     let log = std::fs::read_to_string(dir.join("sequencer-1.log")).unwrap_or_default();
     assert!(log.contains("lease lapsed"), "the killed worker's job was re-issued after its lease lapsed");
 
