@@ -6,6 +6,7 @@
 use circuits::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prover_gpu::Prover;
+use rayon::prelude::*;
 
 fn capacity() -> usize {
     std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(166)
@@ -97,6 +98,33 @@ fn witness_generation(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    // The wire columns from the generated witness: plonky2's `full_witness` and the transpose the
+    // pipeline used to run after it, against `wire_columns`.
+    let partition = prover_gpu::witness::generate_partial_witness(
+        circuit.witness(w).expect("inputs"),
+        &data.prover_only,
+        &data.common,
+        &table,
+    )
+    .expect("witness");
+    let (n, k) = (data.common.degree(), data.common.config.num_wires);
+    g.bench_function(format!("wire_columns_{cap}_slots/plonky2"), |b| {
+        b.iter_batched(
+            || partition.clone(),
+            |p| {
+                let matrix = p.full_witness();
+                let mut columns = vec![plonky2::field::types::Field::ZERO; k * n];
+                columns.par_chunks_mut(n).enumerate().for_each(|(j, col)| {
+                    col.iter_mut().enumerate().for_each(|(i, v)| *v = matrix.get_wire(i, j));
+                });
+                columns
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(format!("wire_columns_{cap}_slots/ours"), |b| {
+        b.iter(|| prover_gpu::witness::wire_columns(&partition))
     });
     g.finish();
 }

@@ -193,3 +193,26 @@ fn witness_generation_matches_plonky2() {
         assert!(random <= common.config.num_wires, "{random} targets differ between two runs of plonky2's");
     }
 }
+
+/// The wire columns read off a generated witness equal plonky2's `full_witness`, column by
+/// column, wires that nothing set included (zero in both): on a circuit with our gates and on a
+/// recursive verifier.
+#[test]
+fn wire_columns_equal_plonky2s_full_witness() {
+    let (inner, targets) = small_circuit(300);
+    let (outer, outer_pw) = verifier_of(&inner, witness(&targets, 9), |_| {});
+    for (data, pw) in [(&inner, witness(&targets, 10)), (&outer, outer_pw)] {
+        let (prover, common) = (&data.prover_only, &data.common);
+        let partition = generate_partial_witness(pw, prover, common).expect("plonky2");
+        let (n, k) = (common.degree(), common.config.num_wires);
+        let unset = (0..n * k).filter(|&t| partition.values[partition.representative_map[t]].is_none()).count();
+        assert!(unset > 0, "some wires are left unset, so the zero default is exercised");
+        let columns = prover_gpu::witness::wire_columns(&partition);
+        let matrix = partition.full_witness();
+        assert_eq!(columns.len(), n * k);
+        for j in 0..k {
+            let column: Vec<F> = (0..n).map(|i| matrix.get_wire(i, j)).collect();
+            assert_eq!(columns[j * n..(j + 1) * n], column, "wire {j} of {k}");
+        }
+    }
+}
