@@ -276,6 +276,9 @@ pub fn wire_columns(w: &PartitionWitness<'_, F>) -> Vec<F> {
     let (n, k) = (w.degree, w.num_wires);
     let len = k * n;
     let mut columns: Vec<F> = Vec::with_capacity(len);
+    if len == 0 {
+        return columns;
+    }
     {
         // Each task's run of every column: task b gets rows [b·256, (b + 1)·256) of each.
         let mut tasks: Vec<Vec<&mut [MaybeUninit<F>]>> =
