@@ -286,13 +286,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // prover pays once (a device's kernels compiled and JIT-loaded, root and twiddle tables, the
     // circuits' constants and sigmas made resident) is not charged to the throughput a running
     // farm sees. Its seconds are reported as their own stage.
+    let c = &circuits;
+    let prove_batch = |w: &BatchWitness| -> Result<ProofBytes> {
+        Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(&prover, w)?.to_bytes() })
+    };
     let t = Instant::now();
     bar.set_prefix("warm-up");
     bar.set_length(2);
     bar.set_position(0);
-    let warm = ProofBytes { kind: ProofKind::Batch, bytes: circuits.batch.prove(&prover, &witnesses[0])?.to_bytes() };
+    let warm = prove_batch(&witnesses[0])?;
     bar.inc(1);
-    circuits.aggregation.run(&prover, &AggJob::Merge { children: vec![warm] })?;
+    c.aggregation.run(&prover, &AggJob::Merge { children: vec![warm] })?;
     bar.inc(1);
     stage("warmup", t, 2);
 
@@ -301,13 +305,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     bar.set_prefix("batch proofs");
     bar.set_length(witnesses.len() as u64);
     bar.set_position(0);
-    let c = &circuits;
-    let batch_proofs = run_parallel(
-        witnesses.iter().collect(),
-        a.workers,
-        |w| Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(&prover, w)?.to_bytes() }),
-        &bar,
-    )?;
+    let batch_proofs = run_parallel(witnesses.iter().collect(), a.workers, prove_batch, &bar)?;
     stage("batch_proofs", proving, witnesses.len());
 
     // Aggregation, level by level.
