@@ -143,7 +143,8 @@ fn kernels(c: &mut Criterion) {
 /// Leaf hashing, the bulk of a CPU commitment: plonky2's `hash_or_noop` on every row in
 /// parallel (what the rayon backend did) against [`poseidon_x8`] on this CPU's best instruction
 /// set (what it does now), on 2^14 rows of the wires' width; then one permutation of eight
-/// states, plonky2's and ours on each vector instruction set the CPU has, on one thread.
+/// states, plonky2's and ours on each vector instruction set the CPU has, on one thread, alone
+/// and writing the Poseidon gate's witness.
 fn poseidon(c: &mut Criterion) {
     let rows: Vec<F> = (0..(1 << 14) * WIDTH).map(|_| F::rand()).collect();
     let mut g = c.benchmark_group("poseidon");
@@ -171,6 +172,16 @@ fn poseidon(c: &mut Criterion) {
                 let mut s = lanes;
                 poseidon_x8::permute_with(isa, &mut s);
                 s
+            })
+        });
+        // The Poseidon gates' witness (the S-box inputs kept as wires), as witness generation
+        // runs it.
+        g.bench_function(format!("x8_{}_permute_for_gate_8_states", isa.name()), |b| {
+            b.iter(|| {
+                let mut s = lanes;
+                let mut sbox = [[0u64; 8]; poseidon_x8::GATE_SBOX_INPUTS];
+                poseidon_x8::permute_for_gate_with(isa, &mut s, &mut sbox);
+                (s, sbox)
             })
         });
     }

@@ -31,7 +31,7 @@
 
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::NUM_HASH_OUT_ELTS;
-use plonky2::hash::poseidon::{PoseidonHash, SPONGE_RATE, SPONGE_WIDTH};
+use plonky2::hash::poseidon::{PoseidonHash, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_RATE, SPONGE_WIDTH};
 use plonky2::plonk::config::Hasher;
 use rayon::prelude::*;
 
@@ -91,6 +91,96 @@ fn permute_scalar(states: &mut Lanes) {
         let out = F::poseidon(state);
         for (i, x) in out.iter().enumerate() {
             states[i][l] = x.to_noncanonical_u64();
+        }
+    }
+}
+
+/// How many S-box inputs plonky2's `PoseidonGate` keeps as wires: every element's in full rounds
+/// 1 to 3, element 0's in the 22 partial rounds, every element's in the last four full rounds.
+pub const GATE_SBOX_INPUTS: usize =
+    SPONGE_WIDTH * (HALF_N_FULL_ROUNDS - 1) + N_PARTIAL_ROUNDS + SPONGE_WIDTH * HALF_N_FULL_ROUNDS;
+
+/// The S-box inputs of eight permutations, lane by lane, in the gate's wire order (see
+/// [`GATE_SBOX_INPUTS`]): `inputs[k][l]` is the `k`-th of state `l`.
+pub type SboxInputs = [[u64; LANES]; GATE_SBOX_INPUTS];
+
+/// Permutes eight states in place as [`permute`] does, and writes the S-box inputs the Poseidon
+/// gate's wires hold into `sbox`: the witness of eight gates at once. Everything written is
+/// canonical, states included.
+pub fn permute_for_gate(states: &mut Lanes, sbox: &mut SboxInputs) {
+    // SAFETY: `isa()` is an instruction set this CPU supports.
+    unsafe { permute_for_gate_on(isa(), states, sbox) }
+}
+
+/// [`permute_for_gate`] with `isa`; `false`, and nothing written, where this CPU lacks it.
+pub fn permute_for_gate_with(isa: Isa, states: &mut Lanes, sbox: &mut SboxInputs) -> bool {
+    if !isa.supported() {
+        return false;
+    }
+    // SAFETY: checked just above.
+    unsafe { permute_for_gate_on(isa, states, sbox) };
+    true
+}
+
+/// # Safety
+/// The CPU must support `isa`.
+unsafe fn permute_for_gate_on(isa: Isa, states: &mut Lanes, sbox: &mut SboxInputs) {
+    match isa {
+        // SAFETY: the caller's guarantee.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::permute_for_gate(states, sbox) },
+        // SAFETY: the caller's guarantee.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::permute_for_gate(states, sbox) },
+        _ => permute_for_gate_scalar(states, sbox),
+    }
+}
+
+/// The fallback, and the reference the vector versions are tested against: what plonky2's
+/// `PoseidonGenerator` computes, one state at a time, with the base field's rounds (plonky2's
+/// `poseidon`: the partial rounds in their sparse "fast" form, whose S-box inputs are the
+/// textbook form's).
+#[allow(clippy::needless_range_loop)] // `l` indexes the inner, lane, dimension
+fn permute_for_gate_scalar(states: &mut Lanes, sbox: &mut SboxInputs) {
+    use plonky2::hash::poseidon::Poseidon;
+    for l in 0..LANES {
+        let mut state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(states[i][l]));
+        let mut k = 0;
+        let mut record = |v: F, k: &mut usize| {
+            sbox[*k][l] = v.to_canonical_u64();
+            *k += 1;
+        };
+        let mut round = 0;
+        for r in 0..HALF_N_FULL_ROUNDS {
+            <F as Poseidon>::constant_layer(&mut state, round);
+            if r != 0 {
+                state.iter().for_each(|&v| record(v, &mut k));
+            }
+            <F as Poseidon>::sbox_layer(&mut state);
+            state = <F as Poseidon>::mds_layer(&state);
+            round += 1;
+        }
+        <F as Poseidon>::partial_first_constant_layer::<F, 1>(&mut state);
+        state = <F as Poseidon>::mds_partial_layer_init::<F, 1>(&state);
+        for r in 0..N_PARTIAL_ROUNDS {
+            record(state[0], &mut k);
+            state[0] = <F as Poseidon>::sbox_monomial::<F, 1>(state[0]);
+            if r < N_PARTIAL_ROUNDS - 1 {
+                state[0] += F::from_canonical_u64(<F as Poseidon>::FAST_PARTIAL_ROUND_CONSTANTS[r]);
+            }
+            state = <F as Poseidon>::mds_partial_layer_fast(&state, r);
+        }
+        round += N_PARTIAL_ROUNDS;
+        for _ in 0..HALF_N_FULL_ROUNDS {
+            <F as Poseidon>::constant_layer(&mut state, round);
+            state.iter().for_each(|&v| record(v, &mut k));
+            <F as Poseidon>::sbox_layer(&mut state);
+            state = <F as Poseidon>::mds_layer(&state);
+            round += 1;
+        }
+        debug_assert_eq!(k, GATE_SBOX_INPUTS);
+        for (i, x) in state.iter().enumerate() {
+            states[i][l] = x.to_canonical_u64();
         }
     }
 }
@@ -396,6 +486,64 @@ macro_rules! lane_rounds {
             }
         }
 
+        /// [`rounds`], writing each round's S-box inputs (canonical) to the vector at lane
+        /// offset `part` of `recorded`, one round per chunk: twelve per full round, one per partial round. Its MDS layer
+        /// is [`mds_for_gate`], out of line: a second caller of [`mds`] would cost the
+        /// permutation (above).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn rounds_recording(
+            s: &mut [V; SPONGE_WIDTH],
+            round: &mut usize,
+            full: bool,
+            recorded: &mut [[u64; LANES]],
+            part: usize,
+        ) {
+            let per_round = if full { SPONGE_WIDTH } else { 1 };
+            for inputs in recorded.chunks_mut(per_round) {
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x = add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round]));
+                }
+                for (input, x) in inputs.iter_mut().zip(s.iter()) {
+                    store(&mut input[part..], canonical(*x));
+                }
+                if full {
+                    s.iter_mut().for_each(|x| *x = sbox(*x));
+                } else {
+                    s[0] = sbox(s[0]);
+                }
+                *s = mds_for_gate(s);
+                *round += 1;
+            }
+        }
+
+        /// plonky2's permutation of the eight states, `W` at a time, writing the S-box inputs
+        /// plonky2's `PoseidonGate` keeps as wires ([`super::permute_for_gate`]); the states
+        /// are left canonical.
+        ///
+        /// # Safety
+        /// The CPU must have the module's instruction set.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn permute_for_gate(states: &mut Lanes, sbox: &mut super::SboxInputs) {
+            let (first, rest) = sbox.split_at_mut(SPONGE_WIDTH * (HALF_N_FULL_ROUNDS - 1));
+            let (partial, last) = rest.split_at_mut(N_PARTIAL_ROUNDS);
+            for part in (0..LANES).step_by(W) {
+                let mut s: [V; SPONGE_WIDTH] = std::array::from_fn(|i| load(&states[i][part..]));
+                let mut round = 0;
+                // The first round's inputs are the gate's inputs (after the swap): not wires of
+                // their own.
+                let mut unused = [[0u64; LANES]; SPONGE_WIDTH];
+                rounds_recording(&mut s, &mut round, true, &mut unused, part);
+                rounds_recording(&mut s, &mut round, true, first, part);
+                rounds_recording(&mut s, &mut round, false, partial, part);
+                rounds_recording(&mut s, &mut round, true, last, part);
+                debug_assert_eq!(round, ALL_ROUND_CONSTANTS.len() / SPONGE_WIDTH);
+                for (row, v) in states.iter_mut().zip(s) {
+                    store(&mut row[part..], canonical(v));
+                }
+            }
+        }
+
         /// `a + b` for canonical `b`, `a·b`, `b²` and the wrapping `a·b[0]`, lane by lane, for
         /// the tests.
         ///
@@ -626,6 +774,40 @@ mod tests {
         }
         for isa in Isa::ALL.into_iter().filter(|isa| !isa.supported()) {
             eprintln!("{} skipped: this CPU lacks it", isa.name());
+        }
+    }
+
+    /// The gate's S-box inputs on lanes (the textbook partial rounds) equal plonky2's generator's
+    /// (the sparse form), on random states and on states of edge values, and the outputs are the
+    /// permutation's, canonical.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // `l` indexes the inner, lane, dimension
+    fn the_gate_witness_on_lanes_is_plonky2s() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let edges = edge_values();
+        for round in 0..100 {
+            let input: Lanes = std::array::from_fn(|i| {
+                std::array::from_fn(|l| if round < 2 { edges[(i + l + round * 7) % edges.len()] } else { element(&mut rng) })
+            });
+            let mut expected_states = input;
+            let mut expected = [[0u64; LANES]; GATE_SBOX_INPUTS];
+            permute_for_gate_scalar(&mut expected_states, &mut expected);
+            for l in 0..LANES {
+                let state: [F; SPONGE_WIDTH] = std::array::from_fn(|i| F::from_noncanonical_u64(input[i][l]));
+                let out = F::poseidon(state);
+                assert!((0..SPONGE_WIDTH).all(|i| expected_states[i][l] == out[i].to_canonical_u64()), "lane {l}");
+            }
+            for isa in Isa::ALL {
+                let mut states = input;
+                let mut sbox = [[u64::MAX; LANES]; GATE_SBOX_INPUTS];
+                if !permute_for_gate_with(isa, &mut states, &mut sbox) {
+                    continue;
+                }
+                assert_eq!(states, expected_states, "{isa:?} outputs, round {round}");
+                for k in 0..GATE_SBOX_INPUTS {
+                    assert_eq!(sbox[k], expected[k], "{isa:?} S-box input {k}, round {round}");
+                }
+            }
         }
     }
 
