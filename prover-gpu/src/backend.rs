@@ -2,6 +2,8 @@
 //! commitment step (coset LDE in plonky2's layout, Merkle tree in plonky2's exact digest layout)
 //! as default methods.
 
+use std::borrow::Cow;
+
 use plonky2::field::extension::FieldExtension;
 use plonky2::field::types::{Field, Field64};
 use plonky2::hash::hash_types::HashOut;
@@ -16,6 +18,15 @@ use crate::layout::{digest_position, merkle_proof, reverse_bits, tree_rows};
 use crate::quotient::QuotientInputs;
 use crate::transcript::{RATE, WIDTH};
 use crate::{F, FE};
+
+/// `values` owned: taken where it is, copied in parallel where it is borrowed (a fresh buffer's
+/// page faults are most of a copy's cost, and a parallel copy takes them on every core).
+pub fn owned(values: Cow<'_, [F]>) -> Vec<F> {
+    match values {
+        Cow::Owned(v) => v,
+        Cow::Borrowed(s) => s.par_iter().copied().collect(),
+    }
+}
 
 /// Checks that `len` elements are whole polynomials of `n`, a power of two.
 pub(crate) fn check_polynomials(len: usize, n: usize) -> Result<()> {
@@ -356,19 +367,23 @@ pub trait Backend: Send + Sync {
     /// plonky2's `PolynomialBatch::from_values` (unblinded): the coefficients of the polynomials
     /// interpolating `values` on the subgroup of order `n` (one after another), and the
     /// commitment to them as [`Backend::commit_tree`] makes it. The default is
-    /// [`Backend::intt_batch`] then [`Backend::commit_tree`]. A device backend runs both where
-    /// the values are, and with [`Leaves::Kept`] may keep the coefficients there too and return
-    /// none: then [`Backend::evaluate`], [`Backend::combine`] and [`Backend::read_coeffs`] read
-    /// them until [`Backend::release`].
+    /// [`Backend::intt_batch`] then [`Backend::commit_tree`], in place where `values` is owned
+    /// and on a parallel copy where it is borrowed. A device backend runs both where the values
+    /// are, after one upload from wherever they lie (the prover lends the wire columns, which it
+    /// reads again after the commitment, so a device backend copies nothing on the host), and
+    /// with [`Leaves::Kept`] may keep the coefficients there too and return none: then
+    /// [`Backend::evaluate`], [`Backend::combine`] and [`Backend::read_coeffs`] read them until
+    /// [`Backend::release`].
     fn commit_values_tree(
         &self,
-        mut values: Vec<F>,
+        values: Cow<'_, [F]>,
         n: usize,
         rate_bits: usize,
         cap_height: usize,
         leaves: Leaves,
     ) -> Result<(Vec<F>, Tree)> {
         check_polynomials(values.len(), n)?;
+        let mut values = owned(values);
         self.intt_batch(&mut values, n)?;
         let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
         Ok((values, tree))

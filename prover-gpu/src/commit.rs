@@ -2,6 +2,7 @@
 //! `from_coeffs` or `from_values`, built here from the backend's NTT and Merkle kernels (all of
 //! its fields are public).
 
+use std::borrow::Cow;
 use std::ops::Deref;
 
 use plonky2::field::polynomial::PolynomialCoeffs;
@@ -45,7 +46,7 @@ pub fn commit_values(
     rate_bits: usize,
     cap_height: usize,
 ) -> Result<Commitment> {
-    commit_value_columns(backend, values, n, rate_bits, cap_height, Leaves::Host)
+    commit_value_columns(backend, values.into(), n, rate_bits, cap_height, Leaves::Host)
 }
 
 fn commit_coeffs(
@@ -65,7 +66,7 @@ fn commit_coeffs(
 
 fn commit_value_columns(
     backend: &dyn Backend,
-    values: Vec<F>,
+    values: Cow<'_, [F]>,
     n: usize,
     rate_bits: usize,
     cap_height: usize,
@@ -138,10 +139,11 @@ impl<'a> Held<'a> {
         Ok(Self { commitment, backend })
     }
 
-    /// [`commit_values`], the leaves kept by `backend` if it keeps leaves.
+    /// [`commit_values`], the leaves kept by `backend` if it keeps leaves; `values` owned or
+    /// lent (see [`Backend::commit_values_tree`]).
     pub fn commit_values(
         backend: &'a dyn Backend,
-        values: Vec<F>,
+        values: Cow<'_, [F]>,
         n: usize,
         rate_bits: usize,
         cap_height: usize,

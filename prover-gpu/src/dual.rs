@@ -1,6 +1,8 @@
 //! Runs every kernel on two backends and insists on equal outputs (risc0's `DualHal`): the way to
 //! check the CUDA backend against the CPU inside whole computations.
 
+use std::borrow::Cow;
+
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::poseidon::PoseidonHash;
@@ -177,13 +179,14 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
     /// then their commitments as in [`DualBackend::commit_tree`].
     fn commit_values_tree(
         &self,
-        values: Vec<F>,
+        values: Cow<'_, [F]>,
         n: usize,
         rate_bits: usize,
         cap_height: usize,
         leaves: Leaves,
     ) -> Result<(Vec<F>, Tree)> {
-        let (coeffs, tree) = self.first.commit_values_tree(values.clone(), n, rate_bits, cap_height, Leaves::Host)?;
+        let (coeffs, tree) =
+            self.first.commit_values_tree(Cow::Borrowed(&values), n, rate_bits, cap_height, Leaves::Host)?;
         let (other_coeffs, other) = self.second.commit_values_tree(values, n, rate_bits, cap_height, leaves)?;
         let shape = Shape { rows: n << rate_bits, width: coeffs.len() / n };
         let other_coeffs = if other_coeffs.is_empty() && leaves == Leaves::Kept {

@@ -10,6 +10,7 @@
 //! Not supported, each refused with [`BackendError::Unsupported`]: lookup tables and zero
 //! knowledge (blinding). None of our circuits uses them.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use plonky2::field::extension::Extendable;
@@ -153,11 +154,9 @@ pub fn prove_with_partition(
     times.witness = t.elapsed();
 
     let t = Instant::now();
-    // A copy for the commitment (the permutation argument reads the columns after it), made in
-    // parallel: a fresh 35 MB on the batch circuit, whose page faults on one thread cost about
-    // as much as the copy itself.
-    let copy: Vec<F> = columns.par_iter().copied().collect();
-    let wires = Held::commit_values(backend, copy, n, rate_bits, cap_height)?;
+    // Lent: the permutation argument reads the columns after the commitment. The rayon backend
+    // transforms a parallel copy; a device backend uploads them from here, with no host copy.
+    let wires = Held::commit_values(backend, Cow::Borrowed(&columns), n, rate_bits, cap_height)?;
     times.wires_commit = t.elapsed();
 
     let mut transcript = Transcript::new();
@@ -174,7 +173,7 @@ pub fn prove_with_partition(
     times.partial_products = t.elapsed();
 
     let t = Instant::now();
-    let zs = Held::commit_values(backend, zs_values, n, rate_bits, cap_height)?;
+    let zs = Held::commit_values(backend, zs_values.into(), n, rate_bits, cap_height)?;
     times.zs_commit = t.elapsed();
     transcript.observe_cap(&zs.merkle_tree.cap);
     let alphas = transcript.get_n_challenges(config.num_challenges);

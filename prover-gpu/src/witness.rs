@@ -312,7 +312,8 @@ const ROWS_PER_TASK: usize = 256;
 
 /// The wire columns of a generated witness, one after another (`columns[j * degree + i]` is wire
 /// `j` of row `i`), a wire that nothing set being zero: plonky2's `full_witness` and a transpose
-/// of its matrix, in one pass.
+/// of its matrix, in one pass. The values are written canonical (equal to plonky2's as field
+/// elements), so a device backend uploads the columns as they lie.
 ///
 /// On the batch circuit (135 wires, 2^15 rows: 35 MB) that took about 40 ms of a witness step of
 /// about 150 ms, the largest step a device leaves on the host. Reading the values is the small
@@ -344,7 +345,8 @@ pub fn wire_columns(w: &PartitionWitness<'_, F>) -> Vec<F> {
                 // Wire (row i, column j) is target i·k + j (plonky2's `Target::index`).
                 let row = &w.representative_map[(first + r) * k..(first + r + 1) * k];
                 for (run, &rep) in runs.iter_mut().zip(row) {
-                    run[r].write(w.values[rep].unwrap_or(F::ZERO));
+                    let value = w.values[rep].map_or(0, |v| v.to_canonical_u64());
+                    run[r].write(F::from_canonical_u64(value));
                 }
             }
         });

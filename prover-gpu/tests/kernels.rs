@@ -2,8 +2,10 @@
 //! and caps) on seeded random inputs at awkward sizes; the CUDA kernels against rayon where a
 //! device is present.
 
+use std::borrow::Cow;
+
 use plonky2::field::polynomial::PolynomialCoeffs;
-use plonky2::field::types::{Field, Sample};
+use plonky2::field::types::{Field, Field64, Sample};
 use plonky2::fri::oracle::PolynomialBatch;
 use plonky2::plonk::config::PoseidonGoldilocksConfig;
 use plonky2::util::timing::TimingTree;
@@ -177,11 +179,16 @@ fn cuda_kernels_agree_with_rayon<D: cuda::Device>(new: impl Fn() -> CudaBackend<
         dual.release(&tree, shape);
         // From values: the inverse NTT on the device, its coefficients committed from there and
         // kept there (read back whole inside the dual), then the openings at two points and a
-        // combination, from the kept coefficients, against rayon's from the host's.
+        // combination, from the kept coefficients, against rayon's from the host's. The values
+        // are lent, as the prover lends its wire columns, and some are not canonical (a value
+        // plus p), which a device backend must not upload as they lie.
         if n >= 2 {
-            let values = random(&mut rng, n * batch);
+            let mut values = random(&mut rng, n * batch);
+            for v in values.iter_mut().step_by(3) {
+                *v = F::from_noncanonical_u64(F::ORDER + (v.0 >> 33));
+            }
             let (coeffs, tree) = dual
-                .commit_values_tree(values, n, rate_bits, cap_height, Leaves::Kept)
+                .commit_values_tree(Cow::Borrowed(&values), n, rate_bits, cap_height, Leaves::Kept)
                 .expect("value commitments agree");
             let c = commitment(&coeffs, n, tree, rate_bits);
             let points = [FE::sample(&mut rng), FE::sample(&mut rng)];
@@ -318,14 +325,14 @@ fn the_dual_backend_locates_a_wrong_commitment() {
         }
         other => panic!("expected a commit_tree mismatch, got {:?}", other.map(|t| t.cap)),
     }
-    match dual.commit_values_tree(coeffs.clone(), n, 3, 2, Leaves::Host) {
+    match dual.commit_values_tree(Cow::Borrowed(&coeffs), n, 3, 2, Leaves::Host) {
         Err(BackendError::Mismatch { kernel: "commit_values_tree", detail }) => {
             assert!(detail.starts_with("digest "), "{detail}")
         }
         other => panic!("expected a commit_values_tree mismatch, got {:?}", other.map(|t| t.1.cap)),
     }
     let agreeing = DualBackend { first: RayonBackend, second: KernelsOnly { break_pairs: false } };
-    let (coeffs_of_values, _) = agreeing.commit_values_tree(coeffs.clone(), n, 3, 2, Leaves::Host).expect("agree");
+    let (coeffs_of_values, _) = agreeing.commit_values_tree(Cow::Borrowed(&coeffs), n, 3, 2, Leaves::Host).expect("agree");
     let mut expected = coeffs.clone();
     RayonBackend.intt_batch(&mut expected, n).expect("intt");
     assert_eq!(coeffs_of_values, expected);
@@ -360,7 +367,7 @@ fn kept_coefficients_are_evaluated_and_combined_through_the_dual_backend() {
         second.skew = skew;
         let dual = DualBackend { first: RayonBackend, second };
         let (coeffs, tree) =
-            dual.commit_values_tree(values.clone(), n, 3, 2, Leaves::Kept).expect("the coefficients agree");
+            dual.commit_values_tree(values.clone().into(), n, 3, 2, Leaves::Kept).expect("the coefficients agree");
         assert_eq!(coeffs, expected.iter().flat_map(|p| p.coeffs.clone()).collect::<Vec<_>>());
         assert_eq!(dual.second.kept.held(), 1, "the second kept its coefficients");
         let c = commitment(&coeffs, n, tree, 3);
@@ -398,7 +405,7 @@ fn a_kept_commitment_with_the_wrong_coefficients_is_refused_and_released() {
     let mut broken = Keeping::new(false);
     broken.short_coeffs = true;
     let n = 1 << 4;
-    let err = prover_gpu::commit::Held::commit_values(&broken, random(&mut rng, n * 3), n, 3, 2)
+    let err = prover_gpu::commit::Held::commit_values(&broken, random(&mut rng, n * 3).into(), n, 3, 2)
         .err()
         .expect("a short set of coefficients");
     assert!(matches!(err, BackendError::Shape(_)), "{err}");

@@ -2,7 +2,7 @@
 //! proof-of-work nonce (caps, openings, FRI commit-phase caps) is bit-identical to plonky2's own
 //! proof of the same witness.
 
-use plonky2::field::types::{Field, Sample};
+use plonky2::field::types::{Field, Field64, Sample};
 use plonky2::iop::generator::generate_partial_witness;
 use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
@@ -195,8 +195,8 @@ fn witness_generation_matches_plonky2() {
 }
 
 /// The wire columns read off a generated witness equal plonky2's `full_witness`, column by
-/// column, wires that nothing set included (zero in both): on a circuit with our gates and on a
-/// recursive verifier.
+/// column, wires that nothing set included (zero in both), and are canonical: on a circuit with
+/// our gates and on a recursive verifier.
 #[test]
 fn wire_columns_equal_plonky2s_full_witness() {
     let (inner, targets) = small_circuit(300);
@@ -208,6 +208,8 @@ fn wire_columns_equal_plonky2s_full_witness() {
         let unset = (0..n * k).filter(|&t| partition.values[partition.representative_map[t]].is_none()).count();
         assert!(unset > 0, "some wires are left unset, so the zero default is exercised");
         let columns = prover_gpu::witness::wire_columns(&partition);
+        // Canonical, so that a device backend uploads them as they lie.
+        assert!(columns.iter().all(|v| v.0 < F::ORDER), "canonical columns");
         let matrix = partition.full_witness();
         assert_eq!(columns.len(), n * k);
         for j in 0..k {

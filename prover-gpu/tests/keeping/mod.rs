@@ -1,6 +1,7 @@
 //! A host backend that keeps its commitments' trees and coefficients the way a device backend
 //! does.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use plonky2::field::types::Field;
@@ -81,12 +82,13 @@ impl Backend for Keeping {
     /// none go back.
     fn commit_values_tree(
         &self,
-        mut values: Vec<F>,
+        values: Cow<'_, [F]>,
         n: usize,
         rate_bits: usize,
         cap_height: usize,
         leaves: Leaves,
     ) -> Result<(Vec<F>, Tree)> {
+        let mut values = values.into_owned();
         self.intt_batch(&mut values, n)?;
         let tree = self.commit_tree(&values, n, rate_bits, cap_height, leaves)?;
         if self.short_coeffs {
