@@ -56,6 +56,35 @@ struct Stage {
     name: String,
     seconds: f64,
     jobs: usize,
+    /// CPU time this process spent in the stage, all threads, user and system (`None` where
+    /// `/proc` does not say). Over `seconds`, the host cores the stage kept busy: on a device,
+    /// what a GPU's proofs ask of its host's CPUs (a driver waiting by spinning counts too).
+    cpu_seconds: Option<f64>,
+}
+
+/// Where a stage starts: the clock, and the CPU time this process has used.
+#[derive(Clone, Copy)]
+struct Mark {
+    wall: Instant,
+    cpu: Option<f64>,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Mark { wall: Instant::now(), cpu: process_cpu_seconds() }
+    }
+}
+
+/// The CPU time this process has used, all threads, user and system: `utime` and `stime` of
+/// `/proc/self/stat`, in clock ticks of 1/100 s (`USER_HZ`, 100 on every Linux the prover runs
+/// on: x86-64 and arm64).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces: count from after it.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // After the name: state (field 3) is index 0, so utime (14) and stime (15) are 11 and 12.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 #[derive(Debug, Serialize)]
@@ -249,8 +278,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     bar.set_prefix("circuits");
     let circuits = Circuits::build(a.capacity)?;
     let mut stages = Vec::new();
-    let mut stage = |name: &str, t: Instant, jobs: usize| {
-        stages.push(Stage { name: name.into(), seconds: t.elapsed().as_secs_f64(), jobs })
+    let mut stage = |name: &str, start: Mark, jobs: usize| {
+        let cpu_seconds = process_cpu_seconds().zip(start.cpu).map(|(now, then)| now - then);
+        stages.push(Stage { name: name.into(), seconds: start.wall.elapsed().as_secs_f64(), jobs, cpu_seconds })
     };
 
     // Signatures, as the sequencer checks them on arrival.
@@ -263,14 +293,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             SignedMessage { public_key: sk.public_key(), signature: sk.sign(&message), message }
         })
         .collect();
-    let t = Instant::now();
+    let t = Mark::now();
     if !find_invalid(&signed, &mut rand::rngs::OsRng).is_empty() {
         bail!("the load has invalid signatures");
     }
     stage("signatures", t, 1);
 
     // Execution and witnesses.
-    let t = Instant::now();
+    let t = Mark::now();
     let mut ex = Executor::new(genesis(accounts).build()?, a.capacity);
     let mut witnesses: Vec<BatchWitness> = Vec::new();
     for tx in &txs {
@@ -290,7 +320,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let prove_batch = |w: &BatchWitness| -> Result<ProofBytes> {
         Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(&prover, w)?.to_bytes() })
     };
-    let t = Instant::now();
+    let t = Mark::now();
     bar.set_prefix("warm-up");
     bar.set_length(2);
     bar.set_position(0);
@@ -301,7 +331,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     stage("warmup", t, 2);
 
     // Batch proofs on W workers.
-    let proving = Instant::now();
+    let proving = Mark::now();
     bar.set_prefix("batch proofs");
     bar.set_length(witnesses.len() as u64);
     bar.set_position(0);
@@ -317,7 +347,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     for level in 1..=plan.depth() {
-        let t = Instant::now();
+        let t = Mark::now();
         let jobs: Vec<(usize, AggJob)> = plan
             .level(level)
             .map(|j| {
@@ -341,11 +371,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         stage(&format!("aggregation_level_{level}"), t, n);
     }
-    let proving_seconds = proving.elapsed().as_secs_f64();
+    let proving_seconds = proving.wall.elapsed().as_secs_f64();
     let block = outputs[plan.root()].clone().context("no block proof")?;
 
     // Verification, as the settlement node does it.
-    let t = Instant::now();
+    let t = Mark::now();
     let first = &witnesses[0];
     let last = &witnesses[witnesses.len() - 1];
     let expected = BlockPublicInputs {
@@ -457,7 +487,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             report.txs, report.batches, report.batch_capacity, report.workers, report.backend
         );
         for s in &report.stages {
-            println!("  {:<24} {:>9.3} s  ({} jobs)", s.name, s.seconds, s.jobs);
+            let cpu = s.cpu_seconds.map(|c| format!(", {c:.2} CPU s")).unwrap_or_default();
+            println!("  {:<24} {:>9.3} s  ({} jobs{cpu})", s.name, s.seconds, s.jobs);
         }
         println!(
             "  proven                   {:>9.2} tx/s (batch proofs and aggregation into one block proof)",

@@ -134,6 +134,19 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         seconds("warmup")
     );
     assert!(!stages.iter().any(|(n, _)| n == "aggregation_level_0"), "no jobs at level 0: {stages:?}");
+    // Each stage's CPU time (all threads, from /proc): the batch proofs kept the cores busy, and no
+    // stage used more than its seconds on every core (in ticks of 10 ms: a few ticks of slack).
+    let cores = r["machine"]["cores"].as_f64().expect("cores");
+    for s in r["stages"].as_array().expect("stages") {
+        let cpu = s["cpu_seconds"].as_f64().unwrap_or_else(|| panic!("cpu_seconds of {s}"));
+        let wall = s["seconds"].as_f64().expect("seconds");
+        assert!(cpu >= 0.0 && cpu <= wall * cores + 0.03, "{s}");
+    }
+    let cpu = |name: &str| r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)
+        ["cpu_seconds"]
+        .as_f64()
+        .expect("cpu_seconds");
+    assert!(cpu("batch_proofs") > 0.0, "{r}");
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];
     let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));
