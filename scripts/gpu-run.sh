@@ -125,7 +125,7 @@ if rollup; then
   for f in "$LOGS"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*' "$f" | tr '\n' ' '
+    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
     echo
   done
 fi
