@@ -29,7 +29,9 @@ use crate::backend::Backend;
 use crate::commit::{Config, Held};
 use crate::error::{BackendError, Result};
 use crate::fri;
-use crate::quotient::{quotient_bits, QuotientInputs, Selectors};
+use crate::lanes::{isa, width, Isa};
+use crate::quotient::{quotient_bits, QuotientInputs, Selectors, MAX_CHALLENGES};
+use crate::quotient_x8::{row_products, RowBatch, MAX_STEPS};
 use crate::transcript::Transcript;
 use crate::witness::{generate_partial_witness, wire_columns, WatchTable};
 use crate::F;
@@ -240,8 +242,23 @@ pub fn prove_with_partition(
 const ROWS_PER_INVERSION: usize = 64;
 
 /// The permutation argument's polynomials as values on the subgroup, one after another, in
-/// plonky2's order: the `Z` of each challenge, then each challenge's partial products.
+/// plonky2's order: the `Z` of each challenge, then each challenge's partial products. The
+/// products of each row's chunks of numerators and denominators run on vector lanes where the
+/// CPU has them ([`quotient_x8::row_products`]), else in scalar code; the values are the same.
 fn partial_products_and_zs(
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    common: &CommonCircuitData<F, D>,
+    columns: &[F],
+    betas: &[F],
+    gammas: &[F],
+) -> Vec<F> {
+    partial_products_and_zs_on(isa(), prover, common, columns, betas, gammas)
+}
+
+/// [`partial_products_and_zs`] with the row products on `isa` (the scalar code where `isa` is
+/// the scalar fallback or its lanes do not take the circuit).
+fn partial_products_and_zs_on(
+    isa: Isa,
     prover: &ProverOnlyCircuitData<F, Config, D>,
     common: &CommonCircuitData<F, D>,
     columns: &[F],
@@ -252,49 +269,79 @@ fn partial_products_and_zs(
     let routed = common.config.num_routed_wires;
     let chunk = common.quotient_degree_factor;
     let num_prods = common.num_partial_products;
-    let num_challenges = betas.len();
-    let mut out = vec![F::ZERO; num_challenges * (num_prods + 1) * n];
-    let (zs_out, pp_out) = out.split_at_mut(num_challenges * n);
-    for (c, (z_poly, pp_polys)) in zs_out.chunks_mut(n).zip(pp_out.chunks_mut(num_prods * n)).enumerate() {
-        let (beta, gamma) = (betas[c], gammas[c]);
-        // Per row, the products of `chunk` consecutive ratios (numerator / denominator), each
-        // as (Π numerators) / (Π denominators), the divisions of a block of rows in one batch
-        // inversion.
-        let chunks = routed.div_ceil(chunk);
-        let mut chunk_products = vec![F::ZERO; n * chunks];
-        chunk_products.par_chunks_mut(ROWS_PER_INVERSION * chunks).enumerate().for_each(|(block, out)| {
-            let first = block * ROWS_PER_INVERSION;
-            let mut numerators = Vec::with_capacity(out.len());
-            let mut denominators = Vec::with_capacity(out.len());
-            for i in first..first + out.len() / chunks {
-                let x = prover.subgroup[i];
-                let sigmas = &prover.sigmas[i];
-                for k in 0..chunks {
-                    let (mut num, mut den) = (F::ONE, F::ONE);
-                    for j in k * chunk..((k + 1) * chunk).min(routed) {
-                        let w = columns[j * n + i];
-                        num *= w + beta * common.k_is[j] * x + gamma;
-                        den *= w + beta * sigmas[j] + gamma;
+    let challenges = betas.len();
+    // Per row, the products of `chunk` consecutive ratios (numerator / denominator), each as
+    // (Π numerators) / (Π denominators): `steps` per row and challenge.
+    let steps = routed.div_ceil(chunk);
+    let block = ROWS_PER_INVERSION.min(n);
+    let beta_k: Vec<F> = betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
+    let lanes = width(isa).filter(|&w| {
+        isa.supported()
+            && block.is_multiple_of(w)
+            && challenges <= MAX_CHALLENGES
+            && steps <= MAX_STEPS
+    });
+    // Block by block of rows, each challenge's ratios row by row (challenge `c`, row `r` of the
+    // block, chunk `s` at `(c·block + r)·steps + s`), the denominators of the whole block, every
+    // challenge, in one batch inversion.
+    let mut ratios = vec![F::ZERO; challenges * n * steps];
+    ratios.par_chunks_mut(challenges * block * steps).enumerate().for_each(|(b, out)| {
+        let first = b * block;
+        let mut numerators = vec![F::ONE; out.len()];
+        let mut denominators = vec![F::ONE; out.len()];
+        if lanes.is_some() {
+            let batch = RowBatch {
+                n,
+                first,
+                len: block,
+                wires: columns,
+                sigmas: &prover.sigmas,
+                xs: &prover.subgroup,
+                beta_k: &beta_k,
+                betas,
+                gammas,
+                routed,
+                chunk,
+            };
+            row_products(isa, &batch, &mut numerators, &mut denominators);
+        } else {
+            for c in 0..challenges {
+                let (beta, gamma) = (betas[c], gammas[c]);
+                for r in 0..block {
+                    let i = first + r;
+                    let (x, sigmas) = (prover.subgroup[i], &prover.sigmas[i]);
+                    for s in 0..steps {
+                        let (mut num, mut den) = (F::ONE, F::ONE);
+                        for j in s * chunk..((s + 1) * chunk).min(routed) {
+                            let w = columns[j * n + i];
+                            num *= w + beta_k[c * routed + j] * x + gamma;
+                            den *= w + beta * sigmas[j] + gamma;
+                        }
+                        numerators[(c * block + r) * steps + s] = num;
+                        denominators[(c * block + r) * steps + s] = den;
                     }
-                    numerators.push(num);
-                    denominators.push(den);
                 }
             }
-            let inverses = F::batch_multiplicative_inverse(&denominators);
-            for ((o, num), inv) in out.iter_mut().zip(numerators).zip(inverses) {
-                *o = num * inv;
-            }
-        });
+        }
+        let inverses = F::batch_multiplicative_inverse(&denominators);
+        for ((o, num), inv) in out.iter_mut().zip(numerators).zip(inverses) {
+            *o = num * inv;
+        }
+    });
+    let mut out = vec![F::ZERO; challenges * (num_prods + 1) * n];
+    let (zs_out, pp_out) = out.split_at_mut(challenges * n);
+    for (c, (z_poly, pp_polys)) in zs_out.chunks_mut(n).zip(pp_out.chunks_mut(num_prods * n)).enumerate() {
         // Running products across rows: row i holds Z(ω^i) and the partial products that lead
         // from it to Z(ω^{i+1}).
         let mut z = F::ONE;
-        for (i, products) in chunk_products.chunks(chunks).enumerate() {
+        for i in 0..n {
+            let start = ((i / block * challenges + c) * block + i % block) * steps;
             z_poly[i] = z;
             let mut acc = z;
-            for (k, &p) in products.iter().enumerate() {
+            for (s, &p) in ratios[start..start + steps].iter().enumerate() {
                 acc *= p;
-                if k < num_prods {
-                    pp_polys[k * n + i] = acc;
+                if s < num_prods {
+                    pp_polys[s * n + i] = acc;
                 }
             }
             z = acc;
@@ -395,5 +442,70 @@ fn fri_instance(common: &CommonCircuitData<F, D>, zeta: FE, g: FE) -> FriInstanc
             FriBatchInfo { point: zeta, polynomials: all },
             FriBatchInfo { point: g * zeta, polynomials: FriPolynomialInfo::from_range(2, common.zs_range()) },
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plonky2::field::types::Sample;
+    use plonky2::hash::poseidon::PoseidonHash;
+    use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+    use plonky2::plonk::circuit_builder::CircuitBuilder;
+    use plonky2::plonk::circuit_data::CircuitConfig;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The row products on each instruction set this CPU has give the scalar code's Z and
+    /// partial products, on a circuit of hashes and arithmetic whose wires are copied about
+    /// (the permutation argument has work to do), with random challenges; and the scalar code's
+    /// Z closes the cycle (`Z(ω^n) = 1`, the permutation argument holding), which a wrong
+    /// ratio breaks.
+    #[test]
+    fn partial_products_on_lanes_equal_the_scalar_code() {
+        let mut b = CircuitBuilder::<F, D>::new(CircuitConfig::standard_recursion_config());
+        let inputs = b.add_virtual_targets(4);
+        let mut h = b.hash_n_to_hash_no_pad::<PoseidonHash>(inputs.clone());
+        for i in 0..150 {
+            let x = b.mul_add(h.elements[0], inputs[i % 4], h.elements[1]);
+            h = b.hash_n_to_hash_no_pad::<PoseidonHash>(vec![x, h.elements[2], h.elements[3]]);
+        }
+        b.register_public_inputs(&h.elements);
+        let data = b.build::<Config>();
+        let (prover, common) = (&data.prover_only, &data.common);
+        let mut rng = StdRng::seed_from_u64(15);
+        let mut pw = PartialWitness::new();
+        for &t in &inputs {
+            pw.set_target(t, F::sample(&mut rng)).expect("set");
+        }
+        let table = WatchTable::of(prover).expect("table");
+        let columns = wire_columns(&generate_partial_witness(pw, prover, common, &table).expect("witness"));
+        let betas: Vec<F> = (0..common.config.num_challenges).map(|_| F::sample(&mut rng)).collect();
+        let gammas: Vec<F> = (0..common.config.num_challenges).map(|_| F::sample(&mut rng)).collect();
+        let scalar = partial_products_and_zs_on(Isa::Scalar, prover, common, &columns, &betas, &gammas);
+        let n = common.degree();
+        assert!(n >= 2 * ROWS_PER_INVERSION, "more than one block of rows");
+        // Z of each challenge closes the cycle: its last row's product of ratios is back to one.
+        let (routed, chunk) = (common.config.num_routed_wires, common.quotient_degree_factor);
+        for c in 0..betas.len() {
+            let mut z = scalar[c * n + n - 1];
+            for j in 0..routed {
+                let (x, w) = (prover.subgroup[n - 1], columns[j * n + n - 1]);
+                z *= (w + betas[c] * common.k_is[j] * x + gammas[c]) / (w + betas[c] * prover.sigmas[n - 1][j] + gammas[c]);
+            }
+            assert_eq!(z, F::ONE, "challenge {c}: {routed} wires in chunks of {chunk}");
+        }
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            if !isa.supported() {
+                eprintln!("{} skipped: this CPU lacks it", isa.name());
+                continue;
+            }
+            let lanes = partial_products_and_zs_on(isa, prover, common, &columns, &betas, &gammas);
+            assert_eq!(lanes.len(), scalar.len());
+            if let Some(i) = (0..lanes.len()).find(|&i| lanes[i] != scalar[i]) {
+                panic!("{}: value {i} of {} (row {}, polynomial {})", isa.name(), lanes.len(), i % n, i / n);
+            }
+        }
     }
 }
