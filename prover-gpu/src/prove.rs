@@ -275,11 +275,8 @@ fn partial_products_and_zs_on(
     let steps = routed.div_ceil(chunk);
     let block = ROWS_PER_INVERSION.min(n);
     let beta_k: Vec<F> = betas.iter().flat_map(|&beta| common.k_is[..routed].iter().map(move |&k| beta * k)).collect();
-    let lanes = width(isa).filter(|&w| {
-        isa.supported()
-            && block.is_multiple_of(w)
-            && challenges <= MAX_CHALLENGES
-            && steps <= MAX_STEPS
+    let lanes = width(isa).is_some_and(|w| {
+        isa.supported() && block.is_multiple_of(w) && challenges <= MAX_CHALLENGES && steps <= MAX_STEPS
     });
     // Block by block of rows, each challenge's ratios row by row (challenge `c`, row `r` of the
     // block, chunk `s` at `(c·block + r)·steps + s`), the denominators of the whole block, every
@@ -289,7 +286,7 @@ fn partial_products_and_zs_on(
         let first = b * block;
         let mut numerators = vec![F::ONE; out.len()];
         let mut denominators = vec![F::ONE; out.len()];
-        if lanes.is_some() {
+        if lanes {
             let batch = RowBatch {
                 n,
                 first,

@@ -468,19 +468,19 @@ macro_rules! lane_gates {
             let xs: Vec<V> = (0..groups).map(|g| canonical(load(&words_of(b.xs)[b.first + g * W..]))).collect();
             let betas: Vec<V> = b.betas.iter().map(|&f| splat_f(f)).collect();
             let gammas: Vec<V> = b.gammas.iter().map(|&f| splat_f(f)).collect();
+            let beta_k: Vec<V> = b.beta_k[..challenges * b.routed].iter().map(|&f| splat_f(f)).collect();
             // Products of group g, challenge c, chunk s at (g·challenges + c)·steps + s.
             let mut num = vec![splat(1); groups * challenges * steps];
             let mut den = num.clone();
             for j in 0..b.routed {
                 let s = j / b.chunk;
-                let beta_k: Vec<V> = (0..challenges).map(|c| splat_f(b.beta_k[c * b.routed + j])).collect();
                 for g in 0..groups {
                     let w = canonical(load(&wires[j * b.n + b.first + g * W..]));
                     let sigma = canonical(load(&sigmas[j * b.len + g * W..]));
                     for c in 0..challenges {
                         let at = (g * challenges + c) * steps + s;
                         let wg = add_mod(w, gammas[c]);
-                        num[at] = m(num[at], add_mod(wg, m(beta_k[c], xs[g])));
+                        num[at] = m(num[at], add_mod(wg, m(beta_k[c * b.routed + j], xs[g])));
                         den[at] = m(den[at], add_mod(wg, m(betas[c], sigma)));
                     }
                 }
