@@ -244,7 +244,7 @@ const ROWS_PER_INVERSION: usize = 64;
 /// The permutation argument's polynomials as values on the subgroup, one after another, in
 /// plonky2's order: the `Z` of each challenge, then each challenge's partial products. The
 /// products of each row's chunks of numerators and denominators run on vector lanes where the
-/// CPU has them ([`quotient_x8::row_products`]), else in scalar code; the values are the same.
+/// CPU has them ([`row_products`]), else in scalar code; the values are the same.
 fn partial_products_and_zs(
     prover: &ProverOnlyCircuitData<F, Config, D>,
     common: &CommonCircuitData<F, D>,
