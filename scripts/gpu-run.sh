@@ -96,11 +96,15 @@ if checks; then
   run quotient 90 .device/test-host_quotient --ignored cuda_
 fi
 if rollup; then
-  # Workers sharing the device, a stream each; four on one stream (what the streams are worth);
-  # rayon with four workers.
+  # Workers sharing the device, a stream each; eight that sleep while waiting; four on one stream
+  # (what the streams are worth); rayon with four workers.
   for w in 4 8; do
     rollup_bench "rollup-bench-cuda-w$w" --backend cuda --workers "$w"
   done
+  # Eight workers whose threads sleep while they wait for the device rather than spin: the
+  # batch proofs' cpu_seconds against the run above say whether spinning takes the host cores
+  # the other workers' witness generation needs.
+  ROLLUP_CUDA_SYNC=block rollup_bench rollup-bench-cuda-w8-block --backend cuda --workers 8
   ROLLUP_CUDA_STREAMS=1 rollup_bench rollup-bench-cuda-w4-one-stream --backend cuda --workers 4
   rollup_bench rollup-bench-cpu-w4 --backend cpu --workers 4
 fi

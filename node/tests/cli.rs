@@ -178,4 +178,12 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("ROLLUP_CUDA_STREAMS") && err.contains("1 to 64"), "{err}");
     }
+    // So is a bad setting of how the device's waits are made.
+    let out = Command::new(env!("CARGO_BIN_EXE_rollup"))
+        .args(["bench", "--backend", "auto", "--txs", "1"])
+        .env("ROLLUP_CUDA_SYNC", "spin")
+        .output()
+        .expect("run rollup");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ROLLUP_CUDA_SYNC") && err.contains("`block`"), "{err}");
 }

@@ -35,6 +35,7 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
                 backend = "cuda",
                 device = b.device_name(),
                 streams = b.device().streams(),
+                waits = ?b.device().waits(),
                 compile_seconds,
                 "proving backend: CUDA (requested)"
             );
@@ -46,6 +47,7 @@ pub fn choose(requested: Requested) -> Result<Arc<dyn Backend>> {
                     backend = "cuda",
                     device = b.device_name(),
                     streams = b.device().streams(),
+                    waits = ?b.device().waits(),
                     compile_seconds,
                     "proving backend: CUDA (auto: a device is present)"
                 );

@@ -160,6 +160,44 @@ impl std::str::FromStr for Streams {
     }
 }
 
+/// How a host thread waits for the device (a download, a synchronisation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waits {
+    /// The driver's choice (`CU_CTX_SCHED_AUTO`): with fewer contexts than cores, as a prover
+    /// has, it spins, so a worker waiting on its proof's kernels keeps a core busy.
+    Driver,
+    /// The waiting thread sleeps until the device is done (`CU_CTX_SCHED_BLOCKING_SYNC`): its
+    /// core is free for the other workers' host steps (their witness generation, above all), at
+    /// the cost of a wake-up per wait.
+    Block,
+}
+
+impl Waits {
+    /// The environment variable that sets it: `driver` (the default) or `block`.
+    pub const VAR: &'static str = "ROLLUP_CUDA_SYNC";
+
+    /// From [`Self::VAR`], or [`Waits::Driver`] when it is not set.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::VAR) {
+            Ok(v) => v.parse(),
+            Err(std::env::VarError::NotPresent) => Ok(Self::Driver),
+            Err(e) => Err(BackendError::Config(format!("{}: {e}", Self::VAR))),
+        }
+    }
+}
+
+impl std::str::FromStr for Waits {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "driver" => Ok(Self::Driver),
+            "block" => Ok(Self::Block),
+            _ => Err(BackendError::Config(format!("{}={s:?}: `driver` or `block`", Self::VAR))),
+        }
+    }
+}
+
 /// Threads that have used a [`Driver`] so far: each thread's stream is its number, counted here
 /// when it first asks, modulo the streams.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -185,12 +223,14 @@ fn thread_number() -> usize {
 pub struct Driver {
     ctx: Arc<CudaContext>,
     streams: Vec<Arc<CudaStream>>,
+    waits: Waits,
 }
 
 impl Driver {
-    /// Opens device `ordinal` with `streams`, or says why it cannot (no libraries, no driver, no
-    /// such device).
+    /// Opens device `ordinal` with `streams`, its threads waiting as [`Waits::from_env`] says, or
+    /// says why it cannot (no libraries, no driver, no such device, a bad setting).
     pub fn new(ordinal: usize, streams: Streams) -> Result<Self> {
+        let waits = Waits::from_env()?;
         if !super::libraries_present() {
             return Err(BackendError::Unavailable("libcuda or libnvrtc not found".into()));
         }
@@ -200,13 +240,22 @@ impl Driver {
             return Err(BackendError::Unavailable(format!("{count} CUDA devices")));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda)?;
+        if waits == Waits::Block {
+            // `cuCtxSetFlags` on the primary context (a CUDA 12.1 driver or later).
+            ctx.set_blocking_synchronize().map_err(cuda)?;
+        }
         let streams = match streams {
             Streams::One => vec![ctx.default_stream()],
             // Creating a stream turns on cudarc's events: every launch and copy then makes its
             // stream wait for the last write to each buffer it uses, and records its own use.
             Streams::PerThread(n) => (0..n.get()).map(|_| ctx.new_stream().map_err(cuda)).collect::<Result<_>>()?,
         };
-        Ok(Self { ctx, streams })
+        Ok(Self { ctx, streams, waits })
+    }
+
+    /// How its threads wait for the device.
+    pub fn waits(&self) -> Waits {
+        self.waits
     }
 
     /// The calling thread's stream.
@@ -365,6 +414,17 @@ mod tests {
             assert!(err.to_string().contains(Streams::VAR), "{err}");
         }
         assert_eq!(Streams::DEFAULT.count(), 8);
+    }
+
+    #[test]
+    fn waits_parse_as_driver_or_block_and_refuse_the_rest() {
+        assert_eq!("driver".parse::<Waits>().expect("driver"), Waits::Driver);
+        assert_eq!(" block ".parse::<Waits>().expect("block"), Waits::Block);
+        for bad in ["", "spin", "Block", "1"] {
+            let err = bad.parse::<Waits>().expect_err(bad);
+            assert!(matches!(err, BackendError::Config(_)), "{bad}: {err}");
+            assert!(err.to_string().contains(Waits::VAR), "{err}");
+        }
     }
 
     #[test]
