@@ -1,6 +1,6 @@
 //! plonky2's Poseidon permutation on eight states at once, one per 64-bit lane of vector
 //! registers (AVX-512, or AVX2 in two passes of four), for the rayon backend's Merkle trees and
-//! proof-of-work search.
+//! proof-of-work search, and for witness generation's Poseidon gates ([`permute_for_gate`]).
 //!
 //! Hashing is three quarters of a CPU proof (the leaves of every commitment), and plonky2 1.1
 //! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
