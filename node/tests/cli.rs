@@ -142,10 +142,11 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         let wall = s["seconds"].as_f64().expect("seconds");
         assert!(cpu >= 0.0 && cpu <= wall * cores + 0.03, "{s}");
     }
-    let cpu = |name: &str| r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)
-        ["cpu_seconds"]
-        .as_f64()
-        .expect("cpu_seconds");
+    let cpu = |name: &str| {
+        r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)["cpu_seconds"]
+            .as_f64()
+            .expect("cpu_seconds")
+    };
     assert!(cpu("batch_proofs") > 0.0, "{r}");
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];

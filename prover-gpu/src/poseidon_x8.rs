@@ -787,7 +787,13 @@ mod tests {
         let edges = edge_values();
         for round in 0..100 {
             let input: Lanes = std::array::from_fn(|i| {
-                std::array::from_fn(|l| if round < 2 { edges[(i + l + round * 7) % edges.len()] } else { element(&mut rng) })
+                std::array::from_fn(|l| {
+                    if round < 2 {
+                        edges[(i + l + round * 7) % edges.len()]
+                    } else {
+                        element(&mut rng)
+                    }
+                })
             });
             let mut expected_states = input;
             let mut expected = [[0u64; LANES]; GATE_SBOX_INPUTS];

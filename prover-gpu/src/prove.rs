@@ -489,7 +489,8 @@ mod tests {
             let mut z = scalar[c * n + n - 1];
             for j in 0..routed {
                 let (x, w) = (prover.subgroup[n - 1], columns[j * n + n - 1]);
-                z *= (w + betas[c] * common.k_is[j] * x + gammas[c]) / (w + betas[c] * prover.sigmas[n - 1][j] + gammas[c]);
+                z *= (w + betas[c] * common.k_is[j] * x + gammas[c])
+                    / (w + betas[c] * prover.sigmas[n - 1][j] + gammas[c]);
             }
             assert_eq!(z, F::ONE, "challenge {c}: {routed} wires in chunks of {chunk}");
         }

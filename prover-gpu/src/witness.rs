@@ -32,8 +32,8 @@ use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
 use rayon::prelude::*;
 
 use crate::commit::Config;
-use crate::poseidon_x8::{self, Lanes, SboxInputs, GATE_SBOX_INPUTS, LANES};
 use crate::error::{BackendError, Result};
+use crate::poseidon_x8::{self, Lanes, SboxInputs, GATE_SBOX_INPUTS, LANES};
 use crate::F;
 
 const D: usize = 2;

@@ -332,7 +332,8 @@ fn the_dual_backend_locates_a_wrong_commitment() {
         other => panic!("expected a commit_values_tree mismatch, got {:?}", other.map(|t| t.1.cap)),
     }
     let agreeing = DualBackend { first: RayonBackend, second: KernelsOnly { break_pairs: false } };
-    let (coeffs_of_values, _) = agreeing.commit_values_tree(Cow::Borrowed(&coeffs), n, 3, 2, Leaves::Host).expect("agree");
+    let (coeffs_of_values, _) =
+        agreeing.commit_values_tree(Cow::Borrowed(&coeffs), n, 3, 2, Leaves::Host).expect("agree");
     let mut expected = coeffs.clone();
     RayonBackend.intt_batch(&mut expected, n).expect("intt");
     assert_eq!(coeffs_of_values, expected);
