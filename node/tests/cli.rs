@@ -121,11 +121,12 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     }
     // The proving time spans the batch proofs and the aggregation, and leaves out the warm-up
     // (a batch proof and a merge of its own, before it): counted in, it would exceed the sum.
-    let seconds = |name: &str| {
-        r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)["seconds"]
+    let stage = |name: &str, key: &str| {
+        r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)[key]
             .as_f64()
-            .expect("seconds")
+            .unwrap_or_else(|| panic!("{key} of {name}"))
     };
+    let seconds = |name: &str| stage(name, "seconds");
     let proving_stages = seconds("batch_proofs") + seconds("aggregation_level_1");
     assert!(
         num("proving_seconds") >= proving_stages && num("proving_seconds") < proving_stages + seconds("warmup"),
@@ -142,12 +143,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         let wall = s["seconds"].as_f64().expect("seconds");
         assert!(cpu >= 0.0 && cpu <= wall * cores + 0.03, "{s}");
     }
-    let cpu = |name: &str| {
-        r["stages"].as_array().expect("stages").iter().find(|s| s["name"] == name).expect(name)["cpu_seconds"]
-            .as_f64()
-            .expect("cpu_seconds")
-    };
-    assert!(cpu("batch_proofs") > 0.0, "{r}");
+    assert!(stage("batch_proofs", "cpu_seconds") > 0.0, "{r}");
     assert_eq!(r["baseline_pairs"], 3);
     let steps = &r["batch_proof_steps"];
     let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));

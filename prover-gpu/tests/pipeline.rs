@@ -167,14 +167,21 @@ fn a_broken_witness_is_a_typed_error() {
     assert!(matches!(err, BackendError::Witness(_)), "{err}");
 }
 
+/// [`small_circuit`] of 300 hashes and a recursive verifier of its proof, each with a witness:
+/// the verifier's inner proof from seed `seed`, the small circuit's witness from `seed + 1`.
+fn ours_and_a_verifier(seed: u64) -> [(CircuitData<F, Config, D>, PartialWitness<F>); 2] {
+    let (inner, targets) = small_circuit(300);
+    let (outer, outer_pw) = verifier_of(&inner, witness(&targets, seed), |_| {});
+    let inner_pw = witness(&targets, seed + 1);
+    [(inner, inner_pw), (outer, outer_pw)]
+}
+
 /// Our witness generation (plonky2's generators, our scheduler, our Poseidon rounds) sets every
 /// target to plonky2's value, except the public-input gate's unused wires, which plonky2 draws at random: on a circuit
 /// with our gates and on a recursive verifier.
 #[test]
 fn witness_generation_matches_plonky2() {
-    let (inner, targets) = small_circuit(300);
-    let (outer, outer_pw) = verifier_of(&inner, witness(&targets, 7), |_| {});
-    for (data, pw) in [(&inner, witness(&targets, 8)), (&outer, outer_pw)] {
+    for (data, pw) in ours_and_a_verifier(7) {
         let (prover, common) = (&data.prover_only, &data.common);
         let table = prover_gpu::witness::WatchTable::of(prover).expect("table");
         assert!(table.fast_poseidon_generators() > 0, "the Poseidon gates take the fast rounds");
@@ -199,9 +206,7 @@ fn witness_generation_matches_plonky2() {
 /// our gates and on a recursive verifier.
 #[test]
 fn wire_columns_equal_plonky2s_full_witness() {
-    let (inner, targets) = small_circuit(300);
-    let (outer, outer_pw) = verifier_of(&inner, witness(&targets, 9), |_| {});
-    for (data, pw) in [(&inner, witness(&targets, 10)), (&outer, outer_pw)] {
+    for (data, pw) in ours_and_a_verifier(9) {
         let (prover, common) = (&data.prover_only, &data.common);
         let partition = generate_partial_witness(pw, prover, common).expect("plonky2");
         let (n, k) = (common.degree(), common.config.num_wires);
