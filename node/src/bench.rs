@@ -26,14 +26,13 @@ use serde::Serialize;
 
 use crate::cli::DEFAULT_BATCH_CAPACITY;
 use crate::network::{genesis, Circuits};
-use crate::prover::{choose_prover, Backend};
+use crate::prover::{choose_prover, ProvingArgs};
 
 /// Options of `rollup bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Proving backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[command(flatten)]
+    pub proving: ProvingArgs,
     /// Transactions to prove (default: four full batches).
     #[arg(long, default_value_t = 4 * DEFAULT_BATCH_CAPACITY)]
     pub txs: usize,
@@ -188,7 +187,8 @@ impl From<&prover_gpu::StepTimes> for BatchSteps {
     }
 }
 
-fn machine() -> Machine {
+/// This machine, with the name of CUDA device `device` (the one `--device` names) if it has one.
+fn machine(device: usize) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -203,7 +203,7 @@ fn machine() -> Machine {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     // The device's name only: opening it compiles nothing (a backend would compile its kernels).
-    let gpu = prover_gpu::cuda::Driver::new(0, prover_gpu::cuda::Streams::One)
+    let gpu = prover_gpu::cuda::Driver::new(device, prover_gpu::cuda::Streams::One)
         .and_then(|d| prover_gpu::cuda::Device::name(&d))
         .ok();
     Machine {
@@ -265,7 +265,7 @@ fn run_parallel<T: Send, R: Send>(
 
 /// Runs the benchmark.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let prover = choose_prover(a.backend)?;
+    let prover = choose_prover(a.proving)?;
     if a.txs == 0 {
         bail!("--txs must be positive");
     }
@@ -477,7 +477,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Prover::Pipeline(b) => b.device_streams(),
             Prover::Stock => None,
         },
-        machine: machine(),
+        machine: machine(a.proving.device.into()),
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);

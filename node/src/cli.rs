@@ -320,6 +320,7 @@ mod tests {
     use aggregator::AGGREGATION_DEGREE_BITS;
 
     use super::*;
+    use crate::prover::{Backend, ProvingArgs};
 
     #[test]
     fn circuits_defaults() {
@@ -336,14 +337,31 @@ mod tests {
         let cli = Cli::try_parse_from(["rollup", "prover"]).expect("parse");
         let Command::Prover(p) = cli.command else { panic!("prover") };
         assert_eq!(
-            (p.coordinator.as_str(), p.backend, p.name.as_str(), p.workers),
-            ("http://127.0.0.1:50051", crate::prover::Backend::Auto, "prover", 1)
+            (p.coordinator.as_str(), p.proving, p.name.as_str(), p.workers),
+            ("http://127.0.0.1:50051", ProvingArgs::default(), "prover", 1)
         );
+        assert_eq!(ProvingArgs::default(), ProvingArgs { backend: Backend::Auto, device: 0 });
         let cli = Cli::try_parse_from(["rollup", "prover", "--workers", "4"]).expect("parse");
         let Command::Prover(p) = cli.command else { panic!("prover") };
         assert_eq!(p.workers, 4);
         for bad in ["0", "65", "-1", "many"] {
             assert!(Cli::try_parse_from(["rollup", "prover", "--workers", bad]).is_err(), "--workers {bad}");
+        }
+    }
+
+    #[test]
+    fn every_proving_command_takes_a_backend_and_a_device() {
+        let cuda_3 = ProvingArgs { backend: Backend::Cuda, device: 3 };
+        let flags = ["--backend", "cuda", "--device", "3"];
+        let parse = |cmd: &str| Cli::try_parse_from(["rollup", cmd].into_iter().chain(flags)).expect(cmd).command;
+        let Command::Prover(p) = parse("prover") else { panic!("prover") };
+        assert_eq!(p.proving, cuda_3);
+        let Command::Bench(b) = parse("bench") else { panic!("bench") };
+        assert_eq!(b.proving, cuda_3);
+        let Command::Devnet(d) = parse("devnet") else { panic!("devnet") };
+        assert_eq!(d.proving, cuda_3);
+        for bad in ["-1", "1024", "gpu0", ""] {
+            assert!(Cli::try_parse_from(["rollup", "prover", "--device", bad]).is_err(), "--device {bad:?}");
         }
     }
 

@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 use crate::cli::DEFAULT_BATCH_CAPACITY;
 use crate::network::{genesis, Circuits};
-use crate::prover::{Backend, WorkerConfig};
+use crate::prover::{ProvingArgs, WorkerConfig};
 use crate::sequencer::core::Params;
 use crate::sequencer::SequencerConfig;
 
@@ -50,9 +50,8 @@ pub struct DevnetArgs {
     /// Batches per block.
     #[arg(long, default_value_t = 4)]
     pub block_batches: usize,
-    /// Proving backend of the workers.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[command(flatten)]
+    pub proving: ProvingArgs,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_s: u64,
@@ -153,7 +152,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         coordinator: seq_url.clone(),
         token: Some(token.clone()),
         name: "devnet".into(),
-        backend: a.backend,
+        proving: a.proving,
         workers: a.workers.max(1),
     };
     let mut workers = tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));

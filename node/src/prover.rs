@@ -33,15 +33,47 @@ pub enum Backend {
     Cuda,
 }
 
-/// The prover for `--backend`: our pipeline on the backend `prover_gpu::choose` takes (the one
-/// place a backend is chosen; it logs which and why).
-pub fn choose_prover(requested: Backend) -> Result<Prover> {
-    let requested = match requested {
+impl Backend {
+    /// The `--backend` value that names it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+/// Where a process proves: the flags `rollup prover`, `rollup bench` and `rollup devnet` share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
+pub struct ProvingArgs {
+    /// Proving backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// The CUDA device this process proves on, by CUDA's number (fastest first, or nvidia-smi's
+    /// order under CUDA_DEVICE_ORDER=PCI_BUS_ID): one prover process per GPU, each naming its
+    /// own. Used when CUDA is taken; a number past the machine's last device is an error.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub device: u16,
+}
+
+impl Default for ProvingArgs {
+    fn default() -> Self {
+        Self { backend: Backend::Auto, device: 0 }
+    }
+}
+
+/// The prover for `--backend` and `--device`: our pipeline on the backend `prover_gpu::choose`
+/// takes (the one place a backend is chosen; it logs which and why).
+pub fn choose_prover(args: ProvingArgs) -> Result<Prover> {
+    let requested = match args.backend {
         Backend::Auto => Requested::Auto,
         Backend::Cpu => Requested::Cpu,
         Backend::Cuda => Requested::Cuda,
     };
-    Ok(Prover::Pipeline(prover_gpu::choose(requested).context("--backend")?))
+    let backend = prover_gpu::choose(requested, args.device.into())
+        .with_context(|| format!("--backend {} --device {}", args.backend.flag(), args.device))?;
+    Ok(Prover::Pipeline(backend))
 }
 
 type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
@@ -69,8 +101,8 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// Name reported to the coordinator (`NAME-i` for worker i when there are several).
     pub name: String,
-    /// Backend.
-    pub backend: Backend,
+    /// Backend and device.
+    pub proving: ProvingArgs,
     /// Jobs proven at once, each by its own worker with its own lease.
     pub workers: usize,
 }
@@ -81,7 +113,7 @@ pub struct WorkerConfig {
 /// circuits: `circuits` if the process has them, otherwise built once for the coordinator's
 /// batch capacity. Returns the first worker's error, which ends the others.
 pub async fn run(cfg: WorkerConfig, circuits: Option<Arc<Circuits>>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let prover = choose_prover(cfg.backend)?;
+    let prover = choose_prover(cfg.proving)?;
     let shared = Arc::new(OnceCell::new_with(circuits));
     let n = cfg.workers.max(1);
     let mut workers = JoinSet::new();

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::auth;
 use crate::cli::DEFAULT_BATCH_CAPACITY;
 use crate::network::{genesis, Circuits};
-use crate::prover::{Backend, WorkerConfig};
+use crate::prover::{ProvingArgs, WorkerConfig};
 use crate::sequencer::core::Params;
 use crate::sequencer::SequencerConfig;
 
@@ -91,9 +91,8 @@ pub struct ProverArgs {
     /// Bearer token (or ROLLUP_TOKEN).
     #[arg(long)]
     pub token: Option<String>,
-    /// Proving backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[command(flatten)]
+    pub proving: ProvingArgs,
     /// Name reported to the coordinator (`NAME-i` for worker i when there are several).
     #[arg(long, default_value = "prover")]
     pub name: String,
@@ -186,7 +185,7 @@ pub async fn prover(a: ProverArgs) -> Result<()> {
         coordinator: a.coordinator,
         token: auth::resolve(a.token),
         name: a.name,
-        backend: a.backend,
+        proving: a.proving,
         workers: a.workers.into(),
     };
     crate::prover::run(cfg, None, shutdown).await

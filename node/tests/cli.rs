@@ -183,4 +183,10 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
         .expect("run rollup");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("ROLLUP_CUDA_SYNC") && err.contains("`block`"), "{err}");
+    // A device this machine lacks is named in the error, under `cuda` (no device at all) as under
+    // `auto` with devices (a number past the last is never a fallback), before any work.
+    let out = rollup(&["bench", "--backend", "cuda", "--device", "1000", "--txs", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--backend cuda --device 1000"), "{err}");
+    assert!(!err.contains("proving benchmark"), "{err}");
 }

@@ -104,13 +104,20 @@ fn shapes_are_checked() {
 }
 
 #[test]
-fn auto_falls_back_to_rayon_without_a_device() {
-    let chosen = choose(Requested::Auto).expect("auto always gives a backend");
+fn auto_falls_back_to_rayon_without_a_device_but_never_past_the_last_device() {
+    let chosen = choose(Requested::Auto, 0).expect("auto gives a backend for device 0");
+    // No machine has this many devices.
+    let past = 4096;
     if prover_gpu::cuda::libraries_present() && CudaBackend::new(0).is_ok() {
         assert_eq!(chosen.name(), "cuda");
+        for requested in [Requested::Auto, Requested::Cuda] {
+            let err = choose(requested, past).err().expect("a device past the last is refused");
+            assert!(matches!(err, BackendError::Config(_)), "{requested:?}: {err}");
+        }
     } else {
         assert_eq!(chosen.name(), "cpu");
-        assert!(matches!(choose(Requested::Cuda), Err(BackendError::Unavailable(_) | BackendError::Cuda(_))));
+        assert_eq!(choose(Requested::Auto, past).expect("no device at all: the CPU").name(), "cpu");
+        assert!(matches!(choose(Requested::Cuda, 0), Err(BackendError::Unavailable(_) | BackendError::Cuda(_))));
     }
 }
 

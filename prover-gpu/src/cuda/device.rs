@@ -218,6 +218,22 @@ fn thread_number() -> usize {
     })
 }
 
+/// Whether device `ordinal` is among the `count` the driver sees. None at all is
+/// [`BackendError::Unavailable`] (`--backend auto` then proves on the CPU); a device number past
+/// the last of several is a [`BackendError::Config`] error, never a fallback: a prover meant for
+/// GPU 3 of a machine with two must not quietly prove on the CPU, or on another process's GPU.
+fn check_ordinal(count: usize, ordinal: usize) -> Result<()> {
+    match count {
+        0 => Err(BackendError::Unavailable("the CUDA driver sees no device".into())),
+        _ if ordinal >= count => Err(BackendError::Config(format!(
+            "CUDA device {ordinal} asked for, and this machine has {count} (0 to {}; CUDA numbers them fastest \
+             first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, and only those CUDA_VISIBLE_DEVICES lists)",
+            count - 1
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A CUDA device through cudarc, its kernels compiled by NVRTC, its work on the streams
 /// [`Streams`] says.
 pub struct Driver {
@@ -236,9 +252,7 @@ impl Driver {
         }
         let count =
             CudaContext::device_count().map_err(|e| BackendError::Unavailable(format!("no CUDA driver: {e:?}")))?;
-        if count <= ordinal as i32 {
-            return Err(BackendError::Unavailable(format!("{count} CUDA devices")));
-        }
+        check_ordinal(usize::try_from(count).unwrap_or(0), ordinal)?;
         let ctx = CudaContext::new(ordinal).map_err(cuda)?;
         if waits == Waits::Block {
             // `cuCtxSetFlags` on the primary context (a CUDA 12.1 driver or later).
@@ -424,6 +438,20 @@ mod tests {
             let err = bad.parse::<Waits>().expect_err(bad);
             assert!(matches!(err, BackendError::Config(_)), "{bad}: {err}");
             assert!(err.to_string().contains(Waits::VAR), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_device_past_the_last_is_a_setting_error_and_no_device_is_unavailable() {
+        assert!(check_ordinal(1, 0).is_ok());
+        assert!(check_ordinal(8, 7).is_ok());
+        assert!(matches!(check_ordinal(0, 0), Err(BackendError::Unavailable(_))));
+        assert!(matches!(check_ordinal(0, 3), Err(BackendError::Unavailable(_))));
+        for (count, ordinal) in [(1, 1), (2, 3), (8, 8)] {
+            let err = check_ordinal(count, ordinal).expect_err("past the last");
+            assert!(matches!(err, BackendError::Config(_)), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("device {ordinal}")) && text.contains(&format!("has {count}")), "{text}");
         }
     }
 
