@@ -8,9 +8,17 @@ pub enum AggError {
     /// The recursion circuits could not be built with a shared shape.
     #[error("building the recursion circuits: {0}")]
     Build(String),
-    /// plonky2 refused to prove (a child proof is invalid or children do not chain).
+    /// A child proof could not be set in the merge's witness.
     #[error("proving failed: {0}")]
     Prove(String),
+    /// The prover failed: the witness breaks a constraint (children that do not chain), or
+    /// the backend failed ([`prover_gpu::BackendError::is_device_fault`]).
+    #[error("proving failed: {source}")]
+    Backend {
+        /// The prover's error.
+        #[from]
+        source: prover_gpu::BackendError,
+    },
     /// Bytes that are not a proof of the expected circuit.
     #[error("malformed proof: {0}")]
     MalformedProof(String),

@@ -264,6 +264,6 @@ impl AggregationCircuits {
             pw.set_bool_target(*here, i + 1 < children.len()).map_err(AggError::prove)?;
         }
         pw.set_verifier_data_target(&t.verifier_data, &self.merge.verifier_only).map_err(AggError::prove)?;
-        prover.prove(&self.merge, pw).map_err(AggError::prove)
+        Ok(prover.prove(&self.merge, pw)?)
     }
 }

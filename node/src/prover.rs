@@ -107,13 +107,39 @@ pub struct WorkerConfig {
     pub workers: usize,
 }
 
+/// A proof failed on this process's device ([`prover_gpu::BackendError::is_device_fault`]): the
+/// worker reported it as the device's and stops, which ends the process (see [`run`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the proving device failed, so this prover stops (a context that hit a device error can stay \
+     broken for the life of the process; a restart, by hand or by a supervisor, gets a fresh one); \
+     the job went back to the coordinator uncounted: {0}"
+)]
+pub struct DeviceFailed(String);
+
+/// The device fault in a failed proof's error chain, if the failure was the device's rather than
+/// the job's.
+pub fn device_fault(e: &anyhow::Error) -> Option<&prover_gpu::BackendError> {
+    e.chain().filter_map(|c| c.downcast_ref::<prover_gpu::BackendError>()).find(|b| b.is_device_fault())
+}
+
 /// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
 /// device's kernels compiled once, a circuit's constants resident once, a CUDA stream each:
 /// several proofs in flight keep a device busy while each one's host steps run), and one set of
 /// circuits: `circuits` if the process has them, otherwise built once for the coordinator's
-/// batch capacity. Returns the first worker's error, which ends the others.
+/// batch capacity. Returns the first worker's error, which ends the others: a refused token,
+/// circuits that differ from the coordinator's, or a device that failed ([`DeviceFailed`]).
 pub async fn run(cfg: WorkerConfig, circuits: Option<Arc<Circuits>>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let prover = choose_prover(cfg.proving)?;
+    run_with(choose_prover(cfg.proving)?, cfg, circuits, shutdown).await
+}
+
+/// [`run`] with this prover (`cfg.proving` is not read).
+pub async fn run_with(
+    prover: Prover,
+    cfg: WorkerConfig,
+    circuits: Option<Arc<Circuits>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let shared = Arc::new(OnceCell::new_with(circuits));
     let n = cfg.workers.max(1);
     let mut workers = JoinSet::new();
@@ -183,8 +209,10 @@ async fn worker(
             bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
         }
         info!(worker = %reg.worker_id, name = %name, "registered");
-        if let Err(e) = work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &mut shutdown).await {
-            warn!(name = %name, "lost the coordinator ({e}); reconnecting");
+        match work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &mut shutdown).await {
+            Ok(()) => {}
+            Err(e) if e.is::<DeviceFailed>() => return Err(e),
+            Err(e) => warn!(name = %name, "lost the coordinator ({e}); reconnecting"),
         }
     }
 }
@@ -225,11 +253,12 @@ async fn work(
         let (circuits, prover) = (c.clone(), prover.clone());
         let outcome = tokio::task::spawn_blocking(move || prove(&prover, &circuits, kind, &job.payload)).await;
         heartbeat.abort();
+        // A failure is the job's unless the device caused it.
         let result = match outcome {
             Ok(Ok(proof)) => Ok(proof),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(e) if e.is_panic() => Err(format!("the prover panicked: {e}")),
-            Err(e) => Err(e.to_string()),
+            Ok(Err(e)) => Err((format!("{e:#}"), device_fault(&e).is_some())),
+            Err(e) if e.is_panic() => Err((format!("the prover panicked: {e}"), false)),
+            Err(e) => Err((e.to_string(), false)),
         };
         match result {
             Ok(proof) => {
@@ -248,10 +277,160 @@ async fn work(
                     Err(e) => warn!(job = id, message = e.message(), "proof refused"),
                 }
             }
-            Err(reason) => {
-                warn!(job = id, %reason, "job failed");
-                client.report_failure(ReportFailureRequest { worker_id: worker.into(), job_id: id, reason }).await?;
+            Err((reason, worker_fault)) => {
+                warn!(job = id, %reason, worker_fault, "job failed");
+                let report =
+                    ReportFailureRequest { worker_id: worker.into(), job_id: id, reason: reason.clone(), worker_fault };
+                let reported = client.report_failure(report).await;
+                if worker_fault {
+                    // Stop whether or not the report arrived: unreported, the lease lapses and
+                    // the job is re-issued, uncounted too.
+                    if let Err(e) = reported {
+                        warn!(job = id, message = e.message(), "the device failure was not reported");
+                    }
+                    return Err(DeviceFailed(reason).into());
+                }
+                match reported {
+                    Ok(_) => {}
+                    Err(e) if e.code() == tonic::Code::Unavailable => return Err(e.into()),
+                    // A lease that lapsed meanwhile: the job is someone else's now.
+                    Err(e) => warn!(job = id, message = e.message(), "failure report refused"),
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use circuits::bls::SignedTx;
+    use circuits::genesis::devnet_key;
+    use circuits::load::mixed_load;
+    use proto::v1::sequencer_client::SequencerClient;
+    use proto::v1::SubmitTxRequest;
+    use prover_gpu::backend::{Backend, Digest};
+    use prover_gpu::{BackendError, F};
+
+    use super::*;
+    use crate::sequencer::core::Params;
+    use crate::sequencer::{Running, SequencerConfig};
+
+    /// A backend whose every kernel fails with one error: a device that hit an illegal address
+    /// ([`BackendError::Cuda`], the device's fault), or a refusal no device causes.
+    struct Failing(fn() -> BackendError);
+
+    impl Backend for Failing {
+        fn name(&self) -> &'static str {
+            "cuda"
+        }
+        fn coset_ntt_batch(&self, _: &mut [F], _: usize, _: F) -> prover_gpu::Result<()> {
+            Err((self.0)())
+        }
+        fn hash_rows(&self, _: &[F], _: usize, _: &mut [Digest]) -> prover_gpu::Result<()> {
+            Err((self.0)())
+        }
+        fn hash_pairs(&self, _: &[Digest], _: &mut [Digest]) -> prover_gpu::Result<()> {
+            Err((self.0)())
+        }
+    }
+
+    fn lost_device() -> BackendError {
+        BackendError::Cuda("CUDA_ERROR_ILLEGAL_ADDRESS (injected)".into())
+    }
+
+    fn refused() -> BackendError {
+        BackendError::Shape("refused (injected)".into())
+    }
+
+    async fn wait_until(what: &str, seq: &Running, done: impl Fn(&crate::sequencer::core::Core) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&seq.shared.lock()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn jobs(core: &crate::sequencer::core::Core, state: &str) -> u64 {
+        core.status().jobs.iter().find(|j| j.state == state).map_or(0, |j| j.count)
+    }
+
+    /// A device error hands the job back without counting it and stops the worker; any other
+    /// failure counts toward the job's attempts and the worker goes on. Before, a broken GPU
+    /// used up the attempts of every job it leased, and the chain halted on the first one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_fault_is_the_workers_and_stops_it_where_a_job_fault_counts_against_the_job() {
+        let circuits = tokio::task::spawn_blocking(|| Circuits::build(4)).await.expect("join").expect("circuits");
+        let dir = std::env::temp_dir().join(format!("rollup-device-fault-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (stop, shutdown) = watch::channel(false);
+        let params = Params {
+            capacity: 4,
+            batch_timeout: Duration::from_millis(200),
+            block_batches: 1,
+            block_time: Duration::from_millis(200),
+            lease: Duration::from_secs(60),
+            max_attempts: 2,
+            mempool_limit: 1000,
+        };
+        let cfg = SequencerConfig {
+            listen: "127.0.0.1:0".into(),
+            // Nothing settles here: no proof is ever made.
+            settlement: "http://127.0.0.1:9".into(),
+            data_dir: dir.clone(),
+            token: "t".into(),
+            params,
+            metrics: None,
+            genesis_accounts: 8,
+        };
+        let seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await.expect("sequencer");
+        let url = format!("http://{}", seq.addr);
+        let mut client = SequencerClient::connect(url.clone()).await.expect("connect");
+        for tx in mixed_load(2, 8, 0.0) {
+            let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
+            client.submit_tx(SubmitTxRequest { signed_tx: signed.encode() }).await.expect("accepted");
+        }
+        wait_until("the batch job", &seq, |c| jobs(c, "pending") == 1).await;
+        let worker = |name: &str| WorkerConfig {
+            coordinator: url.clone(),
+            token: Some("t".into()),
+            name: name.into(),
+            proving: ProvingArgs::default(),
+            workers: 1,
+        };
+
+        // The device fails: the worker stops with the device's error, the job is pending again
+        // and uncounted.
+        let broken = Prover::Pipeline(Arc::new(Failing(lost_device)));
+        let ended = tokio::time::timeout(
+            Duration::from_secs(120),
+            run_with(broken, worker("gpu"), Some(circuits.clone()), shutdown.clone()),
+        )
+        .await
+        .expect("the worker stops by itself");
+        let err = ended.expect_err("a device fault ends the worker");
+        assert!(err.is::<DeviceFailed>() && format!("{err:#}").contains("ILLEGAL_ADDRESS"), "{err:#}");
+        {
+            let core = seq.shared.lock();
+            assert_eq!((core.counters.worker_faults, core.counters.job_failures), (1, 0));
+            assert_eq!((jobs(&core, "pending"), jobs(&core, "failed")), (1, 0));
+        }
+
+        // Any other failure is the job's: counted, the worker going on, the job given up after
+        // its two attempts.
+        let refusing = Prover::Pipeline(Arc::new(Failing(refused)));
+        let going_on = tokio::spawn(run_with(refusing, worker("cpu"), Some(circuits), shutdown.clone()));
+        wait_until("the job to be given up", &seq, |c| jobs(c, "failed") == 1).await;
+        {
+            let core = seq.shared.lock();
+            assert_eq!((core.counters.worker_faults, core.counters.job_failures), (1, 2));
+            let failed = core.failed_jobs();
+            assert!(failed[0].1.contains("refused (injected)"), "{failed:?}");
+        }
+        assert!(!going_on.is_finished(), "a job's failure does not stop the worker");
+        stop.send(true).expect("shutdown");
+        going_on.await.expect("join").expect("a worker stopped by shutdown ends cleanly");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

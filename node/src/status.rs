@@ -27,7 +27,7 @@ pub fn bls_error(e: &BlsError) -> Status {
 /// A proof that does not check.
 pub fn proof_error(e: &AggError) -> Status {
     match e {
-        AggError::Build(_) | AggError::Prove(_) => Status::internal(e.to_string()),
+        AggError::Build(_) | AggError::Prove(_) | AggError::Backend { .. } => Status::internal(e.to_string()),
         _ => Status::invalid_argument(format!("proof: {e}")),
     }
 }

@@ -39,5 +39,16 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// Whether the failure is the device's rather than the job's: a CUDA driver or NVRTC call
+    /// failed ([`Self::Cuda`]), or two backends disagreed ([`Self::Mismatch`]). No job's content
+    /// can cause either (a circuit fixes every size the device sees), and a context that hit an
+    /// error such as an illegal address stays broken for the life of the process, failing every
+    /// later job: a prover worker must not charge these to the job (docs/services.md).
+    pub fn is_device_fault(&self) -> bool {
+        matches!(self, Self::Cuda(_) | Self::Mismatch { .. })
+    }
+}
+
 /// Result of the backends.
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -153,6 +153,21 @@ pub struct Counters {
     pub proof_seconds: (f64, u64),
     /// When the first job was leased and the last proof accepted (this process).
     pub proving_window: Option<(Instant, Instant)>,
+    /// Failures charged to their jobs (reported, or invalid proofs submitted), this process.
+    pub job_failures: u64,
+    /// Failures workers reported as their devices' ([`Fault::Worker`]), this process.
+    pub worker_faults: u64,
+}
+
+/// Whom a reported failure is charged to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The job: it counts toward the job's `max_attempts`.
+    Job,
+    /// The worker's device (a CUDA error, backends disagreeing): nothing in the job causes it, and
+    /// a broken device would otherwise use up the attempts of every job it leases and halt the
+    /// chain. The job goes back to the queue uncounted; the worker stops (docs/services.md).
+    Worker,
 }
 
 /// The sequencer and coordinator state.
@@ -614,7 +629,26 @@ impl Core {
         Ok(())
     }
 
-    /// Records a failure; after `max_attempts` the job is given up with its reason.
+    /// Records the failure `worker` reports of job `id`, whose lease it must hold (a report
+    /// from a worker whose lease lapsed is stale: the job may be another worker's by now), and
+    /// charges it as `fault` says.
+    pub fn report_failure(&mut self, worker: &str, id: u64, reason: String, fault: Fault) -> Result<(), Status> {
+        let j = self.jobs.get_mut(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        if !matches!(&j.state, JobState::Leased { worker: w, .. } if w == worker) {
+            return Err(Status::failed_precondition(format!("job {id} is not leased to {worker}")));
+        }
+        match fault {
+            Fault::Job => self.fail(id, format!("{worker}: {reason}")),
+            Fault::Worker => {
+                j.state = JobState::Pending;
+                self.counters.worker_faults += 1;
+                warn!(job = ?j.key, worker, %reason, "a worker's device failed; the job is re-queued, uncounted");
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a failure of the job; after `max_attempts` the job is given up with its reason.
     pub fn fail(&mut self, id: u64, reason: String) -> Result<(), Status> {
         let max = self.params.max_attempts;
         let j = self.jobs.get_mut(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
@@ -622,6 +656,7 @@ impl Core {
             return Ok(());
         }
         j.failures += 1;
+        self.counters.job_failures += 1;
         warn!(job = ?j.key, failures = j.failures, %reason, "job failed");
         if j.failures >= max {
             self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;

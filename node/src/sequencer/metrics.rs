@@ -1,4 +1,5 @@
-//! A Prometheus text endpoint: jobs by state, proof latency, proven and settled transactions.
+//! A Prometheus text endpoint: jobs by state, proof latency, failures by whom they are charged to,
+//! proven and settled transactions.
 
 use std::fmt::Write;
 
@@ -31,6 +32,12 @@ pub fn render(shared: &Shared) -> String {
         out,
         "rollup_proof_latency_seconds_sum {}\nrollup_proof_latency_seconds_count {}",
         c.proof_seconds.0, c.proof_seconds.1
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE rollup_job_failures_total counter\nrollup_job_failures_total{{charged_to=\"job\"}} {}\n\
+         rollup_job_failures_total{{charged_to=\"worker\"}} {}",
+        c.job_failures, c.worker_faults
     );
     let _ = writeln!(out, "# TYPE rollup_proven_tps gauge\nrollup_proven_tps {}", c.proven_txs as f64 / up);
     let _ = writeln!(out, "# TYPE rollup_settled_tps gauge\nrollup_settled_tps {}", s.settled_txs as f64 / up);

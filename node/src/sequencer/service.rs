@@ -12,7 +12,7 @@ use proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::core::{Core, JobKey};
+use super::core::{Core, Fault, JobKey};
 use super::sigcheck::SigChecker;
 use crate::status;
 
@@ -188,7 +188,8 @@ impl ProverFarm for Shared {
     async fn report_failure(&self, req: Request<ReportFailureRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
         let reason: String = r.reason.chars().take(1000).collect();
-        self.lock().fail(r.job_id, format!("{}: {reason}", r.worker_id))?;
+        let fault = if r.worker_fault { Fault::Worker } else { Fault::Job };
+        self.lock().report_failure(&r.worker_id, r.job_id, reason, fault)?;
         self.flush().await?;
         Ok(Response::new(Empty {}))
     }
