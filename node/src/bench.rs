@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::cli::DEFAULT_BATCH_CAPACITY;
 use crate::network::{genesis, Circuits};
-use crate::prover::{choose_prover, ProvingArgs};
+use crate::prover::{choose_prover, Backend, ProvingArgs};
 
 /// Options of `rollup bench`.
 #[derive(Debug, Args)]
@@ -39,9 +39,14 @@ pub struct BenchArgs {
     /// Share of swaps.
     #[arg(long, default_value_t = 0.3)]
     pub swap_ratio: f64,
-    /// Workers proving in parallel on this machine.
+    /// Workers proving in parallel on this machine (on each device, with `--all-devices`).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Prove on every CUDA device of this machine, `--workers` on each, rather than on
+    /// `--device` alone: the whole machine's throughput. With `--backend auto` on a machine
+    /// without a device, the CPU.
+    #[arg(long)]
+    pub all_devices: bool,
     /// Slots per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
     pub capacity: usize,
@@ -91,7 +96,10 @@ struct Machine {
     cpu: String,
     cores: usize,
     memory_gib: f64,
+    /// The name of the device proving (`--device`), or of each, `a, b`, with `--all-devices`.
     gpu: Option<String>,
+    /// CUDA devices the driver sees on this machine.
+    gpus: usize,
     /// The instruction set of the rayon backend's vector kernels, its Poseidon, NTT and quotient
     /// (`avx512`, `avx2` or `scalar`; named for the first of them, kept for the reports' readers).
     cpu_hash: &'static str,
@@ -103,7 +111,10 @@ struct Report {
     txs: usize,
     batches: usize,
     batch_capacity: usize,
+    /// Workers proving at once, on all devices: `--workers` times `devices`.
     workers: usize,
+    /// Backends the workers are spread over: one per CUDA device with `--all-devices`, else 1.
+    devices: usize,
     proven_tps: f64,
     /// The same transactions proven by stock plonky2 through the same path (`batches` batch
     /// proofs and `merges` merges, one proof at a time on all cores): `txs` over
@@ -187,8 +198,8 @@ impl From<&prover_gpu::StepTimes> for BatchSteps {
     }
 }
 
-/// This machine, with the name of CUDA device `device` (the one `--device` names) if it has one.
-fn machine(device: usize) -> Machine {
+/// This machine, with the names of the CUDA devices `devices` (those proving) where it has them.
+fn machine(devices: &[usize]) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -202,15 +213,22 @@ fn machine(device: usize) -> Machine {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    // The device's name only: opening it compiles nothing (a backend would compile its kernels).
-    let gpu = prover_gpu::cuda::Driver::new(device, prover_gpu::cuda::Streams::One)
-        .and_then(|d| prover_gpu::cuda::Device::name(&d))
-        .ok();
+    // The devices' names only: opening one compiles nothing (a backend would compile its kernels).
+    let names: Vec<String> = devices
+        .iter()
+        .filter_map(|&d| {
+            prover_gpu::cuda::Driver::new(d, prover_gpu::cuda::Streams::One)
+                .and_then(|d| prover_gpu::cuda::Device::name(&d))
+                .ok()
+        })
+        .collect();
+    let gpu = (!names.is_empty()).then(|| names.join(", "));
     Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_gib: kib / (1 << 20) as f64,
         gpu,
+        gpus: prover_gpu::cuda::device_count(),
         cpu_hash: prover_gpu::lanes::isa().name(),
     }
 }
@@ -225,11 +243,12 @@ fn peak_memory_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Runs `jobs` on `workers` threads (each proof uses rayon inside), in order of completion.
+/// Runs `jobs` on `workers` threads (each proof uses rayon inside), in order of completion;
+/// `f` is given the number of the worker running it (below `workers`) and the job.
 fn run_parallel<T: Send, R: Send>(
     jobs: Vec<T>,
     workers: usize,
-    f: impl Fn(T) -> Result<R> + Sync,
+    f: impl Fn(usize, T) -> Result<R> + Sync,
     bar: &ProgressBar,
 ) -> Result<Vec<R>> {
     let n = jobs.len();
@@ -237,11 +256,12 @@ fn run_parallel<T: Send, R: Send>(
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..n).map(|_| None).collect());
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..workers.max(1).min(n.max(1)) {
-            s.spawn(|| loop {
+        let (queue, results, failure, f) = (&queue, &results, &failure, &f);
+        for worker in 0..workers.max(1).min(n.max(1)) {
+            s.spawn(move || loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some((i, job)) = next else { return };
-                match f(job) {
+                match f(worker, job) {
                     Ok(r) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r),
                     Err(e) => {
                         *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -263,12 +283,40 @@ fn run_parallel<T: Send, R: Send>(
         .collect()
 }
 
+/// The provers the workers are spread over, with their CUDA devices: `--device`'s alone, or
+/// with `--all-devices` one per CUDA device of the machine (CUDA required for each of them once
+/// the machine has any; without any, `--backend auto` proves on the CPU, as for one device).
+fn choose_provers(a: &BenchArgs) -> Result<(Vec<Prover>, Vec<usize>)> {
+    if a.all_devices && a.proving.backend == Backend::Cpu {
+        bail!("--all-devices proves on every CUDA device: not with --backend cpu");
+    }
+    let count = prover_gpu::cuda::device_count();
+    if !a.all_devices || count == 0 {
+        let prover = choose_prover(a.proving)?;
+        let device = (prover.name() == "cuda").then_some(a.proving.device.into());
+        return Ok((vec![prover], device.into_iter().collect()));
+    }
+    let devices: Vec<usize> = (0..count).collect();
+    let provers = devices
+        .iter()
+        .map(|&d| {
+            let device = u16::try_from(d).context("device number")?;
+            choose_prover(ProvingArgs { backend: Backend::Cuda, device })
+        })
+        .collect::<Result<_>>()?;
+    Ok((provers, devices))
+}
+
 /// Runs the benchmark.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let prover = choose_prover(a.proving)?;
     if a.txs == 0 {
         bail!("--txs must be positive");
     }
+    let (provers, devices) = choose_provers(&a)?;
+    // Worker `w` proves on `provers[w % provers.len()]`: `--workers` on each.
+    let workers = a.workers.max(1) * provers.len();
+    let on = |worker: usize| &provers[worker % provers.len()];
+    let prover = &provers[0];
     let accounts = 64;
     let bar = ProgressBar::with_draw_target(
         None,
@@ -312,30 +360,35 @@ pub fn run(a: BenchArgs) -> Result<()> {
     witnesses.push(ex.seal_batch()?);
     stage("execution_and_witness", t, witnesses.len());
 
-    // Warm-up, outside the proving time: one batch proof and a merge of it, so that what a
-    // prover pays once (a device's kernels compiled and JIT-loaded, root and twiddle tables, the
-    // circuits' constants and sigmas made resident) is not charged to the throughput a running
-    // farm sees. Its seconds are reported as their own stage.
+    // Warm-up, outside the proving time: on each device, one batch proof and a merge of it, so
+    // that what a prover pays once (a device's kernels compiled and JIT-loaded, root and twiddle
+    // tables, the circuits' constants and sigmas made resident) is not charged to the throughput
+    // a running farm sees. Its seconds are reported as their own stage.
     let c = &circuits;
-    let prove_batch = |w: &BatchWitness| -> Result<ProofBytes> {
-        Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(&prover, w)?.to_bytes() })
+    let prove_batch = |prover: &Prover, w: &BatchWitness| -> Result<ProofBytes> {
+        Ok(ProofBytes { kind: ProofKind::Batch, bytes: c.batch.prove(prover, w)?.to_bytes() })
     };
     let t = Mark::now();
     bar.set_prefix("warm-up");
-    bar.set_length(2);
+    bar.set_length(provers.len() as u64);
     bar.set_position(0);
-    let warm = prove_batch(&witnesses[0])?;
-    bar.inc(1);
-    c.aggregation.run(&prover, &AggJob::Merge { children: vec![warm] })?;
-    bar.inc(1);
-    stage("warmup", t, 2);
+    run_parallel(
+        provers.iter().collect(),
+        provers.len(),
+        |_, p| {
+            let warm = prove_batch(p, &witnesses[0])?;
+            Ok(c.aggregation.run(p, &AggJob::Merge { children: vec![warm] })?)
+        },
+        &bar,
+    )?;
+    stage("warmup", t, 2 * provers.len());
 
-    // Batch proofs on W workers.
+    // Batch proofs on W workers (on each device).
     let proving = Mark::now();
     bar.set_prefix("batch proofs");
     bar.set_length(witnesses.len() as u64);
     bar.set_position(0);
-    let batch_proofs = run_parallel(witnesses.iter().collect(), a.workers, prove_batch, &bar)?;
+    let batch_proofs = run_parallel(witnesses.iter().collect(), workers, |worker, w| prove_batch(on(worker), w), &bar)?;
     stage("batch_proofs", proving, witnesses.len());
 
     // Aggregation, level by level.
@@ -365,7 +418,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bar.set_prefix(format!("aggregation {level}"));
         bar.set_length(n as u64);
         bar.set_position(0);
-        let done = run_parallel(jobs, a.workers, |(id, job)| Ok((id, c.aggregation.run(&prover, &job)?)), &bar)?;
+        let done =
+            run_parallel(jobs, workers, |worker, (id, job)| Ok((id, c.aggregation.run(on(worker), &job)?)), &bar)?;
         for (id, p) in done {
             outputs[id] = Some(p);
         }
@@ -413,7 +467,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let stock = circuits.batch.prove(&Prover::Stock, full)?;
         stock_runs.push(t.elapsed().as_secs_f64());
         circuits.batch.verify(&stock)?;
-        if let Prover::Pipeline(backend) = &prover {
+        if let Prover::Pipeline(backend) = prover {
             let data = circuits.batch.data();
             let before = backend.transfers();
             let (proof, s) = prover_gpu::prove_timed(
@@ -454,7 +508,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         txs: txs.len(),
         batches: witnesses.len(),
         batch_capacity: a.capacity,
-        workers: a.workers,
+        workers,
+        devices: provers.len(),
         proven_tps,
         stock_plonky2_tps,
         speedup_vs_stock: proven_tps / stock_plonky2_tps,
@@ -468,23 +523,33 @@ pub fn run(a: BenchArgs) -> Result<()> {
         proving_seconds,
         block_proof_bytes: block.bytes.len(),
         peak_memory_mib: peak_memory_mib(),
-        peak_device_memory_mib: match &prover {
-            Prover::Pipeline(b) => b.peak_device_bytes().map(|v| v as f64 / (1u64 << 20) as f64),
-            Prover::Stock => None,
-        },
+        // The most any one device took.
+        peak_device_memory_mib: provers
+            .iter()
+            .filter_map(|p| match p {
+                Prover::Pipeline(b) => b.peak_device_bytes(),
+                Prover::Stock => None,
+            })
+            .max()
+            .map(|v| v as f64 / (1u64 << 20) as f64),
         batch_proof_transfers_mib: transfers.map(TransfersMib::from),
-        cuda_streams: match &prover {
+        cuda_streams: match prover {
             Prover::Pipeline(b) => b.device_streams(),
             Prover::Stock => None,
         },
-        machine: machine(a.proving.device.into()),
+        machine: machine(&devices),
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "proving benchmark: {} transactions in {} batches of {}, {} workers, backend {}",
-            report.txs, report.batches, report.batch_capacity, report.workers, report.backend
+            "proving benchmark: {} transactions in {} batches of {}, {} workers, backend {}{}",
+            report.txs,
+            report.batches,
+            report.batch_capacity,
+            report.workers,
+            report.backend,
+            if report.devices > 1 { format!(" on {} devices", report.devices) } else { String::new() }
         );
         for s in &report.stages {
             let cpu = s.cpu_seconds.map(|c| format!(", {c:.2} CPU s")).unwrap_or_default();
@@ -545,4 +610,38 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every job runs once, its result in its place, and each worker number is one of the
+    /// `workers` (with `--all-devices`, worker w proves on device w mod n, so every device is
+    /// used only if the numbers span them); a failing job's error comes back.
+    #[test]
+    fn parallel_jobs_keep_their_order_and_name_their_workers() {
+        let bar = ProgressBar::hidden();
+        let seen = Mutex::new(BTreeSet::new());
+        let out = run_parallel(
+            (0..12u32).collect(),
+            4,
+            |worker, job| {
+                seen.lock().expect("lock").insert(worker);
+                // Long enough that one worker cannot take every job before the others start.
+                std::thread::sleep(Duration::from_millis(30));
+                Ok((worker, job * 10))
+            },
+            &bar,
+        )
+        .expect("all run");
+        assert_eq!(out.iter().map(|&(_, r)| r).collect::<Vec<_>>(), (0..12).map(|j| j * 10).collect::<Vec<_>>());
+        assert_eq!(seen.into_inner().expect("lock"), (0..4).collect::<BTreeSet<_>>(), "four workers, numbered 0..4");
+        assert_eq!(bar.position(), 12);
+        let failed = run_parallel(vec![1, 2, 3], 2, |_, j| if j == 2 { bail!("job {j} failed") } else { Ok(j) }, &bar);
+        assert!(failed.expect_err("one failed").to_string().contains("job 2 failed"));
+    }
 }

@@ -358,6 +358,10 @@ mod tests {
         assert_eq!(p.proving, cuda_3);
         let Command::Bench(b) = parse("bench") else { panic!("bench") };
         assert_eq!(b.proving, cuda_3);
+        assert!(!b.all_devices);
+        let all = Cli::try_parse_from(["rollup", "bench", "--all-devices", "--workers", "3"]).expect("all devices");
+        let Command::Bench(b) = all.command else { panic!("bench") };
+        assert!(b.all_devices && b.workers == 3);
         let Command::Devnet(d) = parse("devnet") else { panic!("devnet") };
         assert_eq!(d.proving, cuda_3);
         for bad in ["-1", "1024", "gpu0", ""] {

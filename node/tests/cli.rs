@@ -98,6 +98,9 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object on stdout");
     assert_eq!(r["backend"], "cpu");
     assert_eq!((r["txs"].as_u64(), r["batches"].as_u64(), r["workers"].as_u64()), (Some(8), Some(2), Some(2)));
+    // One backend: the CPU, whatever GPUs the machine has.
+    assert_eq!(r["devices"], 1, "{r}");
+    assert_eq!(r["machine"]["gpus"].as_u64(), Some(prover_gpu::cuda::device_count() as u64), "{r}");
     let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is a number: {r}"));
     let (proven, stock) = (num("proven_tps"), num("stock_plonky2_tps"));
     assert!(proven > 0.0 && stock > 0.0, "{r}");
@@ -189,4 +192,8 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--backend cuda --device 1000"), "{err}");
     assert!(!err.contains("proving benchmark"), "{err}");
+    // Every CUDA device, on the CPU backend, is a contradiction named before any work.
+    let out = rollup(&["bench", "--backend", "cpu", "--all-devices", "--txs", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--all-devices") && err.contains("--backend cpu"), "{err}");
 }

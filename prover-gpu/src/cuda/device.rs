@@ -218,6 +218,15 @@ fn thread_number() -> usize {
     })
 }
 
+/// How many CUDA devices the driver sees: 0 where libcuda or libnvrtc is missing or no driver
+/// answers.
+pub fn device_count() -> usize {
+    if !super::libraries_present() {
+        return 0;
+    }
+    CudaContext::device_count().ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
+}
+
 /// Whether device `ordinal` is among the `count` the driver sees. None at all is
 /// [`BackendError::Unavailable`] (`--backend auto` then proves on the CPU); a device number past
 /// the last of several is a [`BackendError::Config`] error, never a fallback: a prover meant for

@@ -36,7 +36,9 @@ use crate::{F, FE};
 mod device;
 pub mod emulated;
 
-pub use device::{Arg, Device, DeviceBuffer, Driver, DriverBuffer, FunctionAttributes, Source, Streams, Waits};
+pub use device::{
+    device_count, Arg, Device, DeviceBuffer, Driver, DriverBuffer, FunctionAttributes, Source, Streams, Waits,
+};
 pub use emulated::Emulated;
 
 const GOLDILOCKS: &str = include_str!("goldilocks.cuh");
