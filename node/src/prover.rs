@@ -314,7 +314,7 @@ mod tests {
     use prover_gpu::{BackendError, F};
 
     use super::*;
-    use crate::sequencer::core::Params;
+    use crate::sequencer::core::{Fault, JobKey, Params};
     use crate::sequencer::{Running, SequencerConfig};
 
     /// A backend whose every kernel fails with one error: a device that hit an illegal address
@@ -412,9 +412,14 @@ mod tests {
         let err = ended.expect_err("a device fault ends the worker");
         assert!(err.is::<DeviceFailed>() && format!("{err:#}").contains("ILLEGAL_ADDRESS"), "{err:#}");
         {
-            let core = seq.shared.lock();
+            let mut core = seq.shared.lock();
             assert_eq!((core.counters.worker_faults, core.counters.job_failures), (1, 0));
             assert_eq!((jobs(&core, "pending"), jobs(&core, "failed")), (1, 0));
+            // A report from a worker that holds no lease on the job is stale: refused, and
+            // nothing changes.
+            let stale = core.report_failure("ghost", JobKey::Batch(0).id(), "late".into(), Fault::Job);
+            assert_eq!(stale.expect_err("stale").code(), tonic::Code::FailedPrecondition);
+            assert_eq!((core.counters.job_failures, jobs(&core, "pending")), (0, 1));
         }
 
         // Any other failure is the job's: counted, the worker going on, the job given up after
