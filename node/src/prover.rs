@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregator::AggJob;
+use aggregator::{AggJob, ProofBytes, ProofKind};
 use anyhow::{bail, Context, Result};
 use circuits::BatchWitness;
 use proto::v1::prover_farm_client::ProverFarmClient;
@@ -78,19 +78,54 @@ pub fn choose_prover(args: ProvingArgs) -> Result<Prover> {
 
 type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
 
-/// Proves one job's payload.
-pub fn prove(prover: &Prover, circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Vec<u8>> {
-    match kind {
+/// A job's proof, checked by plonky2's verifier.
+pub struct Proven {
+    /// The proof.
+    pub bytes: Vec<u8>,
+    /// Why the device's own attempt failed, where the CPU backend then proved the job: the
+    /// device computed something wrong, and the worker stops once this proof is in.
+    pub device_failure: Option<String>,
+}
+
+/// Proves one job's payload, and checks the proof with plonky2's verifier before it leaves (as
+/// the coordinator will: a wrong proof from a device must be caught here, as the device's, not
+/// there, where it counts against the job). On a device, a failure that is not a device error
+/// (a proof that does not verify, a constraint the device's values break) is put to the CPU
+/// backend, the device's oracle: if the CPU proves the job, the device was wrong and its proof is
+/// the CPU's; if the CPU fails too, the failure is the job's.
+pub fn prove(prover: &Prover, circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Proven> {
+    match prove_checked(prover, circuits, kind, payload) {
+        Ok(bytes) => Ok(Proven { bytes, device_failure: None }),
+        Err(e) if prover.on_device() && !is_device_fault(&e) => {
+            warn!(error = %format!("{e:#}"), "the device failed a job; proving it again on the CPU, the oracle");
+            match prove_checked(&Prover::cpu(), circuits, kind, payload) {
+                Ok(bytes) => Ok(Proven { bytes, device_failure: Some(format!("{e:#}")) }),
+                Err(cpu) => Err(e.context(format!("the CPU backend failed the job too: {cpu:#}"))),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A proof this worker made that plonky2's verifier rejects.
+#[derive(Debug, thiserror::Error)]
+#[error("the proof made does not verify: {0}")]
+pub struct OwnProofInvalid(String);
+
+fn prove_checked(prover: &Prover, circuits: &Circuits, kind: JobKind, payload: &[u8]) -> Result<Vec<u8>> {
+    let made = match kind {
         JobKind::Batch => {
             let w = BatchWitness::from_bytes(payload)?;
-            Ok(circuits.batch.prove(prover, &w)?.to_bytes())
+            ProofBytes { kind: ProofKind::Batch, bytes: circuits.batch.prove(prover, &w)?.to_bytes() }
         }
         JobKind::Aggregate => {
             let job = AggJob::from_bytes(payload)?;
-            Ok(circuits.aggregation.run(prover, &job)?.bytes)
+            circuits.aggregation.run(prover, &job)?
         }
         JobKind::Unspecified => bail!("job of unspecified kind"),
-    }
+    };
+    circuits.aggregation.check(&made).map_err(|e| OwnProofInvalid(e.to_string()))?;
+    Ok(made.bytes)
 }
 
 /// Options of a prover process.
@@ -107,20 +142,21 @@ pub struct WorkerConfig {
     pub workers: usize,
 }
 
-/// A proof failed on this process's device ([`prover_gpu::BackendError::is_device_fault`]): the
-/// worker reported it as the device's and stops, which ends the process (see [`run`]).
+/// A proof failed on this process's device: a device error
+/// ([`prover_gpu::BackendError::is_device_fault`]), reported as the device's, or a failure the CPU
+/// backend then did not repeat ([`prove`]). The worker stops, which ends the process (see
+/// [`run`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the proving device failed, so this prover stops (a context that hit a device error can stay \
-     broken for the life of the process; a restart, by hand or by a supervisor, gets a fresh one); \
-     the job went back to the coordinator uncounted: {0}"
+     broken for the life of the process; a restart, by hand or by a supervisor, gets a fresh one): {0}"
 )]
 pub struct DeviceFailed(String);
 
-/// The device fault in a failed proof's error chain, if the failure was the device's rather than
-/// the job's.
-pub fn device_fault(e: &anyhow::Error) -> Option<&prover_gpu::BackendError> {
-    e.chain().filter_map(|c| c.downcast_ref::<prover_gpu::BackendError>()).find(|b| b.is_device_fault())
+/// Whether a failed proof's error chain holds a device error, the device's fault rather than the
+/// job's.
+pub fn is_device_fault(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<prover_gpu::BackendError>()).any(|b| b.is_device_fault())
 }
 
 /// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
@@ -256,22 +292,31 @@ async fn work(
         // A failure is the job's unless the device caused it.
         let result = match outcome {
             Ok(Ok(proof)) => Ok(proof),
-            Ok(Err(e)) => Err((format!("{e:#}"), device_fault(&e).is_some())),
+            Ok(Err(e)) => Err((format!("{e:#}"), is_device_fault(&e))),
             Err(e) if e.is_panic() => Err((format!("the prover panicked: {e}"), false)),
             Err(e) => Err((e.to_string(), false)),
         };
         match result {
-            Ok(proof) => {
+            Ok(Proven { bytes: proof, device_failure }) => {
                 let secs = started.elapsed().as_secs_f64();
-                match client
+                let submitted = client
                     .submit_result(SubmitResultRequest {
                         worker_id: worker.into(),
                         job_id: id,
                         proof,
                         prove_seconds: secs,
                     })
-                    .await
-                {
+                    .await;
+                if let Some(failure) = device_failure {
+                    // The CPU's proof of the job is in (or, unsent, the lease lapses); the device
+                    // that got it wrong is not trusted with another.
+                    let sent = if submitted.is_ok() { "accepted" } else { "not accepted" };
+                    return Err(DeviceFailed(format!(
+                        "the device failed job {id} ({failure}) where the CPU backend proved it; its proof was {sent}"
+                    ))
+                    .into());
+                }
+                match submitted {
                     Ok(_) => info!(job = id, seconds = secs, "proof accepted"),
                     Err(e) if e.code() == tonic::Code::Unavailable => return Err(e.into()),
                     Err(e) => warn!(job = id, message = e.message(), "proof refused"),
@@ -288,7 +333,9 @@ async fn work(
                     if let Err(e) = reported {
                         warn!(job = id, message = e.message(), "the device failure was not reported");
                     }
-                    return Err(DeviceFailed(reason).into());
+                    return Err(
+                        DeviceFailed(format!("{reason}; the job went back to the coordinator uncounted")).into()
+                    );
                 }
                 match reported {
                     Ok(_) => {}
@@ -318,22 +365,37 @@ mod tests {
     use crate::sequencer::{Running, SequencerConfig};
 
     /// A backend whose every kernel fails with one error: a device that hit an illegal address
-    /// ([`BackendError::Cuda`], the device's fault), or a refusal no device causes.
-    struct Failing(fn() -> BackendError);
+    /// ([`BackendError::Cuda`], the device's fault), or a refusal no device causes; on a device
+    /// or on the host.
+    struct Failing {
+        error: fn() -> BackendError,
+        on_device: bool,
+    }
 
     impl Backend for Failing {
         fn name(&self) -> &'static str {
-            "cuda"
+            if self.on_device {
+                "cuda"
+            } else {
+                "cpu"
+            }
+        }
+        fn device_streams(&self) -> Option<usize> {
+            self.on_device.then_some(1)
         }
         fn coset_ntt_batch(&self, _: &mut [F], _: usize, _: F) -> prover_gpu::Result<()> {
-            Err((self.0)())
+            Err((self.error)())
         }
         fn hash_rows(&self, _: &[F], _: usize, _: &mut [Digest]) -> prover_gpu::Result<()> {
-            Err((self.0)())
+            Err((self.error)())
         }
         fn hash_pairs(&self, _: &[Digest], _: &mut [Digest]) -> prover_gpu::Result<()> {
-            Err((self.0)())
+            Err((self.error)())
         }
+    }
+
+    fn failing(error: fn() -> BackendError, on_device: bool) -> Prover {
+        Prover::Pipeline(Arc::new(Failing { error, on_device }))
     }
 
     fn lost_device() -> BackendError {
@@ -357,8 +419,9 @@ mod tests {
     }
 
     /// A device error hands the job back without counting it and stops the worker; any other
-    /// failure counts toward the job's attempts and the worker goes on. Before, a broken GPU
-    /// used up the attempts of every job it leased, and the chain halted on the first one.
+    /// failure on the host counts toward the job's attempts and the worker goes on; on a device,
+    /// the CPU backend proves the job the device failed, and the worker stops. Before, a broken
+    /// GPU used up the attempts of every job it leased, and the chain halted on the first one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_fault_is_the_workers_and_stops_it_where_a_job_fault_counts_against_the_job() {
         let circuits = tokio::task::spawn_blocking(|| Circuits::build(4)).await.expect("join").expect("circuits");
@@ -386,11 +449,21 @@ mod tests {
         };
         let seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await.expect("sequencer");
         let url = format!("http://{}", seq.addr);
-        let mut client = SequencerClient::connect(url.clone()).await.expect("connect");
-        for tx in mixed_load(2, 8, 0.0) {
-            let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
-            client.submit_tx(SubmitTxRequest { signed_tx: signed.encode() }).await.expect("accepted");
-        }
+        let client = SequencerClient::connect(url.clone()).await.expect("connect");
+        let load = mixed_load(4, 8, 0.0);
+        let submit = |txs: &[circuits::Tx]| {
+            let signed: Vec<_> = txs
+                .iter()
+                .map(|tx| SignedTx { signature: devnet_key(tx.sender()).sign_tx(tx), tx: tx.clone() })
+                .collect();
+            let mut client = client.clone();
+            async move {
+                for s in signed {
+                    client.submit_tx(SubmitTxRequest { signed_tx: s.encode() }).await.expect("accepted");
+                }
+            }
+        };
+        submit(&load[..2]).await;
         wait_until("the batch job", &seq, |c| jobs(c, "pending") == 1).await;
         let worker = |name: &str| WorkerConfig {
             coordinator: url.clone(),
@@ -402,7 +475,7 @@ mod tests {
 
         // The device fails: the worker stops with the device's error, the job is pending again
         // and uncounted.
-        let broken = Prover::Pipeline(Arc::new(Failing(lost_device)));
+        let broken = failing(lost_device, true);
         let ended = tokio::time::timeout(
             Duration::from_secs(120),
             run_with(broken, worker("gpu"), Some(circuits.clone()), shutdown.clone()),
@@ -422,10 +495,11 @@ mod tests {
             assert_eq!((core.counters.job_failures, jobs(&core, "pending")), (0, 1));
         }
 
-        // Any other failure is the job's: counted, the worker going on, the job given up after
-        // its two attempts.
-        let refusing = Prover::Pipeline(Arc::new(Failing(refused)));
-        let going_on = tokio::spawn(run_with(refusing, worker("cpu"), Some(circuits), shutdown.clone()));
+        // Any other failure on the host is the job's: counted, the worker going on, the job given
+        // up after its two attempts.
+        let (stop_refusing, refusing_shutdown) = watch::channel(false);
+        let refusing = failing(refused, false);
+        let going_on = tokio::spawn(run_with(refusing, worker("cpu"), Some(circuits.clone()), refusing_shutdown));
         wait_until("the job to be given up", &seq, |c| jobs(c, "failed") == 1).await;
         {
             let core = seq.shared.lock();
@@ -434,8 +508,32 @@ mod tests {
             assert!(failed[0].1.contains("refused (injected)"), "{failed:?}");
         }
         assert!(!going_on.is_finished(), "a job's failure does not stop the worker");
-        stop.send(true).expect("shutdown");
+        stop_refusing.send(true).expect("shutdown");
         going_on.await.expect("join").expect("a worker stopped by shutdown ends cleanly");
+
+        // The same refusal on a device: the CPU backend proves the next batch, its proof is
+        // accepted, and the worker stops, nothing charged to the job.
+        submit(&load[2..]).await;
+        wait_until("the second batch job", &seq, |c| jobs(c, "pending") == 1).await;
+        let wrong = failing(refused, true);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(300),
+            run_with(wrong, worker("gpu"), Some(circuits), shutdown.clone()),
+        )
+        .await
+        .expect("the worker stops by itself");
+        let err = ended.expect_err("a device that failed a job the CPU proves ends the worker");
+        let text = format!("{err:#}");
+        assert!(
+            err.is::<DeviceFailed>() && text.contains("the CPU backend proved it; its proof was accepted"),
+            "{text}"
+        );
+        {
+            let core = seq.shared.lock();
+            assert_eq!((core.counters.worker_faults, core.counters.job_failures), (1, 2));
+            assert_eq!(core.counters.proven_txs, 2, "the second batch, proven on the CPU");
+        }
+        stop.send(true).expect("shutdown");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -42,6 +42,12 @@ impl Prover {
         }
     }
 
+    /// Whether its backend computes on a device (CUDA, or the dual backend with one): the
+    /// backends whose failures the CPU backend, the oracle, can tell apart from the job's.
+    pub fn on_device(&self) -> bool {
+        matches!(self, Prover::Pipeline(b) if b.device_streams().is_some())
+    }
+
     /// Proves `inputs` for `data`. The stock prover's failures are its witness generators'
     /// (plonky2 reports them as untyped errors), so they come back as [`BackendError::Witness`].
     pub fn prove(&self, data: &CircuitData<F, Config, D>, inputs: PartialWitness<F>) -> Result<ProofWithInputs> {
