@@ -96,7 +96,8 @@ struct Machine {
     cpu: String,
     cores: usize,
     memory_gib: f64,
-    /// The name of the device proving (`--device`), or of each, `a, b`, with `--all-devices`.
+    /// The name of the device proving (`--device`), or of each, `a, b`, with `--all-devices`;
+    /// on the CPU backend, the name of `--device` if the machine has it.
     gpu: Option<String>,
     /// CUDA devices the driver sees on this machine.
     gpus: usize,
@@ -503,6 +504,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let stock_path_seconds = witnesses.len() as f64 * stock_seconds + merges as f64 * stock_merge_seconds;
     let stock_plonky2_tps = txs.len() as f64 / stock_path_seconds;
     let batch_speedup_vs_stock = steps.as_ref().map(|s| stock_seconds / s.total);
+    // The devices proving, or on the CPU backend the one `--device` names, if there is one.
+    let named = if devices.is_empty() { vec![usize::from(a.proving.device)] } else { devices };
     let report = Report {
         backend: prover.name().into(),
         txs: txs.len(),
@@ -537,7 +540,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Prover::Pipeline(b) => b.device_streams(),
             Prover::Stock => None,
         },
-        machine: machine(&devices),
+        machine: machine(&named),
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
