@@ -33,17 +33,6 @@ pub enum Backend {
     Cuda,
 }
 
-impl Backend {
-    /// The `--backend` value that names it.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-        }
-    }
-}
-
 /// Where a process proves: the flags `rollup prover`, `rollup bench` and `rollup devnet` share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
 pub struct ProvingArgs {
@@ -71,8 +60,11 @@ pub fn choose_prover(args: ProvingArgs) -> Result<Prover> {
         Backend::Cpu => Requested::Cpu,
         Backend::Cuda => Requested::Cuda,
     };
-    let backend = prover_gpu::choose(requested, args.device.into())
-        .with_context(|| format!("--backend {} --device {}", args.backend.flag(), args.device))?;
+    let backend = prover_gpu::choose(requested, args.device.into()).with_context(|| {
+        // The value as the command line spells it.
+        let backend = clap::ValueEnum::to_possible_value(&args.backend).map(|v| v.get_name().to_string());
+        format!("--backend {} --device {}", backend.unwrap_or_default(), args.device)
+    })?;
     Ok(Prover::Pipeline(backend))
 }
 
