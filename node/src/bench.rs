@@ -326,6 +326,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
     bar.set_prefix("circuits");
     let circuits = Circuits::build(a.capacity)?;
+    for p in &provers {
+        crate::prover::check_device_memory(p, &circuits, a.workers.max(1))?;
+    }
     let mut stages = Vec::new();
     let mut stage = |name: &str, start: Mark, jobs: usize| {
         let cpu_seconds = process_cpu_seconds().zip(start.cpu).map(|(now, then)| now - then);

@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn a_full_default_batch_and_its_merge_prove_on_the_emulated_cuda_backend_within_16_gib() {
         use prover_gpu::cuda::emulated::Activity;
+        use prover_gpu::cuda::footprint::{self, Footprint};
         use prover_gpu::Backend;
 
         let (circuit, aggregation) = AggregationCircuits::build(DEFAULT_BATCH_CAPACITY).expect("build");
@@ -462,6 +463,38 @@ mod tests {
             mib(moved[1].from_device)
         );
         assert!(peak < prover_gpu::cuda::emulated::EMULATED_MEMORY);
+        // The estimate a prover checks its device's free memory against before its first proof
+        // (`Backend::check_memory`), the driver's slack left out, holds every allocation made:
+        // the batch proofs', and the merge's beside the batch circuit's resident trees. The
+        // second batch proof found its circuit's constants and sigmas resident, as every later
+        // proof does, so the estimate is close to it; the merge was its circuit's first proof,
+        // which uploads them only during its quotient, after its peak.
+        let batch_only = [Footprint::of(&circuit.data().common)];
+        let both = [batch_only[0], Footprint::of(&aggregation.block_circuit().common)];
+        let model = |c: &[Footprint]| footprint::need(c, 1) - footprint::SLACK_PER_PROOF;
+        let (est_batch, est_both) = (model(&batch_only), model(&both));
+        println!(
+            "estimated for one proof in flight, before the driver's slack: {:.1} MiB (batch), {:.1} MiB (batch and \
+             merge)",
+            mib(est_batch),
+            mib(est_both)
+        );
+        let measured = batch_peak as u64;
+        assert!(measured <= est_batch && est_batch <= measured + measured / 20, "{measured} allocated, {est_batch}");
+        assert!(peak as u64 <= est_both, "{peak} allocated at once with the merge, {est_both} estimated");
+        // The check `rollup prover` and `rollup bench` make before their first proof: one proof
+        // fits the emulated device's 16 GiB, 64 do not, and the error names the most that do.
+        let verifier = BlockVerifier::new(&aggregation);
+        let circuits = crate::network::Circuits { batch: circuit, aggregation, verifier };
+        crate::prover::check_device_memory(&prover, &circuits, 1).expect("one proof fits in 16 GiB");
+        crate::prover::check_device_memory(&Prover::Stock, &circuits, 64).expect("the host has no device to fill");
+        let e = crate::prover::check_device_memory(&prover, &circuits, 64).expect_err("64 proofs of 0.8 GB");
+        let fit = match e.downcast_ref::<prover_gpu::BackendError>() {
+            Some(prover_gpu::BackendError::DeviceMemory { in_flight: 64, fit, .. }) => *fit,
+            _ => panic!("not a device memory error: {e:#}"),
+        };
+        assert!((1..64).contains(&fit), "{fit} fit");
+        assert!(format!("{e:#}").contains(&format!("run at most --workers {fit}")), "{e:#}");
         assert!(moved[1].to_device < moved[0].to_device, "the second proof reused the circuit's trees");
     }
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use aggregator::{AggregationCircuits, BlockVerifier};
 use anyhow::{Context, Result};
-use circuits::{BatchCircuit, Genesis};
+use circuits::{BatchCircuit, Genesis, F};
+use plonky2::plonk::circuit_data::CommonCircuitData;
 use tracing::info;
 
 /// The circuits of a network, built once per process and shared by every service in it.
@@ -25,6 +26,11 @@ impl Circuits {
         let verifier = BlockVerifier::new(&aggregation);
         info!(capacity, seconds = start.elapsed().as_secs_f64(), key = %verifier.digest_hex(), "circuits built");
         Ok(Arc::new(Self { batch, aggregation, verifier }))
+    }
+
+    /// Every circuit a prover proves: the batch circuit and the merge circuit.
+    pub fn commons(&self) -> [&CommonCircuitData<F, 2>; 2] {
+        [&self.batch.data().common, &self.aggregation.block_circuit().common]
     }
 }
 

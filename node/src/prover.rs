@@ -151,6 +151,24 @@ pub fn is_device_fault(e: &anyhow::Error) -> bool {
     e.chain().filter_map(|c| c.downcast_ref::<prover_gpu::BackendError>()).any(|b| b.is_device_fault())
 }
 
+/// Refuses, before the first proof, more proofs at once than `prover`'s device holds: `workers`
+/// proofs of `circuits` (a process started with too many would otherwise fail its first jobs
+/// with the device out of memory, stop as a device fault, and meet the same after every
+/// restart). Host backends always pass.
+pub fn check_device_memory(prover: &Prover, circuits: &Circuits, workers: usize) -> Result<()> {
+    use prover_gpu::BackendError::DeviceMemory;
+    match prover.check_memory(&circuits.commons(), workers) {
+        Ok(()) => Ok(()),
+        Err(e @ DeviceMemory { fit: 0, .. }) => Err(anyhow::Error::new(e).context(
+            "not even one proof of these circuits fits in this device's free memory: prove on the CPU \
+             (--backend cpu) or on a device with more memory",
+        )),
+        Err(e @ DeviceMemory { fit, .. }) => Err(anyhow::Error::new(e)
+            .context(format!("more workers than this device's free memory holds: run at most --workers {fit}"))),
+        Err(e) => Err(anyhow::Error::new(e).context("reading the device's free memory")),
+    }
+}
+
 /// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
 /// device's kernels compiled once, a circuit's constants resident once, a CUDA stream each:
 /// several proofs in flight keep a device busy while each one's host steps run), and one set of
@@ -168,13 +186,16 @@ pub async fn run_with(
     circuits: Option<Arc<Circuits>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let shared = Arc::new(OnceCell::new_with(circuits));
     let n = cfg.workers.max(1);
+    if let Some(c) = &circuits {
+        check_device_memory(&prover, c, n)?;
+    }
+    let shared = Arc::new(OnceCell::new_with(circuits));
     let mut workers = JoinSet::new();
     for i in 0..n {
         let name = if n == 1 { cfg.name.clone() } else { format!("{}-{i}", cfg.name) };
         let (coordinator, token) = (cfg.coordinator.clone(), cfg.token.clone());
-        workers.spawn(worker(coordinator, token, name, prover.clone(), shared.clone(), shutdown.clone()));
+        workers.spawn(worker(coordinator, token, name, prover.clone(), (shared.clone(), n), shutdown.clone()));
     }
     while let Some(done) = workers.join_next().await {
         match done {
@@ -194,7 +215,7 @@ async fn worker(
     token: Option<String>,
     name: String,
     prover: Prover,
-    circuits: Arc<OnceCell<Arc<Circuits>>>,
+    (circuits, in_flight): (Arc<OnceCell<Arc<Circuits>>>, usize),
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let channel = Endpoint::from_shared(coordinator).context("coordinator URL")?.connect_lazy();
@@ -225,11 +246,17 @@ async fn worker(
             }
         };
         backoff = Duration::from_millis(100);
-        // The first worker to register builds the circuits; the others wait for them.
+        // The first worker to register builds the circuits, and checks that the process's
+        // proofs in flight fit on its device; the others wait for them.
         let capacity = reg.batch_capacity as usize;
+        let p = prover.clone();
         let c = circuits
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || Circuits::build(capacity)).await.context("building the circuits")?
+                let c = tokio::task::spawn_blocking(move || Circuits::build(capacity))
+                    .await
+                    .context("building the circuits")??;
+                check_device_memory(&p, &c, in_flight)?;
+                Ok::<_, anyhow::Error>(c)
             })
             .await?
             .clone();

@@ -10,6 +10,7 @@ use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::plonk::circuit_data::CommonCircuitData;
 use rayon::prelude::*;
 
 use crate::commit::Commitment;
@@ -234,6 +235,14 @@ pub trait Backend: Send + Sync {
     /// (sampled while each kernel's buffers are allocated); `None` for host backends.
     fn peak_device_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether `in_flight` proofs at once of any of `circuits` fit in the device's free memory
+    /// (a [`BackendError::DeviceMemory`] that says how many do if not), checked before the first
+    /// proof; host backends always fit.
+    fn check_memory(&self, circuits: &[&CommonCircuitData<F, 2>], in_flight: usize) -> Result<()> {
+        let _ = (circuits, in_flight);
+        Ok(())
     }
 
     /// How many streams the device's work goes to; `None` for host backends.

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use plonky2::field::polynomial::PolynomialCoeffs;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::poseidon::PoseidonHash;
+use plonky2::plonk::circuit_data::CommonCircuitData;
 
 use crate::backend::{host_merkle_paths, Backend, Digest, Leaves, Shape, Transfers, Tree};
 use crate::commit::Commitment;
@@ -100,6 +101,12 @@ impl<A: Backend, B: Backend> Backend for DualBackend<A, B> {
 
     fn device_streams(&self) -> Option<usize> {
         self.first.device_streams().max(self.second.device_streams())
+    }
+
+    /// Both backends' devices hold them.
+    fn check_memory(&self, circuits: &[&CommonCircuitData<F, 2>], in_flight: usize) -> Result<()> {
+        self.first.check_memory(circuits, in_flight)?;
+        self.second.check_memory(circuits, in_flight)
     }
 
     /// The two backends' copies together.

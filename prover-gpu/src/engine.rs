@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use plonky2::iop::witness::PartialWitness;
-use plonky2::plonk::circuit_data::CircuitData;
+use plonky2::plonk::circuit_data::{CircuitData, CommonCircuitData};
 
 use crate::backend::Backend;
 use crate::commit::Config;
@@ -46,6 +46,15 @@ impl Prover {
     /// backends whose failures the CPU backend, the oracle, can tell apart from the job's.
     pub fn on_device(&self) -> bool {
         matches!(self, Prover::Pipeline(b) if b.device_streams().is_some())
+    }
+
+    /// Whether `in_flight` proofs at once of any of `circuits` fit in its device's free memory
+    /// ([`Backend::check_memory`]); the stock prover and host backends always fit.
+    pub fn check_memory(&self, circuits: &[&CommonCircuitData<F, D>], in_flight: usize) -> Result<()> {
+        match self {
+            Prover::Stock => Ok(()),
+            Prover::Pipeline(b) => b.check_memory(circuits, in_flight),
+        }
     }
 
     /// Proves `inputs` for `data`. The stock prover's failures are its witness generators'

@@ -37,6 +37,22 @@ pub enum BackendError {
         /// Where.
         detail: String,
     },
+    /// More proofs in flight than the device's free memory holds (checked before the first
+    /// proof: [`crate::Backend::check_memory`]).
+    #[error(
+        "{in_flight} proofs in flight need about {need_mib} MiB of device memory and {free_mib} MiB are free: \
+         {fit} fit"
+    )]
+    DeviceMemory {
+        /// Proofs asked to run at once.
+        in_flight: usize,
+        /// Device memory they need, estimated ([`crate::cuda::footprint`]).
+        need_mib: u64,
+        /// Device memory free when checked.
+        free_mib: u64,
+        /// Proofs in flight that do fit (0: not even one).
+        fit: usize,
+    },
 }
 
 impl BackendError {

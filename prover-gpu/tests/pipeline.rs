@@ -115,7 +115,7 @@ fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
     // the circuits' constants and sigmas and the twiddles across them).
     for streams in [Streams::One, Streams::DEFAULT] {
         eprintln!("CUDA streams: {streams:?}");
-        cuda_proofs_verify_and_agree_with_rayon(CudaBackend::with_streams(0, streams).expect("a CUDA device"));
+        let _ = cuda_proofs_verify_and_agree_with_rayon(CudaBackend::with_streams(0, streams).expect("a CUDA device"));
     }
 }
 
@@ -123,10 +123,22 @@ fn cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
 /// backend's whole proving path, on every machine.
 #[test]
 fn emulated_cuda_pipeline_proofs_verify_and_agree_with_rayon_kernel_by_kernel() {
-    cuda_proofs_verify_and_agree_with_rayon(CudaBackend::emulated().expect("a C++ compiler"));
+    let (cuda, need) = cuda_proofs_verify_and_agree_with_rayon(CudaBackend::emulated().expect("a C++ compiler"));
+    // Exact, at every allocation: four proofs of two circuits at once never held more than the
+    // estimate a prover checks before its first proof, the driver's slack left out.
+    let peak = cuda.device().peak() as u64;
+    let model = need - 4 * cuda::footprint::SLACK_PER_PROOF;
+    eprintln!(
+        "exact peak {:.1} MiB, estimated {:.1} MiB before the slack",
+        peak as f64 / 1048576.0,
+        model as f64 / 1048576.0
+    );
+    assert!(peak <= model, "{peak} bytes allocated at once, {model} estimated");
 }
 
-fn cuda_proofs_verify_and_agree_with_rayon<D: prover_gpu::cuda::Device>(cuda: CudaBackend<D>) {
+/// Proofs on `cuda`, one at a time, four at once, and through the dual backend; returns the
+/// backend and the device memory estimated for the four at once.
+fn cuda_proofs_verify_and_agree_with_rayon<D: prover_gpu::cuda::Device>(cuda: CudaBackend<D>) -> (CudaBackend<D>, u64) {
     let (data, targets) = small_circuit(300);
     check(&data, witness(&targets, 4), &cuda);
     // Two proofs later, the only leaves still on the device are the circuit's constants and
@@ -153,7 +165,23 @@ fn cuda_proofs_verify_and_agree_with_rayon<D: prover_gpu::cuda::Device>(cuda: Cu
         (2, 0),
         "each circuit's constants and sigmas stay; every proof released its own trees"
     );
-    check(&data, witness(&targets, 5), &DualBackend { first: RayonBackend, second: cuda });
+    // What a prover checks before its first proof: four of these fit, and a million do not, and
+    // the error says how many do.
+    let commons = [&data.common, &outer.common];
+    let need = cuda::footprint::need(&commons.map(cuda::footprint::Footprint::of), 4);
+    eprintln!(
+        "four proofs in flight: peak device memory {:.1} MiB (sampled), {:.1} MiB estimated with the slack",
+        cuda.peak_device_bytes().expect("a device backend") as f64 / f64::from(1 << 20),
+        need as f64 / f64::from(1 << 20)
+    );
+    cuda.check_memory(&commons, 4).expect("four proofs of these circuits fit");
+    match cuda.check_memory(&commons, 1_000_000) {
+        Err(BackendError::DeviceMemory { in_flight: 1_000_000, fit, .. }) => assert!(fit >= 4, "{fit} fit"),
+        other => panic!("a million proofs in flight: {other:?}"),
+    }
+    let dual = DualBackend { first: RayonBackend, second: cuda };
+    check(&data, witness(&targets, 5), &dual);
+    (dual.second, need)
 }
 
 #[test]

@@ -17,6 +17,7 @@ use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::merkle_proofs::MerkleProof;
 use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::hash::poseidon::{Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS};
+use plonky2::plonk::circuit_data::CommonCircuitData;
 use rayon::prelude::*;
 
 use crate::backend::{
@@ -35,6 +36,7 @@ use crate::{F, FE};
 
 mod device;
 pub mod emulated;
+pub mod footprint;
 
 pub use device::{
     device_count, Arg, Device, DeviceBuffer, Driver, DriverBuffer, FunctionAttributes, Source, Streams, Waits,
@@ -872,6 +874,13 @@ impl<D: Device> Backend for CudaBackend<D> {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         Some(self.peak_used.load(Ordering::Relaxed).saturating_sub(self.used_at_start) as u64)
+    }
+
+    /// [`footprint::check`] against the memory free on the device now.
+    fn check_memory(&self, circuits: &[&CommonCircuitData<F, 2>], in_flight: usize) -> Result<()> {
+        let (free, _) = self.dev.memory()?;
+        let circuits: Vec<_> = circuits.iter().map(|c| footprint::Footprint::of(c)).collect();
+        footprint::check(&circuits, in_flight, free as u64)
     }
 
     fn device_streams(&self) -> Option<usize> {
