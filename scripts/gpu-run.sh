@@ -90,7 +90,7 @@ fi
 if checks; then
   # Whole proofs on the CUDA pipeline verify, and agree with rayon kernel by kernel (dual
   # backend), four at once on one stream and on eight.
-  run pipeline 120 .device/test-pipeline --include-ignored --skip emulated
+  run pipeline 120 .device/test-pipeline --include-ignored --skip emulated --nocapture
   # The quotient kernel against plonky2's gates inside whole proofs. Only the CUDA test: the
   # host-C ones need a C compiler, which the device may not have.
   run quotient 90 .device/test-host_quotient --ignored cuda_
@@ -124,12 +124,14 @@ if checks; then
   # NVRTC's compile times, and each kernel's block, registers and local memory as this driver
   # compiled it.
   grep -E "^(nvrtc|kernel) " "$LOGS/kernels.log" 2>/dev/null
+  # Device memory of four proofs at once, sampled, beside the estimate a prover checks first.
+  grep -E "^four proofs in flight" "$LOGS/pipeline.log" 2>/dev/null
 fi
 if rollup; then
   for f in "$LOGS"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
+    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|device_memory_estimate_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
     echo
   done
 fi

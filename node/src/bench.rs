@@ -144,6 +144,9 @@ struct Report {
     peak_memory_mib: f64,
     /// Peak device memory taken by the backend's buffers (CUDA only).
     peak_device_memory_mib: Option<f64>,
+    /// What the check before the first proof estimated for `--workers` proofs in flight on one
+    /// device, the driver's slack included (CUDA only; `prover_gpu::cuda::footprint`).
+    device_memory_estimate_mib: Option<f64>,
     /// What one batch proof (`batch_proof_steps`) copied to and from the device (CUDA only).
     batch_proof_transfers_mib: Option<TransfersMib>,
     /// CUDA streams the workers' device work goes to (CUDA only; `ROLLUP_CUDA_STREAMS`).
@@ -538,6 +541,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             })
             .max()
             .map(|v| v as f64 / (1u64 << 20) as f64),
+        device_memory_estimate_mib: prover.on_device().then(|| {
+            let circuits = circuits.commons().map(prover_gpu::cuda::footprint::Footprint::of);
+            prover_gpu::cuda::footprint::need(&circuits, a.workers.max(1)) as f64 / (1u64 << 20) as f64
+        }),
         batch_proof_transfers_mib: transfers.map(TransfersMib::from),
         cuda_streams: match prover {
             Prover::Pipeline(b) => b.device_streams(),
@@ -597,6 +604,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
         if let Some(d) = report.peak_device_memory_mib {
             println!("  peak device memory       {d:>9.0} MiB");
+        }
+        if let Some(d) = report.device_memory_estimate_mib {
+            println!("  device memory estimated  {d:>9.0} MiB (checked before the first proof)");
         }
         if let Some(n) = report.cuda_streams {
             println!("  CUDA streams             {n:>9} ({} to change)", prover_gpu::cuda::Streams::VAR);

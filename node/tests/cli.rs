@@ -160,7 +160,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     // The rayon backend's Poseidon instruction set, as this CPU decides it.
     assert_eq!(r["machine"]["cpu_hash"], prover_gpu::lanes::isa().name(), "{r}");
     // No device was asked for, so none is reported.
-    assert!(r["peak_device_memory_mib"].is_null());
+    assert!(r["peak_device_memory_mib"].is_null() && r["device_memory_estimate_mib"].is_null(), "{r}");
     assert!(r["batch_proof_transfers_mib"].is_null(), "the CPU backend copies nothing to a device");
     assert!(r["cuda_streams"].is_null(), "{r}");
 
