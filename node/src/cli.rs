@@ -189,6 +189,12 @@ struct CircuitsReport {
     aggregation_degree_bits: usize,
     /// Every build of the batch and merge circuits until their shapes agreed.
     aggregation_build_seconds: f64,
+    /// Device memory a CUDA prover needs for each proof in flight (`--workers`), the driver's
+    /// slack included (`prover_gpu::cuda::footprint`).
+    device_memory_per_proof_mib: f64,
+    /// Device memory a CUDA prover keeps whatever its workers: both circuits' constants and
+    /// sigmas, and the shape's tables.
+    device_memory_resident_mib: f64,
 }
 
 impl Cli {
@@ -218,6 +224,11 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
     let s = circuit.stats();
     let verifier = BlockVerifier::new(&aggregation);
     let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
+    let footprints =
+        [&circuit.data().common, &aggregation.block_circuit().common].map(prover_gpu::cuda::footprint::Footprint::of);
+    let resident = prover_gpu::cuda::footprint::need(&footprints, 0);
+    let per_proof = prover_gpu::cuda::footprint::need(&footprints, 1) - resident;
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
     // Every slot is universal: a transfer, a swap and a register each occupy one slot's rows.
     let report = CircuitsReport {
         batch_capacity: s.capacity,
@@ -235,6 +246,8 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         block_proof_bytes,
         aggregation_degree_bits: aggregation.block_circuit().common.degree_bits(),
         aggregation_build_seconds: aggregation.build_seconds,
+        device_memory_per_proof_mib: mib(per_proof),
+        device_memory_resident_mib: mib(resident),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -251,6 +264,12 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
         println!("  recursion rows         2^{}", report.aggregation_degree_bits);
         println!("  build time             {:.2} s (with the batch circuit's)", report.aggregation_build_seconds);
+        println!("CUDA prover, device memory (estimated)");
+        println!("  per proof in flight    {:.0} MiB (each of --workers)", report.device_memory_per_proof_mib);
+        println!(
+            "  resident               {:.0} MiB (both circuits' constants and sigmas, tables)",
+            report.device_memory_resident_mib
+        );
     }
     Ok(())
 }
