@@ -226,8 +226,8 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
     let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
     let footprints =
         [&circuit.data().common, &aggregation.block_circuit().common].map(prover_gpu::cuda::footprint::Footprint::of);
-    let resident = prover_gpu::cuda::footprint::need(&footprints, 0);
-    let per_proof = prover_gpu::cuda::footprint::need(&footprints, 1) - resident;
+    let resident = prover_gpu::cuda::footprint::resident(&footprints);
+    let per_proof = prover_gpu::cuda::footprint::per_proof(&footprints);
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     // Every slot is universal: a transfer, a swap and a register each occupy one slot's rows.
     let report = CircuitsReport {

@@ -195,7 +195,7 @@ pub async fn run_with(
     for i in 0..n {
         let name = if n == 1 { cfg.name.clone() } else { format!("{}-{i}", cfg.name) };
         let (coordinator, token) = (cfg.coordinator.clone(), cfg.token.clone());
-        workers.spawn(worker(coordinator, token, name, prover.clone(), (shared.clone(), n), shutdown.clone()));
+        workers.spawn(worker(coordinator, token, name, prover.clone(), shared.clone(), n, shutdown.clone()));
     }
     while let Some(done) = workers.join_next().await {
         match done {
@@ -215,7 +215,8 @@ async fn worker(
     token: Option<String>,
     name: String,
     prover: Prover,
-    (circuits, in_flight): (Arc<OnceCell<Arc<Circuits>>>, usize),
+    circuits: Arc<OnceCell<Arc<Circuits>>>,
+    in_flight: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let channel = Endpoint::from_shared(coordinator).context("coordinator URL")?.connect_lazy();

@@ -91,13 +91,18 @@ impl Footprint {
 /// as the largest circuit's, every circuit's resident part, each shape's tables once, and the
 /// allocator's slack per proof.
 pub fn need(circuits: &[Footprint], in_flight: usize) -> u64 {
-    let per_proof = circuits.iter().map(|c| c.per_proof).max().unwrap_or(0) + SLACK_PER_PROOF;
-    in_flight as u64 * per_proof + resident(circuits)
+    in_flight as u64 * per_proof(circuits) + resident(circuits)
+}
+
+/// What each proof in flight of any of `circuits` takes: the largest circuit's, and the
+/// allocator's slack.
+pub fn per_proof(circuits: &[Footprint]) -> u64 {
+    circuits.iter().map(|c| c.per_proof).max().unwrap_or(0) + SLACK_PER_PROOF
 }
 
 /// What stays on the device whatever the proofs in flight: every circuit's resident part and
 /// each shape's tables once.
-fn resident(circuits: &[Footprint]) -> u64 {
+pub fn resident(circuits: &[Footprint]) -> u64 {
     let mut shapes: Vec<(usize, usize)> = Vec::new();
     let mut bytes = 0;
     for c in circuits {
@@ -117,8 +122,7 @@ pub fn check(circuits: &[Footprint], in_flight: usize, free: u64) -> Result<()> 
     if need <= free {
         return Ok(());
     }
-    let per_proof = need.saturating_sub(resident(circuits)) / in_flight.max(1) as u64;
-    let fit = free.saturating_sub(resident(circuits)) / per_proof.max(1);
+    let fit = free.saturating_sub(resident(circuits)) / per_proof(circuits);
     Err(BackendError::DeviceMemory {
         in_flight,
         need_mib: need.div_ceil(1 << 20),
