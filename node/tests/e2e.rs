@@ -110,8 +110,10 @@ impl Net {
             data.to_str().expect("utf8"),
             "--token",
             TOKEN,
+            // Long enough that a slow machine never seals the first four submissions as two
+            // batches (which would split the first block); short enough to seal the last three.
             "--batch-timeout-ms",
-            "300",
+            "1500",
             "--block-batches",
             "2",
             "--block-time-ms",
