@@ -631,6 +631,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::sync::Condvar;
     use std::time::Duration;
 
     use super::*;
@@ -642,13 +643,23 @@ mod tests {
     fn parallel_jobs_keep_their_order_and_name_their_workers() {
         let bar = ProgressBar::hidden();
         let seen = Mutex::new(BTreeSet::new());
+        // The first four jobs wait for each other: the queue hands them out first, and no worker
+        // holding one can take another, so four distinct workers must hold them at once,
+        // however the machine schedules the threads. (After a minute they stop waiting, so a
+        // pool of fewer workers fails the assertion below rather than hanging.)
+        let arrived = (Mutex::new(0usize), Condvar::new());
         let out = run_parallel(
             (0..12u32).collect(),
             4,
             |worker, job| {
                 seen.lock().expect("lock").insert(worker);
-                // Long enough that one worker cannot take every job before the others start.
-                std::thread::sleep(Duration::from_millis(30));
+                if job < 4 {
+                    let (count, all) = &arrived;
+                    let mut n = count.lock().expect("lock");
+                    *n += 1;
+                    all.notify_all();
+                    let _ = all.wait_timeout_while(n, Duration::from_secs(60), |n| *n < 4).expect("lock");
+                }
                 Ok((worker, job * 10))
             },
             &bar,
