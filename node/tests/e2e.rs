@@ -110,8 +110,9 @@ impl Net {
             data.to_str().expect("utf8"),
             "--token",
             TOKEN,
-            // Long enough that a slow machine never seals the first four submissions as two
-            // batches (which would split the first block); short enough to seal the last three.
+            // Long enough that the first four submissions make one batch (a 300 ms timeout could
+            // fire between two of them on a loaded machine and split the first block); short
+            // enough to seal the last three soon.
             "--batch-timeout-ms",
             "1500",
             "--block-batches",
