@@ -297,7 +297,7 @@ fn choose_provers(a: &BenchArgs) -> Result<(Vec<Prover>, Vec<usize>)> {
     let count = prover_gpu::cuda::device_count();
     if !a.all_devices || count == 0 {
         let prover = choose_prover(a.proving)?;
-        let device = (prover.name() == "cuda").then_some(a.proving.device.into());
+        let device = prover.on_device().then_some(a.proving.device.into());
         return Ok((vec![prover], device.into_iter().collect()));
     }
     let devices: Vec<usize> = (0..count).collect();
