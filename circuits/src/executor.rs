@@ -3,7 +3,13 @@
 //! Transactions apply one at a time into the open batch; a rejected transaction changes nothing.
 //! Fees are collected into the batch and credited to the operator's fee-token balance when the
 //! batch is sealed, exactly as the circuit's final step does.
+//!
+//! A transaction's checks and its leaf values are done as it applies; the Merkle hashing of its
+//! updates waits for the seal, where the whole batch's is done level by level
+//! ([`crate::deferred`]). So between seals the state's values are current and its roots and
+//! paths are the last sealed batch's.
 
+use crate::deferred::{Hashed, Journal, Update};
 use crate::error::TxError;
 use crate::hash::{pubkey_hash, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST};
 use crate::state::{AccountRecord, Pool, State, FEE_TOKEN, OPERATOR_ACCOUNT};
@@ -27,11 +33,25 @@ pub struct Executor<S: StateStore = MemoryStore> {
     state: State<S>,
     capacity: usize,
     slots: Vec<SlotWitness>,
+    /// Where each open slot's paths and balance roots come from in the journal's hashing.
+    refs: Vec<SlotRefs>,
+    journal: Journal,
     pending_fees: u64,
     batch_account_root: Digest,
     batch_pool_root: Digest,
     batch_commitment_in: Digest,
     commitment: Digest,
+}
+
+/// A slot's entries in the journal: its updates' paths and its balance-root reads, filled into
+/// its witness when the batch is sealed.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotRefs {
+    a_balance_root: Option<usize>,
+    a_path: Option<usize>,
+    steps: [Option<usize>; 3],
+    b_balance_root: Option<usize>,
+    b_path: Option<usize>,
 }
 
 fn check_bits(field: &'static str, value: u32, bits: usize) -> Result<(), TxError> {
@@ -50,6 +70,8 @@ impl<S: StateStore> Executor<S> {
             state,
             capacity,
             slots: Vec::new(),
+            refs: Vec::new(),
+            journal: Journal::default(),
             pending_fees: 0,
             batch_account_root: a,
             batch_pool_root: p,
@@ -58,7 +80,9 @@ impl<S: StateStore> Executor<S> {
         }
     }
 
-    /// The current state, including the open batch's transactions (but not its pending fees).
+    /// The state: its accounts, balances and pools include the open batch's transactions (but
+    /// not its pending fees); its trees, so its roots and paths, are as of the last sealed batch
+    /// (their hashing waits for the seal).
     pub fn state(&self) -> &State<S> {
         &self.state
     }
@@ -98,7 +122,7 @@ impl<S: StateStore> Executor<S> {
         if self.slots.len() >= self.capacity {
             return Err(TxError::BatchFull { capacity: self.capacity });
         }
-        let (slot, swap_out) = match tx {
+        let ((slot, refs), swap_out) = match tx {
             Tx::Register(r) => (self.register(r)?, None),
             Tx::Transfer(t) => (self.transfer(t)?, None),
             Tx::Swap(s) => {
@@ -108,6 +132,7 @@ impl<S: StateStore> Executor<S> {
         };
         self.commitment = commit_step(self.commitment, tx);
         self.slots.push(SlotWitness { tx: Some(tx.clone()), ..slot });
+        self.refs.push(refs);
         Ok(Receipt { slot: self.slots.len() - 1, swap_out })
     }
 
@@ -133,17 +158,31 @@ impl<S: StateStore> Executor<S> {
             .ok_or(TxError::Overflow { what: "operator fee balance" })
     }
 
-    fn register(&mut self, r: &Register) -> Result<SlotWitness, TxError> {
+    fn register(&mut self, r: &Register) -> Result<(SlotWitness, SlotRefs), TxError> {
         check_bits("account", r.account, ACCOUNT_DEPTH)?;
         if self.state.account(r.account).is_some() {
             return Err(TxError::AccountExists { account: r.account });
         }
-        let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
-        let a_path = self.state.write_account(r.account, record);
-        Ok(SlotWitness { a_path, ..SlotWitness::noop() })
+        Ok(self.register_effects(r))
     }
 
-    fn transfer(&mut self, t: &Transfer) -> Result<SlotWitness, TxError> {
+    fn register_effects(&mut self, r: &Register) -> (SlotWitness, SlotRefs) {
+        let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
+        let a_path = self.update(Update::Account { id: r.account, record });
+        (SlotWitness { a_path: Vec::new(), ..SlotWitness::noop() }, SlotRefs { a_path, ..SlotRefs::default() })
+    }
+
+    /// Writes an update's leaf value and journals its hashing.
+    fn update(&mut self, u: Update) -> Option<usize> {
+        Some(self.journal.push(self.state.store_mut(), u))
+    }
+
+    /// Journals a read of `account`'s balance root as it stands now.
+    fn read_balance_root(&mut self, account: u32) -> Option<usize> {
+        Some(self.journal.read_balance_root(account))
+    }
+
+    fn transfer(&mut self, t: &Transfer) -> Result<(SlotWitness, SlotRefs), TxError> {
         if t.amount == 0 {
             return Err(TxError::ZeroAmount);
         }
@@ -173,41 +212,44 @@ impl<S: StateStore> Executor<S> {
         Ok(self.transfer_effects(t, a))
     }
 
-    /// The state update of a transfer, recording the witness. Assumes the checks passed; wraps
-    /// where they would have failed (only [`Executor::apply_forged`] reaches that).
-    fn transfer_effects(&mut self, t: &Transfer, a: AccountRecord) -> SlotWitness {
-        let a_balance_root = self.state.balance_root(t.from);
-        let s1 = self.step(t.from, t.token, t.amount, true);
-        let s2 = self.step(t.from, FEE_TOKEN, t.fee, true);
-        let a_path = self.state.write_account(t.from, AccountRecord { nonce: a.nonce.wrapping_add(1), ..a });
+    /// The state update of a transfer, recording the witness (its paths and balance roots are
+    /// filled in at the seal). Assumes the checks passed; wraps where they would have failed
+    /// (only [`Executor::apply_forged`] reaches that).
+    fn transfer_effects(&mut self, t: &Transfer, a: AccountRecord) -> (SlotWitness, SlotRefs) {
+        let a_balance_root = self.read_balance_root(t.from);
+        let (s1, r1) = self.step(t.from, t.token, t.amount, true);
+        let (s2, r2) = self.step(t.from, FEE_TOKEN, t.fee, true);
+        let a_path =
+            self.update(Update::Account { id: t.from, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..a } });
         let b_record = self.state.account(t.to).unwrap_or(NO_ACCOUNT);
-        let b_balance_root = self.state.balance_root(t.to);
-        let s3 = self.step(t.to, t.token, t.amount, false);
-        let b_path = self.state.write_account(t.to, b_record);
+        let b_balance_root = self.read_balance_root(t.to);
+        let (s3, r3) = self.step(t.to, t.token, t.amount, false);
+        let b_path = self.update(Update::Account { id: t.to, record: b_record });
         self.pending_fees = self.pending_fees.wrapping_add(t.fee);
-        SlotWitness {
+        let w = SlotWitness {
             tx: None,
             a_record: a,
-            a_balance_root,
-            a_path,
+            a_balance_root: ZERO_DIGEST,
+            a_path: Vec::new(),
             steps: [s1, s2, s3],
             b_record,
-            b_balance_root,
+            b_balance_root: ZERO_DIGEST,
             pool: NO_POOL,
-            b_path,
+            b_path: Vec::new(),
             out: 0,
-        }
+        };
+        (w, SlotRefs { a_balance_root, a_path, steps: [r1, r2, r3], b_balance_root, b_path })
     }
 
-    /// Debits or credits one balance leaf, recording the step.
-    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> BalanceStep {
+    /// Debits or credits one balance leaf, recording the step (its path filled in at the seal).
+    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> (BalanceStep, Option<usize>) {
         let old = self.state.balance(account, token);
         let new = if debit { old.wrapping_sub(amount) } else { old.wrapping_add(amount) };
-        let path = self.state.write_balance(account, token, new);
-        BalanceStep { enabled: true, old, path }
+        let path = self.update(Update::Balance { account, token, amount: new });
+        (BalanceStep { enabled: true, old, path: Vec::new() }, path)
     }
 
-    fn swap(&mut self, s: &Swap) -> Result<(SlotWitness, u64), TxError> {
+    fn swap(&mut self, s: &Swap) -> Result<((SlotWitness, SlotRefs), u64), TxError> {
         if s.amount_in == 0 {
             return Err(TxError::ZeroAmount);
         }
@@ -238,16 +280,17 @@ impl<S: StateStore> Executor<S> {
     }
 
     /// The state update of a swap paying `out`, recording the witness (see `transfer_effects`).
-    fn swap_effects(&mut self, s: &Swap, a: AccountRecord, pool: Pool, out: u64) -> SlotWitness {
+    fn swap_effects(&mut self, s: &Swap, a: AccountRecord, pool: Pool, out: u64) -> (SlotWitness, SlotRefs) {
         let (token_in, token_out) = match s.direction {
             Direction::AToB => (pool.token_a, pool.token_b),
             Direction::BToA => (pool.token_b, pool.token_a),
         };
-        let a_balance_root = self.state.balance_root(s.account);
-        let s1 = self.step(s.account, token_in, s.amount_in, true);
-        let s2 = self.step(s.account, FEE_TOKEN, s.fee, true);
-        let s3 = self.step(s.account, token_out, out, false);
-        let a_path = self.state.write_account(s.account, AccountRecord { nonce: a.nonce.wrapping_add(1), ..a });
+        let a_balance_root = self.read_balance_root(s.account);
+        let (s1, r1) = self.step(s.account, token_in, s.amount_in, true);
+        let (s2, r2) = self.step(s.account, FEE_TOKEN, s.fee, true);
+        let (s3, r3) = self.step(s.account, token_out, out, false);
+        let a_path = self
+            .update(Update::Account { id: s.account, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..a } });
         let mut new_pool = pool;
         let (r_in, r_out) = match s.direction {
             Direction::AToB => (&mut new_pool.reserve_a, &mut new_pool.reserve_b),
@@ -255,20 +298,21 @@ impl<S: StateStore> Executor<S> {
         };
         *r_in = r_in.wrapping_add(s.amount_in);
         *r_out = r_out.wrapping_sub(out);
-        let b_path = self.state.write_pool(s.pool, new_pool);
+        let b_path = self.update(Update::Pool { id: s.pool, pool: new_pool });
         self.pending_fees = self.pending_fees.wrapping_add(s.fee);
-        SlotWitness {
+        let w = SlotWitness {
             tx: None,
             a_record: a,
-            a_balance_root,
-            a_path,
+            a_balance_root: ZERO_DIGEST,
+            a_path: Vec::new(),
             steps: [s1, s2, s3],
             b_record: NO_ACCOUNT,
             b_balance_root: ZERO_DIGEST,
             pool,
-            b_path,
+            b_path: Vec::new(),
             out,
-        }
+        };
+        (w, SlotRefs { a_balance_root, a_path, steps: [r1, r2, r3], b_balance_root: None, b_path })
     }
 
     /// Applies a transaction without any of the rules, recording the witness a cheating prover
@@ -276,11 +320,8 @@ impl<S: StateStore> Executor<S> {
     /// rejects; it breaks the state.
     #[doc(hidden)]
     pub fn apply_forged(&mut self, tx: &Tx) {
-        let w = match tx {
-            Tx::Register(r) => {
-                let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
-                SlotWitness { a_path: self.state.write_account(r.account, record), ..SlotWitness::noop() }
-            }
+        let (w, refs) = match tx {
+            Tx::Register(r) => self.register_effects(r),
             Tx::Transfer(t) => {
                 let a = self.state.account(t.from).unwrap_or(NO_ACCOUNT);
                 self.transfer_effects(t, a)
@@ -298,27 +339,54 @@ impl<S: StateStore> Executor<S> {
         };
         self.commitment = commit_step(self.commitment, tx);
         self.slots.push(SlotWitness { tx: Some(tx.clone()), ..w });
+        self.refs.push(refs);
     }
 
-    /// Closes the open batch: credits its fees to the operator and returns its witness. The
-    /// commitment chain continues into the next batch.
+    /// Closes the open batch: credits its fees to the operator, hashes the batch's updates into
+    /// the state's trees and returns its witness. The commitment chain continues into the next
+    /// batch.
     pub fn seal_batch(&mut self) -> Result<BatchWitness, TxError> {
         let record = self.record(OPERATOR_ACCOUNT)?;
         let old_balance = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
         let credited =
             old_balance.checked_add(self.pending_fees).ok_or(TxError::Overflow { what: "operator fee balance" })?;
         let old_root = crate::hash::hash_pair(self.batch_account_root, self.batch_pool_root);
-        let balance_root = self.state.balance_root(OPERATOR_ACCOUNT);
-        let balance_path = self.state.write_balance(OPERATOR_ACCOUNT, FEE_TOKEN, credited);
-        let account_path = self.state.write_account(OPERATOR_ACCOUNT, record);
+        let balance_root = self.journal.read_balance_root(OPERATOR_ACCOUNT);
+        let balance_path = self.journal.push(
+            self.state.store_mut(),
+            Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited },
+        );
+        let account_path = self.journal.push(self.state.store_mut(), Update::Account { id: OPERATOR_ACCOUNT, record });
+        let Hashed { mut paths, roots } = self.journal.hash_into(self.state.store_mut());
+        let mut path = |i: usize| std::mem::take(&mut paths[i]);
+        let mut slots = std::mem::take(&mut self.slots);
+        for (slot, refs) in slots.iter_mut().zip(std::mem::take(&mut self.refs)) {
+            for (step, r) in slot.steps.iter_mut().zip(refs.steps) {
+                if let Some(i) = r {
+                    step.path = path(i);
+                }
+            }
+            if let Some(i) = refs.a_path {
+                slot.a_path = path(i);
+            }
+            if let Some(i) = refs.b_path {
+                slot.b_path = path(i);
+            }
+            if let Some(i) = refs.a_balance_root {
+                slot.a_balance_root = roots[i];
+            }
+            if let Some(i) = refs.b_balance_root {
+                slot.b_balance_root = roots[i];
+            }
+        }
         let witness = BatchWitness {
-            slots: std::mem::take(&mut self.slots),
+            slots,
             operator: OperatorWitness {
                 record,
-                balance_root,
+                balance_root: roots[balance_root],
                 old_balance,
-                balance_path,
-                account_path,
+                balance_path: path(balance_path),
+                account_path: path(account_path),
                 fee_total: self.pending_fees,
             },
             old_account_root: self.batch_account_root,

@@ -6,6 +6,7 @@
 pub mod bls;
 pub mod circuit;
 pub mod codec;
+pub mod deferred;
 pub mod error;
 pub mod executor;
 pub mod genesis;

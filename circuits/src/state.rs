@@ -67,7 +67,7 @@ impl Pool {
 }
 
 /// The whole state over a store.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct State<S = MemoryStore> {
     store: S,
 }
@@ -91,6 +91,11 @@ impl<S: StateStore> State<S> {
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The underlying store, to write (the executor's deferred hashing).
+    pub(crate) fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// The state root.

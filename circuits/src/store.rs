@@ -50,7 +50,7 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Everything in hash maps.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryStore {
     nodes: HashMap<NodeKey, Digest>,
     accounts: HashMap<u32, AccountRecord>,

@@ -1,0 +1,334 @@
+//! The state's tree hashing, deferred to the batch's seal and done level by level.
+//!
+//! Applying a transaction changes leaf values (balances, account records, pools) and, in the
+//! circuit's witness, needs each update's Merkle path and some balance roots as they stood at
+//! that moment. Hashing each path as the transaction applies costs about 80 Poseidon
+//! permutations a transaction, one after another on one core: that was the sequencer's ceiling
+//! (BENCHMARKS.md, "Past the provers"). Here a batch's updates are recorded as they apply and
+//! hashed when it is sealed, one tree level at a time across all of them.
+//!
+//! Why a level's hashes are independent: update `k`'s node at height `h + 1` is the hash of its
+//! own node at height `h` (its previous level's output) and that node's sibling *as update `k`
+//! saw it*, the value the last earlier update that touched the sibling gave it at height `h`, or
+//! the stored value. Walking the updates in order at each level settles every sibling, after
+//! which all of the level's hashes go at once: eight to a vector permutation
+//! ([`prover_gpu::poseidon_x8`]), on every core. The nested trees go in dependency order: the
+//! balance trees first (an account leaf holds its balance root as of its update), then the
+//! account leaves and the account tree, and the pool leaves and the pool tree.
+//!
+//! The paths, roots and stored nodes are exactly those of applying each update at once with
+//! [`SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
+
+use std::collections::HashMap;
+
+use prover_gpu::poseidon_x8::{hash_leaves, hash_pairs};
+
+use crate::hash::{account_leaf_inputs, balance_leaf, empty_subtree, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
+use crate::smt::MerklePath;
+use crate::state::{balances, AccountRecord, Pool, ACCOUNTS, POOLS};
+use crate::store::{NodeKey, StateStore, TreeId};
+
+/// A leaf update whose hashing waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// A balance leaf of an account's balance tree.
+    Balance {
+        /// The account.
+        account: u32,
+        /// The token (the leaf's index).
+        token: u16,
+        /// The new balance.
+        amount: u64,
+    },
+    /// An account leaf: the record and the account's balance root as of this update.
+    Account {
+        /// The account.
+        id: u32,
+        /// The new record.
+        record: AccountRecord,
+    },
+    /// A pool leaf.
+    Pool {
+        /// The pool.
+        id: u32,
+        /// The new pool.
+        pool: Pool,
+    },
+}
+
+/// Updates in the order they applied, and the balance roots asked for between them. The leaf
+/// values are in the store as soon as they are pushed; the tree nodes wait for
+/// [`Journal::hash_into`].
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    updates: Vec<Update>,
+    /// `(account, updates before the read)`.
+    root_reads: Vec<(u32, usize)>,
+}
+
+/// What a journal's hashing gives: one path per update, one root per read, in their orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashed {
+    /// The update's path, siblings lowest first, as it stood before the update.
+    pub paths: Vec<MerklePath>,
+    /// The balance root each read asked for.
+    pub roots: Vec<Digest>,
+}
+
+impl Journal {
+    /// Writes an update's leaf value to `store` at once and records the update for hashing;
+    /// returns its index into [`Hashed::paths`].
+    pub fn push<S: StateStore + ?Sized>(&mut self, store: &mut S, update: Update) -> usize {
+        match update {
+            Update::Balance { account, token, amount } => store.put_balance(account, token, amount),
+            Update::Account { id, record } => store.put_account(id, record),
+            Update::Pool { id, pool } => store.put_pool(id, pool),
+        }
+        self.updates.push(update);
+        self.updates.len() - 1
+    }
+
+    /// Asks for `account`'s balance root as it stands now, after the updates pushed so far;
+    /// returns the index of the answer in [`Hashed::roots`].
+    pub fn read_balance_root(&mut self, account: u32) -> usize {
+        self.root_reads.push((account, self.updates.len()));
+        self.root_reads.len() - 1
+    }
+
+    /// Updates recorded.
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.root_reads.is_empty()
+    }
+
+    /// Hashes every update into `store`'s trees, leaving the journal empty.
+    pub fn hash_into<S: StateStore + ?Sized>(&mut self, store: &mut S) -> Hashed {
+        let updates = std::mem::take(&mut self.updates);
+        let reads = std::mem::take(&mut self.root_reads);
+        let mut paths = vec![MerklePath::new(); updates.len()];
+        // Each kind's updates, with their positions in the journal.
+        let (mut balance, mut account, mut pool) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, &u) in updates.iter().enumerate() {
+            match u {
+                Update::Balance { account, token, amount } => balance.push((k, account, token, amount)),
+                Update::Account { id, record } => account.push((k, id, record)),
+                Update::Pool { id, pool: p } => pool.push((k, id, p)),
+            }
+        }
+
+        // Every balance root the account leaves and the reads may need from before the batch,
+        // read before the balance trees change.
+        let mut before: HashMap<u32, Digest> = HashMap::new();
+        let touched = balance.iter().map(|b| b.1).chain(account.iter().map(|a| a.1)).chain(reads.iter().map(|r| r.0));
+        for id in touched {
+            before.entry(id).or_insert_with(|| balances(id).root(&*store));
+        }
+
+        // The balance trees, every account's in one pass (they share a depth).
+        let items: Vec<_> = balance
+            .iter()
+            .map(|&(_, account, token, amount)| (balances(account).tree, u64::from(token), balance_leaf(amount)))
+            .collect();
+        let (balance_paths, balance_roots) = level_pass(store, &items, TOKEN_DEPTH);
+        // Each account's balance root after each of its updates, in journal order.
+        let mut history: HashMap<u32, Vec<(usize, Digest)>> = HashMap::new();
+        for ((&(k, account, _, _), path), root) in balance.iter().zip(balance_paths).zip(balance_roots) {
+            paths[k] = path;
+            history.entry(account).or_default().push((k, root));
+        }
+        // `account`'s balance root after the journal's updates before position `at`.
+        let root_at = |account: u32, at: usize| -> Digest {
+            let h = history.get(&account).map_or(&[][..], Vec::as_slice);
+            match h.partition_point(|&(k, _)| k < at) {
+                0 => before[&account],
+                i => h[i - 1].1,
+            }
+        };
+
+        // The account leaves, then the account tree.
+        let inputs: Vec<Vec<_>> = account
+            .iter()
+            .map(|&(k, id, r)| account_leaf_inputs(r.pubkey_hash, r.nonce, root_at(id, k)).to_vec())
+            .collect();
+        let mut leaves = vec![Digest::default(); inputs.len()];
+        hash_leaves(&inputs, &mut leaves);
+        let items: Vec<_> =
+            account.iter().zip(&leaves).map(|(a, &leaf)| (ACCOUNTS.tree, u64::from(a.1), leaf)).collect();
+        for (a, path) in account.iter().zip(level_pass(store, &items, ACCOUNT_DEPTH).0) {
+            paths[a.0] = path;
+        }
+
+        // The pool leaves, then the pool tree.
+        let inputs: Vec<Vec<_>> = pool.iter().map(|p| p.2.leaf_inputs().to_vec()).collect();
+        let mut leaves = vec![Digest::default(); inputs.len()];
+        hash_leaves(&inputs, &mut leaves);
+        let items: Vec<_> = pool.iter().zip(&leaves).map(|(p, &leaf)| (POOLS.tree, u64::from(p.1), leaf)).collect();
+        for (p, path) in pool.iter().zip(level_pass(store, &items, POOL_DEPTH).0) {
+            paths[p.0] = path;
+        }
+
+        let roots = reads.iter().map(|&(account, at)| root_at(account, at)).collect();
+        Hashed { paths, roots }
+    }
+}
+
+/// Sets each `(tree, index, leaf)` in order, all of one `depth`, one level at a time; writes the
+/// resulting nodes to `store`. Returns each update's path (as it stood before the update) and
+/// its tree's root after it.
+fn level_pass<S: StateStore + ?Sized>(
+    store: &mut S,
+    items: &[(TreeId, u64, Digest)],
+    depth: usize,
+) -> (Vec<MerklePath>, Vec<Digest>) {
+    let mut paths: Vec<MerklePath> = vec![Vec::with_capacity(depth); items.len()];
+    // Each update's node at the current height; the nodes the batch has written so far.
+    let mut own: Vec<Digest> = items.iter().map(|&(_, _, leaf)| leaf).collect();
+    let mut written: HashMap<NodeKey, Digest> = HashMap::with_capacity(items.len() * (depth + 1));
+    let mut pairs = vec![Digest::default(); 2 * items.len()];
+    for h in 0..depth {
+        let height = h as u8;
+        // In order: each update's sibling as it saw it, then its own node as later ones see it.
+        for (k, &(tree, index, _)) in items.iter().enumerate() {
+            let i = index >> h;
+            let sibling = NodeKey { tree, height, index: i ^ 1 };
+            let sibling = written.get(&sibling).copied().or_else(|| store.node(sibling)).unwrap_or(empty_subtree(h));
+            written.insert(NodeKey { tree, height, index: i }, own[k]);
+            paths[k].push(sibling);
+            let (l, r) = if i & 1 == 1 { (sibling, own[k]) } else { (own[k], sibling) };
+            pairs[2 * k] = l;
+            pairs[2 * k + 1] = r;
+        }
+        // Then the level's hashes, all independent.
+        hash_pairs(&pairs, &mut own);
+    }
+    for (k, &(tree, _, _)) in items.iter().enumerate() {
+        written.insert(NodeKey { tree, height: depth as u8, index: 0 }, own[k]);
+    }
+    for (key, value) in written {
+        store.put_node(key, value, value == empty_subtree(usize::from(key.height)));
+    }
+    (paths, own)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::hash::F;
+    use crate::state::State;
+    use plonky2::field::types::{Field, Field64};
+
+    fn record(rng: &mut StdRng) -> AccountRecord {
+        let elements = [(); 4].map(|_| F::from_canonical_u64(rng.gen_range(0..F::ORDER)));
+        AccountRecord { pubkey_hash: Digest { elements }, nonce: rng.gen() }
+    }
+
+    /// A random update over few accounts, tokens and pools, so that updates share leaves,
+    /// siblings and paths, zero balances (empty leaves) included.
+    fn update(rng: &mut StdRng) -> Update {
+        let account = rng.gen_range(0..6u32) * [1, 2, 1 << 21][rng.gen_range(0..3)];
+        match rng.gen_range(0..5) {
+            0 | 1 => Update::Balance {
+                account,
+                token: rng.gen_range(0..4u16) * [1, 255][rng.gen_range(0..2)],
+                amount: [0, 1, rng.gen(), u64::MAX][rng.gen_range(0..4)],
+            },
+            2 | 3 => Update::Account { id: account, record: record(rng) },
+            _ => Update::Pool {
+                id: rng.gen_range(0..5u32),
+                pool: Pool {
+                    token_a: rng.gen_range(0..3),
+                    token_b: 3,
+                    reserve_a: rng.gen(),
+                    reserve_b: rng.gen(),
+                    fee_bps: 30,
+                },
+            },
+        }
+    }
+
+    /// The reference: each update applied at once with `SparseMerkleTree::set`, as the executor
+    /// did before the hashing was deferred.
+    fn at_once(state: &mut State, ops: &[(Update, bool)]) -> Hashed {
+        let (mut paths, mut roots) = (Vec::new(), Vec::new());
+        for &(u, read_first) in ops {
+            if read_first {
+                let account = match u {
+                    Update::Balance { account, .. } => account,
+                    Update::Account { id, .. } | Update::Pool { id, .. } => id,
+                };
+                roots.push(state.balance_root(account));
+            }
+            paths.push(match u {
+                Update::Balance { account, token, amount } => state.write_balance(account, token, amount),
+                Update::Account { id, record } => state.write_account(id, record),
+                Update::Pool { id, pool } => state.write_pool(id, pool),
+            });
+        }
+        Hashed { paths, roots }
+    }
+
+    fn deferred(state: &mut State, ops: &[(Update, bool)]) -> Hashed {
+        let mut journal = Journal::default();
+        for &(u, read_first) in ops {
+            if read_first {
+                let account = match u {
+                    Update::Balance { account, .. } => account,
+                    Update::Account { id, .. } | Update::Pool { id, .. } => id,
+                };
+                journal.read_balance_root(account);
+            }
+            journal.push(state.store_mut(), u);
+        }
+        journal.hash_into(state.store_mut())
+    }
+
+    #[test]
+    fn deferred_hashing_equals_each_update_at_once() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..40 {
+            // Both start from the same non-empty state, reached the reference way.
+            let mut reference = State::default();
+            let warm: Vec<_> = (0..rng.gen_range(0..20)).map(|_| (update(&mut rng), false)).collect();
+            at_once(&mut reference, &warm);
+            let mut ours = reference.clone();
+            let ops: Vec<_> = (0..rng.gen_range(0..60)).map(|_| (update(&mut rng), rng.gen_bool(0.3))).collect();
+            let want = at_once(&mut reference, &ops);
+            let got = deferred(&mut ours, &ops);
+            assert_eq!(got, want, "round {round}: paths and roots");
+            assert_eq!(ours.root(), reference.root(), "round {round}: state root");
+            assert_eq!(ours.store(), reference.store(), "round {round}: stored nodes");
+            // And batches in a row: the second starts from the first's stored nodes.
+            let ops: Vec<_> = (0..rng.gen_range(1..30)).map(|_| (update(&mut rng), rng.gen_bool(0.3))).collect();
+            assert_eq!(deferred(&mut ours, &ops), at_once(&mut reference, &ops), "round {round}: next batch");
+            assert_eq!(ours.store(), reference.store(), "round {round}: next batch's nodes");
+        }
+    }
+
+    #[test]
+    fn clearing_every_leaf_leaves_no_node() {
+        let mut state = State::default();
+        let ops: Vec<_> = [(1u32, 3u16), (1, 2), (9, 3)]
+            .iter()
+            .map(|&(account, token)| (Update::Balance { account, token, amount: 5 }, false))
+            .collect();
+        deferred(&mut state, &ops);
+        assert!(state.store().node_count() > 0);
+        let clear: Vec<_> = ops
+            .iter()
+            .map(|&(u, _)| match u {
+                Update::Balance { account, token, .. } => (Update::Balance { account, token, amount: 0 }, false),
+                _ => unreachable!(),
+            })
+            .collect();
+        deferred(&mut state, &clear);
+        assert_eq!(state.store().node_count(), 0, "empty subtrees are not stored");
+        assert_eq!(state.balance_root(1), empty_subtree(TOKEN_DEPTH));
+    }
+}
