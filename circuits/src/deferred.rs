@@ -10,11 +10,12 @@
 //! Why a level's hashes are independent: update `k`'s node at height `h + 1` is the hash of its
 //! own node at height `h` (its previous level's output) and that node's sibling *as update `k`
 //! saw it*, the value the last earlier update that touched the sibling gave it at height `h`, or
-//! the stored value. Walking the updates in order at each level settles every sibling, after
-//! which all of the level's hashes go at once: eight to a vector permutation
-//! ([`prover_gpu::poseidon_x8`]), on every core. The nested trees go in dependency order: the
-//! balance trees first (an account leaf holds its balance root as of its update), then the
-//! account leaves and the account tree, and the pool leaves and the pool tree.
+//! the stored value. A walk over the updates in order, with no hashing, settles where every
+//! sibling comes from; then each level's hashes go at once: eight to a vector permutation
+//! ([`prover_gpu::poseidon_x8`]), on every core. The three kinds of tree are walked side by
+//! side, ahead of the hashing. The nested trees are hashed in dependency order: the balance
+//! trees, then the account leaves (each holds its balance root as of its update) and the account
+//! tree; the pool leaves and the pool tree beside them.
 //!
 //! The paths, roots and stored nodes are exactly those of applying each update at once with
 //! [`SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
@@ -109,7 +110,6 @@ impl Journal {
     pub fn hash_into<S: StateStore + ?Sized>(&mut self, store: &mut S) -> Hashed {
         let updates = std::mem::take(&mut self.updates);
         let reads = std::mem::take(&mut self.root_reads);
-        let mut paths = vec![MerklePath::new(); updates.len()];
         // Each kind's updates, with their positions in the journal.
         let (mut balance, mut account, mut pool) = (Vec::new(), Vec::new(), Vec::new());
         for (k, &u) in updates.iter().enumerate() {
@@ -120,98 +120,163 @@ impl Journal {
             }
         }
 
-        // Every balance root the account leaves and the reads may need from before the batch,
-        // read before the balance trees change.
+        // Every balance root the account leaves and the reads may need from before the batch.
         let mut before: HashMap<u32, Digest> = HashMap::new();
         let touched = balance.iter().map(|b| b.1).chain(account.iter().map(|a| a.1)).chain(reads.iter().map(|r| r.0));
         for id in touched {
             before.entry(id).or_insert_with(|| balances(id).root(&*store));
         }
 
-        // The balance trees, every account's in one pass (they share a depth).
-        let items: Vec<_> = balance
-            .iter()
-            .map(|&(_, account, token, amount)| (balances(account).tree, u64::from(token), balance_leaf(amount)))
-            .collect();
-        let (balance_paths, balance_roots) = level_pass(store, &items, TOKEN_DEPTH);
-        // Each account's balance root after each of its updates, in journal order.
-        let mut history: HashMap<u32, Vec<(usize, Digest)>> = HashMap::new();
-        for ((&(k, account, _, _), path), root) in balance.iter().zip(balance_paths).zip(balance_roots) {
-            paths[k] = path;
-            history.entry(account).or_default().push((k, root));
-        }
-        // `account`'s balance root after the journal's updates before position `at`.
-        let root_at = |account: u32, at: usize| -> Digest {
-            let h = history.get(&account).map_or(&[][..], Vec::as_slice);
-            match h.partition_point(|&(k, _)| k < at) {
-                0 => before[&account],
-                i => h[i - 1].1,
-            }
+        // The trees' walks need no hashes, only the nodes stored before the batch: all three
+        // side by side, ahead of the hashing.
+        let b_items: Vec<_> = balance.iter().map(|b| (balances(b.1).tree, u64::from(b.2))).collect();
+        let a_items: Vec<_> = account.iter().map(|a| (ACCOUNTS.tree, u64::from(a.1))).collect();
+        let p_items: Vec<_> = pool.iter().map(|p| (POOLS.tree, u64::from(p.1))).collect();
+        let (b_walk, (a_walk, p_walk)) = {
+            let store = &*store;
+            rayon::join(
+                || Walk::of(store, &b_items, TOKEN_DEPTH),
+                || rayon::join(|| Walk::of(store, &a_items, ACCOUNT_DEPTH), || Walk::of(store, &p_items, POOL_DEPTH)),
+            )
         };
 
-        // The account leaves, then the account tree.
-        let inputs: Vec<Vec<_>> = account
-            .iter()
-            .map(|&(k, id, r)| account_leaf_inputs(r.pubkey_hash, r.nonce, root_at(id, k)).to_vec())
-            .collect();
-        let mut leaves = vec![Digest::default(); inputs.len()];
-        hash_leaves(&inputs, &mut leaves);
-        let items: Vec<_> =
-            account.iter().zip(&leaves).map(|(a, &leaf)| (ACCOUNTS.tree, u64::from(a.1), leaf)).collect();
-        for (a, path) in account.iter().zip(level_pass(store, &items, ACCOUNT_DEPTH).0) {
-            paths[a.0] = path;
-        }
+        // The pool tree beside the balance trees and, after them, the account tree (an account
+        // leaf holds its balance root as of its update).
+        let ((b_hashed, a_hashed, history), p_hashed) = rayon::join(
+            || {
+                let b_hashed = b_walk.hash(balance.iter().map(|b| balance_leaf(b.3)).collect());
+                let mut history: HashMap<u32, Vec<(usize, Digest)>> = HashMap::new();
+                for (b, &root) in balance.iter().zip(&b_hashed.1[TOKEN_DEPTH]) {
+                    history.entry(b.1).or_default().push((b.0, root));
+                }
+                let inputs: Vec<Vec<_>> = account
+                    .iter()
+                    .map(|&(k, id, r)| {
+                        let root = balance_root_at(&history, &before, id, k);
+                        account_leaf_inputs(r.pubkey_hash, r.nonce, root).to_vec()
+                    })
+                    .collect();
+                (b_hashed, a_walk.hash(hash_all(&inputs)), history)
+            },
+            || p_walk.hash(hash_all(&pool.iter().map(|p| p.2.leaf_inputs().to_vec()).collect::<Vec<_>>())),
+        );
 
-        // The pool leaves, then the pool tree.
-        let inputs: Vec<Vec<_>> = pool.iter().map(|p| p.2.leaf_inputs().to_vec()).collect();
-        let mut leaves = vec![Digest::default(); inputs.len()];
-        hash_leaves(&inputs, &mut leaves);
-        let items: Vec<_> = pool.iter().zip(&leaves).map(|(p, &leaf)| (POOLS.tree, u64::from(p.1), leaf)).collect();
-        for (p, path) in pool.iter().zip(level_pass(store, &items, POOL_DEPTH).0) {
-            paths[p.0] = path;
+        let mut paths = vec![MerklePath::new(); updates.len()];
+        let positions = balance.iter().map(|b| b.0).chain(account.iter().map(|a| a.0)).chain(pool.iter().map(|p| p.0));
+        for (k, path) in positions.zip(b_hashed.0.into_iter().chain(a_hashed.0).chain(p_hashed.0)) {
+            paths[k] = path;
         }
-
-        let roots = reads.iter().map(|&(account, at)| root_at(account, at)).collect();
+        b_walk.write(store, &b_hashed.1);
+        a_walk.write(store, &a_hashed.1);
+        p_walk.write(store, &p_hashed.1);
+        let roots = reads.iter().map(|&(id, at)| balance_root_at(&history, &before, id, at)).collect();
         Hashed { paths, roots }
     }
 }
 
-/// Sets each `(tree, index, leaf)` in order, all of one `depth`, one level at a time; writes the
-/// resulting nodes to `store`. Returns each update's path (as it stood before the update) and
-/// its tree's root after it.
-fn level_pass<S: StateStore + ?Sized>(
-    store: &mut S,
-    items: &[(TreeId, u64, Digest)],
+/// `account`'s balance root after the journal's updates before position `at`: from `history`,
+/// each account's roots after its balance updates in journal order, or `before` the batch.
+fn balance_root_at(
+    history: &HashMap<u32, Vec<(usize, Digest)>>,
+    before: &HashMap<u32, Digest>,
+    account: u32,
+    at: usize,
+) -> Digest {
+    let h = history.get(&account).map_or(&[][..], Vec::as_slice);
+    match h.partition_point(|&(k, _)| k < at) {
+        0 => before[&account],
+        i => h[i - 1].1,
+    }
+}
+
+/// `hash_no_pad` of each leaf's elements (all longer than a digest), eight at a time.
+fn hash_all(inputs: &[Vec<crate::hash::F>]) -> Vec<Digest> {
+    let mut out = vec![Digest::default(); inputs.len()];
+    hash_leaves(inputs, &mut out);
+    out
+}
+
+/// Where an update's sibling at one height comes from.
+#[derive(Clone, Copy, Debug)]
+enum Sibling {
+    /// No earlier update of the batch wrote it: the stored node (or the empty subtree).
+    Stored(Digest),
+    /// Update `j`, earlier in the batch, wrote it last: `j`'s node at this height.
+    Of(usize),
+}
+
+/// The updates `(tree, index)` of trees of one depth, in order, walked: where each update's
+/// sibling comes from at each height, and which update wrote each node last. No hashing, so
+/// walks run ahead of it, and then nothing sequential stands between a level's hashes and the
+/// next's but gathering the pairs.
+struct Walk {
     depth: usize,
-) -> (Vec<MerklePath>, Vec<Digest>) {
-    let mut paths: Vec<MerklePath> = vec![Vec::with_capacity(depth); items.len()];
-    // Each update's node at the current height; the nodes the batch has written so far.
-    let mut own: Vec<Digest> = items.iter().map(|&(_, _, leaf)| leaf).collect();
-    let mut written: HashMap<NodeKey, Digest> = HashMap::with_capacity(items.len() * (depth + 1));
-    let mut pairs = vec![Digest::default(); 2 * items.len()];
-    for h in 0..depth {
-        let height = h as u8;
-        // In order: each update's sibling as it saw it, then its own node as later ones see it.
-        for (k, &(tree, index, _)) in items.iter().enumerate() {
-            let i = index >> h;
-            let sibling = NodeKey { tree, height, index: i ^ 1 };
-            let sibling = written.get(&sibling).copied().or_else(|| store.node(sibling)).unwrap_or(empty_subtree(h));
-            written.insert(NodeKey { tree, height, index: i }, own[k]);
-            paths[k].push(sibling);
-            let (l, r) = if i & 1 == 1 { (sibling, own[k]) } else { (own[k], sibling) };
-            pairs[2 * k] = l;
-            pairs[2 * k + 1] = r;
+    items: Vec<(TreeId, u64)>,
+    /// `siblings[h * n + k]`: update `k`'s sibling at height `h`.
+    siblings: Vec<Sibling>,
+    /// Each node the updates write, root included, and the last update to write it.
+    last: HashMap<NodeKey, usize>,
+}
+
+impl Walk {
+    fn of<S: StateStore + ?Sized>(store: &S, items: &[(TreeId, u64)], depth: usize) -> Self {
+        let n = items.len();
+        let mut last = HashMap::with_capacity(n * (depth + 1));
+        let mut siblings = Vec::with_capacity(n * depth);
+        for h in 0..depth {
+            let height = h as u8;
+            for (k, &(tree, index)) in items.iter().enumerate() {
+                let i = index >> h;
+                let key = NodeKey { tree, height, index: i ^ 1 };
+                siblings.push(match last.get(&key) {
+                    Some(&j) => Sibling::Of(j),
+                    None => Sibling::Stored(store.node(key).unwrap_or(empty_subtree(h))),
+                });
+                last.insert(NodeKey { tree, height, index: i }, k);
+            }
         }
-        // Then the level's hashes, all independent.
-        hash_pairs(&pairs, &mut own);
+        for (k, &(tree, _)) in items.iter().enumerate() {
+            last.insert(NodeKey { tree, height: depth as u8, index: 0 }, k);
+        }
+        Self { depth, items: items.to_vec(), siblings, last }
     }
-    for (k, &(tree, _, _)) in items.iter().enumerate() {
-        written.insert(NodeKey { tree, height: depth as u8, index: 0 }, own[k]);
+
+    /// From the updates' new leaves, each update's path (as it stood before the update) and
+    /// `levels[h][k]`, update `k`'s node at height `h` (its tree's root after it at the top).
+    fn hash(&self, leaves: Vec<Digest>) -> (Vec<MerklePath>, Vec<Vec<Digest>>) {
+        let n = self.items.len();
+        let mut levels = Vec::with_capacity(self.depth + 1);
+        levels.push(leaves);
+        let mut paths: Vec<MerklePath> = vec![Vec::with_capacity(self.depth); n];
+        let mut pairs = vec![Digest::default(); 2 * n];
+        for h in 0..self.depth {
+            let own = &levels[h];
+            for (k, &(_, index)) in self.items.iter().enumerate() {
+                let sibling = match self.siblings[h * n + k] {
+                    Sibling::Stored(d) => d,
+                    Sibling::Of(j) => own[j],
+                };
+                paths[k].push(sibling);
+                let (l, r) = if (index >> h) & 1 == 1 { (sibling, own[k]) } else { (own[k], sibling) };
+                pairs[2 * k] = l;
+                pairs[2 * k + 1] = r;
+            }
+            // The level's hashes, all independent.
+            let mut next = vec![Digest::default(); n];
+            hash_pairs(&pairs, &mut next);
+            levels.push(next);
+        }
+        (paths, levels)
     }
-    for (key, value) in written {
-        store.put_node(key, value, value == empty_subtree(usize::from(key.height)));
+
+    /// Writes each node the updates wrote, as the last of them left it.
+    fn write<S: StateStore + ?Sized>(self, store: &mut S, levels: &[Vec<Digest>]) {
+        for (key, k) in self.last {
+            let height = usize::from(key.height);
+            let value = levels[height][k];
+            store.put_node(key, value, value == empty_subtree(height));
+        }
     }
-    (paths, own)
 }
 
 #[cfg(test)]
