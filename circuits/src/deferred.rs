@@ -18,7 +18,7 @@
 //! tree; the pool leaves and the pool tree beside them.
 //!
 //! The paths, roots and stored nodes are exactly those of applying each update at once with
-//! [`SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
+//! [`crate::smt::SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
 
 use std::collections::HashMap;
 
@@ -41,7 +41,8 @@ pub enum Update {
         /// The new balance.
         amount: u64,
     },
-    /// An account leaf: the record and the account's balance root as of this update.
+    /// An account leaf: its record, hashed with the account's balance root as it stands at
+    /// this update.
     Account {
         /// The account.
         id: u32,
@@ -94,16 +95,6 @@ impl Journal {
     pub fn read_balance_root(&mut self, account: u32) -> usize {
         self.root_reads.push((account, self.updates.len()));
         self.root_reads.len() - 1
-    }
-
-    /// Updates recorded.
-    pub fn len(&self) -> usize {
-        self.updates.len()
-    }
-
-    /// Whether nothing is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.updates.is_empty() && self.root_reads.is_empty()
     }
 
     /// Hashes every update into `store`'s trees, leaving the journal empty.

@@ -169,17 +169,20 @@ impl<S: StateStore> Executor<S> {
     fn register_effects(&mut self, r: &Register) -> (SlotWitness, SlotRefs) {
         let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
         let a_path = self.update(Update::Account { id: r.account, record });
-        (SlotWitness { a_path: Vec::new(), ..SlotWitness::noop() }, SlotRefs { a_path, ..SlotRefs::default() })
+        (
+            SlotWitness { a_path: Vec::new(), ..SlotWitness::noop() },
+            SlotRefs { a_path: Some(a_path), ..SlotRefs::default() },
+        )
     }
 
-    /// Writes an update's leaf value and journals its hashing.
-    fn update(&mut self, u: Update) -> Option<usize> {
-        Some(self.journal.push(self.state.store_mut(), u))
+    /// Writes an update's leaf value and journals its hashing; returns its place in the journal.
+    fn update(&mut self, u: Update) -> usize {
+        self.journal.push(self.state.store_mut(), u)
     }
 
     /// Journals a read of `account`'s balance root as it stands now.
-    fn read_balance_root(&mut self, account: u32) -> Option<usize> {
-        Some(self.journal.read_balance_root(account))
+    fn read_balance_root(&mut self, account: u32) -> usize {
+        self.journal.read_balance_root(account)
     }
 
     fn transfer(&mut self, t: &Transfer) -> Result<(SlotWitness, SlotRefs), TxError> {
@@ -238,11 +241,18 @@ impl<S: StateStore> Executor<S> {
             b_path: Vec::new(),
             out: 0,
         };
-        (w, SlotRefs { a_balance_root, a_path, steps: [r1, r2, r3], b_balance_root, b_path })
+        let refs = SlotRefs {
+            a_balance_root: Some(a_balance_root),
+            a_path: Some(a_path),
+            steps: [Some(r1), Some(r2), Some(r3)],
+            b_balance_root: Some(b_balance_root),
+            b_path: Some(b_path),
+        };
+        (w, refs)
     }
 
     /// Debits or credits one balance leaf, recording the step (its path filled in at the seal).
-    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> (BalanceStep, Option<usize>) {
+    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> (BalanceStep, usize) {
         let old = self.state.balance(account, token);
         let new = if debit { old.wrapping_sub(amount) } else { old.wrapping_add(amount) };
         let path = self.update(Update::Balance { account, token, amount: new });
@@ -312,7 +322,14 @@ impl<S: StateStore> Executor<S> {
             b_path: Vec::new(),
             out,
         };
-        (w, SlotRefs { a_balance_root, a_path, steps: [r1, r2, r3], b_balance_root: None, b_path })
+        let refs = SlotRefs {
+            a_balance_root: Some(a_balance_root),
+            a_path: Some(a_path),
+            steps: [Some(r1), Some(r2), Some(r3)],
+            b_balance_root: None,
+            b_path: Some(b_path),
+        };
+        (w, refs)
     }
 
     /// Applies a transaction without any of the rules, recording the witness a cheating prover
@@ -351,12 +368,10 @@ impl<S: StateStore> Executor<S> {
         let credited =
             old_balance.checked_add(self.pending_fees).ok_or(TxError::Overflow { what: "operator fee balance" })?;
         let old_root = crate::hash::hash_pair(self.batch_account_root, self.batch_pool_root);
-        let balance_root = self.journal.read_balance_root(OPERATOR_ACCOUNT);
-        let balance_path = self.journal.push(
-            self.state.store_mut(),
-            Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited },
-        );
-        let account_path = self.journal.push(self.state.store_mut(), Update::Account { id: OPERATOR_ACCOUNT, record });
+        let balance_root = self.read_balance_root(OPERATOR_ACCOUNT);
+        let balance_path =
+            self.update(Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited });
+        let account_path = self.update(Update::Account { id: OPERATOR_ACCOUNT, record });
         let Hashed { mut paths, roots } = self.journal.hash_into(self.state.store_mut());
         let mut path = |i: usize| std::mem::take(&mut paths[i]);
         let mut slots = std::mem::take(&mut self.slots);
