@@ -132,7 +132,12 @@ fn register_creates_an_empty_account_once() {
     let rec = ex.state().account(50).expect("created");
     assert_eq!(rec.nonce, 0);
     assert_eq!(rec.pubkey_hash, circuits::hash::pubkey_hash(&pubkey));
+    // The trees are hashed at the seal: then the new leaf holds an empty balance tree.
+    let w = ex.seal_batch().expect("seal");
+    assert_eq!(w.new_root, ex.state().root());
     assert_eq!(ex.state().balance_root(50), circuits::hash::empty_balance_root());
+    let leaf = circuits::hash::account_leaf(rec.pubkey_hash, 0, circuits::hash::empty_balance_root());
+    assert_eq!(circuits::state::ACCOUNTS.leaf(ex.state().store(), 50), leaf, "the stored leaf");
     rejects(&mut ex, reg, TxError::AccountExists { account: 50 });
     rejects(
         &mut ex,
