@@ -200,17 +200,17 @@ enum Sibling {
 /// sibling comes from at each height, and which update wrote each node last. No hashing, so
 /// walks run ahead of it, and then nothing sequential stands between a level's hashes and the
 /// next's but gathering the pairs.
-struct Walk {
+struct Walk<'a> {
     depth: usize,
-    items: Vec<(TreeId, u64)>,
+    items: &'a [(TreeId, u64)],
     /// `siblings[h * n + k]`: update `k`'s sibling at height `h`.
     siblings: Vec<Sibling>,
     /// Each node the updates write, root included, and the last update to write it.
     last: HashMap<NodeKey, usize>,
 }
 
-impl Walk {
-    fn of<S: StateStore + ?Sized>(store: &S, items: &[(TreeId, u64)], depth: usize) -> Self {
+impl<'a> Walk<'a> {
+    fn of<S: StateStore + ?Sized>(store: &S, items: &'a [(TreeId, u64)], depth: usize) -> Self {
         let n = items.len();
         let mut last = HashMap::with_capacity(n * (depth + 1));
         let mut siblings = Vec::with_capacity(n * depth);
@@ -229,7 +229,7 @@ impl Walk {
         for (k, &(tree, _)) in items.iter().enumerate() {
             last.insert(NodeKey { tree, height: depth as u8, index: 0 }, k);
         }
-        Self { depth, items: items.to_vec(), siblings, last }
+        Self { depth, items, siblings, last }
     }
 
     /// From the updates' new leaves, each update's path (as it stood before the update) and
