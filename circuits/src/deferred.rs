@@ -187,6 +187,11 @@ fn hash_all(inputs: &[Vec<crate::hash::F>]) -> Vec<Digest> {
     out
 }
 
+/// The end of the run of `order` from `s` whose positions satisfy `same`.
+fn run_end(order: &[usize], s: usize, same: impl Fn(usize) -> bool) -> usize {
+    s + order[s..].iter().position(|&k| !same(k)).unwrap_or(order.len() - s)
+}
+
 /// Where an update's sibling at one height comes from.
 #[derive(Clone, Copy, Debug)]
 enum Sibling {
@@ -200,34 +205,89 @@ enum Sibling {
 /// sibling comes from at each height, and which update wrote each node last. No hashing, so
 /// walks run ahead of it, and then nothing sequential stands between a level's hashes and the
 /// next's but gathering the pairs.
+///
+/// The walk keeps the updates ordered by the node they pass through at the current height, and
+/// by position within a node: sorted once by leaf, then, one height up, each pair of sibling
+/// runs merged. A run's sibling run is beside it, so each update's sibling source is found by
+/// walking two sorted runs together, with no map: the account ids that decide the keys are the
+/// clients' choice, and a sorted walk costs the same whatever they are. The store is read once
+/// per sibling node that no earlier update wrote, not once per update.
 struct Walk<'a> {
     depth: usize,
     items: &'a [(TreeId, u64)],
     /// `siblings[h * n + k]`: update `k`'s sibling at height `h`.
     siblings: Vec<Sibling>,
     /// Each node the updates write, root included, and the last update to write it.
-    last: HashMap<NodeKey, usize>,
+    last: Vec<(NodeKey, usize)>,
 }
 
 impl<'a> Walk<'a> {
     fn of<S: StateStore + ?Sized>(store: &S, items: &'a [(TreeId, u64)], depth: usize) -> Self {
         let n = items.len();
-        let mut last = HashMap::with_capacity(n * (depth + 1));
-        let mut siblings = Vec::with_capacity(n * depth);
+        debug_assert!(items.iter().all(|&(_, index)| index >> depth == 0), "an index past its tree");
+        let mut siblings = vec![Sibling::Stored(Digest::default()); n * depth];
+        let mut last = Vec::with_capacity(n * (depth + 1));
+        // Positions ordered by (tree, node at height `h`, position): by leaf at height 0.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by_key(|&k| (items[k], k));
+        let mut merged = Vec::with_capacity(n);
         for h in 0..depth {
             let height = h as u8;
-            for (k, &(tree, index)) in items.iter().enumerate() {
-                let i = index >> h;
-                let key = NodeKey { tree, height, index: i ^ 1 };
-                siblings.push(match last.get(&key) {
-                    Some(&j) => Sibling::Of(j),
-                    None => Sibling::Stored(store.node(key).unwrap_or(empty_subtree(h))),
-                });
-                last.insert(NodeKey { tree, height, index: i }, k);
+            let node = |k: usize| (items[k].0, items[k].1 >> h);
+            let sibs = &mut siblings[h * n..(h + 1) * n];
+            merged.clear();
+            let mut s = 0;
+            while s < n {
+                let (tree, index) = node(order[s]);
+                let e = run_end(&order, s, |k| node(k) == (tree, index));
+                // The sibling's run follows a left node's run directly, if any update passes
+                // through the sibling.
+                let f = if index & 1 == 0 && e < n && node(order[e]) == (tree, index ^ 1) {
+                    run_end(&order, e, |k| node(k) == (tree, index ^ 1))
+                } else {
+                    e
+                };
+                let (own, other) = (&order[s..e], &order[e..f]);
+                last.push((NodeKey { tree, height, index }, own[own.len() - 1]));
+                if let Some(&j) = other.last() {
+                    last.push((NodeKey { tree, height, index: index ^ 1 }, j));
+                }
+                // The stored sibling, read at most once for each of the two nodes.
+                let stored = |i: u64| {
+                    Sibling::Stored(store.node(NodeKey { tree, height, index: i }).unwrap_or(empty_subtree(h)))
+                };
+                let (mut own_stored, mut other_stored) = (None, None);
+                // Both runs are in position order: merge them, each update taking the last
+                // update of the other run before it, if any.
+                let (mut a, mut b) = (0, 0);
+                while a < own.len() || b < other.len() {
+                    if b == other.len() || (a < own.len() && own[a] < other[b]) {
+                        sibs[own[a]] = match b {
+                            0 => *own_stored.get_or_insert_with(|| stored(index ^ 1)),
+                            _ => Sibling::Of(other[b - 1]),
+                        };
+                        merged.push(own[a]);
+                        a += 1;
+                    } else {
+                        sibs[other[b]] = match a {
+                            0 => *other_stored.get_or_insert_with(|| stored(index)),
+                            _ => Sibling::Of(own[a - 1]),
+                        };
+                        merged.push(other[b]);
+                        b += 1;
+                    }
+                }
+                s = f;
             }
+            std::mem::swap(&mut order, &mut merged);
         }
-        for (k, &(tree, _)) in items.iter().enumerate() {
-            last.insert(NodeKey { tree, height: depth as u8, index: 0 }, k);
+        // At the top each run is one tree: its root.
+        let mut s = 0;
+        while s < n {
+            let tree = items[order[s]].0;
+            let e = run_end(&order, s, |k| items[k].0 == tree);
+            last.push((NodeKey { tree, height: depth as u8, index: 0 }, order[e - 1]));
+            s = e;
         }
         Self { depth, items, siblings, last }
     }
