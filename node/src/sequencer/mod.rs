@@ -1,6 +1,7 @@
 //! The sequencer with the prover-farm coordinator (`rollup sequencer`).
 
 pub mod core;
+pub mod flusher;
 pub mod metrics;
 pub mod service;
 pub mod sigcheck;

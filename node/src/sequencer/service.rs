@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::core::{Core, Fault, JobKey};
+use super::flusher::Flusher;
 use super::sigcheck::SigChecker;
 use crate::status;
 
@@ -21,19 +22,23 @@ use crate::status;
 pub struct Shared {
     /// The state machine.
     pub core: Arc<Mutex<Core>>,
-    /// Its database, flushed before every acknowledgement.
-    pub db: sled::Db,
     /// Hex digest of the block verifier key.
     pub verifier_digest: String,
     workers: Arc<std::sync::atomic::AtomicU64>,
     signatures: SigChecker,
+    /// Flushes its database before every acknowledgement.
+    flusher: Flusher,
 }
 
 impl Shared {
     /// Wraps the core and starts the batching signature checker (so: inside a runtime).
     pub fn new(core: Core, db: sled::Db, verifier_digest: String) -> Self {
         let signatures = SigChecker::spawn(256, std::time::Duration::from_millis(2));
-        Self { core: Arc::new(Mutex::new(core)), db, verifier_digest, workers: Arc::default(), signatures }
+        let flusher = {
+            let db = db.clone();
+            Flusher::spawn(move || db.flush().map(|_| ()))
+        };
+        Self { core: Arc::new(Mutex::new(core)), verifier_digest, workers: Arc::default(), signatures, flusher }
     }
 
     /// Locks the core (a panic while holding it cannot leave it half-updated for a reader:
@@ -42,9 +47,10 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: one flush at a time for all callers
+    /// ([`Flusher`]; sled's `flush_async` can deadlock when called concurrently).
     pub async fn flush(&self) -> Result<(), Status> {
-        self.db.flush_async().await.map(|_| ()).map_err(status::storage)
+        self.flusher.flush().await.map_err(status::storage)
     }
 }
 
