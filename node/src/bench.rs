@@ -5,6 +5,9 @@
 //! batch proof and one merge, a stage of its own outside the proving time: what a prover pays
 //! once when it starts). The baseline is the stock plonky2 prover doing the same proving work
 //! (the same batch proofs and merges, one proof at a time on all cores) in the same run.
+//!
+//! `rollup bench --sequencer` measures the other end instead: how many transactions per second
+//! one sequencer accepts (`crate::acceptance`).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -33,9 +36,10 @@ use crate::prover::{choose_prover, Backend, ProvingArgs};
 pub struct BenchArgs {
     #[command(flatten)]
     pub proving: ProvingArgs,
-    /// Transactions to prove (default: four full batches).
-    #[arg(long, default_value_t = 4 * DEFAULT_BATCH_CAPACITY)]
-    pub txs: usize,
+    /// Transactions to prove (default: four full batches; with `--sequencer`, to submit,
+    /// default 20 000).
+    #[arg(long)]
+    pub txs: Option<usize>,
     /// Share of swaps.
     #[arg(long, default_value_t = 0.3)]
     pub swap_ratio: f64,
@@ -53,6 +57,16 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Measure instead how many transactions per second one sequencer accepts: a sequencer on
+    /// loopback, no provers, `--clients` concurrent clients submitting a signed load.
+    #[arg(long, conflicts_with_all = ["workers", "all_devices", "backend", "device"])]
+    pub sequencer: bool,
+    /// With `--sequencer`: concurrent clients, each a stream of submissions one after another.
+    #[arg(long, default_value_t = 256, requires = "sequencer")]
+    pub clients: usize,
+    /// With `--sequencer`: accounts in the genesis, the load's senders.
+    #[arg(long, default_value_t = 1024, requires = "sequencer")]
+    pub accounts: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,7 +96,7 @@ impl Mark {
 /// The CPU time this process has used, all threads, user and system: `utime` and `stime` of
 /// `/proc/self/stat`, in clock ticks of 1/100 s (`USER_HZ`, 100 on every Linux the prover runs
 /// on: x86-64 and arm64).
-fn process_cpu_seconds() -> Option<f64> {
+pub fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name, field 2, is in parentheses and may hold spaces: count from after it.
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
@@ -92,7 +106,7 @@ fn process_cpu_seconds() -> Option<f64> {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
+pub struct Machine {
     cpu: String,
     cores: usize,
     memory_gib: f64,
@@ -202,8 +216,16 @@ impl From<&prover_gpu::StepTimes> for BatchSteps {
     }
 }
 
+impl Machine {
+    /// One line: the CPU, its cores and memory, and the devices proving if any.
+    pub fn describe(&self) -> String {
+        let gpu = self.gpu.as_ref().map(|g| format!(", {g}")).unwrap_or_default();
+        format!("{} ({} cores, {:.0} GiB){gpu}", self.cpu, self.cores, self.memory_gib)
+    }
+}
+
 /// This machine, with the names of the CUDA devices `devices` (those proving) where it has them.
-fn machine(devices: &[usize]) -> Machine {
+pub fn machine(devices: &[usize]) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -235,6 +257,17 @@ fn machine(devices: &[usize]) -> Machine {
         gpus: prover_gpu::cuda::device_count(),
         cpu_hash: prover_gpu::lanes::isa().name(),
     }
+}
+
+/// The benchmark's progress bar on stderr (hidden under `--json`), at its first stage.
+pub fn progress_bar(json: bool) -> Result<ProgressBar> {
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
+    bar.set_prefix("circuits");
+    Ok(bar)
 }
 
 /// Peak resident memory of this process (VmHWM), MiB.
@@ -313,7 +346,11 @@ fn choose_provers(a: &BenchArgs) -> Result<(Vec<Prover>, Vec<usize>)> {
 
 /// Runs the benchmark.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.txs == 0 {
+    if a.sequencer {
+        return crate::acceptance::run(&a);
+    }
+    let txs = a.txs.unwrap_or(4 * DEFAULT_BATCH_CAPACITY);
+    if txs == 0 {
         bail!("--txs must be positive");
     }
     let (provers, devices) = choose_provers(&a)?;
@@ -322,12 +359,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let on = |worker: usize| &provers[worker % provers.len()];
     let prover = &provers[0];
     let accounts = 64;
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if a.json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
-    );
-    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed}")?.progress_chars("=> "));
-    bar.set_prefix("circuits");
+    let bar = progress_bar(a.json)?;
     let circuits = Circuits::build(a.capacity)?;
     for p in &provers {
         crate::prover::check_device_memory(p, &circuits, a.workers.max(1))?;
@@ -339,7 +371,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
 
     // Signatures, as the sequencer checks them on arrival.
-    let txs = mixed_load(a.txs, accounts, a.swap_ratio);
+    let txs = mixed_load(txs, accounts, a.swap_ratio);
     let signed: Vec<SignedMessage> = txs
         .iter()
         .map(|tx| {
@@ -617,13 +649,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 t.to_device, t.from_device
             );
         }
-        println!(
-            "  machine                  {} ({} cores, {:.0} GiB){}",
-            report.machine.cpu,
-            report.machine.cores,
-            report.machine.memory_gib,
-            report.machine.gpu.as_ref().map(|g| format!(", {g}")).unwrap_or_default()
-        );
+        println!("  machine                  {}", report.machine.describe());
     }
     Ok(())
 }

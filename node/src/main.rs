@@ -1,5 +1,6 @@
 //! `rollup`: the rollup's command-line program.
 
+mod acceptance;
 mod auth;
 mod bench;
 mod cli;

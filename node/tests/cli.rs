@@ -87,6 +87,59 @@ fn keygen_from_a_seed_and_sign_offline() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `rollup bench --sequencer --json`: a real sequencer on loopback accepts a signed load from
+/// concurrent clients (each acknowledgement after its log flush), and the report carries the
+/// rate, the latencies and the two ceilings measured alone in the same run.
+#[test]
+fn bench_sequencer_reports_the_acceptance_rate_as_json() {
+    let out = rollup(&[
+        "bench",
+        "--sequencer",
+        "--txs",
+        "400",
+        "--clients",
+        "32",
+        "--accounts",
+        "64",
+        "--capacity",
+        "16",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).expect("utf-8").trim()).expect("one JSON object on stdout");
+    assert_eq!(r["mode"], "sequencer", "{r}");
+    assert_eq!((r["txs"].as_u64(), r["clients"].as_u64(), r["accounts"].as_u64()), (Some(400), Some(32), Some(64)));
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is a number: {r}"));
+    assert!(
+        num("accepted_tps") > 0.0 && (num("accepted_tps") - 400.0 / num("seconds")).abs() < 1e-6 * num("accepted_tps")
+    );
+    assert!(num("signatures_alone_tps") > 0.0 && num("execution_alone_tps") > 0.0, "{r}");
+    // Sealed at 16 a batch while they arrived: at least the 25 full ones.
+    assert!(r["batches"].as_u64() >= Some(25), "{r}");
+    let l = &r["latency_ms"];
+    let ms = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("latency {k}: {r}"));
+    assert!(0.0 < ms("p50") && ms("p50") <= ms("p95") && ms("p95") <= ms("p99") && ms("p99") <= ms("max"), "{r}");
+    assert!(r["machine"]["cores"].as_u64() >= Some(1), "{r}");
+    // Proving options mean nothing to it, and its own mean nothing without it: refused.
+    for bad in [
+        &["bench", "--sequencer", "--workers", "2"][..],
+        &["bench", "--sequencer", "--backend", "cpu"],
+        &["bench", "--clients", "4"],
+    ] {
+        let out = rollup(bad);
+        assert!(!out.status.success(), "{bad:?} was taken");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot be used with")
+                || String::from_utf8_lossy(&out.stderr).contains("required"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = rollup(&["bench", "--sequencer", "--txs", "0"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--txs must be positive"));
+}
+
 /// `rollup bench --json` end to end on a small load: the whole proving path (batch proofs, the
 /// aggregation tree, the block proof's verification) and the interleaved stock baseline, and the
 /// report's fields as operators and the plots read them.

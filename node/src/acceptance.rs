@@ -1,0 +1,258 @@
+//! `rollup bench --sequencer`: how many transactions per second one sequencer accepts. Proving
+//! scales out over machines; every transaction still passes one sequencer, which decodes it,
+//! checks its signature (batched across concurrent submissions), executes it under its lock,
+//! appends it to its log and flushes the log before acknowledging. This runs a real sequencer
+//! in-process on loopback (gRPC, sled in a temporary folder, no provers) and drives it with
+//! concurrent clients sending a signed mixed load, signed before the clock starts. In the same
+//! run, as ceilings to compare against, the two steps it cannot skip are timed alone on the
+//! same load: the signatures' batch check and execution (apply and seal).
+//!
+//! The clients run in this process, on the same cores as the sequencer, so the figure is what
+//! one machine does playing both parts: a lower bound on the sequencer's own rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use circuits::bls::batch::{find_invalid, SignedMessage};
+use circuits::bls::{tx_message, SignedTx};
+use circuits::genesis::devnet_key;
+use circuits::load::mixed_load;
+use circuits::Executor;
+use indicatif::ProgressBar;
+use proto::v1::sequencer_client::SequencerClient;
+use proto::v1::SubmitTxRequest;
+use rayon::prelude::*;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::bench::{machine, process_cpu_seconds, progress_bar, BenchArgs, Machine};
+use crate::network::{genesis, Circuits};
+use crate::sequencer::core::Params;
+use crate::sequencer::SequencerConfig;
+
+/// Connections the clients share (each carries many concurrent requests over HTTP/2).
+const CONNECTIONS: usize = 8;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    mode: &'static str,
+    txs: usize,
+    clients: usize,
+    accounts: u32,
+    batch_capacity: usize,
+    /// Transactions acknowledged per second, first submission to last acknowledgement.
+    accepted_tps: f64,
+    seconds: f64,
+    /// This process's CPU time over the submissions (sequencer and clients), and over
+    /// `seconds`, the cores kept busy.
+    cpu_seconds: Option<f64>,
+    latency_ms: Latency,
+    /// The same load's signatures checked alone, as the sequencer's checker does it in one
+    /// batch: the rate signatures allow.
+    signatures_alone_tps: f64,
+    /// The same load executed alone (applied and sealed in batches): the rate execution allows.
+    execution_alone_tps: f64,
+    batches: u64,
+    machine: Machine,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0)
+}
+
+/// Runs the sequencer benchmark.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let txs = a.txs.unwrap_or(20_000);
+    let clients = a.clients.max(1);
+    if txs == 0 {
+        bail!("--txs must be positive");
+    }
+    if a.accounts < 2 {
+        bail!("--accounts must be at least 2");
+    }
+    let bar = progress_bar(a.json)?;
+    let circuits = Circuits::build(a.capacity)?;
+
+    // The load, signed before the clock starts: clients bring their signatures.
+    bar.set_prefix("signing");
+    let load = mixed_load(txs, a.accounts, a.swap_ratio);
+    let signed: Vec<SignedTx> =
+        load.par_iter().map(|tx| SignedTx { signature: devnet_key(tx.sender()).sign_tx(tx), tx: tx.clone() }).collect();
+
+    // The ceilings, alone on the same load.
+    bar.set_prefix("ceilings");
+    let messages: Vec<SignedMessage> = signed
+        .par_iter()
+        .map(|s| {
+            let public_key = devnet_key(s.tx.sender()).public_key();
+            SignedMessage { public_key, message: tx_message(&s.tx).to_vec(), signature: s.signature }
+        })
+        .collect();
+    let t = Instant::now();
+    if !find_invalid(&messages, &mut rand::rngs::OsRng).is_empty() {
+        bail!("the load has invalid signatures");
+    }
+    let signatures_alone_tps = txs as f64 / t.elapsed().as_secs_f64();
+    let mut ex = Executor::new(genesis(a.accounts).build()?, a.capacity);
+    let t = Instant::now();
+    for tx in &load {
+        if ex.open_len() == a.capacity {
+            ex.seal_batch()?;
+        }
+        ex.apply(tx).map_err(|e| anyhow::anyhow!("load transaction rejected: {e}"))?;
+    }
+    ex.seal_batch()?;
+    let execution_alone_tps = txs as f64 / t.elapsed().as_secs_f64();
+    drop(ex);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let dir = std::env::temp_dir().join(format!("rollup-bench-sequencer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar));
+    std::fs::remove_dir_all(&dir).ok();
+    let (seconds, cpu_seconds, mut latencies, batches) = result?;
+    bar.finish_and_clear();
+
+    latencies.sort_by(f64::total_cmp);
+    let report = Report {
+        mode: "sequencer",
+        txs,
+        clients,
+        accounts: a.accounts,
+        batch_capacity: a.capacity,
+        accepted_tps: txs as f64 / seconds,
+        seconds,
+        cpu_seconds,
+        latency_ms: Latency {
+            p50: percentile(&latencies, 0.5),
+            p95: percentile(&latencies, 0.95),
+            p99: percentile(&latencies, 0.99),
+            max: latencies.last().copied().unwrap_or(0.0),
+        },
+        signatures_alone_tps,
+        execution_alone_tps,
+        batches,
+        machine: machine(&[]),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print(&report);
+    }
+    Ok(())
+}
+
+fn print(r: &Report) {
+    println!("rollup bench --sequencer: one sequencer accepting a signed mixed load over gRPC");
+    println!("  machine       {}", r.machine.describe());
+    println!(
+        "  load          {} transactions from {} accounts, {} concurrent clients, {} batches of {}",
+        r.txs, r.accounts, r.clients, r.batches, r.batch_capacity
+    );
+    println!("  accepted      {:.0} tx/s ({:.2} s)", r.accepted_tps, r.seconds);
+    if let Some(cpu) = r.cpu_seconds {
+        println!("  cpu           {:.2} s, {:.2} cores busy (sequencer and clients)", cpu, cpu / r.seconds);
+    }
+    println!(
+        "  latency       p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
+    );
+    println!(
+        "  alone         signatures {:.0} tx/s, execution {:.0} tx/s: accepted is {:.0}% of the lower",
+        r.signatures_alone_tps,
+        r.execution_alone_tps,
+        100.0 * r.accepted_tps / r.signatures_alone_tps.min(r.execution_alone_tps)
+    );
+}
+
+/// Starts a sequencer in `dir` and submits `signed` over `clients` concurrent streams (a
+/// sender's transactions in order on one stream); returns the seconds from the first
+/// submission to the last acknowledgement, the CPU seconds over them, each submission's
+/// latency in ms, and the batches sealed.
+async fn submit_all(
+    a: &BenchArgs,
+    circuits: Arc<Circuits>,
+    dir: &std::path::Path,
+    signed: Vec<SignedTx>,
+    clients: usize,
+    bar: &ProgressBar,
+) -> Result<(f64, Option<f64>, Vec<f64>, u64)> {
+    let (stop, shutdown) = watch::channel(false);
+    let txs = signed.len();
+    let params = Params {
+        capacity: a.capacity,
+        batch_timeout: Duration::from_millis(1000),
+        block_batches: 4,
+        block_time: Duration::from_millis(3000),
+        lease: Duration::from_secs(60),
+        max_attempts: 3,
+        // Nothing settles here: room for the whole load.
+        mempool_limit: txs + 1,
+    };
+    let token = "bench".to_string();
+    let cfg = SequencerConfig {
+        listen: "127.0.0.1:0".into(),
+        // Never reached: no block is proven, so none is submitted.
+        settlement: "http://127.0.0.1:9".into(),
+        data_dir: dir.join("q"),
+        token,
+        params,
+        metrics: None,
+        genesis_accounts: a.accounts,
+    };
+    let seq = crate::sequencer::start(cfg, circuits, shutdown).await?;
+    let url = format!("http://{}", seq.addr);
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS.min(clients) {
+        channels.push(tonic::transport::Endpoint::from_shared(url.clone())?.connect().await?);
+    }
+    let mut streams: Vec<Vec<Vec<u8>>> = vec![Vec::new(); clients];
+    for s in &signed {
+        streams[s.tx.sender() as usize % clients].push(s.encode());
+    }
+    drop(signed);
+    bar.set_prefix("submitting");
+    bar.set_length(txs as u64);
+    bar.set_position(0);
+
+    let cpu = process_cpu_seconds();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, stream) in streams.into_iter().enumerate() {
+        let mut c = SequencerClient::new(channels[i % channels.len()].clone());
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(stream.len());
+            for bytes in stream {
+                let t = Instant::now();
+                c.submit_tx(SubmitTxRequest { signed_tx: bytes })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("a valid transaction was refused: {:?}: {}", s.code(), s.message()))?;
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                bar.inc(1);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(txs);
+    while let Some(r) = tasks.join_next().await {
+        latencies.extend(r??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds().zip(cpu).map(|(now, then)| now - then);
+    let status = seq.shared.lock().status();
+    if status.accepted_txs != txs as u64 {
+        bail!("{} transactions acknowledged, the sequencer counts {}", txs, status.accepted_txs);
+    }
+    let _ = stop.send(true);
+    Ok((seconds, cpu_seconds, latencies, status.batches))
+}
