@@ -583,21 +583,34 @@ impl Core {
         }
     }
 
-    /// Verifies and stores a job's proof (the caller flushes). A proof that does not verify, or
-    /// proves other public inputs, is refused and counted as a failure.
-    pub fn submit_result(&mut self, id: u64, proof: Vec<u8>, now: Instant) -> Result<(), Status> {
+    /// What a result for job `id` must prove, to check it against; `None` if the job is done.
+    /// A result is taken in three steps, so that verifying it holds no lock: this, then
+    /// [`ResultCheck::run`] (plonky2's verifier), then [`Core::record_result`] (the caller
+    /// flushes). A proof that does not verify, or proves other public inputs, is refused and
+    /// counted as a failure.
+    pub fn result_check(&self, id: u64) -> Result<Option<ResultCheck>, Status> {
+        let j = self.jobs.get(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        if j.state == JobState::Done {
+            return Ok(None);
+        }
+        let (kind, expected) =
+            self.expected(j.key).ok_or_else(|| Status::failed_precondition("job inputs are gone"))?;
+        Ok(Some(ResultCheck { circuits: self.circuits.clone(), kind, expected }))
+    }
+
+    /// Stores job `id`'s proof, checked by [`ResultCheck::run`] with `verdict`, or counts the
+    /// failure. A job done meanwhile (another result for it was stored first) takes nothing.
+    pub fn record_result(
+        &mut self,
+        id: u64,
+        proof: Vec<u8>,
+        verdict: Result<(), String>,
+        now: Instant,
+    ) -> Result<(), Status> {
         let j = self.jobs.get(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?.clone();
         if j.state == JobState::Done {
             return Ok(());
         }
-        let (kind, expected) =
-            self.expected(j.key).ok_or_else(|| Status::failed_precondition("job inputs are gone"))?;
-        let checked = self.circuits.aggregation.check(&ProofBytes { kind, bytes: proof.clone() });
-        let verdict = match checked {
-            Ok((_, pis)) if pis == expected => Ok(()),
-            Ok(_) => Err("the proof proves other public inputs".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
         if let Err(reason) = verdict {
             self.fail(id, format!("invalid proof: {reason}"))?;
             return Err(Status::invalid_argument(format!("proof rejected: {reason}")));
@@ -789,6 +802,24 @@ fn leaf_range(plan: &BlockPlan, node: usize) -> (usize, usize) {
             let first = children.first().map_or((0, 0), |&c| leaf_range(plan, c));
             let last = children.last().map_or(first, |&c| leaf_range(plan, c));
             (first.0, last.1)
+        }
+    }
+}
+
+/// A job's result as it must be: checked by [`ResultCheck::run`] without the core's lock.
+pub struct ResultCheck {
+    circuits: Arc<Circuits>,
+    kind: ProofKind,
+    expected: circuits::BatchPublicInputs,
+}
+
+impl ResultCheck {
+    /// Verifies `proof` with plonky2's verifier and compares its public inputs with the job's.
+    pub fn run(&self, proof: &[u8]) -> Result<(), String> {
+        match self.circuits.aggregation.check(&ProofBytes { kind: self.kind, bytes: proof.to_vec() }) {
+            Ok((_, pis)) if pis == self.expected => Ok(()),
+            Ok(_) => Err("the proof proves other public inputs".to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
