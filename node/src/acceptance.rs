@@ -116,6 +116,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let dir = std::env::temp_dir().join(format!("rollup-bench-sequencer-{}", std::process::id()));
+    // A fresh database: a leftover one would be replayed.
+    std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir)?;
     let result = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar));
     std::fs::remove_dir_all(&dir).ok();
