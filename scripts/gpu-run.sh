@@ -9,7 +9,8 @@
 # the device's correctness (the unit tests, every kernel against rayon), then the figure the
 # issues ask for (`rollup bench` on CUDA and on rayon, each against stock plonky2 on the same
 # host in the same run), then whole proofs and the quotient kernel against rayon, more workers
-# and one stream, and last the criterion benches. `checks`, `rollup` and `benches` run one group
+# and one stream, one sequencer's acceptance rate and execution on the host's cores, and last the
+# criterion benches. `checks`, `rollup` and `benches` run one group
 # alone, for a session with more time. Each step has its own time limit, cut to what is left of
 # the BUDGET, so a step that hangs costs its limit and not the rest of the run, and the summary
 # always prints; each step prints one line as it ends.
@@ -107,6 +108,12 @@ if rollup; then
   ROLLUP_CUDA_SYNC=block rollup_bench rollup-bench-cuda-w8-block --backend cuda --workers 8
   ROLLUP_CUDA_STREAMS=1 rollup_bench rollup-bench-cuda-w4-one-stream --backend cuda --workers 4
   rollup_bench rollup-bench-cpu-w4 --backend cpu --workers 4
+  # Past the provers, on a host with real cores: what one sequencer accepts over gRPC (its
+  # signature checks and seal hashing spread over the cores; dev-2c's two vCPUs took about 2 900
+  # tx/s), and execution alone (the seal's level-by-level hashing across the cores).
+  run rollup-bench-sequencer 90 .device/rollup bench --sequencer --json
+  grep -E '^\{' "$LOGS/rollup-bench-sequencer.log" 2> /dev/null | tail -n 1 > "$LOGS/rollup-bench-sequencer.json"
+  run bench-execution 60 .device/bench-batch --bench execution
 fi
 if benches; then
   # Batch proof: stock plonky2, our pipeline on rayon, on CUDA; same circuit, one run.
@@ -131,9 +138,12 @@ if rollup; then
   for f in "$LOGS"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(batch_speedup_vs_stock|peak_device_memory_mib|device_memory_estimate_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
+    grep -o -E '"(signatures_alone_tps|execution_alone_tps|batch_speedup_vs_stock|peak_device_memory_mib|device_memory_estimate_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
     echo
   done
+fi
+if rollup; then
+  grep -B1 -E "time:" "$LOGS/bench-execution.log" 2>/dev/null | head -n 4
 fi
 if benches; then
   grep -B1 -E "time:" "$LOGS/bench-batch.log" 2>/dev/null | head -n 12
