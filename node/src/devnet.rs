@@ -70,6 +70,8 @@ struct Summary {
     latency_p50_ms: f64,
     latency_p95_ms: f64,
     workers: usize,
+    /// The backend the workers proved on (our pipeline on `cpu` or `cuda`), as they registered.
+    backend: String,
     batch_capacity: usize,
     circuits_build_seconds: f64,
     rejections: BTreeMap<String, usize>,
@@ -277,6 +279,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         latency_p50_ms: percentile(&lat, 0.5),
         latency_p95_ms: percentile(&lat, 0.95),
         workers: a.workers.max(1),
+        backend: seq.shared.worker_backends().join(", "),
         batch_capacity: a.capacity,
         circuits_build_seconds: build_seconds,
         rejections,
@@ -296,8 +299,8 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         println!("  batches       {} in {} settled blocks", summary.batches, summary.blocks_settled);
         println!("  roots match   {}", summary.state_roots_match);
         println!(
-            "  proving       {:.2} tx/s with {} workers (stock plonky2, rayon)",
-            summary.proving_tps, summary.workers
+            "  proving       {:.2} tx/s with {} workers (our pipeline on {})",
+            summary.proving_tps, summary.workers, summary.backend
         );
         println!("  end to end    {:.2} tx/s", summary.e2e_tps);
         println!(

@@ -25,6 +25,8 @@ pub struct Shared {
     /// Hex digest of the block verifier key.
     pub verifier_digest: String,
     workers: Arc<std::sync::atomic::AtomicU64>,
+    /// The backends registered workers prove on (`cpu`, `cuda`).
+    backends: Arc<Mutex<std::collections::BTreeSet<String>>>,
     signatures: SigChecker,
     /// Flushes its database before every acknowledgement.
     flusher: Flusher,
@@ -38,13 +40,25 @@ impl Shared {
             let db = db.clone();
             Flusher::spawn(move || db.flush().map(|_| ()))
         };
-        Self { core: Arc::new(Mutex::new(core)), verifier_digest, workers: Arc::default(), signatures, flusher }
+        Self {
+            core: Arc::new(Mutex::new(core)),
+            verifier_digest,
+            workers: Arc::default(),
+            backends: Arc::default(),
+            signatures,
+            flusher,
+        }
     }
 
     /// Locks the core (a panic while holding it cannot leave it half-updated for a reader:
     /// every mutation is one call).
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backends registered workers have proven on, in order (`cpu`, `cuda`).
+    pub fn worker_backends(&self) -> Vec<String> {
+        self.backends.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
     /// Makes everything written so far durable: one flush at a time for all callers
@@ -148,6 +162,7 @@ impl ProverFarm for Shared {
         let n = self.workers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let worker_id = format!("{}-{n}", r.name);
         info!(worker = %worker_id, backend = %r.backend, "worker registered");
+        self.backends.lock().unwrap_or_else(|p| p.into_inner()).insert(r.backend.clone());
         let core = self.lock();
         Ok(Response::new(RegisterWorkerResponse {
             worker_id,
