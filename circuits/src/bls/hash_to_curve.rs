@@ -64,19 +64,18 @@ pub fn map_to_curve(u: Fq) -> G1Affine {
     let tv3 = (tv1 * tv2).inverse().unwrap_or(Fq::zero());
     let tv4 = u * tv1 * tv3 * c.c3;
     let x1 = c.c2 - tv4;
-    let e1 = g(x1).legendre().is_qr();
     let x2 = c.c2 + tv4;
-    let e2 = g(x2).legendre().is_qr() && !e1;
-    let x3 = (tv2.square() * tv3).square() * c.c4 + z;
-    let x = if e1 {
-        x1
-    } else if e2 {
-        x2
-    } else {
-        x3
-    };
-    // One of g(x1), g(x2), g(x3) is a square, so the root exists.
-    let mut y = g(x).sqrt().unwrap_or_default();
+    // The first of x1, x2, x3 whose g is a square, as the specification's is_square tests pick
+    // it, with a root of that g. p ≡ 3 (mod 4), so `sqrt` is one exponentiation that fails on a
+    // non-square: it is the test too, where a Legendre symbol for each of x1 and x2 and then a
+    // root took three. (g is never 0 on this curve of prime order, so no zero case.) One of the
+    // three is a square, so the last root exists; which root comes does not matter, the sign is
+    // set below.
+    let root = |x: Fq| g(x).sqrt().map(|y| (x, y));
+    let (x, mut y) = root(x1).or_else(|| root(x2)).unwrap_or_else(|| {
+        let x3 = (tv2.square() * tv3).square() * c.c4 + z;
+        (x3, g(x3).sqrt().unwrap_or_default())
+    });
     if sgn0(&u) != sgn0(&y) {
         y = -y;
     }
@@ -142,6 +141,47 @@ mod tests {
     }
 
     /// The published test vectors of `BN254G1_XMD:SHA-256_SVDW_RO_` (as in gnark-crypto's suite).
+    /// The map as RFC 9380 (§6.6.1) writes it: is_square by Legendre symbol for x1 and x2, then
+    /// the root of the chosen one. The map above must give the same point for every input, and
+    /// the inputs below take each of the three branches.
+    fn map_as_specified(u: Fq) -> (G1Affine, usize) {
+        let c = constants();
+        let tv1 = u.square() * c.c1;
+        let tv2 = Fq::one() + tv1;
+        let tv1 = Fq::one() - tv1;
+        let tv3 = (tv1 * tv2).inverse().unwrap_or(Fq::zero());
+        let tv4 = u * tv1 * tv3 * c.c3;
+        let x1 = c.c2 - tv4;
+        let e1 = g(x1).legendre().is_qr();
+        let x2 = c.c2 + tv4;
+        let e2 = g(x2).legendre().is_qr() && !e1;
+        let x3 = (tv2.square() * tv3).square() * c.c4 + Fq::one();
+        let (x, branch) = if e1 {
+            (x1, 1)
+        } else if e2 {
+            (x2, 2)
+        } else {
+            (x3, 3)
+        };
+        let mut y = g(x).sqrt().expect("a square");
+        if sgn0(&u) != sgn0(&y) {
+            y = -y;
+        }
+        (G1Affine::new_unchecked(x, y), branch)
+    }
+
+    #[test]
+    fn the_map_picks_the_point_the_specification_does() {
+        let mut taken = [0usize; 4];
+        for i in 0..3000u64 {
+            let [u, _] = hash_to_field(&i.to_le_bytes(), b"map test");
+            let (expected, branch) = map_as_specified(u);
+            assert_eq!(map_to_curve(u), expected, "u from {i}");
+            taken[branch] += 1;
+        }
+        assert!(taken[1..].iter().all(|&n| n > 0), "every branch taken: {taken:?}");
+    }
+
     #[test]
     fn matches_the_reference_vectors() {
         let dst = b"QUUX-V01-CS02-with-BN254G1_XMD:SHA-256_SVDW_RO_";
