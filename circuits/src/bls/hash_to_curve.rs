@@ -54,17 +54,20 @@ fn constants() -> &'static Constants {
     })
 }
 
-/// The SVDW map of one field element to a point of G1.
-pub fn map_to_curve(u: Fq) -> G1Affine {
+/// The SVDW map's three candidate x-coordinates for `u` (RFC 9380 §6.6.1, Z = 1).
+fn candidates(u: Fq) -> [Fq; 3] {
     let c = constants();
-    let z = Fq::one();
     let tv1 = u.square() * c.c1;
     let tv2 = Fq::one() + tv1;
     let tv1 = Fq::one() - tv1;
     let tv3 = (tv1 * tv2).inverse().unwrap_or(Fq::zero());
     let tv4 = u * tv1 * tv3 * c.c3;
-    let x1 = c.c2 - tv4;
-    let x2 = c.c2 + tv4;
+    [c.c2 - tv4, c.c2 + tv4, (tv2.square() * tv3).square() * c.c4 + Fq::one()]
+}
+
+/// The SVDW map of one field element to a point of G1.
+pub fn map_to_curve(u: Fq) -> G1Affine {
+    let [x1, x2, x3] = candidates(u);
     // The first of x1, x2, x3 whose g is a square, as the specification's is_square tests pick
     // it, with a root of that g. p ≡ 3 (mod 4), so `sqrt` is one exponentiation that fails on a
     // non-square: it is the test too, where a Legendre symbol for each of x1 and x2 and then a
@@ -72,10 +75,7 @@ pub fn map_to_curve(u: Fq) -> G1Affine {
     // three is a square, so the last root exists; which root comes does not matter, the sign is
     // set below.
     let root = |x: Fq| g(x).sqrt().map(|y| (x, y));
-    let (x, mut y) = root(x1).or_else(|| root(x2)).unwrap_or_else(|| {
-        let x3 = (tv2.square() * tv3).square() * c.c4 + z;
-        (x3, g(x3).sqrt().unwrap_or_default())
-    });
+    let (x, mut y) = root(x1).or_else(|| root(x2)).unwrap_or_else(|| (x3, g(x3).sqrt().unwrap_or_default()));
     if sgn0(&u) != sgn0(&y) {
         y = -y;
     }
@@ -140,22 +140,13 @@ mod tests {
         Fq::from_be_bytes_mod_order(&bytes)
     }
 
-    /// The published test vectors of `BN254G1_XMD:SHA-256_SVDW_RO_` (as in gnark-crypto's suite).
-    /// The map as RFC 9380 (§6.6.1) writes it: is_square by Legendre symbol for x1 and x2, then
-    /// the root of the chosen one. The map above must give the same point for every input, and
-    /// the inputs below take each of the three branches.
+    /// The map's choice as RFC 9380 (§6.6.1) writes it: is_square by Legendre symbol for x1 and
+    /// x2, then the root of the chosen one. The map above must give the same point for every
+    /// input, and the inputs below take each of the three branches.
     fn map_as_specified(u: Fq) -> (G1Affine, usize) {
-        let c = constants();
-        let tv1 = u.square() * c.c1;
-        let tv2 = Fq::one() + tv1;
-        let tv1 = Fq::one() - tv1;
-        let tv3 = (tv1 * tv2).inverse().unwrap_or(Fq::zero());
-        let tv4 = u * tv1 * tv3 * c.c3;
-        let x1 = c.c2 - tv4;
+        let [x1, x2, x3] = candidates(u);
         let e1 = g(x1).legendre().is_qr();
-        let x2 = c.c2 + tv4;
         let e2 = g(x2).legendre().is_qr() && !e1;
-        let x3 = (tv2.square() * tv3).square() * c.c4 + Fq::one();
         let (x, branch) = if e1 {
             (x1, 1)
         } else if e2 {
@@ -182,6 +173,7 @@ mod tests {
         assert!(taken[1..].iter().all(|&n| n > 0), "every branch taken: {taken:?}");
     }
 
+    /// The published test vectors of `BN254G1_XMD:SHA-256_SVDW_RO_` (as in gnark-crypto's suite).
     #[test]
     fn matches_the_reference_vectors() {
         let dst = b"QUUX-V01-CS02-with-BN254G1_XMD:SHA-256_SVDW_RO_";
