@@ -10,15 +10,16 @@
 //! The clients run in this process, on the same cores as the sequencer, so the figure is what
 //! one machine does playing both parts: a lower bound on the sequencer's own rate.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use circuits::bls::batch::{find_invalid, SignedMessage};
-use circuits::bls::{tx_message, SignedTx};
+use circuits::bls::{tx_message, PublicKey, SecretKey, SignedTx};
 use circuits::genesis::devnet_key;
 use circuits::load::mixed_load;
-use circuits::Executor;
+use circuits::{Executor, Tx};
 use indicatif::ProgressBar;
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::SubmitTxRequest;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::bench::{machine, process_cpu_seconds, progress_bar, BenchArgs, Machine};
+use crate::devnet::percentile;
 use crate::network::{genesis, Circuits};
 use crate::sequencer::core::Params;
 use crate::sequencer::SequencerConfig;
@@ -65,10 +67,6 @@ struct Latency {
     max: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0)
-}
-
 /// Runs the sequencer benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
     let txs = a.txs.unwrap_or(20_000);
@@ -85,16 +83,27 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // The load, signed before the clock starts: clients bring their signatures.
     bar.set_prefix("signing");
     let load = mixed_load(txs, a.accounts, a.swap_ratio);
+    // Each sender's key and public key, derived once (a public key is a G2 multiplication).
+    let senders: BTreeSet<u32> = load.iter().map(Tx::sender).collect();
+    let keys: HashMap<u32, (SecretKey, PublicKey)> = senders
+        .into_par_iter()
+        .map(|id| {
+            let sk = devnet_key(id);
+            let pk = sk.public_key();
+            (id, (sk, pk))
+        })
+        .collect();
     let signed: Vec<SignedTx> =
-        load.par_iter().map(|tx| SignedTx { signature: devnet_key(tx.sender()).sign_tx(tx), tx: tx.clone() }).collect();
+        load.par_iter().map(|tx| SignedTx { signature: keys[&tx.sender()].0.sign_tx(tx), tx: tx.clone() }).collect();
 
     // The ceilings, alone on the same load.
     bar.set_prefix("ceilings");
     let messages: Vec<SignedMessage> = signed
         .par_iter()
-        .map(|s| {
-            let public_key = devnet_key(s.tx.sender()).public_key();
-            SignedMessage { public_key, message: tx_message(&s.tx).to_vec(), signature: s.signature }
+        .map(|s| SignedMessage {
+            public_key: keys[&s.tx.sender()].1,
+            message: tx_message(&s.tx).to_vec(),
+            signature: s.signature,
         })
         .collect();
     let t = Instant::now();

@@ -91,7 +91,8 @@ fn invalid_load(accounts: u32) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of `sorted` (nearest rank), 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
