@@ -1,23 +1,35 @@
-//! BLS verification rates: one signature, aggregates of 1 000 and 10 000 distinct messages, and
-//! the sequencer's batch check.
+//! BLS verification rates: one signature; the settlement node's aggregate check of 1 000 and
+//! 10 000 messages; the sequencer's batch check of 1 000. Each with every message from a
+//! different signer and no key prepared beforehand (the worst case, `distinct_cold`), with those
+//! signers' keys kept prepared from an earlier check (`distinct_warm`), and with 64 signers
+//! (`64_signers`: a signer's terms are summed before one Miller loop).
 //!
 //! `cargo bench -p benches --bench bls`
 
 use circuits::bls::batch::{find_invalid, SignedMessage};
-use circuits::bls::{aggregate, aggregate_verify, verify, PublicKey, SecretKey, Signature};
+use circuits::bls::{aggregate, aggregate_verify, verify, KeyCache, PublicKey, SecretKey, Signature};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
-fn signed(n: usize) -> (Vec<(PublicKey, Vec<u8>)>, Vec<Signature>) {
-    let mut rng = StdRng::seed_from_u64(1);
-    let keys: Vec<SecretKey> = (0..64).map(|_| SecretKey::random(&mut rng)).collect();
-    (0..n)
+/// `n` messages signed by `signers` keys in turn.
+fn signed(n: usize, signers: usize) -> (Vec<(PublicKey, Vec<u8>)>, Vec<Signature>) {
+    let keys: Vec<(SecretKey, PublicKey)> = (0..signers)
+        .into_par_iter()
         .map(|i| {
-            let k = &keys[i % keys.len()];
+            let sk = SecretKey::from_seed(format!("bench-{i}").as_bytes());
+            let pk = sk.public_key();
+            (sk, pk)
+        })
+        .collect();
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let (sk, pk) = &keys[i % signers];
             let m = format!("transaction {i}").into_bytes();
-            let s = k.sign(&m);
-            ((k.public_key(), m), s)
+            let s = sk.sign(&m);
+            ((*pk, m), s)
         })
         .unzip()
 }
@@ -25,25 +37,35 @@ fn signed(n: usize) -> (Vec<(PublicKey, Vec<u8>)>, Vec<Signature>) {
 fn bls(c: &mut Criterion) {
     let mut g = c.benchmark_group("bls");
     g.sample_size(10);
-    let (one, sig) = signed(1);
+    let (one, sig) = signed(1, 1);
     g.throughput(Throughput::Elements(1));
     g.bench_function("verify_single", |b| b.iter(|| verify(&one[0].0, &one[0].1, &sig[0]).expect("valid")));
-    for n in [1_000usize, 10_000] {
-        let (signers, sigs) = signed(n);
+    for (n, signers, cases) in
+        [(1_000usize, 1_000, &["cold", "warm"][..]), (1_000, 64, &["cold"]), (10_000, 10_000, &["cold"])]
+    {
+        let (items, sigs) = signed(n, signers);
         let agg = aggregate(&sigs);
-        let refs: Vec<(PublicKey, &[u8])> = signers.iter().map(|(k, m)| (*k, &m[..])).collect();
+        let refs: Vec<(PublicKey, &[u8])> = items.iter().map(|(k, m)| (*k, &m[..])).collect();
+        let batch: Vec<SignedMessage> = items
+            .iter()
+            .zip(&sigs)
+            .map(|((k, m), s)| SignedMessage { public_key: *k, message: m.clone(), signature: *s })
+            .collect();
+        let who = if signers == n { "distinct".to_string() } else { format!("{signers}_signers") };
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(format!("aggregate_verify_{n}"), |b| b.iter(|| aggregate_verify(&refs, &agg).expect("valid")));
-        if n == 1_000 {
-            let items: Vec<SignedMessage> = signers
-                .iter()
-                .zip(&sigs)
-                .map(|((k, m), s)| SignedMessage { public_key: *k, message: m.clone(), signature: *s })
-                .collect();
-            let mut rng = StdRng::seed_from_u64(2);
-            g.bench_function("batch_check_1000_all_valid", |b| {
-                b.iter(|| assert!(find_invalid(&items, &mut rng).is_empty()))
+        for case in cases {
+            let name = if signers == n { format!("{who}_{case}") } else { who.clone() };
+            // Cold: a cache that keeps nothing. Warm: one that has seen these keys.
+            let keys = KeyCache::new(if *case == "warm" { 2 * signers } else { 0 });
+            g.bench_function(format!("aggregate_verify_{n}_{name}"), |b| {
+                b.iter(|| aggregate_verify(&refs, &agg, &keys).expect("valid"))
             });
+            if n == 1_000 {
+                let mut rng = StdRng::seed_from_u64(2);
+                g.bench_function(format!("batch_check_{n}_{name}"), |b| {
+                    b.iter(|| assert!(find_invalid(&batch, &keys, &mut rng).is_empty()))
+                });
+            }
         }
     }
     g.finish();

@@ -65,21 +65,27 @@ fn aggregates_over_distinct_messages() {
     let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
     let signers: Vec<(PublicKey, &[u8])> = keys.iter().zip(&msgs).map(|(k, m)| (k.public_key(), &m[..])).collect();
     let agg = aggregate(&sigs);
-    assert_eq!(aggregate_verify(&signers, &agg), Ok(()));
+    let keys = KeyCache::new(64);
+    assert_eq!(aggregate_verify(&signers, &agg, &keys), Ok(()));
     let tampered = Signature((agg.0 + G1Affine::generator()).into_affine());
-    assert_eq!(aggregate_verify(&signers, &tampered), Err(BlsError::InvalidSignature));
-    assert_eq!(aggregate_verify(&signers[1..], &agg), Err(BlsError::InvalidSignature), "a missing signer");
+    assert_eq!(aggregate_verify(&signers, &tampered, &keys), Err(BlsError::InvalidSignature));
+    assert_eq!(aggregate_verify(&signers[1..], &agg, &keys), Err(BlsError::InvalidSignature), "a missing signer");
     let mut swapped = signers.clone();
     swapped.swap(0, 1);
     swapped[0].1 = signers[0].1;
-    assert_eq!(aggregate_verify(&swapped, &agg), Err(BlsError::InvalidSignature), "a message under the wrong key");
-    assert_eq!(aggregate_verify(&[], &agg), Err(BlsError::Empty));
+    assert_eq!(
+        aggregate_verify(&swapped, &agg, &keys),
+        Err(BlsError::InvalidSignature),
+        "a message under the wrong key"
+    );
+    assert_eq!(aggregate_verify(&[], &agg, &keys), Err(BlsError::Empty));
 }
 
 #[test]
 fn one_bad_signature_among_a_thousand_is_named() {
     let mut r = rng();
     let keys: Vec<SecretKey> = (0..8).map(|_| SecretKey::random(&mut r)).collect();
+    let cache = KeyCache::new(64);
     let mut items: Vec<SignedMessage> = (0..1000)
         .map(|i| {
             let k = &keys[i % keys.len()];
@@ -87,11 +93,11 @@ fn one_bad_signature_among_a_thousand_is_named() {
             SignedMessage { public_key: k.public_key(), signature: k.sign(&message), message }
         })
         .collect();
-    assert_eq!(find_invalid(&items, &mut r), Vec::<usize>::new());
+    assert_eq!(find_invalid(&items, &cache, &mut r), Vec::<usize>::new());
     items[617].message = b"changed".to_vec();
-    assert_eq!(find_invalid(&items, &mut r), vec![617]);
+    assert_eq!(find_invalid(&items, &cache, &mut r), vec![617]);
     items[3].signature = items[4].signature;
-    assert_eq!(find_invalid(&items, &mut r), vec![3, 617]);
+    assert_eq!(find_invalid(&items, &cache, &mut r), vec![3, 617]);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use aggregator::{AggJob, BlockPlan, BlockPublicInputs, PlannedKind, ProofBytes, ProofKind};
 use anyhow::{bail, Context, Result};
-use circuits::bls::batch::{find_invalid, SignedMessage};
+use circuits::bls::batch::SignedMessage;
 use circuits::bls::tx_message;
 use circuits::genesis::devnet_key;
 use circuits::hash::ZERO_DIGEST;
@@ -381,7 +381,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         })
         .collect();
     let t = Mark::now();
-    if !find_invalid(&signed, &mut rand::rngs::OsRng).is_empty() {
+    if !crate::sequencer::sigcheck::check_stream(&signed).is_empty() {
         bail!("the load has invalid signatures");
     }
     stage("signatures", t, 1);

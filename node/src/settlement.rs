@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use aggregator::BlockPublicInputs;
 use anyhow::{Context, Result};
-use circuits::bls::{aggregate_verify, register_key, tx_message, PublicKey, Signature, SignedTx};
+use circuits::bls::pairing::SERVICE_KEY_CACHE;
+use circuits::bls::{aggregate_verify, register_key, tx_message, KeyCache, PublicKey, Signature, SignedTx};
 use circuits::hash::{digest_to_bytes, ZERO_DIGEST};
 use circuits::tx::commitment;
 use circuits::{Digest, Genesis, Tx, F};
@@ -41,6 +42,8 @@ pub struct SettlementNode {
     circuits: Arc<Circuits>,
     token: String,
     head: Mutex<HeadState>,
+    /// The busiest signers' keys, prepared for the pairing.
+    keys: KeyCache,
 }
 
 fn key_block(h: u64) -> Vec<u8> {
@@ -97,7 +100,7 @@ impl SettlementNode {
             }
         };
         info!(height = head.height, "settlement head");
-        Ok(Self { db, circuits, token, head: Mutex::new(head) })
+        Ok(Self { db, circuits, token, head: Mutex::new(head), keys: KeyCache::new(SERVICE_KEY_CACHE) })
     }
 
     fn key(&self, account: u32) -> Result<Option<PublicKey>, Status> {
@@ -160,7 +163,8 @@ impl SettlementNode {
         }
         let agg = Signature::from_bytes(&block.aggregate_signature).map_err(|e| status::bls_error(&e))?;
         let pairs: Vec<(PublicKey, &[u8])> = signers.iter().zip(&messages).map(|(k, m)| (*k, &m[..])).collect();
-        aggregate_verify(&pairs, &agg).map_err(|_| Status::invalid_argument("aggregate signature does not verify"))?;
+        aggregate_verify(&pairs, &agg, &self.keys)
+            .map_err(|_| Status::invalid_argument("aggregate signature does not verify"))?;
 
         let next = HeadState { height: block.height, root: new_root, settled_txs: head.settled_txs + txs.len() as u64 };
         let mut batch = sled::Batch::default();

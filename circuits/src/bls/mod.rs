@@ -9,16 +9,17 @@
 pub mod batch;
 pub mod encoding;
 pub mod hash_to_curve;
+pub mod pairing;
 pub mod signed;
 
-use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine};
-use ark_ec::pairing::{MillerLoopOutput, Pairing};
+use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine};
 use ark_ec::{AffineRepr, CurveGroup, PrimeGroup};
-use ark_ff::{BigInteger, One, PrimeField, UniformRand, Zero};
+use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use rayon::prelude::*;
 use thiserror::Error;
 
 pub use encoding::{G1_LEN, G2_LEN};
+pub use pairing::KeyCache;
 pub use signed::{SignedTx, SignedTxError};
 
 use crate::hash::digest_to_bytes;
@@ -191,20 +192,6 @@ impl Signature {
     }
 }
 
-/// Product of Miller loops over `(G1, G2)` pairs, split across rayon threads, then one final
-/// exponentiation; true when the product of pairings is one.
-pub fn pairing_product_is_one(pairs: &[(G1Affine, G2Affine)]) -> bool {
-    let chunk = pairs.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
-    let product = pairs
-        .par_chunks(chunk)
-        .map(|c| {
-            let (a, b): (Vec<_>, Vec<_>) = c.iter().copied().unzip();
-            Bn254::multi_miller_loop(a, b).0
-        })
-        .reduce(<Bn254 as Pairing>::TargetField::one, |x, y| x * y);
-    Bn254::final_exponentiation(MillerLoopOutput(product)).is_some_and(|o| o.is_zero())
-}
-
 /// `−g2`.
 pub(crate) fn neg_g2() -> G2Affine {
     (-ark_bn254::G2Projective::generator()).into_affine()
@@ -212,7 +199,10 @@ pub(crate) fn neg_g2() -> G2Affine {
 
 /// Checks one signature.
 pub fn verify(pk: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), BlsError> {
-    if pairing_product_is_one(&[(sig.0, neg_g2()), (message_point(msg), pk.0)]) {
+    if pairing::product_is_one(
+        &[(sig.0.into_group(), neg_g2()), (message_point(msg).into_group(), pk.0)],
+        &KeyCache::new(0),
+    ) {
         Ok(())
     } else {
         Err(BlsError::InvalidSignature)
@@ -227,7 +217,7 @@ pub fn verify_tx(pk: &PublicKey, tx: &Tx, sig: &Signature) -> Result<(), BlsErro
 /// Checks a proof of possession.
 pub fn verify_pop(pk: &PublicKey, pop: &Signature) -> Result<(), BlsError> {
     let h = hash_to_curve::hash_to_g1(&pk.to_bytes(), POP_DST);
-    if pairing_product_is_one(&[(pop.0, neg_g2()), (h, pk.0)]) {
+    if pairing::product_is_one(&[(pop.0.into_group(), neg_g2()), (h.into_group(), pk.0)], &KeyCache::new(0)) {
         Ok(())
     } else {
         Err(BlsError::InvalidProofOfPossession)
@@ -249,15 +239,17 @@ pub fn aggregate(sigs: &[Signature]) -> Signature {
 }
 
 /// Checks an aggregate of signatures by `signers[i].0` on `signers[i].1`: one multi-pairing
-/// `e(agg, −g2) · Π e(H(m_i), pk_i) = 1`, the Miller loops split across threads. Keys must have
-/// passed their proof of possession, which is what makes repeated messages safe too.
-pub fn aggregate_verify(signers: &[(PublicKey, &[u8])], agg: &Signature) -> Result<(), BlsError> {
+/// `e(agg, −g2) · Π e(H(m_i), pk_i) = 1`, one Miller loop per distinct key (a key's messages'
+/// points summed first), keys prepared through `keys`. Keys must have passed their proof of
+/// possession, which is what makes repeated messages safe too.
+pub fn aggregate_verify(signers: &[(PublicKey, &[u8])], agg: &Signature, keys: &KeyCache) -> Result<(), BlsError> {
     if signers.is_empty() {
         return Err(BlsError::Empty);
     }
-    let mut pairs: Vec<(G1Affine, G2Affine)> = signers.par_iter().map(|(pk, msg)| (message_point(msg), pk.0)).collect();
-    pairs.push((agg.0, neg_g2()));
-    if pairing_product_is_one(&pairs) {
+    let mut terms: Vec<(G1Projective, G2Affine)> =
+        signers.par_iter().map(|(pk, msg)| (message_point(msg).into_group(), pk.0)).collect();
+    terms.push((agg.0.into_group(), neg_g2()));
+    if pairing::product_is_one(&terms, keys) {
         Ok(())
     } else {
         Err(BlsError::InvalidSignature)

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::core::{Core, Fault, JobKey};
 use super::flusher::Flusher;
-use super::sigcheck::SigChecker;
+use super::sigcheck::{SigChecker, SIG_BATCH, SIG_WAIT};
 use crate::status;
 
 /// Shared by both services.
@@ -35,7 +35,7 @@ pub struct Shared {
 impl Shared {
     /// Wraps the core and starts the batching signature checker (so: inside a runtime).
     pub fn new(core: Core, db: sled::Db, verifier_digest: String) -> Self {
-        let signatures = SigChecker::spawn(256, std::time::Duration::from_millis(2));
+        let signatures = SigChecker::spawn(SIG_BATCH, SIG_WAIT);
         let flusher = {
             let db = db.clone();
             Flusher::spawn(move || db.flush().map(|_| ()))
