@@ -51,9 +51,12 @@ struct Report {
     /// `seconds`, the cores kept busy.
     cpu_seconds: Option<f64>,
     latency_ms: Latency,
-    /// The same load's signatures checked alone, as the sequencer's checker does it in one
-    /// batch: the rate signatures allow.
+    /// The same load's signatures checked alone, as the sequencer's checker does it (batches of
+    /// 256, busy keys kept prepared): the rate signatures allow.
     signatures_alone_tps: f64,
+    /// The share of the sequencer's key lookups (one per distinct signer in a checked batch) that
+    /// found the key prepared.
+    key_cache_hit_rate: Option<f64>,
     /// The same load executed alone (applied and sealed in batches): the rate execution allows.
     execution_alone_tps: f64,
     batches: u64,
@@ -131,7 +134,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let result = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar));
     std::fs::remove_dir_all(&dir).ok();
-    let (seconds, cpu_seconds, mut latencies, batches) = result?;
+    let (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate) = result?;
     bar.finish_and_clear();
 
     latencies.sort_by(f64::total_cmp);
@@ -151,6 +154,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             max: latencies.last().copied().unwrap_or(0.0),
         },
         signatures_alone_tps,
+        key_cache_hit_rate,
         execution_alone_tps,
         batches,
         machine: machine(&[]),
@@ -184,12 +188,15 @@ fn print(r: &Report) {
         r.execution_alone_tps,
         100.0 * r.accepted_tps / r.signatures_alone_tps.min(r.execution_alone_tps)
     );
+    if let Some(h) = r.key_cache_hit_rate {
+        println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
+    }
 }
 
 /// Starts a sequencer in `dir` and submits `signed` over `clients` concurrent streams (a
 /// sender's transactions in order on one stream); returns the seconds from the first
 /// submission to the last acknowledgement, the CPU seconds over them, each submission's
-/// latency in ms, and the batches sealed.
+/// latency in ms, the batches sealed, and the share of key lookups that found the key prepared.
 async fn submit_all(
     a: &BenchArgs,
     circuits: Arc<Circuits>,
@@ -197,7 +204,7 @@ async fn submit_all(
     signed: Vec<SignedTx>,
     clients: usize,
     bar: &ProgressBar,
-) -> Result<(f64, Option<f64>, Vec<f64>, u64)> {
+) -> Result<(f64, Option<f64>, Vec<f64>, u64, Option<f64>)> {
     let (stop, shutdown) = watch::channel(false);
     let txs = signed.len();
     let params = Params {
@@ -265,6 +272,8 @@ async fn submit_all(
     if status.accepted_txs != txs as u64 {
         bail!("{} transactions acknowledged, the sequencer counts {}", txs, status.accepted_txs);
     }
+    let (kept, prepared) = seq.shared.signature_keys().hits_and_misses();
+    let hit_rate = (kept + prepared > 0).then(|| kept as f64 / (kept + prepared) as f64);
     let _ = stop.send(true);
-    Ok((seconds, cpu_seconds, latencies, status.batches))
+    Ok((seconds, cpu_seconds, latencies, status.batches, hit_rate))
 }

@@ -259,6 +259,7 @@ async fn end_to_end() {
     let mut page = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut page).await.expect("read");
     assert!(page.contains("rollup_jobs{state=\"done\"}") && page.contains("rollup_txs_settled_total 7"), "{page}");
+    assert!(page.contains("rollup_signature_keys_total{source=\"kept\"}"), "{page}");
 
     // Settlement restarted: same head.
     kill(s);

@@ -1,5 +1,5 @@
 //! A Prometheus text endpoint: jobs by state, proof latency, failures by whom they are charged to,
-//! proven and settled transactions.
+//! proven and settled transactions, the signature checker's prepared keys.
 
 use std::fmt::Write;
 
@@ -39,6 +39,16 @@ pub fn render(shared: &Shared) -> String {
          rollup_job_failures_total{{charged_to=\"worker\"}} {}",
         c.job_failures, c.worker_faults
     );
+    // The signature checker's prepared keys: `kept` lookups found one, `prepared` ones made it. A
+    // low share kept means more active signers than the cache holds.
+    let keys = shared.signature_keys();
+    let (kept, prepared) = keys.hits_and_misses();
+    let _ = writeln!(
+        out,
+        "# TYPE rollup_signature_keys_total counter\nrollup_signature_keys_total{{source=\"kept\"}} {kept}\n\
+         rollup_signature_keys_total{{source=\"prepared\"}} {prepared}"
+    );
+    let _ = writeln!(out, "# TYPE rollup_signature_keys_kept gauge\nrollup_signature_keys_kept {}", keys.len());
     let _ = writeln!(out, "# TYPE rollup_proven_tps gauge\nrollup_proven_tps {}", c.proven_txs as f64 / up);
     let _ = writeln!(out, "# TYPE rollup_settled_tps gauge\nrollup_settled_tps {}", s.settled_txs as f64 / up);
     out

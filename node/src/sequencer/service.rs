@@ -56,6 +56,11 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The signers' keys the signature checker keeps prepared.
+    pub fn signature_keys(&self) -> &circuits::bls::KeyCache {
+        self.signatures.keys()
+    }
+
     /// The backends registered workers have proven on, in order (`cpu`, `cuda`).
     pub fn worker_backends(&self) -> Vec<String> {
         self.backends.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()

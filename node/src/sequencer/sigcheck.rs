@@ -22,6 +22,7 @@ pub const SIG_WAIT: Duration = Duration::from_millis(2);
 #[derive(Clone)]
 pub struct SigChecker {
     tx: mpsc::Sender<Request>,
+    keys: Arc<KeyCache>,
 }
 
 impl SigChecker {
@@ -30,6 +31,7 @@ impl SigChecker {
     pub fn spawn(max_batch: usize, max_wait: Duration) -> Self {
         let (tx, mut rx) = mpsc::channel::<Request>(4 * max_batch.max(1));
         let keys = Arc::new(KeyCache::new(SERVICE_KEY_CACHE));
+        let cache = keys.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -61,7 +63,12 @@ impl SigChecker {
                 }
             }
         });
-        Self { tx }
+        Self { tx, keys: cache }
+    }
+
+    /// The prepared keys the checker keeps (how often they were found there: its metrics).
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 
     /// Whether `item`'s signature verifies; `None` if the checker is gone.
