@@ -87,29 +87,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // The load, signed before the clock starts: clients bring their signatures.
     bar.set_prefix("signing");
     let load = mixed_load(txs, a.accounts, a.swap_ratio);
-    // Each sender's key and public key, derived once (a public key is a G2 multiplication).
-    let senders: BTreeSet<u32> = load.iter().map(Tx::sender).collect();
-    let keys: HashMap<u32, (SecretKey, PublicKey)> = senders
-        .into_par_iter()
-        .map(|id| {
-            let sk = devnet_key(id);
-            let pk = sk.public_key();
-            (id, (sk, pk))
-        })
-        .collect();
-    let signed: Vec<SignedTx> =
-        load.par_iter().map(|tx| SignedTx { signature: keys[&tx.sender()].0.sign_tx(tx), tx: tx.clone() }).collect();
+    let (signed, messages): (Vec<SignedTx>, Vec<SignedMessage>) = sign_load(&load).into_iter().unzip();
 
     // The ceilings, alone on the same load.
     bar.set_prefix("ceilings");
-    let messages: Vec<SignedMessage> = signed
-        .par_iter()
-        .map(|s| SignedMessage {
-            public_key: keys[&s.tx.sender()].1,
-            message: tx_message(&s.tx).to_vec(),
-            signature: s.signature,
-        })
-        .collect();
     let t = Instant::now();
     if !crate::sequencer::sigcheck::check_stream(&messages).is_empty() {
         bail!("the load has invalid signatures");
@@ -191,6 +172,28 @@ fn print(r: &Report) {
     if let Some(h) = r.key_cache_hit_rate {
         println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
     }
+}
+
+/// `load` signed by its senders' devnet keys, each with the message its signature is checked
+/// on; each sender's keys derived once (a public key is a G2 multiplication).
+pub fn sign_load(load: &[Tx]) -> Vec<(SignedTx, SignedMessage)> {
+    let senders: BTreeSet<u32> = load.iter().map(Tx::sender).collect();
+    let keys: HashMap<u32, (SecretKey, PublicKey)> = senders
+        .into_par_iter()
+        .map(|id| {
+            let sk = devnet_key(id);
+            let pk = sk.public_key();
+            (id, (sk, pk))
+        })
+        .collect();
+    load.par_iter()
+        .map(|tx| {
+            let (sk, pk) = &keys[&tx.sender()];
+            let signature = sk.sign_tx(tx);
+            let checked = SignedMessage { public_key: *pk, message: tx_message(tx).to_vec(), signature };
+            (SignedTx { tx: tx.clone(), signature }, checked)
+        })
+        .collect()
 }
 
 /// Starts a sequencer in `dir` and submits `signed` over `clients` concurrent streams (a

@@ -16,8 +16,6 @@ use std::time::Instant;
 use aggregator::{AggJob, BlockPlan, BlockPublicInputs, PlannedKind, ProofBytes, ProofKind};
 use anyhow::{bail, Context, Result};
 use circuits::bls::batch::SignedMessage;
-use circuits::bls::tx_message;
-use circuits::genesis::devnet_key;
 use circuits::hash::ZERO_DIGEST;
 use circuits::load::mixed_load;
 use circuits::tx::commitment;
@@ -372,14 +370,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     // Signatures, as the sequencer checks them on arrival.
     let txs = mixed_load(txs, accounts, a.swap_ratio);
-    let signed: Vec<SignedMessage> = txs
-        .iter()
-        .map(|tx| {
-            let sk = devnet_key(tx.sender());
-            let message = tx_message(tx).to_vec();
-            SignedMessage { public_key: sk.public_key(), signature: sk.sign(&message), message }
-        })
-        .collect();
+    let signed: Vec<SignedMessage> = crate::acceptance::sign_load(&txs).into_iter().map(|(_, m)| m).collect();
     let t = Mark::now();
     if !crate::sequencer::sigcheck::check_stream(&signed).is_empty() {
         bail!("the load has invalid signatures");
