@@ -192,9 +192,9 @@ impl Signature {
     }
 }
 
-/// `−g2`.
+/// `−g2` (computed once, with its line coefficients: `pairing::neg_g2_prepared`).
 pub(crate) fn neg_g2() -> G2Affine {
-    (-ark_bn254::G2Projective::generator()).into_affine()
+    pairing::neg_g2_prepared().0
 }
 
 /// Checks one signature.

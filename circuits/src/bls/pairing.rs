@@ -126,7 +126,7 @@ impl Generations {
 pub(crate) fn neg_g2_prepared() -> &'static (G2Affine, Arc<PreparedKey>) {
     static NEG_G2: OnceLock<(G2Affine, Arc<PreparedKey>)> = OnceLock::new();
     NEG_G2.get_or_init(|| {
-        let q = super::neg_g2();
+        let q = -G2Affine::generator();
         (q, Arc::new(PreparedKey::from(q)))
     })
 }
