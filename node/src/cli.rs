@@ -54,6 +54,8 @@ enum Command {
     Head(crate::client::HeadArgs),
     /// Read the sequencer's status.
     Status(crate::client::StatusArgs),
+    /// List the prover farm's jobs in flight; `retry` queues given-up jobs again.
+    Jobs(crate::jobs::JobsArgs),
     /// Measure how many transactions per second this machine proves.
     Bench(crate::bench::BenchArgs),
 }
@@ -214,6 +216,7 @@ impl Cli {
             Command::Account(a) => rt()?.block_on(crate::client::account(a)),
             Command::Head(a) => rt()?.block_on(crate::client::head(a)),
             Command::Status(a) => rt()?.block_on(crate::client::status(a)),
+            Command::Jobs(a) => rt()?.block_on(crate::jobs::run(a)),
             Command::Bench(a) => crate::bench::run(a),
         }
     }

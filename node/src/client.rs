@@ -216,6 +216,13 @@ pub async fn status(a: StatusArgs) -> Result<()> {
         for j in &s.jobs {
             println!("  jobs {:<8} {}", j.state, j.count);
         }
+        let given_up = s.jobs.iter().find(|j| j.state == "failed").map_or(0, |j| j.count);
+        if given_up > 0 {
+            println!(
+                "{given_up} jobs given up: no block settles past them. `rollup jobs --state failed` shows why; \
+                 `rollup jobs retry --failed` queues them again."
+            );
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod devnet;
+mod jobs;
 mod keyfile;
 mod network;
 mod prover;

@@ -65,6 +65,14 @@ impl Circuits {
     }
 }
 
+/// The circuits for batches of 4 slots, built once for all the tests of this binary that need
+/// them (each build takes seconds).
+#[cfg(test)]
+pub fn test_circuits() -> Arc<Circuits> {
+    static CIRCUITS: std::sync::OnceLock<Arc<Circuits>> = std::sync::OnceLock::new();
+    CIRCUITS.get_or_init(|| Circuits::build(4).expect("circuits")).clone()
+}
+
 /// The devnet genesis with `accounts` accounts.
 pub fn genesis(accounts: u32) -> Genesis {
     Genesis::devnet(accounts)

@@ -442,9 +442,11 @@ mod tests {
     /// failure on the host counts toward the job's attempts and the worker goes on; on a device,
     /// the CPU backend proves the job the device failed, and the worker stops. Before, a broken
     /// GPU used up the attempts of every job it leased, and the chain halted on the first one.
+    /// A job given up halts the chain until an operator queues it again (`rollup jobs retry`),
+    /// and a worker then proves it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_fault_is_the_workers_and_stops_it_where_a_job_fault_counts_against_the_job() {
-        let circuits = tokio::task::spawn_blocking(|| Circuits::build(4)).await.expect("join").expect("circuits");
+        let circuits = tokio::task::spawn_blocking(crate::network::test_circuits).await.expect("join");
         let dir = std::env::temp_dir().join(format!("rollup-device-fault-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (stop, shutdown) = watch::channel(false);
@@ -540,10 +542,11 @@ mod tests {
         let wrong = failing(refused, true);
         let ended = tokio::time::timeout(
             Duration::from_secs(300),
-            run_with(wrong, worker("gpu"), Some(circuits), shutdown.clone()),
+            run_with(wrong, worker("gpu"), Some(circuits.clone()), shutdown.clone()),
         )
         .await
         .expect("the worker stops by itself");
+        let circuits_again = circuits;
         let err = ended.expect_err("a device that failed a job the CPU proves ends the worker");
         let text = format!("{err:#}");
         assert!(
@@ -555,6 +558,41 @@ mod tests {
             assert_eq!((core.counters.worker_faults, core.counters.job_failures), (1, 2));
             assert_eq!(core.counters.proven_txs, 4, "the second batch, proven on the CPU");
         }
+
+        // The given-up job halts the chain until an operator queues it again (`rollup jobs`).
+        use crate::jobs::{list, retry, StateArg};
+        let token = || Some("t".to_string());
+        let e = list(&url, None, None).await.expect_err("the farm's token is required");
+        assert!(format!("{e}").contains("Unauthenticated"), "{e}");
+        let failed = list(&url, token(), Some(StateArg::Failed)).await.expect("listed");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!((crate::jobs::describe(&failed[0]), failed[0].failures), ("batch 0".to_string(), 2));
+        assert!(failed[0].reason.contains("refused (injected)"), "{failed:?}");
+        // Oldest first: batch 0 given up, batch 1 proven, its block's merge waiting for a worker.
+        let all = list(&url, token(), None).await.expect("listed");
+        let shown: Vec<_> = all.iter().map(|j| (crate::jobs::describe(j), j.state.as_str())).collect();
+        assert_eq!(
+            shown,
+            [("batch 0".into(), "failed"), ("batch 1".into(), "done"), ("merge 1 of block 2".into(), "pending")],
+            "{all:?}"
+        );
+        let e = retry(&url, token(), vec![0, JobKey::Batch(1).id()]).await.expect_err("batch 1 is done");
+        assert!(format!("{e}").contains("FailedPrecondition"), "{e}");
+        assert_eq!(jobs(&seq.shared.lock(), "failed"), 1, "a refused request changes nothing");
+        assert_eq!(retry(&url, token(), vec![]).await.expect("queued again"), [0]);
+        assert_eq!(list(&url, token(), Some(StateArg::Failed)).await.expect("listed").len(), 0);
+        // A worker that can prove it does, and the job's block has all its proofs.
+        let (stop_proving, proving_shutdown) = watch::channel(false);
+        let proving = tokio::spawn(run_with(
+            Prover::Pipeline(Arc::new(prover_gpu::cpu::RayonBackend)),
+            worker("cpu"),
+            Some(circuits_again),
+            proving_shutdown,
+        ));
+        wait_until("the retried job's proof", &seq, |c| c.counters.proven_txs == 8).await;
+        assert_eq!(seq.shared.lock().counters.retried_jobs, 1);
+        stop_proving.send(true).expect("shutdown");
+        proving.await.expect("join").expect("a worker stopped by shutdown ends cleanly");
         stop.send(true).expect("shutdown");
         std::fs::remove_dir_all(&dir).ok();
     }

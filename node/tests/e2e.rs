@@ -2,7 +2,7 @@
 //! aggregated and settled with equal roots; a worker killed mid-job and its job finished by
 //! another; the sequencer killed and restarted with nothing lost or doubled; settlement restarted
 //! with its head kept; tampered blocks refused; malformed, oversized and unauthenticated requests
-//! refused with the right codes.
+//! refused with the right codes; the operator's `rollup jobs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -260,6 +260,33 @@ async fn end_to_end() {
     tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut page).await.expect("read");
     assert!(page.contains("rollup_jobs{state=\"done\"}") && page.contains("rollup_txs_settled_total 7"), "{page}");
     assert!(page.contains("rollup_signature_keys_total{source=\"kept\"}"), "{page}");
+    assert!(page.contains("rollup_job_retries_total 0"), "{page}");
+
+    // The operator's `rollup jobs`, under the farm's token: settled blocks' jobs are history, so
+    // nothing is in flight, and nothing settled can be queued again.
+    let url = format!("http://127.0.0.1:{}", net.sequencer_port);
+    let jobs_cmd = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollup"))
+            .args(["jobs", "--sequencer", &url])
+            .args(args)
+            .env_remove("ROLLUP_TOKEN")
+            .output()
+            .expect("run rollup jobs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = jobs_cmd(&["--json"]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, out, err) = jobs_cmd(&["--json", "--token", TOKEN]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).expect("json")["jobs"], serde_json::json!([]), "{out}");
+    let (ok, _, err) = jobs_cmd(&["retry", "0", "--token", TOKEN]);
+    assert!(!ok && err.contains("NotFound") && err.contains("no job 0 in flight"), "{err}");
+    let (ok, out, err) = jobs_cmd(&["retry", "--failed", "--token", TOKEN]);
+    assert!(ok && out.contains("no job is given up"), "{out}{err}");
 
     // Settlement restarted: same head.
     kill(s);

@@ -51,6 +51,15 @@ pub enum JobKey {
     },
 }
 
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobKey::Batch(b) => write!(f, "batch {b}"),
+            JobKey::Merge { height, node } => write!(f, "merge {node} of block {height}"),
+        }
+    }
+}
+
 impl JobKey {
     /// A stable id: the same job has the same id across restarts.
     pub fn id(self) -> u64 {
@@ -157,6 +166,8 @@ pub struct Counters {
     pub job_failures: u64,
     /// Failures workers reported as their devices' ([`Fault::Worker`]), this process.
     pub worker_faults: u64,
+    /// Given-up jobs an operator queued again ([`Core::retry`]), this process.
+    pub retried_jobs: u64,
 }
 
 /// Whom a reported failure is charged to.
@@ -680,6 +691,58 @@ impl Core {
         Ok(())
     }
 
+    /// Queues given-up jobs again with their attempts renewed: the operator's way on once the
+    /// cause is fixed, since a job given up halts the chain (a block needs every proof). `ids`
+    /// empty means every given-up job. An unknown id (NOT_FOUND) or a job that is not given up
+    /// (FAILED_PRECONDITION) refuses the whole request, and nothing changes. The records of
+    /// the give-ups go in one write, so a restart finds all of them or none; the caller flushes
+    /// before acknowledging.
+    pub fn retry(&mut self, ids: &[u64]) -> Result<Vec<JobKey>, Status> {
+        let given_up = |j: &Job| matches!(j.state, JobState::Failed { .. });
+        let chosen: Vec<u64> = if ids.is_empty() {
+            self.jobs.values().filter(|j| given_up(j)).map(|j| j.key.id()).collect()
+        } else {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in &ids {
+                let j = self.jobs.get(id).ok_or_else(|| Status::not_found(format!("no job {id} in flight")))?;
+                if !given_up(j) {
+                    return Err(Status::failed_precondition(format!(
+                        "job {id} ({}) is {}, not given up",
+                        j.key,
+                        j.state.name()
+                    )));
+                }
+            }
+            ids
+        };
+        let mut records = sled::Batch::default();
+        for &id in &chosen {
+            records.remove(&k(T_FAILED, id));
+        }
+        self.db.apply_batch(records).map_err(status::storage)?;
+        let mut keys = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.state = JobState::Pending;
+                j.failures = 0;
+                keys.push(j.key);
+                info!(job = %j.key, "a given-up job is queued again");
+            }
+        }
+        self.counters.retried_jobs += keys.len() as u64;
+        Ok(keys)
+    }
+
+    /// The jobs in flight in the order they are leased (oldest first), those in `state` only
+    /// when it is given (a [`JobState::name`]).
+    pub fn job_list(&self, state: Option<&str>) -> Vec<&Job> {
+        let mut jobs: Vec<&Job> = self.jobs.values().filter(|j| state.is_none_or(|s| j.state.name() == s)).collect();
+        jobs.sort_unstable_by_key(|j| j.order);
+        jobs
+    }
+
     /// The next block to submit, when its proof is ready.
     pub fn next_block(&self) -> Option<proto::v1::Block> {
         let height = self.settled_height + 1;
@@ -821,5 +884,82 @@ impl ResultCheck {
             Ok(_) => Err("the proof proves other public inputs".to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use circuits::genesis::devnet_key;
+    use circuits::load::mixed_load;
+    use tonic::Code;
+
+    use super::*;
+
+    /// A job given up halts the chain; `retry` queues it again with its attempts renewed, and a
+    /// restart, before or after, finds what was acknowledged. A request that names a job not
+    /// given up, or one not in flight, changes nothing.
+    #[test]
+    fn a_given_up_job_queued_again_is_pending_with_its_attempts_renewed_across_restarts() {
+        let circuits = crate::network::test_circuits();
+        let dir = std::env::temp_dir().join(format!("rollup-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let params = Params {
+            capacity: 4,
+            batch_timeout: Duration::from_secs(3600),
+            block_batches: 1,
+            block_time: Duration::from_secs(3600),
+            lease: Duration::from_secs(60),
+            max_attempts: 2,
+            mempool_limit: 1000,
+        };
+        let genesis = crate::network::genesis(8);
+        let open = || {
+            let db = sled::open(dir.join("db")).expect("db");
+            Core::open(params.clone(), db, &genesis, circuits.clone()).expect("open")
+        };
+        // Closed as a process killed after its last acknowledgement: flushed, then gone.
+        let close = |core: Core| core.db.flush().map(drop).expect("flush");
+        let state = |core: &Core, id: u64| core.jobs[&id].state.clone();
+        let mut core = open();
+        for tx in mixed_load(4, 8, 0.0) {
+            core.submit(SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx }).expect("accepted");
+        }
+        let id = JobKey::Batch(0).id();
+        assert_eq!(state(&core, id), JobState::Pending);
+
+        // Nothing given up: naming a pending job is refused, and "every given-up job" is none.
+        let e = core.retry(&[id]).expect_err("pending");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert_eq!(core.retry(&[]).expect("none"), Vec::<JobKey>::new());
+
+        let give_up = |core: &mut Core| {
+            for attempt in 1..=2 {
+                let lease = core.lease("w", Instant::now()).expect("the batch job");
+                assert_eq!((lease.id, lease.attempt), (id, attempt));
+                core.report_failure("w", id, "out of memory".into(), Fault::Job).expect("reported");
+            }
+            assert_eq!(state(core, id), JobState::Failed { reason: "w: out of memory".into() });
+            assert!(core.lease("w", Instant::now()).is_none(), "a given-up job is not leased");
+        };
+        give_up(&mut core);
+        // An unknown id refuses the whole request.
+        let e = core.retry(&[id, 77]).expect_err("unknown job");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(matches!(state(&core, id), JobState::Failed { .. }));
+        // Queued again, in the same process: pending, its attempts renewed (two more to give up).
+        assert_eq!(core.retry(&[id, id]).expect("queued again"), vec![JobKey::Batch(0)]);
+        assert_eq!((state(&core, id), core.jobs[&id].failures, core.counters.retried_jobs), (JobState::Pending, 0, 1));
+        give_up(&mut core);
+
+        close(core);
+        let mut core = open();
+        assert!(matches!(state(&core, id), JobState::Failed { .. }), "a give-up survives a restart");
+        assert_eq!(core.retry(&[]).expect("queued again"), vec![JobKey::Batch(0)]);
+        close(core);
+        let mut core = open();
+        assert_eq!(state(&core, id), JobState::Pending, "queued again survives a restart");
+        give_up(&mut core);
+        drop(core);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

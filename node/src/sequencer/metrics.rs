@@ -1,5 +1,6 @@
 //! A Prometheus text endpoint: jobs by state, proof latency, failures by whom they are charged to,
-//! proven and settled transactions, the signature checker's prepared keys.
+//! given-up jobs queued again, proven and settled transactions, the signature checker's prepared
+//! keys.
 
 use std::fmt::Write;
 
@@ -39,6 +40,8 @@ pub fn render(shared: &Shared) -> String {
          rollup_job_failures_total{{charged_to=\"worker\"}} {}",
         c.job_failures, c.worker_faults
     );
+    // Given-up jobs (`rollup_jobs{state="failed"}`) halt the chain until `rollup jobs retry`.
+    let _ = writeln!(out, "# TYPE rollup_job_retries_total counter\nrollup_job_retries_total {}", c.retried_jobs);
     // The signature checker's prepared keys: `kept` lookups found one, `prepared` ones made it. A
     // low share kept means more active signers than the cache holds.
     let keys = shared.signature_keys();

@@ -12,7 +12,7 @@ use proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::core::{Core, Fault, JobKey};
+use super::core::{Core, Fault, JobKey, JobState};
 use super::flusher::Flusher;
 use super::sigcheck::{SigChecker, SIG_BATCH, SIG_WAIT};
 use crate::status;
@@ -224,5 +224,55 @@ impl ProverFarm for Shared {
         self.lock().report_failure(&r.worker_id, r.job_id, reason, fault)?;
         self.flush().await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        let state = req.into_inner().state;
+        let state = match state.as_str() {
+            "" => None,
+            "pending" | "leased" | "done" | "failed" => Some(state.as_str()),
+            _ => return Err(Status::invalid_argument("state is one of pending, leased, done, failed, or empty")),
+        };
+        let core = self.lock();
+        let jobs = core
+            .job_list(state)
+            .into_iter()
+            .map(|j| {
+                let mut info = JobInfo {
+                    job_id: j.key.id(),
+                    state: j.state.name().into(),
+                    failures: j.failures,
+                    lapses: j.lapses,
+                    ..JobInfo::default()
+                };
+                match j.key {
+                    JobKey::Batch(b) => {
+                        info.set_kind(JobKind::Batch);
+                        info.batch = b;
+                    }
+                    JobKey::Merge { height, node } => {
+                        info.set_kind(JobKind::Aggregate);
+                        (info.height, info.node) = (height, node as u32);
+                    }
+                }
+                match &j.state {
+                    JobState::Leased { worker, deadline } => {
+                        info.worker.clone_from(worker);
+                        info.deadline_unix_ms = unix_ms(*deadline);
+                    }
+                    JobState::Failed { reason } => info.reason.clone_from(reason),
+                    JobState::Pending | JobState::Done => {}
+                }
+                info
+            })
+            .collect();
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn retry_jobs(&self, req: Request<RetryJobsRequest>) -> Result<Response<RetryJobsResponse>, Status> {
+        let ids = req.into_inner().job_ids;
+        let keys = self.lock().retry(&ids)?;
+        self.flush().await?;
+        Ok(Response::new(RetryJobsResponse { job_ids: keys.iter().map(|k| k.id()).collect() }))
     }
 }
