@@ -151,6 +151,23 @@ pub fn is_device_fault(e: &anyhow::Error) -> bool {
     e.chain().filter_map(|c| c.downcast_ref::<prover_gpu::BackendError>()).any(|b| b.is_device_fault())
 }
 
+/// A failure as the coordinator records it (and `rollup jobs` shows it): the error's chain of
+/// causes, each once. Errors that print their source inside their own message (such as
+/// `CircuitError::Prove`) would otherwise repeat it, as `{:#}` appends every cause.
+pub fn failure_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !text.ends_with(&msg) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&msg);
+        }
+    }
+    text
+}
+
 /// Refuses, before the first proof, more proofs at once than `prover`'s device holds: `workers`
 /// proofs of `circuits` (a process started with too many would otherwise fail its first jobs
 /// with the device out of memory, stop as a device fault, and meet the same after every
@@ -312,7 +329,7 @@ async fn work(
         // A failure is the job's unless the device caused it.
         let result = match outcome {
             Ok(Ok(proof)) => Ok(proof),
-            Ok(Err(e)) => Err((format!("{e:#}"), is_device_fault(&e))),
+            Ok(Err(e)) => Err((failure_text(&e), is_device_fault(&e))),
             Err(e) if e.is_panic() => Err((format!("the prover panicked: {e}"), false)),
             Err(e) => Err((e.to_string(), false)),
         };
@@ -424,6 +441,21 @@ mod tests {
 
     fn refused() -> BackendError {
         BackendError::Shape("refused (injected)".into())
+    }
+
+    /// A failure's text names each cause once, also where an error prints its source inside
+    /// its own message.
+    #[test]
+    fn a_failure_names_each_cause_once() {
+        let repeated = circuits::CircuitError::Prove { gadget: "transfer".into(), source: refused() };
+        let e = anyhow::Error::new(repeated).context("batch 3");
+        assert_eq!(
+            format!("{e:#}"),
+            "batch 3: proving failed in transfer: shape: refused (injected): shape: refused (injected)"
+        );
+        assert_eq!(failure_text(&e), "batch 3: proving failed in transfer: shape: refused (injected)");
+        let plain = anyhow::anyhow!("out of memory").context("witness").context("batch 4");
+        assert_eq!(failure_text(&plain), "batch 4: witness: out of memory");
     }
 
     async fn wait_until(what: &str, seq: &Running, done: impl Fn(&crate::sequencer::core::Core) -> bool) {
