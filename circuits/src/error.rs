@@ -142,10 +142,11 @@ pub enum CircuitError {
     #[error("witness does not fit the circuit: {0}")]
     Witness(String),
     /// The prover refused: the witness breaks a constraint.
-    #[error("proving failed in {gadget}: {source}")]
+    #[error("proving failed{}: {source}", .gadget.as_ref().map(|g| format!(" in {g}")).unwrap_or_default())]
     Prove {
-        /// The gadget whose rows hold the failing constraint (see `BatchCircuit::explain`).
-        gadget: String,
+        /// The gadget whose rows hold the failing constraint (see `BatchCircuit::explain`); none
+        /// when the error names no row (the prover's own steps failed, not a constraint).
+        gadget: Option<String>,
         /// The prover's error.
         source: prover_gpu::BackendError,
     },

@@ -132,7 +132,7 @@ fn refused(genesis: &Genesis, setup: &[Tx], valid: Tx, invalid: Tx, err: TxError
     ex.apply_forged(&invalid);
     let forged = ex.seal_batch().expect("seal");
     match circuit().prove(&Prover::cpu(), &forged) {
-        Err(CircuitError::Prove { gadget, .. }) => eprintln!("{err:?}: refused in {gadget}"),
+        Err(CircuitError::Prove { gadget, .. }) => eprintln!("{err:?}: refused in {gadget:?}"),
         Err(e) => panic!("{err:?}: expected a proving failure, got {e}"),
         Ok(_) => panic!("{err:?}: the circuit proved a transaction the executor rejects"),
     }
@@ -315,7 +315,7 @@ fn out_of_range_fields_are_refused() {
         forged.commitment_out = commitment(ZERO_DIGEST, [&invalid]);
         match circuit().prove(&Prover::cpu(), &forged) {
             Err(CircuitError::Prove { gadget, .. }) => {
-                eprintln!("tag {} out of range: refused in {gadget}", invalid.tag())
+                eprintln!("tag {} out of range: refused in {gadget:?}", invalid.tag())
             }
             other => panic!("{invalid:?}: expected a proving failure, got {:?}", other.map(|_| ())),
         }

@@ -447,7 +447,7 @@ mod tests {
     /// its own message.
     #[test]
     fn a_failure_names_each_cause_once() {
-        let repeated = circuits::CircuitError::Prove { gadget: "transfer".into(), source: refused() };
+        let repeated = circuits::CircuitError::Prove { gadget: Some("transfer".into()), source: refused() };
         let e = anyhow::Error::new(repeated).context("batch 3");
         assert_eq!(
             format!("{e:#}"),
@@ -599,7 +599,9 @@ mod tests {
         let failed = list(&url, token(), Some(StateArg::Failed)).await.expect("listed");
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert_eq!((crate::jobs::describe(&failed[0]), failed[0].failures), ("batch 0".to_string(), 2));
-        assert!(failed[0].reason.contains("refused (injected)"), "{failed:?}");
+        // The worker's name, then the error: each cause once, no gadget named for a failure
+        // that is not a constraint's.
+        assert!(failed[0].reason.ends_with(": proving failed: shape: refused (injected)"), "{failed:?}");
         // Oldest first: batch 0 given up, batch 1 proven, its block's merge waiting for a worker.
         let all = list(&url, token(), None).await.expect("listed");
         let shown: Vec<_> = all.iter().map(|j| (crate::jobs::describe(j), j.state.as_str())).collect();

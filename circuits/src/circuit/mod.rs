@@ -294,21 +294,20 @@ impl BatchCircuit {
     /// rows belong to one gadget; arithmetic rows are shared by consecutive gadgets, and a
     /// range-check row by up to 16 checks of one width, from several gadgets and slots, so for a
     /// failed arithmetic or range check the name is of the gadget that opened the row, which may
-    /// be an earlier one. plonky2's message, kept beside it, names the exact wire.
-    pub fn explain(&self, msg: &str) -> String {
+    /// be an earlier one. plonky2's message, kept beside it, names the exact wire. None when the
+    /// message names no row.
+    pub fn explain(&self, msg: &str) -> Option<String> {
         let row = msg
             .split("row: ")
             .nth(1)
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());
-        match row {
-            Some(row) => self
-                .labels
+        row.map(|row| {
+            self.labels
                 .iter()
                 .rev()
                 .find(|(start, _)| *start <= row)
                 .map(|(_, l)| l.clone())
-                .unwrap_or_else(|| "state roots".into()),
-            None => "unknown".into(),
-        }
+                .unwrap_or_else(|| "state roots".into())
+        })
     }
 }
