@@ -141,7 +141,7 @@ pub enum CircuitError {
     /// The witness does not belong to this circuit (wrong capacity or roots).
     #[error("witness does not fit the circuit: {0}")]
     Witness(String),
-    /// The prover refused: the witness breaks a constraint.
+    /// The prover refused (the witness breaks a constraint) or failed.
     #[error("proving failed{}: {source}", .gadget.as_ref().map(|g| format!(" in {g}")).unwrap_or_default())]
     Prove {
         /// The gadget whose rows hold the failing constraint (see `BatchCircuit::explain`); none
