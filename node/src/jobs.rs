@@ -92,10 +92,10 @@ pub async fn list(url: &str, token: Option<String>, state: Option<StateArg>) -> 
     Ok(client(url, token).await?.list_jobs(req).await.map_err(refused)?.into_inner().jobs)
 }
 
-/// Queues given-up jobs again (`ids` empty: all of them); returns the ids queued.
-pub async fn retry(url: &str, token: Option<String>, ids: Vec<u64>) -> Result<Vec<u64>> {
+/// Queues given-up jobs again (`ids` empty: all of them); returns the jobs queued.
+pub async fn retry(url: &str, token: Option<String>, ids: Vec<u64>) -> Result<Vec<JobInfo>> {
     let req = RetryJobsRequest { job_ids: ids };
-    Ok(client(url, token).await?.retry_jobs(req).await.map_err(refused)?.into_inner().job_ids)
+    Ok(client(url, token).await?.retry_jobs(req).await.map_err(refused)?.into_inner().jobs)
 }
 
 /// What a job proves, in words.
@@ -167,19 +167,16 @@ pub async fn run(a: JobsArgs) -> Result<()> {
                 );
             }
         }
-        Some(JobsAction::Retry { ids, failed }) => {
-            // Clap makes them exclusive: no ids means --failed, every given-up job.
-            debug_assert!(failed == ids.is_empty());
-            let queued = retry(&a.sequencer, a.token.clone(), ids).await?;
+        // Clap makes `--failed` and ids exclusive: no ids means every given-up job.
+        Some(JobsAction::Retry { ids, failed: _ }) => {
+            let queued = retry(&a.sequencer, a.token, ids).await?;
             if a.json {
-                println!("{}", json!({ "retried": queued }));
+                println!("{}", json!({ "retried": queued.iter().map(to_json).collect::<Vec<_>>() }));
             } else if queued.is_empty() {
                 println!("no job is given up");
             } else {
-                let jobs = list(&a.sequencer, a.token, None).await.unwrap_or_default();
-                for id in &queued {
-                    let what = jobs.iter().find(|j| j.job_id == *id).map_or_else(|| "a job".into(), describe);
-                    println!("queued again: {what} (job {id})");
+                for j in &queued {
+                    println!("queued again: {} (job {})", describe(j), j.job_id);
                 }
             }
         }

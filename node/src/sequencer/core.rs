@@ -735,6 +735,11 @@ impl Core {
         Ok(keys)
     }
 
+    /// Job `id`, if it is in flight.
+    pub fn job(&self, id: u64) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
     /// The jobs in flight in the order they are leased (oldest first), those in `state` only
     /// when it is given (a [`JobState::name`]).
     pub fn job_list(&self, state: Option<&str>) -> Vec<&Job> {

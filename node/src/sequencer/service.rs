@@ -233,46 +233,48 @@ impl ProverFarm for Shared {
             "pending" | "leased" | "done" | "failed" => Some(state.as_str()),
             _ => return Err(Status::invalid_argument("state is one of pending, leased, done, failed, or empty")),
         };
-        let core = self.lock();
-        let jobs = core
-            .job_list(state)
-            .into_iter()
-            .map(|j| {
-                let mut info = JobInfo {
-                    job_id: j.key.id(),
-                    state: j.state.name().into(),
-                    failures: j.failures,
-                    lapses: j.lapses,
-                    ..JobInfo::default()
-                };
-                match j.key {
-                    JobKey::Batch(b) => {
-                        info.set_kind(JobKind::Batch);
-                        info.batch = b;
-                    }
-                    JobKey::Merge { height, node } => {
-                        info.set_kind(JobKind::Aggregate);
-                        (info.height, info.node) = (height, node as u32);
-                    }
-                }
-                match &j.state {
-                    JobState::Leased { worker, deadline } => {
-                        info.worker.clone_from(worker);
-                        info.deadline_unix_ms = unix_ms(*deadline);
-                    }
-                    JobState::Failed { reason } => info.reason.clone_from(reason),
-                    JobState::Pending | JobState::Done => {}
-                }
-                info
-            })
-            .collect();
+        let jobs = self.lock().job_list(state).into_iter().map(job_info).collect();
         Ok(Response::new(ListJobsResponse { jobs }))
     }
 
     async fn retry_jobs(&self, req: Request<RetryJobsRequest>) -> Result<Response<RetryJobsResponse>, Status> {
         let ids = req.into_inner().job_ids;
-        let keys = self.lock().retry(&ids)?;
+        let jobs = {
+            let mut core = self.lock();
+            let keys = core.retry(&ids)?;
+            keys.iter().filter_map(|k| core.job(k.id())).map(job_info).collect()
+        };
         self.flush().await?;
-        Ok(Response::new(RetryJobsResponse { job_ids: keys.iter().map(|k| k.id()).collect() }))
+        Ok(Response::new(RetryJobsResponse { jobs }))
     }
+}
+
+/// A job as the operator's calls show it.
+fn job_info(j: &super::core::Job) -> JobInfo {
+    let mut info = JobInfo {
+        job_id: j.key.id(),
+        state: j.state.name().into(),
+        failures: j.failures,
+        lapses: j.lapses,
+        ..JobInfo::default()
+    };
+    match j.key {
+        JobKey::Batch(b) => {
+            info.set_kind(JobKind::Batch);
+            info.batch = b;
+        }
+        JobKey::Merge { height, node } => {
+            info.set_kind(JobKind::Aggregate);
+            (info.height, info.node) = (height, node as u32);
+        }
+    }
+    match &j.state {
+        JobState::Leased { worker, deadline } => {
+            info.worker.clone_from(worker);
+            info.deadline_unix_ms = unix_ms(*deadline);
+        }
+        JobState::Failed { reason } => info.reason.clone_from(reason),
+        JobState::Pending | JobState::Done => {}
+    }
+    info
 }
