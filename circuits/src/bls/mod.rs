@@ -197,12 +197,14 @@ pub(crate) fn neg_g2() -> G2Affine {
     pairing::neg_g2_prepared().0
 }
 
+/// Whether `sig` signs the point `h` under `pk`: `e(sig, −g2)·e(h, pk) = 1`.
+fn signs(pk: &PublicKey, h: G1Affine, sig: &Signature) -> bool {
+    pairing::product_is_one(&[(sig.0.into_group(), neg_g2()), (h.into_group(), pk.0)], &KeyCache::new(0))
+}
+
 /// Checks one signature.
 pub fn verify(pk: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), BlsError> {
-    if pairing::product_is_one(
-        &[(sig.0.into_group(), neg_g2()), (message_point(msg).into_group(), pk.0)],
-        &KeyCache::new(0),
-    ) {
+    if signs(pk, message_point(msg), sig) {
         Ok(())
     } else {
         Err(BlsError::InvalidSignature)
@@ -217,7 +219,7 @@ pub fn verify_tx(pk: &PublicKey, tx: &Tx, sig: &Signature) -> Result<(), BlsErro
 /// Checks a proof of possession.
 pub fn verify_pop(pk: &PublicKey, pop: &Signature) -> Result<(), BlsError> {
     let h = hash_to_curve::hash_to_g1(&pk.to_bytes(), POP_DST);
-    if pairing::product_is_one(&[(pop.0.into_group(), neg_g2()), (h.into_group(), pk.0)], &KeyCache::new(0)) {
+    if signs(pk, h, pop) {
         Ok(())
     } else {
         Err(BlsError::InvalidProofOfPossession)
