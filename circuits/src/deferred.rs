@@ -27,7 +27,7 @@ use prover_gpu::poseidon_x8::{hash_leaves, hash_pairs};
 use crate::hash::{account_leaf_inputs, balance_leaf, empty_subtree, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
 use crate::smt::MerklePath;
 use crate::state::{balances, AccountRecord, Pool, ACCOUNTS, POOLS};
-use crate::store::{NodeKey, StateStore, TreeId};
+use crate::store::{NodeKey, NodeStore, StateStore, TreeId};
 
 /// A leaf update whose hashing waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +97,8 @@ impl Journal {
         self.root_reads.len() - 1
     }
 
-    /// Hashes every update into `store`'s trees, leaving the journal empty.
-    pub fn hash_into<S: StateStore + ?Sized>(&mut self, store: &mut S) -> Hashed {
+    /// Hashes every update into the trees' `store`, leaving the journal empty.
+    pub fn hash_into<N: NodeStore + ?Sized>(&mut self, store: &mut N) -> Hashed {
         let updates = std::mem::take(&mut self.updates);
         let reads = std::mem::take(&mut self.root_reads);
         // Each kind's updates, with their positions in the journal.
@@ -222,7 +222,7 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn of<S: StateStore + ?Sized>(store: &S, items: &'a [(TreeId, u64)], depth: usize) -> Self {
+    fn of<N: NodeStore + ?Sized>(store: &N, items: &'a [(TreeId, u64)], depth: usize) -> Self {
         let n = items.len();
         debug_assert!(items.iter().all(|&(_, index)| index >> depth == 0), "an index past its tree");
         let mut siblings = vec![Sibling::Stored(Digest::default()); n * depth];
@@ -321,7 +321,7 @@ impl<'a> Walk<'a> {
     }
 
     /// Writes each node the updates wrote, as the last of them left it.
-    fn write<S: StateStore + ?Sized>(self, store: &mut S, levels: &[Vec<Digest>]) {
+    fn write<N: NodeStore + ?Sized>(self, store: &mut N, levels: &[Vec<Digest>]) {
         for (key, k) in self.last {
             let height = usize::from(key.height);
             let value = levels[height][k];
@@ -402,7 +402,7 @@ mod tests {
             }
             journal.push(state.store_mut(), u);
         }
-        journal.hash_into(state.store_mut())
+        journal.hash_into(&mut *state.store_mut().nodes_mut())
     }
 
     #[test]

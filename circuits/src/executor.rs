@@ -6,14 +6,18 @@
 //!
 //! A transaction's checks and its leaf values are done as it applies; the Merkle hashing of its
 //! updates waits for the seal, where the whole batch's is done level by level
-//! ([`crate::deferred`]). So between seals the state's values are current and its roots and
-//! paths are the last sealed batch's.
+//! ([`crate::deferred`]), in place ([`Executor::seal_batch`]) or on the executor's hashing
+//! thread while the next batch applies ([`Executor::seal_batch_behind`]). So between seals the
+//! state's values are current and its roots and paths are the last sealed batch's.
+
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc, PoisonError};
 
 use crate::deferred::{Hashed, Journal, Update};
 use crate::error::TxError;
-use crate::hash::{pubkey_hash, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST};
-use crate::state::{AccountRecord, Pool, State, FEE_TOKEN, OPERATOR_ACCOUNT};
-use crate::store::{MemoryStore, StateStore};
+use crate::hash::{hash_pair, pubkey_hash, Digest, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST};
+use crate::state::{AccountRecord, Pool, State, ACCOUNTS, FEE_TOKEN, OPERATOR_ACCOUNT, POOLS};
+use crate::store::{MemoryStore, NodeStore, SharedNodes, StateStore};
 use crate::swap::amount_out;
 use crate::tx::{commit_step, Direction, Register, Swap, Transfer, Tx};
 use crate::witness::{BalanceStep, BatchWitness, OperatorWitness, SlotWitness, NO_ACCOUNT, NO_POOL};
@@ -37,10 +41,12 @@ pub struct Executor<S: StateStore = MemoryStore> {
     refs: Vec<SlotRefs>,
     journal: Journal,
     pending_fees: u64,
-    batch_account_root: Digest,
-    batch_pool_root: Digest,
     batch_commitment_in: Digest,
     commitment: Digest,
+    /// The hashing thread of [`Executor::seal_batch_behind`], once started.
+    behind: Option<Behind>,
+    /// Witnesses hashed and received, not yet taken.
+    hashed: VecDeque<BatchWitness>,
 }
 
 /// A slot's entries in the journal: its updates' paths and its balance-root reads, filled into
@@ -65,7 +71,6 @@ fn check_bits(field: &'static str, value: u32, bits: usize) -> Result<(), TxErro
 impl<S: StateStore> Executor<S> {
     /// An executor with batches of `capacity` transactions; the commitment chain starts at zero.
     pub fn new(state: State<S>, capacity: usize) -> Self {
-        let (a, p) = (state.account_root(), state.pool_root());
         Self {
             state,
             capacity,
@@ -73,10 +78,10 @@ impl<S: StateStore> Executor<S> {
             refs: Vec::new(),
             journal: Journal::default(),
             pending_fees: 0,
-            batch_account_root: a,
-            batch_pool_root: p,
             batch_commitment_in: ZERO_DIGEST,
             commitment: ZERO_DIGEST,
+            behind: None,
+            hashed: VecDeque::new(),
         }
     }
 
@@ -361,21 +366,139 @@ impl<S: StateStore> Executor<S> {
 
     /// Closes the open batch: credits its fees to the operator, hashes the batch's updates into
     /// the state's trees and returns its witness. The commitment chain continues into the next
-    /// batch.
+    /// batch. Seals still hashing behind ([`Executor::seal_batch_behind`]) finish first; their
+    /// witnesses stay for [`Executor::take_hashed`].
     pub fn seal_batch(&mut self) -> Result<BatchWitness, TxError> {
+        while let Some(w) = self.receive_hashed(true) {
+            self.hashed.push_back(w);
+        }
+        let sealing = self.close_batch()?;
+        Ok(sealing.hash(&mut *self.state.store_mut().nodes_mut()))
+    }
+
+    /// Closes the open batch as [`Executor::seal_batch`] does, and leaves its hashing to a
+    /// thread of the executor's, so that the next batch can apply meanwhile: applying touches
+    /// only leaf values, and the hashing only tree nodes. The witness comes out of
+    /// [`Executor::take_hashed`] or [`Executor::wait_hashed`], in seal order. While a seal
+    /// hashes, reads of the trees ([`State::root`], paths) wait for it. With two seals already
+    /// hashing this waits for the first, so hashing that falls behind slows the applies rather
+    /// than piling up.
+    pub fn seal_batch_behind(&mut self) -> Result<(), TxError> {
+        let sealing = self.close_batch()?;
+        if self.behind.is_none() {
+            self.behind = Behind::start(self.state.store().shared_nodes());
+        }
+        let Some(behind) = self.behind.as_mut() else {
+            // No thread to be had: hash here.
+            let w = sealing.hash(&mut *self.state.store_mut().nodes_mut());
+            self.hashed.push_back(w);
+            return Ok(());
+        };
+        if behind.in_flight >= MAX_BEHIND {
+            let w = self.receive_hashed(true).expect("a seal is in flight");
+            self.hashed.push_back(w);
+        }
+        let behind = self.behind.as_mut().expect("started above");
+        behind.jobs.send(sealing).unwrap_or_else(|_| panic!("{HASHING_STOPPED}"));
+        behind.in_flight += 1;
+        Ok(())
+    }
+
+    /// The witness of the oldest sealed batch whose hashing is done and whose witness was not
+    /// taken yet, without waiting.
+    pub fn take_hashed(&mut self) -> Option<BatchWitness> {
+        self.hashed.pop_front().or_else(|| self.receive_hashed(false))
+    }
+
+    /// The witness of the oldest sealed batch not taken yet, waiting for its hashing; `None`
+    /// when every sealed batch's witness was taken.
+    pub fn wait_hashed(&mut self) -> Option<BatchWitness> {
+        self.hashed.pop_front().or_else(|| self.receive_hashed(true))
+    }
+
+    /// Sealed batches whose witness was not taken yet, hashing or done.
+    pub fn untaken_seals(&self) -> usize {
+        self.hashed.len() + self.behind.as_ref().map_or(0, |b| b.in_flight)
+    }
+
+    fn receive_hashed(&mut self, wait: bool) -> Option<BatchWitness> {
+        let behind = self.behind.as_mut().filter(|b| b.in_flight > 0)?;
+        let w = if wait {
+            behind.results.recv().ok()
+        } else {
+            match behind.results.try_recv() {
+                Ok(w) => Some(w),
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        // The thread only stops early by panicking mid-batch, with the nodes half-written: a
+        // bug, and this executor's state is gone with it (a sequencer restarts and replays).
+        let w = w.unwrap_or_else(|| panic!("{HASHING_STOPPED}"));
+        behind.in_flight -= 1;
+        Some(w)
+    }
+
+    /// Closes the open batch without hashing: credits its fees, journals the operator's
+    /// updates, and moves everything the witness needs but the hashes into a [`Sealing`].
+    fn close_batch(&mut self) -> Result<Sealing, TxError> {
         let record = self.record(OPERATOR_ACCOUNT)?;
         let old_balance = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
         let credited =
             old_balance.checked_add(self.pending_fees).ok_or(TxError::Overflow { what: "operator fee balance" })?;
-        let old_root = crate::hash::hash_pair(self.batch_account_root, self.batch_pool_root);
         let balance_root = self.read_balance_root(OPERATOR_ACCOUNT);
         let balance_path =
             self.update(Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited });
         let account_path = self.update(Update::Account { id: OPERATOR_ACCOUNT, record });
-        let Hashed { mut paths, roots } = self.journal.hash_into(self.state.store_mut());
+        let sealing = Sealing {
+            journal: std::mem::take(&mut self.journal),
+            slots: std::mem::take(&mut self.slots),
+            refs: std::mem::take(&mut self.refs),
+            operator: OperatorWitness {
+                record,
+                balance_root: ZERO_DIGEST,
+                old_balance,
+                balance_path: Vec::new(),
+                account_path: Vec::new(),
+                fee_total: self.pending_fees,
+            },
+            operator_refs: (balance_root, balance_path, account_path),
+            commitment_in: self.batch_commitment_in,
+            commitment_out: self.commitment,
+        };
+        self.pending_fees = 0;
+        self.batch_commitment_in = self.commitment;
+        Ok(sealing)
+    }
+}
+
+/// Seals hashing behind at most, before [`Executor::seal_batch_behind`] waits for the oldest.
+const MAX_BEHIND: usize = 2;
+
+const HASHING_STOPPED: &str = "the seal's hashing thread stopped: it panicked hashing a batch";
+
+/// A closed batch waiting for its hashing: its witness but for the paths, the balance roots and
+/// the trees' roots, which come from the nodes as the earlier seals left them.
+#[derive(Debug)]
+struct Sealing {
+    journal: Journal,
+    slots: Vec<SlotWitness>,
+    refs: Vec<SlotRefs>,
+    operator: OperatorWitness,
+    /// The operator's balance-root read, balance path and account path in the journal.
+    operator_refs: (usize, usize, usize),
+    commitment_in: Digest,
+    commitment_out: Digest,
+}
+
+impl Sealing {
+    /// Hashes the batch into `nodes`, which must be as the previous seal left them, and
+    /// returns its witness.
+    fn hash<N: NodeStore + ?Sized>(mut self, nodes: &mut N) -> BatchWitness {
+        let (old_account_root, old_pool_root) = (ACCOUNTS.root(nodes), POOLS.root(nodes));
+        let Hashed { mut paths, roots } = self.journal.hash_into(nodes);
         let mut path = |i: usize| std::mem::take(&mut paths[i]);
-        let mut slots = std::mem::take(&mut self.slots);
-        for (slot, refs) in slots.iter_mut().zip(std::mem::take(&mut self.refs)) {
+        for (slot, refs) in self.slots.iter_mut().zip(self.refs) {
             for (step, r) in slot.steps.iter_mut().zip(refs.steps) {
                 if let Some(i) = r {
                     step.path = path(i);
@@ -394,27 +517,51 @@ impl<S: StateStore> Executor<S> {
                 slot.b_balance_root = roots[i];
             }
         }
-        let witness = BatchWitness {
-            slots,
+        let (balance_root, balance_path, account_path) = self.operator_refs;
+        BatchWitness {
+            slots: self.slots,
             operator: OperatorWitness {
-                record,
                 balance_root: roots[balance_root],
-                old_balance,
                 balance_path: path(balance_path),
                 account_path: path(account_path),
-                fee_total: self.pending_fees,
+                ..self.operator
             },
-            old_account_root: self.batch_account_root,
-            old_pool_root: self.batch_pool_root,
-            old_root,
-            new_root: self.state.root(),
-            commitment_in: self.batch_commitment_in,
-            commitment_out: self.commitment,
-        };
-        self.pending_fees = 0;
-        self.batch_account_root = self.state.account_root();
-        self.batch_pool_root = self.state.pool_root();
-        self.batch_commitment_in = self.commitment;
-        Ok(witness)
+            old_account_root,
+            old_pool_root,
+            old_root: hash_pair(old_account_root, old_pool_root),
+            new_root: hash_pair(ACCOUNTS.root(nodes), POOLS.root(nodes)),
+            commitment_in: self.commitment_in,
+            commitment_out: self.commitment_out,
+        }
+    }
+}
+
+/// The executor's hashing thread, and the seals sent to it and not yet received back.
+#[derive(Debug)]
+struct Behind {
+    jobs: mpsc::Sender<Sealing>,
+    results: mpsc::Receiver<BatchWitness>,
+    in_flight: usize,
+}
+
+impl Behind {
+    /// Starts the thread over `nodes`; `None` if the system gives no thread.
+    fn start(nodes: &SharedNodes) -> Option<Self> {
+        let nodes = Arc::clone(nodes);
+        let (jobs, todo) = mpsc::channel::<Sealing>();
+        let (done, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("seal-hashing".into())
+            .spawn(move || {
+                // In seal order: each batch's hashing starts from the nodes the previous left.
+                for sealing in todo {
+                    let w = sealing.hash(&mut *nodes.write().unwrap_or_else(PoisonError::into_inner));
+                    if done.send(w).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { jobs, results, in_flight: 0 })
     }
 }

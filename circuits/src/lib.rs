@@ -25,6 +25,6 @@ pub use executor::{Executor, Receipt};
 pub use genesis::Genesis;
 pub use hash::{Digest, F};
 pub use state::{AccountRecord, Pool, State};
-pub use store::{MemoryStore, StateStore};
+pub use store::{MemoryStore, NodeStore, Nodes, SharedNodes, StateStore};
 pub use tx::{Direction, Register, Swap, Transfer, Tx};
 pub use witness::BatchWitness;

@@ -5,7 +5,7 @@
 //! which is how plonky2's `permute_swapped` orders a Merkle step in the circuit.
 
 use crate::hash::{empty_subtree, hash_pair, Digest};
-use crate::store::{NodeKey, StateStore, TreeId};
+use crate::store::{NodeKey, NodeStore, TreeId};
 
 /// The siblings from a leaf up to the root, lowest first.
 pub type MerklePath = Vec<Digest>;
@@ -29,28 +29,28 @@ pub struct SparseMerkleTree {
 }
 
 impl SparseMerkleTree {
-    fn node<S: StateStore + ?Sized>(&self, store: &S, height: usize, index: u64) -> Digest {
+    fn node<N: NodeStore + ?Sized>(&self, store: &N, height: usize, index: u64) -> Digest {
         store.node(NodeKey { tree: self.tree, height: height as u8, index }).unwrap_or_else(|| empty_subtree(height))
     }
 
     /// The current root.
-    pub fn root<S: StateStore + ?Sized>(&self, store: &S) -> Digest {
+    pub fn root<N: NodeStore + ?Sized>(&self, store: &N) -> Digest {
         self.node(store, self.depth, 0)
     }
 
     /// The leaf at `index`.
-    pub fn leaf<S: StateStore + ?Sized>(&self, store: &S, index: u64) -> Digest {
+    pub fn leaf<N: NodeStore + ?Sized>(&self, store: &N, index: u64) -> Digest {
         self.node(store, 0, index)
     }
 
     /// Membership witness: the siblings of the leaf at `index`, lowest first.
-    pub fn path<S: StateStore + ?Sized>(&self, store: &S, index: u64) -> MerklePath {
+    pub fn path<N: NodeStore + ?Sized>(&self, store: &N, index: u64) -> MerklePath {
         (0..self.depth).map(|h| self.node(store, h, (index >> h) ^ 1)).collect()
     }
 
     /// Replaces the leaf at `index` and rehashes its path; returns the update witness (the path,
     /// which proves both the old and the new leaf against the old and new roots).
-    pub fn set<S: StateStore + ?Sized>(&self, store: &mut S, index: u64, leaf: Digest) -> MerklePath {
+    pub fn set<N: NodeStore + ?Sized>(&self, store: &mut N, index: u64, leaf: Digest) -> MerklePath {
         debug_assert!(index < (1u64 << self.depth));
         let path = self.path(store, index);
         let mut node = leaf;
@@ -69,11 +69,11 @@ impl SparseMerkleTree {
 mod tests {
     use super::*;
     use crate::hash::{balance_leaf, ZERO_DIGEST};
-    use crate::store::MemoryStore;
+    use crate::store::Nodes;
 
     #[test]
     fn set_get_and_paths_agree() {
-        let mut store = MemoryStore::default();
+        let mut store = Nodes::default();
         let t = SparseMerkleTree { tree: TreeId::Pools, depth: 10 };
         assert_eq!(t.root(&store), empty_subtree(10));
         for (i, v) in [(0u64, 5u64), (1023, 7), (512, 9), (3, 11)] {
@@ -88,6 +88,6 @@ mod tests {
             t.set(&mut store, i, ZERO_DIGEST);
         }
         assert_eq!(t.root(&store), empty_subtree(10));
-        assert_eq!(store.node_count(), 0);
+        assert!(store.is_empty());
     }
 }

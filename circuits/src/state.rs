@@ -100,17 +100,19 @@ impl<S: StateStore> State<S> {
 
     /// The state root.
     pub fn root(&self) -> Digest {
-        hash_pair(self.account_root(), self.pool_root())
+        // One read of the nodes for both trees, so that both roots are of the same seal.
+        let nodes = self.store.nodes();
+        hash_pair(ACCOUNTS.root(&*nodes), POOLS.root(&*nodes))
     }
 
     /// Root of the account tree.
     pub fn account_root(&self) -> Digest {
-        ACCOUNTS.root(&self.store)
+        ACCOUNTS.root(&*self.store.nodes())
     }
 
     /// Root of the pool tree.
     pub fn pool_root(&self) -> Digest {
-        POOLS.root(&self.store)
+        POOLS.root(&*self.store.nodes())
     }
 
     /// An account's record, if it exists.
@@ -125,7 +127,7 @@ impl<S: StateStore> State<S> {
 
     /// Root of an account's balance tree.
     pub fn balance_root(&self, account: u32) -> Digest {
-        balances(account).root(&self.store)
+        balances(account).root(&*self.store.nodes())
     }
 
     /// A pool, if it exists.
@@ -135,17 +137,17 @@ impl<S: StateStore> State<S> {
 
     /// Membership witness of an account leaf.
     pub fn account_path(&self, id: u32) -> MerklePath {
-        ACCOUNTS.path(&self.store, u64::from(id))
+        ACCOUNTS.path(&*self.store.nodes(), u64::from(id))
     }
 
     /// Membership witness of a balance leaf.
     pub fn balance_path(&self, account: u32, token: u16) -> MerklePath {
-        balances(account).path(&self.store, u64::from(token))
+        balances(account).path(&*self.store.nodes(), u64::from(token))
     }
 
     /// Membership witness of a pool leaf.
     pub fn pool_path(&self, id: u32) -> MerklePath {
-        POOLS.path(&self.store, u64::from(id))
+        POOLS.path(&*self.store.nodes(), u64::from(id))
     }
 
     /// The account leaf as the tree holds it (the empty digest for a free id).
@@ -160,18 +162,18 @@ impl<S: StateStore> State<S> {
     pub(crate) fn write_account(&mut self, id: u32, record: AccountRecord) -> MerklePath {
         self.store.put_account(id, record);
         let leaf = account_leaf(record.pubkey_hash, record.nonce, self.balance_root(id));
-        ACCOUNTS.set(&mut self.store, u64::from(id), leaf)
+        ACCOUNTS.set(&mut *self.store.nodes_mut(), u64::from(id), leaf)
     }
 
     /// Writes a balance into the account's balance tree (not the account leaf); returns the path.
     pub(crate) fn write_balance(&mut self, account: u32, token: u16, amount: u64) -> MerklePath {
         self.store.put_balance(account, token, amount);
-        balances(account).set(&mut self.store, u64::from(token), balance_leaf(amount))
+        balances(account).set(&mut *self.store.nodes_mut(), u64::from(token), balance_leaf(amount))
     }
 
     /// Writes a pool and its leaf; returns the pool-tree path.
     pub(crate) fn write_pool(&mut self, id: u32, pool: Pool) -> MerklePath {
         self.store.put_pool(id, pool);
-        POOLS.set(&mut self.store, u64::from(id), pool.leaf())
+        POOLS.set(&mut *self.store.nodes_mut(), u64::from(id), pool.leaf())
     }
 }

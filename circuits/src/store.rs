@@ -2,6 +2,7 @@
 //! in-memory store used by tests, benches and the devnet.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::hash::Digest;
 use crate::state::{AccountRecord, Pool};
@@ -28,13 +29,64 @@ pub struct NodeKey {
     pub index: u64,
 }
 
-/// Storage of the state's tree nodes and leaf records. A missing node is an empty subtree, a
-/// missing balance is zero.
-pub trait StateStore: Send + Sync {
+/// Tree nodes: a missing node is an empty subtree.
+pub trait NodeStore: Sync {
     /// A stored tree node.
     fn node(&self, key: NodeKey) -> Option<Digest>;
     /// Writes a node; `is_empty` nodes are deleted instead.
     fn put_node(&mut self, key: NodeKey, value: Digest, is_empty: bool);
+}
+
+/// The state's tree nodes in memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Nodes(HashMap<NodeKey, Digest>);
+
+impl Nodes {
+    /// Number of stored (non-empty) nodes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no node is stored (every tree is empty).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl NodeStore for Nodes {
+    fn node(&self, key: NodeKey) -> Option<Digest> {
+        self.0.get(&key).copied()
+    }
+    fn put_node(&mut self, key: NodeKey, value: Digest, is_empty: bool) {
+        if is_empty {
+            self.0.remove(&key);
+        } else {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// A store's tree nodes, behind the lock a seal's hashing holds while it writes them: the
+/// executor can hash a sealed batch on another thread while the next batch applies, which
+/// touches only leaf values (`crate::executor`, "The seal behind").
+pub type SharedNodes = Arc<RwLock<Nodes>>;
+
+/// Storage of the state's leaf records, and of its tree nodes behind a lock. A missing balance
+/// is zero.
+pub trait StateStore: Send + Sync {
+    /// The tree nodes.
+    fn shared_nodes(&self) -> &SharedNodes;
+    /// The tree nodes to read; waits while a seal's hashing writes them.
+    fn nodes(&self) -> RwLockReadGuard<'_, Nodes> {
+        // Hashing does not leave the nodes half-written on a panic it could recover from: a
+        // panic there is a bug that stops the executor (`Executor::take_hashed`), so the lock's
+        // poison carries nothing to act on.
+        self.shared_nodes().read().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// The tree nodes to write; waits while a seal's hashing writes them.
+    fn nodes_mut(&mut self) -> RwLockWriteGuard<'_, Nodes> {
+        self.shared_nodes().write().unwrap_or_else(PoisonError::into_inner)
+    }
     /// An account's record.
     fn account(&self, id: u32) -> Option<AccountRecord>;
     /// Writes an account's record.
@@ -49,32 +101,46 @@ pub trait StateStore: Send + Sync {
     fn put_pool(&mut self, id: u32, pool: Pool);
 }
 
-/// Everything in hash maps.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Everything in memory: the values in hash maps, the nodes in [`Nodes`].
+#[derive(Debug, Default)]
 pub struct MemoryStore {
-    nodes: HashMap<NodeKey, Digest>,
+    nodes: SharedNodes,
     accounts: HashMap<u32, AccountRecord>,
     balances: HashMap<(u32, u16), u64>,
     pools: HashMap<u32, Pool>,
 }
 
+/// A copy with its own nodes (not sharing the original's).
+impl Clone for MemoryStore {
+    fn clone(&self) -> Self {
+        Self {
+            nodes: Arc::new(RwLock::new(self.nodes().clone())),
+            accounts: self.accounts.clone(),
+            balances: self.balances.clone(),
+            pools: self.pools.clone(),
+        }
+    }
+}
+
+impl PartialEq for MemoryStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.accounts == other.accounts
+            && self.balances == other.balances
+            && self.pools == other.pools
+            && *self.nodes() == *other.nodes()
+    }
+}
+
 impl MemoryStore {
     /// Number of stored (non-empty) tree nodes.
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes().len()
     }
 }
 
 impl StateStore for MemoryStore {
-    fn node(&self, key: NodeKey) -> Option<Digest> {
-        self.nodes.get(&key).copied()
-    }
-    fn put_node(&mut self, key: NodeKey, value: Digest, is_empty: bool) {
-        if is_empty {
-            self.nodes.remove(&key);
-        } else {
-            self.nodes.insert(key, value);
-        }
+    fn shared_nodes(&self) -> &SharedNodes {
+        &self.nodes
     }
     fn account(&self, id: u32) -> Option<AccountRecord> {
         self.accounts.get(&id).copied()

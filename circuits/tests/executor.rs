@@ -137,7 +137,7 @@ fn register_creates_an_empty_account_once() {
     assert_eq!(w.new_root, ex.state().root());
     assert_eq!(ex.state().balance_root(50), circuits::hash::empty_balance_root());
     let leaf = circuits::hash::account_leaf(rec.pubkey_hash, 0, circuits::hash::empty_balance_root());
-    assert_eq!(circuits::state::ACCOUNTS.leaf(ex.state().store(), 50), leaf, "the stored leaf");
+    assert_eq!(circuits::state::ACCOUNTS.leaf(&*ex.state().store().nodes(), 50), leaf, "the stored leaf");
     rejects(&mut ex, reg, TxError::AccountExists { account: 50 });
     rejects(
         &mut ex,
@@ -229,4 +229,64 @@ fn genesis_is_deterministic_and_validated() {
     let mut g = Genesis::devnet(2);
     g.accounts.remove(0);
     assert!(g.validate().is_err(), "the operator account is required");
+}
+
+/// Sealing behind (the hashing on the executor's thread while the next batch applies) gives the
+/// witnesses and the state that sealing in place gives, in seal order, however far the taking
+/// lags: up to the bound of seals in flight, past which a seal waits; and a seal in place after
+/// seals behind waits for them and leaves their witnesses to be taken.
+#[test]
+fn sealing_behind_gives_what_sealing_in_place_gives() {
+    let genesis = Genesis::devnet(64);
+    let load = circuits::load::mixed_load(16 * 9 + 5, 64, 0.3);
+    let mut reference = Executor::new(genesis.build().expect("genesis"), 16);
+    let mut want = Vec::new();
+    for chunk in load.chunks(16) {
+        for tx in chunk {
+            reference.apply(tx).expect("valid");
+        }
+        want.push(reference.seal_batch().expect("seal"));
+    }
+
+    let mut ex = Executor::new(genesis.build().expect("genesis"), 16);
+    let mut got = Vec::new();
+    for (i, chunk) in load.chunks(16).enumerate() {
+        for tx in chunk {
+            ex.apply(tx).expect("valid");
+        }
+        match i {
+            // The last (partial) batch sealed in place, behind the others still hashing.
+            9 => {
+                assert!(ex.untaken_seals() > 0, "seals left untaken before it");
+                let w = ex.seal_batch().expect("seal");
+                while let Some(earlier) = ex.take_hashed() {
+                    got.push(earlier);
+                }
+                got.push(w);
+            }
+            _ => ex.seal_batch_behind().expect("seal"),
+        }
+        // Taken now and then, so that up to four seals wait: two hashing, two received. The
+        // second time, first those whose hashing is done (given time to be: both those received
+        // and those still in the thread's channel), then the rest.
+        if i % 4 == 3 {
+            if i == 7 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                while let Some(w) = ex.take_hashed() {
+                    got.push(w);
+                }
+            }
+            while let Some(w) = ex.wait_hashed() {
+                got.push(w);
+            }
+            assert_eq!(ex.state().root(), want[i].new_root, "every seal hashed: the trees are batch {i}'s");
+        }
+    }
+    assert_eq!(ex.untaken_seals(), 0);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(g == w, "batch {i}: the witness sealed behind differs");
+    }
+    assert_eq!(ex.state().root(), reference.state().root());
+    assert!(*ex.state() == *reference.state(), "the same values and nodes");
 }
