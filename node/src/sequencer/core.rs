@@ -192,6 +192,11 @@ pub struct Core {
     by_hash: HashMap<[u8; 32], u64>,
     open_since: Option<Instant>,
     batches: Vec<BatchRec>,
+    /// Batches whose hashing is done: the rest hash behind the executor (their witnesses come
+    /// back in order, [`Core::collect_hashed`]), and have no job yet.
+    hashed_batches: usize,
+    /// The state root after the last hashed batch.
+    state_root: circuits::hash::Digest,
     block_start_batch: u64,
     block_since: Option<Instant>,
     blocks: Vec<BlockRec>,
@@ -242,6 +247,8 @@ impl Core {
             by_hash: HashMap::new(),
             open_since: None,
             batches: Vec::new(),
+            hashed_batches: 0,
+            state_root: Default::default(),
             block_start_batch: 0,
             block_since: None,
             blocks: Vec::new(),
@@ -255,6 +262,7 @@ impl Core {
         let fresh = core.db.scan_prefix([T_TX]).next().is_none() && core.db.get(SETTLED)?.is_none();
         core.circuits.check_database(&core.db, fresh)?;
         core.replay()?;
+        core.state_root = core.ex.state().root();
         Ok(core)
     }
 
@@ -347,6 +355,7 @@ impl Core {
             return Err(Status::already_exists("transaction already accepted"));
         }
         let now = Instant::now();
+        self.collect_hashed(false);
         if self.ex.open_len() >= self.params.capacity {
             self.seal_batch(now).map_err(status::storage)?;
         }
@@ -380,15 +389,28 @@ impl Core {
 
     /// Seals the open batch; closes the block when it is full. `persist` is false while replaying,
     /// where `block_ends` says where blocks closed.
+    ///
+    /// Live (`persist`), the batch's tree hashing runs behind the executor, off this lock, and
+    /// its job is planned when its witness comes back ([`Core::collect_hashed`]); replaying, it
+    /// hashes here.
     fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &[u64]) -> Result<()> {
-        let witness = self.ex.seal_batch().map_err(|e| anyhow::anyhow!("sealing a batch: {e}"))?;
+        let sealing = |e| anyhow::anyhow!("sealing a batch: {e}");
+        let witness = if persist {
+            self.ex.seal_batch_behind().map_err(sealing)?;
+            None
+        } else {
+            let w = self.ex.seal_batch().map_err(sealing)?;
+            self.state_root = w.new_root;
+            self.hashed_batches += 1;
+            Some(w)
+        };
         let start = self.batches.last().map_or(0, |b| b.end);
         let end = self.txs.len() as u64;
         let id = self.batches.len() as u64;
         if persist {
             self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
         }
-        self.batches.push(BatchRec { start, end, witness: Some(witness), proof: None, block: None });
+        self.batches.push(BatchRec { start, end, witness, proof: None, block: None });
         self.open_since = None;
         self.block_since.get_or_insert(now);
         let in_block = self.batches.len() as u64 - self.block_start_batch;
@@ -428,8 +450,26 @@ impl Core {
         Ok(())
     }
 
+    /// Takes the witnesses of the batches whose hashing finished behind the executor, in seal
+    /// order, and plans their jobs; with `wait`, waits for every sealed batch's.
+    pub fn collect_hashed(&mut self, wait: bool) {
+        let mut any = false;
+        loop {
+            let w = if wait { self.ex.wait_hashed() } else { self.ex.take_hashed() };
+            let Some(w) = w else { break };
+            self.state_root = w.new_root;
+            self.batches[self.hashed_batches].witness = Some(w);
+            self.hashed_batches += 1;
+            any = true;
+        }
+        if any {
+            self.plan_jobs();
+        }
+    }
+
     /// Seals a batch or closes a block that has waited long enough; lapses expired leases.
     pub fn tick(&mut self, now: Instant) -> Result<()> {
+        self.collect_hashed(false);
         if self.open_since.is_some_and(|t| now.duration_since(t) >= self.params.batch_timeout) && self.ex.open_len() > 0
         {
             self.seal_batch(now)?;
@@ -482,7 +522,7 @@ impl Core {
     fn plan_jobs(&mut self) {
         let (first_batch, first_block) = self.first_unsettled();
         let mut new = Vec::new();
-        for (i, b) in self.batches.iter().enumerate().skip(first_batch) {
+        for (i, b) in self.batches.iter().enumerate().take(self.hashed_batches).skip(first_batch) {
             if b.proof.is_none() {
                 new.push(JobKey::Batch(i as u64));
             }
@@ -535,6 +575,7 @@ impl Core {
 
     /// Leases the oldest pending job to `worker`.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
+        self.collect_hashed(false);
         let mut pending: Vec<(u64, JobKey)> =
             self.jobs.values().filter(|j| j.state == JobState::Pending).map(|j| (j.order, j.key)).collect();
         pending.sort_unstable();
@@ -818,7 +859,7 @@ impl Core {
             *jobs.entry(j.state.name()).or_default() += 1;
         }
         proto::v1::SequencerStatus {
-            state_root: digest_to_bytes(&self.ex.state().root()).to_vec(),
+            state_root: digest_to_bytes(&self.state_root).to_vec(),
             accepted_txs: self.txs.len() as u64,
             pending_txs: self.txs.len() as u64 - self.settled_txs,
             settled_txs: self.settled_txs,
@@ -930,6 +971,8 @@ mod tests {
             core.submit(SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx }).expect("accepted");
         }
         let id = JobKey::Batch(0).id();
+        // The full batch was sealed; its job waits for its hashing, behind the executor.
+        core.collect_hashed(true);
         assert_eq!(state(&core, id), JobState::Pending);
 
         // Nothing given up: naming a pending job is refused, and "every given-up job" is none.
