@@ -39,6 +39,36 @@ fn execution(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Eight batches in a row, as a sequencer executes them: each sealed in place (the hashing
+    // before the next batch's applies), against each hashing behind the next batch's applies.
+    let batches = 8;
+    g.throughput(Throughput::Elements((n * batches) as u64));
+    for behind in [false, true] {
+        let name = if behind { "eight_batches_of_256/sealed_behind" } else { "eight_batches_of_256/sealed_in_place" };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let state = Genesis::devnet(1024).build().expect("genesis");
+                    (Executor::new(state, n), benches::mixed_load(n * batches, 1024, 0.3))
+                },
+                |(mut ex, txs)| {
+                    for batch in txs.chunks(n) {
+                        for tx in batch {
+                            ex.apply(tx).expect("valid");
+                        }
+                        if behind {
+                            ex.seal_batch_behind().expect("seal");
+                        } else {
+                            ex.seal_batch().expect("seal");
+                        }
+                    }
+                    while ex.wait_hashed().is_some() {}
+                    ex
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 
