@@ -78,9 +78,8 @@ pub trait StateStore: Send + Sync {
     fn shared_nodes(&self) -> &SharedNodes;
     /// The tree nodes to read; waits while a seal's hashing writes them.
     fn nodes(&self) -> RwLockReadGuard<'_, Nodes> {
-        // Hashing does not leave the nodes half-written on a panic it could recover from: a
-        // panic there is a bug that stops the executor (`Executor::take_hashed`), so the lock's
-        // poison carries nothing to act on.
+        // A panic while hashing is a bug that stops the executor (its witnesses never come back:
+        // `Executor::take_hashed` panics), so the lock's poison adds nothing to act on.
         self.shared_nodes().read().unwrap_or_else(PoisonError::into_inner)
     }
     /// The tree nodes to write; waits while a seal's hashing writes them.

@@ -394,6 +394,15 @@ impl Core {
     /// its job is planned when its witness comes back ([`Core::collect_hashed`]); replaying, it
     /// hashes here.
     fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &[u64]) -> Result<()> {
+        let start = self.batches.last().map_or(0, |b| b.end);
+        let end = self.txs.len() as u64;
+        let id = self.batches.len() as u64;
+        // The boundary is logged first: if that fails, the batch stays open and the next
+        // arrival or tick seals it again, where a batch sealed in the executor but not here
+        // would leave the two a batch apart.
+        if persist {
+            self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
+        }
         let sealing = |e| anyhow::anyhow!("sealing a batch: {e}");
         let witness = if persist {
             self.ex.seal_batch_behind().map_err(sealing)?;
@@ -404,12 +413,6 @@ impl Core {
             self.hashed_batches += 1;
             Some(w)
         };
-        let start = self.batches.last().map_or(0, |b| b.end);
-        let end = self.txs.len() as u64;
-        let id = self.batches.len() as u64;
-        if persist {
-            self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
-        }
         self.batches.push(BatchRec { start, end, witness, proof: None, block: None });
         self.open_since = None;
         self.block_since.get_or_insert(now);
