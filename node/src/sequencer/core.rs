@@ -946,7 +946,8 @@ mod tests {
 
     /// A job given up halts the chain; `retry` queues it again with its attempts renewed, and a
     /// restart, before or after, finds what was acknowledged. A request that names a job not
-    /// given up, or one not in flight, changes nothing.
+    /// given up, or one not in flight, changes nothing. (On the way: a sealed batch's job comes
+    /// with the first tick after its hashing behind the executor is done.)
     #[test]
     fn a_given_up_job_queued_again_is_pending_with_its_attempts_renewed_across_restarts() {
         let circuits = crate::network::test_circuits();
@@ -974,8 +975,14 @@ mod tests {
             core.submit(SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx }).expect("accepted");
         }
         let id = JobKey::Batch(0).id();
-        // The full batch was sealed; its job waits for its hashing, behind the executor.
-        core.collect_hashed(true);
+        // The full batch was sealed and hashes behind the executor: a tick after it finishes
+        // plans its job, as the sequencer's ticker does every 50 ms.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !core.jobs.contains_key(&id) {
+            assert!(Instant::now() < deadline, "no job for the sealed batch after 10 s of ticks");
+            std::thread::sleep(Duration::from_millis(5));
+            core.tick(Instant::now()).expect("tick");
+        }
         assert_eq!(state(&core, id), JobState::Pending);
 
         // Nothing given up: naming a pending job is refused, and "every given-up job" is none.
