@@ -6,7 +6,8 @@
 //! concurrent clients sending a signed mixed load, signed before the clock starts. In the same
 //! run, as ceilings to compare against, the two steps it cannot skip are timed alone on the
 //! same load: the signatures' check (in the checker's batches of 256, with its key cache) and
-//! execution (apply, and seal with the hashing behind).
+//! execution (apply, and seal with the hashing behind); and what the sequencer's one lock allows:
+//! the load submitted straight into a core on one thread.
 //!
 //! The clients run in this process, on the same cores as the sequencer, so the figure is what
 //! one machine does playing both parts: a lower bound on the sequencer's own rate.
@@ -31,7 +32,7 @@ use tokio::sync::watch;
 use crate::bench::{machine, process_cpu_seconds, progress_bar, BenchArgs, Machine};
 use crate::devnet::percentile;
 use crate::network::{genesis, Circuits};
-use crate::sequencer::core::Params;
+use crate::sequencer::core::{Core, Params};
 use crate::sequencer::SequencerConfig;
 
 /// Connections the clients share (each carries many concurrent requests over HTTP/2).
@@ -60,6 +61,11 @@ struct Report {
     /// The same load executed alone (applied and sealed in batches, each hashing behind the
     /// next one's applies, as the sequencer does): the rate execution allows.
     execution_alone_tps: f64,
+    /// The same load submitted straight into a sequencer's core on one thread, as its lock
+    /// takes each transaction once the signature is checked (execution, the log append, the
+    /// bookkeeping; the log's flush is a group commit off the lock): the rate one sequencer's
+    /// lock allows, whatever the cores around it.
+    core_alone_tps: f64,
     batches: u64,
     machine: Machine,
 }
@@ -112,14 +118,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let execution_alone_tps = txs as f64 / t.elapsed().as_secs_f64();
     drop(ex);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let dir = std::env::temp_dir().join(format!("rollup-bench-sequencer-{}", std::process::id()));
     // A fresh database: a leftover one would be replayed.
     std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir)?;
-    let result = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar));
+    let core_alone = core_alone(a, circuits.clone(), &dir.join("core"), signed.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let result = core_alone.and_then(|core_alone_tps| {
+        let r = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar))?;
+        Ok((core_alone_tps, r))
+    });
     std::fs::remove_dir_all(&dir).ok();
-    let (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate) = result?;
+    let (core_alone_tps, (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate)) = result?;
     bar.finish_and_clear();
 
     latencies.sort_by(f64::total_cmp);
@@ -141,6 +151,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         signatures_alone_tps,
         key_cache_hit_rate,
         execution_alone_tps,
+        core_alone_tps,
         batches,
         machine: machine(&[]),
     };
@@ -173,9 +184,41 @@ fn print(r: &Report) {
         r.execution_alone_tps,
         100.0 * r.accepted_tps / r.signatures_alone_tps.min(r.execution_alone_tps)
     );
+    println!("  lock          {:.0} tx/s through the sequencer's core on one thread (its ceiling)", r.core_alone_tps);
     if let Some(h) = r.key_cache_hit_rate {
         println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
     }
+}
+
+/// The sequencer's parameters for a load of `txs`: nothing settles here, so the mempool holds
+/// the whole load.
+fn params(a: &BenchArgs, txs: usize) -> Params {
+    Params {
+        capacity: a.capacity,
+        batch_timeout: Duration::from_millis(1000),
+        block_batches: 4,
+        block_time: Duration::from_millis(3000),
+        lease: Duration::from_secs(60),
+        max_attempts: 3,
+        mempool_limit: txs + 1,
+    }
+}
+
+/// `signed` submitted one after another into a sequencer's core opened in `dir`, as its lock
+/// takes them after their signatures are checked; transactions per second.
+fn core_alone(a: &BenchArgs, circuits: Arc<Circuits>, dir: &std::path::Path, signed: Vec<SignedTx>) -> Result<f64> {
+    let txs = signed.len();
+    let db = sled::open(dir).context("opening the benchmark's database")?;
+    let mut core = Core::open(params(a, txs), db, &genesis(a.accounts), circuits)?;
+    let t = Instant::now();
+    for s in signed {
+        core.submit(s)
+            .map_err(|s| anyhow::anyhow!("a valid transaction was refused: {:?}: {}", s.code(), s.message()))?;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    // Its last seals finish hashing behind it: not on the lock, so not in the figure.
+    core.collect_hashed(true);
+    Ok(txs as f64 / seconds)
 }
 
 /// `load` signed by its senders' devnet keys, each with the message its signature is checked
@@ -214,16 +257,7 @@ async fn submit_all(
 ) -> Result<(f64, Option<f64>, Vec<f64>, u64, Option<f64>)> {
     let (stop, shutdown) = watch::channel(false);
     let txs = signed.len();
-    let params = Params {
-        capacity: a.capacity,
-        batch_timeout: Duration::from_millis(1000),
-        block_batches: 4,
-        block_time: Duration::from_millis(3000),
-        lease: Duration::from_secs(60),
-        max_attempts: 3,
-        // Nothing settles here: room for the whole load.
-        mempool_limit: txs + 1,
-    };
+    let params = params(a, txs);
     let token = "bench".to_string();
     let cfg = SequencerConfig {
         listen: "127.0.0.1:0".into(),
