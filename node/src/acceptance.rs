@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use crate::bench::{machine, process_cpu_seconds, progress_bar, BenchArgs, Machine};
 use crate::devnet::percentile;
 use crate::network::{genesis, Circuits};
-use crate::sequencer::core::{Core, Params};
+use crate::sequencer::core::{Arrival, Core, Params};
 use crate::sequencer::SequencerConfig;
 
 /// Connections the clients share (each carries many concurrent requests over HTTP/2).
@@ -210,8 +210,19 @@ fn core_alone(a: &BenchArgs, circuits: Arc<Circuits>, dir: &std::path::Path, sig
     let txs = signed.len();
     let db = sled::open(dir).context("opening the benchmark's database")?;
     let mut core = Core::open(params(a, txs), db, &genesis(a.accounts), circuits)?;
+    // What the service computes before the lock: the message hashes, a register's key.
+    let arrivals: Vec<Arrival> = signed
+        .into_par_iter()
+        .map(|signed| {
+            let key = match &signed.tx {
+                Tx::Register(r) => PublicKey::from_bytes(&r.pubkey).ok(),
+                _ => None,
+            };
+            Arrival { hash: tx_message(&signed.tx), signed, key }
+        })
+        .collect();
     let t = Instant::now();
-    for s in signed {
+    for s in arrivals {
         core.submit(s)
             .map_err(|s| anyhow::anyhow!("a valid transaction was refused: {:?}: {}", s.code(), s.message()))?;
     }

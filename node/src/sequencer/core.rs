@@ -138,6 +138,17 @@ struct Accepted {
     signed: SignedTx,
 }
 
+/// A transaction whose signature checked, as the core takes it: with what the caller computed
+/// for the check, before the lock (its message hash and, for a register, its key).
+pub struct Arrival {
+    /// The transaction.
+    pub signed: SignedTx,
+    /// Its message hash ([`circuits::bls::tx_message`]).
+    pub hash: [u8; 32],
+    /// A register's key, decoded and checked; `None` for other kinds (or to decode it here).
+    pub key: Option<PublicKey>,
+}
+
 struct BatchRec {
     start: u64,
     end: u64,
@@ -290,7 +301,9 @@ impl Core {
             if *seq != self.txs.len() as u64 {
                 bail!("transaction log has a gap at {seq}");
             }
-            self.execute(signed, now).map_err(|e| anyhow::anyhow!("replaying transaction {seq}: {}", e.message()))?;
+            let hash = circuits::bls::tx_message(&signed.tx);
+            self.execute(signed, hash, None, now)
+                .map_err(|e| anyhow::anyhow!("replaying transaction {seq}: {}", e.message()))?;
         }
         while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == self.txs.len() as u64 {
             self.seal_batch_inner(now, false, &block_ends)?;
@@ -345,12 +358,12 @@ impl Core {
 
     /// Executes an accepted (signature-checked) transaction and logs it; the caller flushes
     /// before acknowledging.
-    pub fn submit(&mut self, signed: SignedTx) -> Result<([u8; 32], u64), Status> {
+    pub fn submit(&mut self, arrival: Arrival) -> Result<([u8; 32], u64), Status> {
+        let Arrival { signed, hash, key } = arrival;
         let pending = self.txs.len() as u64 - self.settled_txs;
         if pending >= self.params.mempool_limit as u64 {
             return Err(Status::resource_exhausted(format!("mempool full: {pending} transactions await settlement")));
         }
-        let hash = circuits::bls::tx_message(&signed.tx);
         if self.by_hash.contains_key(&hash) {
             return Err(Status::already_exists("transaction already accepted"));
         }
@@ -360,7 +373,7 @@ impl Core {
             self.seal_batch(now).map_err(status::storage)?;
         }
         let bytes = signed.encode();
-        let seq = self.execute(signed, now)?;
+        let seq = self.execute(signed, hash, key, now)?;
         self.db.insert(k(T_TX, seq), bytes).map_err(status::storage)?;
         if self.ex.open_len() >= self.params.capacity {
             self.seal_batch(now).map_err(status::storage)?;
@@ -368,15 +381,22 @@ impl Core {
         Ok((hash, seq))
     }
 
-    fn execute(&mut self, signed: SignedTx, now: Instant) -> Result<u64, Status> {
+    /// Applies `signed`, whose message hash is `hash` and, if it registers, whose key is `key`
+    /// when the caller has it.
+    fn execute(
+        &mut self,
+        signed: SignedTx,
+        hash: [u8; 32],
+        key: Option<PublicKey>,
+        now: Instant,
+    ) -> Result<u64, Status> {
         self.ex.apply(&signed.tx).map_err(|e| status::tx_error(&e))?;
         if let Tx::Register(r) = &signed.tx {
-            if let Ok(pk) = PublicKey::from_bytes(&r.pubkey) {
+            if let Some(pk) = key.or_else(|| PublicKey::from_bytes(&r.pubkey).ok()) {
                 self.registry.insert(r.account, pk);
             }
         }
         let seq = self.txs.len() as u64;
-        let hash = circuits::bls::tx_message(&signed.tx);
         self.by_hash.insert(hash, seq);
         self.txs.push(Accepted { signed });
         self.open_since.get_or_insert(now);
@@ -972,7 +992,9 @@ mod tests {
         let state = |core: &Core, id: u64| core.jobs[&id].state.clone();
         let mut core = open();
         for tx in mixed_load(4, 8, 0.0) {
-            core.submit(SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx }).expect("accepted");
+            let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
+            let hash = circuits::bls::tx_message(&signed.tx);
+            core.submit(Arrival { signed, hash, key: None }).expect("accepted");
         }
         let id = JobKey::Batch(0).id();
         // The full batch was sealed and hashes behind the executor: a tick after it finishes

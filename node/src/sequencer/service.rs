@@ -12,7 +12,7 @@ use proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::core::{Core, Fault, JobKey, JobState};
+use super::core::{Arrival, Core, Fault, JobKey, JobState};
 use super::flusher::Flusher;
 use super::sigcheck::{SigChecker, SIG_BATCH, SIG_WAIT};
 use crate::status;
@@ -86,27 +86,26 @@ impl Sequencer for Shared {
         let signed = SignedTx::decode(&req.into_inner().signed_tx).map_err(|e| status::signed_tx_error(&e))?;
         // A register's key is checked (proof of possession) off the runtime and outside the lock;
         // other senders' keys come from the registry. Then the signature joins a batch check.
-        let key = match &signed.tx {
+        let (key, registered) = match &signed.tx {
             circuits::Tx::Register(r) => {
                 let r = r.clone();
-                tokio::task::spawn_blocking(move || circuits::bls::register_key(&r))
+                let key = tokio::task::spawn_blocking(move || circuits::bls::register_key(&r))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| status::bls_error(&e))?
+                    .map_err(|e| status::bls_error(&e))?;
+                (key, Some(key))
             }
-            tx => self.lock().registered_key(tx.sender())?,
+            tx => (self.lock().registered_key(tx.sender())?, None),
         };
-        let item = SignedMessage {
-            public_key: key,
-            message: circuits::bls::tx_message(&signed.tx).to_vec(),
-            signature: signed.signature,
-        };
+        // The message hash, for the check and for the core: computed once, outside the lock.
+        let hash = circuits::bls::tx_message(&signed.tx);
+        let item = SignedMessage { public_key: key, message: hash.to_vec(), signature: signed.signature };
         match self.signatures.check(item).await {
             Some(true) => {}
             Some(false) => return Err(status::bls_error(&circuits::bls::BlsError::InvalidSignature)),
             None => return Err(Status::unavailable("the signature checker stopped")),
         }
-        let (hash, sequence) = self.lock().submit(signed)?;
+        let (hash, sequence) = self.lock().submit(Arrival { signed, hash, key: registered })?;
         self.flush().await?;
         Ok(Response::new(SubmitTxResponse { tx_hash: hash.to_vec(), sequence }))
     }
