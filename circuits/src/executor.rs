@@ -5,7 +5,7 @@
 //! batch is sealed, exactly as the circuit's final step does.
 //!
 //! A transaction's checks and its leaf values are done as it applies; the Merkle hashing of its
-//! updates waits for the seal, where the whole batch's is done level by level
+//! updates, and its step of the transaction-commitment chain, wait for the seal, where the whole batch's is done level by level
 //! ([`crate::deferred`]), in place ([`Executor::seal_batch`]) or on the executor's hashing
 //! thread while the next batch applies ([`Executor::seal_batch_behind`]). So between seals the
 //! state's values are current and its roots and paths are the last sealed batch's.
@@ -41,8 +41,12 @@ pub struct Executor<S: StateStore = MemoryStore> {
     refs: Vec<SlotRefs>,
     journal: Journal,
     pending_fees: u64,
-    batch_commitment_in: Digest,
-    commitment: Digest,
+    /// Where the next sealed batch's commitment chain starts: known (zero at a block's start, or
+    /// where a batch sealed in place ended), or `None` to go on from the last batch sealed
+    /// behind, which the hashing thread knows ([`Sealing::hash`] runs the chain).
+    chain_next: Option<Digest>,
+    /// The chain's end at the last witness received from the hashing thread.
+    last_received_out: Option<Digest>,
     /// The hashing thread of [`Executor::seal_batch_behind`], once started.
     behind: Option<Behind>,
     /// Witnesses hashed and received, not yet taken.
@@ -78,8 +82,8 @@ impl<S: StateStore> Executor<S> {
             refs: Vec::new(),
             journal: Journal::default(),
             pending_fees: 0,
-            batch_commitment_in: ZERO_DIGEST,
-            commitment: ZERO_DIGEST,
+            chain_next: Some(ZERO_DIGEST),
+            last_received_out: None,
             behind: None,
             hashed: VecDeque::new(),
         }
@@ -110,8 +114,7 @@ impl<S: StateStore> Executor<S> {
     /// Restarts the transaction-commitment chain (at a block boundary). Only between batches.
     pub fn restart_commitment(&mut self) {
         debug_assert!(self.slots.is_empty());
-        self.commitment = ZERO_DIGEST;
-        self.batch_commitment_in = ZERO_DIGEST;
+        self.chain_next = Some(ZERO_DIGEST);
     }
 
     fn record(&self, account: u32) -> Result<AccountRecord, TxError> {
@@ -135,7 +138,6 @@ impl<S: StateStore> Executor<S> {
                 (w, Some(out))
             }
         };
-        self.commitment = commit_step(self.commitment, tx);
         self.slots.push(SlotWitness { tx: Some(tx.clone()), ..slot });
         self.refs.push(refs);
         Ok(Receipt { slot: self.slots.len() - 1, swap_out })
@@ -359,7 +361,6 @@ impl<S: StateStore> Executor<S> {
                 self.swap_effects(s, a, pool, out)
             }
         };
-        self.commitment = commit_step(self.commitment, tx);
         self.slots.push(SlotWitness { tx: Some(tx.clone()), ..w });
         self.refs.push(refs);
     }
@@ -373,7 +374,12 @@ impl<S: StateStore> Executor<S> {
             self.hashed.push_back(w);
         }
         let sealing = self.close_batch()?;
-        Ok(sealing.hash(&mut *self.state.store_mut().nodes_mut()))
+        // With every seal behind received, the chain goes on from the last of them if it
+        // does not start afresh.
+        let start = sealing.commitment_in.or(self.last_received_out).expect("a chain to go on from");
+        let w = sealing.hash(&mut *self.state.store_mut().nodes_mut(), start);
+        self.chain_next = Some(w.commitment_out);
+        Ok(w)
     }
 
     /// Closes the open batch as [`Executor::seal_batch`] does, and leaves its hashing to a
@@ -389,8 +395,11 @@ impl<S: StateStore> Executor<S> {
             self.behind = Behind::start(self.state.store().shared_nodes());
         }
         let Some(behind) = self.behind.as_mut() else {
-            // No thread to be had: hash here.
-            let w = sealing.hash(&mut *self.state.store_mut().nodes_mut());
+            // No thread to be had: hash here (nothing was ever sealed behind, so the chain's
+            // start is known).
+            let start = sealing.commitment_in.expect("no seal behind");
+            let w = sealing.hash(&mut *self.state.store_mut().nodes_mut(), start);
+            self.chain_next = Some(w.commitment_out);
             self.hashed.push_back(w);
             return Ok(());
         };
@@ -436,6 +445,7 @@ impl<S: StateStore> Executor<S> {
         // bug, and this executor's state is gone with it (a sequencer restarts and replays).
         let w = w.unwrap_or_else(|| panic!("{HASHING_STOPPED}"));
         behind.in_flight -= 1;
+        self.last_received_out = Some(w.commitment_out);
         Some(w)
     }
 
@@ -463,11 +473,9 @@ impl<S: StateStore> Executor<S> {
                 fee_total: self.pending_fees,
             },
             operator_refs: (balance_root, balance_path, account_path),
-            commitment_in: self.batch_commitment_in,
-            commitment_out: self.commitment,
+            commitment_in: self.chain_next.take(),
         };
         self.pending_fees = 0;
-        self.batch_commitment_in = self.commitment;
         Ok(sealing)
     }
 }
@@ -487,14 +495,18 @@ struct Sealing {
     operator: OperatorWitness,
     /// The operator's balance-root read, balance path and account path in the journal.
     operator_refs: (usize, usize, usize),
-    commitment_in: Digest,
-    commitment_out: Digest,
+    /// Where the transaction-commitment chain starts, when the executor knows it; `None` where
+    /// it goes on from the previous batch sealed behind (the hashing thread has its end).
+    commitment_in: Option<Digest>,
 }
 
 impl Sealing {
-    /// Hashes the batch into `nodes`, which must be as the previous seal left them, and
-    /// returns its witness.
-    fn hash<N: NodeStore + ?Sized>(mut self, nodes: &mut N) -> BatchWitness {
+    /// Hashes the batch into `nodes`, which must be as the previous seal left them, runs the
+    /// transaction-commitment chain over its transactions from `commitment_in`, and returns
+    /// its witness.
+    fn hash<N: NodeStore + ?Sized>(mut self, nodes: &mut N, commitment_in: Digest) -> BatchWitness {
+        // The chain is sequential, three permutations a transaction: here, off the applies.
+        let commitment_out = self.slots.iter().filter_map(|s| s.tx.as_ref()).fold(commitment_in, commit_step);
         let (old_account_root, old_pool_root) = (ACCOUNTS.root(nodes), POOLS.root(nodes));
         let Hashed { mut paths, roots } = self.journal.hash_into(nodes);
         let mut path = |i: usize| std::mem::take(&mut paths[i]);
@@ -530,8 +542,8 @@ impl Sealing {
             old_pool_root,
             old_root: hash_pair(old_account_root, old_pool_root),
             new_root: hash_pair(ACCOUNTS.root(nodes), POOLS.root(nodes)),
-            commitment_in: self.commitment_in,
-            commitment_out: self.commitment_out,
+            commitment_in,
+            commitment_out,
         }
     }
 }
@@ -553,9 +565,13 @@ impl Behind {
         std::thread::Builder::new()
             .name("seal-hashing".into())
             .spawn(move || {
-                // In seal order: each batch's hashing starts from the nodes the previous left.
+                // In seal order: each batch's hashing starts from the nodes the previous left,
+                // and its commitment chain where the previous ended unless it starts afresh.
+                let mut chain = ZERO_DIGEST;
                 for sealing in todo {
-                    let w = sealing.hash(&mut *nodes.write().unwrap_or_else(PoisonError::into_inner));
+                    let start = sealing.commitment_in.unwrap_or(chain);
+                    let w = sealing.hash(&mut *nodes.write().unwrap_or_else(PoisonError::into_inner), start);
+                    chain = w.commitment_out;
                     if done.send(w).is_err() {
                         break;
                     }

@@ -231,17 +231,23 @@ fn genesis_is_deterministic_and_validated() {
     assert!(g.validate().is_err(), "the operator account is required");
 }
 
-/// Sealing behind (the hashing on the executor's thread while the next batch applies) gives the
-/// witnesses and the state that sealing in place gives, in seal order, however far the taking
-/// lags: up to the bound of seals in flight, past which a seal waits; and a seal in place after
-/// seals behind waits for them and leaves their witnesses to be taken.
+/// Sealing behind (the hashing and the commitment chain on the executor's thread while the next
+/// batch applies) gives the witnesses and the state that sealing in place gives, in seal order,
+/// however far the taking lags: up to the bound of seals in flight, past which a seal waits; the
+/// chain restarts where a block starts; and a seal in place after seals behind waits for them,
+/// goes on with their chain, and leaves their witnesses to be taken.
 #[test]
 fn sealing_behind_gives_what_sealing_in_place_gives() {
     let genesis = Genesis::devnet(64);
-    let load = circuits::load::mixed_load(16 * 9 + 5, 64, 0.3);
+    let load = circuits::load::mixed_load(16 * 10 + 5, 64, 0.3);
     let mut reference = Executor::new(genesis.build().expect("genesis"), 16);
     let mut want = Vec::new();
-    for chunk in load.chunks(16) {
+    // A block starts (the commitment chain restarts) before batch 5.
+    let restarts = |i: usize| i == 5;
+    for (i, chunk) in load.chunks(16).enumerate() {
+        if restarts(i) {
+            reference.restart_commitment();
+        }
         for tx in chunk {
             reference.apply(tx).expect("valid");
         }
@@ -251,11 +257,15 @@ fn sealing_behind_gives_what_sealing_in_place_gives() {
     let mut ex = Executor::new(genesis.build().expect("genesis"), 16);
     let mut got = Vec::new();
     for (i, chunk) in load.chunks(16).enumerate() {
+        if restarts(i) {
+            ex.restart_commitment();
+        }
         for tx in chunk {
             ex.apply(tx).expect("valid");
         }
         match i {
-            // The last (partial) batch sealed in place, behind the others still hashing.
+            // Batch 9 sealed in place, behind the others still hashing; batch 10 (partial)
+            // behind again, its chain going on from batch 9's.
             9 => {
                 assert!(ex.untaken_seals() > 0, "seals left untaken before it");
                 let w = ex.seal_batch().expect("seal");
@@ -281,6 +291,9 @@ fn sealing_behind_gives_what_sealing_in_place_gives() {
             }
             assert_eq!(ex.state().root(), want[i].new_root, "every seal hashed: the trees are batch {i}'s");
         }
+    }
+    while let Some(w) = ex.wait_hashed() {
+        got.push(w);
     }
     assert_eq!(ex.untaken_seals(), 0);
     assert_eq!(got.len(), want.len());
