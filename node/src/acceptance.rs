@@ -6,8 +6,9 @@
 //! concurrent clients sending a signed mixed load, signed before the clock starts. In the same
 //! run, as ceilings to compare against, the two steps it cannot skip are timed alone on the
 //! same load: the signatures' check (in the checker's batches of 256, with its key cache) and
-//! execution (apply, and seal with the hashing behind); and what the sequencer's one lock allows:
-//! the load submitted straight into a core on one thread.
+//! execution (apply, and seal with the hashing behind); and what the sequencer's core allows
+//! without the signatures and gRPC in front of it: the load submitted straight into a core on one
+//! thread, as its lock takes each transaction, its seals hashing behind on the other cores.
 //!
 //! The clients run in this process, on the same cores as the sequencer, so the figure is what
 //! one machine does playing both parts: a lower bound on the sequencer's own rate.
@@ -63,8 +64,9 @@ struct Report {
     execution_alone_tps: f64,
     /// The same load submitted straight into a sequencer's core on one thread, as its lock
     /// takes each transaction once the signature is checked (execution, the log append, the
-    /// bookkeeping; the log's flush is a group commit off the lock): the rate one sequencer's
-    /// lock allows, whatever the cores around it.
+    /// bookkeeping; the log's flush is a group commit off the lock), its seals hashing behind:
+    /// the rate the core allows, the lower of its lock's and its hashing's. On a few cores
+    /// the hashing, which shares them, is the bound.
     core_alone_tps: f64,
     batches: u64,
     machine: Machine,
@@ -184,7 +186,10 @@ fn print(r: &Report) {
         r.execution_alone_tps,
         100.0 * r.accepted_tps / r.signatures_alone_tps.min(r.execution_alone_tps)
     );
-    println!("  lock          {:.0} tx/s through the sequencer's core on one thread (its ceiling)", r.core_alone_tps);
+    println!(
+        "  core          {:.0} tx/s straight into the sequencer's core, its seals hashing behind",
+        r.core_alone_tps
+    );
     if let Some(h) = r.key_cache_hit_rate {
         println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
     }
