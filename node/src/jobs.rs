@@ -8,10 +8,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use proto::v1::prover_farm_client::ProverFarmClient;
 use proto::v1::{JobInfo, JobKind, ListJobsRequest, RetryJobsRequest};
 use serde_json::json;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::auth::{self, AddToken};
+use crate::prover::Client;
 
 /// Options of `rollup jobs`.
 #[derive(Debug, Args)]
@@ -70,8 +70,6 @@ impl StateArg {
         }
     }
 }
-
-type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
 
 async fn client(url: &str, token: Option<String>) -> Result<Client> {
     let channel = Channel::from_shared(url.to_string())

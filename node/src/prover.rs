@@ -68,7 +68,8 @@ pub fn choose_prover(args: ProvingArgs) -> Result<Prover> {
     Ok(Prover::Pipeline(backend))
 }
 
-type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
+/// A client of the prover farm's coordinator, carrying the farm's token.
+pub(crate) type Client = ProverFarmClient<InterceptedService<Channel, AddToken>>;
 
 /// A job's proof, checked by plonky2's verifier.
 pub struct Proven {
@@ -578,7 +579,6 @@ mod tests {
         )
         .await
         .expect("the worker stops by itself");
-        let circuits_again = circuits;
         let err = ended.expect_err("a device that failed a job the CPU proves ends the worker");
         let text = format!("{err:#}");
         assert!(
@@ -621,7 +621,7 @@ mod tests {
         let proving = tokio::spawn(run_with(
             Prover::Pipeline(Arc::new(prover_gpu::cpu::RayonBackend)),
             worker("cpu"),
-            Some(circuits_again),
+            Some(circuits),
             proving_shutdown,
         ));
         wait_until("the retried job's proof", &seq, |c| c.counters.proven_txs == 8).await;

@@ -92,6 +92,9 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state's [`JobState::name`].
+    pub const NAMES: [&'static str; 4] = ["pending", "leased", "done", "failed"];
+
     /// Name for status and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -876,8 +879,7 @@ impl Core {
 
     /// The status report.
     pub fn status(&self) -> proto::v1::SequencerStatus {
-        let mut jobs: BTreeMap<&str, u64> =
-            ["pending", "leased", "done", "failed"].into_iter().map(|s| (s, 0)).collect();
+        let mut jobs: BTreeMap<&str, u64> = JobState::NAMES.into_iter().map(|s| (s, 0)).collect();
         for j in self.jobs.values() {
             *jobs.entry(j.state.name()).or_default() += 1;
         }

@@ -229,7 +229,7 @@ impl ProverFarm for Shared {
         let state = req.into_inner().state;
         let state = match state.as_str() {
             "" => None,
-            "pending" | "leased" | "done" | "failed" => Some(state.as_str()),
+            s if JobState::NAMES.contains(&s) => Some(s),
             _ => return Err(Status::invalid_argument("state is one of pending, leased, done, failed, or empty")),
         };
         let jobs = self.lock().job_list(state).into_iter().map(job_info).collect();
