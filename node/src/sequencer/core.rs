@@ -1,9 +1,11 @@
 //! The sequencer's state machine: accepted transactions in order, batches, blocks, and the prover
 //! farm's jobs. Persistence is a log: accepted transactions, batch and block boundaries, proofs,
 //! failures and the settled height go to sled, and a restart replays the log through the
-//! executor, which is deterministic, to the same state (`docs/services.md`).
+//! executor, which is deterministic, to the same state (`docs/services.md`). What is settled is
+//! history: its transactions, proofs and witnesses leave memory, and its proofs the database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,8 +139,11 @@ pub struct Lease {
     pub attempt: u32,
 }
 
+/// An accepted transaction that is not settled yet.
 struct Accepted {
     signed: SignedTx,
+    /// Its message hash: what [`Core::tx_status`] and the replay check look it up by.
+    hash: [u8; 32],
 }
 
 /// A transaction whose signature checked, as the core takes it: with what the caller computed
@@ -202,7 +207,9 @@ pub struct Core {
     circuits: Arc<Circuits>,
     ex: Executor,
     registry: HashMap<u32, PublicKey>,
-    txs: Vec<Accepted>,
+    /// The transactions accepted and not settled, in order: the first is number `settled_txs`.
+    txs: VecDeque<Accepted>,
+    /// Their hashes; a settled transaction's is in the database (`T_INDEX`).
     by_hash: HashMap<[u8; 32], u64>,
     open_since: Option<Instant>,
     batches: Vec<BatchRec>,
@@ -217,6 +224,7 @@ pub struct Core {
     jobs: BTreeMap<u64, Job>,
     job_order: u64,
     settled_height: u64,
+    /// Transactions settled: those accepted before the first of `txs`.
     settled_txs: u64,
     /// Counters.
     pub counters: Counters,
@@ -236,7 +244,23 @@ const T_BLOCK: u8 = b'k';
 const T_PROOF: u8 = b'p';
 const T_MERGE: u8 = b'm';
 const T_FAILED: u8 = b'f';
+/// A settled transaction's sequence number under its hash.
+const T_INDEX: u8 = b'h';
 const SETTLED: &[u8] = b"settled";
+/// The height up to which the settled transactions are in `T_INDEX`: the settled height, but
+/// for a database from a version that kept them in memory, indexed at its next open.
+const INDEXED: &[u8] = b"indexed";
+
+fn index_key(hash: &[u8; 32]) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out[0] = T_INDEX;
+    out[1..].copy_from_slice(hash);
+    out
+}
+
+fn merge_key(height: u64, node: usize) -> Vec<u8> {
+    [&k(T_MERGE, height)[..], &(node as u64).to_be_bytes()].concat()
+}
 
 fn be(v: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(v.try_into().context("corrupt record")?))
@@ -257,7 +281,7 @@ impl Core {
             db,
             circuits,
             registry,
-            txs: Vec::new(),
+            txs: VecDeque::new(),
             by_hash: HashMap::new(),
             open_since: None,
             batches: Vec::new(),
@@ -290,30 +314,70 @@ impl Core {
             .collect()
     }
 
+    /// The transactions accepted so far, settled or not.
+    fn accepted(&self) -> u64 {
+        self.settled_txs + self.txs.len() as u64
+    }
+
     fn replay(&mut self) -> Result<()> {
-        let txs = self.scan(T_TX)?;
         let batch_ends: Vec<u64> = self.scan(T_BATCH)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
         let block_ends: Vec<u64> = self.scan(T_BLOCK)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
         self.settled_height = self.db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
+        // Where the settled blocks' transactions end, and where those in the index end.
+        let txs_before = |height: u64| -> Result<u64> {
+            if height == 0 {
+                return Ok(0);
+            }
+            let batches = *block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
+            batch_ends.get((batches as usize).wrapping_sub(1)).copied().context("a settled block has no batches")
+        };
+        let settled_end = txs_before(self.settled_height)?;
+        let indexed = self.db.get(INDEXED)?.map(|v| be(&v)).transpose()?.unwrap_or(0).min(self.settled_height);
+        let indexed_end = txs_before(indexed)?;
+        // What a database from a version that kept settled history needs: the settled
+        // transactions' index, and their proofs gone. Written in one batch with `INDEXED`.
+        let mut history = sled::Batch::default();
+        let mut rewrite = indexed < self.settled_height;
         let now = Instant::now();
-        for (seq, bytes) in &txs {
-            while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == *seq {
+        // The log is read as it is replayed, not loaded whole.
+        let db = self.db.clone();
+        for r in db.scan_prefix([T_TX]) {
+            let (key, bytes) = r?;
+            let seq = be(&key[1..])?;
+            while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == seq {
                 self.seal_batch_inner(now, false, &block_ends)?;
             }
-            let signed = SignedTx::decode(bytes).context("corrupt transaction log")?;
-            if *seq != self.txs.len() as u64 {
+            let signed = SignedTx::decode(&bytes).context("corrupt transaction log")?;
+            if seq != self.accepted() {
                 bail!("transaction log has a gap at {seq}");
             }
-            let hash = circuits::bls::tx_message(&signed.tx);
-            self.execute(signed, hash, None, now)
-                .map_err(|e| anyhow::anyhow!("replaying transaction {seq}: {}", e.message()))?;
+            let failed = |e: Status| anyhow::anyhow!("replaying transaction {seq}: {}", e.message());
+            if seq < settled_end {
+                // Settled: applied to rebuild the state, and not kept.
+                if seq >= indexed_end {
+                    history.insert(&index_key(&circuits::bls::tx_message(&signed.tx))[..], &seq.to_be_bytes());
+                }
+                self.apply(&signed, None).map_err(failed)?;
+                self.settled_txs += 1;
+            } else {
+                let hash = circuits::bls::tx_message(&signed.tx);
+                self.execute(signed, hash, None, now).map_err(failed)?;
+            }
         }
-        while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == self.txs.len() as u64 {
+        while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == self.accepted() {
             self.seal_batch_inner(now, false, &block_ends)?;
         }
-        // Proofs already made.
+        if self.settled_txs != settled_end {
+            bail!("the transaction log ends at {} before the settled block {}", self.accepted(), self.settled_height);
+        }
+        // Proofs already made, of the blocks not settled (every settled transaction was proven).
+        let (first_batch, _) = self.first_unsettled();
+        self.counters.proven_txs = self.settled_txs;
         for (b, v) in self.scan(T_PROOF)? {
-            if let Some(r) = self.batches.get_mut(b as usize) {
+            if (b as usize) < first_batch {
+                history.remove(&k(T_PROOF, b));
+                rewrite = true;
+            } else if let Some(r) = self.batches.get_mut(b as usize) {
                 r.proof = Some(v.to_vec());
                 self.counters.proven_txs += r.end - r.start;
             }
@@ -322,14 +386,16 @@ impl Core {
             let (key, v) = r?;
             let height = be(&key[1..9])?;
             let node = be(&key[9..17])? as usize;
-            if let Some(b) = self.blocks.get_mut(height as usize - 1) {
+            if height <= self.settled_height {
+                history.remove(key);
+                rewrite = true;
+            } else if let Some(b) = self.blocks.get_mut(height as usize - 1) {
                 b.merges.insert(node, v.to_vec());
             }
         }
-        // Settled blocks: count their transactions and free their witnesses.
-        for b in self.batches.iter_mut().filter(|b| b.block.is_some_and(|h| h <= self.settled_height)) {
-            self.settled_txs += b.end - b.start;
-            b.witness = None;
+        if rewrite {
+            history.insert(INDEXED, &self.settled_height.to_be_bytes());
+            self.db.apply_batch(history)?;
         }
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
@@ -339,9 +405,9 @@ impl Core {
                 j.state = JobState::Failed { reason };
             }
         }
-        if !txs.is_empty() {
+        if self.accepted() > 0 {
             info!(
-                txs = txs.len(),
+                txs = self.accepted(),
                 batches = self.batches.len(),
                 blocks = self.blocks.len(),
                 settled = self.settled_height,
@@ -363,7 +429,7 @@ impl Core {
     /// before acknowledging.
     pub fn submit(&mut self, arrival: Arrival) -> Result<([u8; 32], u64), Status> {
         let Arrival { signed, hash, key } = arrival;
-        let pending = self.txs.len() as u64 - self.settled_txs;
+        let pending = self.txs.len() as u64;
         if pending >= self.params.mempool_limit as u64 {
             return Err(Status::resource_exhausted(format!("mempool full: {pending} transactions await settlement")));
         }
@@ -376,7 +442,16 @@ impl Core {
             self.seal_batch(now).map_err(status::storage)?;
         }
         let bytes = signed.encode();
-        let seq = self.execute(signed, hash, key, now)?;
+        let seq = match self.execute(signed, hash, key, now) {
+            Ok(seq) => seq,
+            // A settled transaction cannot apply again (its nonce is spent, or its account
+            // registered), so a copy of one fails here, and is told apart from other failures
+            // by the index, off the path of the transactions that apply.
+            Err(_) if self.db.contains_key(index_key(&hash)).map_err(status::storage)? => {
+                return Err(Status::already_exists("transaction already accepted (and settled)"))
+            }
+            Err(e) => return Err(e),
+        };
         self.db.insert(k(T_TX, seq), bytes).map_err(status::storage)?;
         if self.ex.open_len() >= self.params.capacity {
             self.seal_batch(now).map_err(status::storage)?;
@@ -393,17 +468,24 @@ impl Core {
         key: Option<PublicKey>,
         now: Instant,
     ) -> Result<u64, Status> {
+        self.apply(&signed, key)?;
+        let seq = self.accepted();
+        self.by_hash.insert(hash, seq);
+        self.txs.push_back(Accepted { signed, hash });
+        self.open_since.get_or_insert(now);
+        Ok(seq)
+    }
+
+    /// Applies `signed` to the state and the registry: all that replaying a settled transaction
+    /// does.
+    fn apply(&mut self, signed: &SignedTx, key: Option<PublicKey>) -> Result<(), Status> {
         self.ex.apply(&signed.tx).map_err(|e| status::tx_error(&e))?;
         if let Tx::Register(r) = &signed.tx {
             if let Some(pk) = key.or_else(|| PublicKey::from_bytes(&r.pubkey).ok()) {
                 self.registry.insert(r.account, pk);
             }
         }
-        let seq = self.txs.len() as u64;
-        self.by_hash.insert(hash, seq);
-        self.txs.push(Accepted { signed });
-        self.open_since.get_or_insert(now);
-        Ok(seq)
+        Ok(())
     }
 
     fn seal_batch(&mut self, now: Instant) -> Result<()> {
@@ -418,7 +500,7 @@ impl Core {
     /// hashes here.
     fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &[u64]) -> Result<()> {
         let start = self.batches.last().map_or(0, |b| b.end);
-        let end = self.txs.len() as u64;
+        let end = self.accepted();
         let id = self.batches.len() as u64;
         // The boundary is logged first: if that fails, the batch stays open and the next
         // arrival or tick seals it again, where a batch sealed in the executor but not here
@@ -434,7 +516,9 @@ impl Core {
             let w = self.ex.seal_batch().map_err(sealing)?;
             self.state_root = w.new_root;
             self.hashed_batches += 1;
-            Some(w)
+            // A settled batch's witness is not kept: replaying, the batches whose transactions
+            // are all settled are history.
+            (end > self.settled_txs).then_some(w)
         };
         self.batches.push(BatchRec { start, end, witness, proof: None, block: None });
         self.open_since = None;
@@ -701,8 +785,7 @@ impl Core {
                 r.proof = Some(proof);
             }
             JobKey::Merge { height, node } => {
-                let key = [&k(T_MERGE, height)[..], &(node as u64).to_be_bytes()].concat();
-                self.db.insert(key, proof.as_slice()).map_err(status::storage)?;
+                self.db.insert(merge_key(height, node), proof.as_slice()).map_err(status::storage)?;
                 self.blocks[height as usize - 1].merges.insert(node, proof);
             }
         }
@@ -823,58 +906,97 @@ impl Core {
         let proof = blk.merges.get(&root)?.clone();
         let n = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Batch { .. })).count();
         let batches = &self.batches[blk.first_batch as usize..blk.first_batch as usize + n];
-        let (start, end) = (batches[0].start, batches[n - 1].end);
-        let txs = &self.txs[start as usize..end as usize];
-        let sigs: Vec<_> = txs.iter().map(|a| a.signed.signature).collect();
+        let (start, end) = (batches[0].start - self.settled_txs, batches[n - 1].end - self.settled_txs);
+        let txs = self.txs.range(start as usize..end as usize);
+        let sigs: Vec<_> = txs.clone().map(|a| a.signed.signature).collect();
         let first = batches[0].witness.as_ref()?;
         let last = batches[n - 1].witness.as_ref()?;
         Some(proto::v1::Block {
             height,
             old_root: digest_to_bytes(&first.old_root).to_vec(),
             new_root: digest_to_bytes(&last.new_root).to_vec(),
-            txs: txs.iter().map(|a| a.signed.encode()).collect(),
+            txs: txs.map(|a| a.signed.encode()).collect(),
             aggregate_signature: aggregate(&sigs).to_bytes().to_vec(),
             proof,
         })
     }
 
-    /// Records that block `height` settled (the caller flushes); frees its witnesses.
-    pub fn mark_settled(&mut self, height: u64, txs: u64) -> Result<()> {
-        if height != self.settled_height + 1 {
+    /// The batches of block `height`.
+    fn block_batches(&self, height: u64) -> Range<usize> {
+        let first = self.blocks[height as usize - 1].first_batch;
+        let end = self.blocks.get(height as usize).map_or(self.block_start_batch, |b| b.first_batch);
+        first as usize..end as usize
+    }
+
+    /// Records that block `height`, the next one, settled (the caller flushes). The block is
+    /// history from then on: its transactions, witnesses, proofs and jobs leave memory, its
+    /// proofs leave the database, and its transactions' hashes go to the database's index, in
+    /// one write with the settled height, so that a restart finds the block settled with all of
+    /// that done, or not settled with none of it.
+    pub fn mark_settled(&mut self, height: u64) -> Result<()> {
+        if height != self.settled_height + 1 || height as usize > self.blocks.len() {
             return Ok(());
         }
-        self.db.insert(SETTLED, &height.to_be_bytes())?;
-        self.settled_height = height;
-        self.settled_txs += txs;
-        for b in self.batches.iter_mut().filter(|b| b.block == Some(height)) {
-            b.witness = None;
+        let batches = self.block_batches(height);
+        let settled = (self.batches[batches.end - 1].end - self.settled_txs) as usize;
+        let mut w = sled::Batch::default();
+        w.insert(SETTLED, &height.to_be_bytes());
+        w.insert(INDEXED, &height.to_be_bytes());
+        for (seq, a) in (self.settled_txs..).zip(self.txs.range(..settled)) {
+            w.insert(&index_key(&a.hash)[..], &seq.to_be_bytes());
         }
+        for b in batches.clone() {
+            w.remove(&k(T_PROOF, b as u64));
+        }
+        for &node in self.blocks[height as usize - 1].merges.keys() {
+            w.remove(merge_key(height, node));
+        }
+        self.db.apply_batch(w)?;
+        self.settled_height = height;
+        for a in self.txs.drain(..settled) {
+            self.by_hash.remove(&a.hash);
+        }
+        self.settled_txs += settled as u64;
+        for b in &mut self.batches[batches.clone()] {
+            b.witness = None;
+            b.proof = None;
+        }
+        self.blocks[height as usize - 1].merges = HashMap::new();
         // The settled block's jobs are history: drop them so the job table stays the size of the
         // work in flight.
-        let batches = &self.batches;
         self.jobs.retain(|_, j| match j.key {
-            JobKey::Batch(b) => batches.get(b as usize).and_then(|r| r.block) != Some(height),
+            JobKey::Batch(b) => !batches.contains(&(b as usize)),
             JobKey::Merge { height: h, .. } => h != height,
         });
         Ok(())
     }
 
-    /// The sequence number and status of a transaction.
-    pub fn tx_status(&self, hash: &[u8]) -> Option<proto::v1::TxStatus> {
-        let seq = *self.by_hash.get(hash)?;
-        let batch = self.batches.iter().position(|b| seq >= b.start && seq < b.end);
+    /// The sequence number and status of a transaction: one not settled is looked up in memory,
+    /// a settled one in the database's index.
+    pub fn tx_status(&self, hash: &[u8]) -> Result<Option<proto::v1::TxStatus>, Status> {
+        let seq = match self.by_hash.get(hash) {
+            Some(&seq) => seq,
+            None => {
+                let Ok(hash) = <[u8; 32]>::try_from(hash) else { return Ok(None) };
+                match self.db.get(index_key(&hash)).map_err(status::storage)? {
+                    Some(v) => be(&v).map_err(status::storage)?,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let batch = Some(self.batches.partition_point(|b| b.end <= seq)).filter(|&i| i < self.batches.len());
         let (state, block) = match batch.map(|i| &self.batches[i]) {
             Some(b) if b.block.is_some_and(|h| h <= self.settled_height) => (proto::v1::TxState::Settled, b.block),
             Some(b) if b.proof.is_some() => (proto::v1::TxState::Proven, b.block),
             Some(b) => (proto::v1::TxState::Executed, b.block),
             None => (proto::v1::TxState::Executed, None),
         };
-        Some(proto::v1::TxStatus {
+        Ok(Some(proto::v1::TxStatus {
             state: state as i32,
             sequence: seq,
             batch: batch.unwrap_or(0) as u64,
             block: block.unwrap_or(0),
-        })
+        }))
     }
 
     /// The status report.
@@ -885,8 +1007,8 @@ impl Core {
         }
         proto::v1::SequencerStatus {
             state_root: digest_to_bytes(&self.state_root).to_vec(),
-            accepted_txs: self.txs.len() as u64,
-            pending_txs: self.txs.len() as u64 - self.settled_txs,
+            accepted_txs: self.accepted(),
+            pending_txs: self.txs.len() as u64,
             settled_txs: self.settled_txs,
             batches: self.batches.len() as u64,
             blocks_settled: self.settled_height,
@@ -966,37 +1088,76 @@ mod tests {
 
     use super::*;
 
+    /// A core's data directory for a test, removed when dropped: batches of four, blocks of
+    /// `block_batches`, at most two attempts a job, eight devnet accounts.
+    struct TestDir {
+        dir: std::path::PathBuf,
+        params: Params,
+        genesis: Genesis,
+        circuits: Arc<Circuits>,
+    }
+
+    impl TestDir {
+        fn new(name: &str, block_batches: usize) -> Self {
+            let dir = std::env::temp_dir().join(format!("rollup-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let params = Params {
+                capacity: 4,
+                batch_timeout: Duration::from_secs(3600),
+                block_batches,
+                block_time: Duration::from_secs(3600),
+                lease: Duration::from_secs(60),
+                max_attempts: 2,
+                mempool_limit: 1000,
+            };
+            TestDir { dir, params, genesis: crate::network::genesis(8), circuits: crate::network::test_circuits() }
+        }
+
+        fn db(&self) -> sled::Db {
+            sled::open(self.dir.join("db")).expect("db")
+        }
+
+        /// Opens the core, replaying what is there.
+        fn open(&self) -> Core {
+            Core::open(self.params.clone(), self.db(), &self.genesis, self.circuits.clone()).expect("open")
+        }
+
+        /// Closes `core` as a process killed after its last acknowledgement: flushed, then gone.
+        fn close(core: Core) {
+            core.db.flush().map(drop).expect("flush")
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
+    }
+
+    /// `n` transactions of the mixed load over eight accounts, transfers only, signed.
+    fn arrivals(n: usize) -> Vec<Arrival> {
+        mixed_load(n, 8, 0.0)
+            .into_iter()
+            .map(|tx| {
+                let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
+                let hash = circuits::bls::tx_message(&signed.tx);
+                Arrival { signed, hash, key: None }
+            })
+            .collect()
+    }
+
     /// A job given up halts the chain; `retry` queues it again with its attempts renewed, and a
     /// restart, before or after, finds what was acknowledged. A request that names a job not
     /// given up, or one not in flight, changes nothing. (On the way: a sealed batch's job comes
     /// with the first tick after its hashing behind the executor is done.)
     #[test]
     fn a_given_up_job_queued_again_is_pending_with_its_attempts_renewed_across_restarts() {
-        let circuits = crate::network::test_circuits();
-        let dir = std::env::temp_dir().join(format!("rollup-retry-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let params = Params {
-            capacity: 4,
-            batch_timeout: Duration::from_secs(3600),
-            block_batches: 1,
-            block_time: Duration::from_secs(3600),
-            lease: Duration::from_secs(60),
-            max_attempts: 2,
-            mempool_limit: 1000,
-        };
-        let genesis = crate::network::genesis(8);
-        let open = || {
-            let db = sled::open(dir.join("db")).expect("db");
-            Core::open(params.clone(), db, &genesis, circuits.clone()).expect("open")
-        };
-        // Closed as a process killed after its last acknowledgement: flushed, then gone.
-        let close = |core: Core| core.db.flush().map(drop).expect("flush");
+        let test = TestDir::new("retry", 1);
+        let (open, close) = (|| test.open(), TestDir::close);
         let state = |core: &Core, id: u64| core.jobs[&id].state.clone();
         let mut core = open();
-        for tx in mixed_load(4, 8, 0.0) {
-            let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
-            let hash = circuits::bls::tx_message(&signed.tx);
-            core.submit(Arrival { signed, hash, key: None }).expect("accepted");
+        for arrival in arrivals(4) {
+            core.submit(arrival).expect("accepted");
         }
         let id = JobKey::Batch(0).id();
         // The full batch was sealed and hashes behind the executor: a tick after it finishes
@@ -1042,6 +1203,107 @@ mod tests {
         assert_eq!(state(&core, id), JobState::Pending, "queued again survives a restart");
         give_up(&mut core);
         drop(core);
-        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A settled block is history: its transactions, witnesses and proofs leave memory, its
+    /// proofs leave the database, and its transactions are still answered for (their status,
+    /// and a copy refused as already accepted), across restarts. A database from a version
+    /// that kept settled history is brought to this at its next open.
+    #[test]
+    fn settled_history_leaves_memory_and_the_database_and_is_still_answered_across_restarts() {
+        let test = TestDir::new("history", 2);
+        let (open, close) = (|| test.open(), TestDir::close);
+        let arrivals = arrivals(16);
+        let again = |i: usize| Arrival { signed: arrivals[i].signed.clone(), hash: arrivals[i].hash, key: None };
+        let hash = |i: usize| arrivals[i].hash;
+
+        // Two blocks of two batches, every job proven (the bytes stand for proofs: the core
+        // takes a result's verdict from its caller).
+        let mut core = open();
+        for i in 0..16 {
+            core.submit(again(i)).expect("accepted");
+        }
+        core.collect_hashed(true);
+        while let Some(l) = core.lease("w", Instant::now()) {
+            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
+        }
+        let state = |core: &Core, i: usize| {
+            let s = core.tx_status(&hash(i)).expect("read").expect("known");
+            (proto::v1::TxState::try_from(s.state).expect("state"), s.sequence, s.batch, s.block)
+        };
+        assert_eq!(state(&core, 0), (proto::v1::TxState::Proven, 0, 0, 1));
+        let block1 = core.next_block().expect("block 1 is ready");
+        assert_eq!((block1.height, block1.txs.len()), (1, 8));
+        core.mark_settled(1).expect("settled");
+
+        let proofs = |core: &Core| {
+            let batches = core.scan(T_PROOF).expect("scan").into_iter().map(|(b, _)| b).collect::<Vec<_>>();
+            let merges = core.db.scan_prefix([T_MERGE]).count();
+            (batches, merges)
+        };
+        let check = |core: &Core| {
+            let status = core.status();
+            assert_eq!(
+                (status.accepted_txs, status.pending_txs, status.settled_txs, status.proven_txs),
+                (16, 8, 8, 16)
+            );
+            // In memory: block 2's transactions, witnesses and proofs, and nothing of block 1's.
+            assert_eq!((core.txs.len(), core.by_hash.len()), (8, 8));
+            assert!((0..8).all(|i| !core.by_hash.contains_key(&hash(i))));
+            assert!(core.batches[..2].iter().all(|b| b.witness.is_none() && b.proof.is_none()));
+            assert!(core.batches[2..].iter().all(|b| b.witness.is_some() && b.proof.is_some()));
+            assert!(core.blocks[0].merges.is_empty() && core.blocks[1].merges.len() == 1);
+            // In the database: block 2's proofs only.
+            assert_eq!(proofs(core), (vec![2, 3], 1));
+            // Still answered for.
+            assert_eq!(state(core, 0), (proto::v1::TxState::Settled, 0, 0, 1));
+            assert_eq!(state(core, 7), (proto::v1::TxState::Settled, 7, 1, 1));
+            assert_eq!(state(core, 8), (proto::v1::TxState::Proven, 8, 2, 2));
+            assert_eq!(core.tx_status(&[7; 32]).expect("read"), None);
+            assert_eq!(core.tx_status(&[7; 5]).expect("read"), None);
+            let next = core.next_block().expect("block 2 is ready");
+            assert_eq!((next.height, next.txs.len()), (2, 8));
+            assert_eq!(next.txs, arrivals[8..].iter().map(|a| a.signed.encode()).collect::<Vec<_>>());
+            next
+        };
+        let block2 = check(&core);
+        for (i, why) in [(0, "settled"), (8, "pending")] {
+            let e = core.submit(again(i)).expect_err("a copy");
+            assert_eq!(e.code(), tonic::Code::AlreadyExists, "{why}: {e:?}");
+        }
+        let root = core.state().root();
+        close(core);
+
+        let mut core = open();
+        assert_eq!(check(&core), block2, "the same block 2 after a restart");
+        assert_eq!(core.state().root(), root);
+        let e = core.submit(again(3)).expect_err("a copy of a settled transaction");
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        close(core);
+
+        // As a version that kept settled history would have left it: block 1's proofs still
+        // there, no index of its transactions.
+        {
+            let db = test.db();
+            let mut old = sled::Batch::default();
+            old.remove(INDEXED);
+            for i in 0..8 {
+                old.remove(&index_key(&hash(i))[..]);
+            }
+            old.insert(&k(T_PROOF, 0), &[1u8; 64][..]);
+            old.insert(merge_key(1, 2), &[2u8; 64][..]);
+            db.apply_batch(old).expect("write");
+            db.flush().expect("flush");
+        }
+        let mut core = open();
+        assert_eq!(check(&core), block2, "an old database brought up to date");
+        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
+
+        // Block 2 settles: nothing is left in memory.
+        core.mark_settled(2).expect("settled");
+        assert_eq!((core.txs.len(), core.by_hash.len(), proofs(&core)), (0, 0, (vec![], 0)));
+        assert_eq!(state(&core, 15), (proto::v1::TxState::Settled, 15, 3, 2));
+        assert!(core.next_block().is_none());
+        drop(core);
     }
 }

@@ -135,7 +135,7 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
         match client.submit_block(SubmitBlockRequest { block: Some(block) }).await {
             Ok(r) => {
                 info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
-                shared.lock().mark_settled(height, txs)?;
+                shared.lock().mark_settled(height)?;
                 shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
                 backoff = Duration::from_millis(100);
             }

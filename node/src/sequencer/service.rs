@@ -145,7 +145,7 @@ impl Sequencer for Shared {
 
     async fn get_tx_status(&self, req: Request<GetTxStatusRequest>) -> Result<Response<TxStatus>, Status> {
         let hash = req.into_inner().tx_hash;
-        self.lock().tx_status(&hash).map(Response::new).ok_or_else(|| Status::not_found("unknown transaction"))
+        self.lock().tx_status(&hash)?.map(Response::new).ok_or_else(|| Status::not_found("unknown transaction"))
     }
 
     async fn get_status(&self, _: Request<Empty>) -> Result<Response<SequencerStatus>, Status> {
