@@ -621,7 +621,6 @@ impl Core {
         }
     }
 
-    /// Creates every job whose inputs exist and whose output does not.
     /// Index of the first batch and of the first block that are not settled.
     fn first_unsettled(&self) -> (usize, usize) {
         let block = self.settled_height as usize;
@@ -629,6 +628,7 @@ impl Core {
         (batch, block)
     }
 
+    /// Creates every job whose inputs exist and whose output does not.
     fn plan_jobs(&mut self) {
         let (first_batch, first_block) = self.first_unsettled();
         let mut new = Vec::new();
@@ -904,8 +904,8 @@ impl Core {
         let blk = self.blocks.get(height as usize - 1)?;
         let root = blk.plan.root();
         let proof = blk.merges.get(&root)?.clone();
-        let n = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Batch { .. })).count();
-        let batches = &self.batches[blk.first_batch as usize..blk.first_batch as usize + n];
+        let batches = &self.batches[self.block_batches(height)];
+        let n = batches.len();
         let (start, end) = (batches[0].start - self.settled_txs, batches[n - 1].end - self.settled_txs);
         let txs = self.txs.range(start as usize..end as usize);
         let sigs: Vec<_> = txs.clone().map(|a| a.signed.signature).collect();
