@@ -20,7 +20,7 @@
 //! The paths, roots and stored nodes are exactly those of applying each update at once with
 //! [`crate::smt::SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prover_gpu::poseidon_x8::{hash_leaves, hash_pairs};
 
@@ -58,6 +58,35 @@ pub enum Update {
     },
 }
 
+/// The leaf an [`Update`] writes. Ordered balances first, then accounts, then pools: an account
+/// leaf holds its balance root, so rebuilt from saved leaves ([`crate::State::write_leaves`]),
+/// an account's balances must be hashed before its leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeafKey {
+    /// A balance leaf.
+    Balance {
+        /// The account.
+        account: u32,
+        /// The token.
+        token: u16,
+    },
+    /// An account leaf.
+    Account(u32),
+    /// A pool leaf.
+    Pool(u32),
+}
+
+impl Update {
+    /// The leaf it writes.
+    pub fn leaf(&self) -> LeafKey {
+        match *self {
+            Update::Balance { account, token, .. } => LeafKey::Balance { account, token },
+            Update::Account { id, .. } => LeafKey::Account(id),
+            Update::Pool { id, .. } => LeafKey::Pool(id),
+        }
+    }
+}
+
 /// Updates in the order they applied, and the balance roots asked for between them. The leaf
 /// values are in the store as soon as they are pushed; the tree nodes wait for
 /// [`Journal::hash_into`].
@@ -88,6 +117,13 @@ impl Journal {
         }
         self.updates.push(update);
         self.updates.len() - 1
+    }
+
+    /// The value each leaf written so far was last given, in [`LeafKey`] order: what the
+    /// updates change in the state, without the order they came in.
+    pub fn leaf_writes(&self) -> Vec<Update> {
+        let last: BTreeMap<LeafKey, Update> = self.updates.iter().map(|u| (u.leaf(), *u)).collect();
+        last.into_values().collect()
     }
 
     /// Asks for `account`'s balance root as it stands now, after the updates pushed so far;

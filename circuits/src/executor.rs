@@ -51,6 +51,9 @@ pub struct Executor<S: StateStore = MemoryStore> {
     behind: Option<Behind>,
     /// Witnesses hashed and received, not yet taken.
     hashed: VecDeque<BatchWitness>,
+    /// Each sealed batch's leaf writes, not yet taken, when kept
+    /// ([`Executor::keep_leaf_writes`]).
+    leaf_writes: Option<VecDeque<Vec<Update>>>,
 }
 
 /// A slot's entries in the journal: its updates' paths and its balance-root reads, filled into
@@ -86,7 +89,23 @@ impl<S: StateStore> Executor<S> {
             last_received_out: None,
             behind: None,
             hashed: VecDeque::new(),
+            leaf_writes: None,
         }
+    }
+
+    /// From now on, each seal keeps what its batch wrote to the state's leaves (the last value
+    /// of each, fees included: [`Journal::leaf_writes`]) for [`Executor::take_leaf_writes`]: how
+    /// a sequencer saves the state a block settles at without saving all of it
+    /// (`docs/services.md`).
+    pub fn keep_leaf_writes(&mut self) {
+        self.leaf_writes.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The leaf writes of the oldest sealed batch whose writes were not taken yet, in seal order;
+    /// `None` when none is left or they are not kept. They are known at the seal, before its
+    /// hashing behind is done.
+    pub fn take_leaf_writes(&mut self) -> Option<Vec<Update>> {
+        self.leaf_writes.as_mut()?.pop_front()
     }
 
     /// The state: its accounts, balances and pools include the open batch's transactions (but
@@ -460,6 +479,9 @@ impl<S: StateStore> Executor<S> {
         let balance_path =
             self.update(Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited });
         let account_path = self.update(Update::Account { id: OPERATOR_ACCOUNT, record });
+        if let Some(kept) = &mut self.leaf_writes {
+            kept.push_back(self.journal.leaf_writes());
+        }
         let sealing = Sealing {
             journal: std::mem::take(&mut self.journal),
             slots: std::mem::take(&mut self.slots),

@@ -2,8 +2,12 @@
 //!
 //! `state_root = hash_pair(account_root, pool_root)`. See `docs/state.md` for the leaf formats.
 
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+
 use plonky2::field::types::Field;
 
+use crate::deferred::{Journal, LeafKey, Update};
 use crate::hash::{
     account_leaf, balance_leaf, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, F, POOL_DEPTH, TOKEN_DEPTH,
     ZERO_DIGEST,
@@ -65,6 +69,10 @@ impl Pool {
         hash_elements(&self.leaf_inputs())
     }
 }
+
+/// Leaves hashed at once by [`State::write_leaves`]: the paths its hashing gives back (about a
+/// kilobyte a leaf) are this many at most.
+const WRITE_LEAVES_CHUNK: usize = 1 << 14;
 
 /// The whole state over a store.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -155,6 +163,37 @@ impl<S: StateStore> State<S> {
         match self.store.account(id) {
             Some(r) => account_leaf(r.pubkey_hash, r.nonce, self.balance_root(id)),
             None => ZERO_DIGEST,
+        }
+    }
+
+    /// Writes leaf values and hashes them into the trees, as [`Journal::leaf_writes`] gives
+    /// them: how a state saved as its leaves is rebuilt, over the state they were written after
+    /// (a later write of a leaf wins). An account whose balances change has its leaf rehashed
+    /// with its new balance root, written or not. The hashing is the seal's, level by level on
+    /// every core, in chunks; only where nothing else writes the store's nodes (no executor
+    /// hashes behind over it).
+    pub fn write_leaves(&mut self, leaves: impl IntoIterator<Item = Update>) {
+        let mut leaves: BTreeMap<LeafKey, Update> = leaves.into_iter().map(|u| (u.leaf(), u)).collect();
+        let rebalanced: BTreeSet<u32> = leaves
+            .keys()
+            .filter_map(|k| match *k {
+                LeafKey::Balance { account, .. } => Some(account),
+                _ => None,
+            })
+            .collect();
+        for id in rebalanced {
+            if let (Entry::Vacant(e), Some(record)) = (leaves.entry(LeafKey::Account(id)), self.store.account(id)) {
+                e.insert(Update::Account { id, record });
+            }
+        }
+        // In key order, so every balance is hashed before any account leaf that holds it.
+        let leaves: Vec<Update> = leaves.into_values().collect();
+        for chunk in leaves.chunks(WRITE_LEAVES_CHUNK) {
+            let mut journal = Journal::default();
+            for &u in chunk {
+                journal.push(&mut self.store, u);
+            }
+            journal.hash_into(&mut *self.store.nodes_mut());
         }
     }
 

@@ -303,3 +303,53 @@ fn sealing_behind_gives_what_sealing_in_place_gives() {
     assert_eq!(ex.state().root(), reference.state().root());
     assert!(*ex.state() == *reference.state(), "the same values and nodes");
 }
+
+/// Each seal's leaf writes, written over the genesis, rebuild the executor's state at a seal:
+/// every value and every tree node, whether the batches sealed in place or behind, fees and a
+/// balance back to zero (an empty leaf the genesis had filled) included. And nothing is kept
+/// unless asked for.
+#[test]
+fn kept_leaf_writes_rebuild_the_state_over_the_genesis() {
+    let genesis = Genesis::devnet(16);
+    let mut ex = Executor::new(genesis.build().expect("genesis"), 16);
+    ex.keep_leaf_writes();
+    let mut writes = Vec::new();
+    let mut at_seal = Vec::new();
+    for (i, chunk) in circuits::load::mixed_load(15 * 6, 16, 0.3).chunks(15).enumerate() {
+        for tx in chunk {
+            ex.apply(tx).expect("valid");
+        }
+        if i == 5 {
+            // Account 5 sends all of its token 3 (the load's last batch, so that its nonces
+            // stay right): its leaf is empty again.
+            let (nonce, all) = (ex.state().account(5).expect("account").nonce, ex.state().balance(5, 3));
+            ex.apply(&transfer(5, 6, 3, all, 0, nonce)).expect("valid");
+        }
+        if i % 2 == 0 {
+            ex.seal_batch().expect("seal");
+        } else {
+            ex.seal_batch_behind().expect("seal");
+        }
+        writes.push(ex.take_leaf_writes().expect("the seal's writes"));
+        assert!(ex.take_leaf_writes().is_none(), "one batch's writes a seal");
+        while ex.wait_hashed().is_some() {}
+        at_seal.push(ex.state().clone());
+    }
+    assert_eq!(ex.state().balance(5, 3), 0);
+    assert!(writes[5].contains(&deferred::Update::Balance { account: 5, token: 3, amount: 0 }));
+
+    // The whole history at once, and the first three batches then the rest.
+    let mut rebuilt = genesis.build().expect("genesis");
+    rebuilt.write_leaves(writes.iter().flatten().copied());
+    assert!(rebuilt == at_seal[5], "the same values and nodes as the executor's");
+    let mut rebuilt = genesis.build().expect("genesis");
+    rebuilt.write_leaves(writes[..3].iter().flatten().copied());
+    assert!(rebuilt == at_seal[2], "batch 2's state");
+    rebuilt.write_leaves(writes[3..].iter().flatten().copied());
+    assert_eq!(rebuilt.root(), ex.state().root());
+
+    let mut plain = executor();
+    plain.apply(&transfer(1, 2, 0, 5, 1, 0)).expect("valid");
+    plain.seal_batch().expect("seal");
+    assert_eq!(plain.take_leaf_writes(), None);
+}
