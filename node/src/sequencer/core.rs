@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use aggregator::{AggJob, BlockPlan, PlannedKind, ProofBytes, ProofKind};
 use anyhow::{bail, Context, Result};
 use circuits::bls::{aggregate, PublicKey, SignedTx};
-use circuits::hash::digest_to_bytes;
+use circuits::deferred::Update;
+use circuits::hash::{digest_to_bytes, Digest};
 use circuits::{BatchWitness, Executor, Genesis, Tx};
 use tonic::Status;
 use tracing::{info, warn};
 
+use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
 use crate::status;
 
@@ -163,6 +165,19 @@ struct BatchRec {
     witness: Option<BatchWitness>,
     proof: Option<Vec<u8>>,
     block: Option<u64>,
+    /// What the batch wrote to the state's leaves, until its block settles and they are saved
+    /// ([`snapshot`]).
+    leaves: Option<Vec<Update>>,
+}
+
+/// What a replay of a database without its settled state saved (from an earlier version)
+/// gathers to save it: the settled batches' leaf writes, the accounts their transactions
+/// registered, and the root they end at.
+#[derive(Default)]
+struct Unsaved {
+    leaves: Leaves,
+    registered: Vec<u32>,
+    root: Digest,
 }
 
 struct BlockRec {
@@ -226,6 +241,8 @@ pub struct Core {
     settled_height: u64,
     /// Transactions settled: those accepted before the first of `txs`.
     settled_txs: u64,
+    /// Only while a database without its settled state saved is replayed.
+    unsaved: Option<Unsaved>,
     /// Counters.
     pub counters: Counters,
     started: Instant,
@@ -267,16 +284,32 @@ fn be(v: &[u8]) -> Result<u64> {
 }
 
 impl Core {
-    /// Opens the database and replays it: the state after a restart is the state before.
+    /// Opens the database and replays it: the state after a restart is the state before. The
+    /// replay starts from the settled state the database saved, and replays the log after it.
     pub fn open(params: Params, db: sled::Db, genesis: &Genesis, circuits: Arc<Circuits>) -> Result<Self> {
-        let state = genesis.build()?;
-        let registry = genesis
+        let mut state = genesis.build()?;
+        let mut registry = genesis
             .accounts
             .iter()
             .map(|a| Ok((a.id, PublicKey::from_bytes(&a.pubkey).context("genesis key")?)))
             .collect::<Result<HashMap<_, _>>>()?;
+        let fresh = db.scan_prefix([T_TX]).next().is_none() && db.get(SETTLED)?.is_none();
+        circuits.check_database(&db, fresh)?;
+        let saved = Snapshot::read(&db)?;
+        if let Some(saved) = saved {
+            let settled = db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
+            if saved.height != settled {
+                bail!(
+                    "the settled state saved is block {}'s, but block {settled} settled: the directory is corrupt",
+                    saved.height
+                );
+            }
+            snapshot::restore(&db, saved, &mut state, &mut registry)?;
+        }
+        let mut ex = Executor::new(state, params.capacity);
+        ex.keep_leaf_writes();
         let mut core = Core {
-            ex: Executor::new(state, params.capacity),
+            ex,
             params,
             db,
             circuits,
@@ -294,12 +327,11 @@ impl Core {
             job_order: 0,
             settled_height: 0,
             settled_txs: 0,
+            unsaved: None,
             counters: Counters::default(),
             started: Instant::now(),
         };
-        let fresh = core.db.scan_prefix([T_TX]).next().is_none() && core.db.get(SETTLED)?.is_none();
-        core.circuits.check_database(&core.db, fresh)?;
-        core.replay()?;
+        core.replay(saved.is_some())?;
         core.state_root = core.ex.state().root();
         Ok(core)
     }
@@ -319,7 +351,9 @@ impl Core {
         self.settled_txs + self.txs.len() as u64
     }
 
-    fn replay(&mut self) -> Result<()> {
+    /// Replays the log, over the settled state if it was `restored` from the database, else from
+    /// genesis.
+    fn replay(&mut self, restored: bool) -> Result<()> {
         let batch_ends: Vec<u64> = self.scan(T_BATCH)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
         let block_ends: Vec<u64> = self.scan(T_BLOCK)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
         self.settled_height = self.db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
@@ -339,9 +373,16 @@ impl Core {
         let mut history = sled::Batch::default();
         let mut rewrite = indexed < self.settled_height;
         let now = Instant::now();
-        // The log is read as it is replayed, not loaded whole.
+        if restored {
+            // The settled blocks are history: their bounds are all that is kept of them.
+            self.restore_settled_blocks(&batch_ends, &block_ends)?;
+            self.settled_txs = settled_end;
+        } else if self.settled_height > 0 {
+            self.unsaved = Some(Unsaved::default());
+        }
+        // The log after the settled state, read as it is replayed, not loaded whole.
         let db = self.db.clone();
-        for r in db.scan_prefix([T_TX]) {
+        for r in db.range(k(T_TX, self.settled_txs).to_vec()..vec![T_TX + 1]) {
             let (key, bytes) = r?;
             let seq = be(&key[1..])?;
             while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == seq {
@@ -353,11 +394,15 @@ impl Core {
             }
             let failed = |e: Status| anyhow::anyhow!("replaying transaction {seq}: {}", e.message());
             if seq < settled_end {
-                // Settled: applied to rebuild the state, and not kept.
+                // Settled, and the state it settled at not saved: applied to rebuild the state,
+                // and not kept.
                 if seq >= indexed_end {
                     history.insert(&index_key(&circuits::bls::tx_message(&signed.tx))[..], &seq.to_be_bytes());
                 }
                 self.apply(&signed, None).map_err(failed)?;
+                if let (Tx::Register(r), Some(unsaved)) = (&signed.tx, &mut self.unsaved) {
+                    unsaved.registered.push(r.account);
+                }
                 self.settled_txs += 1;
             } else {
                 let hash = circuits::bls::tx_message(&signed.tx);
@@ -369,6 +414,19 @@ impl Core {
         }
         if self.settled_txs != settled_end {
             bail!("the transaction log ends at {} before the settled block {}", self.accepted(), self.settled_height);
+        }
+        if let Some(unsaved) = self.unsaved.take() {
+            // Saved now, with the settled transactions' log entries gone: the next restart
+            // starts from here.
+            self.save_settled(
+                &mut history,
+                self.settled_height,
+                0..settled_end,
+                &unsaved.leaves,
+                &unsaved.registered,
+                unsaved.root,
+            );
+            rewrite = true;
         }
         // Proofs already made, of the blocks not settled (every settled transaction was proven).
         let (first_batch, _) = self.first_unsettled();
@@ -415,6 +473,61 @@ impl Core {
             );
         }
         Ok(())
+    }
+
+    /// Records the settled blocks' bounds, from the log's batch and block ends, without
+    /// replaying them: the settled state they end at was restored from the database.
+    fn restore_settled_blocks(&mut self, batch_ends: &[u64], block_ends: &[u64]) -> Result<()> {
+        let mut first = 0;
+        for height in 1..=self.settled_height {
+            let end = *block_ends.get(height as usize - 1).context("a settled block is not in the log")? as usize;
+            for b in first..end {
+                let start = self.batches.last().map_or(0, |r| r.end);
+                let end = *batch_ends.get(b).context("a settled batch is not in the log")?;
+                self.batches.push(BatchRec {
+                    start,
+                    end,
+                    witness: None,
+                    proof: None,
+                    block: Some(height),
+                    leaves: None,
+                });
+            }
+            let plan = BlockPlan::new(end.saturating_sub(first))?;
+            self.blocks.push(BlockRec { height, first_batch: first as u64, plan, merges: HashMap::new() });
+            first = end;
+        }
+        self.block_start_batch = first as u64;
+        self.hashed_batches = first;
+        Ok(())
+    }
+
+    /// Adds to `w` the state that block `height` settled at: the leaves written since the state
+    /// saved before it, the keys of the accounts registered since, and its root; and removes the
+    /// log entries of the transactions `txs` it stands for.
+    fn save_settled(
+        &self,
+        w: &mut sled::Batch,
+        height: u64,
+        txs: Range<u64>,
+        leaves: &Leaves,
+        registered: &[u32],
+        root: Digest,
+    ) {
+        for u in leaves.values() {
+            let (key, value) = snapshot::leaf_entry(u);
+            w.insert(key, value);
+        }
+        for &id in registered {
+            if let Some(pk) = self.registry.get(&id) {
+                let (key, value) = snapshot::key_entry(id, pk);
+                w.insert(&key[..], value);
+            }
+        }
+        w.insert(SNAPSHOT, Snapshot { height, root }.to_bytes());
+        for seq in txs {
+            w.remove(&k(T_TX, seq));
+        }
     }
 
     /// The registered key of `sender` (a `Register` brings its own key and is checked apart).
@@ -516,11 +629,23 @@ impl Core {
             let w = self.ex.seal_batch().map_err(sealing)?;
             self.state_root = w.new_root;
             self.hashed_batches += 1;
-            // A settled batch's witness is not kept: replaying, the batches whose transactions
-            // are all settled are history.
-            (end > self.settled_txs).then_some(w)
+            Some(w)
         };
-        self.batches.push(BatchRec { start, end, witness, proof: None, block: None });
+        let leaves = self.ex.take_leaf_writes().context("the executor keeps no leaf writes")?;
+        // Replaying, the batches whose transactions are all settled are history: their witness
+        // and leaf writes are not kept (the writes go to the settled state, where it was not
+        // saved).
+        let (witness, leaves) = match witness {
+            Some(w) if end <= self.settled_txs => {
+                if let Some(unsaved) = &mut self.unsaved {
+                    snapshot::merge(&mut unsaved.leaves, &leaves);
+                    unsaved.root = w.new_root;
+                }
+                (None, None)
+            }
+            w => (w, Some(leaves)),
+        };
+        self.batches.push(BatchRec { start, end, witness, proof: None, block: None, leaves });
         self.open_since = None;
         self.block_since.get_or_insert(now);
         let in_block = self.batches.len() as u64 - self.block_start_batch;
@@ -929,17 +1054,31 @@ impl Core {
     }
 
     /// Records that block `height`, the next one, settled (the caller flushes). The block is
-    /// history from then on: its transactions, witnesses, proofs and jobs leave memory, its
-    /// proofs leave the database, and its transactions' hashes go to the database's index, in
-    /// one write with the settled height, so that a restart finds the block settled with all of
-    /// that done, or not settled with none of it.
+    /// history from then on: its transactions, witnesses, proofs and jobs leave memory; in the
+    /// database, its proofs and its transactions' log entries go, its transactions' hashes go to
+    /// the index, and the state it settled at is saved, in one write with the settled height,
+    /// so that a restart finds the block settled with all of that done, or not settled with
+    /// none of it.
     pub fn mark_settled(&mut self, height: u64) -> Result<()> {
         if height != self.settled_height + 1 || height as usize > self.blocks.len() {
             return Ok(());
         }
         let batches = self.block_batches(height);
         let settled = (self.batches[batches.end - 1].end - self.settled_txs) as usize;
+        let root =
+            self.batches[batches.end - 1].witness.as_ref().context("a block settled before its hashing")?.new_root;
+        let mut leaves = Leaves::new();
+        for b in &self.batches[batches.clone()] {
+            snapshot::merge(&mut leaves, b.leaves.as_deref().context("an unsettled batch without its leaf writes")?);
+        }
+        let registered: Vec<u32> = self
+            .txs
+            .range(..settled)
+            .filter_map(|a| if let Tx::Register(r) = &a.signed.tx { Some(r.account) } else { None })
+            .collect();
         let mut w = sled::Batch::default();
+        let txs = self.settled_txs..self.settled_txs + settled as u64;
+        self.save_settled(&mut w, height, txs, &leaves, &registered, root);
         w.insert(SETTLED, &height.to_be_bytes());
         w.insert(INDEXED, &height.to_be_bytes());
         for (seq, a) in (self.settled_txs..).zip(self.txs.range(..settled)) {
@@ -960,6 +1099,7 @@ impl Core {
         for b in &mut self.batches[batches.clone()] {
             b.witness = None;
             b.proof = None;
+            b.leaves = None;
         }
         self.blocks[height as usize - 1].merges = HashMap::new();
         // The settled block's jobs are history: drop them so the job table stays the size of the
@@ -1084,6 +1224,7 @@ impl ResultCheck {
 mod tests {
     use circuits::genesis::devnet_key;
     use circuits::load::mixed_load;
+    use circuits::Register;
     use tonic::Code;
 
     use super::*;
@@ -1134,9 +1275,10 @@ mod tests {
         }
     }
 
-    /// `n` transactions of the mixed load over eight accounts, transfers only, signed.
-    fn arrivals(n: usize) -> Vec<Arrival> {
-        mixed_load(n, 8, 0.0)
+    /// `n` transactions of the mixed load over eight accounts (a share `swaps` of swaps, a
+    /// register every 64), signed.
+    fn arrivals(n: usize, swaps: f64) -> Vec<Arrival> {
+        mixed_load(n, 8, swaps)
             .into_iter()
             .map(|tx| {
                 let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
@@ -1156,7 +1298,7 @@ mod tests {
         let (open, close) = (|| test.open(), TestDir::close);
         let state = |core: &Core, id: u64| core.jobs[&id].state.clone();
         let mut core = open();
-        for arrival in arrivals(4) {
+        for arrival in arrivals(4, 0.0) {
             core.submit(arrival).expect("accepted");
         }
         let id = JobKey::Batch(0).id();
@@ -1213,7 +1355,7 @@ mod tests {
     fn settled_history_leaves_memory_and_the_database_and_is_still_answered_across_restarts() {
         let test = TestDir::new("history", 2);
         let (open, close) = (|| test.open(), TestDir::close);
-        let arrivals = arrivals(16);
+        let arrivals = arrivals(16, 0.0);
         let again = |i: usize| Arrival { signed: arrivals[i].signed.clone(), hash: arrivals[i].hash, key: None };
         let hash = |i: usize| arrivals[i].hash;
 
@@ -1281,23 +1423,34 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
         close(core);
 
-        // As a version that kept settled history would have left it: block 1's proofs still
-        // there, no index of its transactions.
+        // As a version that kept settled history would have left it: block 1's proofs and log
+        // entries still there, no index of its transactions, no settled state saved.
         {
             let db = test.db();
             let mut old = sled::Batch::default();
             old.remove(INDEXED);
-            for i in 0..8 {
-                old.remove(&index_key(&hash(i))[..]);
+            old.remove(SNAPSHOT);
+            for r in db.scan_prefix([snapshot::T_LEAF]).chain(db.scan_prefix([snapshot::T_KEY])) {
+                old.remove(r.expect("read").0);
+            }
+            for (i, a) in arrivals[..8].iter().enumerate() {
+                old.remove(&index_key(&a.hash)[..]);
+                old.insert(&k(T_TX, i as u64), a.signed.encode());
             }
             old.insert(&k(T_PROOF, 0), &[1u8; 64][..]);
             old.insert(merge_key(1, 2), &[2u8; 64][..]);
             db.apply_batch(old).expect("write");
             db.flush().expect("flush");
         }
-        let mut core = open();
+        let core = open();
         assert_eq!(check(&core), block2, "an old database brought up to date");
         assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
+        assert_eq!(core.state().root(), root);
+        assert_eq!(Snapshot::read(&core.db).expect("read").map(|s| s.height), Some(1), "the settled state saved");
+        assert_eq!(core.scan(T_TX).expect("scan")[0].0, 8, "and block 1's log entries gone");
+        close(core);
+        let mut core = open();
+        assert_eq!((check(&core), core.state().root()), (block2, root), "restarted from it");
 
         // Block 2 settles: nothing is left in memory.
         core.mark_settled(2).expect("settled");
@@ -1305,5 +1458,110 @@ mod tests {
         assert_eq!(state(&core, 15), (proto::v1::TxState::Settled, 15, 3, 2));
         assert!(core.next_block().is_none());
         drop(core);
+    }
+
+    /// Proves every job there is (the bytes stand for proofs: the core takes a result's
+    /// verdict from its caller).
+    fn prove(core: &mut Core) {
+        core.collect_hashed(true);
+        while let Some(l) = core.lease("w", Instant::now()) {
+            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
+        }
+    }
+
+    /// Settles every block whose proof is ready.
+    fn settle(core: &mut Core) {
+        while let Some(block) = core.next_block() {
+            core.mark_settled(block.height).expect("settled");
+        }
+    }
+
+    /// A restart starts from the state the last settled block left, saved in the write that
+    /// settled it, and replays only the log after it, whose settled entries are gone: the same
+    /// values and tree nodes as before (pools and fees included), the keys of the accounts
+    /// registered in settled blocks, the next block as it was, and the chain goes on to the
+    /// state of executing everything from genesis. A directory whose saved state does not hash
+    /// to its root, or whose record of it disagrees with the settled height, is refused.
+    #[test]
+    fn a_restart_starts_from_the_settled_state_and_replays_only_the_log_after_it() {
+        let test = TestDir::new("saved-state", 2);
+        let (open, close) = (|| test.open(), TestDir::close);
+        let arrivals = arrivals(80, 0.3);
+        let again = |i: usize| Arrival { signed: arrivals[i].signed.clone(), hash: arrivals[i].hash, key: None };
+        assert!(matches!(arrivals[63].signed.tx, Tx::Register(Register { account: 9, .. })));
+
+        // Blocks of two batches of four: 64 transactions settle (blocks 1 to 8), 8 are block 9's.
+        let mut core = open();
+        for i in 0..64 {
+            core.submit(again(i)).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        for i in 64..73 {
+            core.submit(again(i)).expect("accepted");
+        }
+        prove(&mut core);
+        assert_eq!((core.settled_height, core.settled_txs, core.accepted()), (8, 64, 73));
+        assert!(core.next_block().is_some(), "block 9 proven, not settled");
+        // The status but its job counts (done jobs are not recreated by a replay).
+        let status = |core: &Core| proto::v1::SequencerStatus { jobs: Vec::new(), ..core.status() };
+        let (state, before) = (core.state().clone(), status(&core));
+        let block9 = core.next_block();
+        close(core);
+
+        let db = test.db();
+        assert_eq!(Snapshot::read(&db).expect("read").map(|s| s.height), Some(8));
+        let logged: Vec<u64> = db.scan_prefix([T_TX]).map(|r| be(&r.expect("read").0[1..]).expect("seq")).collect();
+        assert_eq!(logged, (64..73).collect::<Vec<_>>(), "only the unsettled transactions are logged");
+        drop(db);
+
+        let mut core = open();
+        assert!(*core.state() == state, "the same values and tree nodes");
+        assert_eq!(status(&core), before);
+        assert_eq!(core.next_block(), block9);
+        let key = core.registered_key(9).expect("registered in block 8");
+        assert_eq!(key.to_bytes(), devnet_key(9).public_key().to_bytes());
+        for i in [3, 63] {
+            let s = core.tx_status(&arrivals[i].hash).expect("read").expect("known");
+            assert_eq!((s.state, s.sequence), (proto::v1::TxState::Settled as i32, i as u64));
+        }
+        // On to block 10, then against executing everything from genesis in batches of four.
+        for i in 73..80 {
+            core.submit(again(i)).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        assert_eq!(core.settled_height, 10);
+        let mut reference = Executor::new(test.genesis.build().expect("genesis"), 4);
+        for chunk in arrivals.chunks(4) {
+            for a in chunk {
+                reference.apply(&a.signed.tx).expect("valid");
+            }
+            reference.seal_batch().expect("seal");
+        }
+        assert!(*core.state() == *reference.state(), "the state of executing everything from genesis");
+        close(core);
+        assert!(*open().state() == *reference.state(), "and restarted, from block 10's saved state");
+
+        // A saved leaf changed under the root: refused.
+        let db = test.db();
+        let (leaf, value) = db.scan_prefix([snapshot::T_LEAF]).next().expect("a leaf").expect("read");
+        let mut bad = value.to_vec();
+        bad[7] ^= 1;
+        db.insert(&leaf, bad).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+        let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.clone());
+        let e = reopen().err().expect("a corrupt saved state");
+        assert!(e.to_string().contains("does not hash to block 10's root"), "{e:#}");
+        // Put back, but the record of it a block behind the settled height: refused.
+        let db = test.db();
+        db.insert(&leaf, value).expect("write");
+        let saved = Snapshot::read(&db).expect("read").expect("saved");
+        db.insert(SNAPSHOT, Snapshot { height: 9, ..saved }.to_bytes()).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+        let e = reopen().err().expect("a saved state of another block");
+        assert!(e.to_string().contains("saved is block 9's, but block 10 settled"), "{e:#}");
     }
 }

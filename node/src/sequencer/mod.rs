@@ -5,6 +5,7 @@ pub mod flusher;
 pub mod metrics;
 pub mod service;
 pub mod sigcheck;
+mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
