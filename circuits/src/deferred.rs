@@ -20,7 +20,7 @@
 //! The paths, roots and stored nodes are exactly those of applying each update at once with
 //! [`crate::smt::SparseMerkleTree::set`]: `tests` holds them to it on random update sequences.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use prover_gpu::poseidon_x8::{hash_leaves, hash_pairs};
 
@@ -59,8 +59,8 @@ pub enum Update {
 }
 
 /// The leaf an [`Update`] writes. Ordered balances first, then accounts, then pools: an account
-/// leaf holds its balance root, so rebuilt from saved leaves ([`crate::State::write_leaves`]),
-/// an account's balances must be hashed before its leaf.
+/// leaf holds its balance root, so where a state is rebuilt from saved leaves
+/// ([`crate::State::write_leaves`]), an account's balances must be hashed before its leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LeafKey {
     /// A balance leaf.
@@ -119,11 +119,10 @@ impl Journal {
         self.updates.len() - 1
     }
 
-    /// The value each leaf written so far was last given, in [`LeafKey`] order: what the
-    /// updates change in the state, without the order they came in.
-    pub fn leaf_writes(&self) -> Vec<Update> {
-        let last: BTreeMap<LeafKey, Update> = self.updates.iter().map(|u| (u.leaf(), *u)).collect();
-        last.into_values().collect()
+    /// The updates pushed so far, in order: what they change in the state is the last value
+    /// each leaf was given.
+    pub fn updates(&self) -> &[Update] {
+        &self.updates
     }
 
     /// Asks for `account`'s balance root as it stands now, after the updates pushed so far;

@@ -51,7 +51,7 @@ pub struct Executor<S: StateStore = MemoryStore> {
     behind: Option<Behind>,
     /// Witnesses hashed and received, not yet taken.
     hashed: VecDeque<BatchWitness>,
-    /// Each sealed batch's leaf writes, not yet taken, when kept
+    /// Each sealed batch's leaf updates, not yet taken, when kept
     /// ([`Executor::keep_leaf_writes`]).
     leaf_writes: Option<VecDeque<Vec<Update>>>,
 }
@@ -93,10 +93,11 @@ impl<S: StateStore> Executor<S> {
         }
     }
 
-    /// From now on, each seal keeps what its batch wrote to the state's leaves (the last value
-    /// of each, fees included: [`Journal::leaf_writes`]) for [`Executor::take_leaf_writes`]: how
-    /// a sequencer saves the state a block settles at without saving all of it
-    /// (`docs/services.md`).
+    /// From now on, each seal keeps what its batch wrote to the state's leaves (its updates in
+    /// order, fees included: a later write of a leaf wins) for [`Executor::take_leaf_writes`]:
+    /// how a sequencer saves the state a block settles at without saving all of it
+    /// (`docs/services.md`). A copy of the journal, not a merge, so the seal, under the
+    /// sequencer's lock, pays for a copy only.
     pub fn keep_leaf_writes(&mut self) {
         self.leaf_writes.get_or_insert_with(VecDeque::new);
     }
@@ -480,7 +481,7 @@ impl<S: StateStore> Executor<S> {
             self.update(Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited });
         let account_path = self.update(Update::Account { id: OPERATOR_ACCOUNT, record });
         if let Some(kept) = &mut self.leaf_writes {
-            kept.push_back(self.journal.leaf_writes());
+            kept.push_back(self.journal.updates().to_vec());
         }
         let sealing = Sealing {
             journal: std::mem::take(&mut self.journal),

@@ -15,6 +15,7 @@ use circuits::bls::{aggregate, PublicKey, SignedTx};
 use circuits::deferred::Update;
 use circuits::hash::{digest_to_bytes, Digest};
 use circuits::{BatchWitness, Executor, Genesis, Tx};
+use rayon::prelude::*;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -290,7 +291,7 @@ impl Core {
         let mut state = genesis.build()?;
         let mut registry = genesis
             .accounts
-            .iter()
+            .par_iter()
             .map(|a| Ok((a.id, PublicKey::from_bytes(&a.pubkey).context("genesis key")?)))
             .collect::<Result<HashMap<_, _>>>()?;
         let fresh = db.scan_prefix([T_TX]).next().is_none() && db.get(SETTLED)?.is_none();

@@ -16,6 +16,7 @@ use circuits::bls::PublicKey;
 use circuits::deferred::{LeafKey, Update};
 use circuits::hash::{digest_to_bytes, Digest};
 use circuits::{AccountRecord, Pool, State};
+use rayon::prelude::*;
 
 use crate::settlement::digest_from_bytes;
 
@@ -162,12 +163,17 @@ pub(super) fn restore(
         })
         .collect::<Result<Vec<_>>>()?;
     state.write_leaves(leaves);
-    for r in db.scan_prefix([T_KEY]) {
-        let (k, v) = r?;
-        let account = <[u8; 4]>::try_from(&k[1..]).map(u32::from_be_bytes).context("corrupt key record")?;
-        let key = PublicKey::from_bytes(&v).map_err(|e| anyhow::anyhow!("corrupt key of account {account}: {e}"))?;
-        registry.insert(account, key);
-    }
+    // Decoding a key checks its subgroup (about 0.13 ms on the dev machine): on every core.
+    let entries = db.scan_prefix([T_KEY]).collect::<Result<Vec<_>, _>>()?;
+    let keys = entries
+        .par_iter()
+        .map(|(k, v)| {
+            let account = <[u8; 4]>::try_from(&k[1..]).map(u32::from_be_bytes).context("corrupt key record")?;
+            let key = PublicKey::from_bytes(v).map_err(|e| anyhow::anyhow!("corrupt key of account {account}: {e}"))?;
+            Ok((account, key))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    registry.extend(keys);
     if state.root() != saved.root {
         bail!(
             "the settled state in the database does not hash to block {}'s root {}: the directory is corrupt",
