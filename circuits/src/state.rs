@@ -168,10 +168,10 @@ impl<S: StateStore> State<S> {
 
     /// Writes leaf values and hashes them into the trees: how a state saved as its leaves is
     /// rebuilt, over the state they were written after (a later write of a leaf wins, so a
-    /// batch's updates in order will do: [`crate::Executor::keep_leaf_writes`]). An account whose balances change has its leaf rehashed
-    /// with its new balance root, written or not. The hashing is the seal's, level by level on
-    /// every core, in chunks; only where nothing else writes the store's nodes (no executor
-    /// hashes behind over it).
+    /// batch's updates in order will do: [`crate::Executor::keep_leaf_writes`]). An account
+    /// whose balances change has its leaf rehashed with its new balance root, written or not.
+    /// The hashing is the seal's, level by level on every core, in chunks; only where nothing
+    /// else writes the store's nodes (no executor hashes behind over it).
     pub fn write_leaves(&mut self, leaves: impl IntoIterator<Item = Update>) {
         let mut leaves: BTreeMap<LeafKey, Update> = leaves.into_iter().map(|u| (u.leaf(), u)).collect();
         let rebalanced: BTreeSet<u32> = leaves
