@@ -1555,9 +1555,19 @@ mod tests {
         let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.clone());
         let e = reopen().err().expect("a corrupt saved state");
         assert!(e.to_string().contains("does not hash to block 10's root"), "{e:#}");
-        // Put back, but the record of it a block behind the settled height: refused.
+        // Put back, and account 9's saved key another (valid) key: refused.
         let db = test.db();
         db.insert(&leaf, value).expect("write");
+        let (key, real) = snapshot::key_entry(9, &devnet_key(9).public_key());
+        assert_eq!(db.get(key).expect("read").as_deref(), Some(&real[..]));
+        db.insert(key, snapshot::key_entry(9, &devnet_key(10).public_key()).1).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+        let e = reopen().err().expect("a saved key changed");
+        assert!(e.to_string().contains("saved key of account 9 is not the one"), "{e:#}");
+        // Put back, but the record of it a block behind the settled height: refused.
+        let db = test.db();
+        db.insert(key, real).expect("write");
         let saved = Snapshot::read(&db).expect("read").expect("saved");
         db.insert(SNAPSHOT, Snapshot { height: 9, ..saved }.to_bytes()).expect("write");
         db.flush().expect("flush");
