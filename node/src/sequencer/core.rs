@@ -151,6 +151,7 @@ struct Accepted {
 
 /// A transaction whose signature checked, as the core takes it: with what the caller computed
 /// for the check, before the lock (its message hash and, for a register, its key).
+#[derive(Clone)]
 pub struct Arrival {
     /// The transaction.
     pub signed: SignedTx,
@@ -294,11 +295,12 @@ impl Core {
             .par_iter()
             .map(|a| Ok((a.id, PublicKey::from_bytes(&a.pubkey).context("genesis key")?)))
             .collect::<Result<HashMap<_, _>>>()?;
-        let fresh = db.scan_prefix([T_TX]).next().is_none() && db.get(SETTLED)?.is_none();
+        let settled = db.get(SETTLED)?.map(|v| be(&v)).transpose()?;
+        let fresh = db.scan_prefix([T_TX]).next().is_none() && settled.is_none();
         circuits.check_database(&db, fresh)?;
+        let settled = settled.unwrap_or(0);
         let saved = Snapshot::read(&db)?;
         if let Some(saved) = saved {
-            let settled = db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
             if saved.height != settled {
                 bail!(
                     "the settled state saved is block {}'s, but block {settled} settled: the directory is corrupt",
@@ -326,7 +328,7 @@ impl Core {
             blocks: Vec::new(),
             jobs: BTreeMap::new(),
             job_order: 0,
-            settled_height: 0,
+            settled_height: settled,
             settled_txs: 0,
             unsaved: None,
             counters: Counters::default(),
@@ -352,12 +354,11 @@ impl Core {
         self.settled_txs + self.txs.len() as u64
     }
 
-    /// Replays the log, over the settled state if it was `restored` from the database, else from
-    /// genesis.
+    /// Replays the log up to the settled height read at the open, over the settled state if it
+    /// was `restored` from the database, else from genesis.
     fn replay(&mut self, restored: bool) -> Result<()> {
         let batch_ends: Vec<u64> = self.scan(T_BATCH)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
         let block_ends: Vec<u64> = self.scan(T_BLOCK)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
-        self.settled_height = self.db.get(SETTLED)?.map(|v| be(&v)).transpose()?.unwrap_or(0);
         // Where the settled blocks' transactions end, and where those in the index end.
         let txs_before = |height: u64| -> Result<u64> {
             if height == 0 {
@@ -1348,6 +1349,22 @@ mod tests {
         drop(core);
     }
 
+    /// Proves every job there is (the bytes stand for proofs: the core takes a result's
+    /// verdict from its caller).
+    fn prove(core: &mut Core) {
+        core.collect_hashed(true);
+        while let Some(l) = core.lease("w", Instant::now()) {
+            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
+        }
+    }
+
+    /// Settles every block whose proof is ready.
+    fn settle(core: &mut Core) {
+        while let Some(block) = core.next_block() {
+            core.mark_settled(block.height).expect("settled");
+        }
+    }
+
     /// A settled block is history: its transactions, witnesses and proofs leave memory, its
     /// proofs leave the database, and its transactions are still answered for (their status,
     /// and a copy refused as already accepted), across restarts. A database from a version
@@ -1357,19 +1374,15 @@ mod tests {
         let test = TestDir::new("history", 2);
         let (open, close) = (|| test.open(), TestDir::close);
         let arrivals = arrivals(16, 0.0);
-        let again = |i: usize| Arrival { signed: arrivals[i].signed.clone(), hash: arrivals[i].hash, key: None };
+        let again = |i: usize| arrivals[i].clone();
         let hash = |i: usize| arrivals[i].hash;
 
-        // Two blocks of two batches, every job proven (the bytes stand for proofs: the core
-        // takes a result's verdict from its caller).
+        // Two blocks of two batches, every job proven.
         let mut core = open();
         for i in 0..16 {
             core.submit(again(i)).expect("accepted");
         }
-        core.collect_hashed(true);
-        while let Some(l) = core.lease("w", Instant::now()) {
-            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
-        }
+        prove(&mut core);
         let state = |core: &Core, i: usize| {
             let s = core.tx_status(&hash(i)).expect("read").expect("known");
             (proto::v1::TxState::try_from(s.state).expect("state"), s.sequence, s.batch, s.block)
@@ -1461,22 +1474,6 @@ mod tests {
         drop(core);
     }
 
-    /// Proves every job there is (the bytes stand for proofs: the core takes a result's
-    /// verdict from its caller).
-    fn prove(core: &mut Core) {
-        core.collect_hashed(true);
-        while let Some(l) = core.lease("w", Instant::now()) {
-            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
-        }
-    }
-
-    /// Settles every block whose proof is ready.
-    fn settle(core: &mut Core) {
-        while let Some(block) = core.next_block() {
-            core.mark_settled(block.height).expect("settled");
-        }
-    }
-
     /// A restart starts from the state the last settled block left, saved in the write that
     /// settled it, and replays only the log after it, whose settled entries are gone: the same
     /// values and tree nodes as before (pools and fees included), the keys of the accounts
@@ -1488,7 +1485,7 @@ mod tests {
         let test = TestDir::new("saved-state", 2);
         let (open, close) = (|| test.open(), TestDir::close);
         let arrivals = arrivals(80, 0.3);
-        let again = |i: usize| Arrival { signed: arrivals[i].signed.clone(), hash: arrivals[i].hash, key: None };
+        let again = |i: usize| arrivals[i].clone();
         assert!(matches!(arrivals[63].signed.tx, Tx::Register(Register { account: 9, .. })));
 
         // Blocks of two batches of four: 64 transactions settle (blocks 1 to 8), 8 are block 9's.
