@@ -206,6 +206,7 @@ fn params(a: &BenchArgs, txs: usize) -> Params {
         lease: Duration::from_secs(60),
         max_attempts: 3,
         mempool_limit: txs + 1,
+        tx_index_blocks: Params::TX_INDEX_BLOCKS,
     }
 }
 

@@ -493,6 +493,7 @@ mod tests {
             lease: Duration::from_secs(60),
             max_attempts: 2,
             mempool_limit: 1000,
+            tx_index_blocks: Params::TX_INDEX_BLOCKS,
         };
         let cfg = SequencerConfig {
             listen: "127.0.0.1:0".into(),

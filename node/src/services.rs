@@ -78,6 +78,11 @@ pub struct SequencerArgs {
     /// Accepted but unsettled transactions at most.
     #[arg(long, default_value_t = 100_000)]
     pub mempool_limit: usize,
+    /// The last settled blocks whose transactions' status is kept (`GetTxStatus`, and a copy
+    /// refused as already accepted); older ones are pruned from the index, and a copy of
+    /// one is refused by its spent nonce. 0 keeps them all, and the index grows with history.
+    #[arg(long, default_value_t = Params::TX_INDEX_BLOCKS)]
+    pub tx_index_blocks: u64,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -113,6 +118,7 @@ impl SequencerArgs {
             lease: Duration::from_millis(self.lease_ms.max(100)),
             max_attempts: self.max_attempts.max(1),
             mempool_limit: self.mempool_limit.max(1),
+            tx_index_blocks: self.tx_index_blocks,
         }
     }
 }

@@ -40,6 +40,16 @@ pub struct Params {
     pub max_attempts: u32,
     /// Accepted but not yet settled transactions at most (the mempool bound).
     pub mempool_limit: usize,
+    /// The settled blocks whose transactions stay in the index of hashes (their status, and a
+    /// copy told apart as already accepted), the last ones; 0 keeps every block's. The index is
+    /// what grows with history, so a sequencer that runs for long keeps a window of it.
+    pub tx_index_blocks: u64,
+}
+
+impl Params {
+    /// The default window of [`Params::tx_index_blocks`]: at four batches of 166 a block, at
+    /// most 6.6 million transactions, about 1.8 GB of sled's heap (BENCHMARKS.md).
+    pub const TX_INDEX_BLOCKS: u64 = 10_000;
 }
 
 /// What a job does.
@@ -243,6 +253,8 @@ pub struct Core {
     settled_height: u64,
     /// Transactions settled: those accepted before the first of `txs`.
     settled_txs: u64,
+    /// The first settled block whose transactions are in the index (`T_INDEX`).
+    index_from: IndexFrom,
     /// Only while a database without its settled state saved is replayed.
     unsaved: Option<Unsaved>,
     /// Counters.
@@ -269,6 +281,36 @@ const SETTLED: &[u8] = b"settled";
 /// The height up to which the settled transactions are in `T_INDEX`: the settled height, but
 /// for a database from a version that kept them in memory, indexed at its next open.
 const INDEXED: &[u8] = b"indexed";
+/// A settled block's transaction hashes, in order, under its height: what pruning them from the
+/// index reads ([`Params::tx_index_blocks`]).
+const T_HASHES: u8 = b'x';
+/// The first settled height whose transactions are in the index (those before were pruned),
+/// its first batch and its first transaction: three big-endian `u64`s.
+const INDEX_FROM: &[u8] = b"index-from";
+
+/// The `INDEX_FROM` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IndexFrom {
+    height: u64,
+    batch: u64,
+    tx: u64,
+}
+
+impl IndexFrom {
+    /// Nothing pruned.
+    const ALL: IndexFrom = IndexFrom { height: 1, batch: 0, tx: 0 };
+
+    fn to_bytes(self) -> Vec<u8> {
+        [self.height, self.batch, self.tx].iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+
+    fn from_bytes(v: &[u8]) -> Result<Self> {
+        if v.len() != 24 {
+            bail!("corrupt record {:?}", String::from_utf8_lossy(INDEX_FROM));
+        }
+        Ok(IndexFrom { height: be(&v[..8])?, batch: be(&v[8..16])?, tx: be(&v[16..])? })
+    }
+}
 
 fn index_key(hash: &[u8; 32]) -> [u8; 33] {
     let mut out = [0u8; 33];
@@ -330,6 +372,7 @@ impl Core {
             job_order: 0,
             settled_height: settled,
             settled_txs: 0,
+            index_from: IndexFrom::ALL,
             unsaved: None,
             counters: Counters::default(),
             started: Instant::now(),
@@ -457,6 +500,22 @@ impl Core {
             history.insert(INDEXED, &self.settled_height.to_be_bytes());
             self.db.apply_batch(history)?;
         }
+        match self.db.get(INDEX_FROM)? {
+            Some(v) => self.index_from = IndexFrom::from_bytes(&v)?,
+            None if self.settled_height > 0 => {
+                let ends = (1..=self.settled_height).map(txs_before).collect::<Result<Vec<_>>>()?;
+                self.list_indexed_hashes(&ends)?;
+            }
+            None => {}
+        }
+        // All that fell out of the window (it may be smaller than the last process's), where a
+        // settlement prunes a few blocks at most; in writes of a bounded size.
+        loop {
+            let mut w = sled::Batch::default();
+            let Some(from) = self.prune_index(&mut w, self.settled_height, 64)? else { break };
+            self.db.apply_batch(w)?;
+            self.index_from = from;
+        }
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
         self.plan_jobs();
@@ -475,6 +534,67 @@ impl Core {
             );
         }
         Ok(())
+    }
+
+    /// Lists each settled block's indexed hashes under its height (`T_HASHES`), from the index,
+    /// where `ends[h - 1]` is where block `h`'s transactions end: what a database from a version
+    /// that did not prune the index lacks, written once, in one batch with `INDEX_FROM`.
+    fn list_indexed_hashes(&mut self, ends: &[u64]) -> Result<()> {
+        let mut lists: Vec<Vec<(u64, [u8; 32])>> = vec![Vec::new(); ends.len()];
+        for r in self.db.scan_prefix([T_INDEX]) {
+            let (key, v) = r?;
+            let seq = be(&v)?;
+            let hash = <[u8; 32]>::try_from(&key[1..]).context("corrupt record")?;
+            let list =
+                lists.get_mut(ends.partition_point(|&e| e <= seq)).context("an indexed transaction not settled")?;
+            list.push((seq, hash));
+        }
+        let mut w = sled::Batch::default();
+        for (height, mut list) in (1..).zip(lists) {
+            list.sort_unstable();
+            w.insert(&k(T_HASHES, height), list.iter().flat_map(|(_, h)| *h).collect::<Vec<u8>>());
+        }
+        w.insert(INDEX_FROM, IndexFrom::ALL.to_bytes());
+        self.db.apply_batch(w)?;
+        self.index_from = IndexFrom::ALL;
+        Ok(())
+    }
+
+    /// Adds to `w` the removal from the index of the settled blocks that fall out of its window
+    /// once block `height` is settled, `limit` blocks at most, and of their lists; the first
+    /// block left in the index if there were any.
+    fn prune_index(&self, w: &mut sled::Batch, height: u64, limit: u64) -> Result<Option<IndexFrom>> {
+        let window = self.params.tx_index_blocks;
+        let from = self.index_from.height;
+        if window == 0 {
+            return Ok(None);
+        }
+        let end = (height + 1).saturating_sub(window).min(from.saturating_add(limit));
+        if end <= from {
+            return Ok(None);
+        }
+        for old in from..end {
+            if let Some(list) = self.db.get(k(T_HASHES, old))? {
+                if list.len() % 32 != 0 {
+                    bail!("corrupt record of block {old}'s hashes");
+                }
+                for hash in list.chunks_exact(32) {
+                    w.remove(&[&[T_INDEX], hash].concat()[..]);
+                }
+                w.remove(&k(T_HASHES, old));
+            }
+        }
+        // Block `end` is settled (the window holds one block at least), so it is in memory.
+        let batch = self.blocks[end as usize - 1].first_batch;
+        let end = IndexFrom { height: end, batch, tx: self.batches[batch as usize].start };
+        w.insert(INDEX_FROM, end.to_bytes());
+        Ok(Some(end))
+    }
+
+    /// The first settled height whose transactions' status is kept: those of earlier blocks
+    /// were pruned from the index ([`Params::tx_index_blocks`]).
+    pub fn index_from(&self) -> u64 {
+        self.index_from.height
     }
 
     /// Records the settled blocks' bounds, from the log's batch and block ends, without
@@ -1086,6 +1206,11 @@ impl Core {
         for (seq, a) in (self.settled_txs..).zip(self.txs.range(..settled)) {
             w.insert(&index_key(&a.hash)[..], &seq.to_be_bytes());
         }
+        w.insert(&k(T_HASHES, height), self.txs.range(..settled).flat_map(|a| a.hash).collect::<Vec<u8>>());
+        // One block falls out of the window (the open pruned what fell out before). The record
+        // is written either way: its absence means a database from before the lists.
+        let index_from = self.prune_index(&mut w, height, u64::MAX)?.unwrap_or(self.index_from);
+        w.insert(INDEX_FROM, index_from.to_bytes());
         for b in batches.clone() {
             w.remove(&k(T_PROOF, b as u64));
         }
@@ -1094,6 +1219,7 @@ impl Core {
         }
         self.db.apply_batch(w)?;
         self.settled_height = height;
+        self.index_from = index_from;
         for a in self.txs.drain(..settled) {
             self.by_hash.remove(&a.hash);
         }
@@ -1252,6 +1378,7 @@ mod tests {
                 lease: Duration::from_secs(60),
                 max_attempts: 2,
                 mempool_limit: 1000,
+                tx_index_blocks: 0,
             };
             TestDir { dir, params, genesis: crate::network::genesis(8), circuits: crate::network::test_circuits() }
         }
@@ -1472,6 +1599,102 @@ mod tests {
         assert_eq!(state(&core, 15), (proto::v1::TxState::Settled, 15, 3, 2));
         assert!(core.next_block().is_none());
         drop(core);
+    }
+
+    /// The index of settled hashes keeps the last `tx_index_blocks` settled blocks' transactions:
+    /// an older one's status is unknown, and a copy of it is refused by its spent nonce where a
+    /// copy of one in the window is refused as already accepted, both changing nothing. A window
+    /// made smaller at a restart is pruned at the open; a database from a version that kept the
+    /// whole index has its blocks' lists of hashes built once, the same as the settling writes.
+    #[test]
+    fn the_index_keeps_a_window_of_settled_blocks_across_restarts_and_window_changes() {
+        let mut test = TestDir::new("index-window", 1);
+        let arrivals = arrivals(28, 0.25);
+        let lists = |core: &Core| {
+            let lists = core.scan(T_HASHES).expect("scan");
+            let lists: Vec<(u64, Vec<u8>)> = lists.into_iter().map(|(h, v)| (h, v.to_vec())).collect();
+            // Blocks of one batch of four: block h's first batch is h - 1, its first
+            // transaction 4 (h - 1).
+            let h = core.index_from();
+            assert_eq!(core.index_from, IndexFrom { height: h, batch: h - 1, tx: 4 * (h - 1) });
+            let saved = core.db.get(INDEX_FROM).expect("read").map(|v| IndexFrom::from_bytes(&v).expect("record"));
+            assert_eq!(saved, Some(core.index_from), "saved as it is in memory");
+            (h, core.db.scan_prefix([T_INDEX]).count(), lists)
+        };
+        // Block `height`'s list: blocks of one batch of four.
+        let list = |height: u64| {
+            let txs = (height as usize - 1) * 4..height as usize * 4;
+            (height, arrivals[txs].iter().flat_map(|a| a.hash).collect::<Vec<u8>>())
+        };
+        let known = |core: &Core, txs: Range<usize>| {
+            txs.map(|i| core.tx_status(&arrivals[i].hash).expect("read").map(|s| (s.sequence, s.batch, s.block)))
+                .collect::<Vec<_>>()
+        };
+        let settled =
+            |txs: Range<usize>| txs.map(|i| Some((i as u64, i as u64 / 4, i as u64 / 4 + 1))).collect::<Vec<_>>();
+        let unknown = |txs: Range<usize>| vec![None; txs.len()];
+        let reopen = |test: &mut TestDir, core: Core, window: u64| {
+            TestDir::close(core);
+            test.params.tx_index_blocks = window;
+            test.open()
+        };
+        let as_before_pruning = |core: Core| {
+            let mut old = sled::Batch::default();
+            old.remove(INDEX_FROM);
+            for (h, _) in core.scan(T_HASHES).expect("scan") {
+                old.remove(&k(T_HASHES, h));
+            }
+            core.db.apply_batch(old).expect("write");
+            core
+        };
+
+        // Six blocks settled, every one indexed and listed.
+        let mut core = test.open();
+        for a in &arrivals[..24] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        let all = (1, 24, (1..=6).map(list).collect::<Vec<_>>());
+        assert_eq!(lists(&core), all);
+        assert_eq!(known(&core, 0..24), settled(0..24));
+
+        // As a version that kept the whole index left it: the lists are built at the open.
+        let core = reopen(&mut test, as_before_pruning(core), 0);
+        assert_eq!(lists(&core), all);
+
+        // The same with a window of two blocks: what fell out of it is pruned at the open.
+        let core = reopen(&mut test, as_before_pruning(core), 2);
+        let window = (5, 8, vec![list(5), list(6)]);
+        assert_eq!(lists(&core), window);
+        assert_eq!(known(&core, 0..24), [unknown(0..16), settled(16..24)].concat());
+        let mut core = reopen(&mut test, core, 2);
+        assert_eq!(lists(&core), window);
+
+        // A copy of a pruned transaction is refused by its nonce, one in the window as already
+        // accepted; neither changes anything.
+        let (root, accepted) = (core.state().root(), core.status().accepted_txs);
+        let e = core.submit(arrivals[3].clone()).expect_err("a copy of a pruned transaction");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = core.submit(arrivals[17].clone()).expect_err("a copy of one in the window");
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        assert_eq!((core.state().root(), core.status().accepted_txs), (root, accepted));
+
+        // A block settled: one falls out.
+        for a in &arrivals[24..] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        assert_eq!(lists(&core), (6, 8, vec![list(6), list(7)]));
+        assert_eq!(known(&core, 16..28), [unknown(16..20), settled(20..28)].concat());
+
+        // A smaller window at a restart, then none: what was pruned stays pruned.
+        let core = reopen(&mut test, core, 1);
+        assert_eq!(lists(&core), (7, 4, vec![list(7)]));
+        let core = reopen(&mut test, core, 0);
+        assert_eq!(lists(&core), (7, 4, vec![list(7)]));
+        assert_eq!(known(&core, 20..28), [unknown(20..24), settled(24..28)].concat());
     }
 
     /// A restart starts from the state the last settled block left, saved in the write that

@@ -145,7 +145,13 @@ impl Sequencer for Shared {
 
     async fn get_tx_status(&self, req: Request<GetTxStatusRequest>) -> Result<Response<TxStatus>, Status> {
         let hash = req.into_inner().tx_hash;
-        self.lock().tx_status(&hash)?.map(Response::new).ok_or_else(|| Status::not_found("unknown transaction"))
+        let core = self.lock();
+        core.tx_status(&hash)?.map(Response::new).ok_or_else(|| match core.index_from() {
+            1 => Status::not_found("unknown transaction"),
+            from => Status::not_found(format!(
+                "unknown transaction: not accepted, or settled before block {from}, whose transactions' status is no longer kept"
+            )),
+        })
     }
 
     async fn get_status(&self, _: Request<Empty>) -> Result<Response<SequencerStatus>, Status> {
