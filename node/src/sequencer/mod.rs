@@ -136,7 +136,16 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
         match client.submit_block(SubmitBlockRequest { block: Some(block) }).await {
             Ok(r) => {
                 info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
-                shared.lock().mark_settled(height)?;
+                // The settling write runs without the lock: arrivals and provers go on meanwhile.
+                let settling = shared.lock().settling(height)?;
+                if let Some(s) = settling {
+                    let (s, written) = tokio::task::spawn_blocking(move || {
+                        let written = s.write();
+                        (s, written)
+                    })
+                    .await?;
+                    shared.lock().settled(s, written)?;
+                }
                 shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
                 backoff = Duration::from_millis(100);
             }
