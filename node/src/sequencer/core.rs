@@ -343,7 +343,7 @@ impl Prune {
 }
 
 /// What settling a block writes, gathered under the sequencer's lock by [`Core::settling`] and
-/// written without it ([`Settling::write`]): about 10 ms for a block of 664 transactions on the
+/// written without it ([`Settling::write`]): about 12 ms for a block of 664 transactions on the
 /// 2-vCPU dev machine, which would otherwise hold up every arrival.
 pub struct Settling {
     db: sled::Db,

@@ -1,5 +1,6 @@
 //! The sequencer with the prover-farm coordinator (`rollup sequencer`).
 
+pub mod compact;
 pub mod core;
 pub mod flusher;
 pub mod metrics;
@@ -65,7 +66,9 @@ pub struct Running {
 
 /// Opens the database, replays it and starts serving, ticking and submitting blocks.
 pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watch::Receiver<bool>) -> Result<Running> {
-    let db = sled::open(cfg.data_dir.join("sequencer")).context("opening the sequencer database")?;
+    let dir = cfg.data_dir.join("sequencer");
+    let (db, _) =
+        tokio::task::spawn_blocking(move || compact::open(&dir)).await?.context("opening the sequencer database")?;
     let genesis = crate::network::genesis(cfg.genesis_accounts);
     let digest = circuits.verifier.digest_hex();
     let core = {

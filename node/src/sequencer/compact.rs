@@ -1,0 +1,300 @@
+//! Opening the sequencer's database, rewritten first when most of its file is garbage.
+//!
+//! Under the sequencer's churn of small records (log entries written and removed, the index of
+//! settled hashes, the state's leaves rewritten), sled 0.34's segment cleaner does not reclaim
+//! what they leave behind: its file grows 700–1 240 bytes a settled transaction while the live
+//! data stays the state and the index's window (BENCHMARKS.md). So the open measures the live
+//! data, and where the file is [`GARBAGE_RATIO`] times larger (and [`MIN_GARBAGE`] more),
+//! rewrites it into a fresh directory and puts that in its place, a step a kill at any moment
+//! leaves either undone or done:
+//!
+//! 1. `<dir>.compact` is written from the database, tree by tree, checked against it (sled's
+//!    checksum), flushed and closed;
+//! 2. the marker `<dir>.compacted` is created: from here on the rewrite is complete;
+//! 3. `<dir>` becomes `<dir>.old`, `<dir>.compact` becomes `<dir>`;
+//! 4. the marker and `<dir>.old` are removed.
+//!
+//! [`open`] first finishes or undoes whatever a killed process left: with the marker, it does
+//! steps 3 and 4; without it, it removes `<dir>.compact` and keeps `<dir>` (or puts back
+//! `<dir>.old`, which step 3 moved only after the marker existed).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tracing::{info, warn};
+
+/// The file is rewritten when it is this many times the live data's size ...
+pub const GARBAGE_RATIO: u64 = 4;
+/// ... and at least this much larger.
+pub const MIN_GARBAGE: u64 = 64 << 20;
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// What [`open`] did, for its log line and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    /// The file's size and the live data's, before.
+    pub before: u64,
+    pub live: u64,
+    /// The file's size after, if it was rewritten.
+    pub after: Option<u64>,
+}
+
+/// Opens the database in `dir`, rewriting it first if most of its file is garbage.
+pub fn open(dir: &Path) -> Result<(sled::Db, Compaction)> {
+    open_with(dir, MIN_GARBAGE)
+}
+
+fn open_with(dir: &Path, min_garbage: u64) -> Result<(sled::Db, Compaction)> {
+    recover(dir)?;
+    let db = open_waiting(dir)?;
+    let before = db.size_on_disk()?;
+    // A small file is not worth reading through.
+    let live = if before < min_garbage { 0 } else { live_bytes(&db)? };
+    let mut done = Compaction { before, live, after: None };
+    if before < live.saturating_mul(GARBAGE_RATIO) || before < live.saturating_add(min_garbage) {
+        return Ok((db, done));
+    }
+    let t0 = Instant::now();
+    let (compact, marker) = (sibling(dir, ".compact"), sibling(dir, ".compacted"));
+    if let Err(e) = rewrite(&db, &compact) {
+        // The database is as it was: go on with it (a full disk, say, is no reason not to start).
+        warn!(error = format!("{e:#}"), "the database could not be rewritten; going on with it as it is");
+        remove(&compact).ok();
+        return Ok((db, done));
+    }
+    drop(db);
+    std::fs::File::create(&marker).and_then(|f| f.sync_all()).context("marking the rewrite complete")?;
+    sync_parent(dir)?;
+    recover(dir)?;
+    let db = open_waiting(dir)?;
+    done.after = Some(db.size_on_disk()?);
+    info!(
+        before_mb = before >> 20,
+        live_mb = live >> 20,
+        after_mb = done.after.unwrap_or(0) >> 20,
+        seconds = t0.elapsed().as_secs_f64(),
+        "database rewritten without its garbage"
+    );
+    Ok((db, done))
+}
+
+/// Finishes a rewrite that was complete (the marker exists), or undoes one that was not.
+fn recover(dir: &Path) -> Result<()> {
+    let (compact, old, marker) = (sibling(dir, ".compact"), sibling(dir, ".old"), sibling(dir, ".compacted"));
+    if marker.exists() {
+        if compact.exists() {
+            if dir.exists() {
+                std::fs::rename(dir, &old).context("moving the database aside")?;
+            }
+            std::fs::rename(&compact, dir).context("putting the rewritten database in place")?;
+            sync_parent(dir)?;
+        }
+        std::fs::remove_file(&marker)?;
+        sync_parent(dir)?;
+    } else {
+        remove(&compact).context("removing an unfinished rewrite")?;
+        if !dir.exists() && old.exists() {
+            std::fs::rename(&old, dir).context("putting the database back")?;
+        }
+    }
+    if dir.exists() {
+        remove(&old).context("removing the database replaced")?;
+    }
+    Ok(())
+}
+
+/// Removes `path`, a directory or a file, if it is there.
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `db`'s records into a fresh database in `to`, checks it and flushes it.
+fn rewrite(db: &sled::Db, to: &Path) -> Result<()> {
+    remove(to).context("removing an unfinished rewrite")?;
+    let fresh = sled::open(to).context("opening the rewrite")?;
+    copy(db, &fresh)?;
+    if fresh.checksum()? != db.checksum()? {
+        bail!("the rewritten database's checksum differs from the database's");
+    }
+    fresh.flush()?;
+    Ok(())
+}
+
+/// Copies every tree of `from` into `to`, in writes of a bounded size.
+fn copy(from: &sled::Db, to: &sled::Db) -> Result<()> {
+    for name in from.tree_names() {
+        let target = to.open_tree(&name)?;
+        let mut w = sled::Batch::default();
+        let mut n = 0;
+        for r in from.open_tree(&name)?.iter() {
+            let (k, v) = r?;
+            w.insert(k, v);
+            n += 1;
+            if n % 16_384 == 0 {
+                target.apply_batch(std::mem::take(&mut w))?;
+            }
+        }
+        target.apply_batch(w)?;
+    }
+    Ok(())
+}
+
+/// The keys' and values' bytes of every tree.
+fn live_bytes(db: &sled::Db) -> Result<u64> {
+    let mut n = 0;
+    for name in db.tree_names() {
+        for r in db.open_tree(name)?.iter() {
+            let (k, v) = r?;
+            n += (k.len() + v.len()) as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// Opens `dir`, waiting a moment for a `Db` of it just dropped: sled's flusher thread lets go of
+/// the file's lock shortly after.
+fn open_waiting(dir: &Path) -> Result<sled::Db> {
+    for _ in 0..200 {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            db => return Ok(db?),
+        }
+    }
+    bail!("{} is locked by another process", dir.display())
+}
+
+fn sync_parent(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent).and_then(|f| f.sync_all()).context("syncing the data directory")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            for suffix in ["", ".compact", ".old", ".compacted"] {
+                let p = sibling(&self.0, suffix);
+                std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p)).ok();
+            }
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
+        let d = Dir(std::env::temp_dir().join(format!("rollup-compact-{name}-{}", std::process::id())));
+        drop(Dir(d.0.clone()));
+        d
+    }
+
+    /// A database holding `keys` small records under `tag`.
+    fn fill(path: &Path, tag: u8, keys: u32) {
+        let db = open_waiting(path).expect("open");
+        for i in 0..keys {
+            db.insert(i.to_be_bytes(), vec![tag; 100]).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+
+    fn contents(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = open_waiting(path).expect("open");
+        db.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read")).collect()
+    }
+
+    /// A file mostly garbage is rewritten, the same records in it; one that is not is left.
+    #[test]
+    fn a_database_mostly_garbage_is_rewritten_with_the_same_records() {
+        let d = dir("garbage");
+        {
+            let db = open_waiting(&d.0).expect("open");
+            let other = db.open_tree("other").expect("tree");
+            other.insert(b"kept", b"in another tree").expect("insert");
+            // Records written and removed over and over, as the log's are, and a few kept.
+            for round in 0..40u32 {
+                for i in 0..2_000u32 {
+                    db.insert([round.to_be_bytes(), i.to_be_bytes()].concat(), vec![7u8; 200]).expect("insert");
+                }
+                for i in 0..2_000u32 {
+                    if i % 100 != 0 {
+                        db.remove([round.to_be_bytes(), i.to_be_bytes()].concat()).expect("remove");
+                    }
+                }
+                db.flush().expect("flush");
+            }
+        }
+        let before = contents(&d.0);
+        assert_eq!(before.len(), 800);
+        let (db, done) = open_with(&d.0, 1 << 20).expect("opened");
+        let after = done.after.expect("rewritten");
+        assert!(done.before >= done.live * GARBAGE_RATIO, "{done:?}");
+        assert!(after < done.before / 2, "{done:?}");
+        let other = db.open_tree("other").expect("tree").get(b"kept").expect("read");
+        assert_eq!(other.as_deref(), Some(&b"in another tree"[..]));
+        drop(db);
+        assert_eq!(contents(&d.0), before);
+        for leftover in [".compact", ".old", ".compacted"] {
+            assert!(!sibling(&d.0, leftover).exists(), "{leftover} left");
+        }
+        // Not again: it is mostly live now.
+        let (_, done) = open_with(&d.0, 1 << 20).expect("opened");
+        assert_eq!(done.after, None, "{done:?}");
+    }
+
+    /// Whatever step a rewrite was killed at, the open finds one whole database: the rewrite if
+    /// it was marked complete, the database before it if not.
+    #[test]
+    fn a_rewrite_killed_at_any_step_is_finished_or_undone() {
+        let d = dir("killed");
+        let (compact, old, marker) = (sibling(&d.0, ".compact"), sibling(&d.0, ".old"), sibling(&d.0, ".compacted"));
+        let tagged = |tag: u8| (0..3u32).map(|i| (i.to_be_bytes().to_vec(), vec![tag; 100])).collect::<Vec<_>>();
+        // (the database, the rewrite, the database moved aside, marked complete) → what is kept
+        let cases = [
+            ((true, true, false, false), 1), // killed writing the rewrite
+            ((true, true, false, true), 2),  // marked, nothing moved
+            ((false, true, true, true), 2),  // moved aside, the rewrite not yet in place
+            ((true, false, true, true), 2),  // in place, the marker and the old one left
+            ((true, false, true, false), 2), // in place, the old one left
+        ];
+        for ((live, rewrite, aside, marked), kept) in cases {
+            drop(Dir(d.0.clone()));
+            // Tag 1 is the database before the rewrite, tag 2 the rewrite.
+            match (live, aside) {
+                (true, true) => {
+                    fill(&d.0, 2, 3);
+                    fill(&old, 1, 3)
+                }
+                (true, false) => fill(&d.0, 1, 3),
+                (false, true) => fill(&old, 1, 3),
+                (false, false) => {}
+            }
+            if rewrite {
+                fill(&compact, 2, 3);
+            }
+            if marked {
+                std::fs::File::create(&marker).expect("marker");
+            }
+            recover(&d.0).expect("recovered");
+            assert_eq!(contents(&d.0), tagged(kept), "{:?}", (live, rewrite, aside, marked));
+            for leftover in [&compact, &old, &marker] {
+                assert!(!leftover.exists(), "{leftover:?} left in {:?}", (live, rewrite, aside, marked));
+            }
+        }
+    }
+}
