@@ -99,11 +99,11 @@ fn recover(dir: &Path) -> Result<()> {
         sync_parent(dir)?;
     } else {
         remove(&compact).context("removing an unfinished rewrite")?;
-        if !dir.exists() && old.exists() {
-            std::fs::rename(&old, dir).context("putting the database back")?;
-        }
     }
-    if dir.exists() {
+    // The database moved aside is removed only once another stands in its place.
+    if !dir.exists() && old.exists() {
+        std::fs::rename(&old, dir).context("putting the database back")?;
+    } else {
         remove(&old).context("removing the database replaced")?;
     }
     Ok(())
@@ -271,6 +271,7 @@ mod tests {
             ((false, true, true, true), 2),  // moved aside, the rewrite not yet in place
             ((true, false, true, true), 2),  // in place, the marker and the old one left
             ((true, false, true, false), 2), // in place, the old one left
+            ((false, false, true, true), 1), // only the one moved aside (not by a rewrite): put back
         ];
         for ((live, rewrite, aside, marked), kept) in cases {
             drop(Dir(d.0.clone()));
