@@ -192,6 +192,96 @@ struct Unsaved {
     root: Digest,
 }
 
+/// Records numbered from `base`, in order: the batches or blocks the core keeps. Those before
+/// `base` settled and fell out of the index's window with their transactions
+/// ([`Params::tx_index_blocks`]), so nothing asks about them any more.
+struct Records<T> {
+    base: usize,
+    items: VecDeque<T>,
+}
+
+impl<T> Default for Records<T> {
+    fn default() -> Self {
+        Records { base: 0, items: VecDeque::new() }
+    }
+}
+
+impl<T> Records<T> {
+    /// The number the next record gets.
+    fn end(&self) -> usize {
+        self.base + self.items.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.items.get(i.checked_sub(self.base)?)
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.items.get_mut(i.checked_sub(self.base)?)
+    }
+
+    fn push(&mut self, t: T) {
+        self.items.push_back(t)
+    }
+
+    fn last(&self) -> Option<&T> {
+        self.items.back()
+    }
+
+    /// Records `r` (all kept).
+    fn range(&self, r: Range<usize>) -> impl Iterator<Item = &T> + '_ {
+        self.items.range(r.start - self.base..r.end - self.base)
+    }
+
+    fn range_mut(&mut self, r: Range<usize>) -> impl Iterator<Item = &mut T> + '_ {
+        self.items.range_mut(r.start - self.base..r.end - self.base)
+    }
+
+    /// The records from number `i` on, numbered.
+    fn from(&self, i: usize) -> impl Iterator<Item = (usize, &T)> + '_ {
+        (self.base..).zip(self.items.iter()).skip(i.saturating_sub(self.base))
+    }
+
+    /// The number of the first record for which `pred` is false, as `slice::partition_point`.
+    fn partition_point(&self, pred: impl FnMut(&T) -> bool) -> usize {
+        self.base + self.items.partition_point(pred)
+    }
+
+    /// Lets go of the records before number `i`.
+    fn drop_before(&mut self, i: usize) {
+        let n = i.saturating_sub(self.base).min(self.items.len());
+        self.items.drain(..n);
+        self.base += n;
+    }
+}
+
+impl<T> std::ops::Index<usize> for Records<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        self.get(i).expect("a record kept")
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Records<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        self.get_mut(i).expect("a record kept")
+    }
+}
+
+/// Ends read from the log (`T_BATCH`, `T_BLOCK`), numbered from `base`.
+#[derive(Default)]
+struct Ends {
+    base: usize,
+    ends: Vec<u64>,
+}
+
+impl Ends {
+    fn get(&self, i: usize) -> Option<u64> {
+        self.ends.get(i.checked_sub(self.base)?).copied()
+    }
+}
+
 struct BlockRec {
     height: u64,
     first_batch: u64,
@@ -239,7 +329,7 @@ pub struct Core {
     /// Their hashes; a settled transaction's is in the database (`T_INDEX`).
     by_hash: HashMap<[u8; 32], u64>,
     open_since: Option<Instant>,
-    batches: Vec<BatchRec>,
+    batches: Records<BatchRec>,
     /// Batches whose hashing is done: the rest hash behind the executor (their witnesses come
     /// back in order, [`Core::collect_hashed`]), and have no job yet.
     hashed_batches: usize,
@@ -247,7 +337,7 @@ pub struct Core {
     state_root: circuits::hash::Digest,
     block_start_batch: u64,
     block_since: Option<Instant>,
-    blocks: Vec<BlockRec>,
+    blocks: Records<BlockRec>,
     jobs: BTreeMap<u64, Job>,
     job_order: u64,
     settled_height: u64,
@@ -315,18 +405,23 @@ fn save_settled(
     }
 }
 
-/// What pruning the index removes: the settled blocks `heights`, with `INDEX_FROM` after them.
+/// What pruning the index removes: the settled blocks from `from` to `to`, with `INDEX_FROM`
+/// after them.
 #[derive(Clone, Debug)]
 struct Prune {
-    heights: Range<u64>,
+    from: IndexFrom,
     to: IndexFrom,
 }
 
 impl Prune {
-    /// Adds to `w` the removal of the blocks' hashes from the index, and of their lists (read
-    /// from `db`), and the new `INDEX_FROM`.
+    /// Adds to `w` the removal of the blocks' hashes from the index, of their lists (read from
+    /// `db`), and of their batch and block ends from the log, and the new `INDEX_FROM`.
     fn add(&self, db: &sled::Db, w: &mut sled::Batch) -> Result<()> {
-        for old in self.heights.clone() {
+        for b in self.from.batch..self.to.batch {
+            w.remove(&k(T_BATCH, b));
+        }
+        for old in self.from.height..self.to.height {
+            w.remove(&k(T_BLOCK, old));
             if let Some(list) = db.get(k(T_HASHES, old))? {
                 if list.len() % 32 != 0 {
                     bail!("corrupt record of block {old}'s hashes");
@@ -466,12 +561,12 @@ impl Core {
             txs: VecDeque::new(),
             by_hash: HashMap::new(),
             open_since: None,
-            batches: Vec::new(),
+            batches: Records::default(),
             hashed_batches: 0,
             state_root: Default::default(),
             block_start_batch: 0,
             block_since: None,
-            blocks: Vec::new(),
+            blocks: Records::default(),
             jobs: BTreeMap::new(),
             job_order: 0,
             settled_height: settled,
@@ -485,6 +580,19 @@ impl Core {
         core.replay(saved.is_some())?;
         core.state_root = core.ex.state().root();
         Ok(core)
+    }
+
+    /// The log's ends under `prefix`, which must be numbered on from `first` (a block's ends by
+    /// its height, from 1).
+    fn ends(&self, prefix: u8, first: u64) -> Result<Ends> {
+        let records = self.scan(prefix)?;
+        let base = records.first().map_or(first, |(n, _)| *n);
+        if base != first || records.iter().zip(base..).any(|((n, _), expected)| *n != expected) {
+            bail!("the log's ends under {:?} are not numbered on from {first}", prefix as char);
+        }
+        let ends = records.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
+        let base = if prefix == T_BLOCK { base - 1 } else { base };
+        Ok(Ends { base: base as usize, ends })
     }
 
     fn scan(&self, prefix: u8) -> Result<Vec<(u64, sled::IVec)>> {
@@ -505,15 +613,19 @@ impl Core {
     /// Replays the log up to the settled height read at the open, over the settled state if it
     /// was `restored` from the database, else from genesis.
     fn replay(&mut self, restored: bool) -> Result<()> {
-        let batch_ends: Vec<u64> = self.scan(T_BATCH)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
-        let block_ends: Vec<u64> = self.scan(T_BLOCK)?.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
+        // The blocks pruned from the index left the log's batch and block ends with it.
+        if let Some(v) = self.db.get(INDEX_FROM)? {
+            self.index_from = IndexFrom::from_bytes(&v)?;
+        }
+        let batch_ends = self.ends(T_BATCH, self.index_from.batch)?;
+        let block_ends = self.ends(T_BLOCK, self.index_from.height)?;
         // Where the settled blocks' transactions end, and where those in the index end.
         let txs_before = |height: u64| -> Result<u64> {
             if height == 0 {
                 return Ok(0);
             }
-            let batches = *block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
-            batch_ends.get((batches as usize).wrapping_sub(1)).copied().context("a settled block has no batches")
+            let batches = block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
+            batch_ends.get((batches as usize).wrapping_sub(1)).context("a settled block has no batches")
         };
         let settled_end = txs_before(self.settled_height)?;
         let indexed = self.db.get(INDEXED)?.map(|v| be(&v)).transpose()?.unwrap_or(0).min(self.settled_height);
@@ -535,7 +647,7 @@ impl Core {
         for r in db.range(k(T_TX, self.settled_txs).to_vec()..vec![T_TX + 1]) {
             let (key, bytes) = r?;
             let seq = be(&key[1..])?;
-            while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == seq {
+            while batch_ends.get(self.batches.end()) == Some(seq) {
                 self.seal_batch_inner(now, false, &block_ends)?;
             }
             let signed = SignedTx::decode(&bytes).context("corrupt transaction log")?;
@@ -559,7 +671,7 @@ impl Core {
                 self.execute(signed, hash, None, now).map_err(failed)?;
             }
         }
-        while self.batches.len() < batch_ends.len() && batch_ends[self.batches.len()] == self.accepted() {
+        while batch_ends.get(self.batches.end()) == Some(self.accepted()) {
             self.seal_batch_inner(now, false, &block_ends)?;
         }
         if self.settled_txs != settled_end {
@@ -600,13 +712,9 @@ impl Core {
             history.insert(INDEXED, &self.settled_height.to_be_bytes());
             self.db.apply_batch(history)?;
         }
-        match self.db.get(INDEX_FROM)? {
-            Some(v) => self.index_from = IndexFrom::from_bytes(&v)?,
-            None if self.settled_height > 0 => {
-                let ends = (1..=self.settled_height).map(txs_before).collect::<Result<Vec<_>>>()?;
-                self.list_indexed_hashes(&ends)?;
-            }
-            None => {}
+        if self.settled_height > 0 && !self.db.contains_key(INDEX_FROM)? {
+            let ends = (1..=self.settled_height).map(txs_before).collect::<Result<Vec<_>>>()?;
+            self.list_indexed_hashes(&ends)?;
         }
         // All that fell out of the window (it may be smaller than the last process's), where a
         // settlement prunes a few blocks at most; in writes of a bounded size.
@@ -614,7 +722,7 @@ impl Core {
             let mut w = sled::Batch::default();
             prune.add(&self.db, &mut w)?;
             self.db.apply_batch(w)?;
-            self.index_from = prune.to;
+            self.pruned(prune.to);
         }
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
@@ -627,8 +735,8 @@ impl Core {
         if self.accepted() > 0 {
             info!(
                 txs = self.accepted(),
-                batches = self.batches.len(),
-                blocks = self.blocks.len(),
+                batches = self.batches.end(),
+                blocks = self.blocks.end(),
                 settled = self.settled_height,
                 "replayed"
             );
@@ -671,7 +779,8 @@ impl Core {
         }
         // Block `end` is settled (the window holds one block at least), so it is in memory.
         let batch = self.blocks[end as usize - 1].first_batch;
-        Some(Prune { heights: from..end, to: IndexFrom { height: end, batch, tx: self.batches[batch as usize].start } })
+        let to = IndexFrom { height: end, batch, tx: self.batches[batch as usize].start };
+        Some(Prune { from: self.index_from, to })
     }
 
     /// The first settled height whose transactions' status is kept: those of earlier blocks
@@ -680,15 +789,17 @@ impl Core {
         self.index_from.height
     }
 
-    /// Records the settled blocks' bounds, from the log's batch and block ends, without
-    /// replaying them: the settled state they end at was restored from the database.
-    fn restore_settled_blocks(&mut self, batch_ends: &[u64], block_ends: &[u64]) -> Result<()> {
-        let mut first = 0;
-        for height in 1..=self.settled_height {
-            let end = *block_ends.get(height as usize - 1).context("a settled block is not in the log")? as usize;
+    /// Records the bounds of the settled blocks still in the index, from the log's batch and
+    /// block ends, without replaying them: the settled state they end at was restored from the
+    /// database.
+    fn restore_settled_blocks(&mut self, batch_ends: &Ends, block_ends: &Ends) -> Result<()> {
+        let IndexFrom { height: from, batch: mut first, tx: mut start } = self.index_from;
+        self.batches = Records { base: first as usize, items: VecDeque::new() };
+        self.blocks = Records { base: from as usize - 1, items: VecDeque::new() };
+        for height in from..=self.settled_height {
+            let end = block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
             for b in first..end {
-                let start = self.batches.last().map_or(0, |r| r.end);
-                let end = *batch_ends.get(b).context("a settled batch is not in the log")?;
+                let end = batch_ends.get(b as usize).context("a settled batch is not in the log")?;
                 self.batches.push(BatchRec {
                     start,
                     end,
@@ -697,14 +808,22 @@ impl Core {
                     block: Some(height),
                     leaves: None,
                 });
+                start = end;
             }
-            let plan = BlockPlan::new(end.saturating_sub(first))?;
-            self.blocks.push(BlockRec { height, first_batch: first as u64, plan, merges: HashMap::new() });
+            let plan = BlockPlan::new(end.saturating_sub(first) as usize)?;
+            self.blocks.push(BlockRec { height, first_batch: first, plan, merges: HashMap::new() });
             first = end;
         }
-        self.block_start_batch = first as u64;
-        self.hashed_batches = first;
+        self.block_start_batch = first;
+        self.hashed_batches = first as usize;
         Ok(())
+    }
+
+    /// Lets go of the records of the blocks pruned from the index: `to` is the first kept.
+    fn pruned(&mut self, to: IndexFrom) {
+        self.index_from = to;
+        self.batches.drop_before(to.batch as usize);
+        self.blocks.drop_before(to.height as usize - 1);
     }
 
     /// The registered key of `sender` (a `Register` brings its own key and is checked apart).
@@ -779,7 +898,7 @@ impl Core {
     }
 
     fn seal_batch(&mut self, now: Instant) -> Result<()> {
-        self.seal_batch_inner(now, true, &[])
+        self.seal_batch_inner(now, true, &Ends::default())
     }
 
     /// Seals the open batch; closes the block when it is full. `persist` is false while replaying,
@@ -788,10 +907,10 @@ impl Core {
     /// Live (`persist`), the batch's tree hashing runs behind the executor, off this lock, and
     /// its job is planned when its witness comes back ([`Core::collect_hashed`]); replaying, it
     /// hashes here.
-    fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &[u64]) -> Result<()> {
+    fn seal_batch_inner(&mut self, now: Instant, persist: bool, block_ends: &Ends) -> Result<()> {
         let start = self.batches.last().map_or(0, |b| b.end);
         let end = self.accepted();
-        let id = self.batches.len() as u64;
+        let id = self.batches.end() as u64;
         // The boundary is logged first: if that fails, the batch stays open and the next
         // arrival or tick seals it again, where a batch sealed in the executor but not here
         // would leave the two a batch apart.
@@ -825,11 +944,11 @@ impl Core {
         self.batches.push(BatchRec { start, end, witness, proof: None, block: None, leaves });
         self.open_since = None;
         self.block_since.get_or_insert(now);
-        let in_block = self.batches.len() as u64 - self.block_start_batch;
+        let in_block = self.batches.end() as u64 - self.block_start_batch;
         let closes = if persist {
             in_block >= self.params.block_batches as u64
         } else {
-            block_ends.get(self.blocks.len()) == Some(&(self.batches.len() as u64))
+            block_ends.get(self.blocks.end()) == Some(self.batches.end() as u64)
         };
         if closes {
             self.close_block(persist)?;
@@ -842,16 +961,16 @@ impl Core {
 
     fn close_block(&mut self, persist: bool) -> Result<()> {
         let first = self.block_start_batch;
-        let end = self.batches.len() as u64;
+        let end = self.batches.end() as u64;
         if end == first {
             return Ok(());
         }
-        let height = self.blocks.len() as u64 + 1;
+        let height = self.blocks.end() as u64 + 1;
         if persist {
             self.db.insert(k(T_BLOCK, height), &end.to_be_bytes())?;
         }
         self.ex.restart_commitment();
-        for b in &mut self.batches[first as usize..] {
+        for b in self.batches.range_mut(first as usize..end as usize) {
             b.block = Some(height);
         }
         let plan = BlockPlan::new((end - first) as usize)?;
@@ -888,7 +1007,7 @@ impl Core {
         }
         if self.ex.open_len() == 0
             && self.block_since.is_some_and(|t| now.duration_since(t) >= self.params.block_time)
-            && (self.batches.len() as u64) > self.block_start_batch
+            && (self.batches.end() as u64) > self.block_start_batch
         {
             self.close_block(true)?;
         }
@@ -934,12 +1053,12 @@ impl Core {
     fn plan_jobs(&mut self) {
         let (first_batch, first_block) = self.first_unsettled();
         let mut new = Vec::new();
-        for (i, b) in self.batches.iter().enumerate().take(self.hashed_batches).skip(first_batch) {
+        for (i, b) in self.batches.from(first_batch).take_while(|(i, _)| *i < self.hashed_batches) {
             if b.proof.is_none() {
                 new.push(JobKey::Batch(i as u64));
             }
         }
-        for blk in self.blocks.iter().skip(first_block) {
+        for (_, blk) in self.blocks.from(first_block) {
             for j in &blk.plan.jobs {
                 if let PlannedKind::Merge { children } = &j.kind {
                     let ready = children.iter().all(|&c| self.node_ready(blk, c));
@@ -1206,13 +1325,13 @@ impl Core {
         let blk = self.blocks.get(height as usize - 1)?;
         let root = blk.plan.root();
         let proof = blk.merges.get(&root)?.clone();
-        let batches = &self.batches[self.block_batches(height)];
-        let n = batches.len();
-        let (start, end) = (batches[0].start - self.settled_txs, batches[n - 1].end - self.settled_txs);
+        let r = self.block_batches(height);
+        let (first, last) = (&self.batches[r.start], &self.batches[r.end - 1]);
+        let (start, end) = (first.start - self.settled_txs, last.end - self.settled_txs);
         let txs = self.txs.range(start as usize..end as usize);
         let sigs: Vec<_> = txs.clone().map(|a| a.signed.signature).collect();
-        let first = batches[0].witness.as_ref()?;
-        let last = batches[n - 1].witness.as_ref()?;
+        let first = first.witness.as_ref()?;
+        let last = last.witness.as_ref()?;
         Some(proto::v1::Block {
             height,
             old_root: digest_to_bytes(&first.old_root).to_vec(),
@@ -1234,15 +1353,16 @@ impl Core {
     /// released while it is written ([`Settling::write`]), then [`Core::settled`] takes the
     /// outcome. None if the block is not the next one, or one is being settled.
     pub fn settling(&mut self, height: u64) -> Result<Option<Settling>> {
-        if height != self.settled_height + 1 || height as usize > self.blocks.len() || self.settling.is_some() {
+        if height != self.settled_height + 1 || height as usize > self.blocks.end() || self.settling.is_some() {
             return Ok(None);
         }
         let batches = self.block_batches(height);
         let settled = (self.batches[batches.end - 1].end - self.settled_txs) as usize;
         let root =
             self.batches[batches.end - 1].witness.as_ref().context("a block settled before its hashing")?.new_root;
-        let leaves = self.batches[batches.clone()]
-            .iter()
+        let leaves = self
+            .batches
+            .range(batches.clone())
             .map(|b| b.leaves.clone().context("an unsettled batch without its leaf writes"))
             .collect::<Result<_>>()?;
         let txs = self.txs.range(..settled);
@@ -1286,12 +1406,11 @@ impl Core {
         let batches = self.block_batches(height);
         let settled = s.hashes.len();
         self.settled_height = height;
-        self.index_from = s.index_from;
         for a in self.txs.drain(..settled) {
             self.by_hash.remove(&a.hash);
         }
         self.settled_txs += settled as u64;
-        for b in &mut self.batches[batches.clone()] {
+        for b in self.batches.range_mut(batches.clone()) {
             b.witness = None;
             b.proof = None;
             b.leaves = None;
@@ -1303,6 +1422,7 @@ impl Core {
             JobKey::Batch(b) => !batches.contains(&(b as usize)),
             JobKey::Merge { height: h, .. } => h != height,
         });
+        self.pruned(s.index_from);
         Ok(())
     }
 
@@ -1332,7 +1452,8 @@ impl Core {
                 }
             }
         };
-        let batch = Some(self.batches.partition_point(|b| b.end <= seq)).filter(|&i| i < self.batches.len());
+        let batch = Some(self.batches.partition_point(|b| b.end <= seq))
+            .filter(|&i| self.batches.get(i).is_some_and(|b| b.start <= seq));
         let (state, block) = match batch.map(|i| &self.batches[i]) {
             Some(b) if b.block.is_some_and(|h| h <= self.settled_height) => (proto::v1::TxState::Settled, b.block),
             Some(b) if b.proof.is_some() => (proto::v1::TxState::Proven, b.block),
@@ -1358,7 +1479,7 @@ impl Core {
             accepted_txs: self.accepted(),
             pending_txs: self.txs.len() as u64,
             settled_txs: self.settled_txs,
-            batches: self.batches.len() as u64,
+            batches: self.batches.end() as u64,
             blocks_settled: self.settled_height,
             jobs: jobs.into_iter().map(|(state, count)| proto::v1::JobCount { state: state.into(), count }).collect(),
             settled_height: self.settled_height,
@@ -1623,8 +1744,8 @@ mod tests {
             // In memory: block 2's transactions, witnesses and proofs, and nothing of block 1's.
             assert_eq!((core.txs.len(), core.by_hash.len()), (8, 8));
             assert!((0..8).all(|i| !core.by_hash.contains_key(&hash(i))));
-            assert!(core.batches[..2].iter().all(|b| b.witness.is_none() && b.proof.is_none()));
-            assert!(core.batches[2..].iter().all(|b| b.witness.is_some() && b.proof.is_some()));
+            assert!(core.batches.range(0..2).all(|b| b.witness.is_none() && b.proof.is_none()));
+            assert!(core.batches.range(2..4).all(|b| b.witness.is_some() && b.proof.is_some()));
             assert!(core.blocks[0].merges.is_empty() && core.blocks[1].merges.len() == 1);
             // In the database: block 2's proofs only.
             assert_eq!(proofs(core), (vec![2, 3], 1));
@@ -1751,6 +1872,10 @@ mod tests {
             assert_eq!(core.index_from, IndexFrom { height: h, batch: h - 1, tx: 4 * (h - 1) });
             let saved = core.db.get(INDEX_FROM).expect("read").map(|v| IndexFrom::from_bytes(&v).expect("record"));
             assert_eq!(saved, Some(core.index_from), "saved as it is in memory");
+            // The records of the blocks pruned are gone, in memory and from the log's ends.
+            let first = |prefix| core.scan(prefix).expect("scan").first().map(|(n, _)| *n);
+            assert_eq!((core.batches.base as u64, core.blocks.base as u64), (h - 1, h - 1));
+            assert_eq!((first(T_BATCH), first(T_BLOCK)), (Some(h - 1), Some(h)));
             (h, core.db.scan_prefix([T_INDEX]).count(), lists)
         };
         // Block `height`'s list: blocks of one batch of four.
