@@ -164,7 +164,7 @@ fn live_bytes(db: &sled::Db) -> Result<u64> {
 
 /// Opens `dir`, waiting a moment for a `Db` of it just dropped: sled's flusher thread lets go of
 /// the file's lock shortly after.
-fn open_waiting(dir: &Path) -> Result<sled::Db> {
+pub(super) fn open_waiting(dir: &Path) -> Result<sled::Db> {
     for _ in 0..200 {
         match sled::open(dir) {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {

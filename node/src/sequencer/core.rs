@@ -269,7 +269,8 @@ impl<T> std::ops::IndexMut<usize> for Records<T> {
     }
 }
 
-/// Ends read from the log (`T_BATCH`, `T_BLOCK`), numbered from `base`.
+/// Ends read from the log (`T_BATCH`, `T_BLOCK`), by their keys' numbers (a batch's id, a block's
+/// height) from `base`.
 #[derive(Default)]
 struct Ends {
     base: usize,
@@ -427,7 +428,7 @@ impl Prune {
                     bail!("corrupt record of block {old}'s hashes");
                 }
                 for hash in list.chunks_exact(32) {
-                    w.remove(&[&[T_INDEX], hash].concat()[..]);
+                    w.remove(&index_key(hash.try_into().expect("chunks of 32"))[..]);
                 }
                 w.remove(&k(T_HASHES, old));
             }
@@ -582,17 +583,15 @@ impl Core {
         Ok(core)
     }
 
-    /// The log's ends under `prefix`, which must be numbered on from `first` (a block's ends by
-    /// its height, from 1).
+    /// The log's ends under `prefix`, by their keys' numbers (a batch's id, a block's height),
+    /// which must run on from `first`.
     fn ends(&self, prefix: u8, first: u64) -> Result<Ends> {
         let records = self.scan(prefix)?;
-        let base = records.first().map_or(first, |(n, _)| *n);
-        if base != first || records.iter().zip(base..).any(|((n, _), expected)| *n != expected) {
+        if records.iter().zip(first..).any(|((n, _), expected)| *n != expected) {
             bail!("the log's ends under {:?} are not numbered on from {first}", prefix as char);
         }
         let ends = records.iter().map(|(_, v)| be(v)).collect::<Result<_>>()?;
-        let base = if prefix == T_BLOCK { base - 1 } else { base };
-        Ok(Ends { base: base as usize, ends })
+        Ok(Ends { base: first as usize, ends })
     }
 
     fn scan(&self, prefix: u8) -> Result<Vec<(u64, sled::IVec)>> {
@@ -624,7 +623,7 @@ impl Core {
             if height == 0 {
                 return Ok(0);
             }
-            let batches = block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
+            let batches = block_ends.get(height as usize).context("a settled block is not in the log")?;
             batch_ends.get((batches as usize).wrapping_sub(1)).context("a settled block has no batches")
         };
         let settled_end = txs_before(self.settled_height)?;
@@ -680,8 +679,7 @@ impl Core {
         if let Some(unsaved) = self.unsaved.take() {
             // Saved now, with the settled transactions' log entries gone: the next restart
             // starts from here.
-            let keys: Vec<_> =
-                unsaved.registered.iter().filter_map(|id| Some((*id, *self.registry.get(id)?))).collect();
+            let keys = self.keys_of(unsaved.registered.iter().copied());
             save_settled(&mut history, self.settled_height, 0..settled_end, &unsaved.leaves, &keys, unsaved.root);
             rewrite = true;
         }
@@ -797,7 +795,7 @@ impl Core {
         self.batches = Records { base: first as usize, items: VecDeque::new() };
         self.blocks = Records { base: from as usize - 1, items: VecDeque::new() };
         for height in from..=self.settled_height {
-            let end = block_ends.get(height as usize - 1).context("a settled block is not in the log")?;
+            let end = block_ends.get(height as usize).context("a settled block is not in the log")?;
             for b in first..end {
                 let end = batch_ends.get(b as usize).context("a settled batch is not in the log")?;
                 self.batches.push(BatchRec {
@@ -824,6 +822,11 @@ impl Core {
         self.index_from = to;
         self.batches.drop_before(to.batch as usize);
         self.blocks.drop_before(to.height as usize - 1);
+    }
+
+    /// The registered keys of `accounts`, to save with the settled state.
+    fn keys_of(&self, accounts: impl Iterator<Item = u32>) -> Vec<(u32, PublicKey)> {
+        accounts.filter_map(|id| Some((id, *self.registry.get(&id)?))).collect()
     }
 
     /// The registered key of `sender` (a `Register` brings its own key and is checked apart).
@@ -948,7 +951,7 @@ impl Core {
         let closes = if persist {
             in_block >= self.params.block_batches as u64
         } else {
-            block_ends.get(self.blocks.end()) == Some(self.batches.end() as u64)
+            block_ends.get(self.blocks.end() + 1) == Some(self.batches.end() as u64)
         };
         if closes {
             self.close_block(persist)?;
@@ -1366,11 +1369,13 @@ impl Core {
             .map(|b| b.leaves.clone().context("an unsettled batch without its leaf writes"))
             .collect::<Result<_>>()?;
         let txs = self.txs.range(..settled);
-        let keys = txs
-            .clone()
-            .filter_map(|a| if let Tx::Register(r) = &a.signed.tx { Some(r.account) } else { None })
-            .filter_map(|id| Some((id, *self.registry.get(&id)?)))
-            .collect();
+        let keys = self.keys_of(txs.clone().filter_map(|a| {
+            if let Tx::Register(r) = &a.signed.tx {
+                Some(r.account)
+            } else {
+                None
+            }
+        }));
         let proofs = batches
             .clone()
             .map(|b| k(T_PROOF, b as u64).to_vec())
@@ -1584,18 +1589,9 @@ mod tests {
             TestDir { dir, params, genesis: crate::network::genesis(8), circuits: crate::network::test_circuits() }
         }
 
-        /// The database, waiting for the last process's lock: sled's flusher thread lets go of the
-        /// file a moment after the `Db` it served is dropped, and a test reopens at once.
+        /// The database, waiting for the last process's lock (a test reopens at once).
         fn db(&self) -> sled::Db {
-            for _ in 0..200 {
-                match sled::open(self.dir.join("db")) {
-                    Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    db => return db.expect("db"),
-                }
-            }
-            panic!("the database's lock was not let go")
+            super::super::compact::open_waiting(&self.dir.join("db")).expect("db")
         }
 
         /// Opens the core, replaying what is there.
