@@ -68,9 +68,29 @@ struct Report {
     /// the rate the core allows, the lower of its lock's and its hashing's. On a few cores
     /// the hashing, which shares them, is the bound.
     core_alone_tps: f64,
+    /// What the prover farm's coordinator allows, its lock alone: on the core above, with the
+    /// whole load's jobs waiting (`batches`, and the merges of its blocks), every job leased and
+    /// its result recorded one after another, as its lock takes them. The results are stand-in
+    /// proofs of a batch proof's size ([`STAND_IN_PROOF_BYTES`]): what the lock holds does not
+    /// depend on what the bytes prove, and plonky2's verifier runs outside it (about 5 ms a
+    /// proof, on the farm's side of the figure). Transactions proven per second of the lock.
+    coordinator_alone_tps: f64,
+    /// The lock's hold per job, medians in µs: `lease` and `result`.
+    coordinator_lock_us: JobLock,
     batches: u64,
     machine: Machine,
 }
+
+#[derive(Debug, Serialize)]
+struct JobLock {
+    jobs: usize,
+    lease: f64,
+    result: f64,
+}
+
+/// A batch proof's size (`rollup circuits`, BENCHMARKS.md): what the coordinator's stand-in
+/// results weigh.
+const STAND_IN_PROOF_BYTES: usize = 146_244;
 
 #[derive(Debug, Serialize)]
 struct Latency {
@@ -131,7 +151,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Ok((core_alone_tps, r))
     });
     std::fs::remove_dir_all(&dir).ok();
-    let (core_alone_tps, (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate)) = result?;
+    let (
+        (core_alone_tps, (coordinator_alone_tps, coordinator_lock_us)),
+        (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate),
+    ) = result?;
     bar.finish_and_clear();
 
     latencies.sort_by(f64::total_cmp);
@@ -154,6 +177,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         key_cache_hit_rate,
         execution_alone_tps,
         core_alone_tps,
+        coordinator_alone_tps,
+        coordinator_lock_us,
         batches,
         machine: machine(&[]),
     };
@@ -190,6 +215,10 @@ fn print(r: &Report) {
         "  core          {:.0} tx/s straight into the sequencer's core, its seals hashing behind",
         r.core_alone_tps
     );
+    println!(
+        "  coordinator   {:.0} tx/s proven through its lock alone: {} jobs, held {:.0} µs a lease and {:.0} µs a result (medians)",
+        r.coordinator_alone_tps, r.coordinator_lock_us.jobs, r.coordinator_lock_us.lease, r.coordinator_lock_us.result
+    );
     if let Some(h) = r.key_cache_hit_rate {
         println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
     }
@@ -211,8 +240,14 @@ fn params(a: &BenchArgs, txs: usize) -> Params {
 }
 
 /// `signed` submitted one after another into a sequencer's core opened in `dir`, as its lock
-/// takes them after their signatures are checked; transactions per second.
-fn core_alone(a: &BenchArgs, circuits: Arc<Circuits>, dir: &std::path::Path, signed: Vec<SignedTx>) -> Result<f64> {
+/// takes them after their signatures are checked, transactions per second; then the farm's
+/// jobs for them on the same core (`coordinator_alone_tps`).
+fn core_alone(
+    a: &BenchArgs,
+    circuits: Arc<Circuits>,
+    dir: &std::path::Path,
+    signed: Vec<SignedTx>,
+) -> Result<(f64, (f64, JobLock))> {
     let txs = signed.len();
     let db = sled::open(dir).context("opening the benchmark's database")?;
     let mut core = Core::open(params(a, txs), db, &genesis(a.accounts), circuits)?;
@@ -235,7 +270,45 @@ fn core_alone(a: &BenchArgs, circuits: Arc<Circuits>, dir: &std::path::Path, sig
     let seconds = t.elapsed().as_secs_f64();
     // Its last seals finish hashing behind it: not on the lock, so not in the figure.
     core.collect_hashed(true);
-    Ok(txs as f64 / seconds)
+    let core_tps = txs as f64 / seconds;
+    // The last batch sealed and the last block closed, as their timeouts would.
+    let later = Instant::now() + Duration::from_secs(24 * 3600);
+    core.tick(later)?;
+    core.tick(later)?;
+    core.collect_hashed(true);
+    Ok((core_tps, coordinator_alone(&mut core)?))
+}
+
+/// Every job `core` has, and each merge its results make ready, leased and its stand-in result
+/// recorded, one after another; the transactions proven per second of the lock's holds, and the
+/// holds' medians.
+fn coordinator_alone(core: &mut Core) -> Result<(f64, JobLock)> {
+    let proof = vec![0u8; STAND_IN_PROOF_BYTES];
+    let (mut leases, mut results) = (Vec::new(), Vec::new());
+    loop {
+        let t = Instant::now();
+        let Some(lease) = core.lease("bench", Instant::now()) else { break };
+        leases.push(t.elapsed().as_secs_f64());
+        if lease.payload.is_empty() {
+            bail!("job {} leased without its inputs", lease.id);
+        }
+        let t = Instant::now();
+        core.record_result(lease.id, proof.clone(), Ok(()), Instant::now())
+            .map_err(|s| anyhow::anyhow!("a result was refused: {:?}: {}", s.code(), s.message()))?;
+        results.push(t.elapsed().as_secs_f64());
+    }
+    let status = core.status();
+    let proven = status.proven_txs;
+    if proven != status.accepted_txs {
+        bail!("{} of {} transactions proven once every job was done", proven, status.accepted_txs);
+    }
+    let held: f64 = leases.iter().chain(&results).sum();
+    let median_us = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).map_or(0.0, |s| s * 1e6)
+    };
+    let lock = JobLock { jobs: leases.len(), lease: median_us(leases), result: median_us(results) };
+    Ok((proven as f64 / held, lock))
 }
 
 /// `load` signed by its senders' devnet keys, each with the message its signature is checked
