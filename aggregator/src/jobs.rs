@@ -138,10 +138,10 @@ impl ProofKind {
     }
 }
 
-fn put_proof(out: &mut Vec<u8>, p: &ProofBytes) {
-    out.push(p.kind.tag());
-    out.extend_from_slice(&(p.bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&p.bytes);
+fn put_proof(out: &mut Vec<u8>, kind: ProofKind, bytes: &[u8]) {
+    out.push(kind.tag());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 fn take_proof(b: &mut &[u8]) -> Result<ProofBytes> {
@@ -162,15 +162,20 @@ impl AggJob {
     /// Binary encoding: `4 ‖ count (u8) ‖ children` for a merge, each proof as
     /// `kind ‖ len (u32 LE) ‖ bytes`. Tag 1 was the wrap's and 2 the two-child merge's.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
         match self {
-            AggJob::Merge { children } => {
-                out.push(4);
-                out.push(children.len() as u8);
-                for c in children {
-                    put_proof(&mut out, c);
-                }
-            }
+            AggJob::Merge { children } => Self::merge_bytes(children.iter().map(|c| (c.kind, &c.bytes[..]))),
+        }
+    }
+
+    /// [`AggJob::to_bytes`] of a merge of `children`, from proofs held elsewhere: what a
+    /// coordinator that shares its proofs encodes, without gathering copies of them first.
+    pub fn merge_bytes<'a>(children: impl ExactSizeIterator<Item = (ProofKind, &'a [u8])> + Clone) -> Vec<u8> {
+        let len = children.clone().map(|(_, b)| 5 + b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(2 + len);
+        out.push(4);
+        out.push(children.len() as u8);
+        for (kind, bytes) in children {
+            put_proof(&mut out, kind, bytes);
         }
         out
     }
