@@ -119,6 +119,10 @@ fn bench_sequencer_reports_the_acceptance_rate_as_json() {
     assert!((0.5..=1.0).contains(&num("key_cache_hit_rate")), "{r}");
     // Sealed at 16 a batch while they arrived: at least the 25 full ones.
     assert!(r["batches"].as_u64() >= Some(25), "{r}");
+    // The coordinator alone: the 25 batch jobs, and a merge for each of the 7 blocks (six of four
+    // batches and the last one's).
+    assert_eq!(r["coordinator_lock_us"]["jobs"].as_u64(), Some(32), "{r}");
+    assert!(num("coordinator_alone_tps") > 0.0 && num("core_alone_tps") > 0.0, "{r}");
     let l = &r["latency_ms"];
     let ms = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("latency {k}: {r}"));
     assert!(0.0 < ms("p50") && ms("p50") <= ms("p95") && ms("p95") <= ms("p99") && ms("p99") <= ms("max"), "{r}");

@@ -4,7 +4,7 @@
 //! executor, which is deterministic, to the same state (`docs/services.md`). What is settled is
 //! history: its transactions, proofs and witnesses leave memory, and its proofs the database.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,18 +138,41 @@ pub struct Job {
     pub first_leased: Option<Instant>,
 }
 
-/// A leased job as the wire carries it.
+/// A proof the core keeps: shared, so that a lease or a block takes it without a copy.
+pub type Proof = Arc<[u8]>;
+
+/// A leased job.
 pub struct Lease {
     /// Stable id.
     pub id: u64,
     /// What it does.
     pub key: JobKey,
-    /// The witness or the aggregation job.
-    pub payload: Vec<u8>,
+    /// Its inputs, encoded outside the lock ([`Payload::encode`]).
+    pub payload: Payload,
     /// The lease deadline.
     pub deadline: Instant,
     /// Failures so far plus one.
     pub attempt: u32,
+}
+
+/// A leased job's inputs as the lock hands them out: shared with the core, not copied, so
+/// that encoding them (a batch's witness is about 460 KB, a merge's children's proofs about
+/// 600 KB) happens after the lock is let go.
+pub enum Payload {
+    /// A batch job's witness.
+    Batch(Arc<BatchWitness>),
+    /// A merge's children's proofs, in order.
+    Merge(Vec<(ProofKind, Proof)>),
+}
+
+impl Payload {
+    /// The bytes the wire carries: [`BatchWitness::to_bytes`] or [`AggJob::to_bytes`].
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Payload::Batch(w) => w.to_bytes(),
+            Payload::Merge(children) => AggJob::merge_bytes(children.iter().map(|(kind, p)| (*kind, &p[..]))),
+        }
+    }
 }
 
 /// An accepted transaction that is not settled yet.
@@ -174,8 +197,8 @@ pub struct Arrival {
 struct BatchRec {
     start: u64,
     end: u64,
-    witness: Option<BatchWitness>,
-    proof: Option<Vec<u8>>,
+    witness: Option<Arc<BatchWitness>>,
+    proof: Option<Proof>,
     block: Option<u64>,
     /// What the batch wrote to the state's leaves, until its block settles and they are saved
     /// ([`snapshot`]).
@@ -287,7 +310,7 @@ struct BlockRec {
     height: u64,
     first_batch: u64,
     plan: BlockPlan,
-    merges: HashMap<usize, Vec<u8>>,
+    merges: HashMap<usize, Proof>,
 }
 
 /// Counters for status and metrics.
@@ -340,6 +363,12 @@ pub struct Core {
     block_since: Option<Instant>,
     blocks: Records<BlockRec>,
     jobs: BTreeMap<u64, Job>,
+    /// The jobs waiting for a worker, as (order, id), oldest first: an entry is added whenever a
+    /// job becomes pending, and one whose job is no longer pending is dropped when a lease
+    /// comes to it.
+    pending: BTreeSet<(u64, u64)>,
+    /// Batches below this have had their jobs planned (those hashed; see `hashed_batches`).
+    planned_batches: usize,
     job_order: u64,
     settled_height: u64,
     /// Transactions settled: those accepted before the first of `txs`.
@@ -523,6 +552,14 @@ fn merge_key(height: u64, node: usize) -> Vec<u8> {
     [&k(T_MERGE, height)[..], &(node as u64).to_be_bytes()].concat()
 }
 
+/// Where job `key`'s proof is kept.
+fn proof_key(key: JobKey) -> Vec<u8> {
+    match key {
+        JobKey::Batch(b) => k(T_PROOF, b).to_vec(),
+        JobKey::Merge { height, node } => merge_key(height, node),
+    }
+}
+
 fn be(v: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(v.try_into().context("corrupt record")?))
 }
@@ -569,6 +606,8 @@ impl Core {
             block_since: None,
             blocks: Records::default(),
             jobs: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            planned_batches: 0,
             job_order: 0,
             settled_height: settled,
             settled_txs: 0,
@@ -691,7 +730,7 @@ impl Core {
                 history.remove(&k(T_PROOF, b));
                 rewrite = true;
             } else if let Some(r) = self.batches.get_mut(b as usize) {
-                r.proof = Some(v.to_vec());
+                r.proof = Some(Proof::from(&v[..]));
                 self.counters.proven_txs += r.end - r.start;
             }
         }
@@ -703,7 +742,7 @@ impl Core {
                 history.remove(key);
                 rewrite = true;
             } else if let Some(b) = self.blocks.get_mut(height as usize - 1) {
-                b.merges.insert(node, v.to_vec());
+                b.merges.insert(node, Proof::from(&v[..]));
             }
         }
         if rewrite {
@@ -724,7 +763,10 @@ impl Core {
         }
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
-        self.plan_jobs();
+        for key in self.missing_jobs() {
+            self.add_job(key);
+        }
+        self.planned_batches = self.hashed_batches;
         for (id, reason) in failed {
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.state = JobState::Failed { reason };
@@ -928,7 +970,7 @@ impl Core {
             let w = self.ex.seal_batch().map_err(sealing)?;
             self.state_root = w.new_root;
             self.hashed_batches += 1;
-            Some(w)
+            Some(Arc::new(w))
         };
         let leaves = self.ex.take_leaf_writes().context("the executor keeps no leaf writes")?;
         // Replaying, the batches whose transactions are all settled are history: their witness
@@ -956,9 +998,6 @@ impl Core {
         if closes {
             self.close_block(persist)?;
         }
-        if persist {
-            self.plan_jobs();
-        }
         Ok(())
     }
 
@@ -981,6 +1020,8 @@ impl Core {
         self.block_start_batch = end;
         self.block_since = None;
         info!(height, batches = end - first, "block closed");
+        // Its batches may be proven already.
+        self.plan_block(height);
         Ok(())
     }
 
@@ -992,12 +1033,12 @@ impl Core {
             let w = if wait { self.ex.wait_hashed() } else { self.ex.take_hashed() };
             let Some(w) = w else { break };
             self.state_root = w.new_root;
-            self.batches[self.hashed_batches].witness = Some(w);
+            self.batches[self.hashed_batches].witness = Some(Arc::new(w));
             self.hashed_batches += 1;
             any = true;
         }
         if any {
-            self.plan_jobs();
+            self.plan_batches();
         }
     }
 
@@ -1020,10 +1061,10 @@ impl Core {
                     warn!(job = ?j.key, worker = %worker, "lease lapsed; re-issuing");
                     j.state = JobState::Pending;
                     j.lapses += 1;
+                    self.pending.insert((j.order, j.key.id()));
                 }
             }
         }
-        self.plan_jobs();
         Ok(())
     }
 
@@ -1042,6 +1083,15 @@ impl Core {
                     first_leased: None,
                 },
             );
+            self.pending.insert((self.job_order, id));
+        }
+    }
+
+    /// Puts job `id` back in the queue, in its place by age.
+    fn set_pending(&mut self, id: u64) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.state = JobState::Pending;
+            self.pending.insert((j.order, id));
         }
     }
 
@@ -1052,28 +1102,52 @@ impl Core {
         (batch, block)
     }
 
-    /// Creates every job whose inputs exist and whose output does not.
-    fn plan_jobs(&mut self) {
+    /// Every job whose inputs exist and whose output does not, that is not there: what the
+    /// open plans, after which jobs are planned as their inputs come ([`Core::plan_batches`],
+    /// [`Core::plan_block`]), in time independent of the work in flight.
+    fn missing_jobs(&self) -> Vec<JobKey> {
         let (first_batch, first_block) = self.first_unsettled();
-        let mut new = Vec::new();
+        let mut missing = Vec::new();
         for (i, b) in self.batches.from(first_batch).take_while(|(i, _)| *i < self.hashed_batches) {
             if b.proof.is_none() {
-                new.push(JobKey::Batch(i as u64));
+                missing.push(JobKey::Batch(i as u64));
             }
         }
         for (_, blk) in self.blocks.from(first_block) {
-            for j in &blk.plan.jobs {
-                if let PlannedKind::Merge { children } = &j.kind {
-                    let ready = children.iter().all(|&c| self.node_ready(blk, c));
-                    if ready && !blk.merges.contains_key(&j.id) {
-                        new.push(JobKey::Merge { height: blk.height, node: j.id });
-                    }
-                }
+            missing.extend(self.ready_merges(blk));
+        }
+        missing.retain(|key| !self.jobs.contains_key(&key.id()));
+        missing
+    }
+
+    /// The batch jobs of the batches hashed since the last call.
+    fn plan_batches(&mut self) {
+        let from = self.planned_batches.max(self.first_unsettled().0);
+        for i in from..self.hashed_batches {
+            if self.batches[i].proof.is_none() {
+                self.add_job(JobKey::Batch(i as u64));
             }
         }
-        for key in new {
+        self.planned_batches = self.hashed_batches;
+    }
+
+    /// The merges of block `height` whose children are all proven, if not done.
+    fn plan_block(&mut self, height: u64) {
+        let Some(blk) = self.blocks.get(height as usize - 1) else { return };
+        for key in self.ready_merges(blk).collect::<Vec<_>>() {
             self.add_job(key);
         }
+    }
+
+    fn ready_merges<'a>(&'a self, blk: &'a BlockRec) -> impl Iterator<Item = JobKey> + 'a {
+        blk.plan.jobs.iter().filter_map(move |j| match &j.kind {
+            PlannedKind::Merge { children }
+                if !blk.merges.contains_key(&j.id) && children.iter().all(|&c| self.node_ready(blk, c)) =>
+            {
+                Some(JobKey::Merge { height: blk.height, node: j.id })
+            }
+            _ => None,
+        })
     }
 
     fn node_ready(&self, blk: &BlockRec, node: usize) -> bool {
@@ -1083,26 +1157,23 @@ impl Core {
         }
     }
 
-    fn node_output(&self, blk: &BlockRec, node: usize) -> Option<ProofBytes> {
+    fn node_output(&self, blk: &BlockRec, node: usize) -> Option<(ProofKind, Proof)> {
         match blk.plan.jobs[node].kind {
-            PlannedKind::Batch { batch } => self.batches[blk.first_batch as usize + batch]
-                .proof
-                .clone()
-                .map(|bytes| ProofBytes { kind: ProofKind::Batch, bytes }),
-            PlannedKind::Merge { .. } => {
-                blk.merges.get(&node).map(|b| ProofBytes { kind: ProofKind::Merge, bytes: b.clone() })
+            PlannedKind::Batch { batch } => {
+                self.batches[blk.first_batch as usize + batch].proof.clone().map(|p| (ProofKind::Batch, p))
             }
+            PlannedKind::Merge { .. } => blk.merges.get(&node).map(|p| (ProofKind::Merge, p.clone())),
         }
     }
 
-    fn payload(&self, key: JobKey) -> Option<Vec<u8>> {
+    fn payload(&self, key: JobKey) -> Option<Payload> {
         match key {
-            JobKey::Batch(b) => self.batches.get(b as usize)?.witness.as_ref().map(BatchWitness::to_bytes),
+            JobKey::Batch(b) => self.batches.get(b as usize)?.witness.clone().map(Payload::Batch),
             JobKey::Merge { height, node } => {
                 let blk = self.blocks.get(height as usize - 1)?;
                 let PlannedKind::Merge { children } = &blk.plan.jobs[node].kind else { return None };
                 let children = children.iter().map(|&c| self.node_output(blk, c)).collect::<Option<Vec<_>>>()?;
-                Some(AggJob::Merge { children }.to_bytes())
+                Some(Payload::Merge(children))
             }
         }
     }
@@ -1110,11 +1181,28 @@ impl Core {
     /// Leases the oldest pending job to `worker`.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
         self.collect_hashed(false);
-        let mut pending: Vec<(u64, JobKey)> =
-            self.jobs.values().filter(|j| j.state == JobState::Pending).map(|j| (j.order, j.key)).collect();
-        pending.sort_unstable();
-        // A job whose inputs are gone is skipped, not allowed to block the ones behind it.
-        let (key, payload) = pending.into_iter().find_map(|(_, key)| Some((key, self.payload(key)?)))?;
+        #[cfg(test)]
+        assert_eq!(self.missing_jobs(), Vec::new(), "jobs planned as their inputs came");
+        let mut stale = Vec::new();
+        let mut chosen = None;
+        for &(order, id) in &self.pending {
+            match self.jobs.get(&id) {
+                Some(j) if j.state == JobState::Pending => {
+                    // A job whose inputs are gone is skipped, not allowed to block the ones
+                    // behind it.
+                    if let Some(payload) = self.payload(j.key) {
+                        chosen = Some(((order, id), j.key, payload));
+                        break;
+                    }
+                }
+                _ => stale.push((order, id)),
+            }
+        }
+        for entry in stale {
+            self.pending.remove(&entry);
+        }
+        let (entry, key, payload) = chosen?;
+        self.pending.remove(&entry);
         let id = key.id();
         let deadline = now + self.params.lease;
         let j = self.jobs.get_mut(&id)?;
@@ -1170,8 +1258,9 @@ impl Core {
     }
 
     /// What a result for job `id` must prove, to check it against; `None` if the job is done.
-    /// A result is taken in three steps, so that verifying it holds no lock: this, then
-    /// [`ResultCheck::run`] (plonky2's verifier), then [`Core::record_result`] (the caller
+    /// A result is taken in four steps, so that neither verifying it nor writing it holds the
+    /// lock: this, then [`ResultCheck::run`] (plonky2's verifier) and [`ResultCheck::store`]
+    /// (the proof's write, where the job has none), then [`Core::record_result`] (the caller
     /// flushes). A proof that does not verify, or proves other public inputs, is refused and
     /// counted as a failure.
     pub fn result_check(&self, id: u64) -> Result<Option<ResultCheck>, Status> {
@@ -1181,49 +1270,74 @@ impl Core {
         }
         let (kind, expected) =
             self.expected(j.key).ok_or_else(|| Status::failed_precondition("job inputs are gone"))?;
-        Ok(Some(ResultCheck { circuits: self.circuits.clone(), kind, expected }))
+        Ok(Some(ResultCheck {
+            circuits: self.circuits.clone(),
+            kind,
+            expected,
+            db: self.db.clone(),
+            key: proof_key(j.key),
+        }))
     }
 
-    /// Stores job `id`'s proof, checked by [`ResultCheck::run`] with `verdict`, or counts the
-    /// failure. A job done meanwhile (another result for it was stored first) takes nothing.
-    pub fn record_result(
-        &mut self,
-        id: u64,
-        proof: Vec<u8>,
-        verdict: Result<(), String>,
-        now: Instant,
-    ) -> Result<(), Status> {
-        let j = self.jobs.get(&id).ok_or_else(|| Status::not_found(format!("no job {id}")))?.clone();
+    /// The block job `key` belongs to, once its block is closed.
+    fn job_block(&self, key: JobKey) -> Option<u64> {
+        match key {
+            JobKey::Batch(b) => self.batches.get(b as usize)?.block,
+            JobKey::Merge { height, .. } => Some(height),
+        }
+    }
+
+    /// Takes job `id`'s result, checked and stored by its [`ResultCheck`]: keeps the proof and
+    /// plans what it makes ready, or counts the failure. A job done meanwhile (another result
+    /// for it was taken first) takes nothing.
+    ///
+    /// The proof's write ran without the lock, so the block may have settled meanwhile and its
+    /// proofs left the database: a proof written after that is removed here, where it would
+    /// otherwise stay (the next open removes any such leftover too). A proof written while
+    /// another result of the job was being taken is kept: it is the job's proof on disk.
+    pub fn record_result(&mut self, id: u64, checked: Checked, now: Instant) -> Result<(), Status> {
+        let Some(j) = self.jobs.get(&id) else {
+            // Settled and dropped (or never known).
+            if checked.stored {
+                self.db.remove(&checked.key).map_err(status::storage)?;
+            }
+            return Err(Status::not_found(format!("no job {id}")));
+        };
+        let (key, first_leased) = (j.key, j.first_leased);
         if j.state == JobState::Done {
+            let settling = self.job_block(key).is_some_and(|h| h <= self.settled_height || self.settling == Some(h));
+            if checked.stored && settling {
+                self.db.remove(&checked.key).map_err(status::storage)?;
+            }
             return Ok(());
         }
-        if let Err(reason) = verdict {
+        if let Err(reason) = checked.verdict {
             self.fail(id, format!("invalid proof: {reason}"))?;
             return Err(Status::invalid_argument(format!("proof rejected: {reason}")));
         }
-        match j.key {
+        match key {
             JobKey::Batch(b) => {
-                self.db.insert(k(T_PROOF, b), proof.as_slice()).map_err(status::storage)?;
                 let r = &mut self.batches[b as usize];
                 self.counters.proven_txs += r.end - r.start;
-                r.proof = Some(proof);
+                r.proof = Some(checked.proof);
             }
             JobKey::Merge { height, node } => {
-                self.db.insert(merge_key(height, node), proof.as_slice()).map_err(status::storage)?;
-                self.blocks[height as usize - 1].merges.insert(node, proof);
+                self.blocks[height as usize - 1].merges.insert(node, checked.proof);
             }
         }
         if let Some(w) = &mut self.counters.proving_window {
             w.1 = now;
         }
-        if let Some(t) = j.first_leased {
+        if let Some(t) = first_leased {
             self.counters.proof_seconds.0 += now.duration_since(t).as_secs_f64();
             self.counters.proof_seconds.1 += 1;
         }
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Done;
         }
-        self.plan_jobs();
+        if let Some(height) = self.job_block(key) {
+            self.plan_block(height);
+        }
         Ok(())
     }
 
@@ -1238,9 +1352,9 @@ impl Core {
         match fault {
             Fault::Job => self.fail(id, format!("{worker}: {reason}")),
             Fault::Worker => {
-                j.state = JobState::Pending;
-                self.counters.worker_faults += 1;
                 warn!(job = ?j.key, worker, %reason, "a worker's device failed; the job is re-queued, uncounted");
+                self.set_pending(id);
+                self.counters.worker_faults += 1;
                 Ok(())
             }
         }
@@ -1260,7 +1374,7 @@ impl Core {
             self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;
             j.state = JobState::Failed { reason };
         } else {
-            j.state = JobState::Pending;
+            self.set_pending(id);
         }
         Ok(())
     }
@@ -1299,10 +1413,10 @@ impl Core {
         let mut keys = Vec::with_capacity(chosen.len());
         for id in chosen {
             if let Some(j) = self.jobs.get_mut(&id) {
-                j.state = JobState::Pending;
                 j.failures = 0;
                 keys.push(j.key);
                 info!(job = %j.key, "a given-up job is queued again");
+                self.set_pending(id);
             }
         }
         self.counters.retried_jobs += keys.len() as u64;
@@ -1341,7 +1455,7 @@ impl Core {
             new_root: digest_to_bytes(&last.new_root).to_vec(),
             txs: txs.map(|a| a.signed.encode()).collect(),
             aggregate_signature: aggregate(&sigs).to_bytes().to_vec(),
-            proof,
+            proof: proof.to_vec(),
         })
     }
 
@@ -1420,13 +1534,15 @@ impl Core {
             b.proof = None;
             b.leaves = None;
         }
-        self.blocks[height as usize - 1].merges = HashMap::new();
+        let blk = &mut self.blocks[height as usize - 1];
+        blk.merges = HashMap::new();
         // The settled block's jobs are history: drop them so the job table stays the size of the
         // work in flight.
-        self.jobs.retain(|_, j| match j.key {
-            JobKey::Batch(b) => !batches.contains(&(b as usize)),
-            JobKey::Merge { height: h, .. } => h != height,
-        });
+        let merges = blk.plan.jobs.iter().filter(|j| matches!(j.kind, PlannedKind::Merge { .. }));
+        for key in batches.map(|b| JobKey::Batch(b as u64)).chain(merges.map(|j| JobKey::Merge { height, node: j.id }))
+        {
+            self.jobs.remove(&key.id());
+        }
         self.pruned(s.index_from);
         Ok(())
     }
@@ -1541,6 +1657,18 @@ pub struct ResultCheck {
     circuits: Arc<Circuits>,
     kind: ProofKind,
     expected: circuits::BatchPublicInputs,
+    db: sled::Db,
+    /// Where the job's proof is kept.
+    key: Vec<u8>,
+}
+
+/// A result as [`ResultCheck::store`] leaves it for [`Core::record_result`].
+pub struct Checked {
+    proof: Proof,
+    verdict: Result<(), String>,
+    /// Whether the store wrote the proof (it does not where the job has one written already).
+    stored: bool,
+    key: Vec<u8>,
 }
 
 impl ResultCheck {
@@ -1551,6 +1679,16 @@ impl ResultCheck {
             Ok(_) => Err("the proof proves other public inputs".to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Writes `proof`, if `verdict` (from [`ResultCheck::run`]) passed it, as the job's proof,
+    /// unless one is written already (two workers' results for a job whose lease lapsed: the
+    /// first written is the one on disk, and either is a proof of the job). Runs without the
+    /// lock: a proof is about 150 KB, and sled writes a value that large to a file of its own.
+    pub fn store(self, proof: Proof, verdict: Result<(), String>) -> Result<Checked, Status> {
+        let stored = verdict.is_ok()
+            && self.db.compare_and_swap(&self.key, None::<&[u8]>, Some(&proof[..])).map_err(status::storage)?.is_ok();
+        Ok(Checked { proof, verdict, stored, key: self.key })
     }
 }
 
@@ -1688,7 +1826,9 @@ mod tests {
     fn prove(core: &mut Core) {
         core.collect_hashed(true);
         while let Some(l) = core.lease("w", Instant::now()) {
-            core.record_result(l.id, vec![l.id as u8; 64], Ok(()), Instant::now()).expect("recorded");
+            let check = core.result_check(l.id).expect("a leased job").expect("not done");
+            let checked = check.store(vec![l.id as u8; 64].into(), Ok(())).expect("stored");
+            core.record_result(l.id, checked, Instant::now()).expect("recorded");
         }
     }
 
@@ -1848,6 +1988,105 @@ mod tests {
         assert_eq!((core.settled_height, core.settled_txs, core.txs.len()), (1, 8, 1));
         assert_eq!((proven(&core, 7), proven(&core, 8)), (proto::v1::TxState::Settled, proto::v1::TxState::Executed));
         assert_eq!(core.state().root(), root);
+    }
+
+    /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's
+    /// when its hashing is done, a merge's when its last child is proven or, for a block
+    /// closed by its timer after its batches were proven, when it closes. (Every lease in a
+    /// test also checks that no job is missing.)
+    #[test]
+    fn a_block_closed_by_its_timer_after_its_batches_are_proven_gets_its_merge() {
+        let test = TestDir::new("timer-merge", 4);
+        let mut core = test.open();
+        for a in arrivals(8, 0.25) {
+            core.submit(a).expect("accepted");
+        }
+        prove(&mut core);
+        assert_eq!((core.blocks.end(), core.jobs.len()), (0, 2), "two batches proven, no block yet");
+        core.tick(Instant::now() + Duration::from_secs(3601)).expect("tick");
+        assert_eq!(core.blocks.end(), 1, "closed by its timer");
+        let lease = core.lease("w", Instant::now()).expect("the merge");
+        assert_eq!(lease.key, JobKey::Merge { height: 1, node: 2 });
+        assert!(matches!(&lease.payload, Payload::Merge(children) if children.len() == 2));
+        let check = core.result_check(lease.id).expect("leased").expect("not done");
+        let checked = check.store(vec![9; 64].into(), Ok(())).expect("stored");
+        core.record_result(lease.id, checked, Instant::now()).expect("recorded");
+        assert_eq!(core.next_block().map(|b| b.height), Some(1));
+    }
+
+    /// A result's proof is written without the lock, so two results of one job (its lease
+    /// lapsed and another worker took it) and a settlement can come between its write and its
+    /// record. The first proof written is the job's on disk whichever result is recorded
+    /// first; and a proof written after its block's proofs left the database (the block
+    /// settled, or its settling was written) is removed, so none outlives its block, there or
+    /// after a restart.
+    #[test]
+    fn a_proof_written_without_the_lock_is_kept_once_and_never_outlives_its_block() {
+        let test = TestDir::new("results", 1);
+        let mut core = test.open();
+        for a in arrivals(12, 0.25) {
+            core.submit(a).expect("accepted");
+        }
+        // Three batches, a block each.
+        core.collect_hashed(true);
+        let on_disk = |core: &Core, b: u64| core.db.get(k(T_PROOF, b)).expect("read").map(|v| v.to_vec());
+        let proof = |tag: u8| -> Proof { vec![tag; 64].into() };
+        // Batch `b`'s job leased to "a", lapsed, and leased to "b": both hold a check.
+        let twice = |core: &mut Core, b: u64| {
+            let id = JobKey::Batch(b).id();
+            let now = Instant::now();
+            assert_eq!(core.lease("a", now).map(|l| l.id), Some(id));
+            core.tick(now + Duration::from_secs(61)).expect("tick");
+            assert_eq!(core.lease("b", now).map(|l| l.id), Some(id), "lapsed, and leased again first");
+            let check = || core.result_check(id).expect("in flight").expect("not done");
+            (id, check(), check())
+        };
+
+        // Batch 0: "b" writes first, "a" records first. The proof on disk is "b"'s, kept.
+        let (id, a, b) = twice(&mut core, 0);
+        let b = b.store(proof(2), Ok(())).expect("written");
+        let a = a.store(proof(1), Ok(())).expect("not written: one is there");
+        assert_eq!((a.stored, b.stored), (false, true));
+        core.record_result(id, a, Instant::now()).expect("recorded");
+        core.record_result(id, b, Instant::now()).expect("done already: taken as nothing");
+        assert_eq!(on_disk(&core, 0), Some(vec![2; 64]));
+        assert_eq!(core.batches[0].proof.as_deref(), Some(&[1u8; 64][..]), "the lock took a's");
+        assert!(core.result_check(id).expect("known").is_none(), "a third result is not checked");
+
+        // Batch 1: "b"'s result is written after its block settled.
+        let (id, a, b) = twice(&mut core, 1);
+        let a = a.store(proof(1), Ok(())).expect("written");
+        core.record_result(id, a, Instant::now()).expect("recorded");
+        prove(&mut core);
+        settle(&mut core);
+        assert_eq!(core.settled_height, 3);
+        let b = b.store(proof(2), Ok(())).expect("written");
+        assert!(b.stored, "its block's proofs left the database");
+        let e = core.record_result(id, b, Instant::now()).expect_err("settled");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert_eq!(on_disk(&core, 1), None);
+
+        // Batch 3: "b"'s result is written between its block's settling write and its record.
+        for a in arrivals(16, 0.25).into_iter().skip(12) {
+            core.submit(a).expect("accepted");
+        }
+        core.collect_hashed(true);
+        let (id, a, b) = twice(&mut core, 3);
+        let a = a.store(proof(1), Ok(())).expect("written");
+        core.record_result(id, a, Instant::now()).expect("recorded");
+        prove(&mut core);
+        let s = core.settling(4).expect("gathered").expect("block 4 is next");
+        let written = s.write();
+        let b = b.store(proof(2), Ok(())).expect("written");
+        assert!(b.stored);
+        core.record_result(id, b, Instant::now()).expect("done already");
+        core.settled(s, written).expect("settled");
+        assert_eq!(on_disk(&core, 3), None);
+
+        TestDir::close(core);
+        let core = test.open();
+        assert_eq!(core.settled_height, 4);
+        assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
     }
 
     /// The index of settled hashes keeps the last `tx_index_blocks` settled blocks' transactions:

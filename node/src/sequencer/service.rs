@@ -185,6 +185,7 @@ impl ProverFarm for Shared {
     async fn lease_job(&self, req: Request<LeaseJobRequest>) -> Result<Response<LeaseJobResponse>, Status> {
         let worker = req.into_inner().worker_id;
         let lease = self.lock().lease(&worker, Instant::now());
+        // Encoded with the lock let go: a witness or a merge's proofs are hundreds of KB.
         Ok(Response::new(LeaseJobResponse {
             job: lease.map(|l| Job {
                 job_id: l.id,
@@ -192,7 +193,7 @@ impl ProverFarm for Shared {
                     JobKey::Batch(_) => JobKind::Batch,
                     _ => JobKind::Aggregate,
                 } as i32,
-                payload: l.payload,
+                payload: l.payload.encode(),
                 deadline_unix_ms: unix_ms(l.deadline),
                 attempt: l.attempt,
             }),
@@ -210,11 +211,12 @@ impl ProverFarm for Shared {
         let shared = self.clone();
         // Verification is CPU work: off the runtime, and outside the lock, so that proofs verify
         // side by side while transactions keep arriving (a few ms each; at a farm's rate,
-        // hundreds a second).
+        // hundreds a second). The proof's write too is outside the lock.
         tokio::task::spawn_blocking(move || {
             let Some(check) = shared.lock().result_check(r.job_id)? else { return Ok(()) };
             let verdict = check.run(&r.proof);
-            shared.lock().record_result(r.job_id, r.proof, verdict, Instant::now())
+            let checked = check.store(r.proof.into(), verdict)?;
+            shared.lock().record_result(r.job_id, checked, Instant::now())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
