@@ -8,7 +8,10 @@
 //! same load: the signatures' check (in the checker's batches of 256, with its key cache) and
 //! execution (apply, and seal with the hashing behind); and what the sequencer's core allows
 //! without the signatures and gRPC in front of it: the load submitted straight into a core on one
-//! thread, as its lock takes each transaction, its seals hashing behind on the other cores.
+//! thread, as its lock takes each transaction, its seals hashing behind on the other cores. On
+//! that core, two more stages a farm's rate passes through: the coordinator's bookkeeping (every
+//! job leased and its result recorded, stand-in proofs) and the sequencer's side of settlement
+//! (every block settled in turn).
 //!
 //! The clients run in this process, on the same cores as the sequencer, so the figure is what
 //! one machine does playing both parts: a lower bound on the sequencer's own rate.
@@ -77,6 +80,15 @@ struct Report {
     coordinator_alone_tps: f64,
     /// The lock's hold per job, medians in µs: `lease` and `result`.
     coordinator_lock_us: JobLock,
+    /// What the sequencer's side of settlement allows: on the core above, every block, proven
+    /// with the stand-ins, settled one after another as the submitter does each once the
+    /// settlement node acknowledges it (without the network and that node's checks): built to
+    /// send, its settling gathered, written and taken back, the database flushed. Transactions
+    /// settled per second.
+    settle_alone_tps: f64,
+    /// Per block, medians in ms: `lock` (building it, gathering, taking back), `write` (without
+    /// the lock) and `flush`.
+    settle_ms: SettleTimes,
     batches: u64,
     machine: Machine,
 }
@@ -86,6 +98,25 @@ struct JobLock {
     jobs: usize,
     lease: f64,
     result: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct SettleTimes {
+    blocks: usize,
+    txs_per_block: f64,
+    lock: f64,
+    write: f64,
+    flush: f64,
+}
+
+/// What the load does on one sequencer's core alone, with the transactions' signatures already
+/// checked: their arrival, then their jobs, then their blocks' settling.
+struct CoreAlone {
+    core_tps: f64,
+    coordinator_tps: f64,
+    coordinator_lock: JobLock,
+    settle_tps: f64,
+    settle: SettleTimes,
 }
 
 /// A batch proof's size (`rollup circuits`, BENCHMARKS.md): what the coordinator's stand-in
@@ -146,15 +177,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let core_alone = core_alone(a, circuits.clone(), &dir.join("core"), signed.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let result = core_alone.and_then(|core_alone_tps| {
+    let result = core_alone.and_then(|core_alone| {
         let r = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar))?;
-        Ok((core_alone_tps, r))
+        Ok((core_alone, r))
     });
     std::fs::remove_dir_all(&dir).ok();
-    let (
-        (core_alone_tps, (coordinator_alone_tps, coordinator_lock_us)),
-        (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate),
-    ) = result?;
+    let (alone, (seconds, cpu_seconds, mut latencies, batches, key_cache_hit_rate)) = result?;
     bar.finish_and_clear();
 
     latencies.sort_by(f64::total_cmp);
@@ -176,9 +204,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         signatures_alone_tps,
         key_cache_hit_rate,
         execution_alone_tps,
-        core_alone_tps,
-        coordinator_alone_tps,
-        coordinator_lock_us,
+        core_alone_tps: alone.core_tps,
+        coordinator_alone_tps: alone.coordinator_tps,
+        coordinator_lock_us: alone.coordinator_lock,
+        settle_alone_tps: alone.settle_tps,
+        settle_ms: alone.settle,
         batches,
         machine: machine(&[]),
     };
@@ -219,6 +249,11 @@ fn print(r: &Report) {
         "  coordinator   {:.0} tx/s proven through its lock alone: {} jobs, held {:.0} µs a lease and {:.0} µs a result (medians)",
         r.coordinator_alone_tps, r.coordinator_lock_us.jobs, r.coordinator_lock_us.lease, r.coordinator_lock_us.result
     );
+    let s = &r.settle_ms;
+    println!(
+        "  settling      {:.0} tx/s settled one block after another: {} blocks of {:.0}, {:.2} ms under the lock, {:.2} ms writing, {:.2} ms flushing a block (medians)",
+        r.settle_alone_tps, s.blocks, s.txs_per_block, s.lock, s.write, s.flush
+    );
     if let Some(h) = r.key_cache_hit_rate {
         println!("  keys          {:.1}% of key lookups found the signer's key prepared", 100.0 * h);
     }
@@ -241,16 +276,17 @@ fn params(a: &BenchArgs, txs: usize) -> Params {
 
 /// `signed` submitted one after another into a sequencer's core opened in `dir`, as its lock
 /// takes them after their signatures are checked, transactions per second; then the farm's
-/// jobs for them on the same core (`coordinator_alone_tps`).
+/// jobs for them on the same core (`coordinator_alone_tps`), then the blocks' settling
+/// (`settle_alone_tps`).
 fn core_alone(
     a: &BenchArgs,
     circuits: Arc<Circuits>,
     dir: &std::path::Path,
     signed: Vec<SignedTx>,
-) -> Result<(f64, (f64, JobLock))> {
+) -> Result<CoreAlone> {
     let txs = signed.len();
     let db = sled::open(dir).context("opening the benchmark's database")?;
-    let mut core = Core::open(params(a, txs), db, &genesis(a.accounts), circuits)?;
+    let mut core = Core::open(params(a, txs), db.clone(), &genesis(a.accounts), circuits)?;
     // What the service computes before the lock: the message hashes, a register's key.
     let arrivals: Vec<Arrival> = signed
         .into_par_iter()
@@ -276,7 +312,9 @@ fn core_alone(
     core.tick(later)?;
     core.tick(later)?;
     core.collect_hashed(true);
-    Ok((core_tps, coordinator_alone(&mut core)?))
+    let (coordinator_tps, coordinator_lock) = coordinator_alone(&mut core)?;
+    let (settle_tps, settle) = settle_alone(&mut core, &db)?;
+    Ok(CoreAlone { core_tps, coordinator_tps, coordinator_lock, settle_tps, settle })
 }
 
 /// Every job `core` has, and each merge its results make ready, leased and its stand-in result
@@ -315,6 +353,48 @@ fn coordinator_alone(core: &mut Core) -> Result<(f64, JobLock)> {
     };
     let lock = JobLock { jobs: leases.len(), lease: median_us(leases), result: median_us(results) };
     Ok((proven as f64 / held, lock))
+}
+
+/// Every proven block of `core` settled in turn, as the submitter does once settlement
+/// acknowledges each; transactions settled per second of the whole, and per block the medians.
+fn settle_alone(core: &mut Core, db: &sled::Db) -> Result<(f64, SettleTimes)> {
+    let (mut lock, mut write, mut flush) = (Vec::new(), Vec::new(), Vec::new());
+    let mut txs = 0;
+    let started = Instant::now();
+    loop {
+        let t = Instant::now();
+        let Some(block) = core.next_block() else { break };
+        let s = core.settling(block.height)?.context("the next block is not being settled")?;
+        let mut held = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let written = s.write();
+        write.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        core.settled(s, written)?;
+        held += t.elapsed().as_secs_f64();
+        lock.push(held);
+        let t = Instant::now();
+        db.flush().context("flushing the settled block")?;
+        flush.push(t.elapsed().as_secs_f64());
+        txs += block.txs.len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let blocks = lock.len();
+    if blocks == 0 {
+        bail!("no block was proven to settle");
+    }
+    let median_ms = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    let times = SettleTimes {
+        blocks,
+        txs_per_block: txs as f64 / blocks as f64,
+        lock: median_ms(lock),
+        write: median_ms(write),
+        flush: median_ms(flush),
+    };
+    Ok((txs as f64 / seconds, times))
 }
 
 /// `load` signed by its senders' devnet keys, each with the message its signature is checked

@@ -123,6 +123,11 @@ fn bench_sequencer_reports_the_acceptance_rate_as_json() {
     // batches and the last one's).
     assert_eq!(r["coordinator_lock_us"]["jobs"].as_u64(), Some(32), "{r}");
     assert!(num("coordinator_alone_tps") > 0.0 && num("core_alone_tps") > 0.0, "{r}");
+    // Then every block settled: the seven, all 400 transactions.
+    let settle = &r["settle_ms"];
+    assert_eq!(settle["blocks"].as_u64(), Some(7), "{r}");
+    assert!((settle["txs_per_block"].as_f64().expect("a number") * 7.0 - 400.0).abs() < 1e-6, "{r}");
+    assert!(num("settle_alone_tps") > 0.0, "{r}");
     let l = &r["latency_ms"];
     let ms = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("latency {k}: {r}"));
     assert!(0.0 < ms("p50") && ms("p50") <= ms("p95") && ms("p95") <= ms("p99") && ms("p99") <= ms("max"), "{r}");
