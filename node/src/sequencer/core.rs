@@ -411,16 +411,9 @@ const T_HASHES: u8 = b'x';
 const INDEX_FROM: &[u8] = b"index-from";
 
 /// Adds to `w` the state that block `height` settled at: the leaves written since the state
-/// saved before it, the keys of the accounts registered since, and its root; and removes the log
-/// entries of the transactions `txs` it stands for.
-fn save_settled(
-    w: &mut sled::Batch,
-    height: u64,
-    txs: Range<u64>,
-    leaves: &Leaves,
-    keys: &[(u32, PublicKey)],
-    root: Digest,
-) {
+/// saved before it, the keys of the accounts registered since, and its root. (The log entries
+/// of the transactions it stands for are no longer needed: the caller removes them.)
+fn save_settled(w: &mut sled::Batch, height: u64, leaves: &Leaves, keys: &[(u32, PublicKey)], root: Digest) {
     for u in leaves.values() {
         let (key, value) = snapshot::leaf_entry(u);
         w.insert(key, value);
@@ -430,9 +423,6 @@ fn save_settled(
         w.insert(&key[..], value);
     }
     w.insert(SNAPSHOT, Snapshot { height, root }.to_bytes());
-    for seq in txs {
-        w.remove(&k(T_TX, seq));
-    }
 }
 
 /// What pruning the index removes: the settled blocks from `from` to `to`, with `INDEX_FROM`
@@ -447,23 +437,49 @@ impl Prune {
     /// Adds to `w` the removal of the blocks' hashes from the index, of their lists (read from
     /// `db`), and of their batch and block ends from the log, and the new `INDEX_FROM`.
     fn add(&self, db: &sled::Db, w: &mut sled::Batch) -> Result<()> {
+        for key in self.index_keys(db)? {
+            w.remove(&key[..]);
+        }
+        self.add_rest(w);
+        Ok(())
+    }
+
+    /// The same as [`Prune::add`] written: the index's entries removed one at a time, then the
+    /// rest in one small batch, so that the blocks are pruned once the batch lands. Cut short,
+    /// the open prunes them again (`INDEX_FROM` still names them).
+    fn write(&self, db: &sled::Db) -> Result<()> {
+        for key in self.index_keys(db)? {
+            db.remove(&key[..])?;
+        }
+        let mut w = sled::Batch::default();
+        self.add_rest(&mut w);
+        Ok(db.apply_batch(w)?)
+    }
+
+    /// The index's keys of the blocks' transactions, from their lists in `db`.
+    fn index_keys(&self, db: &sled::Db) -> Result<Vec<[u8; 33]>> {
+        let mut keys = Vec::new();
+        for old in self.from.height..self.to.height {
+            if let Some(list) = db.get(k(T_HASHES, old))? {
+                if list.len() % 32 != 0 {
+                    bail!("corrupt record of block {old}'s hashes");
+                }
+                keys.extend(list.chunks_exact(32).map(|hash| index_key(hash.try_into().expect("chunks of 32"))));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The blocks' lists, their batch and block ends, and the new `INDEX_FROM`.
+    fn add_rest(&self, w: &mut sled::Batch) {
         for b in self.from.batch..self.to.batch {
             w.remove(&k(T_BATCH, b));
         }
         for old in self.from.height..self.to.height {
             w.remove(&k(T_BLOCK, old));
-            if let Some(list) = db.get(k(T_HASHES, old))? {
-                if list.len() % 32 != 0 {
-                    bail!("corrupt record of block {old}'s hashes");
-                }
-                for hash in list.chunks_exact(32) {
-                    w.remove(&index_key(hash.try_into().expect("chunks of 32"))[..]);
-                }
-                w.remove(&k(T_HASHES, old));
-            }
+            w.remove(&k(T_HASHES, old));
         }
         w.insert(INDEX_FROM, self.to.to_bytes());
-        Ok(())
     }
 }
 
@@ -487,33 +503,55 @@ pub struct Settling {
 }
 
 impl Settling {
-    /// Writes the block settled, in one write: the state it settled at (its leaf writes merged,
-    /// the keys its registrations created, its root), its transactions gone from the log and in
-    /// the index, with its list of hashes, the blocks falling out of the index's window pruned,
-    /// its proofs gone, and the settled height. A restart finds the block settled with all of
-    /// that done, or not settled with none of it.
+    /// Writes the block settled: first, in one write, the state it settled at (its leaf writes
+    /// merged, the keys its registrations created, its root), the settled height and the block's
+    /// list of hashes; a restart finds the block settled with all of that, or not settled with
+    /// none of it. Then, one record at a time, its transactions in the index (and `INDEXED`), its
+    /// log entries and proofs removed, and the blocks falling out of the index's window pruned:
+    /// each of these is redone or finished by the open if a crash cuts it short.
+    ///
+    /// Why not all in one write, as before: sled 0.34 applies a batch holding a lock that stops
+    /// every other write and read of the process until it lands (its `concurrency_control`), the
+    /// arrivals' log appends included, which wait under the sequencer's lock. The index's
+    /// random keys and the log's removals were about 60% of the batch's 12–15 ms per block of
+    /// 664 (BENCHMARKS.md); one at a time, they let the arrivals in between.
     pub fn write(&self) -> Result<()> {
+        self.write_settled()?;
+        self.write_rest()
+    }
+
+    fn write_settled(&self) -> Result<()> {
         let mut leaves = Leaves::new();
         for writes in &self.leaves {
             snapshot::merge(&mut leaves, writes);
         }
         let mut w = sled::Batch::default();
-        save_settled(&mut w, self.height, self.txs.clone(), &leaves, &self.keys, self.root);
+        save_settled(&mut w, self.height, &leaves, &self.keys, self.root);
         w.insert(SETTLED, &self.height.to_be_bytes());
-        w.insert(INDEXED, &self.height.to_be_bytes());
-        for (seq, hash) in self.txs.clone().zip(&self.hashes) {
-            w.insert(&index_key(hash)[..], &seq.to_be_bytes());
-        }
         w.insert(&k(T_HASHES, self.height), self.hashes.concat());
-        // The record is written either way: its absence means a database from before the lists.
-        match &self.prune {
-            Some(prune) => prune.add(&self.db, &mut w)?,
-            None => w.insert(INDEX_FROM, self.index_from.to_bytes()),
-        }
-        for key in &self.proofs {
-            w.remove(&key[..]);
+        // The record is written either way (its absence means a database from before the
+        // lists); a pruning writes it when its removals are done.
+        if self.prune.is_none() {
+            w.insert(INDEX_FROM, self.index_from.to_bytes());
         }
         Ok(self.db.apply_batch(w)?)
+    }
+
+    fn write_rest(&self) -> Result<()> {
+        for (seq, hash) in self.txs.clone().zip(&self.hashes) {
+            self.db.insert(&index_key(hash)[..], &seq.to_be_bytes())?;
+        }
+        self.db.insert(INDEXED, &self.height.to_be_bytes())?;
+        for seq in self.txs.clone() {
+            self.db.remove(k(T_TX, seq))?;
+        }
+        for key in &self.proofs {
+            self.db.remove(&key[..])?;
+        }
+        if let Some(prune) = &self.prune {
+            prune.write(&self.db)?;
+        }
+        Ok(())
     }
 }
 
@@ -677,6 +715,22 @@ impl Core {
             // The settled blocks are history: their bounds are all that is kept of them.
             self.restore_settled_blocks(&batch_ends, &block_ends)?;
             self.settled_txs = settled_end;
+            // What a settling cut short after its first write left undone ([`Settling::write`]):
+            // its transactions in the index, from its list of hashes; its log entries removed.
+            for height in (indexed + 1).max(self.index_from.height)..=self.settled_height {
+                let first = if height == self.index_from.height { self.index_from.tx } else { txs_before(height - 1)? };
+                let list = self.db.get(k(T_HASHES, height))?.context("a settled block's list of hashes is missing")?;
+                if list.len() % 32 != 0 {
+                    bail!("corrupt record of block {height}'s hashes");
+                }
+                for (seq, hash) in (first..).zip(list.chunks_exact(32)) {
+                    history.insert(&index_key(hash.try_into().expect("chunks of 32"))[..], &seq.to_be_bytes());
+                }
+            }
+            for r in self.db.range(k(T_TX, 0)..k(T_TX, settled_end)) {
+                history.remove(r?.0);
+                rewrite = true;
+            }
         } else if self.settled_height > 0 {
             self.unsaved = Some(Unsaved::default());
         }
@@ -719,7 +773,10 @@ impl Core {
             // Saved now, with the settled transactions' log entries gone: the next restart
             // starts from here.
             let keys = self.keys_of(unsaved.registered.iter().copied());
-            save_settled(&mut history, self.settled_height, 0..settled_end, &unsaved.leaves, &keys, unsaved.root);
+            save_settled(&mut history, self.settled_height, &unsaved.leaves, &keys, unsaved.root);
+            for seq in 0..settled_end {
+                history.remove(&k(T_TX, seq));
+            }
             rewrite = true;
         }
         // Proofs already made, of the blocks not settled (every settled transaction was proven).
@@ -2087,6 +2144,47 @@ mod tests {
         let core = test.open();
         assert_eq!(core.settled_height, 4);
         assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
+    }
+
+    /// A settling is one write that settles the block, then removals and index entries one
+    /// record at a time (so that sled's batch lock is held briefly). A process killed between
+    /// the two finds the block settled at its open, and the open finishes the rest: the block's
+    /// transactions indexed from its list, its log entries and proofs gone, the block leaving
+    /// the index's window pruned.
+    #[test]
+    fn a_settling_cut_short_after_its_first_write_is_finished_at_the_open() {
+        let mut test = TestDir::new("settling-cut", 1);
+        test.params.tx_index_blocks = 1;
+        let arrivals = arrivals(12, 0.25);
+        let mut core = test.open();
+        for a in &arrivals[..8] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        let s = core.settling(1).expect("gathered").expect("block 1");
+        let written = s.write();
+        core.settled(s, written).expect("settled");
+        // Block 2's settling, killed after its first write: block 1 leaves the window with it.
+        let s = core.settling(2).expect("gathered").expect("block 2");
+        s.write_settled().expect("written");
+        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
+        assert!(core.db.get(k(T_TX, 4)).expect("read").is_some(), "its log entries are still there");
+        drop(s);
+        TestDir::close(core);
+
+        let core = test.open();
+        assert_eq!((core.settled_height, core.settled_txs, core.index_from()), (2, 8, 2));
+        let status = |i: usize| core.tx_status(&arrivals[i].hash).expect("read").map(|s| (s.state, s.sequence));
+        let settled = proto::v1::TxState::Settled as i32;
+        assert_eq!(
+            (4..8).map(status).collect::<Vec<_>>(),
+            (4..8).map(|i| Some((settled, i as u64))).collect::<Vec<_>>()
+        );
+        assert_eq!(status(0), None, "block 1 pruned");
+        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(2));
+        assert_eq!(core.db.scan_prefix([T_TX]).count(), 0, "no settled transaction left in the log");
+        assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
+        assert_eq!(core.db.scan_prefix([T_INDEX]).count(), 4, "block 2's, and no more");
     }
 
     /// The index of settled hashes keeps the last `tx_index_blocks` settled blocks' transactions:
