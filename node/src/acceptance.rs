@@ -307,7 +307,9 @@ fn core_alone(
     // Its last seals finish hashing behind it: not on the lock, so not in the figure.
     core.collect_hashed(true);
     let core_tps = txs as f64 / seconds;
-    // The last batch sealed and the last block closed, as their timeouts would.
+    // The open batch sealed, as its timeout would, and a block still open closed if its time
+    // is up; a block that only this sealing starts stays open (its batch is proven, nothing
+    // merges or settles it).
     let later = Instant::now() + Duration::from_secs(24 * 3600);
     core.tick(later)?;
     core.tick(later)?;
