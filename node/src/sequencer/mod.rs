@@ -128,13 +128,15 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
         .max_encoding_message_size(crate::settlement::BLOCK_MESSAGE_LIMIT);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let next = shared.lock().next_block();
+        let next = shared.lock().ready_block();
         let Some(block) = next else {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             }
         };
+        // Encoded, and its signatures summed, with the lock let go.
+        let block = block.into_proto();
         let (height, txs) = (block.height, block.txs.len() as u64);
         match client.submit_block(SubmitBlockRequest { block: Some(block) }).await {
             Ok(r) => {
@@ -147,7 +149,9 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
                         (s, written)
                     })
                     .await?;
-                    shared.lock().settled(s, written)?;
+                    let released = shared.lock().settled(s, written)?;
+                    // Freed with the lock let go: the block's transactions, witnesses, proofs.
+                    drop(released);
                 }
                 shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
                 backoff = Duration::from_millis(100);
