@@ -349,11 +349,7 @@ fn coordinator_alone(core: &mut Core) -> Result<(f64, JobLock)> {
         bail!("{} of {} transactions proven once every job was done", proven, status.accepted_txs);
     }
     let held: f64 = leases.iter().chain(&results).sum();
-    let median_us = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).map_or(0.0, |s| s * 1e6)
-    };
-    let lock = JobLock { jobs: leases.len(), lease: median_us(leases), result: median_us(results) };
+    let lock = JobLock { jobs: leases.len(), lease: median(leases) * 1e6, result: median(results) * 1e6 };
     Ok((proven as f64 / held, lock))
 }
 
@@ -388,18 +384,20 @@ fn settle_alone(core: &mut Core, db: &sled::Db) -> Result<(f64, SettleTimes)> {
     if blocks == 0 {
         bail!("no block was proven to settle");
     }
-    let median_ms = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2] * 1e3
-    };
     let times = SettleTimes {
         blocks,
         txs_per_block: txs as f64 / blocks as f64,
-        lock: median_ms(lock),
-        write: median_ms(write),
-        flush: median_ms(flush),
+        lock: median(lock) * 1e3,
+        write: median(write) * 1e3,
+        flush: median(flush) * 1e3,
     };
     Ok((txs as f64 / seconds, times))
+}
+
+/// The median of `v` (0 if empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
 }
 
 /// `load` signed by its senders' devnet keys, each with the message its signature is checked

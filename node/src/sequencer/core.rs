@@ -499,12 +499,7 @@ impl Prune {
     fn index_keys(&self, db: &sled::Db) -> Result<Vec<[u8; 33]>> {
         let mut keys = Vec::new();
         for old in self.from.height..self.to.height {
-            if let Some(list) = db.get(k(T_HASHES, old))? {
-                if list.len() % 32 != 0 {
-                    bail!("corrupt record of block {old}'s hashes");
-                }
-                keys.extend(list.chunks_exact(32).map(|hash| index_key(hash.try_into().expect("chunks of 32"))));
-            }
+            keys.extend(block_hashes(db, old)?.unwrap_or_default().iter().map(index_key));
         }
         Ok(keys)
     }
@@ -616,6 +611,15 @@ impl IndexFrom {
         }
         Ok(IndexFrom { height: be(&v[..8])?, batch: be(&v[8..16])?, tx: be(&v[16..])? })
     }
+}
+
+/// Block `height`'s list of transaction hashes (`T_HASHES`), if kept.
+fn block_hashes(db: &sled::Db, height: u64) -> Result<Option<Vec<[u8; 32]>>> {
+    let Some(list) = db.get(k(T_HASHES, height))? else { return Ok(None) };
+    if list.len() % 32 != 0 {
+        bail!("corrupt record of block {height}'s hashes");
+    }
+    Ok(Some(list.chunks_exact(32).map(|hash| hash.try_into().expect("chunks of 32")).collect()))
 }
 
 fn index_key(hash: &[u8; 32]) -> [u8; 33] {
@@ -758,12 +762,9 @@ impl Core {
             // its transactions in the index, from its list of hashes; its log entries removed.
             for height in (indexed + 1).max(self.index_from.height)..=self.settled_height {
                 let first = if height == self.index_from.height { self.index_from.tx } else { txs_before(height - 1)? };
-                let list = self.db.get(k(T_HASHES, height))?.context("a settled block's list of hashes is missing")?;
-                if list.len() % 32 != 0 {
-                    bail!("corrupt record of block {height}'s hashes");
-                }
-                for (seq, hash) in (first..).zip(list.chunks_exact(32)) {
-                    history.insert(&index_key(hash.try_into().expect("chunks of 32"))[..], &seq.to_be_bytes());
+                let list = block_hashes(&self.db, height)?.context("a settled block's list of hashes is missing")?;
+                for (seq, hash) in (first..).zip(&list) {
+                    history.insert(&index_key(hash)[..], &seq.to_be_bytes());
                 }
             }
             for r in self.db.range(k(T_TX, 0)..k(T_TX, settled_end)) {
@@ -1401,8 +1402,8 @@ impl Core {
         };
         let (key, first_leased) = (j.key, j.first_leased);
         if j.state == JobState::Done {
-            let settling = self.job_block(key).is_some_and(|h| h <= self.settled_height || self.settling == Some(h));
-            if checked.stored && settling {
+            let settling = |h| h <= self.settled_height || self.settling == Some(h);
+            if checked.stored && self.job_block(key).is_some_and(settling) {
                 self.db.remove(&checked.key).map_err(status::storage)?;
             }
             return Ok(());
@@ -1929,10 +1930,16 @@ mod tests {
     fn prove(core: &mut Core) {
         core.collect_hashed(true);
         while let Some(l) = core.lease("w", Instant::now()) {
-            let check = core.result_check(l.id).expect("a leased job").expect("not done");
-            let checked = check.store(vec![l.id as u8; 64].into(), Ok(())).expect("stored");
-            core.record_result(l.id, checked, Instant::now()).expect("recorded");
+            record(core, l.id, vec![l.id as u8; 64]);
         }
+    }
+
+    /// Takes `proof` as job `id`'s result, as the service does: checked (passed here), stored,
+    /// recorded.
+    fn record(core: &mut Core, id: u64, proof: Vec<u8>) {
+        let check = core.result_check(id).expect("a leased job").expect("not done");
+        let checked = check.store(proof.into(), Ok(())).expect("stored");
+        core.record_result(id, checked, Instant::now()).expect("recorded");
     }
 
     /// Settles every block whose proof is ready.
@@ -2111,9 +2118,7 @@ mod tests {
         let lease = core.lease("w", Instant::now()).expect("the merge");
         assert_eq!(lease.key, JobKey::Merge { height: 1, node: 2 });
         assert!(matches!(&lease.payload, Payload::Merge(children) if children.len() == 2));
-        let check = core.result_check(lease.id).expect("leased").expect("not done");
-        let checked = check.store(vec![9; 64].into(), Ok(())).expect("stored");
-        core.record_result(lease.id, checked, Instant::now()).expect("recorded");
+        record(&mut core, lease.id, vec![9; 64]);
         assert_eq!(core.next_block().map(|b| b.height), Some(1));
     }
 
