@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use tonic::Status;
 use tracing::{info, warn};
 
+use super::log_writer::LogWriter;
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
 use crate::status;
@@ -384,6 +385,9 @@ pub enum Fault {
 pub struct Core {
     params: Params,
     db: sled::Db,
+    /// The log's appends (transactions, batch and block ends), queued under the lock and
+    /// written behind it ([`LogWriter`]).
+    log: LogWriter,
     circuits: Arc<Circuits>,
     ex: Executor,
     registry: HashMap<u32, PublicKey>,
@@ -421,6 +425,17 @@ pub struct Core {
     /// Counters.
     pub counters: Counters,
     started: Instant,
+}
+
+impl Drop for Core {
+    /// A core let go writes what its log still queues (not flushed: sled flushes as the last
+    /// handle to the database goes). None of it was acknowledged, so a process killed before this
+    /// loses nothing it promised; a clean shutdown keeps it anyway.
+    fn drop(&mut self) {
+        if let Err(e) = self.log.write() {
+            warn!("writing the log's last records: {e:#}");
+        }
+    }
 }
 
 fn k(prefix: u8, n: u64) -> [u8; 9] {
@@ -522,6 +537,7 @@ impl Prune {
 /// 2-vCPU dev machine, which would otherwise hold up every arrival.
 pub struct Settling {
     db: sled::Db,
+    log: LogWriter,
     height: u64,
     /// Its transactions' sequence numbers and hashes.
     txs: Range<u64>,
@@ -549,7 +565,12 @@ impl Settling {
     /// arrivals' log appends included, which wait under the sequencer's lock. The index's
     /// random keys and the log's removals were about 60% of the batch's 12–15 ms per block of
     /// 664 (BENCHMARKS.md); one at a time, they let the arrivals in between.
+    ///
+    /// First, the log's queued records: the block's must be in the database before their
+    /// removal. They are already (each proof's store wrote the log before it, and the block's
+    /// last proof came after its last record), so this only keeps that from resting on it.
     pub fn write(&self) -> Result<()> {
+        self.log.write()?;
         self.write_settled()?;
         self.write_rest()
     }
@@ -674,6 +695,7 @@ impl Core {
         let mut core = Core {
             ex,
             params,
+            log: LogWriter::new(db.clone()),
             db,
             circuits,
             registry,
@@ -920,6 +942,12 @@ impl Core {
         Some(Prune { from: self.index_from, to })
     }
 
+    /// The log's queue: what the caller writes and flushes before acknowledging what it
+    /// submitted ([`LogWriter::write_and_flush`]).
+    pub fn log(&self) -> LogWriter {
+        self.log.clone()
+    }
+
     /// The first settled height whose transactions' status is kept: those of earlier blocks
     /// were pruned from the index ([`Params::tx_index_blocks`]).
     pub fn index_from(&self) -> u64 {
@@ -976,8 +1004,8 @@ impl Core {
             .ok_or_else(|| Status::failed_precondition(format!("unknown account {sender}")))
     }
 
-    /// Executes an accepted (signature-checked) transaction and logs it; the caller flushes
-    /// before acknowledging.
+    /// Executes an accepted (signature-checked) transaction and queues its log record; the
+    /// caller writes the log and flushes before acknowledging ([`Core::log`]).
     pub fn submit(&mut self, arrival: Arrival) -> Result<([u8; 32], u64), Status> {
         let Arrival { signed, hash, key } = arrival;
         let pending = self.txs.len() as u64;
@@ -1003,7 +1031,7 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        self.db.insert(k(T_TX, seq), bytes).map_err(status::storage)?;
+        self.log.push(&k(T_TX, seq), bytes);
         if self.ex.open_len() >= self.params.capacity {
             self.seal_batch(now).map_err(status::storage)?;
         }
@@ -1053,15 +1081,13 @@ impl Core {
         let start = self.batches.last().map_or(0, |b| b.end);
         let end = self.accepted();
         let id = self.batches.end() as u64;
-        // The boundary is logged first: if that fails, the batch stays open and the next
-        // arrival or tick seals it again, where a batch sealed in the executor but not here
-        // would leave the two a batch apart.
-        if persist {
-            self.db.insert(k(T_BATCH, id), &end.to_be_bytes())?;
-        }
         let sealing = |e| anyhow::anyhow!("sealing a batch: {e}");
         let witness = if persist {
             self.ex.seal_batch_behind().map_err(sealing)?;
+            // The boundary, once sealed (a seal that failed leaves the batch open, and the next
+            // arrival or tick seals it again): queued after its transactions and before the
+            // next one's, and the log's records are written in the order queued.
+            self.log.push(&k(T_BATCH, id), end.to_be_bytes().to_vec());
             None
         } else {
             let w = self.ex.seal_batch().map_err(sealing)?;
@@ -1106,7 +1132,7 @@ impl Core {
         }
         let height = self.blocks.end() as u64 + 1;
         if persist {
-            self.db.insert(k(T_BLOCK, height), &end.to_be_bytes())?;
+            self.log.push(&k(T_BLOCK, height), end.to_be_bytes().to_vec());
         }
         self.ex.restart_commitment();
         for b in self.batches.range_mut(first as usize..end as usize) {
@@ -1372,6 +1398,7 @@ impl Core {
             kind,
             expected,
             db: self.db.clone(),
+            log: self.log.clone(),
             key: proof_key(j.key),
         }))
     }
@@ -1468,6 +1495,9 @@ impl Core {
         self.counters.job_failures += 1;
         warn!(job = ?j.key, failures = j.failures, %reason, "job failed");
         if j.failures >= max {
+            // After the log's queued records, as a proof is (`ResultCheck::store`): a give-up
+            // names its job by number. Rare, so the lock may wait for it.
+            self.log.write().map_err(status::storage)?;
             self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;
             j.state = JobState::Failed { reason };
         } else {
@@ -1602,6 +1632,7 @@ impl Core {
         self.settling = Some(height);
         Ok(Some(Settling {
             db: self.db.clone(),
+            log: self.log.clone(),
             height,
             txs: self.settled_txs..self.settled_txs + settled as u64,
             hashes: txs.map(|a| a.hash).collect(),
@@ -1762,6 +1793,7 @@ pub struct ResultCheck {
     kind: ProofKind,
     expected: circuits::BatchPublicInputs,
     db: sled::Db,
+    log: LogWriter,
     /// Where the job's proof is kept.
     key: Vec<u8>,
 }
@@ -1789,7 +1821,14 @@ impl ResultCheck {
     /// unless one is written already (two workers' results for a job whose lease lapsed: the
     /// first written is the one on disk, and either is a proof of the job). Runs without the
     /// lock: a proof is about 150 KB, and sled writes a value that large to a file of its own.
+    ///
+    /// The log's queued records are written first: a proof on disk names its batch or block by
+    /// number, and a restart must not find it without the batch's or block's records, or it
+    /// would take it for the proof of another batch numbered the same.
     pub fn store(self, proof: Proof, verdict: Result<(), String>) -> Result<Checked, Status> {
+        if verdict.is_ok() {
+            self.log.write().map_err(status::storage)?;
+        }
         let stored = verdict.is_ok()
             && self.db.compare_and_swap(&self.key, None::<&[u8]>, Some(&proof[..])).map_err(status::storage)?.is_ok();
         Ok(Checked { proof, verdict, stored, key: self.key })
@@ -1843,7 +1882,7 @@ mod tests {
 
         /// Closes `core` as a process killed after its last acknowledgement: flushed, then gone.
         fn close(core: Core) {
-            core.db.flush().map(drop).expect("flush")
+            core.log.write_and_flush().expect("flush")
         }
     }
 
@@ -1940,6 +1979,90 @@ mod tests {
         let check = core.result_check(id).expect("a leased job").expect("not done");
         let checked = check.store(proof.into(), Ok(())).expect("stored");
         core.record_result(id, checked, Instant::now()).expect("recorded");
+    }
+
+    /// Kills `core` without its last acknowledgement: what its log still queues is lost.
+    fn kill(core: Core) {
+        core.log.discard();
+        drop(core);
+    }
+
+    /// The log's records are written behind the lock: a kill loses what no acknowledgement
+    /// covered, and the restart finds the prefix that one did, the batch end queued after the
+    /// lost transactions lost with them; those transactions are accepted again as new.
+    #[test]
+    fn a_kill_loses_only_the_records_no_acknowledgement_covered() {
+        let test = TestDir::new("log-kill", 4);
+        let arrivals = arrivals(6, 0.25);
+        let mut core = test.open();
+        for a in &arrivals[..3] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        assert!(core.log.queued() >= 3, "the lock queues the records");
+        // The acknowledgement of the first three.
+        core.log.write_and_flush().expect("flush");
+        for a in &arrivals[3..] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        // The fourth filled the batch: its end is queued after it.
+        assert_eq!(core.status().batches, 1);
+        kill(core);
+
+        let mut core = test.open();
+        let status = core.status();
+        assert_eq!((status.accepted_txs, status.batches), (3, 0), "the acknowledged prefix, no batch end");
+        for a in &arrivals[3..] {
+            core.submit(a.clone()).expect("accepted again: the lost ones were never in the log");
+        }
+        TestDir::close(core);
+        let core = test.open();
+        assert_eq!((core.status().accepted_txs, core.status().batches), (6, 1));
+        drop(core);
+    }
+
+    /// A proof and a give-up on disk name their batch by number, so the log's queued records
+    /// are written before them: a kill after either finds the batch they name, and a new batch
+    /// numbered the same cannot take them for its own.
+    #[test]
+    fn a_proof_or_a_give_up_on_disk_never_outlives_its_batch_in_a_kill() {
+        let test = TestDir::new("log-order", 4);
+        let arrivals = arrivals(8, 0.0);
+        let prove_first_batch = |core: &mut Core| {
+            core.collect_hashed(true);
+            core.tick(Instant::now()).expect("tick");
+            let lease = core.lease("w", Instant::now()).expect("the batch's job");
+            assert_eq!(lease.id, JobKey::Batch(0).id());
+            lease.id
+        };
+        // A proof, with the batch's records still queued when it is stored.
+        let mut core = test.open();
+        for a in &arrivals[..4] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        let id = prove_first_batch(&mut core);
+        assert!(core.log.queued() > 0, "nothing was acknowledged");
+        record(&mut core, id, vec![7; 64]);
+        kill(core);
+        let core = test.open();
+        assert_eq!((core.status().batches, core.counters.proven_txs), (1, 4), "the batch, with its proof");
+        TestDir::close(core);
+
+        // A give-up, likewise.
+        let test = TestDir::new("log-order-fail", 4);
+        let mut core = test.open();
+        for a in &arrivals[..4] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        let id = prove_first_batch(&mut core);
+        core.report_failure("w", id, "out of memory".into(), Fault::Job).expect("reported");
+        core.lease("w", Instant::now()).expect("again");
+        assert!(core.log.queued() > 0, "nothing was acknowledged");
+        core.report_failure("w", id, "out of memory".into(), Fault::Job).expect("reported");
+        kill(core);
+        let core = test.open();
+        assert_eq!(core.status().batches, 1, "the batch its give-up names");
+        assert!(matches!(core.jobs[&id].state, JobState::Failed { .. }));
+        drop(core);
     }
 
     /// Settles every block whose proof is ready.

@@ -3,6 +3,7 @@
 pub mod compact;
 pub mod core;
 pub mod flusher;
+mod log_writer;
 pub mod metrics;
 pub mod service;
 pub mod sigcheck;
@@ -72,10 +73,10 @@ pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watc
     let genesis = crate::network::genesis(cfg.genesis_accounts);
     let digest = circuits.verifier.digest_hex();
     let core = {
-        let (db, circuits, params) = (db.clone(), circuits.clone(), cfg.params.clone());
+        let (circuits, params) = (circuits.clone(), cfg.params.clone());
         tokio::task::spawn_blocking(move || Core::open(params, db, &genesis, circuits)).await??
     };
-    let shared = Shared::new(core, db, digest);
+    let shared = Shared::new(core, digest);
     let (listener, addr) = crate::server::bind(&cfg.listen).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SequencerServer<Shared>>().await;

@@ -34,11 +34,12 @@ pub struct Shared {
 
 impl Shared {
     /// Wraps the core and starts the batching signature checker (so: inside a runtime).
-    pub fn new(core: Core, db: sled::Db, verifier_digest: String) -> Self {
+    pub fn new(core: Core, verifier_digest: String) -> Self {
         let signatures = SigChecker::spawn(SIG_BATCH, SIG_WAIT);
+        // Every flush first writes the log's queued records: an acknowledgement's among them.
         let flusher = {
-            let db = db.clone();
-            Flusher::spawn(move || db.flush().map(|_| ()))
+            let log = core.log();
+            Flusher::spawn(move || log.write_and_flush().map_err(|e| format!("{e:#}")))
         };
         Self {
             core: Arc::new(Mutex::new(core)),
