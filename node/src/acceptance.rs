@@ -66,11 +66,14 @@ struct Report {
     /// next one's applies, as the sequencer does): the rate execution allows.
     execution_alone_tps: f64,
     /// The same load submitted straight into a sequencer's core on one thread, as its lock
-    /// takes each transaction once the signature is checked (execution, the log append, the
-    /// bookkeeping; the log's flush is a group commit off the lock), its seals hashing behind:
-    /// the rate the core allows, the lower of its lock's and its hashing's. On a few cores
-    /// the hashing, which shares them, is the bound.
+    /// takes each transaction once the signature is checked (execution, the log record queued,
+    /// the bookkeeping; the log's write and flush are a group commit off the lock), its seals
+    /// hashing behind: the rate the core allows, the lower of its lock's and its hashing's. On
+    /// a few cores the hashing, which shares them, is the bound.
     core_alone_tps: f64,
+    /// The log's records of the same load written to sled behind the lock, in groups of
+    /// [`LOG_GROUP`] transactions (without the flush): transactions per second of those writes.
+    log_alone_tps: f64,
     /// What the prover farm's coordinator allows, its lock alone: on the core above, with the
     /// whole load's jobs waiting (`batches`, and the merges of its blocks), every job leased and
     /// its result recorded one after another, as its lock takes them. The results are stand-in
@@ -113,11 +116,16 @@ struct SettleTimes {
 /// checked: their arrival, then their jobs, then their blocks' settling.
 struct CoreAlone {
     core_tps: f64,
+    log_tps: f64,
     coordinator_tps: f64,
     coordinator_lock: JobLock,
     settle_tps: f64,
     settle: SettleTimes,
 }
+
+/// Transactions whose log records one write takes in `core_alone_tps`'s run: what a group
+/// commit finds queued, about a flush's time of arrivals.
+const LOG_GROUP: usize = 32;
 
 /// A batch proof's size (`rollup circuits`, BENCHMARKS.md): what the coordinator's stand-in
 /// results weigh.
@@ -205,6 +213,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         key_cache_hit_rate,
         execution_alone_tps,
         core_alone_tps: alone.core_tps,
+        log_alone_tps: alone.log_tps,
         coordinator_alone_tps: alone.coordinator_tps,
         coordinator_lock_us: alone.coordinator_lock,
         settle_alone_tps: alone.settle_tps,
@@ -242,8 +251,8 @@ fn print(r: &Report) {
         100.0 * r.accepted_tps / r.signatures_alone_tps.min(r.execution_alone_tps)
     );
     println!(
-        "  core          {:.0} tx/s straight into the sequencer's core, its seals hashing behind",
-        r.core_alone_tps
+        "  core          {:.0} tx/s straight into the sequencer's core, its seals hashing behind; its log written {:.0} tx/s behind the lock",
+        r.core_alone_tps, r.log_alone_tps
     );
     println!(
         "  coordinator   {:.0} tx/s proven through its lock alone: {} jobs, held {:.0} µs a lease and {:.0} µs a result (medians)",
@@ -298,15 +307,29 @@ fn core_alone(
             Arrival { hash: tx_message(&signed.tx), signed, key }
         })
         .collect();
+    // The log's writes, which the group commit does behind the lock, are timed apart.
+    let log = core.log();
+    let mut writing = 0.0;
+    let mut write_log = || -> Result<()> {
+        let t = Instant::now();
+        log.write()?;
+        writing += t.elapsed().as_secs_f64();
+        Ok(())
+    };
     let t = Instant::now();
-    for s in arrivals {
+    for (i, s) in arrivals.into_iter().enumerate() {
         core.submit(s)
             .map_err(|s| anyhow::anyhow!("a valid transaction was refused: {:?}: {}", s.code(), s.message()))?;
+        if (i + 1) % LOG_GROUP == 0 {
+            write_log()?;
+        }
     }
-    let seconds = t.elapsed().as_secs_f64();
+    write_log()?;
+    let seconds = t.elapsed().as_secs_f64() - writing;
     // Its last seals finish hashing behind it: not on the lock, so not in the figure.
     core.collect_hashed(true);
     let core_tps = txs as f64 / seconds;
+    let log_tps = txs as f64 / writing;
     // The open batch sealed, as its timeout would, and a block still open closed if its time
     // is up; a block that only this sealing starts stays open (its batch is proven, nothing
     // merges or settles it).
@@ -316,7 +339,7 @@ fn core_alone(
     core.collect_hashed(true);
     let (coordinator_tps, coordinator_lock) = coordinator_alone(&mut core)?;
     let (settle_tps, settle) = settle_alone(&mut core, &db)?;
-    Ok(CoreAlone { core_tps, coordinator_tps, coordinator_lock, settle_tps, settle })
+    Ok(CoreAlone { core_tps, log_tps, coordinator_tps, coordinator_lock, settle_tps, settle })
 }
 
 /// Every job `core` has, and each merge its results make ready, leased and its stand-in result

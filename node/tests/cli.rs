@@ -122,7 +122,7 @@ fn bench_sequencer_reports_the_acceptance_rate_as_json() {
     // The coordinator alone: the 25 batch jobs, and a merge for each of the 7 blocks (six of four
     // batches and the last one's).
     assert_eq!(r["coordinator_lock_us"]["jobs"].as_u64(), Some(32), "{r}");
-    assert!(num("coordinator_alone_tps") > 0.0 && num("core_alone_tps") > 0.0, "{r}");
+    assert!(num("coordinator_alone_tps") > 0.0 && num("core_alone_tps") > 0.0 && num("log_alone_tps") > 0.0, "{r}");
     // Then every block settled: the seven, all 400 transactions.
     let settle = &r["settle_ms"];
     assert_eq!(settle["blocks"].as_u64(), Some(7), "{r}");
