@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 
 /// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
 pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
@@ -27,6 +26,12 @@ pub fn reflection(
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
+///
+/// Each accepted connection gets `TCP_NODELAY`, as tonic's own `serve` sets and its
+/// `serve_with_incoming` does not: without it, a response's last small frames waited for the
+/// client's delayed acknowledgement (Nagle's algorithm), about 40 ms on Linux, on a share of the
+/// calls: every other block a sequencer submitted to settlement, for one (BENCHMARKS.md).
 pub async fn serve(router: Router, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await.context("gRPC server")
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")
 }
