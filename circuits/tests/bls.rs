@@ -156,6 +156,17 @@ fn bad_points_are_refused_with_their_reason() {
         bytes.extend(fq_bytes(&c));
     }
     assert_eq!(PublicKey::from_bytes(&bytes), Err(BlsError::NotInSubgroup));
+    // Stored bytes skip only that check: everything else above is still refused.
+    assert_eq!(PublicKey::from_stored_bytes(&bytes).map(|k| k.to_bytes().to_vec()), Ok(bytes.clone()));
+    let mut off = pk;
+    off[127] ^= 1;
+    assert_eq!(PublicKey::from_stored_bytes(&off), Err(BlsError::NotOnCurve));
+    assert_eq!(PublicKey::from_stored_bytes(&[0; 128]), Err(BlsError::Identity));
+    let mut big = pk;
+    big[..32].copy_from_slice(&[0xff; 32]);
+    assert_eq!(PublicKey::from_stored_bytes(&big), Err(BlsError::NonCanonicalCoordinate));
+    assert_eq!(PublicKey::from_stored_bytes(&[1; 129]), Err(BlsError::Length { expected: 128, got: 129 }));
+    assert_eq!(PublicKey::from_stored_bytes(&pk), PublicKey::from_bytes(&pk));
     assert_eq!(g2_from_compressed(&g2_to_compressed(&outside)), Err(BlsError::NotInSubgroup));
     assert_eq!(g1_from_compressed(&[0u8; 31]), Err(BlsError::Length { expected: 32, got: 31 }));
     assert_eq!(g1_from_compressed(&g1_to_compressed(&G1Affine::zero())), Err(BlsError::Identity));

@@ -103,9 +103,15 @@ impl SettlementNode {
         Ok(Self { db, circuits, token, head: Mutex::new(head), keys: KeyCache::new(SERVICE_KEY_CACHE) })
     }
 
+    /// Account `account`'s registered key, if any. Stored once its registration was checked
+    /// (the genesis's, or `register_key`'s proof of possession and subgroup check), so it is
+    /// read without the subgroup check: that cost about 0.13 ms a key, a block's transactions
+    /// one after another (BENCHMARKS.md).
     fn key(&self, account: u32) -> Result<Option<PublicKey>, Status> {
         let Some(v) = self.db.get(key_pk(account)).map_err(status::storage)? else { return Ok(None) };
-        PublicKey::from_bytes(&v).map(Some).map_err(|e| Status::internal(format!("stored key of {account}: {e}")))
+        PublicKey::from_stored_bytes(&v)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("stored key of {account}: {e}")))
     }
 
     /// Checks a block against the head; returns what its acceptance writes.
