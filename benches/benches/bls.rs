@@ -1,4 +1,5 @@
-//! BLS verification rates: one signature; the settlement node's aggregate check of 1 000 and
+//! BLS verification rates: one signature; reading a public key from a peer's bytes and from
+//! our own stored ones; the settlement node's aggregate check of 1 000 and
 //! 10 000 messages; the sequencer's batch check of 1 000. Each with every message from a
 //! different signer and no key prepared beforehand (the worst case, `distinct_cold`), with those
 //! signers' keys kept prepared from an earlier check (`distinct_warm`), and with 64 signers
@@ -40,6 +41,12 @@ fn bls(c: &mut Criterion) {
     let (one, sig) = signed(1, 1);
     g.throughput(Throughput::Elements(1));
     g.bench_function("verify_single", |b| b.iter(|| verify(&one[0].0, &one[0].1, &sig[0]).expect("valid")));
+    // Reading a key: from a peer (every check), and as stored by us after that check.
+    let stored = one[0].0.to_bytes();
+    g.bench_function("public_key_from_bytes", |b| b.iter(|| PublicKey::from_bytes(&stored).expect("valid")));
+    g.bench_function("public_key_from_stored_bytes", |b| {
+        b.iter(|| PublicKey::from_stored_bytes(&stored).expect("valid"))
+    });
     for (n, signers, cases) in
         [(1_000usize, 1_000, &["cold", "warm"][..]), (1_000, 64, &["cold"]), (10_000, 10_000, &["cold"])]
     {
