@@ -28,9 +28,10 @@ pub fn reflection(
 /// Serves `router` on `listener` until `shutdown` resolves.
 ///
 /// Each accepted connection gets `TCP_NODELAY`, as tonic's own `serve` sets and its
-/// `serve_with_incoming` does not: without it, a response's last small frames waited for the
-/// client's delayed acknowledgement (Nagle's algorithm), about 40 ms on Linux, on a share of the
-/// calls: every other block a sequencer submitted to settlement, for one (BENCHMARKS.md).
+/// `serve_with_incoming` does not: without it (Nagle's algorithm), the small flow-control frames
+/// a server sends while a request larger than HTTP/2's window comes in waited for the client's
+/// delayed acknowledgement, about 40 ms on Linux: a third of the 146 KB uploads (a batch proof)
+/// and every other block a sequencer submitted to settlement (BENCHMARKS.md).
 pub async fn serve(router: Router, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")
