@@ -106,7 +106,7 @@ impl SettlementNode {
 
     /// Account `account`'s registered key, if any. Stored once its registration was checked
     /// (the genesis's, or `register_key`'s proof of possession and subgroup check), so it is
-    /// read without the subgroup check: that cost about 0.13 ms a key, a block's transactions
+    /// read without the subgroup check: that cost about 90 µs a key, for a block's transactions
     /// one after another (BENCHMARKS.md).
     fn key(&self, account: u32) -> Result<Option<PublicKey>, Status> {
         let Some(v) = self.db.get(key_pk(account)).map_err(status::storage)? else { return Ok(None) };
