@@ -140,7 +140,8 @@ async fn take_back(shared: &Shared, writing: Option<Writing>) -> Result<()> {
 /// Once settlement acknowledges a block, its settling is written without the lock while the
 /// next block goes out: the write (about 13 ms a block of 664 on the 2-vCPU dev machine) and the
 /// settlement node's checks of the next block overlap, where one after the other they added
-/// up. One write is out at a time, and it is taken back before the next block's is gathered. A
+/// up. One write is out at a time, taken back as soon as it lands (the block reads as settled
+/// from then on) and in any case before the next block's is gathered. A
 /// crash between the two finds the first block unsettled here and settled there: it is sent
 /// again and acknowledged as already settled, and settled here then.
 async fn submitter(shared: Shared, url: String, token: String, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -165,9 +166,12 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
         // Encoded, and its signatures summed, with the lock let go.
         let block = block.into_proto();
         let (height, txs) = (block.height, block.txs.len() as u64);
-        let submitted = client.submit_block(SubmitBlockRequest { block: Some(block) }).await;
-        // The previous block's write ran meanwhile.
-        take_back(&shared, writing.take()).await?;
+        // The previous block's write, taken back as soon as it lands, while this one is out.
+        let (submitted, taken) = tokio::join!(
+            client.submit_block(SubmitBlockRequest { block: Some(block) }),
+            take_back(&shared, writing.take())
+        );
+        taken?;
         match submitted {
             Ok(r) => {
                 info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
