@@ -30,13 +30,14 @@ pub struct LogWriter {
     db: sled::Db,
     queue: Arc<Mutex<Vec<Record>>>,
     /// Held for the whole of a write, so that two writes land in the order they took their
-    /// records.
+    /// records. Poisoned by a write that panicked, which took records it neither wrote nor put
+    /// back: no write follows it, so that nothing queued after them lands without them.
     writing: Arc<Mutex<()>>,
 }
 
+/// The queue's lock: a panic while holding it leaves nothing half-done (pushing, taking and
+/// putting back whole vectors).
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding either lock leaves nothing half-done: the queue is a plain vector,
-    // and a write that failed put its records back.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -53,7 +54,9 @@ impl LogWriter {
     /// Writes every record queued before the call, in order, in one batch (not flushed). If the
     /// write fails, the records stay queued, ahead of those queued since, for the next write.
     pub fn write(&self) -> Result<()> {
-        let _writing = locked(&self.writing);
+        let _writing = self.writing.lock().map_err(|_| {
+            anyhow::anyhow!("a write of the log panicked and its records are lost: nothing after them is written")
+        })?;
         let records = std::mem::take(&mut *locked(&self.queue));
         if records.is_empty() {
             return Ok(());
@@ -116,6 +119,29 @@ mod tests {
         assert_eq!(log.queued(), 0);
         assert_eq!(db.get(b"a").expect("get").as_deref(), Some(&[3u8][..]));
         assert_eq!(db.get(b"b").expect("get").as_deref(), Some(&[2u8][..]));
+        drop(db);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A write that panicked lost the records it took: every later write is refused, so that no
+    /// record queued after them lands without them.
+    #[test]
+    fn no_write_follows_one_that_panicked() {
+        let (db, dir) = temp_db("poisoned");
+        let log = LogWriter::new(db.clone());
+        log.push(b"a", vec![1]);
+        let poisoner = log.clone();
+        std::thread::spawn(move || {
+            let _writing = poisoner.writing.lock().expect("not poisoned yet");
+            let _lost = std::mem::take(&mut *locked(&poisoner.queue));
+            panic!("a write panicked");
+        })
+        .join()
+        .expect_err("it panicked");
+        log.push(b"b", vec![2]);
+        let e = log.write().expect_err("refused");
+        assert!(e.to_string().contains("panicked"), "{e:#}");
+        assert_eq!(db.get(b"b").expect("get"), None);
         drop(db);
         std::fs::remove_dir_all(dir).ok();
     }
