@@ -98,17 +98,26 @@ impl LogWriter {
 mod tests {
     use super::*;
 
-    fn temp_db(name: &str) -> (sled::Db, std::path::PathBuf) {
+    /// A test's database directory, removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            std::fs::remove_dir_all(&self.0).ok();
+        }
+    }
+
+    fn temp_db(name: &str) -> (sled::Db, TempDir) {
         let dir = std::env::temp_dir().join(format!("rollup-log-writer-{name}-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
-        (sled::open(&dir).expect("open"), dir)
+        (sled::open(&dir).expect("open"), TempDir(dir))
     }
 
     /// Records reach the database only when written, all of them, with the values queued last
     /// for a key winning, as if inserted one at a time in order.
     #[test]
     fn records_are_written_when_asked_in_their_order() {
-        let (db, dir) = temp_db("order");
+        let (db, _dir) = temp_db("order");
         let log = LogWriter::new(db.clone());
         log.push(b"a", vec![1]);
         log.push(b"b", vec![2]);
@@ -119,15 +128,13 @@ mod tests {
         assert_eq!(log.queued(), 0);
         assert_eq!(db.get(b"a").expect("get").as_deref(), Some(&[3u8][..]));
         assert_eq!(db.get(b"b").expect("get").as_deref(), Some(&[2u8][..]));
-        drop(db);
-        std::fs::remove_dir_all(dir).ok();
     }
 
     /// A write that panicked lost the records it took: every later write is refused, so that no
     /// record queued after them lands without them.
     #[test]
     fn no_write_follows_one_that_panicked() {
-        let (db, dir) = temp_db("poisoned");
+        let (db, _dir) = temp_db("poisoned");
         let log = LogWriter::new(db.clone());
         log.push(b"a", vec![1]);
         let poisoner = log.clone();
@@ -142,15 +149,13 @@ mod tests {
         let e = log.write().expect_err("refused");
         assert!(e.to_string().contains("panicked"), "{e:#}");
         assert_eq!(db.get(b"b").expect("get"), None);
-        drop(db);
-        std::fs::remove_dir_all(dir).ok();
     }
 
     /// Writers on several threads, with pushers between them: every record written once the last
     /// write returns, and each key holds its last value (the writes landed in queue order).
     #[test]
     fn concurrent_writes_keep_the_queue_order() {
-        let (db, dir) = temp_db("threads");
+        let (db, _dir) = temp_db("threads");
         let log = LogWriter::new(db.clone());
         std::thread::scope(|s| {
             for t in 0..4u8 {
@@ -170,7 +175,5 @@ mod tests {
         for t in 0..4u8 {
             assert_eq!(db.get([t]).expect("get").as_deref(), Some(&499u32.to_be_bytes()[..]), "thread {t}");
         }
-        drop(db);
-        std::fs::remove_dir_all(dir).ok();
     }
 }
