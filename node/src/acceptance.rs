@@ -280,6 +280,7 @@ fn params(a: &BenchArgs, txs: usize) -> Params {
         max_attempts: 3,
         mempool_limit: txs + 1,
         tx_index_blocks: Params::TX_INDEX_BLOCKS,
+        state_save_txs: Params::STATE_SAVE_TXS,
     }
 }
 
@@ -385,7 +386,7 @@ fn settle_alone(core: &mut Core, db: &sled::Db) -> Result<(f64, SettleTimes)> {
     loop {
         let t = Instant::now();
         let Some(block) = core.ready_block() else { break };
-        let s = core.settling(block.height)?.context("the next block is not being settled")?;
+        let mut s = core.settling(block.height)?.context("the next block is not being settled")?;
         let mut held = t.elapsed().as_secs_f64();
         // What the submitter does with the lock let go: the message built, the write.
         let txs_in_block = block.into_proto().txs.len();

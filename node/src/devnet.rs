@@ -139,6 +139,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         max_attempts: 3,
         mempool_limit: 100_000,
         tx_index_blocks: Params::TX_INDEX_BLOCKS,
+        state_save_txs: Params::STATE_SAVE_TXS,
     };
     let cfg = SequencerConfig {
         listen: "127.0.0.1:0".into(),

@@ -494,6 +494,7 @@ mod tests {
             max_attempts: 2,
             mempool_limit: 1000,
             tx_index_blocks: Params::TX_INDEX_BLOCKS,
+            state_save_txs: Params::STATE_SAVE_TXS,
         };
         let cfg = SequencerConfig {
             listen: "127.0.0.1:0".into(),

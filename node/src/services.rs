@@ -83,6 +83,12 @@ pub struct SequencerArgs {
     /// one is refused by its spent nonce. 0 keeps them all, and the index grows with history.
     #[arg(long, default_value_t = Params::TX_INDEX_BLOCKS)]
     pub tx_index_blocks: u64,
+    /// The settled state is saved in the database once this many transactions have settled
+    /// since the last save (at the end of a block; 0 or 1 saves it with every block). A
+    /// restart replays the settled transactions after the last save; fewer saves leave sled's
+    /// file less to grow by.
+    #[arg(long, default_value_t = Params::STATE_SAVE_TXS)]
+    pub state_save_txs: u64,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -119,6 +125,7 @@ impl SequencerArgs {
             max_attempts: self.max_attempts.max(1),
             mempool_limit: self.mempool_limit.max(1),
             tx_index_blocks: self.tx_index_blocks,
+            state_save_txs: self.state_save_txs,
         }
     }
 }

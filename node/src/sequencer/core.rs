@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::log_writer::LogWriter;
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
+use crate::settlement::digest_from_bytes;
 use crate::status;
 
 /// Tunables of the sequencer and coordinator.
@@ -45,12 +46,19 @@ pub struct Params {
     /// copy told apart as already accepted), the last ones; 0 keeps every block's. The index is
     /// what grows with history, so a sequencer that runs for long keeps a window of it.
     pub tx_index_blocks: u64,
+    /// The settled state is saved at the end of the first block to settle this many
+    /// transactions since the last save (0 or 1: with every block). A restart replays the
+    /// settled transactions after the save; each save rewrites the leaves the blocks since the
+    /// last one wrote, and sled's file keeps much of what a save overwrites (BENCHMARKS.md).
+    pub state_save_txs: u64,
 }
 
 impl Params {
     /// The default window of [`Params::tx_index_blocks`]: at four batches of 166 a block, at
     /// most 6.6 million transactions, about 1.8 GB of sled's heap (BENCHMARKS.md).
     pub const TX_INDEX_BLOCKS: u64 = 10_000;
+    /// The default of [`Params::state_save_txs`]: about 16 blocks of four batches of 166.
+    pub const STATE_SAVE_TXS: u64 = 10_000;
 }
 
 /// What a job does.
@@ -255,6 +263,23 @@ struct Unsaved {
     root: Digest,
 }
 
+/// What the blocks settled since the last save of the settled state wrote to it: the leaves
+/// at their last values and the keys their registrations created, saved with the next save
+/// ([`Params::state_save_txs`]).
+#[derive(Default)]
+struct ToSave {
+    leaves: Leaves,
+    keys: BTreeMap<u32, PublicKey>,
+}
+
+/// The settled state saved in the database: the block it is at, and where that block's
+/// transactions end (the log keeps those after).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Saved {
+    height: u64,
+    txs: u64,
+}
+
 /// Records numbered from `base`, in order: the batches or blocks the core keeps. Those before
 /// `base` settled and fell out of the index's window with their transactions
 /// ([`Params::tx_index_blocks`]), so nothing asks about them any more.
@@ -420,8 +445,14 @@ pub struct Core {
     index_from: IndexFrom,
     /// The block whose settling is being written, with the lock released ([`Settling`]).
     settling: Option<u64>,
-    /// Only while a database without its settled state saved is replayed.
+    /// Only while a database without its settled state saved is replayed, or one whose saved
+    /// state is behind the settled height.
     unsaved: Option<Unsaved>,
+    /// The settled state saved in the database.
+    saved: Saved,
+    /// What the blocks settled after `saved` wrote, for the next save: a settling takes it and
+    /// gives it back ([`Core::settled`]).
+    to_save: ToSave,
     /// Counters.
     pub counters: Counters,
     started: Instant,
@@ -463,11 +494,22 @@ const T_HASHES: u8 = b'x';
 /// The first settled height whose transactions are in the index (those before were pruned),
 /// its first batch and its first transaction: three big-endian `u64`s.
 const INDEX_FROM: &[u8] = b"index-from";
+/// The settled block's state root, written with `SETTLED`: a restart whose saved state is an
+/// earlier block's replays the settled transactions after it and must come to this root.
+const SETTLED_ROOT: &[u8] = b"settled-root";
 
-/// Adds to `w` the state that block `height` settled at: the leaves written since the state
-/// saved before it, the keys of the accounts registered since, and its root. (The log entries
-/// of the transactions it stands for are no longer needed: the caller removes them.)
-fn save_settled(w: &mut sled::Batch, height: u64, leaves: &Leaves, keys: &[(u32, PublicKey)], root: Digest) {
+/// Adds to `w` the state that block `height` settled at, where `txs` transactions had settled:
+/// the leaves written since the state saved before it, the keys of the accounts registered
+/// since, and its root. (The log entries of the transactions it stands for are no longer
+/// needed: the caller removes them.)
+fn save_settled(
+    w: &mut sled::Batch,
+    height: u64,
+    txs: u64,
+    leaves: &Leaves,
+    keys: &BTreeMap<u32, PublicKey>,
+    root: Digest,
+) {
     for u in leaves.values() {
         let (key, value) = snapshot::leaf_entry(u);
         w.insert(key, value);
@@ -476,7 +518,7 @@ fn save_settled(w: &mut sled::Batch, height: u64, leaves: &Leaves, keys: &[(u32,
         let (key, value) = snapshot::key_entry(*id, pk);
         w.insert(&key[..], value);
     }
-    w.insert(SNAPSHOT, Snapshot { height, root }.to_bytes());
+    w.insert(SNAPSHOT, Snapshot { height, root, txs: Some(txs) }.to_bytes());
 }
 
 /// What pruning the index removes: the settled blocks from `from` to `to`, with `INDEX_FROM`
@@ -546,6 +588,11 @@ pub struct Settling {
     leaves: Vec<Vec<Update>>,
     keys: Vec<(u32, PublicKey)>,
     root: Digest,
+    /// What the blocks settled since the last save wrote: the write adds this block's to it.
+    to_save: ToSave,
+    /// If this block's write saves the settled state: where the log's entries of the
+    /// transactions settled since the last save begin (they are removed with the save).
+    save_from: Option<u64>,
     proofs: Vec<Vec<u8>>,
     /// The blocks falling out of the index's window, if any.
     prune: Option<Prune>,
@@ -553,12 +600,19 @@ pub struct Settling {
 }
 
 impl Settling {
-    /// Writes the block settled: first, in one write, the state it settled at (its leaf writes
-    /// merged, the keys its registrations created, its root), the settled height and the block's
-    /// list of hashes; a restart finds the block settled with all of that, or not settled with
-    /// none of it. Then, one record at a time, its transactions in the index (and `INDEXED`), its
-    /// log entries and proofs removed, and the blocks falling out of the index's window pruned:
-    /// each of these is redone or finished by the open if a crash cuts it short.
+    /// Writes the block settled: first, in one write, the settled height, its root and the
+    /// block's list of hashes, and, where it saves the settled state, that state (the leaf writes
+    /// of the blocks settled since the last save merged, the keys their registrations created,
+    /// the root); a restart finds the block settled with all of that, or not settled with none of
+    /// it. Then, one record at a time, its transactions in the index (and `INDEXED`), its proofs
+    /// removed, with a save the log entries of the transactions it saved removed, and the blocks
+    /// falling out of the index's window pruned: each of these is redone or finished by the open
+    /// if a crash cuts it short.
+    ///
+    /// Why not save the state with every block: each save rewrites a few thousand leaves spread
+    /// over the state's keys, and sled 0.34's file keeps most of what they overwrite: with a
+    /// save every block, about 780 bytes a settled transaction that only a rewrite of the file
+    /// gives back (BENCHMARKS.md, [`Params::state_save_txs`]).
     ///
     /// Why not all in one write, as before: sled 0.34 applies a batch holding a lock that stops
     /// every other write and read of the process until it lands (its `concurrency_control`), the
@@ -569,20 +623,27 @@ impl Settling {
     /// First, the log's queued records: the block's must be in the database before their
     /// removal. They are already (each proof's store wrote the log before it, and the block's
     /// last proof came after its last record), so this only keeps that from resting on it.
-    pub fn write(&self) -> Result<()> {
+    ///
+    /// Merging this block's writes into what is to be saved may be done twice (a write that
+    /// failed, then the same block settled again): the second merge changes nothing.
+    pub fn write(&mut self) -> Result<()> {
         self.log.write()?;
         self.write_settled()?;
         self.write_rest()
     }
 
-    fn write_settled(&self) -> Result<()> {
-        let mut leaves = Leaves::new();
+    fn write_settled(&mut self) -> Result<()> {
         for writes in &self.leaves {
-            snapshot::merge(&mut leaves, writes);
+            snapshot::merge(&mut self.to_save.leaves, writes);
         }
+        self.to_save.keys.extend(self.keys.iter().copied());
         let mut w = sled::Batch::default();
-        save_settled(&mut w, self.height, &leaves, &self.keys, self.root);
+        if self.save_from.is_some() {
+            let ToSave { leaves, keys } = &self.to_save;
+            save_settled(&mut w, self.height, self.txs.end, leaves, keys, self.root);
+        }
         w.insert(SETTLED, &self.height.to_be_bytes());
+        w.insert(SETTLED_ROOT, &digest_to_bytes(&self.root)[..]);
         w.insert(&k(T_HASHES, self.height), self.hashes.concat());
         // The record is written either way (its absence means a database from before the
         // lists); a pruning writes it when its removals are done.
@@ -597,8 +658,10 @@ impl Settling {
             self.db.insert(&index_key(hash)[..], &seq.to_be_bytes())?;
         }
         self.db.insert(INDEXED, &self.height.to_be_bytes())?;
-        for seq in self.txs.clone() {
-            self.db.remove(k(T_TX, seq))?;
+        if let Some(from) = self.save_from {
+            for seq in from..self.txs.end {
+                self.db.remove(k(T_TX, seq))?;
+            }
         }
         for key in &self.proofs {
             self.db.remove(&key[..])?;
@@ -682,7 +745,10 @@ impl Core {
         let settled = settled.unwrap_or(0);
         let saved = Snapshot::read(&db)?;
         if let Some(saved) = saved {
-            if saved.height != settled {
+            // A save may be behind the settled height (the log keeps what settled after it),
+            // never ahead of it; a record without its transactions is from a version that saved
+            // with every block.
+            if saved.height > settled || (saved.txs.is_none() && saved.height != settled) {
                 bail!(
                     "the settled state saved is block {}'s, but block {settled} settled: the directory is corrupt",
                     saved.height
@@ -717,10 +783,12 @@ impl Core {
             index_from: IndexFrom::ALL,
             settling: None,
             unsaved: None,
+            saved: Saved::default(),
+            to_save: ToSave::default(),
             counters: Counters::default(),
             started: Instant::now(),
         };
-        core.replay(saved.is_some())?;
+        core.replay(saved)?;
         core.state_root = core.ex.state().root();
         Ok(core)
     }
@@ -752,8 +820,11 @@ impl Core {
     }
 
     /// Replays the log up to the settled height read at the open, over the settled state if it
-    /// was `restored` from the database, else from genesis.
-    fn replay(&mut self, restored: bool) -> Result<()> {
+    /// was restored from the database (`saved`), else from genesis. Where the saved state is
+    /// behind the settled height, the settled transactions after it are applied and hashed
+    /// over it, must come to the settled block's root, and the state is saved at that block.
+    fn replay(&mut self, saved: Option<Snapshot>) -> Result<()> {
+        let restored = saved.is_some();
         // The blocks pruned from the index left the log's batch and block ends with it.
         if let Some(v) = self.db.get(INDEX_FROM)? {
             self.index_from = IndexFrom::from_bytes(&v)?;
@@ -776,10 +847,23 @@ impl Core {
         let mut history = sled::Batch::default();
         let mut rewrite = indexed < self.settled_height;
         let now = Instant::now();
-        if restored {
+        if let Some(saved) = saved {
             // The settled blocks are history: their bounds are all that is kept of them.
             self.restore_settled_blocks(&batch_ends, &block_ends)?;
-            self.settled_txs = settled_end;
+            let saved_txs = saved.txs.unwrap_or(settled_end);
+            let consistent = saved_txs <= settled_end
+                && (saved.height < self.index_from.height || txs_before(saved.height)? == saved_txs);
+            if !consistent {
+                bail!(
+                    "the settled state saved at block {} names {saved_txs} transactions, not the log's: the directory is corrupt",
+                    saved.height
+                );
+            }
+            self.settled_txs = saved_txs;
+            self.saved = Saved { height: saved.height, txs: saved_txs };
+            if saved.height < self.settled_height {
+                self.unsaved = Some(Unsaved { root: saved.root, ..Unsaved::default() });
+            }
             // What a settling cut short after its first write left undone ([`Settling::write`]):
             // its transactions in the index, from its list of hashes; its log entries removed.
             for height in (indexed + 1).max(self.index_from.height)..=self.settled_height {
@@ -789,7 +873,7 @@ impl Core {
                     history.insert(&index_key(hash)[..], &seq.to_be_bytes());
                 }
             }
-            for r in self.db.range(k(T_TX, 0)..k(T_TX, settled_end)) {
+            for r in self.db.range(k(T_TX, 0)..k(T_TX, saved_txs)) {
                 history.remove(r?.0);
                 rewrite = true;
             }
@@ -820,6 +904,20 @@ impl Core {
                     unsaved.registered.push(r.account);
                 }
                 self.settled_txs += 1;
+                // Over a restored state the settled blocks' batches are not sealed again (their
+                // bounds are restored): the transactions are hashed in batches as full as the
+                // executor holds, which come to the same state, and the block's commitment
+                // starts again after the last of them.
+                if restored && (self.ex.open_len() == self.ex.capacity() || self.settled_txs == settled_end) {
+                    let w = self.ex.seal_batch().map_err(|e| anyhow::anyhow!("replaying transaction {seq}: {e}"))?;
+                    let leaves = self.ex.take_leaf_writes().context("the executor keeps no leaf writes")?;
+                    let unsaved = self.unsaved.as_mut().context("settled transactions after the saved state")?;
+                    snapshot::merge(&mut unsaved.leaves, &leaves);
+                    unsaved.root = w.new_root;
+                    if self.settled_txs == settled_end {
+                        self.ex.restart_commitment();
+                    }
+                }
             } else {
                 let hash = circuits::bls::tx_message(&signed.tx);
                 self.execute(signed, hash, None, now).map_err(failed)?;
@@ -832,13 +930,22 @@ impl Core {
             bail!("the transaction log ends at {} before the settled block {}", self.accepted(), self.settled_height);
         }
         if let Some(unsaved) = self.unsaved.take() {
+            if let Some(root) = self.db.get(SETTLED_ROOT)? {
+                if digest_from_bytes(&root) != Some(unsaved.root) {
+                    bail!(
+                        "the settled transactions replayed do not come to block {}'s root: the directory is corrupt",
+                        self.settled_height
+                    );
+                }
+            }
             // Saved now, with the settled transactions' log entries gone: the next restart
             // starts from here.
-            let keys = self.keys_of(unsaved.registered.iter().copied());
-            save_settled(&mut history, self.settled_height, &unsaved.leaves, &keys, unsaved.root);
-            for seq in 0..settled_end {
+            let keys = self.keys_of(unsaved.registered.iter().copied()).into_iter().collect();
+            save_settled(&mut history, self.settled_height, settled_end, &unsaved.leaves, &keys, unsaved.root);
+            for seq in self.saved.txs..settled_end {
                 history.remove(&k(T_TX, seq));
             }
+            self.saved = Saved { height: self.settled_height, txs: settled_end };
             rewrite = true;
         }
         // Proofs already made, of the blocks not settled (every settled transaction was proven).
@@ -1632,6 +1739,8 @@ impl Core {
             .collect();
         // One block falls out of the window (the open pruned what fell out before).
         let prune = self.prune(height, u64::MAX);
+        let end = self.settled_txs + settled as u64;
+        let save = end - self.saved.txs >= self.params.state_save_txs;
         self.settling = Some(height);
         Ok(Some(Settling {
             db: self.db.clone(),
@@ -1642,6 +1751,8 @@ impl Core {
             leaves,
             keys,
             root,
+            to_save: std::mem::take(&mut self.to_save),
+            save_from: save.then_some(self.saved.txs),
             proofs,
             index_from: prune.as_ref().map_or(self.index_from, |p| p.to),
             prune,
@@ -1651,12 +1762,20 @@ impl Core {
     /// Takes the outcome of writing `s`: if it was written, the block is history from then on
     /// (its transactions, witnesses, proofs and jobs leave memory); if not, nothing changed, and
     /// the block can be settled again.
-    pub fn settled(&mut self, s: Settling, written: Result<()>) -> Result<Released> {
+    pub fn settled(&mut self, mut s: Settling, written: Result<()>) -> Result<Released> {
         if self.settling != Some(s.height) {
             bail!("block {} was not being settled", s.height);
         }
         self.settling = None;
+        // What is to be saved comes back, this block's writes merged in, unless it was saved.
+        let to_save = std::mem::take(&mut s.to_save);
+        if written.is_err() || s.save_from.is_none() {
+            self.to_save = to_save;
+        }
         written?;
+        if s.save_from.is_some() {
+            self.saved = Saved { height: s.height, txs: s.txs.end };
+        }
         let height = s.height;
         let batches = self.block_batches(height);
         let settled = s.hashes.len();
@@ -1690,7 +1809,7 @@ impl Core {
     #[cfg(test)]
     pub fn mark_settled(&mut self, height: u64) -> Result<()> {
         match self.settling(height)? {
-            Some(s) => {
+            Some(mut s) => {
                 let written = s.write();
                 self.settled(s, written).map(drop)
             }
@@ -1869,6 +1988,7 @@ mod tests {
                 max_attempts: 2,
                 mempool_limit: 1000,
                 tx_index_blocks: 0,
+                state_save_txs: 1,
             };
             TestDir { dir, params, genesis: crate::network::genesis(8), circuits: crate::network::test_circuits() }
         }
@@ -2212,7 +2332,7 @@ mod tests {
         assert_eq!(core.db.get(SETTLED).expect("read"), None);
         assert_eq!(core.next_block().map(|b| b.height), Some(1), "still the next block");
 
-        let s = core.settling(1).expect("gathered").expect("settled again");
+        let mut s = core.settling(1).expect("gathered").expect("settled again");
         let written = s.write();
         core.settled(s, written).expect("settled");
         assert_eq!((core.settled_height, core.settled_txs, core.txs.len()), (1, 8, 1));
@@ -2247,7 +2367,7 @@ mod tests {
         core.settled(s, Err(anyhow::anyhow!("disk full"))).map(drop).expect_err("the write failed");
         assert_eq!(core.next_block().map(|b| b.height), Some(1), "block 1 again");
 
-        let s = core.settling(1).expect("gathered").expect("block 1 again");
+        let mut s = core.settling(1).expect("gathered").expect("block 1 again");
         assert_eq!(core.next_block().as_ref(), Some(&next));
         let written = s.write();
         core.settled(s, written).expect("settled");
@@ -2340,7 +2460,7 @@ mod tests {
         let a = a.store(proof(1), Ok(())).expect("written");
         core.record_result(id, a, Instant::now()).expect("recorded");
         prove(&mut core);
-        let s = core.settling(4).expect("gathered").expect("block 4 is next");
+        let mut s = core.settling(4).expect("gathered").expect("block 4 is next");
         let written = s.write();
         let b = b.store(proof(2), Ok(())).expect("written");
         assert!(b.stored);
@@ -2369,11 +2489,11 @@ mod tests {
             core.submit(a.clone()).expect("accepted");
         }
         prove(&mut core);
-        let s = core.settling(1).expect("gathered").expect("block 1");
+        let mut s = core.settling(1).expect("gathered").expect("block 1");
         let written = s.write();
         core.settled(s, written).expect("settled");
         // Block 2's settling, killed after its first write: block 1 leaves the window with it.
-        let s = core.settling(2).expect("gathered").expect("block 2");
+        let mut s = core.settling(2).expect("gathered").expect("block 2");
         s.write_settled().expect("written");
         assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
         assert!(core.db.get(k(T_TX, 4)).expect("read").is_some(), "its log entries are still there");
@@ -2583,14 +2703,152 @@ mod tests {
         drop(db);
         let e = reopen().err().expect("a saved key changed");
         assert!(e.to_string().contains("saved key of account 9 is not the one"), "{e:#}");
-        // Put back, but the record of it a block behind the settled height: refused.
+        // Put back, but the record of it a block behind the settled height, with block 10's
+        // transactions: refused.
         let db = test.db();
         db.insert(key, real).expect("write");
         let saved = Snapshot::read(&db).expect("read").expect("saved");
+        assert_eq!(saved.txs, Some(80));
         db.insert(SNAPSHOT, Snapshot { height: 9, ..saved }.to_bytes()).expect("write");
         db.flush().expect("flush");
         drop(db);
         let e = reopen().err().expect("a saved state of another block");
-        assert!(e.to_string().contains("saved is block 9's, but block 10 settled"), "{e:#}");
+        assert!(e.to_string().contains("saved at block 9 names 80 transactions, not the log's"), "{e:#}");
+        // A record as a version that saved with every block wrote it (no transactions), a block
+        // behind: refused; at the settled block: read as before.
+        for (height, refused) in [(9, true), (10, false)] {
+            let db = test.db();
+            db.insert(SNAPSHOT, Snapshot { height, txs: None, ..saved }.to_bytes()).expect("write");
+            db.flush().expect("flush");
+            drop(db);
+            match reopen() {
+                Err(e) => {
+                    assert!(refused && e.to_string().contains("saved is block 9's, but block 10 settled"), "{e:#}")
+                }
+                Ok(core) => assert!(!refused && *core.state() == *reference.state()),
+            }
+        }
+    }
+
+    /// The settled state is saved once `state_save_txs` transactions have settled since the last
+    /// save. Between saves the log keeps the settled transactions after it, and a restart
+    /// applies them over the saved state, comes to the settled block's root (a directory where
+    /// they do not is refused) and saves there. A save's write that failed is settled again
+    /// with the same outcome, and one cut short after its first write is finished at the open.
+    #[test]
+    fn the_settled_state_is_saved_every_so_many_transactions_and_a_restart_replays_those_after_it() {
+        let mut test = TestDir::new("save-every", 2);
+        test.params.state_save_txs = 20;
+        let arrivals = arrivals(80, 0.3);
+        let logged = |core: &Core| -> Vec<u64> {
+            core.db.scan_prefix([T_TX]).map(|r| be(&r.expect("read").0[1..]).expect("seq")).collect()
+        };
+        let saved = |core: &Core| Snapshot::read(&core.db).expect("read").map(|s| (s.height, s.txs));
+        // The state of executing the first `upto` transactions from genesis, in batches of four.
+        let executed = |upto: usize| {
+            let mut reference = Executor::new(test.genesis.build().expect("genesis"), 4);
+            for chunk in arrivals[..upto].chunks(4) {
+                for a in chunk {
+                    reference.apply(&a.signed.tx).expect("valid");
+                }
+                reference.seal_batch().expect("seal");
+            }
+            reference.state().clone()
+        };
+
+        // Blocks of two batches of four: blocks 1 to 4 settle, the state saved at block 3 (24
+        // transactions since the genesis), the log keeping block 4's; block 5 is proven.
+        let mut core = test.open();
+        for a in &arrivals[..40] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        for height in 1..=4 {
+            core.mark_settled(height).expect("settled");
+        }
+        assert_eq!((core.settled_height, core.saved), (4, Saved { height: 3, txs: 24 }));
+        assert_eq!(saved(&core), Some((3, Some(24))));
+        assert_eq!(logged(&core), (24..40).collect::<Vec<_>>());
+        let state = core.state().clone();
+        assert!(state == executed(40));
+        let witnesses = |core: &Core| [8, 9].map(|b| core.batches[b].witness.clone().expect("block 5's"));
+        let block5 = witnesses(&core);
+        TestDir::close(core);
+
+        // The restart applies block 4's transactions over block 3's state and saves block 4's;
+        // block 5's batches are executed again as they were, their commitment chain from zero.
+        let mut core = test.open();
+        assert!(*core.state() == state, "the same values and tree nodes");
+        assert_eq!((core.settled_height, core.saved), (4, Saved { height: 4, txs: 32 }));
+        assert_eq!(saved(&core), Some((4, Some(32))));
+        assert_eq!(logged(&core), (32..40).collect::<Vec<_>>());
+        assert!(witnesses(&core) == block5, "block 5's witnesses are not the same");
+
+        // Blocks 5 and 6 settle without a save (16 transactions since it); block 7's save
+        // fails once after its writes and is settled again.
+        for a in &arrivals[40..64] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        core.mark_settled(5).expect("settled");
+        core.mark_settled(6).expect("settled");
+        assert_eq!((core.saved, saved(&core)), (Saved { height: 4, txs: 32 }, Some((4, Some(32)))));
+        assert_eq!(logged(&core), (32..64).collect::<Vec<_>>());
+        let mut s = core.settling(7).expect("gathered").expect("block 7");
+        assert_eq!(s.save_from, Some(32));
+        s.write().expect("written");
+        let e = core.settled(s, Err(anyhow::anyhow!("a write that failed"))).err().expect("failed");
+        assert!(e.to_string().contains("a write that failed"));
+        assert_eq!((core.settled_height, core.saved.height), (6, 4), "nothing taken");
+        core.mark_settled(7).expect("settled again");
+        assert_eq!((core.saved, saved(&core)), (Saved { height: 7, txs: 56 }, Some((7, Some(56)))));
+        assert_eq!(logged(&core), (56..64).collect::<Vec<_>>());
+        let state = core.state().clone();
+        assert!(state == executed(64), "the state of all accepted");
+        TestDir::close(core);
+        let core = test.open();
+        assert!(*core.state() == state, "block 7's saved state, after a save settled again");
+        assert_eq!(core.saved, Saved { height: 7, txs: 56 });
+
+        // Block 8 settles without a save. A settled root that the replay of its transactions
+        // does not come to: refused.
+        let mut core = core;
+        core.mark_settled(8).expect("settled");
+        assert_eq!(logged(&core), (56..64).collect::<Vec<_>>());
+        TestDir::close(core);
+        let db = test.db();
+        let root = db.get(SETTLED_ROOT).expect("read").expect("block 8's root");
+        db.insert(SETTLED_ROOT, &digest_to_bytes(&Digest::default())[..]).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+        let reopen = |test: &TestDir| Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.clone());
+        let e = reopen(&test).err().expect("another root");
+        assert!(e.to_string().contains("do not come to block 8's root"), "{e:#}");
+        let db = test.db();
+        db.insert(SETTLED_ROOT, root).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+
+        // Put back, and opened with saves every 16: block 8's state saved at the open, blocks 9
+        // and 10 settle, and block 10's save is killed after its first write: the open finishes
+        // it.
+        test.params.state_save_txs = 16;
+        let mut core = reopen(&test).expect("open");
+        assert_eq!((core.saved, logged(&core)), (Saved { height: 8, txs: 64 }, vec![]));
+        for a in &arrivals[64..80] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        core.mark_settled(9).expect("settled");
+        let mut s = core.settling(10).expect("gathered").expect("block 10");
+        assert_eq!(s.save_from, Some(64));
+        s.write_settled().expect("written");
+        drop(s);
+        assert_eq!(logged(&core), (64..80).collect::<Vec<_>>(), "the log's entries still there");
+        TestDir::close(core);
+        let core = test.open();
+        assert_eq!((core.settled_height, core.saved), (10, Saved { height: 10, txs: 80 }));
+        assert!(logged(&core).is_empty());
+        assert!(*core.state() == executed(80), "the state of executing everything from genesis");
     }
 }

@@ -178,6 +178,7 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
                 // The settling write runs without the lock: arrivals and provers go on meanwhile.
                 if let Some(s) = shared.lock().settling(height)? {
                     writing = Some(tokio::task::spawn_blocking(move || {
+                        let mut s = s;
                         let written = s.write();
                         (s, written)
                     }));

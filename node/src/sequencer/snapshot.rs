@@ -43,21 +43,34 @@ pub(super) struct Snapshot {
     pub height: u64,
     /// Its state root.
     pub root: Digest,
+    /// The transactions settled up to that block: the log keeps those after them until the
+    /// next save. None in a record of a version that saved the state with every settled block,
+    /// where the saved block is the settled one.
+    pub txs: Option<u64>,
 }
 
 impl Snapshot {
     pub fn to_bytes(self) -> Vec<u8> {
-        [&self.height.to_be_bytes()[..], &digest_to_bytes(&self.root)].concat()
+        let txs = self.txs.map(u64::to_be_bytes);
+        [&self.height.to_be_bytes()[..], &digest_to_bytes(&self.root), txs.as_ref().map_or(&[][..], |t| &t[..])]
+            .concat()
     }
 
     /// The saved state's record, if there is one.
     pub fn read(db: &sled::Db) -> Result<Option<Snapshot>> {
         let Some(v) = db.get(SNAPSHOT)? else { return Ok(None) };
         let corrupt = || anyhow::anyhow!("corrupt record of the settled state");
-        let (height, root) = v.split_at_checked(8).ok_or_else(corrupt)?;
+        let (height, rest) = v.split_at_checked(8).ok_or_else(corrupt)?;
+        let (root, txs) = rest.split_at_checked(32).ok_or_else(corrupt)?;
+        let txs = match txs.len() {
+            0 => None,
+            8 => Some(u64::from_be_bytes(txs.try_into().map_err(|_| corrupt())?)),
+            _ => return Err(corrupt()),
+        };
         Ok(Some(Snapshot {
             height: u64::from_be_bytes(height.try_into().map_err(|_| corrupt())?),
             root: digest_from_bytes(root).ok_or_else(corrupt)?,
+            txs,
         }))
     }
 }
