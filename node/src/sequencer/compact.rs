@@ -2,8 +2,9 @@
 //!
 //! Under the sequencer's churn of small records (log entries written and removed, the index of
 //! settled hashes, the state's leaves rewritten), sled 0.34's segment cleaner does not reclaim
-//! what they leave behind: its file grows 700–1 240 bytes a settled transaction while the live
-//! data stays the state and the index's window (BENCHMARKS.md). So the open measures the live
+//! what they leave behind: its file grew 700–1 240 bytes a settled transaction while the live
+//! data stays the state and the index's window, and still grows about 160 with the settled
+//! state saved every 10 000 transactions rather than every block (BENCHMARKS.md). So the open measures the live
 //! data, and where the file is [`GARBAGE_RATIO`] times larger (and [`MIN_GARBAGE`] more),
 //! rewrites it into a fresh directory and puts that in its place, a step a kill at any moment
 //! leaves either undone or done:
