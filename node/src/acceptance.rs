@@ -471,6 +471,7 @@ async fn submit_all(
         params,
         metrics: None,
         genesis_accounts: a.accounts,
+        settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
     };
     let seq = crate::sequencer::start(cfg, circuits, shutdown).await?;
     let url = format!("http://{}", seq.addr);

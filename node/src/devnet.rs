@@ -149,6 +149,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         params,
         metrics: None,
         genesis_accounts: a.accounts,
+        settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
     };
     let mut seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await?;
     let seq_url = format!("http://{}", seq.addr);

@@ -505,6 +505,7 @@ mod tests {
             params,
             metrics: None,
             genesis_accounts: 8,
+            settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
         };
         let seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await.expect("sequencer");
         let url = format!("http://{}", seq.addr);

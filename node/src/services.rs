@@ -89,6 +89,11 @@ pub struct SequencerArgs {
     /// file less to grow by.
     #[arg(long, default_value_t = Params::STATE_SAVE_TXS)]
     pub state_save_txs: u64,
+    /// Blocks out at the settlement node at once, at most: each goes out once proven, and the
+    /// node checks it while the ones before it settle.
+    #[arg(long, default_value_t = crate::sequencer::SETTLE_IN_FLIGHT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::settlement::MAX_AHEAD))]
+    pub settle_in_flight: u64,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -179,6 +184,7 @@ pub async fn sequencer(a: SequencerArgs) -> Result<()> {
         params,
         metrics: a.metrics,
         genesis_accounts: a.network.genesis_accounts,
+        settle_in_flight: a.settle_in_flight as usize,
     };
     let mut running = crate::sequencer::start(cfg, circuits, shutdown).await?;
     if let Some(m) = running.metrics_addr {

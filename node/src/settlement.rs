@@ -2,9 +2,15 @@
 //! the pinned key with the public inputs it recomputes, and its aggregate signature verifies
 //! against the senders' registered keys. Blocks, head and keys live in sled; a block is
 //! acknowledged only after its writes are flushed.
+//!
+//! A block up to [`MAX_AHEAD`] heights ahead of the head is checked when it comes (its proof
+//! against its own roots, its signatures), then waits for the blocks before it to settle, so a
+//! sequencer can have several blocks out at once and the checks of each overlap the round
+//! trips and checks of the others (docs/services.md, "Several blocks in flight").
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use aggregator::BlockPublicInputs;
 use anyhow::{Context, Result};
@@ -30,6 +36,13 @@ use crate::status;
 /// Most transactions one block may carry.
 pub const MAX_BLOCK_TXS: usize = 1 << 16;
 
+/// How far ahead of the head a block is taken: checked, then held until the blocks before it
+/// settle. Also the most blocks checked or held ahead at once.
+pub const MAX_AHEAD: u64 = 16;
+
+/// How long a block taken ahead waits for the blocks before it to settle, by default.
+pub const AHEAD_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy)]
 struct HeadState {
     height: u64,
@@ -43,8 +56,32 @@ pub struct SettlementNode {
     circuits: Arc<Circuits>,
     token: String,
     head: Mutex<HeadState>,
+    /// Notified whenever the head moves.
+    advanced: Condvar,
+    /// Blocks being checked or held ahead of the head, at most [`MAX_AHEAD`].
+    ahead: Mutex<u64>,
+    /// How long a block taken ahead waits for the blocks before it.
+    ahead_wait: Duration,
     /// The busiest signers' keys, prepared for the pairing.
     keys: KeyCache,
+}
+
+/// What a block's checks found, for its write once it extends the head.
+struct Checked {
+    old_root: Digest,
+    new_root: Digest,
+    txs: u64,
+    /// The keys it registers.
+    new_keys: HashMap<u32, PublicKey>,
+}
+
+/// A block's place among those taken ahead of the head; given back when dropped.
+struct AheadSlot<'a>(&'a Mutex<u64>);
+
+impl Drop for AheadSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+    }
 }
 
 fn key_block(h: u64) -> Vec<u8> {
@@ -101,7 +138,16 @@ impl SettlementNode {
             }
         };
         info!(height = head.height, "settlement head");
-        Ok(Self { db, circuits, token, head: Mutex::new(head), keys: KeyCache::new(SERVICE_KEY_CACHE) })
+        Ok(Self {
+            db,
+            circuits,
+            token,
+            head: Mutex::new(head),
+            advanced: Condvar::new(),
+            ahead: Mutex::new(0),
+            ahead_wait: AHEAD_WAIT,
+            keys: KeyCache::new(SERVICE_KEY_CACHE),
+        })
     }
 
     /// Account `account`'s registered key, if any. Stored once its registration was checked
@@ -115,21 +161,16 @@ impl SettlementNode {
             .map_err(|e| Status::internal(format!("stored key of {account}: {e}")))
     }
 
-    /// Checks a block against the head; returns what its acceptance writes.
-    fn check(&self, block: &Block, head: &HeadState) -> Result<(sled::Batch, HeadState), Status> {
+    /// Checks a block on its own: its form, its proof against the roots it names and the
+    /// commitment to its transactions, and its aggregate signature. A sender whose key this node
+    /// does not have yet may be registered by a block before it that has not settled: with
+    /// `parent_settled` false that check is left for later (`Ok(None)`), with it true it is an
+    /// error.
+    fn check(&self, block: &Block, parent_settled: bool) -> Result<Option<Checked>, Status> {
         let old_root =
             digest_from_bytes(&block.old_root).ok_or_else(|| Status::invalid_argument("malformed old_root"))?;
         let new_root =
             digest_from_bytes(&block.new_root).ok_or_else(|| Status::invalid_argument("malformed new_root"))?;
-        if block.height != head.height + 1 {
-            return Err(Status::failed_precondition(format!(
-                "block {} does not extend the head at height {}",
-                block.height, head.height
-            )));
-        }
-        if old_root != head.root {
-            return Err(Status::failed_precondition("the block's old root is not the head's root"));
-        }
         if block.txs.is_empty() || block.txs.len() > MAX_BLOCK_TXS {
             return Err(Status::invalid_argument(format!("a block carries 1 to {MAX_BLOCK_TXS} transactions")));
         }
@@ -152,26 +193,135 @@ impl SettlementNode {
                     .verify(&block.proof, &BlockPublicInputs { old_root, new_root, commitment: c })
                     .map_err(|e| status::proof_error(&e))
             },
-            || self.check_signatures(block, &txs),
+            || self.check_signatures(block, &txs, parent_settled),
         );
         proved?;
-        let new_keys = signed?;
+        Ok(signed?.map(|new_keys| Checked { old_root, new_root, txs: txs.len() as u64, new_keys }))
+    }
 
-        let next = HeadState { height: block.height, root: new_root, settled_txs: head.settled_txs + txs.len() as u64 };
+    /// Takes `block`: settles it if it extends the head and passes its checks, acknowledges it
+    /// again if it is settled already. One ahead of the head is checked first, then waits for
+    /// the blocks before it ([`MAX_AHEAD`]).
+    fn submit(&self, block: &Block) -> Result<SubmitBlockResponse, Status> {
+        let head = self.head();
+        if block.height >= 1 && block.height <= head.height {
+            return self.settled_before(block);
+        }
+        if block.height > head.height + MAX_AHEAD {
+            return Err(Status::failed_precondition(format!(
+                "block {} is more than {MAX_AHEAD} blocks ahead of the head at height {}",
+                block.height, head.height
+            )));
+        }
+        if block.height == 0 {
+            return Err(Status::invalid_argument("block heights start at 1"));
+        }
+        let old_root =
+            digest_from_bytes(&block.old_root).ok_or_else(|| Status::invalid_argument("malformed old_root"))?;
+        let parent_settled = block.height == head.height + 1;
+        if parent_settled && old_root != head.root {
+            return Err(Status::failed_precondition("the block's old root is not the head's root"));
+        }
+        let _slot = if parent_settled { None } else { Some(self.ahead_slot()?) };
+        let mut checked = self.check(block, parent_settled)?;
+        let mut head = self.wait_for_parent(block.height)?;
+        if block.height <= head.height {
+            drop(head);
+            return self.settled_before(block);
+        }
+        let checked = match checked.take() {
+            Some(c) => c,
+            None => {
+                // A sender's key was not here when it was checked: the blocks before it have
+                // settled now, so check its signatures again, the head let go meanwhile (only
+                // this height can move it).
+                drop(head);
+                let c = self.check(block, true)?.ok_or_else(|| Status::internal("keys unknown after the parent"))?;
+                head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+                if block.height <= head.height {
+                    drop(head);
+                    return self.settled_before(block);
+                }
+                c
+            }
+        };
+        if block.height != head.height + 1 {
+            return Err(Status::failed_precondition(format!(
+                "block {} does not extend the head at height {}",
+                block.height, head.height
+            )));
+        }
+        if checked.old_root != head.root {
+            return Err(Status::failed_precondition("the block's old root is not the head's root"));
+        }
+        let next =
+            HeadState { height: block.height, root: checked.new_root, settled_txs: head.settled_txs + checked.txs };
         let mut batch = sled::Batch::default();
         batch.insert(key_block(block.height), block.encode_to_vec());
-        for (a, pk) in new_keys {
+        for (a, pk) in checked.new_keys {
             batch.insert(key_pk(a), pk.to_bytes().to_vec());
         }
         batch.insert(b"head".as_slice(), encode_head(&next));
-        Ok((batch, next))
+        self.db.apply_batch(batch).map_err(status::storage)?;
+        self.db.flush().map_err(status::storage)?;
+        *head = next;
+        self.advanced.notify_all();
+        info!(height = next.height, txs = block.txs.len(), "block settled");
+        Ok(SubmitBlockResponse { height: next.height, already_settled: false })
+    }
+
+    /// The answer to a block at a settled height: acknowledged if it is the block settled
+    /// there, refused if it is another.
+    fn settled_before(&self, block: &Block) -> Result<SubmitBlockResponse, Status> {
+        let stored = self.db.get(key_block(block.height)).map_err(status::storage)?;
+        if stored.as_deref() == Some(&block.encode_to_vec()[..]) {
+            return Ok(SubmitBlockResponse { height: block.height, already_settled: true });
+        }
+        Err(Status::failed_precondition(format!("height {} is settled with a different block", block.height)))
+    }
+
+    /// A place among the blocks taken ahead of the head, if one is free.
+    fn ahead_slot(&self) -> Result<AheadSlot<'_>, Status> {
+        let mut n = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if *n >= MAX_AHEAD {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_AHEAD} blocks are already taken ahead of the head; send again once they settle"
+            )));
+        }
+        *n += 1;
+        Ok(AheadSlot(&self.ahead))
+    }
+
+    /// The head, once it is at least block `height`'s parent; an error if the blocks before
+    /// it do not settle within the node's wait.
+    fn wait_for_parent(&self, height: u64) -> Result<MutexGuard<'_, HeadState>, Status> {
+        let deadline = Instant::now() + self.ahead_wait;
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        while head.height + 1 < height {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Status::failed_precondition(format!(
+                    "block {height} does not extend the head at height {}: the blocks before it did not settle within {:?}",
+                    head.height, self.ahead_wait
+                )));
+            }
+            head = self.advanced.wait_timeout(head, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        Ok(head)
     }
 
     /// Checks the block's aggregate signature over its transactions' messages under their
     /// senders' keys: registered ones, and those registered earlier in this block (whose proofs
     /// of possession are checked here, on every core). Returns the keys the block registers. An
-    /// error names the first transaction, in order, that has one.
-    fn check_signatures(&self, block: &Block, txs: &[SignedTx]) -> Result<HashMap<u32, PublicKey>, Status> {
+    /// error names the first transaction, in order, that has one. A sender whose key is not
+    /// here is an error once the block's parent has settled (`parent_settled`), and before
+    /// that leaves the check for later (`None`): a block not settled yet may register it.
+    fn check_signatures(
+        &self,
+        block: &Block,
+        txs: &[SignedTx],
+        parent_settled: bool,
+    ) -> Result<Option<HashMap<u32, PublicKey>>, Status> {
         let tx_error = |i: usize, e: String| Status::invalid_argument(format!("transaction {i}: {e}"));
         let messages: Vec<[u8; 32]> = txs.par_iter().map(|s| tx_message(&s.tx)).collect();
         let registered: HashMap<usize, Result<PublicKey, String>> = txs
@@ -193,9 +343,13 @@ impl SettlementNode {
                 }
                 tx => match new_keys.get(&tx.sender()) {
                     Some(pk) => *pk,
-                    None => self
-                        .key(tx.sender())?
-                        .ok_or_else(|| tx_error(i, format!("account {} has no registered key", tx.sender())))?,
+                    None => match self.key(tx.sender())? {
+                        Some(pk) => pk,
+                        None if parent_settled => {
+                            return Err(tx_error(i, format!("account {} has no registered key", tx.sender())))
+                        }
+                        None => return Ok(None),
+                    },
                 },
             };
             signers.push(pk);
@@ -204,7 +358,14 @@ impl SettlementNode {
         let pairs: Vec<(PublicKey, &[u8])> = signers.iter().zip(&messages).map(|(k, m)| (*k, &m[..])).collect();
         aggregate_verify(&pairs, &agg, &self.keys)
             .map_err(|_| Status::invalid_argument("aggregate signature does not verify"))?;
-        Ok(new_keys)
+        Ok(Some(new_keys))
+    }
+
+    /// The same node, whose blocks taken ahead wait `wait` for the blocks before them.
+    #[cfg(test)]
+    fn with_ahead_wait(mut self, wait: Duration) -> Self {
+        self.ahead_wait = wait;
+        self
     }
 
     fn head(&self) -> HeadState {
@@ -233,27 +394,11 @@ impl Settlement for SettlementService {
         auth::check(req.metadata(), &self.token)?;
         let block = req.into_inner().block.ok_or_else(|| Status::invalid_argument("no block"))?;
         let node = self.0.clone();
-        // Verification is CPU work: off the async runtime.
+        // Verification is CPU work, and a block ahead of the head waits: off the async runtime.
         tokio::task::spawn_blocking(move || {
-            let mut head = node.head.lock().unwrap_or_else(|p| p.into_inner());
-            if block.height >= 1 && block.height <= head.height {
-                let stored = node.db.get(key_block(block.height)).map_err(status::storage)?;
-                if stored.as_deref() == Some(&block.encode_to_vec()[..]) {
-                    return Ok(Response::new(SubmitBlockResponse { height: block.height, already_settled: true }));
-                }
-                return Err(Status::failed_precondition(format!(
-                    "height {} is settled with a different block",
-                    block.height
-                )));
-            }
-            let (batch, next) = node
-                .check(&block, &head)
-                .inspect_err(|e| warn!(height = block.height, "block rejected: {}", e.message()))?;
-            node.db.apply_batch(batch).map_err(status::storage)?;
-            node.db.flush().map_err(status::storage)?;
-            *head = next;
-            info!(height = next.height, txs = block.txs.len(), "block settled");
-            Ok(Response::new(SubmitBlockResponse { height: next.height, already_settled: false }))
+            node.submit(&block)
+                .map(Response::new)
+                .inspect_err(|e| warn!(height = block.height, "block rejected: {}", e.message()))
         })
         .await
         .map_err(|e| Status::internal(format!("verification task: {e}")))?
@@ -321,4 +466,70 @@ pub async fn start(
     }));
     info!(%addr, "settlement serving");
     Ok(Running { addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, wait: Duration) -> (SettlementNode, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rollup-settlement-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let genesis = crate::network::genesis(8);
+        let node = SettlementNode::open(&dir, &genesis, crate::network::test_circuits(), "t".into())
+            .expect("open")
+            .with_ahead_wait(wait);
+        (node, dir)
+    }
+
+    /// A block ahead of the head waits for the blocks before it, and is refused if they do
+    /// not settle within the node's wait; one further ahead than [`MAX_AHEAD`], at height 0, or
+    /// beyond the blocks that may be taken ahead at once is refused at once. (Real blocks
+    /// taken ahead and settled in order: the end-to-end test.)
+    #[test]
+    fn a_block_ahead_waits_for_its_parent_within_bounds() {
+        let (node, dir) = node("ahead", Duration::from_millis(100));
+        let block = |height: u64| Block {
+            height,
+            old_root: digest_to_bytes(&node.head().root).to_vec(),
+            new_root: digest_to_bytes(&node.head().root).to_vec(),
+            txs: vec![vec![0]],
+            ..Block::default()
+        };
+        let e = node.submit(&block(MAX_AHEAD + 1)).expect_err("too far ahead");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("more than 16 blocks ahead"), "{e:?}");
+        let e = node.submit(&block(0)).expect_err("height 0");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        // Every place ahead taken: refused before any check.
+        *node.ahead.lock().expect("lock") = MAX_AHEAD;
+        let e = node.submit(&block(2)).expect_err("no place ahead");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        *node.ahead.lock().expect("lock") = 0;
+        // Checked first (a malformed transaction here), and its place given back.
+        let e = node.submit(&block(2)).expect_err("malformed");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert_eq!(*node.ahead.lock().expect("lock"), 0);
+
+        // The wait: refused when the head does not move, through when it reaches the parent.
+        let t = Instant::now();
+        let e = node.wait_for_parent(3).err().expect("the head does not move");
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("block 3 does not extend the head at height 0"), "{e:?}");
+        assert_eq!(node.wait_for_parent(1).expect("the head is block 1's parent").height, 0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for height in 1..=2 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    node.head.lock().expect("lock").height = height;
+                    node.advanced.notify_all();
+                }
+            });
+            let head = node.wait_for_parent(3).expect("blocks 1 and 2 settled meanwhile");
+            assert_eq!(head.height, 2);
+        });
+        drop(node);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

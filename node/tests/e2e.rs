@@ -326,15 +326,32 @@ async fn end_to_end() {
         let e = fresh.submit_block(submit(b)).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
     }
-    let e = fresh.submit_block(submit(b2.clone())).await.expect_err("does not extend the head");
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    // Block 2 sent before block 1 (several blocks in flight): checked, held until block 1
+    // settles, then settled on it.
+    let early = {
+        let (mut fresh, b2) = (fresh.clone(), b2.clone());
+        tokio::spawn(async move { fresh.submit_block(SubmitBlockRequest { block: Some(b2) }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let ok = fresh.submit_block(submit(b1.clone())).await.expect("the real block").into_inner();
     assert!(!ok.already_settled);
-    let again = fresh.submit_block(submit(b1)).await.expect("resubmitted").into_inner();
+    let two = early.await.expect("task").expect("block 2, once block 1 settled").into_inner();
+    assert_eq!((two.height, two.already_settled), (2, false));
+    let again = fresh.submit_block(submit(b1.clone())).await.expect("resubmitted").into_inner();
     assert!(again.already_settled, "a resubmitted block is acknowledged, not applied twice");
-    fresh.submit_block(submit(b2)).await.expect("block 2 extends block 1");
     let h = fresh.get_head(Empty {}).await.expect("head").into_inner();
+    assert_eq!((h.height, &h.state_root), (2, &b2.new_root));
     assert_eq!(h.state_root, done.state_root);
+    // The next height from another root, and a block further ahead than a node takes: refused
+    // at once.
+    let mut wrong = b1;
+    wrong.height = 3;
+    let e = fresh.submit_block(submit(wrong)).await.expect_err("does not extend the head");
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains("old root"), "{e:?}");
+    let mut far = b2;
+    far.height = 19;
+    let e = fresh.submit_block(submit(far)).await.expect_err("too far ahead");
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains("ahead of the head"), "{e:?}");
 
     // The sequencer's data directory opened with other circuits (another capacity): refused with
     // the reason, and left as it was for the right ones.

@@ -1678,7 +1678,20 @@ impl Core {
     /// While a block's settling is being written, the next one is the block after it: the
     /// submitter sends it meanwhile, and settles it once the first is taken back.
     pub fn ready_block(&self) -> Option<ReadyBlock> {
-        let height = self.settling.unwrap_or(self.settled_height) + 1;
+        self.ready_block_at(self.next_to_settle())
+    }
+
+    /// The first block neither settled nor being settled.
+    pub fn next_to_settle(&self) -> u64 {
+        self.settling.unwrap_or(self.settled_height) + 1
+    }
+
+    /// Block `height`, if it is proven and neither settled nor being settled: a block after the
+    /// next to settle goes out while the ones before it are (several blocks in flight).
+    pub fn ready_block_at(&self, height: u64) -> Option<ReadyBlock> {
+        if height < self.next_to_settle() {
+            return None;
+        }
         let blk = self.blocks.get(height as usize - 1)?;
         let root = blk.plan.root();
         let proof = blk.merges.get(&root)?.clone();
@@ -2359,8 +2372,14 @@ mod tests {
         prove(&mut core);
         let first = core.next_block().expect("block 1");
         assert_eq!(first.height, 1);
+        // Both are out at once, for several blocks in flight; none after them is proven.
+        let at = |core: &Core, h: u64| core.ready_block_at(h).map(ReadyBlock::into_proto);
+        assert_eq!(at(&core, 1).as_ref(), Some(&first));
+        assert_eq!(at(&core, 2).map(|b| (b.height, b.old_root)), Some((2, first.new_root.clone())));
+        assert!(at(&core, 3).is_none());
 
         let s = core.settling(1).expect("gathered").expect("block 1 is next");
+        assert!(at(&core, 1).is_none(), "block 1 is being settled");
         let next = core.next_block().expect("block 2 while block 1 is written");
         assert_eq!((next.height, &next.old_root), (2, &first.new_root));
         assert!(core.settling(2).expect("gathered").is_none(), "not before block 1 is taken back");
@@ -2372,9 +2391,11 @@ mod tests {
         let written = s.write();
         core.settled(s, written).expect("settled");
         assert_eq!(core.next_block().as_ref(), Some(&next), "the same block once block 1 is settled");
+        assert!(at(&core, 1).is_none(), "block 1 is settled");
         core.mark_settled(2).expect("settled");
         assert_eq!((core.settled_height, core.settled_txs), (2, 8));
         assert!(core.next_block().is_none());
+        assert!(at(&core, 2).is_none() && at(&core, 3).is_none());
     }
 
     /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's

@@ -9,6 +9,7 @@ pub mod service;
 pub mod sigcheck;
 mod snapshot;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
+use tonic::Status;
 use tracing::{info, warn};
 
 use self::core::{Core, Params, Settling};
@@ -51,7 +53,15 @@ pub struct SequencerConfig {
     pub metrics: Option<String>,
     /// Genesis accounts.
     pub genesis_accounts: u32,
+    /// Blocks out at the settlement node at once, at most ([`SETTLE_IN_FLIGHT`] by default).
+    pub settle_in_flight: usize,
 }
+
+/// The default of [`SequencerConfig::settle_in_flight`]: a round trip to the settlement node of
+/// about 100 ms then costs about 16 ms a block of 664 here, where one block out at a time took
+/// 103 (BENCHMARKS.md); within what a node takes ahead of its head
+/// ([`crate::settlement::MAX_AHEAD`]).
+pub const SETTLE_IN_FLIGHT: usize = 8;
 
 /// A started sequencer.
 pub struct Running {
@@ -96,7 +106,8 @@ pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watc
         let _ = sd.wait_for(|s| *s).await;
     }));
     tasks.spawn(ticker(shared.clone(), shutdown.clone()));
-    tasks.spawn(submitter(shared.clone(), cfg.settlement.clone(), cfg.token.clone(), shutdown.clone()));
+    let in_flight = cfg.settle_in_flight.clamp(1, crate::settlement::MAX_AHEAD as usize);
+    tasks.spawn(submitter(shared.clone(), cfg.settlement.clone(), cfg.token.clone(), in_flight, shutdown.clone()));
     let metrics_addr = match &cfg.metrics {
         Some(a) => {
             let (l, addr) = crate::server::bind(a).await?;
@@ -124,6 +135,9 @@ async fn ticker(shared: Shared, mut shutdown: watch::Receiver<bool>) -> Result<(
 /// A settled block's write, out on a blocking thread.
 type Writing = tokio::task::JoinHandle<(Settling, Result<()>)>;
 
+/// A block's submission to the settlement node, out on its own task.
+type Submission = tokio::task::JoinHandle<Result<tonic::Response<proto::v1::SubmitBlockResponse>, Status>>;
+
 /// Takes back the write of the last block settlement acknowledged, if one is out: the block is
 /// history once its write is (the sequencer's state, then flushed).
 async fn take_back(shared: &Shared, writing: Option<Writing>) -> Result<()> {
@@ -135,25 +149,55 @@ async fn take_back(shared: &Shared, writing: Option<Writing>) -> Result<()> {
     shared.flush().await.map_err(|e| anyhow::anyhow!(e.message().to_string()))
 }
 
-/// Submits each block, in order, once its proof is ready; retries with backoff.
+/// Submits each block, in order, once its proof is ready, up to `in_flight` of them out at once;
+/// retries with backoff.
+///
+/// Blocks go out as they are proven, each after the one before it, and are taken back in order:
+/// the settlement node checks a block when it comes and holds it until the blocks before it
+/// settle, so the round trips and checks of blocks in flight overlap, where with one block out
+/// settlement took at most one block per round trip (docs/services.md, "Several blocks in
+/// flight"). A submission that fails stops the ones after it, and all are sent again from the
+/// first not acknowledged, after a backoff; the node acknowledges one it settled already.
 ///
 /// Once settlement acknowledges a block, its settling is written without the lock while the
-/// next block goes out: the write (about 13 ms a block of 664 on the 2-vCPU dev machine) and the
-/// settlement node's checks of the next block overlap, where one after the other they added
-/// up. One write is out at a time, taken back as soon as it lands (the block reads as settled
-/// from then on) and in any case before the next block's is gathered. A
-/// crash between the two finds the first block unsettled here and settled there: it is sent
-/// again and acknowledged as already settled, and settled here then.
-async fn submitter(shared: Shared, url: String, token: String, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// blocks after it are out: the write (about 6 ms a block of 664 on the 2-vCPU dev machine) and
+/// the settlement node's checks overlap, where one after the other they added up. One write is
+/// out at a time, taken back as soon as it lands (the block reads as settled from then on) and
+/// in any case before the next block's is gathered. A crash between the two finds the first
+/// block unsettled here and settled there: it is sent again and acknowledged as already settled,
+/// and settled here then.
+async fn submitter(
+    shared: Shared,
+    url: String,
+    token: String,
+    in_flight: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let channel = Endpoint::from_shared(url.clone()).context("settlement URL")?.connect_lazy();
-    let mut client = SettlementClient::with_interceptor(channel, AddToken(Some(token)))
+    let client = SettlementClient::with_interceptor(channel, AddToken(Some(token)))
         .max_decoding_message_size(crate::settlement::BLOCK_MESSAGE_LIMIT)
         .max_encoding_message_size(crate::settlement::BLOCK_MESSAGE_LIMIT);
     let mut backoff = Duration::from_millis(100);
     let mut writing: Option<Writing> = None;
+    // The blocks out, oldest first: each one's height, size and submission.
+    let mut out: VecDeque<(u64, u64, Submission)> = VecDeque::new();
     loop {
-        let next = shared.lock().ready_block();
-        let Some(block) = next else {
+        while out.len() < in_flight {
+            let next = shared.lock().next_to_settle();
+            let height = out.back().map_or(next, |(h, _, _)| h + 1);
+            let Some(block) = shared.lock().ready_block_at(height) else { break };
+            let txs = block.txs.len() as u64;
+            let mut client = client.clone();
+            // Encoded, and its signatures summed, with the lock let go.
+            out.push_back((
+                height,
+                txs,
+                tokio::spawn(async move {
+                    client.submit_block(SubmitBlockRequest { block: Some(block.into_proto()) }).await
+                }),
+            ));
+        }
+        let Some((height, txs, submission)) = out.pop_front() else {
             if writing.is_some() {
                 take_back(&shared, writing.take()).await?;
                 continue;
@@ -163,16 +207,10 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             }
         };
-        // Encoded, and its signatures summed, with the lock let go.
-        let block = block.into_proto();
-        let (height, txs) = (block.height, block.txs.len() as u64);
         // The previous block's write, taken back as soon as it lands, while this one is out.
-        let (submitted, taken) = tokio::join!(
-            client.submit_block(SubmitBlockRequest { block: Some(block) }),
-            take_back(&shared, writing.take())
-        );
+        let (submitted, taken) = tokio::join!(submission, take_back(&shared, writing.take()));
         taken?;
-        match submitted {
+        match submitted.unwrap_or_else(|e| Err(Status::internal(format!("the submission's task: {e}")))) {
             Ok(r) => {
                 info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
                 // The settling write runs without the lock: arrivals and provers go on meanwhile.
@@ -187,6 +225,9 @@ async fn submitter(shared: Shared, url: String, token: String, mut shutdown: wat
             }
             Err(e) => {
                 warn!(height, code = ?e.code(), message = e.message(), "block submission failed; retrying");
+                for (_, _, later) in out.drain(..) {
+                    later.abort();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.wait_for(|s| *s) => return Ok(()),
