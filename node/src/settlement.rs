@@ -233,8 +233,9 @@ impl SettlementNode {
             Some(c) => c,
             None => {
                 // A sender's key was not here when it was checked: the blocks before it have
-                // settled now, so check its signatures again, the head let go meanwhile (only
-                // this height can move it).
+                // settled now, so check it again (proof included: a rare case, a sender
+                // registered in the few blocks before), the head let go meanwhile (only this
+                // height can move it).
                 drop(head);
                 let c = self.check(block, true)?.ok_or_else(|| Status::internal("keys unknown after the parent"))?;
                 head = self.head.lock().unwrap_or_else(|p| p.into_inner());
