@@ -533,4 +533,89 @@ mod tests {
         drop(node);
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    /// Real blocks 1 and 2 of a sequencer, proven on the CPU: block 1 registers account 9 and
+    /// funds it, block 2 spends from it.
+    fn two_real_blocks(dir: &std::path::Path) -> (Block, Block) {
+        use circuits::genesis::devnet_key;
+        use circuits::tx::{Register, Transfer};
+
+        use crate::sequencer::core::{Arrival, Core, JobKey, Params};
+
+        let params = Params {
+            capacity: 4,
+            batch_timeout: Duration::from_secs(3600),
+            block_batches: 1,
+            block_time: Duration::from_secs(3600),
+            lease: Duration::from_secs(600),
+            max_attempts: 2,
+            mempool_limit: 100,
+            tx_index_blocks: Params::TX_INDEX_BLOCKS,
+            state_save_txs: Params::STATE_SAVE_TXS,
+        };
+        let circuits = crate::network::test_circuits();
+        let db = sled::open(dir.join("q")).expect("db");
+        let mut core = Core::open(params, db, &crate::network::genesis(8), circuits.clone()).expect("open");
+        let transfer = |from, to, amount, nonce| Tx::Transfer(Transfer { from, to, token: 0, amount, fee: 1, nonce });
+        let nine = devnet_key(9);
+        let register = Tx::Register(Register {
+            account: 9,
+            pubkey: nine.public_key().to_bytes(),
+            pop: nine.proof_of_possession().to_bytes(),
+        });
+        let txs = [
+            register,
+            transfer(1, 9, 1_000, 0),
+            transfer(2, 3, 5, 0),
+            transfer(3, 4, 5, 0),
+            transfer(9, 1, 10, 0),
+            transfer(1, 2, 5, 1),
+            transfer(2, 3, 5, 1),
+            transfer(4, 5, 5, 0),
+        ];
+        for tx in txs {
+            let signed = SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx };
+            let hash = tx_message(&signed.tx);
+            core.submit(Arrival { signed, hash, key: None }).expect("accepted");
+        }
+        let prover = prover_gpu::Prover::cpu();
+        loop {
+            core.collect_hashed(true);
+            let Some(lease) = core.lease("w", Instant::now()) else { break };
+            let kind = match lease.key {
+                JobKey::Batch(_) => proto::v1::JobKind::Batch,
+                _ => proto::v1::JobKind::Aggregate,
+            };
+            let proof = crate::prover::prove(&prover, &circuits, kind, &lease.payload.encode()).expect("proven");
+            let check = core.result_check(lease.id).expect("leased").expect("not done");
+            let checked = check.store(proof.bytes.into(), Ok(())).expect("stored");
+            core.record_result(lease.id, checked, Instant::now()).expect("recorded");
+        }
+        let block = |h| core.ready_block_at(h).expect("proven").into_proto();
+        (block(1), block(2))
+    }
+
+    /// A block taken ahead whose sender is registered by the block before it, not settled yet:
+    /// its signatures are checked once that block settles, and it settles after it.
+    #[test]
+    fn a_block_ahead_whose_sender_the_block_before_registers_settles_after_it() {
+        let (node, dir) = node("ahead-key", AHEAD_WAIT);
+        let (one, two) = two_real_blocks(&dir.join("sequencer"));
+        assert_eq!(SignedTx::decode(&two.txs[0]).expect("tx").tx.sender(), 9);
+        assert!(node.key(9).expect("read").is_none());
+        std::thread::scope(|scope| {
+            let early = scope.spawn(|| node.submit(&two));
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(node.head().height, 0, "block 2 waits");
+            let settled = node.submit(&one).expect("block 1");
+            assert_eq!((settled.height, settled.already_settled), (1, false));
+            let settled = early.join().expect("thread").expect("block 2, once block 1 settled");
+            assert_eq!((settled.height, settled.already_settled), (2, false));
+        });
+        assert_eq!(node.head().height, 2);
+        assert_eq!(node.head().root, digest_from_bytes(&two.new_root).expect("root"));
+        assert!(node.key(9).expect("read").is_some());
+        drop(node);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
