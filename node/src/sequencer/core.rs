@@ -1036,12 +1036,14 @@ impl Core {
     }
 
     /// The settled blocks that fall out of the index's window once block `height` is settled,
-    /// `limit` at most, if any.
+    /// `limit` at most, if any. None before the settled state's first save: a restart without
+    /// one replays the log from genesis, batch by batch, and needs every settled block's ends,
+    /// which pruning removes.
     fn prune(&self, height: u64, limit: u64) -> Option<Prune> {
         let window = self.params.tx_index_blocks;
         let from = self.index_from.height;
         let end = (height + 1).saturating_sub(window).min(from.saturating_add(limit));
-        if window == 0 || end <= from {
+        if window == 0 || end <= from || self.saved.height == 0 {
             return None;
         }
         // Block `end` is settled (the window holds one block at least), so it is in memory.
@@ -2872,5 +2874,40 @@ mod tests {
         assert_eq!((core.settled_height, core.saved), (10, Saved { height: 10, txs: 80 }));
         assert!(logged(&core).is_empty());
         assert!(*core.state() == executed(80), "the state of executing everything from genesis");
+    }
+
+    /// Before the settled state's first save, a restart replays the log from genesis, batch by
+    /// batch, and needs every settled block's ends: the index's window prunes nothing until
+    /// then, however small, and catches up with the first save. (Pruned before it, the restart
+    /// failed: "replaying transaction 4: batch is full".)
+    #[test]
+    fn the_window_prunes_nothing_before_the_first_save() {
+        let mut test = TestDir::new("window-before-save", 2);
+        test.params.tx_index_blocks = 1;
+        test.params.state_save_txs = 30;
+        let arrivals = arrivals(40, 0.25);
+        let mut core = test.open();
+        for a in &arrivals[..24] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        assert_eq!((core.settled_height, core.saved.height, core.index_from()), (3, 0, 1), "nothing pruned");
+        let state = core.state().clone();
+        TestDir::close(core);
+        let mut core = test.open();
+        assert!(*core.state() == state, "replayed from genesis");
+        // Saved at the open, which then prunes what fell out of the window, as the settlings
+        // after it do.
+        assert_eq!((core.settled_height, core.saved.height, core.index_from()), (3, 3, 3));
+        for a in &arrivals[24..32] {
+            core.submit(a.clone()).expect("accepted");
+        }
+        prove(&mut core);
+        settle(&mut core);
+        assert_eq!((core.settled_height, core.index_from()), (4, 4));
+        TestDir::close(core);
+        let core = test.open();
+        assert_eq!((core.settled_height, core.index_from()), (4, 4));
     }
 }
