@@ -2,12 +2,13 @@
 //! replaying the transaction log from genesis (`docs/services.md`, "A restart starts from the
 //! settled state").
 //!
-//! It is saved as changes over the genesis, in the write that records a block settled: each leaf
-//! a settled batch wrote, at its value when the block ended (`l`), the keys of the accounts its
-//! `Register`s created (`r`; the state holds only their hashes, and the sequencer checks
-//! signatures against the keys), and the block's height and state root (`snapshot`). A restart
-//! writes the leaves over the genesis and refuses a directory whose leaves do not hash to the
-//! root saved with them.
+//! It is saved as changes over the genesis, in the write that records a block settled, once every
+//! `--state-save-txs` settled transactions: each leaf the settled batches wrote, at its value
+//! when the block ended (`l`), the keys of the accounts their `Register`s created (`r`; the state
+//! holds only their hashes, and the sequencer checks signatures against the keys), and the
+//! block's height, state root and settled transactions (`snapshot`). A restart writes the leaves
+//! over the genesis, refuses a directory whose leaves do not hash to the root saved with them,
+//! and replays the settled transactions after the save.
 
 use std::collections::{BTreeMap, HashMap};
 
