@@ -70,9 +70,11 @@ pub struct SettlementNode {
 struct Checked {
     old_root: Digest,
     new_root: Digest,
-    txs: u64,
-    /// The keys it registers.
-    new_keys: HashMap<u32, PublicKey>,
+    /// Its transactions, decoded.
+    txs: Vec<SignedTx>,
+    /// The keys it registers, once its signatures are checked (`None`: a sender's key was not
+    /// here yet, [`SettlementNode::check_signatures`]).
+    new_keys: Option<HashMap<u32, PublicKey>>,
 }
 
 /// A block's place among those taken ahead of the head; given back when dropped.
@@ -164,9 +166,9 @@ impl SettlementNode {
     /// Checks a block on its own: its form, its proof against the roots it names and the
     /// commitment to its transactions, and its aggregate signature. A sender whose key this node
     /// does not have yet may be registered by a block before it that has not settled: with
-    /// `parent_settled` false that check is left for later (`Ok(None)`), with it true it is an
-    /// error.
-    fn check(&self, block: &Block, parent_settled: bool) -> Result<Option<Checked>, Status> {
+    /// `parent_settled` false the signatures are left for later (`new_keys` is `None`), with it
+    /// true it is an error.
+    fn check(&self, block: &Block, parent_settled: bool) -> Result<Checked, Status> {
         let old_root =
             digest_from_bytes(&block.old_root).ok_or_else(|| Status::invalid_argument("malformed old_root"))?;
         let new_root =
@@ -196,7 +198,7 @@ impl SettlementNode {
             || self.check_signatures(block, &txs, parent_settled),
         );
         proved?;
-        Ok(signed?.map(|new_keys| Checked { old_root, new_root, txs: txs.len() as u64, new_keys }))
+        Ok(Checked { old_root, new_root, new_keys: signed?, txs })
     }
 
     /// Takes `block`: settles it if it extends the head and passes its checks, acknowledges it
@@ -223,27 +225,28 @@ impl SettlementNode {
             return Err(Status::failed_precondition("the block's old root is not the head's root"));
         }
         let _slot = if parent_settled { None } else { Some(self.ahead_slot()?) };
-        let mut checked = self.check(block, parent_settled)?;
+        let checked = self.check(block, parent_settled)?;
         let mut head = self.wait_for_parent(block.height)?;
         if block.height <= head.height {
             drop(head);
             return self.settled_before(block);
         }
-        let checked = match checked.take() {
-            Some(c) => c,
+        let new_keys = match checked.new_keys {
+            Some(keys) => keys,
             None => {
                 // A sender's key was not here when it was checked: the blocks before it have
-                // settled now, so check it again (proof included: a rare case, a sender
-                // registered in the few blocks before), the head let go meanwhile (only this
-                // height can move it).
+                // settled now, so check its signatures again (its proof passed), the head let go
+                // meanwhile (only this height can move it).
                 drop(head);
-                let c = self.check(block, true)?.ok_or_else(|| Status::internal("keys unknown after the parent"))?;
+                let keys = self
+                    .check_signatures(block, &checked.txs, true)?
+                    .ok_or_else(|| Status::internal("keys unknown after the parent"))?;
                 head = self.head.lock().unwrap_or_else(|p| p.into_inner());
                 if block.height <= head.height {
                     drop(head);
                     return self.settled_before(block);
                 }
-                c
+                keys
             }
         };
         if block.height != head.height + 1 {
@@ -255,11 +258,14 @@ impl SettlementNode {
         if checked.old_root != head.root {
             return Err(Status::failed_precondition("the block's old root is not the head's root"));
         }
-        let next =
-            HeadState { height: block.height, root: checked.new_root, settled_txs: head.settled_txs + checked.txs };
+        let next = HeadState {
+            height: block.height,
+            root: checked.new_root,
+            settled_txs: head.settled_txs + checked.txs.len() as u64,
+        };
         let mut batch = sled::Batch::default();
         batch.insert(key_block(block.height), block.encode_to_vec());
-        for (a, pk) in checked.new_keys {
+        for (a, pk) in new_keys {
             batch.insert(key_pk(a), pk.to_bytes().to_vec());
         }
         batch.insert(b"head".as_slice(), encode_head(&next));

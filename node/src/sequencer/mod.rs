@@ -183,9 +183,12 @@ async fn submitter(
     let mut out: VecDeque<(u64, u64, Submission)> = VecDeque::new();
     loop {
         while out.len() < in_flight {
-            let next = shared.lock().next_to_settle();
-            let height = out.back().map_or(next, |(h, _, _)| h + 1);
-            let Some(block) = shared.lock().ready_block_at(height) else { break };
+            let block = {
+                let core = shared.lock();
+                core.ready_block_at(out.back().map_or(core.next_to_settle(), |(h, _, _)| h + 1))
+            };
+            let Some(block) = block else { break };
+            let height = block.height;
             let txs = block.txs.len() as u64;
             let mut client = client.clone();
             // Encoded, and its signatures summed, with the lock let go.
