@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use tonic::Status;
 use tracing::{info, warn};
 
-use super::log_writer::LogWriter;
+use super::log_writer::{self, LogWriter, T_TX, T_TXS};
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
 use crate::settlement::digest_from_bytes;
@@ -476,7 +476,6 @@ fn k(prefix: u8, n: u64) -> [u8; 9] {
     out
 }
 
-const T_TX: u8 = b't';
 const T_BATCH: u8 = b'b';
 const T_BLOCK: u8 = b'k';
 const T_PROOF: u8 = b'p';
@@ -606,7 +605,8 @@ impl Settling {
     /// of the blocks settled since the last save merged, the keys their registrations created,
     /// the root); a restart finds the block settled with all of that, or not settled with none of
     /// it. Then, one record at a time, its transactions in the index (and `INDEXED`), its proofs
-    /// removed, with a save the log entries of the transactions it saved removed, and the blocks
+    /// removed, with a save the log's records that hold only transactions it saved removed (its
+    /// runs: [`log_writer`]), and the blocks
     /// falling out of the index's window pruned: each of these is redone or finished by the open
     /// if a crash cuts it short.
     ///
@@ -659,9 +659,9 @@ impl Settling {
             self.db.insert(&index_key(hash)[..], &seq.to_be_bytes())?;
         }
         self.db.insert(INDEXED, &self.height.to_be_bytes())?;
-        if let Some(from) = self.save_from {
-            for seq in from..self.txs.end {
-                self.db.remove(k(T_TX, seq))?;
+        if self.save_from.is_some() {
+            for key in log_writer::keys_before(&self.db, self.txs.end)? {
+                self.db.remove(key)?;
             }
         }
         for key in &self.proofs {
@@ -741,7 +741,8 @@ impl Core {
             .map(|a| Ok((a.id, PublicKey::from_bytes(&a.pubkey).context("genesis key")?)))
             .collect::<Result<HashMap<_, _>>>()?;
         let settled = db.get(SETTLED)?.map(|v| be(&v)).transpose()?;
-        let fresh = db.scan_prefix([T_TX]).next().is_none() && settled.is_none();
+        let fresh =
+            db.scan_prefix([T_TX]).next().is_none() && db.scan_prefix([T_TXS]).next().is_none() && settled.is_none();
         circuits.check_database(&db, fresh)?;
         let settled = settled.unwrap_or(0);
         let saved = Snapshot::read(&db)?;
@@ -874,8 +875,8 @@ impl Core {
                     history.insert(&index_key(hash)[..], &seq.to_be_bytes());
                 }
             }
-            for r in self.db.range(k(T_TX, 0)..k(T_TX, saved_txs)) {
-                history.remove(r?.0);
+            for key in log_writer::keys_before(&self.db, saved_txs)? {
+                history.remove(key);
                 rewrite = true;
             }
         } else if self.settled_height > 0 {
@@ -883,9 +884,8 @@ impl Core {
         }
         // The log after the settled state, read as it is replayed, not loaded whole.
         let db = self.db.clone();
-        for r in db.range(k(T_TX, self.settled_txs).to_vec()..vec![T_TX + 1]) {
-            let (key, bytes) = r?;
-            let seq = be(&key[1..])?;
+        for r in log_writer::read_txs(&db, self.settled_txs) {
+            let (seq, bytes) = r?;
             while batch_ends.get(self.batches.end()) == Some(seq) {
                 self.seal_batch_inner(now, false, &block_ends)?;
             }
@@ -943,8 +943,8 @@ impl Core {
             // starts from here.
             let keys = self.keys_of(unsaved.registered.iter().copied()).into_iter().collect();
             save_settled(&mut history, self.settled_height, settled_end, &unsaved.leaves, &keys, unsaved.root);
-            for seq in self.saved.txs..settled_end {
-                history.remove(&k(T_TX, seq));
+            for key in log_writer::keys_before(&self.db, settled_end)? {
+                history.remove(key);
             }
             self.saved = Saved { height: self.settled_height, txs: settled_end };
             rewrite = true;
@@ -1141,7 +1141,7 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        self.log.push(&k(T_TX, seq), bytes);
+        self.log.push_tx(seq, bytes);
         if self.ex.open_len() >= self.params.capacity {
             self.seal_batch(now).map_err(status::storage)?;
         }
@@ -2103,6 +2103,11 @@ mod tests {
         drop(core);
     }
 
+    /// The sequence numbers of the transactions in the log, in order.
+    fn logged(db: &sled::Db) -> Vec<u64> {
+        log_writer::read_txs(db, 0).map(|r| r.expect("read").0).collect()
+    }
+
     /// Proves every job there is (the bytes stand for proofs: the core takes a result's
     /// verdict from its caller).
     fn prove(core: &mut Core) {
@@ -2293,9 +2298,15 @@ mod tests {
             for r in db.scan_prefix([snapshot::T_LEAF]).chain(db.scan_prefix([snapshot::T_KEY])) {
                 old.remove(r.expect("read").0);
             }
-            for (i, a) in arrivals[..8].iter().enumerate() {
-                old.remove(&index_key(&a.hash)[..]);
+            // Its log held one transaction a record.
+            for r in db.scan_prefix([T_TXS]) {
+                old.remove(r.expect("read").0);
+            }
+            for (i, a) in arrivals.iter().enumerate() {
                 old.insert(&k(T_TX, i as u64), a.signed.encode());
+            }
+            for a in &arrivals[..8] {
+                old.remove(&index_key(&a.hash)[..]);
             }
             old.insert(&k(T_PROOF, 0), &[1u8; 64][..]);
             old.insert(merge_key(1, 2), &[2u8; 64][..]);
@@ -2520,7 +2531,7 @@ mod tests {
         let mut s = core.settling(2).expect("gathered").expect("block 2");
         s.write_settled().expect("written");
         assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
-        assert!(core.db.get(k(T_TX, 4)).expect("read").is_some(), "its log entries are still there");
+        assert!(logged(&core.db).contains(&4), "its log entries are still there");
         drop(s);
         TestDir::close(core);
 
@@ -2534,7 +2545,7 @@ mod tests {
         );
         assert_eq!(status(0), None, "block 1 pruned");
         assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(2));
-        assert_eq!(core.db.scan_prefix([T_TX]).count(), 0, "no settled transaction left in the log");
+        assert_eq!(logged(&core.db), Vec::<u64>::new(), "no settled transaction left in the log");
         assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
         assert_eq!(core.db.scan_prefix([T_INDEX]).count(), 4, "block 2's, and no more");
     }
@@ -2674,8 +2685,7 @@ mod tests {
 
         let db = test.db();
         assert_eq!(Snapshot::read(&db).expect("read").map(|s| s.height), Some(8));
-        let logged: Vec<u64> = db.scan_prefix([T_TX]).map(|r| be(&r.expect("read").0[1..]).expect("seq")).collect();
-        assert_eq!(logged, (64..73).collect::<Vec<_>>(), "only the unsettled transactions are logged");
+        assert_eq!(logged(&db), (64..73).collect::<Vec<_>>(), "only the unsettled transactions are logged");
         drop(db);
 
         let mut core = open();
@@ -2764,8 +2774,16 @@ mod tests {
         let mut test = TestDir::new("save-every", 2);
         test.params.state_save_txs = 20;
         let arrivals = arrivals(80, 0.3);
-        let logged = |core: &Core| -> Vec<u64> {
-            core.db.scan_prefix([T_TX]).map(|r| be(&r.expect("read").0[1..]).expect("seq")).collect()
+        let logged = |core: &Core| self::logged(&core.db);
+        // Submitted with the log written after each batch: its runs are the batches, which a
+        // save removes whole (a run that a save cuts in two stays until the next).
+        let submit = |core: &mut Core, arrivals: &[Arrival]| {
+            for batch in arrivals.chunks(4) {
+                for a in batch {
+                    core.submit(a.clone()).expect("accepted");
+                }
+                core.log.write().expect("written");
+            }
         };
         let saved = |core: &Core| Snapshot::read(&core.db).expect("read").map(|s| (s.height, s.txs));
         // The state of executing the first `upto` transactions from genesis, in batches of four.
@@ -2783,9 +2801,7 @@ mod tests {
         // Blocks of two batches of four: blocks 1 to 4 settle, the state saved at block 3 (24
         // transactions since the genesis), the log keeping block 4's; block 5 is proven.
         let mut core = test.open();
-        for a in &arrivals[..40] {
-            core.submit(a.clone()).expect("accepted");
-        }
+        submit(&mut core, &arrivals[..40]);
         prove(&mut core);
         for height in 1..=4 {
             core.mark_settled(height).expect("settled");
@@ -2810,9 +2826,7 @@ mod tests {
 
         // Blocks 5 and 6 settle without a save (16 transactions since it); block 7's save
         // fails once after its writes and is settled again.
-        for a in &arrivals[40..64] {
-            core.submit(a.clone()).expect("accepted");
-        }
+        submit(&mut core, &arrivals[40..64]);
         prove(&mut core);
         core.mark_settled(5).expect("settled");
         core.mark_settled(6).expect("settled");
@@ -2859,9 +2873,7 @@ mod tests {
         test.params.state_save_txs = 16;
         let mut core = reopen(&test).expect("open");
         assert_eq!((core.saved, logged(&core)), (Saved { height: 8, txs: 64 }, vec![]));
-        for a in &arrivals[64..80] {
-            core.submit(a.clone()).expect("accepted");
-        }
+        submit(&mut core, &arrivals[64..80]);
         prove(&mut core);
         core.mark_settled(9).expect("settled");
         let mut s = core.settling(10).expect("gathered").expect("block 10");
