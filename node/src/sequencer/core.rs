@@ -590,8 +590,9 @@ pub struct Settling {
     root: Digest,
     /// What the blocks settled since the last save wrote: the write adds this block's to it.
     to_save: ToSave,
-    /// If this block's write saves the settled state: where the log's entries of the
-    /// transactions settled since the last save begin (they are removed with the save).
+    /// If this block's write saves the settled state: where the transactions settled since the
+    /// last save begin. The save removes the log's records that hold only transactions before
+    /// this block's end, a run the last save cut included, so only whether it saves is read.
     save_from: Option<u64>,
     proofs: Vec<Vec<u8>>,
     /// The blocks falling out of the index's window, if any.

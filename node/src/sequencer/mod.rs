@@ -217,9 +217,8 @@ async fn submitter(
             Ok(r) => {
                 info!(height, txs, resubmitted = r.get_ref().already_settled, "block settled");
                 // The settling write runs without the lock: arrivals and provers go on meanwhile.
-                if let Some(s) = shared.lock().settling(height)? {
+                if let Some(mut s) = shared.lock().settling(height)? {
                     writing = Some(tokio::task::spawn_blocking(move || {
-                        let mut s = s;
                         let written = s.write();
                         (s, written)
                     }));
