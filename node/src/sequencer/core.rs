@@ -20,6 +20,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::log_writer::{self, LogWriter, T_TX, T_TXS};
+use super::settled_index::{Found, SettledIndex};
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
 use crate::settlement::digest_from_bytes;
@@ -44,7 +45,9 @@ pub struct Params {
     pub mempool_limit: usize,
     /// The settled blocks whose transactions stay in the index of hashes (their status, and a
     /// copy told apart as already accepted), the last ones; 0 keeps every block's. The index is
-    /// what grows with history, so a sequencer that runs for long keeps a window of it.
+    /// in memory, about 20 bytes a transaction, and is rebuilt at each open from the blocks'
+    /// lists of hashes: it is what grows with history, so a sequencer that runs for long keeps
+    /// a window of it.
     pub tx_index_blocks: u64,
     /// The settled state is saved at the end of the first block to settle this many
     /// transactions since the last save (0 or 1: with every block). A restart replays the
@@ -55,7 +58,8 @@ pub struct Params {
 
 impl Params {
     /// The default window of [`Params::tx_index_blocks`]: at four batches of 166 a block, at
-    /// most 6.6 million transactions, about 1.8 GB of sled's heap (BENCHMARKS.md).
+    /// most 6.6 million transactions, about 135 MB of heap and 210 MB of lists on disk
+    /// (BENCHMARKS.md).
     pub const TX_INDEX_BLOCKS: u64 = 10_000;
     /// The default of [`Params::state_save_txs`]: about 16 blocks of four batches of 166.
     pub const STATE_SAVE_TXS: u64 = 10_000;
@@ -418,8 +422,11 @@ pub struct Core {
     registry: HashMap<u32, PublicKey>,
     /// The transactions accepted and not settled, in order: the first is number `settled_txs`.
     txs: VecDeque<Accepted>,
-    /// Their hashes; a settled transaction's is in the database (`T_INDEX`).
+    /// Their hashes; a settled transaction's is in `index`.
     by_hash: HashMap<[u8; 32], u64>,
+    /// The settled transactions in the window, by hash ([`SettledIndex`]), checked against
+    /// their blocks' lists (`T_HASHES`).
+    index: SettledIndex,
     open_since: Option<Instant>,
     batches: Records<BatchRec>,
     /// Batches whose hashing is done: the rest hash behind the executor (their witnesses come
@@ -441,7 +448,7 @@ pub struct Core {
     settled_height: u64,
     /// Transactions settled: those accepted before the first of `txs`.
     settled_txs: u64,
-    /// The first settled block whose transactions are in the index (`T_INDEX`).
+    /// The first settled block whose transactions are in the index.
     index_from: IndexFrom,
     /// The block whose settling is being written, with the lock released ([`Settling`]).
     settling: Option<u64>,
@@ -481,14 +488,16 @@ const T_BLOCK: u8 = b'k';
 const T_PROOF: u8 = b'p';
 const T_MERGE: u8 = b'm';
 const T_FAILED: u8 = b'f';
-/// A settled transaction's sequence number under its hash.
+/// A settled transaction's sequence number under its hash: the index of versions before the
+/// thirtieth session's, which kept it in sled. The open builds the lists (`T_HASHES`) from
+/// it where a database has none, then removes it.
 const T_INDEX: u8 = b'h';
 const SETTLED: &[u8] = b"settled";
-/// The height up to which the settled transactions are in `T_INDEX`: the settled height, but
-/// for a database from a version that kept them in memory, indexed at its next open.
+/// Of the same versions: the height up to which the settled transactions were in `T_INDEX`.
 const INDEXED: &[u8] = b"indexed";
-/// A settled block's transaction hashes, in order, under its height: what pruning them from the
-/// index reads ([`Params::tx_index_blocks`]).
+/// A settled block's transaction hashes, in order, under its height: what the index is built
+/// from at the open and checked against, and what pruning a block from it reads
+/// ([`Params::tx_index_blocks`]).
 const T_HASHES: u8 = b'x';
 /// The first settled height whose transactions are in the index (those before were pruned),
 /// its first batch and its first transaction: three big-endian `u64`s.
@@ -529,39 +538,26 @@ struct Prune {
 }
 
 impl Prune {
-    /// Adds to `w` the removal of the blocks' hashes from the index, of their lists (read from
-    /// `db`), and of their batch and block ends from the log, and the new `INDEX_FROM`.
-    fn add(&self, db: &sled::Db, w: &mut sled::Batch) -> Result<()> {
-        for key in self.index_keys(db)? {
-            w.remove(&key[..]);
-        }
-        self.add_rest(w);
-        Ok(())
-    }
-
-    /// The same as [`Prune::add`] written: the index's entries removed one at a time, then the
-    /// rest in one small batch, so that the blocks are pruned once the batch lands. Cut short,
-    /// the open prunes them again (`INDEX_FROM` still names them).
+    /// Written in one batch: the blocks are pruned once it lands, and not at all before.
     fn write(&self, db: &sled::Db) -> Result<()> {
-        for key in self.index_keys(db)? {
-            db.remove(&key[..])?;
-        }
         let mut w = sled::Batch::default();
-        self.add_rest(&mut w);
+        self.add(&mut w);
         Ok(db.apply_batch(w)?)
     }
 
-    /// The index's keys of the blocks' transactions, from their lists in `db`.
-    fn index_keys(&self, db: &sled::Db) -> Result<Vec<[u8; 33]>> {
-        let mut keys = Vec::new();
+    /// The blocks' transaction hashes, in order, from their lists in `db`: what leaves the
+    /// index in memory once the pruning has landed.
+    fn hashes(&self, db: &sled::Db) -> Result<Vec<[u8; 32]>> {
+        let mut hashes = Vec::new();
         for old in self.from.height..self.to.height {
-            keys.extend(block_hashes(db, old)?.unwrap_or_default().iter().map(index_key));
+            hashes.extend(block_hashes(db, old)?.unwrap_or_default());
         }
-        Ok(keys)
+        Ok(hashes)
     }
 
-    /// The blocks' lists, their batch and block ends, and the new `INDEX_FROM`.
-    fn add_rest(&self, w: &mut sled::Batch) {
+    /// Adds to `w` the removal of the blocks' lists of hashes and of their batch and block ends
+    /// from the log, and the new `INDEX_FROM`.
+    fn add(&self, w: &mut sled::Batch) {
         for b in self.from.batch..self.to.batch {
             w.remove(&k(T_BATCH, b));
         }
@@ -597,6 +593,8 @@ pub struct Settling {
     proofs: Vec<Vec<u8>>,
     /// The blocks falling out of the index's window, if any.
     prune: Option<Prune>,
+    /// Their hashes, read by the write before it prunes them.
+    pruned: Vec<[u8; 32]>,
     index_from: IndexFrom,
 }
 
@@ -605,11 +603,12 @@ impl Settling {
     /// block's list of hashes, and, where it saves the settled state, that state (the leaf writes
     /// of the blocks settled since the last save merged, the keys their registrations created,
     /// the root); a restart finds the block settled with all of that, or not settled with none of
-    /// it. Then, one record at a time, its transactions in the index (and `INDEXED`), its proofs
-    /// removed, with a save the log's records that hold only transactions it saved removed (its
-    /// runs: [`log_writer`]), and the blocks
-    /// falling out of the index's window pruned: each of these is redone or finished by the open
-    /// if a crash cuts it short.
+    /// it. Then, one record at a time, its proofs removed, with a save the log's records that
+    /// hold only transactions it saved removed (its runs: [`log_writer`]), and the blocks
+    /// falling out of the index's window pruned (one small batch): each of these is redone or
+    /// finished by the open if a crash cuts it short. The index itself is in memory
+    /// ([`SettledIndex`]): [`Core::settled`] adds the block's transactions and removes the pruned
+    /// blocks'.
     ///
     /// Why not save the state with every block: each save rewrites a few thousand leaves spread
     /// over the state's keys, and sled 0.34's file keeps most of what they overwrite: with a
@@ -619,8 +618,9 @@ impl Settling {
     /// Why not all in one write, as before: sled 0.34 applies a batch holding a lock that stops
     /// every other write and read of the process until it lands (its `concurrency_control`), the
     /// arrivals' log appends included, which wait under the sequencer's lock. The index's
-    /// random keys and the log's removals were about 60% of the batch's 12–15 ms per block of
-    /// 664 (BENCHMARKS.md); one at a time, they let the arrivals in between.
+    /// random keys (sled records then) and the log's removals were about 60% of the batch's
+    /// 12–15 ms per block of 664 (BENCHMARKS.md); one at a time, they let the arrivals in
+    /// between.
     ///
     /// First, the log's queued records: the block's must be in the database before their
     /// removal. They are already (each proof's store wrote the log before it, and the block's
@@ -655,11 +655,7 @@ impl Settling {
         Ok(self.db.apply_batch(w)?)
     }
 
-    fn write_rest(&self) -> Result<()> {
-        for (seq, hash) in self.txs.clone().zip(&self.hashes) {
-            self.db.insert(&index_key(hash)[..], &seq.to_be_bytes())?;
-        }
-        self.db.insert(INDEXED, &self.height.to_be_bytes())?;
+    fn write_rest(&mut self) -> Result<()> {
         if self.save_from.is_some() {
             for key in log_writer::keys_before(&self.db, self.txs.end)? {
                 self.db.remove(key)?;
@@ -669,6 +665,7 @@ impl Settling {
             self.db.remove(&key[..])?;
         }
         if let Some(prune) = &self.prune {
+            self.pruned = prune.hashes(&self.db)?;
             prune.write(&self.db)?;
         }
         Ok(())
@@ -770,6 +767,7 @@ impl Core {
             registry,
             txs: VecDeque::new(),
             by_hash: HashMap::new(),
+            index: SettledIndex::default(),
             open_since: None,
             batches: Records::default(),
             hashed_batches: 0,
@@ -843,12 +841,16 @@ impl Core {
             batch_ends.get((batches as usize).wrapping_sub(1)).context("a settled block has no batches")
         };
         let settled_end = txs_before(self.settled_height)?;
+        // A database from a version that kept the index in sled and no lists of hashes: its
+        // lists are built from that index, which must first hold every settled transaction
+        // (`INDEXED` says how far it does), and are what the index is built from after.
+        let old_index = self.settled_height > 0 && !self.db.contains_key(INDEX_FROM)?;
         let indexed = self.db.get(INDEXED)?.map(|v| be(&v)).transpose()?.unwrap_or(0).min(self.settled_height);
         let indexed_end = txs_before(indexed)?;
         // What a database from a version that kept settled history needs: the settled
-        // transactions' index, and their proofs gone. Written in one batch with `INDEXED`.
+        // transactions' index where it has no lists (above), and their proofs gone.
         let mut history = sled::Batch::default();
-        let mut rewrite = indexed < self.settled_height;
+        let mut rewrite = old_index && indexed < self.settled_height;
         let now = Instant::now();
         if let Some(saved) = saved {
             // The settled blocks are history: their bounds are all that is kept of them.
@@ -868,14 +870,7 @@ impl Core {
                 self.unsaved = Some(Unsaved { root: saved.root, ..Unsaved::default() });
             }
             // What a settling cut short after its first write left undone ([`Settling::write`]):
-            // its transactions in the index, from its list of hashes; its log entries removed.
-            for height in (indexed + 1).max(self.index_from.height)..=self.settled_height {
-                let first = if height == self.index_from.height { self.index_from.tx } else { txs_before(height - 1)? };
-                let list = block_hashes(&self.db, height)?.context("a settled block's list of hashes is missing")?;
-                for (seq, hash) in (first..).zip(&list) {
-                    history.insert(&index_key(hash)[..], &seq.to_be_bytes());
-                }
-            }
+            // its log entries removed.
             for key in log_writer::keys_before(&self.db, saved_txs)? {
                 history.remove(key);
                 rewrite = true;
@@ -898,7 +893,7 @@ impl Core {
             if seq < settled_end {
                 // Settled, and the state it settled at not saved: applied to rebuild the state,
                 // and not kept.
-                if seq >= indexed_end {
+                if old_index && seq >= indexed_end {
                     history.insert(&index_key(&circuits::bls::tx_message(&signed.tx))[..], &seq.to_be_bytes());
                 }
                 self.apply(&signed, None).map_err(failed)?;
@@ -974,21 +969,20 @@ impl Core {
             }
         }
         if rewrite {
-            history.insert(INDEXED, &self.settled_height.to_be_bytes());
             self.db.apply_batch(history)?;
         }
-        if self.settled_height > 0 && !self.db.contains_key(INDEX_FROM)? {
+        if old_index {
             let ends = (1..=self.settled_height).map(txs_before).collect::<Result<Vec<_>>>()?;
             self.list_indexed_hashes(&ends)?;
         }
+        self.drop_sled_index()?;
         // All that fell out of the window (it may be smaller than the last process's), where a
         // settlement prunes a few blocks at most; in writes of a bounded size.
         while let Some(prune) = self.prune(self.settled_height, 64) {
-            let mut w = sled::Batch::default();
-            prune.add(&self.db, &mut w)?;
-            self.db.apply_batch(w)?;
+            prune.write(&self.db)?;
             self.pruned(prune.to);
         }
+        self.build_index()?;
         let failed: HashMap<u64, String> =
             self.scan(T_FAILED)?.into_iter().map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned())).collect();
         for key in self.missing_jobs() {
@@ -1027,12 +1021,70 @@ impl Core {
         }
         let mut w = sled::Batch::default();
         for (height, mut list) in (1..).zip(lists) {
+            let start = if height == 1 { 0 } else { ends[height as usize - 2] };
+            if list.len() as u64 != ends[height as usize - 1] - start {
+                bail!("the index an earlier version kept lacks some of block {height}'s transactions");
+            }
             list.sort_unstable();
             w.insert(&k(T_HASHES, height), list.iter().flat_map(|(_, h)| *h).collect::<Vec<u8>>());
         }
         w.insert(INDEX_FROM, IndexFrom::ALL.to_bytes());
         self.db.apply_batch(w)?;
         self.index_from = IndexFrom::ALL;
+        Ok(())
+    }
+
+    /// Removes the index a version before this one kept in sled (`T_INDEX`, `INDEXED`), in
+    /// writes of a bounded size: the lists of hashes stand for it now. Cut short, the next open
+    /// goes on.
+    fn drop_sled_index(&self) -> Result<()> {
+        let mut removed = 0;
+        loop {
+            let mut w = sled::Batch::default();
+            let mut n = 0;
+            for key in self.db.scan_prefix([T_INDEX]).keys().take(16_384) {
+                w.remove(key?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.db.apply_batch(w)?;
+            removed += n;
+        }
+        if self.db.remove(INDEXED)?.is_some() || removed > 0 {
+            info!(
+                records = removed,
+                "removed the index of settled transactions an earlier version kept in the database"
+            );
+        }
+        Ok(())
+    }
+
+    /// The index in memory, from the lists of hashes of the settled blocks in the window.
+    fn build_index(&mut self) -> Result<()> {
+        for height in self.index_from.height..=self.settled_height {
+            let list = block_hashes(&self.db, height)?.context("a settled block's list of hashes is missing")?;
+            let first = self.batches[self.blocks[height as usize - 1].first_batch as usize].start;
+            let end = if height == self.settled_height {
+                self.settled_txs
+            } else {
+                self.batches[self.blocks[height as usize].first_batch as usize].start
+            };
+            if list.len() as u64 != end - first {
+                bail!("block {height}'s list of hashes does not match its transactions: the directory is corrupt");
+            }
+            for (seq, hash) in (first..).zip(&list) {
+                self.index.insert(hash, seq);
+            }
+        }
+        if self.index.len() > 0 {
+            info!(
+                txs = self.index.len(),
+                mb = self.index.heap_bytes() as f64 / 1e6,
+                "indexed the settled transactions in the window"
+            );
+        }
         Ok(())
     }
 
@@ -1137,7 +1189,7 @@ impl Core {
             // A settled transaction cannot apply again (its nonce is spent, or its account
             // registered), so a copy of one fails here, and is told apart from other failures
             // by the index, off the path of the transactions that apply.
-            Err(_) if self.db.contains_key(index_key(&hash)).map_err(status::storage)? => {
+            Err(_) if self.settled_seq(&hash).map_err(status::storage)?.is_some() => {
                 return Err(Status::already_exists("transaction already accepted (and settled)"))
             }
             Err(e) => return Err(e),
@@ -1773,6 +1825,7 @@ impl Core {
             proofs,
             index_from: prune.as_ref().map_or(self.index_from, |p| p.to),
             prune,
+            pruned: Vec::new(),
         }))
     }
 
@@ -1798,8 +1851,14 @@ impl Core {
         let settled = s.hashes.len();
         self.settled_height = height;
         let txs: Vec<Accepted> = self.txs.drain(..settled).collect();
-        for a in &txs {
+        for (seq, a) in (self.settled_txs..).zip(&txs) {
             self.by_hash.remove(&a.hash);
+            self.index.insert(&a.hash, seq);
+        }
+        if let Some(prune) = &s.prune {
+            for (seq, hash) in (prune.from.tx..).zip(&s.pruned) {
+                self.index.remove(hash, seq);
+            }
         }
         self.settled_txs += settled as u64;
         let released_batches = self
@@ -1834,15 +1893,15 @@ impl Core {
         }
     }
 
-    /// The sequence number and status of a transaction: one not settled is looked up in memory,
-    /// a settled one in the database's index.
+    /// The sequence number and status of a transaction: one not settled is looked up in
+    /// `by_hash`, a settled one in the index.
     pub fn tx_status(&self, hash: &[u8]) -> Result<Option<proto::v1::TxStatus>, Status> {
         let seq = match self.by_hash.get(hash) {
             Some(&seq) => seq,
             None => {
                 let Ok(hash) = <[u8; 32]>::try_from(hash) else { return Ok(None) };
-                match self.db.get(index_key(&hash)).map_err(status::storage)? {
-                    Some(v) => be(&v).map_err(status::storage)?,
+                match self.settled_seq(&hash).map_err(status::storage)? {
+                    Some(seq) => seq,
                     None => return Ok(None),
                 }
             }
@@ -1861,6 +1920,32 @@ impl Core {
             batch: batch.unwrap_or(0) as u64,
             block: block.unwrap_or(0),
         }))
+    }
+
+    /// The sequence number of settled transaction `hash`, if its block is in the index's
+    /// window: the index's candidate checked against the block's list of hashes.
+    fn settled_seq(&self, hash: &[u8; 32]) -> Result<Option<u64>> {
+        match self.index.get(hash) {
+            None => Ok(None),
+            Some(Found::Exact(seq)) => Ok(Some(seq)),
+            Some(Found::Candidate(seq)) => Ok((self.settled_hash(seq)? == Some(*hash)).then_some(seq)),
+        }
+    }
+
+    /// The hash of settled transaction `seq`, from its block's list, if its block is in the
+    /// index's window.
+    fn settled_hash(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        if seq < self.index_from.tx || seq >= self.settled_txs {
+            return Ok(None);
+        }
+        let Some(height) = self.batches.get(self.batches.partition_point(|b| b.end <= seq)).and_then(|b| b.block)
+        else {
+            return Ok(None);
+        };
+        let Some(blk) = self.blocks.get(height as usize - 1) else { return Ok(None) };
+        let at = (seq - self.batches[blk.first_batch as usize].start) as usize * 32;
+        let Some(list) = self.db.get(k(T_HASHES, height))? else { return Ok(None) };
+        Ok(list.get(at..at + 32).map(|h| h.try_into().expect("32 bytes")))
     }
 
     /// The status report.
@@ -2268,6 +2353,9 @@ mod tests {
             assert_eq!(state(core, 7), (proto::v1::TxState::Settled, 7, 1, 1));
             assert_eq!(state(core, 8), (proto::v1::TxState::Proven, 8, 2, 2));
             assert_eq!(core.tx_status(&[7; 32]).expect("read"), None);
+            let mut near = hash(0);
+            near[31] ^= 1;
+            assert_eq!(core.tx_status(&near).expect("read"), None, "a settled hash's first bytes, not its hash");
             assert_eq!(core.tx_status(&[7; 5]).expect("read"), None);
             let next = core.next_block().expect("block 2 is ready");
             assert_eq!((next.height, next.txs.len()), (2, 8));
@@ -2290,11 +2378,15 @@ mod tests {
         close(core);
 
         // As a version that kept settled history would have left it: block 1's proofs and log
-        // entries still there, no index of its transactions, no settled state saved.
+        // entries still there, no index of its transactions, no lists of hashes, no settled
+        // state saved.
         {
             let db = test.db();
             let mut old = sled::Batch::default();
-            old.remove(INDEXED);
+            old.remove(INDEX_FROM);
+            for r in db.scan_prefix([T_HASHES]) {
+                old.remove(r.expect("read").0);
+            }
             old.remove(SNAPSHOT);
             for r in db.scan_prefix([snapshot::T_LEAF]).chain(db.scan_prefix([snapshot::T_KEY])) {
                 old.remove(r.expect("read").0);
@@ -2306,9 +2398,6 @@ mod tests {
             for (i, a) in arrivals.iter().enumerate() {
                 old.insert(&k(T_TX, i as u64), a.signed.encode());
             }
-            for a in &arrivals[..8] {
-                old.remove(&index_key(&a.hash)[..]);
-            }
             old.insert(&k(T_PROOF, 0), &[1u8; 64][..]);
             old.insert(merge_key(1, 2), &[2u8; 64][..]);
             db.apply_batch(old).expect("write");
@@ -2316,7 +2405,8 @@ mod tests {
         }
         let core = open();
         assert_eq!(check(&core), block2, "an old database brought up to date");
-        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
+        assert_eq!(block_hashes(&core.db, 1).expect("read"), Some(arrivals[..8].iter().map(|a| a.hash).collect()));
+        assert_eq!(core.db.scan_prefix([T_INDEX]).count() + core.db.scan_prefix(INDEXED).count(), 0);
         assert_eq!(core.state().root(), root);
         assert_eq!(Snapshot::read(&core.db).expect("read").map(|s| s.height), Some(1), "the settled state saved");
         assert_eq!(core.scan(T_TX).expect("scan")[0].0, 8, "and block 1's log entries gone");
@@ -2510,11 +2600,11 @@ mod tests {
         assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
     }
 
-    /// A settling is one write that settles the block, then removals and index entries one
-    /// record at a time (so that sled's batch lock is held briefly). A process killed between
-    /// the two finds the block settled at its open, and the open finishes the rest: the block's
-    /// transactions indexed from its list, its log entries and proofs gone, the block leaving
-    /// the index's window pruned.
+    /// A settling is one write that settles the block, then removals one record at a time (so
+    /// that sled's batch lock is held briefly). A process killed between the two finds the
+    /// block settled at its open, and the open finishes the rest: the block's transactions
+    /// indexed from its list, its log entries and proofs gone, the block leaving the index's
+    /// window pruned.
     #[test]
     fn a_settling_cut_short_after_its_first_write_is_finished_at_the_open() {
         let mut test = TestDir::new("settling-cut", 1);
@@ -2531,7 +2621,7 @@ mod tests {
         // Block 2's settling, killed after its first write: block 1 leaves the window with it.
         let mut s = core.settling(2).expect("gathered").expect("block 2");
         s.write_settled().expect("written");
-        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(1));
+        assert!(block_hashes(&core.db, 1).expect("read").is_some(), "block 1 is not pruned yet");
         assert!(logged(&core.db).contains(&4), "its log entries are still there");
         drop(s);
         TestDir::close(core);
@@ -2545,10 +2635,10 @@ mod tests {
             (4..8).map(|i| Some((settled, i as u64))).collect::<Vec<_>>()
         );
         assert_eq!(status(0), None, "block 1 pruned");
-        assert_eq!(core.db.get(INDEXED).expect("read").map(|v| be(&v).expect("height")), Some(2));
+        assert_eq!(block_hashes(&core.db, 1).expect("read"), None);
         assert_eq!(logged(&core.db), Vec::<u64>::new(), "no settled transaction left in the log");
         assert_eq!(core.db.scan_prefix([T_PROOF]).count() + core.db.scan_prefix([T_MERGE]).count(), 0);
-        assert_eq!(core.db.scan_prefix([T_INDEX]).count(), 4, "block 2's, and no more");
+        assert_eq!(core.index.len(), 4, "block 2's, and no more");
     }
 
     /// The index of settled hashes keeps the last `tx_index_blocks` settled blocks' transactions:
@@ -2573,7 +2663,8 @@ mod tests {
             let first = |prefix| core.scan(prefix).expect("scan").first().map(|(n, _)| *n);
             assert_eq!((core.batches.base as u64, core.blocks.base as u64), (h - 1, h - 1));
             assert_eq!((first(T_BATCH), first(T_BLOCK)), (Some(h - 1), Some(h)));
-            (h, core.db.scan_prefix([T_INDEX]).count(), lists)
+            assert_eq!(core.db.scan_prefix([T_INDEX]).count(), 0, "no index in the database");
+            (h, core.index.len(), lists)
         };
         // Block `height`'s list: blocks of one batch of four.
         let list = |height: u64| {
@@ -2592,12 +2683,19 @@ mod tests {
             test.params.tx_index_blocks = window;
             test.open()
         };
+        // An index in the database, every settled transaction's, and no lists.
         let as_before_pruning = |core: Core| {
             let mut old = sled::Batch::default();
             old.remove(INDEX_FROM);
-            for (h, _) in core.scan(T_HASHES).expect("scan") {
+            let mut seq = core.index_from.tx;
+            for (h, list) in core.scan(T_HASHES).expect("scan") {
                 old.remove(&k(T_HASHES, h));
+                for hash in list.chunks(32) {
+                    old.insert(&index_key(hash.try_into().expect("32 bytes"))[..], &seq.to_be_bytes());
+                    seq += 1;
+                }
             }
+            old.insert(INDEXED, &core.settled_height.to_be_bytes());
             core.db.apply_batch(old).expect("write");
             core
         };

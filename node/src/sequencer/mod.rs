@@ -6,6 +6,7 @@ pub mod flusher;
 mod log_writer;
 pub mod metrics;
 pub mod service;
+mod settled_index;
 pub mod sigcheck;
 mod snapshot;
 
