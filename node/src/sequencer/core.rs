@@ -1065,12 +1065,12 @@ impl Core {
     fn build_index(&mut self) -> Result<()> {
         for height in self.index_from.height..=self.settled_height {
             let list = block_hashes(&self.db, height)?.context("a settled block's list of hashes is missing")?;
-            let first = self.batches[self.blocks[height as usize - 1].first_batch as usize].start;
-            let end = if height == self.settled_height {
-                self.settled_txs
-            } else {
-                self.batches[self.blocks[height as usize].first_batch as usize].start
+            let start = |height: u64| -> Result<u64> {
+                let blk = self.blocks.get(height as usize - 1).context("a block in the window is not in memory")?;
+                Ok(self.batches.get(blk.first_batch as usize).context("a batch in the window is not in memory")?.start)
             };
+            let first = start(height)?;
+            let end = if height == self.settled_height { self.settled_txs } else { start(height + 1)? };
             if list.len() as u64 != end - first {
                 bail!("block {height}'s list of hashes does not match its transactions: the directory is corrupt");
             }
