@@ -1943,7 +1943,8 @@ impl Core {
             return Ok(None);
         };
         let Some(blk) = self.blocks.get(height as usize - 1) else { return Ok(None) };
-        let at = (seq - self.batches[blk.first_batch as usize].start) as usize * 32;
+        let Some(first) = self.batches.get(blk.first_batch as usize) else { return Ok(None) };
+        let at = (seq - first.start) as usize * 32;
         let Some(list) = self.db.get(k(T_HASHES, height))? else { return Ok(None) };
         Ok(list.get(at..at + 32).map(|h| h.try_into().expect("32 bytes")))
     }
