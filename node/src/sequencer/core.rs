@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use tonic::Status;
 use tracing::{info, warn};
 
-use super::log_writer::{self, LogWriter, T_TX, T_TXS};
+use super::log_writer::{self, seq_key as k, LogWriter, T_TX, T_TXS};
 use super::settled_index::{Found, SettledIndex};
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
 use crate::network::Circuits;
@@ -474,13 +474,6 @@ impl Drop for Core {
             warn!("writing the log's last records: {e:#}");
         }
     }
-}
-
-fn k(prefix: u8, n: u64) -> [u8; 9] {
-    let mut out = [0u8; 9];
-    out[0] = prefix;
-    out[1..].copy_from_slice(&n.to_be_bytes());
-    out
 }
 
 const T_BATCH: u8 = b'b';

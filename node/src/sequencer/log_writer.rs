@@ -48,7 +48,9 @@ pub const TXS_PER_RECORD: usize = 64;
 /// otherwise find no transaction after the settled ones and lose those not settled.
 const RUNS_MARKER: [u8; 9] = [T_TX, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 
-fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+/// A record's key: `prefix`, then `seq` big-endian, so that records sort by number (the
+/// core's keys of batches, blocks, proofs and lists are the same shape).
+pub(super) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut out = [prefix; 9];
     out[1..].copy_from_slice(&seq.to_be_bytes());
     out
