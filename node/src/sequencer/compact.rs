@@ -1,13 +1,16 @@
-//! Opening the sequencer's database, rewritten first when most of its file is garbage.
+//! Opening the sequencer's database: made with sled segments of [`SEGMENT_SIZE`], and
+//! rewritten first when most of its file is garbage or it was made with sled's default segments.
 //!
-//! Under the sequencer's churn of small records (log entries written and removed, the index of
-//! settled hashes, the state's leaves rewritten), sled 0.34's segment cleaner does not reclaim
-//! what they leave behind: its file grew 700–1 240 bytes a settled transaction while the live
-//! data stays the state and the index's window, and still grows about 160 with the settled
-//! state saved every 10 000 transactions rather than every block (BENCHMARKS.md). So the open measures the live
-//! data, and where the file is [`GARBAGE_RATIO`] times larger (and [`MIN_GARBAGE`] more),
-//! rewrites it into a fresh directory and puts that in its place, a step a kill at any moment
-//! leaves either undone or done:
+//! Under the sequencer's churn of small records (log entries written and removed, the state's
+//! leaves rewritten), sled 0.34's segment cleaner, with its default segments of 512 KiB, did
+//! not reclaim what they left behind: the file grew 700–1 240 bytes a settled transaction while
+//! the live data stays the state and the index's window, about 160 with the settled state saved
+//! every 10 000 transactions rather than every block, about 60 with the index of settled hashes
+//! out of sled. With segments of 4 MiB it stays bounded (BENCHMARKS.md). The rewrite at the open
+//! remains for what the cleaner still leaves, and to move a database from the default segments:
+//! the open measures the live data, and where the file is [`GARBAGE_RATIO`] times larger (and
+//! [`MIN_GARBAGE`] more), or its segments are sled's default, rewrites it into a fresh directory
+//! and puts that in its place, a step a kill at any moment leaves either undone or done:
 //!
 //! 1. `<dir>.compact` is written from the database, tree by tree, checked against it (sled's
 //!    checksum), flushed and closed;
@@ -25,9 +28,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
+/// sled's segment size (its io buffer's) for the sequencer's database, set when the database is
+/// made. Under the sequencer's writes, sled 0.34's default of 512 KiB let the file grow about 60
+/// bytes a settled transaction without bound (87 MB after 1.3 million, with about 1 MB live),
+/// the log's appends most of it; with 4 MiB it stayed between 21 and 29 MB over a million
+/// (BENCHMARKS.md). Larger segments cost more a flush: 8 MiB stayed flat at 42 MB, but nearly
+/// tripled a settled block's flush, where 4 MiB added about 0.2 ms. A database made with the
+/// default is rewritten with this size at its next open.
+pub const SEGMENT_SIZE: usize = 4 << 20;
+
 /// The file is rewritten when it is this many times the live data's size ...
 pub const GARBAGE_RATIO: u64 = 4;
-/// ... and at least this much larger.
+/// ... and at least this much larger (16 segments: a file is at least a few).
 pub const MIN_GARBAGE: u64 = 64 << 20;
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -44,6 +56,8 @@ pub struct Compaction {
     pub live: u64,
     /// The file's size after, if it was rewritten.
     pub after: Option<u64>,
+    /// Whether it was rewritten because it was made with sled's default segment size.
+    pub resized: bool,
 }
 
 /// Opens the database in `dir`, rewriting it first if most of its file is garbage.
@@ -53,12 +67,14 @@ pub fn open(dir: &Path) -> Result<(sled::Db, Compaction)> {
 
 fn open_with(dir: &Path, min_garbage: u64) -> Result<(sled::Db, Compaction)> {
     recover(dir)?;
-    let db = open_waiting(dir)?;
+    let (db, segments) = open_sized(dir)?;
     let before = db.size_on_disk()?;
-    // A small file is not worth reading through.
-    let live = if before < min_garbage { 0 } else { live_bytes(&db)? };
-    let mut done = Compaction { before, live, after: None };
-    if before < live.saturating_mul(GARBAGE_RATIO) || before < live.saturating_add(min_garbage) {
+    let resize = segments != Segments::Ours;
+    // A small file is not worth reading through, unless it is rewritten anyway.
+    let live = if before < min_garbage && !resize { 0 } else { live_bytes(&db)? };
+    let mut done = Compaction { before, live, after: None, resized: resize };
+    let garbage = before >= live.saturating_mul(GARBAGE_RATIO) && before >= live.saturating_add(min_garbage);
+    if !garbage && !resize {
         return Ok((db, done));
     }
     let t0 = Instant::now();
@@ -67,6 +83,7 @@ fn open_with(dir: &Path, min_garbage: u64) -> Result<(sled::Db, Compaction)> {
         // The database is as it was: go on with it (a full disk, say, is no reason not to start).
         warn!(error = format!("{e:#}"), "the database could not be rewritten; going on with it as it is");
         remove(&compact).ok();
+        done.resized = false;
         return Ok((db, done));
     }
     drop(db);
@@ -80,7 +97,9 @@ fn open_with(dir: &Path, min_garbage: u64) -> Result<(sled::Db, Compaction)> {
         live_mb = live >> 20,
         after_mb = done.after.unwrap_or(0) >> 20,
         seconds = t0.elapsed().as_secs_f64(),
-        "database rewritten without its garbage"
+        segment_size_kib = SEGMENT_SIZE >> 10,
+        "{}",
+        if resize { "database rewritten with larger segments" } else { "database rewritten without its garbage" }
     );
     Ok((db, done))
 }
@@ -123,7 +142,7 @@ fn remove(path: &Path) -> std::io::Result<()> {
 /// Writes `db`'s records into a fresh database in `to`, checks it and flushes it.
 fn rewrite(db: &sled::Db, to: &Path) -> Result<()> {
     remove(to).context("removing an unfinished rewrite")?;
-    let fresh = sled::open(to).context("opening the rewrite")?;
+    let fresh = config(to).open().context("opening the rewrite")?;
     copy(db, &fresh)?;
     if fresh.checksum()? != db.checksum()? {
         bail!("the rewritten database's checksum differs from the database's");
@@ -163,15 +182,44 @@ fn live_bytes(db: &sled::Db) -> Result<u64> {
     Ok(n)
 }
 
+/// The sequencer database's sled configuration: [`SEGMENT_SIZE`].
+fn config(dir: &Path) -> sled::Config {
+    sled::Config::new().path(dir).segment_size(SEGMENT_SIZE)
+}
+
+/// The segment size a database was made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Segments {
+    /// [`SEGMENT_SIZE`].
+    Ours,
+    /// sled's default, as every version before [`SEGMENT_SIZE`] made them.
+    Default,
+}
+
 /// Opens `dir`, waiting a moment for a `Db` of it just dropped: sled's flusher thread lets go of
-/// the file's lock shortly after.
+/// the file's lock shortly after. A new database gets [`SEGMENT_SIZE`]; one made with sled's
+/// default segment size is opened with that.
 pub(super) fn open_waiting(dir: &Path) -> Result<sled::Db> {
+    Ok(open_sized(dir)?.0)
+}
+
+fn open_sized(dir: &Path) -> Result<(sled::Db, Segments)> {
     for _ in 0..200 {
-        match sled::open(dir) {
+        // sled refuses to open a database with a segment size other than the one it was made
+        // with (`Unsupported`, as it refuses other changes of its stored parameters).
+        let opened = match config(dir).open() {
+            Err(sled::Error::Unsupported(ours)) => match sled::Config::new().path(dir).open() {
+                Ok(db) => Ok((db, Segments::Default)),
+                Err(e @ sled::Error::Io(_)) => Err(e),
+                Err(e) => bail!("opening {}: {ours}; with sled's defaults: {e}", dir.display()),
+            },
+            opened => opened.map(|db| (db, Segments::Ours)),
+        };
+        match opened {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(Duration::from_millis(10))
             }
-            db => return Ok(db?),
+            opened => return Ok(opened?),
         }
     }
     bail!("{} is locked by another process", dir.display())
@@ -242,8 +290,11 @@ mod tests {
         }
         let before = contents(&d.0);
         assert_eq!(before.len(), 800);
-        let (db, done) = open_with(&d.0, 1 << 20).expect("opened");
+        // A file is at least a segment: less garbage than one is not worth a rewrite.
+        let min_garbage = SEGMENT_SIZE as u64;
+        let (db, done) = open_with(&d.0, min_garbage).expect("opened");
         let after = done.after.expect("rewritten");
+        assert!(!done.resized, "{done:?}");
         assert!(done.before >= done.live * GARBAGE_RATIO, "{done:?}");
         assert!(after < done.before / 2, "{done:?}");
         let other = db.open_tree("other").expect("tree").get(b"kept").expect("read");
@@ -254,8 +305,39 @@ mod tests {
             assert!(!sibling(&d.0, leftover).exists(), "{leftover} left");
         }
         // Not again: it is mostly live now.
-        let (_, done) = open_with(&d.0, 1 << 20).expect("opened");
+        let (_, done) = open_with(&d.0, min_garbage).expect("opened");
         assert_eq!(done.after, None, "{done:?}");
+    }
+
+    /// A database made with sled's default segment size, as every version before
+    /// [`SEGMENT_SIZE`] made them, is rewritten with [`SEGMENT_SIZE`] at its first open however
+    /// little garbage it holds, the same records in it; then it opens as it is.
+    #[test]
+    fn a_database_with_default_segments_is_rewritten_with_ours() {
+        let d = dir("segments");
+        {
+            let db = sled::open(&d.0).expect("open with sled's defaults");
+            db.open_tree("other").expect("tree").insert(b"kept", b"in another tree").expect("insert");
+            for i in 0..1_000u32 {
+                db.insert(i.to_be_bytes(), vec![3u8; 100]).expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        let conf = |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).expect("conf")).into_owned();
+        assert!(conf(&d.0).contains("segment_size: 524288"), "{}", conf(&d.0));
+        let before = contents(&d.0);
+        let (db, done) = open(&d.0).expect("opened");
+        assert!(done.resized && done.after.is_some(), "{done:?}");
+        assert!(conf(&d.0).contains(&format!("segment_size: {SEGMENT_SIZE}")), "{}", conf(&d.0));
+        let other = db.open_tree("other").expect("tree").get(b"kept").expect("read");
+        assert_eq!(other.as_deref(), Some(&b"in another tree"[..]));
+        drop(db);
+        assert_eq!(contents(&d.0), before);
+        let (_, done) = open(&d.0).expect("opened");
+        assert!(!done.resized && done.after.is_none(), "{done:?}");
+        for leftover in [".compact", ".old", ".compacted"] {
+            assert!(!sibling(&d.0, leftover).exists(), "{leftover} left");
+        }
     }
 
     /// Whatever step a rewrite was killed at, the open finds one whole database: the rewrite if
