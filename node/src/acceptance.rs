@@ -295,7 +295,8 @@ fn core_alone(
     signed: Vec<SignedTx>,
 ) -> Result<CoreAlone> {
     let txs = signed.len();
-    let db = sled::open(dir).context("opening the benchmark's database")?;
+    // Opened as the sequencer opens its database (its segment size).
+    let (db, _) = crate::sequencer::compact::open(dir).context("opening the benchmark's database")?;
     let mut core = Core::open(params(a, txs), db.clone(), &genesis(a.accounts), circuits)?;
     // What the service computes before the lock: the message hashes, a register's key.
     let arrivals: Vec<Arrival> = signed
@@ -339,6 +340,9 @@ fn core_alone(
     core.tick(later)?;
     core.collect_hashed(true);
     let (coordinator_tps, coordinator_lock) = coordinator_alone(&mut core)?;
+    // What the stages before wrote is flushed first, as the group commits and the results'
+    // writes would have flushed it, so that the settling's first flush is its own.
+    db.flush().context("flushing the stages before the settling")?;
     let (settle_tps, settle) = settle_alone(&mut core, &db)?;
     Ok(CoreAlone { core_tps, log_tps, coordinator_tps, coordinator_lock, settle_tps, settle })
 }
