@@ -7,7 +7,7 @@
 //! the live data stays the state and the index's window, about 160 with the settled state saved
 //! every 10 000 transactions rather than every block, about 60 with the index of settled hashes
 //! out of sled. With segments of 4 MiB it stayed bounded while the live data stayed steady, and
-//! grew about a quarter as fast while it grew (BENCHMARKS.md). The rewrite at the open remains
+//! followed it at about twice its size while it grew (BENCHMARKS.md). The rewrite at the open remains
 //! for what the cleaner still leaves, and to move a database from the default segments:
 //! the open measures the live data, and where the file is [`GARBAGE_RATIO`] times larger (and
 //! [`MIN_GARBAGE`] more), or its segments are sled's default, rewrites it into a fresh directory
