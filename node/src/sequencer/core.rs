@@ -1058,13 +1058,10 @@ impl Core {
     fn build_index(&mut self) -> Result<()> {
         for height in self.index_from.height..=self.settled_height {
             let list = block_hashes(&self.db, height)?.context("a settled block's list of hashes is missing")?;
-            let start = |height: u64| -> Result<u64> {
-                let blk = self.blocks.get(height as usize - 1).context("a block in the window is not in memory")?;
-                Ok(self.batches.get(blk.first_batch as usize).context("a batch in the window is not in memory")?.start)
-            };
+            let start = |height: u64| self.first_tx(height).context("a block in the window is not in memory");
             let first = start(height)?;
             let end = if height == self.settled_height { self.settled_txs } else { start(height + 1)? };
-            if list.len() as u64 != end - first {
+            if end.checked_sub(first) != Some(list.len() as u64) {
                 bail!("block {height}'s list of hashes does not match its transactions: the directory is corrupt");
             }
             for (seq, hash) in (first..).zip(&list) {
@@ -1935,11 +1932,16 @@ impl Core {
         else {
             return Ok(None);
         };
-        let Some(blk) = self.blocks.get(height as usize - 1) else { return Ok(None) };
-        let Some(first) = self.batches.get(blk.first_batch as usize) else { return Ok(None) };
-        let at = (seq - first.start) as usize * 32;
+        let Some(first) = self.first_tx(height) else { return Ok(None) };
+        let at = (seq - first) as usize * 32;
         let Some(list) = self.db.get(k(T_HASHES, height))? else { return Ok(None) };
         Ok(list.get(at..at + 32).map(|h| h.try_into().expect("32 bytes")))
+    }
+
+    /// The sequence number of block `height`'s first transaction, if its records are in memory.
+    fn first_tx(&self, height: u64) -> Option<u64> {
+        let blk = self.blocks.get(height.checked_sub(1)? as usize)?;
+        Some(self.batches.get(blk.first_batch as usize)?.start)
     }
 
     /// The status report.
