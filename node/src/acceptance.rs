@@ -296,7 +296,7 @@ fn core_alone(
 ) -> Result<CoreAlone> {
     let txs = signed.len();
     // Opened as the sequencer opens its database (its segment size).
-    let (db, _) = crate::sequencer::compact::open(dir).context("opening the benchmark's database")?;
+    let (db, _) = crate::compact::open(dir).context("opening the benchmark's database")?;
     let mut core = Core::open(params(a, txs), db.clone(), &genesis(a.accounts), circuits)?;
     // What the service computes before the lock: the message hashes, a register's key.
     let arrivals: Vec<Arrival> = signed

@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod client;
+mod compact;
 mod config;
 mod devnet;
 mod jobs;

@@ -2093,7 +2093,7 @@ mod tests {
 
         /// The database, waiting for the last process's lock (a test reopens at once).
         fn db(&self) -> sled::Db {
-            super::super::compact::open_waiting(&self.dir.join("db")).expect("db")
+            crate::compact::open_waiting(&self.dir.join("db")).expect("db")
         }
 
         /// Opens the core, replaying what is there.

@@ -1,6 +1,5 @@
 //! The sequencer with the prover-farm coordinator (`rollup sequencer`).
 
-pub mod compact;
 pub mod core;
 pub mod flusher;
 mod log_writer;
@@ -79,8 +78,9 @@ pub struct Running {
 /// Opens the database, replays it and starts serving, ticking and submitting blocks.
 pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watch::Receiver<bool>) -> Result<Running> {
     let dir = cfg.data_dir.join("sequencer");
-    let (db, _) =
-        tokio::task::spawn_blocking(move || compact::open(&dir)).await?.context("opening the sequencer database")?;
+    let (db, _) = tokio::task::spawn_blocking(move || crate::compact::open(&dir))
+        .await?
+        .context("opening the sequencer database")?;
     let genesis = crate::network::genesis(cfg.genesis_accounts);
     let digest = circuits.verifier.digest_hex();
     let core = {

@@ -200,7 +200,7 @@ enum Segments {
 /// Opens `dir`, waiting a moment for a `Db` of it just dropped: sled's flusher thread lets go of
 /// the file's lock shortly after. A new database gets [`SEGMENT_SIZE`]; one made with sled's
 /// default segment size is opened with that.
-pub(super) fn open_waiting(dir: &Path) -> Result<sled::Db> {
+pub(crate) fn open_waiting(dir: &Path) -> Result<sled::Db> {
     Ok(open_sized(dir)?.0)
 }
 
