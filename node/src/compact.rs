@@ -1,5 +1,6 @@
-//! Opening the sequencer's database: made with sled segments of [`SEGMENT_SIZE`], and
-//! rewritten first when most of its file is garbage or it was made with sled's default segments.
+//! Opening the services' sled databases: made with segments of [`SEGMENT_SIZE`], and rewritten
+//! first when they were made with sled's default segments or, for the sequencer's, when most of
+//! the file is garbage.
 //!
 //! Under the sequencer's churn of small records (log entries written and removed, the state's
 //! leaves rewritten), sled 0.34's segment cleaner, with its default segments of 512 KiB, did
@@ -7,11 +8,16 @@
 //! the live data stays the state and the index's window, about 160 with the settled state saved
 //! every 10 000 transactions rather than every block, about 60 with the index of settled hashes
 //! out of sled. With segments of 4 MiB it stayed bounded while the live data stayed steady, and
-//! followed it at about twice its size while it grew (BENCHMARKS.md). The rewrite at the open remains
-//! for what the cleaner still leaves, and to move a database from the default segments:
-//! the open measures the live data, and where the file is [`GARBAGE_RATIO`] times larger (and
-//! [`MIN_GARBAGE`] more), or its segments are sled's default, rewrites it into a fresh directory
-//! and puts that in its place, a step a kill at any moment leaves either undone or done:
+//! followed it at about twice its size while it grew (BENCHMARKS.md). The settlement node's
+//! database only grows, a block of about 230 KB at a time; with the default segments its file
+//! was four times its blocks, with about 1.3 files under `blobs/` a block; with 4 MiB, 1.3 to
+//! 1.5 times, and one such file per nine blocks.
+//!
+//! The rewrite at the sequencer's open remains for what the cleaner still leaves, and moves a
+//! database of either service from the default segments: the open measures the live data, and
+//! where the file is [`GARBAGE_RATIO`] times larger (and [`MIN_GARBAGE`] more; [`open`] only),
+//! or its segments are sled's default, rewrites it into a fresh directory and puts that in its
+//! place, a step a kill at any moment leaves either undone or done:
 //!
 //! 1. `<dir>.compact` is written from the database, tree by tree, checked against it (sled's
 //!    checksum), flushed and closed;
@@ -19,8 +25,8 @@
 //! 3. `<dir>` becomes `<dir>.old`, `<dir>.compact` becomes `<dir>`;
 //! 4. the marker and `<dir>.old` are removed.
 //!
-//! [`open`] first finishes or undoes whatever a killed process left: with the marker, it does
-//! steps 3 and 4; without it, it removes `<dir>.compact` and keeps `<dir>` (or puts back
+//! [`open`] and [`open_history`] first finish or undo whatever a killed process left: with the
+//! marker, steps 3 and 4; without it, they remove `<dir>.compact` and keep `<dir>` (or put back
 //! `<dir>.old`, which step 3 moved only after the marker existed).
 
 use std::path::{Path, PathBuf};
@@ -29,13 +35,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
-/// sled's segment size (its io buffer's) for the sequencer's database, set when the database is
+/// sled's segment size (its io buffer's) for the services' databases, set when a database is
 /// made. Under the sequencer's writes, sled 0.34's default of 512 KiB let the file grow about 60
 /// bytes a settled transaction without bound (87 MB after 1.3 million, with about 1 MB live),
 /// the log's appends most of it; with 4 MiB it stayed between 21 and 29 MB over a million
 /// (BENCHMARKS.md). Larger segments cost more a flush: 8 MiB stayed flat at 42 MB, but nearly
 /// tripled a settled block's flush, where 4 MiB added about 0.2 ms. A database made with the
-/// default is rewritten with this size at its next open.
+/// default is rewritten with this size at its next open. The settlement node's, appending blocks
+/// of about 230 KB, measured the same with 2 MiB and 4 MiB and four times the blocks with 512 KiB.
 pub const SEGMENT_SIZE: usize = 4 << 20;
 
 /// The file is rewritten when it is this many times the live data's size ...
@@ -61,20 +68,32 @@ pub struct Compaction {
     pub resized: bool,
 }
 
-/// Opens the database in `dir`, rewriting it first if most of its file is garbage.
+/// Opens the sequencer's database in `dir`, rewriting it first if most of its file is garbage
+/// or it was made with sled's default segments.
 pub fn open(dir: &Path) -> Result<(sled::Db, Compaction)> {
-    open_with(dir, MIN_GARBAGE)
+    open_with(dir, Some(MIN_GARBAGE))
 }
 
-fn open_with(dir: &Path, min_garbage: u64) -> Result<(sled::Db, Compaction)> {
+/// Opens a database that keeps what it is given (the settlement node's blocks), rewriting it
+/// first only if it was made with sled's default segments. Its live data is its whole history,
+/// so it is not read through at every open to weigh its garbage, which stays a fraction of it.
+pub fn open_history(dir: &Path) -> Result<(sled::Db, Compaction)> {
+    open_with(dir, None)
+}
+
+/// `min_garbage`: how much more than the live data the file must be for a rewrite, if garbage
+/// is a reason for one.
+fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compaction)> {
     recover(dir)?;
     let (db, segments) = open_sized(dir)?;
     let before = db.size_on_disk()?;
     let resize = segments != Segments::Ours;
     // A small file is not worth reading through, unless it is rewritten anyway.
-    let live = if before < min_garbage && !resize { 0 } else { live_bytes(&db)? };
+    let weighed = min_garbage.filter(|&m| before >= m);
+    let live = if weighed.is_none() && !resize { 0 } else { live_bytes(&db)? };
     let mut done = Compaction { before, live, after: None, resized: resize };
-    let garbage = before >= live.saturating_mul(GARBAGE_RATIO) && before >= live.saturating_add(min_garbage);
+    let garbage =
+        weighed.is_some_and(|m| before >= live.saturating_mul(GARBAGE_RATIO) && before >= live.saturating_add(m));
     if !garbage && !resize {
         return Ok((db, done));
     }
@@ -152,18 +171,23 @@ fn rewrite(db: &sled::Db, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies every tree of `from` into `to`, in writes of a bounded size.
+/// Copies every tree of `from` into `to`, in writes of at most 16 384 records and about a
+/// segment's bytes. Bounded by records alone, the settlement node's blocks of about 230 KB went
+/// in writes of hundreds of megabytes, and the copy of 438 MiB of blocks made a file of 1 102 MiB;
+/// bounded by a segment's bytes too, 613–631 MiB, in less time (BENCHMARKS.md).
 fn copy(from: &sled::Db, to: &sled::Db) -> Result<()> {
     for name in from.tree_names() {
         let target = to.open_tree(&name)?;
         let mut w = sled::Batch::default();
-        let mut n = 0;
+        let (mut records, mut bytes) = (0, 0);
         for r in from.open_tree(&name)?.iter() {
             let (k, v) = r?;
+            bytes += k.len() + v.len();
             w.insert(k, v);
-            n += 1;
-            if n % 16_384 == 0 {
+            records += 1;
+            if records == 16_384 || bytes >= SEGMENT_SIZE {
                 target.apply_batch(std::mem::take(&mut w))?;
+                (records, bytes) = (0, 0);
             }
         }
         target.apply_batch(w)?;
@@ -183,7 +207,7 @@ fn live_bytes(db: &sled::Db) -> Result<u64> {
     Ok(n)
 }
 
-/// The sequencer database's sled configuration: [`SEGMENT_SIZE`].
+/// The services' databases' sled configuration: [`SEGMENT_SIZE`].
 fn config(dir: &Path) -> sled::Config {
     sled::Config::new().path(dir).segment_size(SEGMENT_SIZE)
 }
@@ -268,32 +292,35 @@ mod tests {
         db.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read")).collect()
     }
 
+    /// Fills `path` with records written and removed over and over, as the log's are, and a few
+    /// kept: 800 in the default tree and one in another.
+    fn churn(path: &Path) {
+        let db = open_waiting(path).expect("open");
+        let other = db.open_tree("other").expect("tree");
+        other.insert(b"kept", b"in another tree").expect("insert");
+        for round in 0..40u32 {
+            for i in 0..2_000u32 {
+                db.insert([round.to_be_bytes(), i.to_be_bytes()].concat(), vec![7u8; 200]).expect("insert");
+            }
+            for i in 0..2_000u32 {
+                if i % 100 != 0 {
+                    db.remove([round.to_be_bytes(), i.to_be_bytes()].concat()).expect("remove");
+                }
+            }
+            db.flush().expect("flush");
+        }
+    }
+
     /// A file mostly garbage is rewritten, the same records in it; one that is not is left.
     #[test]
     fn a_database_mostly_garbage_is_rewritten_with_the_same_records() {
         let d = dir("garbage");
-        {
-            let db = open_waiting(&d.0).expect("open");
-            let other = db.open_tree("other").expect("tree");
-            other.insert(b"kept", b"in another tree").expect("insert");
-            // Records written and removed over and over, as the log's are, and a few kept.
-            for round in 0..40u32 {
-                for i in 0..2_000u32 {
-                    db.insert([round.to_be_bytes(), i.to_be_bytes()].concat(), vec![7u8; 200]).expect("insert");
-                }
-                for i in 0..2_000u32 {
-                    if i % 100 != 0 {
-                        db.remove([round.to_be_bytes(), i.to_be_bytes()].concat()).expect("remove");
-                    }
-                }
-                db.flush().expect("flush");
-            }
-        }
+        churn(&d.0);
         let before = contents(&d.0);
         assert_eq!(before.len(), 800);
         // A file is at least a segment: less garbage than one is not worth a rewrite.
         let min_garbage = SEGMENT_SIZE as u64;
-        let (db, done) = open_with(&d.0, min_garbage).expect("opened");
+        let (db, done) = open_with(&d.0, Some(min_garbage)).expect("opened");
         let after = done.after.expect("rewritten");
         assert!(!done.resized, "{done:?}");
         assert!(done.before >= done.live * GARBAGE_RATIO, "{done:?}");
@@ -306,7 +333,7 @@ mod tests {
             assert!(!sibling(&d.0, leftover).exists(), "{leftover} left");
         }
         // Not again: it is mostly live now.
-        let (_, done) = open_with(&d.0, min_garbage).expect("opened");
+        let (_, done) = open_with(&d.0, Some(min_garbage)).expect("opened");
         assert_eq!(done.after, None, "{done:?}");
     }
 
@@ -339,6 +366,40 @@ mod tests {
         for leftover in [".compact", ".old", ".compacted"] {
             assert!(!sibling(&d.0, leftover).exists(), "{leftover} left");
         }
+    }
+
+    /// A database that keeps its history (the settlement node's) is rewritten for sled's default
+    /// segments, the same records in it, but not for its garbage, and is not read through to
+    /// weigh it: the same file mostly garbage is left as it is.
+    #[test]
+    fn a_history_database_is_rewritten_for_its_segments_only() {
+        let d = dir("history");
+        churn(&d.0);
+        let before = contents(&d.0);
+        let (db, done) = open_history(&d.0).expect("opened");
+        assert_eq!((done.live, done.after, done.resized), (0, None, false), "{done:?}");
+        drop(db);
+        assert_eq!(contents(&d.0), before);
+        // What the sequencer's open, weighing it, would do to the same file.
+        let (_, weighed) = open_with(&d.0, Some(SEGMENT_SIZE as u64)).expect("opened");
+        assert!(weighed.after.is_some(), "{weighed:?}");
+
+        let d = dir("history-segments");
+        {
+            let db = sled::open(&d.0).expect("open with sled's defaults");
+            for h in 0..64u64 {
+                db.insert(h.to_be_bytes(), vec![5u8; 200_000]).expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        let before = contents(&d.0);
+        let (db, done) = open_history(&d.0).expect("opened");
+        assert!(done.resized && done.after.is_some(), "{done:?}");
+        assert_eq!(done.live, 64 * (8 + 200_000), "{done:?}");
+        drop(db);
+        assert_eq!(contents(&d.0), before);
+        let (_, done) = open_history(&d.0).expect("opened");
+        assert_eq!((done.live, done.after, done.resized), (0, None, false), "{done:?}");
     }
 
     /// Whatever step a rewrite was killed at, the open finds one whole database: the rewrite if
