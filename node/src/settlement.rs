@@ -461,7 +461,11 @@ pub async fn start(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Running> {
     use proto::v1::settlement_server::SettlementServer;
-    let node = Arc::new(SettlementNode::open(data_dir, genesis, circuits, token)?);
+    // Off the runtime's threads: the open builds the genesis state and, once, may rewrite a
+    // database made with sled's default segments (seconds for a long history).
+    let (dir, genesis) = (data_dir.to_path_buf(), genesis.clone());
+    let node =
+        Arc::new(tokio::task::spawn_blocking(move || SettlementNode::open(&dir, &genesis, circuits, token)).await??);
     let (listener, addr) = crate::server::bind(listen).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SettlementServer<SettlementService>>().await;
