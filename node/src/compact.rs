@@ -88,7 +88,8 @@ fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compacti
     let (db, segments) = open_sized(dir)?;
     let before = db.size_on_disk()?;
     let resize = segments != Segments::Ours;
-    // A small file is not worth reading through, unless it is rewritten anyway.
+    // A small file is not worth reading through, nor a history at every open (`None`), unless
+    // it is rewritten anyway.
     let weighed = min_garbage.filter(|&m| before >= m);
     let live = if weighed.is_none() && !resize { 0 } else { live_bytes(&db)? };
     let mut done = Compaction { before, live, after: None, resized: resize };
