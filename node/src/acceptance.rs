@@ -332,10 +332,11 @@ fn core_alone(
     core.collect_hashed(true);
     let core_tps = txs as f64 / seconds;
     let log_tps = txs as f64 / writing;
-    // The open batch sealed, as its timeout would, and a block still open closed if its time
-    // is up; a block that only this sealing starts stays open (its batch is proven, nothing
-    // merges or settles it).
+    // The open batch sealed, as its timeout would for a worker waiting, and a block still open
+    // closed if its time is up; a block that only this sealing starts stays open (its batch is
+    // proven, nothing merges or settles it).
     let later = Instant::now() + Duration::from_secs(24 * 3600);
+    core.seal_open_batch(later)?;
     core.tick(later)?;
     core.tick(later)?;
     core.collect_hashed(true);

@@ -60,7 +60,8 @@ pub struct SequencerArgs {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long)]
     pub metrics: Option<String>,
-    /// A non-empty batch is sealed this many milliseconds after its first transaction.
+    /// A non-empty batch is sealed this many milliseconds after its first transaction if a
+    /// prover worker is waiting for work (full batches seal at once).
     #[arg(long, default_value_t = 2_000)]
     pub batch_timeout_ms: u64,
     /// Batches per block at most.

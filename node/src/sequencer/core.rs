@@ -31,7 +31,8 @@ use crate::status;
 pub struct Params {
     /// Slots per batch.
     pub capacity: usize,
-    /// A non-empty batch is sealed this long after its first transaction.
+    /// A non-empty batch is sealed this long after its first transaction if a worker is
+    /// waiting for work ([`Core::tick`]).
     pub batch_timeout: Duration,
     /// Batches per block at most.
     pub block_batches: usize,
@@ -428,6 +429,9 @@ pub struct Core {
     /// their blocks' lists (`T_HASHES`).
     index: SettledIndex,
     open_since: Option<Instant>,
+    /// A worker asked for a job and found none, and no job or seal has come since: the open
+    /// batch, once its timeout is up, is sealed for it ([`Core::tick`]).
+    worker_waiting: bool,
     batches: Records<BatchRec>,
     /// Batches whose hashing is done: the rest hash behind the executor (their witnesses come
     /// back in order, [`Core::collect_hashed`]), and have no job yet.
@@ -762,6 +766,7 @@ impl Core {
             by_hash: HashMap::new(),
             index: SettledIndex::default(),
             open_since: None,
+            worker_waiting: false,
             batches: Records::default(),
             hashed_batches: 0,
             state_root: Default::default(),
@@ -1224,6 +1229,15 @@ impl Core {
         self.seal_batch_inner(now, true, &Ends::default())
     }
 
+    /// Seals the open batch now if it holds any transaction, as its timeout does for a worker
+    /// waiting ([`Core::tick`]).
+    pub fn seal_open_batch(&mut self, now: Instant) -> Result<()> {
+        if self.ex.open_len() > 0 {
+            self.seal_batch(now)?;
+        }
+        Ok(())
+    }
+
     /// Seals the open batch; closes the block when it is full. `persist` is false while replaying,
     /// where `block_ends` says where blocks closed.
     ///
@@ -1264,6 +1278,7 @@ impl Core {
         };
         self.batches.push(BatchRec { start, end, witness, proof: None, block: None, leaves });
         self.open_since = None;
+        self.worker_waiting = false;
         self.block_since.get_or_insert(now);
         let in_block = self.batches.end() as u64 - self.block_start_batch;
         let closes = if persist {
@@ -1319,9 +1334,17 @@ impl Core {
     }
 
     /// Seals a batch or closes a block that has waited long enough; lapses expired leases.
+    ///
+    /// A batch not full is sealed by its timeout only for a worker waiting: while every worker
+    /// is busy, sealing it would not start its proof any sooner (the job would wait in the
+    /// queue), and a batch proof costs the same full or not, so it keeps filling until a worker
+    /// asks for work and finds none (or it fills). A sequencer with no worker seals only full
+    /// batches; its first worker's first request seals the open batch.
     pub fn tick(&mut self, now: Instant) -> Result<()> {
         self.collect_hashed(false);
-        if self.open_since.is_some_and(|t| now.duration_since(t) >= self.params.batch_timeout) && self.ex.open_len() > 0
+        if self.open_since.is_some_and(|t| now.duration_since(t) >= self.params.batch_timeout)
+            && self.ex.open_len() > 0
+            && self.worker_waiting
         {
             self.seal_batch(now)?;
         }
@@ -1338,6 +1361,7 @@ impl Core {
                     j.state = JobState::Pending;
                     j.lapses += 1;
                     self.pending.insert((j.order, j.key.id()));
+                    self.worker_waiting = false;
                 }
             }
         }
@@ -1360,6 +1384,7 @@ impl Core {
                 },
             );
             self.pending.insert((self.job_order, id));
+            self.worker_waiting = false;
         }
     }
 
@@ -1368,6 +1393,7 @@ impl Core {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Pending;
             self.pending.insert((j.order, id));
+            self.worker_waiting = false;
         }
     }
 
@@ -1477,7 +1503,13 @@ impl Core {
         for entry in stale {
             self.pending.remove(&entry);
         }
-        let (entry, key, payload) = chosen?;
+        let Some((entry, key, payload)) = chosen else {
+            // A batch sealed and still hashing is this worker's next job: it is not waiting.
+            if self.hashed_batches == self.batches.end() {
+                self.worker_waiting = true;
+            }
+            return None;
+        };
         self.pending.remove(&entry);
         let id = key.id();
         let deadline = now + self.params.lease;
@@ -2497,6 +2529,71 @@ mod tests {
         assert_eq!((core.settled_height, core.settled_txs), (2, 8));
         assert!(core.next_block().is_none());
         assert!(at(&core, 2).is_none() && at(&core, 3).is_none());
+    }
+
+    /// A batch not full is sealed by its timeout only when a worker has asked for work and
+    /// found none since the last job or seal: with every worker busy its proof could not start
+    /// sooner, so it keeps filling. A full batch seals at once, whoever waits.
+    #[test]
+    fn a_batch_not_full_is_sealed_by_its_timeout_only_for_a_worker_waiting() {
+        let mut test = TestDir::new("timer-seal", 4);
+        // Past the batch's timeout, within the leases.
+        test.params.batch_timeout = Duration::from_secs(30);
+        let later = Instant::now() + Duration::from_secs(31);
+        let mut core = test.open();
+        let mut a = arrivals(7, 0.0).into_iter();
+        let mut submit = |core: &mut Core, n: usize| {
+            for arrival in a.by_ref().take(n) {
+                core.submit(arrival).expect("accepted");
+            }
+        };
+        let sealed = |core: &Core| core.status().batches;
+
+        submit(&mut core, 2);
+        core.tick(later).expect("tick");
+        assert_eq!(sealed(&core), 0, "no worker has asked: the batch keeps filling");
+        assert!(core.lease("w", Instant::now()).is_none(), "nothing to prove yet");
+        core.tick(Instant::now()).expect("tick");
+        assert_eq!(sealed(&core), 0, "a worker waits, but the timeout is not up");
+        core.tick(later).expect("tick");
+        assert_eq!(sealed(&core), 1, "sealed for the worker waiting");
+        assert_eq!(core.batches[0].end, 2);
+
+        // Asking while that batch hashes is not waiting: its job is the worker's next.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lease = loop {
+            if let Some(lease) = core.lease("w", Instant::now()) {
+                break lease;
+            }
+            assert!(!core.worker_waiting, "a worker asking while a batch hashes is not waiting");
+            assert!(Instant::now() < deadline, "no job for the sealed batch after 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(lease.key, JobKey::Batch(0));
+
+        // "w" is busy and no one else asks: the next batch keeps filling past its timeout,
+        // and seals when full.
+        submit(&mut core, 2);
+        core.tick(later).expect("tick");
+        assert_eq!(sealed(&core), 1, "every worker busy: the batch keeps filling");
+        submit(&mut core, 2);
+        assert_eq!(sealed(&core), 2, "a full batch seals whoever waits");
+        assert_eq!(core.batches[1].end, 6);
+
+        // One more transaction open. A second worker takes batch 1's job: still no one waits.
+        submit(&mut core, 1);
+        core.collect_hashed(true);
+        assert_eq!(core.lease("v", Instant::now()).map(|l| l.key), Some(JobKey::Batch(1)));
+        core.tick(later).expect("tick");
+        assert_eq!(sealed(&core), 2, "both workers busy");
+        // A third finds nothing: the open batch is sealed for it, and its job is its next.
+        assert!(core.lease("u", Instant::now()).is_none());
+        core.tick(later).expect("tick");
+        assert_eq!(sealed(&core), 3);
+        assert_eq!(core.batches[2].end, 7);
+        core.collect_hashed(true);
+        assert_eq!(core.lease("u", Instant::now()).map(|l| l.key), Some(JobKey::Batch(2)));
+        assert!(!core.worker_waiting, "a job taken: no one is known to wait");
     }
 
     /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's
