@@ -206,13 +206,17 @@ pub async fn status(a: StatusArgs) -> Result<()> {
             "{}",
             json!({
                 "state_root": to_hex(&s.state_root), "accepted_txs": s.accepted_txs, "pending_txs": s.pending_txs,
-                "settled_txs": s.settled_txs, "batches": s.batches, "blocks_settled": s.blocks_settled, "jobs": jobs,
+                "settled_txs": s.settled_txs, "proven_txs": s.proven_txs, "open_txs": s.open_txs, "batches": s.batches,
+                "blocks_settled": s.blocks_settled, "jobs": jobs,
             })
         );
     } else {
         println!("root {}", to_hex(&s.state_root));
         println!("txs: {} accepted, {} pending, {} settled", s.accepted_txs, s.pending_txs, s.settled_txs);
-        println!("batches {}, blocks settled {}", s.batches, s.blocks_settled);
+        println!(
+            "batches {} sealed, {} txs in the open one; blocks settled {}",
+            s.batches, s.open_txs, s.blocks_settled
+        );
         for j in &s.jobs {
             println!("  jobs {:<8} {}", j.state, j.count);
         }

@@ -261,6 +261,10 @@ async fn end_to_end() {
     assert!(page.contains("rollup_jobs{state=\"done\"}") && page.contains("rollup_txs_settled_total 7"), "{page}");
     assert!(page.contains("rollup_signature_keys_total{source=\"kept\"}"), "{page}");
     assert!(page.contains("rollup_job_retries_total 0"), "{page}");
+    assert!(
+        page.contains("rollup_txs_open 0") && page.contains("rollup_batches_sealed_total{by=\"timeout\"}"),
+        "{page}"
+    );
 
     // The operator's `rollup jobs`, under the farm's token: settled blocks' jobs are history, so
     // nothing is in flight, and nothing settled can be queued again.

@@ -398,6 +398,8 @@ pub struct Counters {
     pub worker_faults: u64,
     /// Given-up jobs an operator queued again ([`Core::retry`]), this process.
     pub retried_jobs: u64,
+    /// Batches sealed full, and sealed by their timeout (not full), this process.
+    pub sealed: (u64, u64),
 }
 
 /// Whom a reported failure is charged to.
@@ -1255,6 +1257,11 @@ impl Core {
             // arrival or tick seals it again): queued after its transactions and before the
             // next one's, and the log's records are written in the order queued.
             self.log.push(&k(T_BATCH, id), end.to_be_bytes().to_vec());
+            if end - start >= self.params.capacity as u64 {
+                self.counters.sealed.0 += 1;
+            } else {
+                self.counters.sealed.1 += 1;
+            }
             None
         } else {
             let w = self.ex.seal_batch().map_err(sealing)?;
@@ -1992,6 +1999,7 @@ impl Core {
             jobs: jobs.into_iter().map(|(state, count)| proto::v1::JobCount { state: state.into(), count }).collect(),
             settled_height: self.settled_height,
             proven_txs: self.counters.proven_txs,
+            open_txs: self.ex.open_len() as u64,
         }
     }
 
@@ -2552,12 +2560,13 @@ mod tests {
         submit(&mut core, 2);
         core.tick(later).expect("tick");
         assert_eq!(sealed(&core), 0, "no worker has asked: the batch keeps filling");
+        assert_eq!(core.status().open_txs, 2);
         assert!(core.lease("w", Instant::now()).is_none(), "nothing to prove yet");
         core.tick(Instant::now()).expect("tick");
         assert_eq!(sealed(&core), 0, "a worker waits, but the timeout is not up");
         core.tick(later).expect("tick");
         assert_eq!(sealed(&core), 1, "sealed for the worker waiting");
-        assert_eq!(core.batches[0].end, 2);
+        assert_eq!((core.batches[0].end, core.status().open_txs), (2, 0));
 
         // Asking while that batch hashes is not waiting: its job is the worker's next.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -2594,6 +2603,7 @@ mod tests {
         core.collect_hashed(true);
         assert_eq!(core.lease("u", Instant::now()).map(|l| l.key), Some(JobKey::Batch(2)));
         assert!(!core.worker_waiting, "a job taken: no one is known to wait");
+        assert_eq!(core.counters.sealed, (1, 2), "one full, two by their timeout");
     }
 
     /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's

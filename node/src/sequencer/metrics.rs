@@ -26,6 +26,16 @@ pub fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rollup_txs_proven_total counter\nrollup_txs_proven_total {}", c.proven_txs);
     let _ = writeln!(out, "# TYPE rollup_txs_settled_total counter\nrollup_txs_settled_total {}", s.settled_txs);
     let _ = writeln!(out, "# TYPE rollup_txs_pending gauge\nrollup_txs_pending {}", s.pending_txs);
+    let _ = writeln!(out, "# TYPE rollup_txs_open gauge\nrollup_txs_open {}", s.open_txs);
+    // A batch sealed by its timeout costs a full batch proof for fewer transactions, and is
+    // sealed only for a worker waiting: a high share is a farm with more provers than its load
+    // needs (docs/services.md, "Batches").
+    let _ = writeln!(
+        out,
+        "# TYPE rollup_batches_sealed_total counter\nrollup_batches_sealed_total{{by=\"full\"}} {}\n\
+         rollup_batches_sealed_total{{by=\"timeout\"}} {}",
+        c.sealed.0, c.sealed.1
+    );
     let _ =
         writeln!(out, "# TYPE rollup_blocks_settled_total counter\nrollup_blocks_settled_total {}", s.blocks_settled);
     let _ = writeln!(out, "# TYPE rollup_proof_latency_seconds summary");
