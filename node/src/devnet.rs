@@ -300,7 +300,13 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         for (r, n) in &summary.rejections {
             println!("    rejected    {n} × {r}");
         }
-        println!("  batches       {} in {} settled blocks", summary.batches, summary.blocks_settled);
+        println!(
+            "  batches       {} in {} settled blocks ({:.0} transactions a batch on average, of {})",
+            summary.batches,
+            summary.blocks_settled,
+            summary.txs_settled as f64 / summary.batches.max(1) as f64,
+            summary.batch_capacity
+        );
         println!("  roots match   {}", summary.state_roots_match);
         println!(
             "  proving       {:.2} tx/s with {} workers (our pipeline on {})",
