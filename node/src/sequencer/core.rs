@@ -2545,9 +2545,10 @@ mod tests {
     #[test]
     fn a_batch_not_full_is_sealed_by_its_timeout_only_for_a_worker_waiting() {
         let mut test = TestDir::new("timer-seal", 4);
-        // Past the batch's timeout, within the leases.
+        // Past any batch's timeout so far, within every lease (a slow machine included).
         test.params.batch_timeout = Duration::from_secs(30);
-        let later = Instant::now() + Duration::from_secs(31);
+        test.params.lease = Duration::from_secs(600);
+        let later = || Instant::now() + Duration::from_secs(31);
         let mut core = test.open();
         let mut a = arrivals(7, 0.0).into_iter();
         let mut submit = |core: &mut Core, n: usize| {
@@ -2558,13 +2559,13 @@ mod tests {
         let sealed = |core: &Core| core.status().batches;
 
         submit(&mut core, 2);
-        core.tick(later).expect("tick");
+        core.tick(later()).expect("tick");
         assert_eq!(sealed(&core), 0, "no worker has asked: the batch keeps filling");
         assert_eq!(core.status().open_txs, 2);
         assert!(core.lease("w", Instant::now()).is_none(), "nothing to prove yet");
         core.tick(Instant::now()).expect("tick");
         assert_eq!(sealed(&core), 0, "a worker waits, but the timeout is not up");
-        core.tick(later).expect("tick");
+        core.tick(later()).expect("tick");
         assert_eq!(sealed(&core), 1, "sealed for the worker waiting");
         assert_eq!((core.batches[0].end, core.status().open_txs), (2, 0));
 
@@ -2583,7 +2584,7 @@ mod tests {
         // "w" is busy and no one else asks: the next batch keeps filling past its timeout,
         // and seals when full.
         submit(&mut core, 2);
-        core.tick(later).expect("tick");
+        core.tick(later()).expect("tick");
         assert_eq!(sealed(&core), 1, "every worker busy: the batch keeps filling");
         submit(&mut core, 2);
         assert_eq!(sealed(&core), 2, "a full batch seals whoever waits");
@@ -2593,11 +2594,11 @@ mod tests {
         submit(&mut core, 1);
         core.collect_hashed(true);
         assert_eq!(core.lease("v", Instant::now()).map(|l| l.key), Some(JobKey::Batch(1)));
-        core.tick(later).expect("tick");
+        core.tick(later()).expect("tick");
         assert_eq!(sealed(&core), 2, "both workers busy");
         // A third finds nothing: the open batch is sealed for it, and its job is its next.
         assert!(core.lease("u", Instant::now()).is_none());
-        core.tick(later).expect("tick");
+        core.tick(later()).expect("tick");
         assert_eq!(sealed(&core), 3);
         assert_eq!(core.batches[2].end, 7);
         core.collect_hashed(true);
