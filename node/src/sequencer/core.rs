@@ -1361,16 +1361,18 @@ impl Core {
         {
             self.close_block(true)?;
         }
+        let mut lapsed = Vec::new();
         for j in self.jobs.values_mut() {
             if let JobState::Leased { deadline, worker } = &j.state {
                 if *deadline <= now {
                     warn!(job = ?j.key, worker = %worker, "lease lapsed; re-issuing");
-                    j.state = JobState::Pending;
                     j.lapses += 1;
-                    self.pending.insert((j.order, j.key.id()));
-                    self.worker_waiting = false;
+                    lapsed.push(j.key.id());
                 }
             }
+        }
+        for id in lapsed {
+            self.set_pending(id);
         }
         Ok(())
     }
@@ -1390,12 +1392,12 @@ impl Core {
                     first_leased: None,
                 },
             );
-            self.pending.insert((self.job_order, id));
-            self.worker_waiting = false;
+            self.set_pending(id);
         }
     }
 
-    /// Puts job `id` back in the queue, in its place by age.
+    /// Puts job `id` in the queue, in its place by age: the one way a job becomes pending, so
+    /// a worker that found nothing is no longer waiting.
     fn set_pending(&mut self, id: u64) {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Pending;
