@@ -59,7 +59,8 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 /// What [`open`] did, for its log line and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Compaction {
-    /// The file's size and the live data's, before.
+    /// The file's size and the live data's, before (the live data 0 where it was neither
+    /// weighed nor copied).
     pub before: u64,
     pub live: u64,
     /// The file's size after, if it was rewritten.
@@ -88,10 +89,10 @@ fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compacti
     let (db, segments) = open_sized(dir)?;
     let before = db.size_on_disk()?;
     let resize = segments != Segments::Ours;
-    // A small file is not worth reading through, nor a history at every open (`None`), unless
-    // it is rewritten anyway.
+    // A small file is not worth reading through, nor a history at every open (`None`); one
+    // rewritten anyway has its live data counted by the copy.
     let weighed = min_garbage.filter(|&m| before >= m);
-    let live = if weighed.is_none() && !resize { 0 } else { live_bytes(&db)? };
+    let live = if weighed.is_some() { live_bytes(&db)? } else { 0 };
     let mut done = Compaction { before, live, after: None, resized: resize };
     let garbage =
         weighed.is_some_and(|m| before >= live.saturating_mul(GARBAGE_RATIO) && before >= live.saturating_add(m));
@@ -100,12 +101,16 @@ fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compacti
     }
     let t0 = Instant::now();
     let (compact, marker) = (sibling(dir, ".compact"), sibling(dir, ".compacted"));
-    if let Err(e) = rewrite(&db, &compact) {
-        // The database is as it was: go on with it (a full disk, say, is no reason not to start).
-        warn!(error = format!("{e:#}"), "the database could not be rewritten; going on with it as it is");
-        remove(&compact).ok();
-        done.resized = false;
-        return Ok((db, done));
+    match rewrite(&db, &compact) {
+        Ok(copied) => done.live = copied,
+        Err(e) => {
+            // The database is as it was: go on with it (a full disk, say, is no reason not to
+            // start).
+            warn!(error = format!("{e:#}"), "the database could not be rewritten; going on with it as it is");
+            remove(&compact).ok();
+            done.resized = false;
+            return Ok((db, done));
+        }
     }
     drop(db);
     std::fs::File::create(&marker).and_then(|f| f.sync_all()).context("marking the rewrite complete")?;
@@ -115,7 +120,7 @@ fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compacti
     done.after = Some(db.size_on_disk()?);
     info!(
         before_mb = before >> 20,
-        live_mb = live >> 20,
+        live_mb = done.live >> 20,
         after_mb = done.after.unwrap_or(0) >> 20,
         seconds = t0.elapsed().as_secs_f64(),
         segment_size_kib = SEGMENT_SIZE >> 10,
@@ -160,23 +165,26 @@ fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes `db`'s records into a fresh database in `to`, checks it and flushes it.
-fn rewrite(db: &sled::Db, to: &Path) -> Result<()> {
+/// Writes `db`'s records into a fresh database in `to`, checks it and flushes it; the keys'
+/// and values' bytes copied.
+fn rewrite(db: &sled::Db, to: &Path) -> Result<u64> {
     remove(to).context("removing an unfinished rewrite")?;
     let fresh = config(to).open().context("opening the rewrite")?;
-    copy(db, &fresh)?;
+    let copied = copy(db, &fresh)?;
     if fresh.checksum()? != db.checksum()? {
         bail!("the rewritten database's checksum differs from the database's");
     }
     fresh.flush()?;
-    Ok(())
+    Ok(copied)
 }
 
 /// Copies every tree of `from` into `to`, in writes of at most 16 384 records and about a
 /// segment's bytes. Bounded by records alone, the settlement node's blocks of about 230 KB went
 /// in writes of hundreds of megabytes, and the copy of 438 MiB of blocks made a file of 1 102 MiB;
-/// bounded by a segment's bytes too, 613–631 MiB, in less time (BENCHMARKS.md).
-fn copy(from: &sled::Db, to: &sled::Db) -> Result<()> {
+/// bounded by a segment's bytes too, 613–631 MiB, in less time (BENCHMARKS.md). Returns the
+/// keys' and values' bytes copied, as [`live_bytes`] counts them.
+fn copy(from: &sled::Db, to: &sled::Db) -> Result<u64> {
+    let mut total = 0;
     for name in from.tree_names() {
         let target = to.open_tree(&name)?;
         let mut w = sled::Batch::default();
@@ -184,6 +192,7 @@ fn copy(from: &sled::Db, to: &sled::Db) -> Result<()> {
         for r in from.open_tree(&name)?.iter() {
             let (k, v) = r?;
             bytes += k.len() + v.len();
+            total += (k.len() + v.len()) as u64;
             w.insert(k, v);
             records += 1;
             if records == 16_384 || bytes >= SEGMENT_SIZE {
@@ -193,7 +202,7 @@ fn copy(from: &sled::Db, to: &sled::Db) -> Result<()> {
         }
         target.apply_batch(w)?;
     }
-    Ok(())
+    Ok(total)
 }
 
 /// The keys' and values' bytes of every tree.
