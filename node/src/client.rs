@@ -207,7 +207,7 @@ pub async fn status(a: StatusArgs) -> Result<()> {
             json!({
                 "state_root": to_hex(&s.state_root), "accepted_txs": s.accepted_txs, "pending_txs": s.pending_txs,
                 "settled_txs": s.settled_txs, "proven_txs": s.proven_txs, "open_txs": s.open_txs, "batches": s.batches,
-                "blocks_settled": s.blocks_settled, "jobs": jobs,
+                "blocks_settled": s.blocks_settled, "jobs": jobs, "workers_waiting": s.workers_waiting,
             })
         );
     } else {
@@ -220,6 +220,7 @@ pub async fn status(a: StatusArgs) -> Result<()> {
         for j in &s.jobs {
             println!("  jobs {:<8} {}", j.state, j.count);
         }
+        println!("workers waiting for a job: {}", s.workers_waiting);
         let given_up = s.jobs.iter().find(|j| j.state == "failed").map_or(0, |j| j.count);
         if given_up > 0 {
             println!(

@@ -69,6 +69,8 @@ struct Summary {
     e2e_tps: f64,
     latency_p50_ms: f64,
     latency_p95_ms: f64,
+    /// The mean time a job waited for a worker (pending to leased).
+    job_queue_ms_mean: f64,
     workers: usize,
     /// The backend the workers proved on (our pipeline on `cpu` or `cuda`), as they registered.
     backend: String,
@@ -269,7 +271,10 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         .filter_map(|((_, acked), s)| s.map(|s| s.duration_since(*acked).as_secs_f64() * 1e3))
         .collect();
     lat.sort_by(|x, y| x.total_cmp(y));
-    let window = seq.shared.lock().counters.proving_window;
+    let (window, queue) = {
+        let core = seq.shared.lock();
+        (core.counters.proving_window, core.counters.queue_seconds)
+    };
     let proving_secs = window.map(|(a, b)| b.duration_since(a).as_secs_f64()).unwrap_or(0.0).max(1e-9);
     let summary = Summary {
         txs_submitted: acks.len() + txs_rejected,
@@ -282,6 +287,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         e2e_tps: status.settled_txs as f64 / end.duration_since(started).as_secs_f64().max(1e-9),
         latency_p50_ms: percentile(&lat, 0.5),
         latency_p95_ms: percentile(&lat, 0.95),
+        job_queue_ms_mean: queue.0 * 1e3 / queue.1.max(1) as f64,
         workers: a.workers.max(1),
         backend: seq.shared.worker_backends().join(", "),
         batch_capacity: a.capacity,
@@ -317,6 +323,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
             "  latency       p50 {:.0} ms, p95 {:.0} ms (accepted to settled)",
             summary.latency_p50_ms, summary.latency_p95_ms
         );
+        println!("  job queue     {:.0} ms a job on average, pending to leased", summary.job_queue_ms_mean);
     }
     if !summary.state_roots_match {
         bail!("the settled root differs from the sequencer's");

@@ -291,6 +291,9 @@ async fn worker(
     }
 }
 
+/// How long a lease request may wait at the coordinator for a job (`LeaseJobRequest.wait_ms`).
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
 async fn work(
     client: &mut Client,
     worker: &str,
@@ -303,12 +306,25 @@ async fn work(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let job = client.lease_job(LeaseJobRequest { worker_id: worker.into() }).await?.into_inner().job;
+        // A long poll: the coordinator holds the request until a job is pending or LEASE_WAIT
+        // is up, so a job is taken as it comes.
+        let asked = std::time::Instant::now();
+        let request = LeaseJobRequest { worker_id: worker.into(), wait_ms: LEASE_WAIT.as_millis() as u32 };
+        let job = tokio::select! {
+            r = client.lease_job(request) => r?.into_inner().job,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
         let Some(job) = job else {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            // A coordinator that answers an empty queue at once (one from before the long
+            // poll) is polled every 100 ms, not in a tight loop.
+            let held = asked.elapsed();
+            if held < LEASE_WAIT / 2 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100).saturating_sub(held)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
             }
+            continue;
         };
         let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
         // Heartbeats keep the lease while the proof runs.

@@ -203,7 +203,7 @@ async fn end_to_end() {
     let e = seq.submit_tx(SubmitTxRequest { signed_tx: bad_sig }).await.expect_err("wrong signature");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let mut farm = ProverFarmClient::new(channel(net.sequencer_port).await);
-    let e = farm.lease_job(LeaseJobRequest { worker_id: "x".into() }).await.expect_err("no token");
+    let e = farm.lease_job(LeaseJobRequest { worker_id: "x".into(), wait_ms: 0 }).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
     let e = set.submit_block(SubmitBlockRequest { block: Some(Block::default()) }).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -252,6 +252,14 @@ async fn end_to_end() {
     let head = set.get_head(Empty {}).await.expect("head").into_inner();
     assert_eq!(head.state_root, done.state_root, "settled root equals the sequencer's");
     assert_eq!((head.height, head.settled_txs), (done.blocks_settled, 7));
+    // Nothing left to prove: both workers' lease requests are held at the restarted sequencer
+    // (a long poll), and `rollup status` counts them.
+    let c = seq.clone();
+    wait_for("both idle workers' lease requests held", 60, || {
+        let mut c = c.clone();
+        async move { (c.get_status(Empty {}).await.ok()?.into_inner().workers_waiting == 2).then_some(()) }
+    })
+    .await;
 
     // Metrics.
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", net.metrics_port)).await.expect("metrics");
@@ -262,7 +270,9 @@ async fn end_to_end() {
     assert!(page.contains("rollup_signature_keys_total{source=\"kept\"}"), "{page}");
     assert!(page.contains("rollup_job_retries_total 0"), "{page}");
     assert!(
-        page.contains("rollup_txs_open 0") && page.contains("rollup_batches_sealed_total{by=\"timeout\"}"),
+        page.contains("rollup_txs_open 0")
+            && page.contains("rollup_batches_sealed_total{by=\"timeout\"}")
+            && page.contains("# TYPE rollup_workers_waiting gauge"),
         "{page}"
     );
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use circuits::hash::{digest_to_bytes, Digest};
 use circuits::{BatchWitness, Executor, Genesis, Tx};
 use rayon::prelude::*;
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::log_writer::{self, seq_key as k, LogWriter, T_TX, T_TXS};
 use super::settled_index::{Found, SettledIndex};
@@ -150,6 +151,8 @@ pub struct Job {
     pub order: u64,
     /// When it was first leased (for proof latency).
     pub first_leased: Option<Instant>,
+    /// When it last became pending (for the time jobs wait for a worker).
+    pub pending_since: Instant,
 }
 
 /// A proof the core keeps: shared, so that a lease or a block takes it without a copy.
@@ -193,6 +196,46 @@ pub struct Released {
 
 /// A settled batch's witness, proof and leaf writes.
 type ReleasedBatch = (Option<Arc<BatchWitness>>, Option<Proof>, Option<Vec<Update>>);
+
+/// The lease requests held for a job (the service's long polls,
+/// [`super::Shared::lease`]): told once for each job that becomes pending, and counted while
+/// held, so that the open batch is sealed for them as for a worker that polls.
+#[derive(Default)]
+pub struct Waiters {
+    ready: tokio::sync::Notify,
+    held: AtomicUsize,
+}
+
+impl Waiters {
+    /// Requests held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as held until the guard drops (it answers, or its caller goes away).
+    pub fn hold(&self) -> Held<'_> {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Held(&self.held)
+    }
+
+    /// A wake-up for the next job made pending. Each job wakes one waiter
+    /// ([`tokio::sync::Notify::notify_one`]: a waiter dropped once woken passes its wake-up on,
+    /// and with none waiting the next one finds it at once). A waiter `enable`s it before it
+    /// asks [`Core::lease`], so that a job made pending after its lease found nothing is not
+    /// missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
+    }
+}
+
+/// A lease request counted as held ([`Waiters::hold`]).
+pub struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A leased job.
 pub struct Lease {
@@ -390,6 +433,8 @@ pub struct Counters {
     pub proven_txs: u64,
     /// Sum and count of proof latencies (lease to accepted result), seconds.
     pub proof_seconds: (f64, u64),
+    /// Sum and count of the times jobs waited for a worker (pending to leased), seconds.
+    pub queue_seconds: (f64, u64),
     /// When the first job was leased and the last proof accepted (this process).
     pub proving_window: Option<(Instant, Instant)>,
     /// Failures charged to their jobs (reported, or invalid proofs submitted), this process.
@@ -434,6 +479,8 @@ pub struct Core {
     /// A worker asked for a job and found none, and no job or seal has come since: the open
     /// batch, once its timeout is up, is sealed for it ([`Core::tick`]).
     worker_waiting: bool,
+    /// The lease requests held for a job: woken as jobs become pending, and counted.
+    waiters: Arc<Waiters>,
     batches: Records<BatchRec>,
     /// Batches whose hashing is done: the rest hash behind the executor (their witnesses come
     /// back in order, [`Core::collect_hashed`]), and have no job yet.
@@ -769,6 +816,7 @@ impl Core {
             index: SettledIndex::default(),
             open_since: None,
             worker_waiting: false,
+            waiters: Arc::default(),
             batches: Records::default(),
             hashed_batches: 0,
             state_root: Default::default(),
@@ -1257,11 +1305,13 @@ impl Core {
             // arrival or tick seals it again): queued after its transactions and before the
             // next one's, and the log's records are written in the order queued.
             self.log.push(&k(T_BATCH, id), end.to_be_bytes().to_vec());
-            if end - start >= self.params.capacity as u64 {
+            let full = end - start >= self.params.capacity as u64;
+            if full {
                 self.counters.sealed.0 += 1;
             } else {
                 self.counters.sealed.1 += 1;
             }
+            debug!(batch = id, txs = end - start, full, held = self.waiters.held(), "batch sealed");
             None
         } else {
             let w = self.ex.seal_batch().map_err(sealing)?;
@@ -1351,7 +1401,7 @@ impl Core {
         self.collect_hashed(false);
         if self.open_since.is_some_and(|t| now.duration_since(t) >= self.params.batch_timeout)
             && self.ex.open_len() > 0
-            && self.worker_waiting
+            && self.worker_idle()
         {
             self.seal_batch(now)?;
         }
@@ -1390,6 +1440,7 @@ impl Core {
                     lapses: 0,
                     order: self.job_order,
                     first_leased: None,
+                    pending_since: Instant::now(),
                 },
             );
             self.set_pending(id);
@@ -1397,13 +1448,30 @@ impl Core {
     }
 
     /// Puts job `id` in the queue, in its place by age: the one way a job becomes pending, so
-    /// a worker that found nothing is no longer waiting.
+    /// a worker that found nothing is no longer waiting, and one lease request held for a job
+    /// is woken (or, with none held, the next one to wait finds the job at once).
     fn set_pending(&mut self, id: u64) {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = JobState::Pending;
+            j.pending_since = Instant::now();
             self.pending.insert((j.order, id));
             self.worker_waiting = false;
+            self.waiters.ready.notify_one();
         }
+    }
+
+    /// Whether a worker waits for work that nothing queued or hashing will give it: one that
+    /// asked, found nothing, and has seen no job or seal since (`worker_waiting`: a worker that
+    /// polls), or more lease requests held than jobs pending and sealed batches hashing (a job
+    /// made pending wakes one held request, and the others are still waiting).
+    fn worker_idle(&self) -> bool {
+        let coming = self.pending.len() + (self.batches.end() - self.hashed_batches);
+        self.worker_waiting || self.waiters.held() > coming
+    }
+
+    /// The lease requests held for a job ([`Waiters`]).
+    pub fn waiters(&self) -> Arc<Waiters> {
+        self.waiters.clone()
     }
 
     /// Index of the first batch and of the first block that are not settled.
@@ -1525,6 +1593,8 @@ impl Core {
         let j = self.jobs.get_mut(&id)?;
         j.state = JobState::Leased { worker: worker.to_string(), deadline };
         j.first_leased.get_or_insert(now);
+        self.counters.queue_seconds.0 += now.saturating_duration_since(j.pending_since).as_secs_f64();
+        self.counters.queue_seconds.1 += 1;
         let w = self.counters.proving_window.get_or_insert((now, now));
         w.1 = w.1.max(now);
         Some(Lease { id, key, payload, deadline, attempt: j.failures + 1 })
@@ -2002,6 +2072,7 @@ impl Core {
             settled_height: self.settled_height,
             proven_txs: self.counters.proven_txs,
             open_txs: self.ex.open_len() as u64,
+            workers_waiting: self.waiters.held() as u64,
         }
     }
 
@@ -2607,6 +2678,62 @@ mod tests {
         assert_eq!(core.lease("u", Instant::now()).map(|l| l.key), Some(JobKey::Batch(2)));
         assert!(!core.worker_waiting, "a job taken: no one is known to wait");
         assert_eq!(core.counters.sealed, (1, 2), "one full, two by their timeout");
+    }
+
+    /// A worker's lease request is held until a job is pending and handed the job as it comes
+    /// (a long poll, [`super::super::service::Shared::lease`]). A held request counts as a
+    /// worker waiting: each job made pending wakes one, and the open batch is sealed, once its
+    /// timeout is up, for a held request that the jobs queued and hashing will not serve.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_request_held_for_a_job_gets_one_as_it_comes() {
+        let mut test = TestDir::new("long-poll", 4);
+        test.params.batch_timeout = Duration::from_secs(30);
+        test.params.lease = Duration::from_secs(600);
+        let later = || Instant::now() + Duration::from_secs(31);
+        let shared = super::super::service::Shared::new(test.open(), String::new());
+        // Past the test's run, however slow the machine: an answer before it is a job.
+        let wait = Duration::from_secs(600);
+        let hold = |name: &'static str| {
+            let s = shared.clone();
+            tokio::spawn(async move { s.lease(name, wait).await.map(|l| l.key) })
+        };
+        let (a, b) = (hold("a"), hold("b"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shared.workers_waiting() < 2 {
+            assert!(Instant::now() < deadline, "the two requests not held after 20 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Nothing open and nothing to prove: both wait.
+        shared.lock().tick(later()).expect("tick");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!a.is_finished() && !b.is_finished(), "no job yet: the requests are held");
+        assert_eq!(shared.lock().status().workers_waiting, 2);
+
+        // Six transactions: batch 0 fills and seals at once, two stay open.
+        {
+            let mut core = shared.lock();
+            for arrival in arrivals(6, 0.0) {
+                core.submit(arrival).expect("accepted");
+            }
+            assert_eq!((core.status().batches, core.status().open_txs), (1, 2));
+        }
+        // Batch 0's job, once its hashing is back, wakes one request; the other still waits,
+        // so the open batch is sealed for it, and its job is that request's.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(a.is_finished() && b.is_finished()) {
+            assert!(Instant::now() < deadline, "a held request got no job after 20 s of ticks");
+            shared.lock().tick(later()).expect("tick");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut got = vec![a.await.expect("a"), b.await.expect("b")];
+        got.sort();
+        assert_eq!(got, vec![Some(JobKey::Batch(0)), Some(JobKey::Batch(1))]);
+        assert_eq!(shared.lock().counters.sealed, (1, 1), "one full, one by its timeout for a request held");
+        assert_eq!(shared.workers_waiting(), 0);
+
+        // A request no job comes for answers empty when its wait is up, and is counted no more.
+        assert!(shared.lease("c", Duration::from_millis(20)).await.is_none());
+        assert_eq!(shared.workers_waiting(), 0);
     }
 
     /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's

@@ -27,6 +27,8 @@ pub fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rollup_txs_settled_total counter\nrollup_txs_settled_total {}", s.settled_txs);
     let _ = writeln!(out, "# TYPE rollup_txs_pending gauge\nrollup_txs_pending {}", s.pending_txs);
     let _ = writeln!(out, "# TYPE rollup_txs_open gauge\nrollup_txs_open {}", s.open_txs);
+    // Workers whose lease request is held for a job: the farm's idle provers.
+    let _ = writeln!(out, "# TYPE rollup_workers_waiting gauge\nrollup_workers_waiting {}", shared.workers_waiting());
     // A batch sealed by its timeout costs a full batch proof for fewer transactions, and is
     // sealed only for a worker waiting: a high share is a farm with more provers than its load
     // needs (docs/services.md, "Batches").
@@ -43,6 +45,14 @@ pub fn render(shared: &Shared) -> String {
         out,
         "rollup_proof_latency_seconds_sum {}\nrollup_proof_latency_seconds_count {}",
         c.proof_seconds.0, c.proof_seconds.1
+    );
+    // How long jobs wait for a worker: near zero on a farm with workers idle (their lease
+    // requests are held, and take a job as it comes), growing when the farm is short of provers.
+    let _ = writeln!(out, "# TYPE rollup_job_queue_seconds summary");
+    let _ = writeln!(
+        out,
+        "rollup_job_queue_seconds_sum {}\nrollup_job_queue_seconds_count {}",
+        c.queue_seconds.0, c.queue_seconds.1
     );
     let _ = writeln!(
         out,

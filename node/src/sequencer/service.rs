@@ -1,7 +1,8 @@
 //! The sequencer's gRPC services: clients submit and read; workers lease, heartbeat and submit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use circuits::bls::batch::SignedMessage;
 use circuits::bls::SignedTx;
@@ -12,7 +13,7 @@ use proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::core::{Arrival, Core, Fault, JobKey, JobState};
+use super::core::{Arrival, Core, Fault, JobKey, JobState, Lease, Waiters};
 use super::flusher::Flusher;
 use super::sigcheck::{SigChecker, SIG_BATCH, SIG_WAIT};
 use crate::status;
@@ -24,7 +25,9 @@ pub struct Shared {
     pub core: Arc<Mutex<Core>>,
     /// Hex digest of the block verifier key.
     pub verifier_digest: String,
-    workers: Arc<std::sync::atomic::AtomicU64>,
+    workers: Arc<AtomicU64>,
+    /// The lease requests held for a job, as the core counts and wakes them.
+    waiters: Arc<Waiters>,
     /// The backends registered workers prove on (`cpu`, `cuda`).
     backends: Arc<Mutex<std::collections::BTreeSet<String>>>,
     signatures: SigChecker,
@@ -41,10 +44,12 @@ impl Shared {
             let log = core.log();
             Flusher::spawn(move || log.write_and_flush().map_err(|e| format!("{e:#}")))
         };
+        let waiters = core.waiters();
         Self {
             core: Arc::new(Mutex::new(core)),
             verifier_digest,
             workers: Arc::default(),
+            waiters,
             backends: Arc::default(),
             signatures,
             flusher,
@@ -62,6 +67,40 @@ impl Shared {
         self.signatures.keys()
     }
 
+    /// Prover workers whose lease request is held now, waiting for a job.
+    pub fn workers_waiting(&self) -> usize {
+        self.waiters.held()
+    }
+
+    /// Leases the oldest pending job to `worker`, waiting up to `wait` for one to become
+    /// pending when none is (a long poll): the job is handed over as it comes, where a worker
+    /// polling would find it only at its next request. While held, the request counts as a
+    /// worker waiting: the open batch is sealed for it once its timeout is up.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Option<Lease> {
+        let until = tokio::time::Instant::now() + wait;
+        let mut held = Some(self.waiters.hold());
+        loop {
+            let notified = self.waiters.notified();
+            tokio::pin!(notified);
+            // Registered before the lease looks: a job made pending after it finds nothing
+            // wakes this request.
+            notified.as_mut().enable();
+            let lease = {
+                let mut core = self.lock();
+                let lease = core.lease(worker, Instant::now());
+                if lease.is_some() {
+                    // No longer waiting, under the lock: a tick never sees this request held
+                    // with its job already taken (and seals the open batch for no one).
+                    drop(held.take());
+                }
+                lease
+            };
+            if lease.is_some() || tokio::time::timeout_at(until, notified).await.is_err() {
+                return lease;
+            }
+        }
+    }
+
     /// The backends registered workers have proven on, in order (`cpu`, `cuda`).
     pub fn worker_backends(&self) -> Vec<String> {
         self.backends.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
@@ -73,6 +112,12 @@ impl Shared {
         self.flusher.flush().await.map_err(status::storage)
     }
 }
+
+/// The longest a lease request is held for a job (`LeaseJobRequest.wait_ms` is cut to it). A
+/// worker that goes away closes its connection, and its held request is dropped; one whose
+/// machine vanishes without a word can still be handed a job until its wait is up, and that
+/// job comes back when its lease lapses, as a job does whose worker dies while proving it.
+pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(5);
 
 fn unix_ms(t: Instant) -> u64 {
     let now = Instant::now();
@@ -170,7 +215,7 @@ impl ProverFarm for Shared {
         if r.name.len() > 128 || !matches!(r.backend.as_str(), "cpu" | "cuda") {
             return Err(Status::invalid_argument("name of at most 128 bytes and backend cpu or cuda"));
         }
-        let n = self.workers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.workers.fetch_add(1, Ordering::Relaxed);
         let worker_id = format!("{}-{n}", r.name);
         info!(worker = %worker_id, backend = %r.backend, "worker registered");
         self.backends.lock().unwrap_or_else(|p| p.into_inner()).insert(r.backend.clone());
@@ -184,8 +229,9 @@ impl ProverFarm for Shared {
     }
 
     async fn lease_job(&self, req: Request<LeaseJobRequest>) -> Result<Response<LeaseJobResponse>, Status> {
-        let worker = req.into_inner().worker_id;
-        let lease = self.lock().lease(&worker, Instant::now());
+        let r = req.into_inner();
+        let wait = Duration::from_millis(r.wait_ms.into()).min(MAX_LEASE_WAIT);
+        let lease = self.lease(&r.worker_id, wait).await;
         // Encoded with the lock let go: a witness or a merge's proofs are hundreds of KB.
         Ok(Response::new(LeaseJobResponse {
             job: lease.map(|l| Job {
