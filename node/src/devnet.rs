@@ -155,13 +155,17 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
     };
     let mut seq = crate::sequencer::start(cfg, circuits.clone(), shutdown.clone()).await?;
     let seq_url = format!("http://{}", seq.addr);
-    // The workers share one backend, as `rollup prover --workers W` does.
+    // The workers share one backend, as `rollup prover --workers W` does. Their proofs run on a
+    // rayon pool of their own, as they would in a process of their own: on the global pool, the
+    // sequencer's signature checks and seal hashing (rayon too) queued behind a proof's parallel
+    // steps, and the load stalled for a second at a time while a proof ran.
     let wc = WorkerConfig {
         coordinator: seq_url.clone(),
         token: Some(token.clone()),
         name: "devnet".into(),
         proving: a.proving,
         workers: a.workers.max(1),
+        pool: Some(Arc::new(rayon::ThreadPoolBuilder::new().thread_name(|i| format!("proving-{i}")).build()?)),
     };
     let mut workers = tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));
 

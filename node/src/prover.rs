@@ -133,6 +133,9 @@ pub struct WorkerConfig {
     pub proving: ProvingArgs,
     /// Jobs proven at once, each by its own worker with its own lease.
     pub workers: usize,
+    /// A rayon pool of the proofs' own, for a process whose other work runs on rayon's global
+    /// pool beside them (the devnet's sequencer); `None`: the global pool.
+    pub pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// A proof failed on this process's device: a device error
@@ -209,11 +212,11 @@ pub async fn run_with(
         check_device_memory(&prover, c, n)?;
     }
     let shared = Arc::new(OnceCell::new_with(circuits));
+    let cfg = Arc::new(cfg);
     let mut workers = JoinSet::new();
     for i in 0..n {
         let name = if n == 1 { cfg.name.clone() } else { format!("{}-{i}", cfg.name) };
-        let (coordinator, token) = (cfg.coordinator.clone(), cfg.token.clone());
-        workers.spawn(worker(coordinator, token, name, prover.clone(), shared.clone(), n, shutdown.clone()));
+        workers.spawn(worker(cfg.clone(), name, prover.clone(), shared.clone(), shutdown.clone()));
     }
     while let Some(done) = workers.join_next().await {
         match done {
@@ -229,16 +232,15 @@ pub async fn run_with(
 /// One worker: registers, then leases, proves and submits jobs until shutdown, reconnecting
 /// with backoff when the coordinator is lost.
 async fn worker(
-    coordinator: String,
-    token: Option<String>,
+    cfg: Arc<WorkerConfig>,
     name: String,
     prover: Prover,
     circuits: Arc<OnceCell<Arc<Circuits>>>,
-    in_flight: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let channel = Endpoint::from_shared(coordinator).context("coordinator URL")?.connect_lazy();
-    let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(token))
+    let in_flight = cfg.workers.max(1);
+    let channel = Endpoint::from_shared(cfg.coordinator.clone()).context("coordinator URL")?.connect_lazy();
+    let mut client: Client = ProverFarmClient::with_interceptor(channel, AddToken(cfg.token.clone()))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let mut backoff = Duration::from_millis(100);
@@ -283,7 +285,7 @@ async fn worker(
             bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
         }
         info!(worker = %reg.worker_id, name = %name, "registered");
-        match work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &mut shutdown).await {
+        match work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &cfg.pool, &mut shutdown).await {
             Ok(()) => {}
             Err(e) if e.is::<DeviceFailed>() => return Err(e),
             Err(e) => warn!(name = %name, "lost the coordinator ({e}); reconnecting"),
@@ -300,6 +302,7 @@ async fn work(
     lease_ms: u64,
     prover: &Prover,
     c: &Arc<Circuits>,
+    pool: &Option<Arc<rayon::ThreadPool>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     loop {
@@ -341,7 +344,15 @@ async fn work(
         });
         let started = std::time::Instant::now();
         let (circuits, prover) = (c.clone(), prover.clone());
-        let outcome = tokio::task::spawn_blocking(move || prove(&prover, &circuits, kind, &job.payload)).await;
+        let pool = pool.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let prove = || prove(&prover, &circuits, kind, &job.payload);
+            match pool {
+                Some(pool) => pool.install(prove),
+                None => prove(),
+            }
+        })
+        .await;
         heartbeat.abort();
         // A failure is the job's unless the device caused it.
         let result = match outcome {
@@ -547,6 +558,7 @@ mod tests {
             name: name.into(),
             proving: ProvingArgs::default(),
             workers: 1,
+            pool: None,
         };
 
         // The device fails: the worker stops with the device's error, the job is pending again

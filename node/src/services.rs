@@ -207,6 +207,7 @@ pub async fn prover(a: ProverArgs) -> Result<()> {
         name: a.name,
         proving: a.proving,
         workers: a.workers.into(),
+        pool: None,
     };
     crate::prover::run(cfg, None, shutdown).await
 }

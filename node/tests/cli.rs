@@ -261,3 +261,30 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--all-devices") && err.contains("--backend cpu"), "{err}");
 }
+
+/// The main job, as the README runs it, on a small load: settlement, the sequencer and two
+/// workers in one process, every valid transaction settled, every invalid one refused for its
+/// reason, and the settled root the sequencer's.
+#[test]
+fn devnet_settles_its_load_and_refuses_the_invalid_transactions() {
+    let out = rollup(&["devnet", "--txs", "8", "--capacity", "4", "--json"]);
+    assert!(out.status.success(), "devnet failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).expect("utf-8").trim()).expect("one JSON object on stdout");
+    assert_eq!(r["state_roots_match"], true, "{r}");
+    assert_eq!(
+        (r["txs_submitted"].as_u64(), r["txs_rejected"].as_u64(), r["txs_settled"].as_u64()),
+        (Some(13), Some(5), Some(8))
+    );
+    // Two full batches of four, in one block or (a machine slow enough that the block's timer
+    // ran out between them) two.
+    assert_eq!((r["batches"].as_u64(), r["workers"].as_u64()), (Some(2), Some(2)), "{r}");
+    assert!(matches!(r["blocks_settled"].as_u64(), Some(1 | 2)), "{r}");
+    let rejections = r["rejections"].as_object().expect("rejections");
+    for reason in ["signed by another key", "insufficient balance", "bad nonce", "unknown account", "malformed bytes"] {
+        assert!(rejections.keys().any(|k| k.starts_with(reason)), "{reason} refused: {r}");
+    }
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is a number: {r}"));
+    assert!(num("proving_tps") > 0.0 && num("e2e_tps") > 0.0 && num("job_queue_ms_mean") >= 0.0, "{r}");
+    assert!(num("latency_p50_ms") <= num("latency_p95_ms"), "{r}");
+}
