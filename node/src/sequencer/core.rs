@@ -198,7 +198,7 @@ pub struct Released {
 type ReleasedBatch = (Option<Arc<BatchWitness>>, Option<Proof>, Option<Vec<Update>>);
 
 /// The lease requests held for a job (the service's long polls,
-/// [`super::Shared::lease`]): told once for each job that becomes pending, and counted while
+/// [`super::service::Shared::lease`]): told once for each job that becomes pending, and counted while
 /// held, so that the open batch is sealed for them as for a worker that polls.
 #[derive(Default)]
 pub struct Waiters {
@@ -1463,7 +1463,9 @@ impl Core {
     /// Whether a worker waits for work that nothing queued or hashing will give it: one that
     /// asked, found nothing, and has seen no job or seal since (`worker_waiting`: a worker that
     /// polls), or more lease requests held than jobs pending and sealed batches hashing (a job
-    /// made pending wakes one held request, and the others are still waiting).
+    /// made pending wakes one held request, and the others are still waiting). A queue entry
+    /// whose job is no longer pending counts until a lease drops it: at worst the seal then
+    /// waits for a held request's next ask, which sets `worker_waiting`.
     fn worker_idle(&self) -> bool {
         let coming = self.pending.len() + (self.batches.end() - self.hashed_batches);
         self.worker_waiting || self.waiters.held() > coming
