@@ -2692,7 +2692,9 @@ mod tests {
         test.params.batch_timeout = Duration::from_secs(30);
         test.params.lease = Duration::from_secs(600);
         let later = || Instant::now() + Duration::from_secs(31);
-        let shared = super::super::service::Shared::new(test.open(), String::new());
+        let core = test.open();
+        let waiters = core.waiters();
+        let shared = super::super::service::Shared::new(core, String::new());
         // Past the test's run, however slow the machine: an answer before it is a job.
         let wait = Duration::from_secs(600);
         let hold = |name: &'static str| {
@@ -2701,7 +2703,7 @@ mod tests {
         };
         let (a, b) = (hold("a"), hold("b"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while shared.workers_waiting() < 2 {
+        while waiters.held() < 2 {
             assert!(Instant::now() < deadline, "the two requests not held after 20 s");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -2731,11 +2733,11 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![Some(JobKey::Batch(0)), Some(JobKey::Batch(1))]);
         assert_eq!(shared.lock().counters.sealed, (1, 1), "one full, one by its timeout for a request held");
-        assert_eq!(shared.workers_waiting(), 0);
+        assert_eq!(waiters.held(), 0);
 
         // A request no job comes for answers empty when its wait is up, and is counted no more.
         assert!(shared.lease("c", Duration::from_millis(20)).await.is_none());
-        assert_eq!(shared.workers_waiting(), 0);
+        assert_eq!(waiters.held(), 0);
     }
 
     /// Jobs are planned as their inputs come, not by scanning the work in flight: a batch's

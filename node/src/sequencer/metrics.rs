@@ -28,7 +28,7 @@ pub fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rollup_txs_pending gauge\nrollup_txs_pending {}", s.pending_txs);
     let _ = writeln!(out, "# TYPE rollup_txs_open gauge\nrollup_txs_open {}", s.open_txs);
     // Workers whose lease request is held for a job: the farm's idle provers.
-    let _ = writeln!(out, "# TYPE rollup_workers_waiting gauge\nrollup_workers_waiting {}", shared.workers_waiting());
+    let _ = writeln!(out, "# TYPE rollup_workers_waiting gauge\nrollup_workers_waiting {}", s.workers_waiting);
     // A batch sealed by its timeout costs a full batch proof for fewer transactions, and is
     // sealed only for a worker waiting: a high share is a farm with more provers than its load
     // needs (docs/services.md, "Batches").

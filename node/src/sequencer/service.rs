@@ -67,11 +67,6 @@ impl Shared {
         self.signatures.keys()
     }
 
-    /// Prover workers whose lease request is held now, waiting for a job.
-    pub fn workers_waiting(&self) -> usize {
-        self.waiters.held()
-    }
-
     /// Leases the oldest pending job to `worker`, waiting up to `wait` for one to become
     /// pending when none is (a long poll): the job is handed over as it comes, where a worker
     /// polling would find it only at its next request. While held, the request counts as a
