@@ -4,13 +4,16 @@
 //! with its head kept; tampered blocks refused; malformed, oversized and unauthenticated requests
 //! refused with the right codes; the operator's `rollup jobs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use circuits::bls::{SignedTx, G1_LEN};
 use circuits::genesis::devnet_key;
 use circuits::{Transfer, Tx};
+use common::{channel, free_port, kill, spawn, wait_for, Proc};
 use proto::v1::prover_farm_client::ProverFarmClient;
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
@@ -19,59 +22,6 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 const TOKEN: &str = "e2e-token";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn spawn(dir: &Path, log: &str, args: &[&str]) -> Proc {
-    let out = std::fs::File::create(dir.join(log)).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_rollup"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("start rollup");
-    Proc(child)
-}
-
-fn kill(p: Proc) {
-    drop(p); // SIGKILL: no chance to clean up
-}
-
-async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn channel(port: u16) -> Channel {
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for("a server", 180, || {
-        let url = url.clone();
-        async move { tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok() }
-    })
-    .await
-}
 
 struct Net {
     dir: PathBuf,

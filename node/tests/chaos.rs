@@ -1,0 +1,305 @@
+//! Crash consistency under load, with separate processes of the built binary on loopback: while
+//! clients submit transfers and a worker proves, the sequencer, the settlement node and the
+//! worker are killed (SIGKILL) at random moments and started again. Every restart keeps what was
+//! acknowledged before it; at the end every acknowledged transaction is settled exactly once, in
+//! its sender's order, and the settled root is the sequencer's.
+//!
+//! The moments are drawn from a seed, printed first; `CHAOS_SEED=N` replays a run's choices (the
+//! timing of the processes around them still varies). `CHAOS_ROUNDS` sets the number of kills
+//! (default 12).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use circuits::bls::SignedTx;
+use circuits::genesis::devnet_key;
+use circuits::{Transfer, Tx};
+use common::{channel, free_port, kill, spawn, wait_for, Proc};
+use proto::v1::sequencer_client::SequencerClient;
+use proto::v1::settlement_client::SettlementClient;
+use proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+const TOKEN: &str = "chaos-token";
+const NETWORK: [&str; 4] = ["--capacity", "8", "--genesis-accounts", "8"];
+/// Senders (accounts 1 to 7 of the devnet genesis), each sending this many transfers in turn.
+const SENDERS: u32 = 7;
+const TXS_PER_SENDER: u32 = 10;
+
+/// xorshift64*: the test's only source of chance, so a seed names a run's choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Net {
+    dir: PathBuf,
+    settlement_port: u16,
+    sequencer_port: u16,
+}
+
+impl Net {
+    fn settlement(&self) -> Proc {
+        let listen = format!("127.0.0.1:{}", self.settlement_port);
+        let data = self.dir.join("s");
+        let mut args =
+            vec!["settlement", "--listen", &listen, "--data-dir", data.to_str().expect("utf8"), "--token", TOKEN];
+        args.extend(NETWORK);
+        spawn(&self.dir, "settlement.log", &args)
+    }
+
+    fn sequencer(&self) -> Proc {
+        let listen = format!("127.0.0.1:{}", self.sequencer_port);
+        let settlement = format!("http://127.0.0.1:{}", self.settlement_port);
+        let data = self.dir.join("q");
+        let mut args = vec![
+            "sequencer",
+            "--listen",
+            &listen,
+            "--settlement",
+            &settlement,
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--token",
+            TOKEN,
+            "--batch-timeout-ms",
+            "300",
+            "--block-batches",
+            "3",
+            "--block-time-ms",
+            "1500",
+            "--lease-ms",
+            "4000",
+            // A save of the settled state every few blocks, so that restarts both load a save and
+            // replay the blocks settled after it.
+            "--state-save-txs",
+            "16",
+        ];
+        args.extend(NETWORK);
+        spawn(&self.dir, "sequencer.log", &args)
+    }
+
+    fn prover(&self) -> Proc {
+        let url = format!("http://127.0.0.1:{}", self.sequencer_port);
+        spawn(
+            &self.dir,
+            "prover.log",
+            &["prover", "--coordinator", &url, "--token", TOKEN, "--name", "w", "--backend", "cpu", "--workers", "1"],
+        )
+    }
+}
+
+fn transfer(from: u32, nonce: u32) -> Vec<u8> {
+    let tx =
+        Tx::Transfer(Transfer { from, to: from % SENDERS + 1, token: 1, amount: 1 + u64::from(nonce), fee: 1, nonce });
+    SignedTx { signature: devnet_key(from).sign_tx(&tx), tx }.encode()
+}
+
+/// Sends `from`'s transfers in nonce order, each until the sequencer acknowledges it, through
+/// the sequencer's deaths: a transport error or a refusal for load leaves the outcome unknown,
+/// so the same bytes go again, and "already exists" then means the first try was kept. Any other
+/// refusal fails the test; a transaction acknowledged and then lost in a crash shows as the next
+/// nonce refused.
+async fn send_all(port: u16, from: u32, acked: Arc<AtomicU64>) -> Vec<Vec<u8>> {
+    let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("url")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut seq = SequencerClient::new(channel);
+    let mut sent = Vec::new();
+    for nonce in 0..TXS_PER_SENDER {
+        let signed_tx = transfer(from, nonce);
+        loop {
+            match seq.submit_tx(SubmitTxRequest { signed_tx: signed_tx.clone() }).await {
+                Ok(_) => break,
+                Err(e) if e.code() == Code::AlreadyExists => break,
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Code::Unavailable
+                            | Code::Unknown
+                            | Code::Cancelled
+                            | Code::DeadlineExceeded
+                            | Code::ResourceExhausted
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Every transfer before this one was acknowledged: a nonce refused here means
+                // one of them was lost.
+                Err(e) => panic!("account {from}'s transfer {nonce} refused, after {nonce} acknowledged: {e:?}"),
+            }
+        }
+        acked.fetch_add(1, Ordering::SeqCst);
+        sent.push(signed_tx);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    sent
+}
+
+async fn sequencer_status(c: &Channel) -> Option<SequencerStatus> {
+    SequencerClient::new(c.clone()).get_status(Empty {}).await.ok().map(|r| r.into_inner())
+}
+
+async fn head(c: &Channel) -> Option<Head> {
+    SettlementClient::new(c.clone()).get_head(Empty {}).await.ok().map(|r| r.into_inner())
+}
+
+fn panics_in(dir: &Path) -> Vec<String> {
+    ["sequencer.log", "settlement.log", "prover.log"]
+        .iter()
+        .filter_map(|log| {
+            let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+            text.contains("panicked").then(|| {
+                format!("{log}: {}", text.lines().filter(|l| l.contains("panicked")).collect::<Vec<_>>().join("; "))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_under_load_nothing_acknowledged_is_lost_or_doubled() {
+    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64 | 1
+    });
+    let rounds: u32 = std::env::var("CHAOS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    eprintln!("chaos: seed {seed}, {rounds} kills (CHAOS_SEED={seed} replays the choices)");
+    let mut rng = Rng(seed);
+    let dir = std::env::temp_dir().join(format!("rollup-chaos-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let net = Net { dir: dir.clone(), settlement_port: free_port(), sequencer_port: free_port() };
+    let mut s = net.settlement();
+    let mut q = net.sequencer();
+    let mut p = net.prover();
+    let (set_ch, seq_ch) = (channel(net.settlement_port).await, channel(net.sequencer_port).await);
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let senders_done = Arc::new(AtomicBool::new(false));
+    let senders = {
+        let (acked, done, port) = (acked.clone(), senders_done.clone(), net.sequencer_port);
+        tokio::spawn(async move {
+            let all = (1..=SENDERS).map(|from| tokio::spawn(send_all(port, from, acked.clone()))).collect::<Vec<_>>();
+            let mut sent = Vec::new();
+            for (from, task) in (1..=SENDERS).zip(all) {
+                sent.push((from, task.await.expect("a sender failed")));
+            }
+            done.store(true, Ordering::SeqCst);
+            sent
+        })
+    };
+
+    // Kill one of the three at a random moment after all serve, start it again, and check what
+    // the restarted one kept; until the senders are through and `rounds` kills are done.
+    let started = Instant::now();
+    let mut kills: HashMap<&str, u32> = HashMap::new();
+    let mut round = 0;
+    while round < rounds || !senders_done.load(Ordering::SeqCst) {
+        assert!(!senders.is_finished() || senders_done.load(Ordering::SeqCst), "a sender failed");
+        assert!(round < rounds * 4, "the senders are not through after {round} kills");
+        wait_for("the sequencer", 180, || async { sequencer_status(&seq_ch).await }).await;
+        wait_for("the settlement node", 180, || async { head(&set_ch).await }).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(2400))).await;
+        match rng.below(6) {
+            0..=2 => {
+                let before = acked.load(Ordering::SeqCst);
+                kill(q);
+                q = net.sequencer();
+                let after =
+                    wait_for("the restarted sequencer", 180, || async { sequencer_status(&seq_ch).await }).await;
+                assert!(
+                    after.accepted_txs >= before,
+                    "round {round}: the sequencer restarted with {} accepted, {before} acknowledged before its death",
+                    after.accepted_txs
+                );
+                *kills.entry("sequencer").or_default() += 1;
+            }
+            3 | 4 => {
+                let before = head(&set_ch).await.expect("head");
+                kill(s);
+                s = net.settlement();
+                let after = wait_for("the restarted settlement node", 180, || async { head(&set_ch).await }).await;
+                assert!(
+                    after.height >= before.height && after.settled_txs >= before.settled_txs,
+                    "round {round}: the settlement node restarted at height {} ({} txs) from {} ({})",
+                    after.height,
+                    after.settled_txs,
+                    before.height,
+                    before.settled_txs
+                );
+                *kills.entry("settlement").or_default() += 1;
+            }
+            _ => {
+                kill(p);
+                p = net.prover();
+                *kills.entry("prover").or_default() += 1;
+            }
+        }
+        round += 1;
+    }
+    let chaos = started.elapsed();
+    let sent = senders.await.expect("senders");
+    let total = u64::from(SENDERS * TXS_PER_SENDER);
+    assert_eq!(acked.load(Ordering::SeqCst), total);
+
+    // Quiet now: everything acknowledged settles, once, in order.
+    let done = wait_for(&format!("{total} settled transactions"), 900, || async {
+        let s = sequencer_status(&seq_ch).await?;
+        assert!(s.jobs.iter().all(|j| j.state != "failed" || j.count == 0), "a job was given up: {s:?}");
+        (s.settled_txs >= total).then_some(s)
+    })
+    .await;
+    eprintln!(
+        "chaos: {round} kills ({kills:?}) over {:.0} s; all settled {:.0} s after",
+        chaos.as_secs_f64(),
+        (started.elapsed() - chaos).as_secs_f64()
+    );
+    assert_eq!((done.accepted_txs, done.settled_txs), (total, total), "{done:?}");
+    let top = head(&set_ch).await.expect("head");
+    assert_eq!((top.height, top.settled_txs, &top.state_root), (done.blocks_settled, total, &done.state_root));
+    let mut settlement = SettlementClient::new(set_ch.clone());
+    let mut settled: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut order: HashMap<u32, Vec<u32>> = HashMap::new();
+    for height in 1..=top.height {
+        let block = settlement.get_block(GetBlockRequest { height }).await.expect("block").into_inner();
+        for tx in block.txs {
+            if let Tx::Transfer(t) = SignedTx::decode(&tx).expect("settled tx").tx {
+                order.entry(t.from).or_default().push(t.nonce);
+            }
+            *settled.entry(tx).or_default() += 1;
+        }
+    }
+    for (from, txs) in &sent {
+        for tx in txs {
+            assert_eq!(settled.get(tx), Some(&1), "account {from}'s acknowledged transfer settled once");
+        }
+        assert_eq!(order[from], (0..TXS_PER_SENDER).collect::<Vec<_>>(), "account {from}'s transfers in order");
+    }
+    assert_eq!(settled.len() as u64, total, "only what was sent settled");
+    let mut seq = SequencerClient::new(seq_ch.clone());
+    for from in 1..=SENDERS {
+        let account = seq.get_account(GetAccountRequest { account: from }).await.expect("account").into_inner();
+        assert_eq!(account.nonce, TXS_PER_SENDER, "account {from}'s nonce");
+    }
+    let panics = panics_in(&dir);
+    assert!(panics.is_empty(), "{panics:?}");
+    drop((s, q, p));
+    let _ = std::fs::remove_dir_all(&dir);
+}
