@@ -208,6 +208,7 @@ pub async fn status(a: StatusArgs) -> Result<()> {
                 "state_root": to_hex(&s.state_root), "accepted_txs": s.accepted_txs, "pending_txs": s.pending_txs,
                 "settled_txs": s.settled_txs, "proven_txs": s.proven_txs, "open_txs": s.open_txs, "batches": s.batches,
                 "blocks_settled": s.blocks_settled, "jobs": jobs, "workers_waiting": s.workers_waiting,
+                "oldest_pending_ms": s.oldest_pending_ms,
             })
         );
     } else {
@@ -221,6 +222,9 @@ pub async fn status(a: StatusArgs) -> Result<()> {
             println!("  jobs {:<8} {}", j.state, j.count);
         }
         println!("workers waiting for a job: {}", s.workers_waiting);
+        if s.oldest_pending_ms > 0 {
+            println!("the oldest pending job has waited {:.1} s for a worker", s.oldest_pending_ms as f64 / 1e3);
+        }
         let given_up = s.jobs.iter().find(|j| j.state == "failed").map_or(0, |j| j.count);
         if given_up > 0 {
             println!(

@@ -120,6 +120,9 @@ fn to_json(j: &JobInfo) -> serde_json::Value {
     if !j.reason.is_empty() {
         v["reason"] = json!(j.reason);
     }
+    if j.state == "pending" {
+        v["pending_ms"] = json!(j.pending_ms);
+    }
     v
 }
 
@@ -146,6 +149,7 @@ pub async fn run(a: JobsArgs) -> Result<()> {
                         (j.deadline_unix_ms as i128 - now).max(0) as f64 / 1e3
                     ),
                     "failed" => j.reason.clone(),
+                    "pending" => format!("waiting {:.1} s for a worker", j.pending_ms as f64 / 1e3),
                     _ => String::new(),
                 };
                 println!(

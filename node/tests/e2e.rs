@@ -222,8 +222,9 @@ async fn end_to_end() {
     assert!(
         page.contains("rollup_txs_open 0")
             && page.contains("rollup_batches_sealed_total{by=\"timeout\"}")
-            && page.contains("# TYPE rollup_workers_waiting gauge"),
-        "{page}"
+            && page.contains("# TYPE rollup_workers_waiting gauge")
+            && page.contains("rollup_oldest_pending_job_seconds 0\n"),
+        "nothing pending: {page}"
     );
 
     // The operator's `rollup jobs`, under the farm's token: settled blocks' jobs are history, so

@@ -2060,8 +2060,12 @@ impl Core {
     /// The status report.
     pub fn status(&self) -> proto::v1::SequencerStatus {
         let mut jobs: BTreeMap<&str, u64> = JobState::NAMES.into_iter().map(|s| (s, 0)).collect();
+        let mut oldest_pending = Duration::ZERO;
         for j in self.jobs.values() {
             *jobs.entry(j.state.name()).or_default() += 1;
+            if j.state == JobState::Pending {
+                oldest_pending = oldest_pending.max(j.pending_since.elapsed());
+            }
         }
         proto::v1::SequencerStatus {
             state_root: digest_to_bytes(&self.state_root).to_vec(),
@@ -2075,6 +2079,7 @@ impl Core {
             proven_txs: self.counters.proven_txs,
             open_txs: self.ex.open_len() as u64,
             workers_waiting: self.waiters.held() as u64,
+            oldest_pending_ms: oldest_pending.as_millis() as u64,
         }
     }
 
@@ -2612,6 +2617,28 @@ mod tests {
         assert_eq!((core.settled_height, core.settled_txs), (2, 8));
         assert!(core.next_block().is_none());
         assert!(at(&core, 2).is_none() && at(&core, 3).is_none());
+    }
+
+    /// How long the oldest pending job has waited for a worker (`rollup status`, the metrics'
+    /// backlog gauge), and each pending job's wait (`rollup jobs`); a job leased waits no more.
+    #[test]
+    fn the_oldest_pending_job_s_wait_is_reported() {
+        let mut core = TestDir::new("pending-age", 4).open();
+        assert_eq!(core.status().oldest_pending_ms, 0, "nothing pending");
+        for arrival in arrivals(4, 0.0) {
+            core.submit(arrival).expect("accepted");
+        }
+        core.collect_hashed(true);
+        let pending = core.jobs.values().find(|j| j.state == JobState::Pending).expect("batch 0's job").key;
+        std::thread::sleep(Duration::from_millis(40));
+        let waited = core.status().oldest_pending_ms;
+        assert!(waited >= 40, "waited {waited} ms");
+        let info = super::super::service::job_info(core.job(pending.id()).expect("job"));
+        assert!(info.pending_ms >= 40 && info.state == "pending", "{info:?}");
+        assert_eq!(core.lease("w", Instant::now()).map(|l| l.key), Some(pending));
+        assert_eq!(core.status().oldest_pending_ms, 0, "leased: none pending");
+        let info = super::super::service::job_info(core.job(pending.id()).expect("job"));
+        assert_eq!((info.pending_ms, info.state.as_str()), (0, "leased"));
     }
 
     /// A batch not full is sealed by its timeout only when a worker has asked for work and

@@ -54,6 +54,13 @@ pub fn render(shared: &Shared) -> String {
         "rollup_job_queue_seconds_sum {}\nrollup_job_queue_seconds_count {}",
         c.queue_seconds.0, c.queue_seconds.1
     );
+    // The age of the oldest pending job: the farm's backlog in seconds, the figure to scale a
+    // farm by (it grows while the provers fall behind the load, whatever the load).
+    let _ = writeln!(
+        out,
+        "# TYPE rollup_oldest_pending_job_seconds gauge\nrollup_oldest_pending_job_seconds {}",
+        s.oldest_pending_ms as f64 / 1e3
+    );
     let _ = writeln!(
         out,
         "# TYPE rollup_job_failures_total counter\nrollup_job_failures_total{{charged_to=\"job\"}} {}\n\

@@ -299,7 +299,7 @@ impl ProverFarm for Shared {
 }
 
 /// A job as the operator's calls show it.
-fn job_info(j: &super::core::Job) -> JobInfo {
+pub(super) fn job_info(j: &super::core::Job) -> JobInfo {
     let mut info = JobInfo {
         job_id: j.key.id(),
         state: j.state.name().into(),
@@ -323,7 +323,8 @@ fn job_info(j: &super::core::Job) -> JobInfo {
             info.deadline_unix_ms = unix_ms(*deadline);
         }
         JobState::Failed { reason } => info.reason.clone_from(reason),
-        JobState::Pending | JobState::Done => {}
+        JobState::Pending => info.pending_ms = j.pending_since.elapsed().as_millis() as u64,
+        JobState::Done => {}
     }
     info
 }
