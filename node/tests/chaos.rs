@@ -1,8 +1,9 @@
 //! Crash consistency under load, with separate processes of the built binary on loopback: while
-//! clients submit transfers and a worker proves, the sequencer, the settlement node and the
-//! worker are killed (SIGKILL) at random moments and started again. Every restart keeps what was
-//! acknowledged before it; at the end every acknowledged transaction is settled exactly once, in
-//! its sender's order, and the settled root is the sequencer's.
+//! clients submit transfers, swaps and registrations and a worker proves, the sequencer, the
+//! settlement node and the worker are killed (SIGKILL) at random moments and started again.
+//! Every restart keeps what was acknowledged before it; at the end every acknowledged
+//! transaction is settled exactly once, in its sender's order, and the settled root is the
+//! sequencer's.
 //!
 //! The moments are drawn from a seed, printed first; `CHAOS_SEED=N` replays a run's choices (the
 //! timing of the processes around them still varies). `CHAOS_ROUNDS` sets the number of kills
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use circuits::bls::SignedTx;
 use circuits::genesis::devnet_key;
-use circuits::{Transfer, Tx};
+use circuits::{Direction, Register, Swap, Transfer, Tx};
 use common::{channel, free_port, kill, spawn, wait_for, Proc};
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
@@ -28,9 +29,6 @@ use tonic::Code;
 
 const TOKEN: &str = "chaos-token";
 const NETWORK: [&str; 4] = ["--capacity", "8", "--genesis-accounts", "8"];
-/// Senders (accounts 1 to 7 of the devnet genesis), each sending this many transfers in turn.
-const SENDERS: u32 = 7;
-const TXS_PER_SENDER: u32 = 10;
 
 /// xorshift64*: the test's only source of chance, so a seed names a run's choices.
 struct Rng(u64);
@@ -105,27 +103,79 @@ impl Net {
     }
 }
 
-fn transfer(from: u32, nonce: u32) -> Vec<u8> {
-    let tx =
-        Tx::Transfer(Transfer { from, to: from % SENDERS + 1, token: 1, amount: 1 + u64::from(nonce), fee: 1, nonce });
-    SignedTx { signature: devnet_key(from).sign_tx(&tx), tx }.encode()
+/// What the clients send: one list of signed transactions per client, sent in order, at the same
+/// time as the others. An account's transactions are all in one list, so their nonces follow
+/// its order. Accounts 1 to 5 of the devnet genesis send transfers and swaps in turn; accounts 6
+/// and 7 each bring a newcomer (8 and 9): its registration, then payments to it and back, the
+/// newcomer's signed with the key its registration brought.
+fn flows() -> Vec<Vec<Vec<u8>>> {
+    let sign = |tx: Tx| SignedTx { signature: devnet_key(tx.sender()).sign_tx(&tx), tx }.encode();
+    let pay = |from, to, amount, nonce| Tx::Transfer(Transfer { from, to, token: 0, amount, fee: 1, nonce });
+    let mut flows = Vec::new();
+    for from in 1..=5u32 {
+        let txs = (0..10u32).map(|nonce| match nonce % 4 {
+            0 | 2 => {
+                Tx::Transfer(Transfer { from, to: from % 5 + 1, token: 1, amount: 1 + u64::from(nonce), fee: 1, nonce })
+            }
+            1 => Tx::Swap(Swap {
+                account: from,
+                pool: from % 5,
+                direction: Direction::AToB,
+                amount_in: 100,
+                min_out: 1,
+                fee: 1,
+                nonce,
+            }),
+            _ => Tx::Swap(Swap {
+                account: from,
+                pool: from % 5,
+                direction: Direction::BToA,
+                amount_in: 100,
+                min_out: 1,
+                fee: 1,
+                nonce,
+            }),
+        });
+        flows.push(txs.map(sign).collect());
+    }
+    for (old, new) in [(6, 8), (7, 9)] {
+        let key = devnet_key(new);
+        let mut txs = vec![Tx::Register(Register {
+            account: new,
+            pubkey: key.public_key().to_bytes(),
+            pop: key.proof_of_possession().to_bytes(),
+        })];
+        for nonce in 0..4 {
+            txs.push(pay(old, new, 1_000, nonce));
+            txs.push(pay(new, old, 10, nonce));
+        }
+        flows.push(txs.into_iter().map(sign).collect());
+    }
+    flows
 }
 
-/// Sends `from`'s transfers in nonce order, each until the sequencer acknowledges it, through
-/// the sequencer's deaths: a transport error or a refusal for load leaves the outcome unknown,
-/// so the same bytes go again, and "already exists" then means the first try was kept. Any other
-/// refusal fails the test; a transaction acknowledged and then lost in a crash shows as the next
-/// nonce refused.
-async fn send_all(port: u16, from: u32, acked: Arc<AtomicU64>) -> Vec<Vec<u8>> {
+/// The nonce a transaction spends, and whose: a registration spends none.
+fn nonce_of(tx: &Tx) -> Option<(u32, u32)> {
+    match tx {
+        Tx::Register(_) => None,
+        Tx::Transfer(t) => Some((t.from, t.nonce)),
+        Tx::Swap(s) => Some((s.account, s.nonce)),
+    }
+}
+
+/// Sends `flow` in order, each transaction until the sequencer acknowledges it, through the
+/// sequencer's deaths: a transport error or a refusal for load leaves the outcome unknown, so
+/// the same bytes go again, and "already exists" then means the first try was kept. Any other
+/// refusal fails the test; a transaction acknowledged and then lost in a crash shows as the
+/// next one refused.
+async fn send_all(port: u16, client: usize, flow: Vec<Vec<u8>>, acked: Arc<AtomicU64>) -> Vec<Vec<u8>> {
     let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("url")
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .connect_lazy();
     let mut seq = SequencerClient::new(channel);
-    let mut sent = Vec::new();
-    for nonce in 0..TXS_PER_SENDER {
-        let signed_tx = transfer(from, nonce);
+    for (i, signed_tx) in flow.iter().enumerate() {
         loop {
             match seq.submit_tx(SubmitTxRequest { signed_tx: signed_tx.clone() }).await {
                 Ok(_) => break,
@@ -142,16 +192,15 @@ async fn send_all(port: u16, from: u32, acked: Arc<AtomicU64>) -> Vec<Vec<u8>> {
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                // Every transfer before this one was acknowledged: a nonce refused here means
-                // one of them was lost.
-                Err(e) => panic!("account {from}'s transfer {nonce} refused, after {nonce} acknowledged: {e:?}"),
+                // Every transaction before this one was acknowledged: a refusal here means one of
+                // them was lost.
+                Err(e) => panic!("client {client}'s transaction {i} refused, after {i} acknowledged: {e:?}"),
             }
         }
         acked.fetch_add(1, Ordering::SeqCst);
-        sent.push(signed_tx);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    sent
+    flow
 }
 
 async fn sequencer_status(c: &Channel) -> Option<SequencerStatus> {
@@ -193,13 +242,19 @@ async fn killed_at_random_moments_under_load_nothing_acknowledged_is_lost_or_dou
 
     let acked = Arc::new(AtomicU64::new(0));
     let senders_done = Arc::new(AtomicBool::new(false));
+    let flows = flows();
+    let total = flows.iter().map(Vec::len).sum::<usize>() as u64;
     let senders = {
         let (acked, done, port) = (acked.clone(), senders_done.clone(), net.sequencer_port);
         tokio::spawn(async move {
-            let all = (1..=SENDERS).map(|from| tokio::spawn(send_all(port, from, acked.clone()))).collect::<Vec<_>>();
+            let all = flows
+                .into_iter()
+                .enumerate()
+                .map(|(client, flow)| tokio::spawn(send_all(port, client, flow, acked.clone())))
+                .collect::<Vec<_>>();
             let mut sent = Vec::new();
-            for (from, task) in (1..=SENDERS).zip(all) {
-                sent.push((from, task.await.expect("a sender failed")));
+            for task in all {
+                sent.extend(task.await.expect("a sender failed"));
             }
             done.store(true, Ordering::SeqCst);
             sent
@@ -256,7 +311,6 @@ async fn killed_at_random_moments_under_load_nothing_acknowledged_is_lost_or_dou
     }
     let chaos = started.elapsed();
     let sent = senders.await.expect("senders");
-    let total = u64::from(SENDERS * TXS_PER_SENDER);
     assert_eq!(acked.load(Ordering::SeqCst), total);
 
     // Quiet now: everything acknowledged settles, once, in order.
@@ -280,24 +334,27 @@ async fn killed_at_random_moments_under_load_nothing_acknowledged_is_lost_or_dou
     for height in 1..=top.height {
         let block = settlement.get_block(GetBlockRequest { height }).await.expect("block").into_inner();
         for tx in block.txs {
-            if let Tx::Transfer(t) = SignedTx::decode(&tx).expect("settled tx").tx {
-                order.entry(t.from).or_default().push(t.nonce);
+            if let Some((account, nonce)) = nonce_of(&SignedTx::decode(&tx).expect("settled tx").tx) {
+                order.entry(account).or_default().push(nonce);
             }
             *settled.entry(tx).or_default() += 1;
         }
     }
-    for (from, txs) in &sent {
-        for tx in txs {
-            assert_eq!(settled.get(tx), Some(&1), "account {from}'s acknowledged transfer settled once");
+    let mut spent: HashMap<u32, u32> = HashMap::new();
+    for tx in &sent {
+        assert_eq!(settled.get(tx), Some(&1), "an acknowledged transaction settled once");
+        if let Some((account, _)) = nonce_of(&SignedTx::decode(tx).expect("tx").tx) {
+            *spent.entry(account).or_default() += 1;
         }
-        assert_eq!(order[from], (0..TXS_PER_SENDER).collect::<Vec<_>>(), "account {from}'s transfers in order");
     }
     assert_eq!(settled.len() as u64, total, "only what was sent settled");
     let mut seq = SequencerClient::new(seq_ch.clone());
-    for from in 1..=SENDERS {
-        let account = seq.get_account(GetAccountRequest { account: from }).await.expect("account").into_inner();
-        assert_eq!(account.nonce, TXS_PER_SENDER, "account {from}'s nonce");
+    for (&account, &n) in &spent {
+        assert_eq!(order[&account], (0..n).collect::<Vec<_>>(), "account {account}'s transactions in nonce order");
+        let a = seq.get_account(GetAccountRequest { account }).await.expect("account").into_inner();
+        assert_eq!(a.nonce, n, "account {account}'s nonce");
     }
+    assert_eq!(spent.len(), 9, "accounts 1 to 9 sent");
     let panics = panics_in(&dir);
     assert!(panics.is_empty(), "{panics:?}");
     drop((s, q, p));
