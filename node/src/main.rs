@@ -32,6 +32,9 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log redirected to a file (a service under systemd, a
+        // test's log) gets plain text, not escape codes. NO_COLOR turns them off anywhere.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     cli::Cli::parse_from(args).run()
 }
