@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth;
 use crate::cli::DEFAULT_BATCH_CAPACITY;
@@ -136,14 +136,42 @@ impl SequencerArgs {
     }
 }
 
-fn shutdown_on_ctrl_c() -> watch::Receiver<bool> {
+/// The shutdown signal of a service: Ctrl-C (SIGINT) or, on Unix, SIGTERM, which is how systemd,
+/// Docker and Kubernetes stop a process. A service stops taking calls, answers the ones in
+/// flight and exits 0; without the SIGTERM handler it died at once, consistent but with its
+/// callers' requests cut off.
+fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("shutting down");
+        let signal = stop_signal().await;
+        info!(signal, "shutting down");
         let _ = tx.send(true);
     });
     rx
+}
+
+/// Waits for SIGINT or SIGTERM and names the one that came.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!(error = %e, "SIGTERM cannot be handled; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 fn token(flag: Option<String>) -> Result<String> {
@@ -158,7 +186,7 @@ async fn build(capacity: usize) -> Result<std::sync::Arc<Circuits>> {
 pub async fn settlement(a: SettlementArgs) -> Result<()> {
     let token = token(a.token)?;
     let circuits = build(a.network.capacity).await?;
-    let shutdown = shutdown_on_ctrl_c();
+    let shutdown = shutdown_on_signal();
     let r = crate::settlement::start(
         &a.listen,
         &a.data_dir,
@@ -176,7 +204,7 @@ pub async fn sequencer(a: SequencerArgs) -> Result<()> {
     let params = a.params();
     let token = token(a.token)?;
     let circuits = build(a.network.capacity).await?;
-    let shutdown = shutdown_on_ctrl_c();
+    let shutdown = shutdown_on_signal();
     let cfg = SequencerConfig {
         listen: a.listen,
         settlement: a.settlement,
@@ -200,7 +228,7 @@ pub async fn sequencer(a: SequencerArgs) -> Result<()> {
 
 /// `rollup prover`.
 pub async fn prover(a: ProverArgs) -> Result<()> {
-    let shutdown = shutdown_on_ctrl_c();
+    let shutdown = shutdown_on_signal();
     let cfg = WorkerConfig {
         coordinator: a.coordinator,
         token: auth::resolve(a.token),

@@ -335,6 +335,19 @@ async fn end_to_end() {
     let reopened = status(&mut seq).await;
     assert_eq!((reopened.accepted_txs, reopened.state_root), (7, done.state_root));
 
-    drop((q, w2));
+    // Stopped as systemd or Kubernetes stops a service (SIGTERM): it shuts down and exits 0, and
+    // so does the worker.
+    for (mut p, name, log) in [(q, "sequencer", "sequencer-4.log"), (w2, "worker", "w2.log")] {
+        let pid = p.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let exit = wait_for(&format!("the {name} to stop on SIGTERM"), 60, || {
+            let exit = p.0.try_wait().expect("wait");
+            async move { exit }
+        })
+        .await;
+        let log = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        assert!(exit.success() && log.contains("shutting down"), "the {name}: {exit:?}, {log}");
+    }
+
     std::fs::remove_dir_all(&dir).ok();
 }
