@@ -128,9 +128,16 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         crate::keyfile::to_hex(&b)
     };
     let g = genesis(a.accounts);
-    let settlement =
-        crate::settlement::start("127.0.0.1:0", &dir.join("s"), &g, circuits.clone(), token.clone(), shutdown.clone())
-            .await?;
+    let settlement = crate::settlement::start(
+        "127.0.0.1:0",
+        None,
+        &dir.join("s"),
+        &g,
+        circuits.clone(),
+        token.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let settlement_url = format!("http://{}", settlement.addr);
     let params = Params {
         capacity: a.capacity,

@@ -38,6 +38,9 @@ pub struct SettlementArgs {
     /// Bearer token the sequencer must present (or the ROLLUP_TOKEN environment variable).
     #[arg(long)]
     pub token: Option<String>,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long)]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -189,6 +192,7 @@ pub async fn settlement(a: SettlementArgs) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let r = crate::settlement::start(
         &a.listen,
+        a.metrics.as_deref(),
         &a.data_dir,
         &genesis(a.network.genesis_accounts),
         circuits,

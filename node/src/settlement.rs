@@ -9,6 +9,8 @@
 //! trips and checks of the others (docs/services.md, "Several blocks in flight").
 
 use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,25 @@ pub struct SettlementNode {
     ahead_wait: Duration,
     /// The busiest signers' keys, prepared for the pairing.
     keys: KeyCache,
+    /// What the metrics page counts.
+    counters: Counters,
+}
+
+/// Blocks by outcome and the checks' time, since this process started (the metrics page).
+#[derive(Default)]
+struct Counters {
+    /// Settled.
+    settled: AtomicU64,
+    /// Acknowledged again: the block settled at its height already (a resubmission).
+    again: AtomicU64,
+    /// Refused as invalid (INVALID_ARGUMENT: its form, its proof or its signatures).
+    invalid: AtomicU64,
+    /// Refused for anything else: not extending the head, too far ahead, another block settled
+    /// at its height, a storage failure.
+    refused: AtomicU64,
+    /// Checks of a block's proof and signatures, and their time in nanoseconds.
+    checks: AtomicU64,
+    check_nanos: AtomicU64,
 }
 
 /// What a block's checks found, for its write once it extends the head.
@@ -152,6 +173,7 @@ impl SettlementNode {
             ahead: Mutex::new(0),
             ahead_wait: AHEAD_WAIT,
             keys: KeyCache::new(SERVICE_KEY_CACHE),
+            counters: Counters::default(),
         })
     }
 
@@ -228,7 +250,11 @@ impl SettlementNode {
             return Err(Status::failed_precondition("the block's old root is not the head's root"));
         }
         let _slot = if parent_settled { None } else { Some(self.ahead_slot()?) };
-        let checked = self.check(block, parent_settled)?;
+        let t0 = Instant::now();
+        let checked = self.check(block, parent_settled);
+        self.counters.checks.fetch_add(1, Ordering::Relaxed);
+        self.counters.check_nanos.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let checked = checked?;
         let mut head = self.wait_for_parent(block.height)?;
         if block.height <= head.height {
             drop(head);
@@ -381,6 +407,52 @@ impl SettlementNode {
     fn head(&self) -> HeadState {
         *self.head.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// [`SettlementNode::submit`], its outcome counted for the metrics page.
+    fn take(&self, block: &Block) -> Result<SubmitBlockResponse, Status> {
+        let outcome = self.submit(block);
+        let c = &self.counters;
+        let counter = match &outcome {
+            Ok(r) if r.already_settled => &c.again,
+            Ok(_) => &c.settled,
+            Err(e) if e.code() == tonic::Code::InvalidArgument => &c.invalid,
+            Err(_) => &c.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// The metrics page (Prometheus text): the head, blocks by outcome, the checks' time, the
+    /// blocks held ahead of the head.
+    pub fn render_metrics(&self) -> String {
+        let h = self.head();
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE rollup_settlement_height gauge\nrollup_settlement_height {}", h.height);
+        let _ =
+            writeln!(out, "# TYPE rollup_settlement_txs_total counter\nrollup_settlement_txs_total {}", h.settled_txs);
+        // `invalid` is a sequencer sending blocks that do not check (a bug, or a tampered
+        // block): the one to alert on. `refused` blocks are out of order or early, and are sent
+        // again.
+        let _ = writeln!(out, "# TYPE rollup_settlement_blocks_total counter");
+        for (outcome, a) in
+            [("settled", &c.settled), ("already_settled", &c.again), ("invalid", &c.invalid), ("refused", &c.refused)]
+        {
+            let _ = writeln!(out, "rollup_settlement_blocks_total{{outcome=\"{outcome}\"}} {}", n(a));
+        }
+        // A block's proof and signatures, checked side by side: the node's cost per block.
+        let _ = writeln!(
+            out,
+            "# TYPE rollup_settlement_check_seconds summary\nrollup_settlement_check_seconds_sum {}\n\
+             rollup_settlement_check_seconds_count {}",
+            n(&c.check_nanos) as f64 / 1e9,
+            n(&c.checks)
+        );
+        let ahead = *self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# TYPE rollup_settlement_blocks_ahead gauge\nrollup_settlement_blocks_ahead {ahead}");
+        out
+    }
 }
 
 fn encode_head(h: &HeadState) -> Vec<u8> {
@@ -406,7 +478,7 @@ impl Settlement for SettlementService {
         let node = self.0.clone();
         // Verification is CPU work, and a block ahead of the head waits: off the async runtime.
         tokio::task::spawn_blocking(move || {
-            node.submit(&block)
+            node.take(&block)
                 .map(Response::new)
                 .inspect_err(|e| warn!(height = block.height, "block rejected: {}", e.message()))
         })
@@ -451,9 +523,10 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// Opens the database and starts serving.
+/// Opens the database and starts serving, and serves the metrics page at `metrics` if given.
 pub async fn start(
     listen: &str,
+    metrics: Option<&str>,
     data_dir: &std::path::Path,
     genesis: &Genesis,
     circuits: Arc<Circuits>,
@@ -475,6 +548,12 @@ pub async fn start(
         .add_service(
             SettlementServer::new(SettlementService(node.clone())).max_decoding_message_size(BLOCK_MESSAGE_LIMIT),
         );
+    if let Some(m) = metrics {
+        let (l, at) = crate::server::bind(m).await?;
+        let page = node.clone();
+        tokio::spawn(crate::server::serve_metrics(l, move || page.render_metrics(), shutdown.clone()));
+        info!(%at, "metrics");
+    }
     let task = tokio::spawn(crate::server::serve(router, listener, async move {
         let _ = shutdown.wait_for(|s| *s).await;
     }));
@@ -617,10 +696,11 @@ mod tests {
         assert_eq!(SignedTx::decode(&two.txs[0]).expect("tx").tx.sender(), 9);
         assert!(node.key(9).expect("read").is_none());
         std::thread::scope(|scope| {
-            let early = scope.spawn(|| node.submit(&two));
+            let early = scope.spawn(|| node.take(&two));
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(node.head().height, 0, "block 2 waits");
-            let settled = node.submit(&one).expect("block 1");
+            assert!(node.render_metrics().contains("rollup_settlement_blocks_ahead 1\n"), "block 2 held ahead");
+            let settled = node.take(&one).expect("block 1");
             assert_eq!((settled.height, settled.already_settled), (1, false));
             let settled = early.join().expect("thread").expect("block 2, once block 1 settled");
             assert_eq!((settled.height, settled.already_settled), (2, false));
@@ -628,6 +708,31 @@ mod tests {
         assert_eq!(node.head().height, 2);
         assert_eq!(node.head().root, digest_from_bytes(&two.new_root).expect("root"));
         assert!(node.key(9).expect("read").is_some());
+
+        // The metrics page: both settled; a resubmission acknowledged again; a block whose
+        // proof does not check refused as invalid; a conflicting block at a settled height
+        // refused otherwise.
+        assert!(node.take(&two).expect("again").already_settled);
+        let mut forged = two.clone();
+        forged.height = 3;
+        forged.old_root = two.new_root.clone();
+        assert_eq!(node.take(&forged).expect_err("block 2's proof at height 3").code(), tonic::Code::InvalidArgument);
+        let mut conflicting = one.clone();
+        conflicting.txs.pop();
+        assert_eq!(node.take(&conflicting).expect_err("another block 1").code(), tonic::Code::FailedPrecondition);
+        let page = node.render_metrics();
+        for line in [
+            "rollup_settlement_height 2\n",
+            "rollup_settlement_txs_total 8\n",
+            "rollup_settlement_blocks_total{outcome=\"settled\"} 2\n",
+            "rollup_settlement_blocks_total{outcome=\"already_settled\"} 1\n",
+            "rollup_settlement_blocks_total{outcome=\"invalid\"} 1\n",
+            "rollup_settlement_blocks_total{outcome=\"refused\"} 1\n",
+            "rollup_settlement_check_seconds_count 3\n",
+            "rollup_settlement_blocks_ahead 0\n",
+        ] {
+            assert!(page.contains(line), "{line:?} in {page}");
+        }
         drop(node);
         std::fs::remove_dir_all(&dir).ok();
     }

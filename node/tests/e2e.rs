@@ -34,9 +34,17 @@ const NETWORK: [&str; 4] = ["--capacity", "4", "--genesis-accounts", "8"];
 
 impl Net {
     fn settlement(&self, data: &str, port: u16) -> Proc {
+        self.settlement_with_metrics(data, port, None)
+    }
+
+    fn settlement_with_metrics(&self, data: &str, port: u16, metrics: Option<u16>) -> Proc {
         let (listen, data) = (format!("127.0.0.1:{port}"), self.dir.join(data));
+        let metrics = metrics.map(|m| format!("127.0.0.1:{m}"));
         let mut args =
             vec!["settlement", "--listen", &listen, "--data-dir", data.to_str().expect("utf8"), "--token", TOKEN];
+        if let Some(m) = &metrics {
+            args.extend(["--metrics", m.as_str()]);
+        }
         args.extend(NETWORK);
         spawn(&self.dir, &format!("settlement-{port}.log"), &args)
     }
@@ -99,6 +107,15 @@ impl Net {
             ],
         )
     }
+}
+
+/// A service's metrics page, fetched as Prometheus would.
+async fn metrics_page(port: u16) -> String {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("metrics");
+    tokio::io::AsyncWriteExt::write_all(&mut sock, b"GET /metrics HTTP/1.1\r\n\r\n").await.expect("write");
+    let mut page = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut page).await.expect("read");
+    page
 }
 
 fn transfer(from: u32, nonce: u32) -> Vec<u8> {
@@ -212,10 +229,7 @@ async fn end_to_end() {
     .await;
 
     // Metrics.
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", net.metrics_port)).await.expect("metrics");
-    tokio::io::AsyncWriteExt::write_all(&mut sock, b"GET /metrics HTTP/1.1\r\n\r\n").await.expect("write");
-    let mut page = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut page).await.expect("read");
+    let page = metrics_page(net.metrics_port).await;
     assert!(page.contains("rollup_jobs{state=\"done\"}") && page.contains("rollup_txs_settled_total 7"), "{page}");
     assert!(page.contains("rollup_signature_keys_total{source=\"kept\"}"), "{page}");
     assert!(page.contains("rollup_job_retries_total 0"), "{page}");
@@ -263,8 +277,8 @@ async fn end_to_end() {
     // Tampered blocks, offered to a fresh settlement node of the same network.
     let b1 = set.get_block(GetBlockRequest { height: 1 }).await.expect("block 1").into_inner();
     let b2 = set.get_block(GetBlockRequest { height: 2 }).await.expect("block 2").into_inner();
-    let fresh_port = free_port();
-    let _fresh = net.settlement("fresh", fresh_port);
+    let (fresh_port, fresh_metrics) = (free_port(), free_port());
+    let _fresh = net.settlement_with_metrics("fresh", fresh_port, Some(fresh_metrics));
     let mut fresh = SettlementClient::with_interceptor(channel(fresh_port).await, |mut r: tonic::Request<()>| {
         r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
         Ok(r)
@@ -317,6 +331,18 @@ async fn end_to_end() {
     far.height = 19;
     let e = fresh.submit_block(submit(far)).await.expect_err("too far ahead");
     assert!(e.code() == Code::FailedPrecondition && e.message().contains("ahead of the head"), "{e:?}");
+    // Its metrics page counts all of that.
+    let page = metrics_page(fresh_metrics).await;
+    for line in [
+        "rollup_settlement_height 2\n",
+        "rollup_settlement_txs_total 7\n",
+        "rollup_settlement_blocks_total{outcome=\"settled\"} 2\n",
+        "rollup_settlement_blocks_total{outcome=\"already_settled\"} 1\n",
+        "rollup_settlement_blocks_total{outcome=\"invalid\"} 4\n",
+        "rollup_settlement_blocks_total{outcome=\"refused\"} 2\n",
+    ] {
+        assert!(page.contains(line), "{line:?} in {page}");
+    }
 
     // The sequencer's data directory opened with other circuits (another capacity): refused with
     // the reason, and left as it was for the right ones.

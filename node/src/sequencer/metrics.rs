@@ -1,13 +1,8 @@
-//! A Prometheus text endpoint: jobs by state, proof latency, failures by whom they are charged to,
-//! given-up jobs queued again, proven and settled transactions, the signature checker's prepared
-//! keys.
+//! The sequencer's metrics page (Prometheus text, served by `crate::server::serve_metrics`): jobs
+//! by state, proof latency, failures by whom they are charged to, given-up jobs queued again,
+//! proven and settled transactions, the signature checker's prepared keys.
 
 use std::fmt::Write;
-
-use anyhow::Result;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use super::service::Shared;
 
@@ -82,26 +77,4 @@ pub fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rollup_proven_tps gauge\nrollup_proven_tps {}", c.proven_txs as f64 / up);
     let _ = writeln!(out, "# TYPE rollup_settled_tps gauge\nrollup_settled_tps {}", s.settled_txs as f64 / up);
     out
-}
-
-/// Serves `GET /metrics` (any path) until shutdown.
-pub async fn serve(listener: TcpListener, shared: Shared, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    loop {
-        let (mut sock, _) = tokio::select! {
-            r = listener.accept() => r?,
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
-            let body = render(&shared);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
-    }
 }

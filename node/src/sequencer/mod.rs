@@ -112,7 +112,8 @@ pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watc
     let metrics_addr = match &cfg.metrics {
         Some(a) => {
             let (l, addr) = crate::server::bind(a).await?;
-            tasks.spawn(metrics::serve(l, shared.clone(), shutdown.clone()));
+            let page = shared.clone();
+            tasks.spawn(crate::server::serve_metrics(l, move || metrics::render(&page), shutdown.clone()));
             Some(addr)
         }
         None => None,
