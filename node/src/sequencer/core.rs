@@ -1039,6 +1039,9 @@ impl Core {
         self.planned_batches = self.hashed_batches;
         for (id, reason) in failed {
             if let Some(j) = self.jobs.get_mut(&id) {
+                if j.state == JobState::Pending {
+                    self.pending.remove(&(j.order, id));
+                }
                 j.state = JobState::Failed { reason };
             }
         }
@@ -1463,9 +1466,8 @@ impl Core {
     /// Whether a worker waits for work that nothing queued or hashing will give it: one that
     /// asked, found nothing, and has seen no job or seal since (`worker_waiting`: a worker that
     /// polls), or more lease requests held than jobs pending and sealed batches hashing (a job
-    /// made pending wakes one held request, and the others are still waiting). A queue entry
-    /// whose job is no longer pending counts until a lease drops it: at worst the seal then
-    /// waits for a held request's next ask, which sets `worker_waiting`.
+    /// made pending wakes one held request, and the others are still waiting). A job leaves the
+    /// queue whichever way it stops being pending, so the queue's length is the jobs pending.
     fn worker_idle(&self) -> bool {
         let coming = self.pending.len() + (self.batches.end() - self.hashed_batches);
         self.worker_waiting || self.waiters.held() > coming
@@ -1563,7 +1565,12 @@ impl Core {
     pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
         self.collect_hashed(false);
         #[cfg(test)]
-        assert_eq!(self.missing_jobs(), Vec::new(), "jobs planned as their inputs came");
+        {
+            assert_eq!(self.missing_jobs(), Vec::new(), "jobs planned as their inputs came");
+            let queued: BTreeSet<(u64, u64)> =
+                self.jobs.iter().filter(|(_, j)| j.state == JobState::Pending).map(|(&id, j)| (j.order, id)).collect();
+            assert_eq!(queued, self.pending, "the queue holds the pending jobs, and only them");
+        }
         let mut stale = Vec::new();
         let mut chosen = None;
         for &(order, id) in &self.pending {
@@ -1576,6 +1583,9 @@ impl Core {
                         break;
                     }
                 }
+                // None since every way out of the pending state leaves the queue (the tests
+                // check it at every lease); kept so that a way missed costs a scan, not a
+                // queue that never empties.
                 _ => stale.push((order, id)),
             }
         }
@@ -1723,6 +1733,10 @@ impl Core {
             self.counters.proof_seconds.1 += 1;
         }
         if let Some(j) = self.jobs.get_mut(&id) {
+            // A job re-queued when its lease lapsed, proven by the worker that held it.
+            if j.state == JobState::Pending {
+                self.pending.remove(&(j.order, id));
+            }
             j.state = JobState::Done;
         }
         if let Some(height) = self.job_block(key) {
@@ -1765,6 +1779,9 @@ impl Core {
             // names its job by number. Rare, so the lock may wait for it.
             self.log.write().map_err(status::storage)?;
             self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;
+            if j.state == JobState::Pending {
+                self.pending.remove(&(j.order, id));
+            }
             j.state = JobState::Failed { reason };
         } else {
             self.set_pending(id);
@@ -1977,7 +1994,9 @@ impl Core {
         for key in
             batches.map(|b| JobKey::Batch(b as u64)).chain(merges_of.map(|j| JobKey::Merge { height, node: j.id }))
         {
-            self.jobs.remove(&key.id());
+            if let Some(j) = self.jobs.remove(&key.id()) {
+                self.pending.remove(&(j.order, key.id()));
+            }
         }
         self.pruned(s.index_from);
         Ok(Released { _settling: s, _txs: txs, _batches: released_batches, _merges: merges })
@@ -2787,6 +2806,33 @@ mod tests {
         assert!(matches!(&lease.payload, Payload::Merge(children) if children.len() == 2));
         record(&mut core, lease.id, vec![9; 64]);
         assert_eq!(core.next_block().map(|b| b.height), Some(1));
+    }
+
+    /// A job re-queued when its lease lapsed, then proven by the worker that held it, leaves
+    /// the queue: the queue's length is the work coming that the seal rule weighs against the
+    /// lease requests held (`Core::worker_idle`), and a stale entry there kept a batch from
+    /// being sealed for a waiting worker until that worker asked again.
+    #[test]
+    fn a_lapsed_job_proven_by_its_first_worker_leaves_the_queue() {
+        let test = TestDir::new("lapsed-proven", 4);
+        let mut core = test.open();
+        for a in arrivals(4, 0.0) {
+            core.submit(a).expect("accepted");
+        }
+        core.collect_hashed(true);
+        let now = Instant::now();
+        let id = core.lease("a", now).expect("batch 0's job").id;
+        let check = core.result_check(id).expect("in flight").expect("not done");
+        core.tick(now + Duration::from_secs(61)).expect("tick");
+        assert_eq!(core.pending.len(), 1, "lapsed: queued again");
+        let checked = check.store(vec![1; 64].into(), Ok(())).expect("written");
+        core.record_result(id, checked, Instant::now()).expect("recorded");
+        assert_eq!(core.job(id).map(|j| j.state.clone()), Some(JobState::Done));
+        assert!(core.pending.is_empty(), "proven: out of the queue");
+        // One lease request held and nothing coming: a worker is idle.
+        let waiters = core.waiters();
+        let _held = waiters.hold();
+        assert!(core.worker_idle());
     }
 
     /// A result's proof is written without the lock, so two results of one job (its lease
