@@ -1038,12 +1038,7 @@ impl Core {
         }
         self.planned_batches = self.hashed_batches;
         for (id, reason) in failed {
-            if let Some(j) = self.jobs.get_mut(&id) {
-                if j.state == JobState::Pending {
-                    self.pending.remove(&(j.order, id));
-                }
-                j.state = JobState::Failed { reason };
-            }
+            self.set_not_pending(id, JobState::Failed { reason });
         }
         if self.accepted() > 0 {
             info!(
@@ -1463,6 +1458,18 @@ impl Core {
         }
     }
 
+    /// Puts job `id` in `state`, done or given up, out of the queue if it was pending: with
+    /// [`Core::set_pending`] and a lease, what keeps the queue the jobs pending.
+    fn set_not_pending(&mut self, id: u64, state: JobState) {
+        debug_assert!(!matches!(state, JobState::Pending | JobState::Leased { .. }));
+        if let Some(j) = self.jobs.get_mut(&id) {
+            if j.state == JobState::Pending {
+                self.pending.remove(&(j.order, id));
+            }
+            j.state = state;
+        }
+    }
+
     /// Whether a worker waits for work that nothing queued or hashing will give it: one that
     /// asked, found nothing, and has seen no job or seal since (`worker_waiting`: a worker that
     /// polls), or more lease requests held than jobs pending and sealed batches hashing (a job
@@ -1732,13 +1739,8 @@ impl Core {
             self.counters.proof_seconds.0 += now.duration_since(t).as_secs_f64();
             self.counters.proof_seconds.1 += 1;
         }
-        if let Some(j) = self.jobs.get_mut(&id) {
-            // A job re-queued when its lease lapsed, proven by the worker that held it.
-            if j.state == JobState::Pending {
-                self.pending.remove(&(j.order, id));
-            }
-            j.state = JobState::Done;
-        }
+        // Pending here if its lease lapsed and it was queued again before this result came.
+        self.set_not_pending(id, JobState::Done);
         if let Some(height) = self.job_block(key) {
             self.plan_block(height);
         }
@@ -1779,10 +1781,7 @@ impl Core {
             // names its job by number. Rare, so the lock may wait for it.
             self.log.write().map_err(status::storage)?;
             self.db.insert(k(T_FAILED, id), reason.as_bytes()).map_err(status::storage)?;
-            if j.state == JobState::Pending {
-                self.pending.remove(&(j.order, id));
-            }
-            j.state = JobState::Failed { reason };
+            self.set_not_pending(id, JobState::Failed { reason });
         } else {
             self.set_pending(id);
         }
