@@ -35,6 +35,9 @@ pub enum AggError {
     /// The proof does not verify (or was made for another circuit).
     #[error("invalid proof: {0}")]
     InvalidProof(String),
+    /// A verifier key file that cannot be used (`crate::keys`).
+    #[error("verifier keys: {0}")]
+    VerifierKeys(String),
     /// A job's inputs do not fit its kind.
     #[error("invalid job: {0}")]
     InvalidJob(String),

@@ -7,7 +7,6 @@ use circuits::circuit::Proof;
 use circuits::hash::digest_hex;
 use circuits::BatchPublicInputs;
 use plonky2::plonk::circuit_data::CommonCircuitData;
-use plonky2::recursion::cyclic_recursion::check_cyclic_proof_verifier_data;
 use prover_gpu::Prover;
 use serde::{Deserialize, Serialize};
 
@@ -57,28 +56,10 @@ pub fn decode_proof(bytes: &[u8], common: &CommonCircuitData<circuits::F, 2>) ->
 }
 
 impl AggregationCircuits {
-    /// Decodes and verifies a proof of the given kind; returns it with its batch public inputs.
+    /// Decodes and verifies a proof of the given kind; returns it with its batch public inputs
+    /// ([`VerifierKeys::check`](crate::VerifierKeys::check)).
     pub fn check(&self, p: &ProofBytes) -> Result<(Proof, BatchPublicInputs)> {
-        let (common, verifier) = match p.kind {
-            ProofKind::Batch => (self.batch_common(), None),
-            ProofKind::Merge => (&self.block_circuit().common, Some(self.block_circuit())),
-        };
-        let proof = decode_proof(&p.bytes, common)?;
-        let verified = std::panic::catch_unwind(AssertUnwindSafe(|| match verifier {
-            None => self.verify_batch(&proof),
-            Some(data) => data.verify(proof.clone()),
-        }))
-        .map_err(|_| AggError::InvalidProof("the verifier panicked".into()))?;
-        verified.map_err(|e| AggError::InvalidProof(e.to_string()))?;
-        if p.kind == ProofKind::Merge {
-            check_cyclic_proof_verifier_data(&proof, &self.block_circuit().verifier_only, common)
-                .map_err(|_| AggError::InvalidProof("proof of another merge circuit".into()))?;
-        }
-        let pis = BatchPublicInputs::from_slice(
-            proof.public_inputs.get(..circuits::circuit::NUM_PUBLIC_INPUTS).unwrap_or(&[]),
-        )
-        .map_err(|e| AggError::MalformedProof(e.to_string()))?;
-        Ok((proof, pis))
+        self.keys().check(p)
     }
 
     /// Runs a job: checks its children (so a bad child is named, not discovered by a failing

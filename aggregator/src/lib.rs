@@ -4,12 +4,14 @@
 pub mod driver;
 pub mod error;
 pub mod jobs;
+pub mod keys;
 pub mod plan;
 pub mod recursion;
 pub mod verify;
 
 pub use error::{AggError, Result};
 pub use jobs::{AggJob, ProofBytes, ProofKind};
+pub use keys::VerifierKeys;
 pub use plan::{BlockPlan, JobId, PlannedJob, PlannedKind};
 pub use recursion::{AggregationCircuits, AGGREGATION_DEGREE_BITS, MERGE_ARITY};
 pub use verify::{BlockPublicInputs, BlockVerifier};

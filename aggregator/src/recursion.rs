@@ -29,13 +29,12 @@ use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
-use plonky2::plonk::circuit_data::{
-    CircuitConfig, CircuitData, CommonCircuitData, VerifierCircuitData, VerifierCircuitTarget,
-};
+use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData, CommonCircuitData, VerifierCircuitTarget};
 use plonky2::plonk::proof::ProofWithPublicInputsTarget;
 use prover_gpu::Prover;
 
 use crate::error::AggError;
+use crate::keys::VerifierKeys;
 
 const D: usize = 2;
 
@@ -76,7 +75,7 @@ struct MergeTargets {
 
 /// The built circuits of aggregation; build once per process.
 pub struct AggregationCircuits {
-    batch_verifier: VerifierCircuitData<F, Config, D>,
+    keys: VerifierKeys,
     merge: CircuitData<F, Config, D>,
     merge_targets: MergeTargets,
     padding: Padding,
@@ -194,7 +193,7 @@ impl AggregationCircuits {
             let (merge, merge_targets, same_shape) = build_merge(&batch)?;
             if same_shape {
                 let circuits = Self {
-                    batch_verifier: batch.data().verifier_data(),
+                    keys: VerifierKeys::new(capacity, batch.data().verifier_data(), merge.verifier_data()),
                     merge,
                     merge_targets,
                     padding,
@@ -229,7 +228,12 @@ impl AggregationCircuits {
 
     /// Verifies a batch proof with plonky2's verifier.
     pub fn verify_batch(&self, proof: &Proof) -> anyhow::Result<()> {
-        self.batch_verifier.verify(proof.clone())
+        self.keys.batch_data().verify(proof.clone())
+    }
+
+    /// What checking these circuits' proofs takes, without the prover's data.
+    pub fn keys(&self) -> &VerifierKeys {
+        &self.keys
     }
 
     /// `proof` with the merge circuit's verifier data as its last public inputs, laid out as

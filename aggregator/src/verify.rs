@@ -25,7 +25,7 @@ pub struct BlockPublicInputs {
 }
 
 /// Verifies block proofs against the one pinned verifier key.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BlockVerifier {
     data: VerifierCircuitData<F, Config, 2>,
 }
@@ -33,7 +33,16 @@ pub struct BlockVerifier {
 impl BlockVerifier {
     /// The verifier of the merge circuit.
     pub fn new(circuits: &AggregationCircuits) -> Self {
-        Self { data: circuits.block_circuit().verifier_data() }
+        Self::from_data(circuits.block_circuit().verifier_data())
+    }
+
+    pub(crate) fn from_data(data: VerifierCircuitData<F, Config, 2>) -> Self {
+        Self { data }
+    }
+
+    /// The merge circuit's verifier data.
+    pub(crate) fn data(&self) -> &VerifierCircuitData<F, Config, 2> {
+        &self.data
     }
 
     /// The verifier key's digest (plonky2's circuit digest, which covers the constants and

@@ -209,3 +209,85 @@ proptest! {
         prop_assert!(matches!(v.verify(truncated, &e), Err(AggError::MalformedProof(_))));
     }
 }
+
+/// A key file with its checksum made anew, so that the checks behind it are what refuse it.
+fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    use sha2::Digest as _;
+    bytes.truncate(bytes.len() - 32);
+    let sum = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum);
+    bytes
+}
+
+#[test]
+fn verifier_keys_read_back_from_their_file_check_what_the_circuits_check() {
+    let f = fixture();
+    let bytes = f.circuits.keys().to_bytes().expect("encodes");
+    // A few kilobytes, against the circuits' prover data.
+    assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+    let keys = VerifierKeys::from_bytes(&bytes).expect("reads back");
+    assert_eq!(keys.capacity(), 2);
+    assert_eq!(keys.digest_hex(), BlockVerifier::new(&f.circuits).digest_hex());
+    assert_eq!(keys.batch_digest(), f.circuits.keys().batch_digest());
+    assert_eq!(keys.to_bytes().expect("encodes"), bytes);
+    // Every proof the circuits accept, the keys accept, with the same public inputs; and what
+    // they refuse, the keys refuse.
+    for p in f.batch.iter().chain([&f.block2]) {
+        assert_eq!(keys.check(p).expect("valid").1, f.circuits.check(p).expect("valid").1);
+        let other = ProofBytes {
+            kind: if p.kind == ProofKind::Batch { ProofKind::Merge } else { ProofKind::Batch },
+            bytes: p.bytes.clone(),
+        };
+        assert!(matches!(keys.check(&other), Err(AggError::InvalidProof(_))));
+    }
+    keys.block().verify(&f.block2.bytes, &expected(f, 0..2)).expect("the block proof");
+    assert!(matches!(
+        keys.check(&ProofBytes { kind: ProofKind::Batch, bytes: vec![1, 2, 3] }),
+        Err(AggError::MalformedProof(_))
+    ));
+}
+
+#[test]
+fn damaged_or_foreign_key_files_are_refused() {
+    let f = fixture();
+    let bytes = f.circuits.keys().to_bytes().expect("encodes");
+    let refused = |b: &[u8], why: &str| match VerifierKeys::from_bytes(b) {
+        Err(AggError::VerifierKeys(m)) => assert!(m.contains(why), "{why}: {m}"),
+        other => panic!("{why}: {:?}", other.map(|k| k.digest_hex())),
+    };
+    // Any byte changed, anywhere: the checksum (every 7th position, and the last 40).
+    for i in (0..bytes.len()).step_by(7).chain(bytes.len() - 40..bytes.len()) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x20;
+        if i < 16 {
+            refused(&b, "not a verifier key file");
+        } else {
+            refused(&b, "checksum");
+        }
+    }
+    for cut in [0, 10, 16, 47, 48, bytes.len() / 2, bytes.len() - 1] {
+        assert!(VerifierKeys::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let payload = &bytes[..bytes.len() - 32];
+    refused(&resealed([payload, &[0; 4], &[0; 32]].concat()), "bytes after");
+    refused(&vec![0; (MAX_FILE_BYTES + 1) as usize], "larger than");
+    // Checksummed, but wrong inside: no slots; a digest that is not the commitment's; a
+    // length past the end.
+    let mut no_slots = bytes.clone();
+    no_slots[16..20].copy_from_slice(&0u32.to_le_bytes());
+    refused(&resealed(no_slots), "no slots");
+    let batch_len = u32::from_le_bytes(bytes[20..24].try_into().expect("four bytes")) as usize;
+    let mut digest = bytes.clone();
+    // The batch key's digest: its last 32 bytes before the common data follow the cap, so
+    // find it by value.
+    let d = f.circuits.keys().batch_digest();
+    let d_bytes: Vec<u8> = d.elements.iter().flat_map(|e| e.0.to_le_bytes()).collect();
+    let at = digest[24..24 + batch_len].windows(32).position(|w| w == d_bytes).expect("the digest's bytes") + 24;
+    digest[at] ^= 1;
+    refused(&resealed(digest), "is not its commitment's");
+    let mut long = bytes.clone();
+    long[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    refused(&resealed(long), "truncated in the batch");
+}
+
+use aggregator::keys::MAX_FILE_BYTES;
