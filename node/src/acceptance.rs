@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aggregator::VerifierKeys;
 use anyhow::{bail, Context, Result};
 use circuits::bls::batch::SignedMessage;
 use circuits::bls::{tx_message, PublicKey, SecretKey, SignedTx};
@@ -150,7 +151,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         bail!("--accounts must be at least 2");
     }
     let bar = progress_bar(a.json)?;
-    let circuits = Circuits::build(a.capacity)?;
+    // Only the verifier keys: the sequencer proves nothing, and the prover's data is freed.
+    let keys = Circuits::build(a.capacity)?.keys.clone();
 
     // The load, signed before the clock starts: clients bring their signatures.
     bar.set_prefix("signing");
@@ -183,10 +185,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // A fresh database: a leftover one would be replayed.
     std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir)?;
-    let core_alone = core_alone(a, circuits.clone(), &dir.join("core"), signed.clone());
+    let core_alone = core_alone(a, keys.clone(), &dir.join("core"), signed.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = core_alone.and_then(|core_alone| {
-        let r = rt.block_on(submit_all(a, circuits, &dir, signed, clients, &bar))?;
+        let r = rt.block_on(submit_all(a, keys, &dir, signed, clients, &bar))?;
         Ok((core_alone, r))
     });
     std::fs::remove_dir_all(&dir).ok();
@@ -290,14 +292,14 @@ fn params(a: &BenchArgs, txs: usize) -> Params {
 /// (`settle_alone_tps`).
 fn core_alone(
     a: &BenchArgs,
-    circuits: Arc<Circuits>,
+    keys: Arc<VerifierKeys>,
     dir: &std::path::Path,
     signed: Vec<SignedTx>,
 ) -> Result<CoreAlone> {
     let txs = signed.len();
     // Opened as the sequencer opens its database (its segment size).
     let (db, _) = crate::compact::open(dir).context("opening the benchmark's database")?;
-    let mut core = Core::open(params(a, txs), db.clone(), &genesis(a.accounts), circuits)?;
+    let mut core = Core::open(params(a, txs), db.clone(), &genesis(a.accounts), keys)?;
     // What the service computes before the lock: the message hashes, a register's key.
     let arrivals: Vec<Arrival> = signed
         .into_par_iter()
@@ -457,7 +459,7 @@ pub fn sign_load(load: &[Tx]) -> Vec<(SignedTx, SignedMessage)> {
 /// latency in ms, the batches sealed, and the share of key lookups that found the key prepared.
 async fn submit_all(
     a: &BenchArgs,
-    circuits: Arc<Circuits>,
+    keys: Arc<VerifierKeys>,
     dir: &std::path::Path,
     signed: Vec<SignedTx>,
     clients: usize,
@@ -478,7 +480,7 @@ async fn submit_all(
         genesis_accounts: a.accounts,
         settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
     };
-    let seq = crate::sequencer::start(cfg, circuits, shutdown).await?;
+    let seq = crate::sequencer::start(cfg, keys, shutdown).await?;
     let url = format!("http://{}", seq.addr);
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS.min(clients) {

@@ -168,6 +168,10 @@ pub struct CircuitsArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write the circuits' verifier keys to this file, for `rollup sequencer` and `rollup
+    /// settlement --verifier-keys FILE` (they then start without building the circuits).
+    #[arg(long)]
+    pub verifier_keys_out: Option<PathBuf>,
 }
 
 /// What `rollup circuits --json` prints.
@@ -197,6 +201,11 @@ struct CircuitsReport {
     /// Device memory a CUDA prover keeps whatever its workers: both circuits' constants and
     /// sigmas, and the shape's tables.
     device_memory_resident_mib: f64,
+    /// Where `--verifier-keys-out` wrote the verifier keys, and their size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verifier_keys_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verifier_keys_bytes: Option<usize>,
 }
 
 impl Cli {
@@ -226,6 +235,10 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
     let (circuit, aggregation) = AggregationCircuits::build(args.capacity).context("building the circuits")?;
     let s = circuit.stats();
     let verifier = BlockVerifier::new(&aggregation);
+    let verifier_keys_bytes = match &args.verifier_keys_out {
+        Some(path) => Some(crate::network::write_keys(aggregation.keys(), path)?),
+        None => None,
+    };
     let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
     let footprints =
         [&circuit.data().common, &aggregation.block_circuit().common].map(prover_gpu::cuda::footprint::Footprint::of);
@@ -251,6 +264,8 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         aggregation_build_seconds: aggregation.build_seconds,
         device_memory_per_proof_mib: mib(per_proof),
         device_memory_resident_mib: mib(resident),
+        verifier_keys_file: args.verifier_keys_out.clone(),
+        verifier_keys_bytes,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -273,6 +288,10 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
             "  resident               {:.0} MiB (both circuits' constants and sigmas, tables)",
             report.device_memory_resident_mib
         );
+        if let (Some(path), Some(bytes)) = (&report.verifier_keys_file, report.verifier_keys_bytes) {
+            println!("verifier keys");
+            println!("  written to             {} ({bytes} bytes: --verifier-keys for the services)", path.display());
+        }
     }
     Ok(())
 }
@@ -348,11 +367,11 @@ mod tests {
     fn circuits_defaults() {
         let cli = Cli::try_parse_from(["rollup", "circuits"]).expect("parse");
         let Command::Circuits(args) = cli.command else { panic!("circuits") };
-        assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false });
+        assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false, verifier_keys_out: None });
         let cli = Cli::try_parse_from(["rollup", "sequencer", "--data-dir", "d"]).expect("parse");
         let Command::Sequencer(a) = cli.command else { panic!("sequencer") };
         assert_eq!((a.listen.as_str(), a.block_batches, a.max_attempts), ("127.0.0.1:50051", 4, 3));
-        assert_eq!(a.network.capacity, DEFAULT_BATCH_CAPACITY);
+        assert_eq!((a.network.capacity, a.network.verifier_keys), (DEFAULT_BATCH_CAPACITY, None));
         let cli = Cli::try_parse_from(["rollup", "devnet"]).expect("parse");
         let Command::Devnet(d) = cli.command else { panic!("devnet") };
         assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
@@ -506,8 +525,8 @@ mod tests {
         assert!(peak as u64 <= est_both, "{peak} allocated at once with the merge, {est_both} estimated");
         // The check `rollup prover` and `rollup bench` make before their first proof: one proof
         // fits the emulated device's 16 GiB, 64 do not, and the error names the most that do.
-        let verifier = BlockVerifier::new(&aggregation);
-        let circuits = crate::network::Circuits { batch: circuit, aggregation, verifier };
+        let keys = std::sync::Arc::new(aggregation.keys().clone());
+        let circuits = crate::network::Circuits { batch: circuit, aggregation, keys };
         crate::prover::check_device_memory(&prover, &circuits, 1).expect("one proof fits in 16 GiB");
         crate::prover::check_device_memory(&Prover::Stock, &circuits, 64).expect("the host has no device to fill");
         let e = crate::prover::check_device_memory(&prover, &circuits, 64).expect_err("64 proofs of 0.8 GB");

@@ -1,8 +1,10 @@
 //! What every process of one network must agree on: the genesis and the circuits.
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
-use aggregator::{AggregationCircuits, BlockVerifier};
+use aggregator::{AggregationCircuits, VerifierKeys};
 use anyhow::{Context, Result};
 use circuits::{BatchCircuit, Genesis, F};
 use plonky2::plonk::circuit_data::CommonCircuitData;
@@ -14,8 +16,8 @@ pub struct Circuits {
     pub batch: BatchCircuit,
     /// The recursion circuits.
     pub aggregation: AggregationCircuits,
-    /// The pinned block verifier.
-    pub verifier: BlockVerifier,
+    /// Their verifier keys, which is all the sequencer and the settlement node use.
+    pub keys: Arc<VerifierKeys>,
 }
 
 impl Circuits {
@@ -23,9 +25,9 @@ impl Circuits {
     pub fn build(capacity: usize) -> Result<Arc<Self>> {
         let start = std::time::Instant::now();
         let (batch, aggregation) = AggregationCircuits::build(capacity).context("building the circuits")?;
-        let verifier = BlockVerifier::new(&aggregation);
-        info!(capacity, seconds = start.elapsed().as_secs_f64(), key = %verifier.digest_hex(), "circuits built");
-        Ok(Arc::new(Self { batch, aggregation, verifier }))
+        let keys = Arc::new(aggregation.keys().clone());
+        info!(capacity, seconds = start.elapsed().as_secs_f64(), key = %keys.digest_hex(), "circuits built");
+        Ok(Arc::new(Self { batch, aggregation, keys }))
     }
 
     /// Every circuit a prover proves: the batch circuit and the merge circuit.
@@ -37,32 +39,64 @@ impl Circuits {
 /// Key under which a node's database records the circuits it was made with.
 const CIRCUITS_KEY: &[u8] = b"circuits";
 
-impl Circuits {
-    /// Refuses a database made with other circuits, and records these in a new one (`fresh`: the
-    /// database holds nothing yet). A network's block verifier key is fixed when it starts
-    /// (DESIGN.md, decision 6): proofs and settled blocks made under another key, or batches cut
-    /// for another capacity, cannot continue here. The block verifier key's digest covers the
-    /// batch circuit too (the merge holds the batch key as a constant).
-    pub fn check_database(&self, db: &sled::Db, fresh: bool) -> Result<()> {
-        let ours = self.verifier.digest_hex();
-        match db.get(CIRCUITS_KEY)? {
-            Some(v) if v.as_ref() == ours.as_bytes() => Ok(()),
-            Some(v) => anyhow::bail!(
-                "this data directory was made with other circuits (block verifier key {}); this \
-                 process's key is {ours} (another --capacity, or another version): use another --data-dir",
-                String::from_utf8_lossy(&v)
-            ),
-            None if !fresh => anyhow::bail!(
-                "this data directory was made by an earlier version, which did not record its circuits; \
-                 this process's block verifier key is {ours}: use another --data-dir"
-            ),
-            None => {
-                db.insert(CIRCUITS_KEY, ours.as_bytes())?;
-                db.flush()?;
-                Ok(())
-            }
+/// Refuses a database made with other circuits, and records these in a new one (`fresh`: the
+/// database holds nothing yet). A network's block verifier key is fixed when it starts
+/// (DESIGN.md, decision 6): proofs and settled blocks made under another key, or batches cut
+/// for another capacity, cannot continue here. The block verifier key's digest covers the
+/// batch circuit too (the merge holds the batch key as a constant).
+pub fn check_database(keys: &VerifierKeys, db: &sled::Db, fresh: bool) -> Result<()> {
+    let ours = keys.digest_hex();
+    match db.get(CIRCUITS_KEY)? {
+        Some(v) if v.as_ref() == ours.as_bytes() => Ok(()),
+        Some(v) => anyhow::bail!(
+            "this data directory was made with other circuits (block verifier key {}); this \
+             process's key is {ours} (another --capacity, or another version): use another --data-dir",
+            String::from_utf8_lossy(&v)
+        ),
+        None if !fresh => anyhow::bail!(
+            "this data directory was made by an earlier version, which did not record its circuits; \
+             this process's block verifier key is {ours}: use another --data-dir"
+        ),
+        None => {
+            db.insert(CIRCUITS_KEY, ours.as_bytes())?;
+            db.flush()?;
+            Ok(())
         }
     }
+}
+
+/// Reads the verifier keys `rollup circuits --verifier-keys-out` wrote, for batches of
+/// `capacity` slots.
+pub fn read_keys(path: &Path, capacity: usize) -> Result<VerifierKeys> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening the verifier keys {}", path.display()))?;
+    let mut bytes = Vec::new();
+    // One byte past the largest file, so that a larger one is refused as such, unread.
+    file.take(aggregator::keys::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading the verifier keys {}", path.display()))?;
+    let keys = VerifierKeys::from_bytes(&bytes).with_context(|| format!("the verifier keys {}", path.display()))?;
+    anyhow::ensure!(
+        keys.capacity() == capacity,
+        "the verifier keys {} are for batches of {} slots, and --capacity is {capacity}",
+        path.display(),
+        keys.capacity()
+    );
+    Ok(keys)
+}
+
+/// Writes `keys` to `path` whole or not at all (a temporary file, synced, then renamed);
+/// returns the file's size.
+pub fn write_keys(keys: &VerifierKeys, path: &Path) -> Result<usize> {
+    let bytes = keys.to_bytes()?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(bytes.len())
 }
 
 /// The circuits for batches of 4 slots, built once for all the tests of this binary that need
@@ -71,6 +105,12 @@ impl Circuits {
 pub fn test_circuits() -> Arc<Circuits> {
     static CIRCUITS: std::sync::OnceLock<Arc<Circuits>> = std::sync::OnceLock::new();
     CIRCUITS.get_or_init(|| Circuits::build(4).expect("circuits")).clone()
+}
+
+/// The verifier keys of [`test_circuits`].
+#[cfg(test)]
+pub fn test_keys() -> Arc<VerifierKeys> {
+    test_circuits().keys.clone()
 }
 
 /// The devnet genesis with `accounts` accounts.

@@ -1,8 +1,10 @@
 //! `rollup settlement`, `rollup sequencer` and `rollup prover`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator::VerifierKeys;
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::watch;
@@ -24,6 +26,11 @@ pub struct NetworkArgs {
     /// Slots per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
     pub capacity: usize,
+    /// Read the circuits' verifier keys from this file (`rollup circuits --verifier-keys-out
+    /// FILE`) instead of building the circuits: the service starts in milliseconds, without the
+    /// prover's data in memory. Without it, the circuits are built at every start.
+    #[arg(long)]
+    pub verifier_keys: Option<PathBuf>,
 }
 
 /// Options of `rollup settlement`.
@@ -181,21 +188,40 @@ fn token(flag: Option<String>) -> Result<String> {
     auth::resolve(flag).context("a bearer token is required: --token or ROLLUP_TOKEN")
 }
 
-async fn build(capacity: usize) -> Result<std::sync::Arc<Circuits>> {
-    tokio::task::spawn_blocking(move || Circuits::build(capacity)).await?
+/// The verifier keys a sequencer or settlement node checks proofs with: read from
+/// `--verifier-keys`, or taken from circuits built here (the rest of them freed).
+async fn verifier_keys(network: &NetworkArgs) -> Result<Arc<VerifierKeys>> {
+    let capacity = network.capacity;
+    match network.verifier_keys.clone() {
+        Some(path) => {
+            let start = std::time::Instant::now();
+            let keys = tokio::task::spawn_blocking(move || crate::network::read_keys(&path, capacity)).await??;
+            info!(
+                capacity,
+                seconds = start.elapsed().as_secs_f64(),
+                key = %keys.digest_hex(),
+                "verifier keys read"
+            );
+            Ok(Arc::new(keys))
+        }
+        None => {
+            let circuits = tokio::task::spawn_blocking(move || Circuits::build(capacity)).await??;
+            Ok(circuits.keys.clone())
+        }
+    }
 }
 
 /// `rollup settlement`.
 pub async fn settlement(a: SettlementArgs) -> Result<()> {
     let token = token(a.token)?;
-    let circuits = build(a.network.capacity).await?;
+    let keys = verifier_keys(&a.network).await?;
     let shutdown = shutdown_on_signal();
     let r = crate::settlement::start(
         &a.listen,
         a.metrics.as_deref(),
         &a.data_dir,
         &genesis(a.network.genesis_accounts),
-        circuits,
+        keys,
         token,
         shutdown,
     )
@@ -207,7 +233,7 @@ pub async fn settlement(a: SettlementArgs) -> Result<()> {
 pub async fn sequencer(a: SequencerArgs) -> Result<()> {
     let params = a.params();
     let token = token(a.token)?;
-    let circuits = build(a.network.capacity).await?;
+    let keys = verifier_keys(&a.network).await?;
     let shutdown = shutdown_on_signal();
     let cfg = SequencerConfig {
         listen: a.listen,
@@ -219,7 +245,7 @@ pub async fn sequencer(a: SequencerArgs) -> Result<()> {
         genesis_accounts: a.network.genesis_accounts,
         settle_in_flight: a.settle_in_flight as usize,
     };
-    let mut running = crate::sequencer::start(cfg, circuits, shutdown).await?;
+    let mut running = crate::sequencer::start(cfg, keys, shutdown).await?;
     if let Some(m) = running.metrics_addr {
         info!(%m, "metrics");
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aggregator::BlockPublicInputs;
+use aggregator::{BlockPublicInputs, VerifierKeys};
 use anyhow::{Context, Result};
 use circuits::bls::pairing::SERVICE_KEY_CACHE;
 use circuits::bls::{aggregate_verify, register_key, tx_message, KeyCache, PublicKey, Signature, SignedTx};
@@ -32,7 +32,6 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::auth;
-use crate::network::Circuits;
 use crate::status;
 
 /// Most transactions one block may carry.
@@ -55,7 +54,7 @@ struct HeadState {
 /// The settlement node's state and gRPC service.
 pub struct SettlementNode {
     db: sled::Db,
-    circuits: Arc<Circuits>,
+    verifier: Arc<VerifierKeys>,
     token: String,
     head: Mutex<HeadState>,
     /// Notified whenever the head moves.
@@ -135,14 +134,19 @@ pub fn digest_from_bytes(b: &[u8]) -> Option<Digest> {
 
 impl SettlementNode {
     /// Opens (or creates) the node's database; a new one starts at the genesis.
-    pub fn open(data_dir: &std::path::Path, genesis: &Genesis, circuits: Arc<Circuits>, token: String) -> Result<Self> {
+    pub fn open(
+        data_dir: &std::path::Path,
+        genesis: &Genesis,
+        verifier: Arc<VerifierKeys>,
+        token: String,
+    ) -> Result<Self> {
         // Made with sled segments of 4 MiB: with the default 512 KiB, this database's file was four
         // times its blocks (docs/services.md).
         let (db, _) =
             crate::compact::open_history(&data_dir.join("settlement")).context("opening the settlement database")?;
         let genesis_root = genesis.build().context("genesis")?.root();
         let stored_head = db.get(b"head")?;
-        circuits.check_database(&db, stored_head.is_none())?;
+        crate::network::check_database(&verifier, &db, stored_head.is_none())?;
         let head = match stored_head {
             Some(v) => {
                 let field = |r: std::ops::Range<usize>| v.get(r).context("corrupt head");
@@ -166,7 +170,7 @@ impl SettlementNode {
         info!(height = head.height, "settlement head");
         Ok(Self {
             db,
-            circuits,
+            verifier,
             token,
             head: Mutex::new(head),
             advanced: Condvar::new(),
@@ -215,8 +219,8 @@ impl SettlementNode {
             || {
                 // Public inputs recomputed from the posted transactions.
                 let c = commitment(ZERO_DIGEST, txs.iter().map(|s| &s.tx));
-                self.circuits
-                    .verifier
+                self.verifier
+                    .block()
                     .verify(&block.proof, &BlockPublicInputs { old_root, new_root, commitment: c })
                     .map_err(|e| status::proof_error(&e))
             },
@@ -529,7 +533,7 @@ pub async fn start(
     metrics: Option<&str>,
     data_dir: &std::path::Path,
     genesis: &Genesis,
-    circuits: Arc<Circuits>,
+    keys: Arc<VerifierKeys>,
     token: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Running> {
@@ -537,8 +541,7 @@ pub async fn start(
     // Off the runtime's threads: the open builds the genesis state and, once, may rewrite a
     // database made with sled's default segments (seconds for a long history).
     let (dir, genesis) = (data_dir.to_path_buf(), genesis.clone());
-    let node =
-        Arc::new(tokio::task::spawn_blocking(move || SettlementNode::open(&dir, &genesis, circuits, token)).await??);
+    let node = Arc::new(tokio::task::spawn_blocking(move || SettlementNode::open(&dir, &genesis, keys, token)).await??);
     let (listener, addr) = crate::server::bind(listen).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SettlementServer<SettlementService>>().await;
@@ -569,7 +572,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rollup-settlement-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let genesis = crate::network::genesis(8);
-        let node = SettlementNode::open(&dir, &genesis, crate::network::test_circuits(), "t".into())
+        let node = SettlementNode::open(&dir, &genesis, crate::network::test_keys(), "t".into())
             .expect("open")
             .with_ahead_wait(wait);
         (node, dir)
@@ -647,7 +650,7 @@ mod tests {
         };
         let circuits = crate::network::test_circuits();
         let db = sled::open(dir.join("q")).expect("db");
-        let mut core = Core::open(params, db, &crate::network::genesis(8), circuits.clone()).expect("open");
+        let mut core = Core::open(params, db, &crate::network::genesis(8), circuits.keys.clone()).expect("open");
         let transfer = |from, to, amount, nonce| Tx::Transfer(Transfer { from, to, token: 0, amount, fee: 1, nonce });
         let nine = devnet_key(9);
         let register = Tx::Register(Register {

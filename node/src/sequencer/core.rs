@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregator::{AggJob, BlockPlan, PlannedKind, ProofBytes, ProofKind};
-use anyhow::{bail, Context, Result};
+use aggregator::{AggJob, BlockPlan, PlannedKind, ProofBytes, ProofKind, VerifierKeys};
+use anyhow::{bail, ensure, Context, Result};
 use circuits::bls::{aggregate, PublicKey, SignedTx};
 use circuits::deferred::Update;
 use circuits::hash::{digest_to_bytes, Digest};
@@ -23,7 +23,6 @@ use tracing::{debug, info, warn};
 use super::log_writer::{self, seq_key as k, LogWriter, T_TX, T_TXS};
 use super::settled_index::{Found, SettledIndex};
 use super::snapshot::{self, Leaves, Snapshot, SNAPSHOT};
-use crate::network::Circuits;
 use crate::settlement::digest_from_bytes;
 use crate::status;
 
@@ -465,7 +464,7 @@ pub struct Core {
     /// The log's appends (transactions, batch and block ends), queued under the lock and
     /// written behind it ([`LogWriter`]).
     log: LogWriter,
-    circuits: Arc<Circuits>,
+    keys: Arc<VerifierKeys>,
     ex: Executor,
     registry: HashMap<u32, PublicKey>,
     /// The transactions accepted and not settled, in order: the first is number `settled_txs`.
@@ -777,7 +776,13 @@ fn be(v: &[u8]) -> Result<u64> {
 impl Core {
     /// Opens the database and replays it: the state after a restart is the state before. The
     /// replay starts from the settled state the database saved, and replays the log after it.
-    pub fn open(params: Params, db: sled::Db, genesis: &Genesis, circuits: Arc<Circuits>) -> Result<Self> {
+    pub fn open(params: Params, db: sled::Db, genesis: &Genesis, keys: Arc<VerifierKeys>) -> Result<Self> {
+        ensure!(
+            keys.capacity() == params.capacity,
+            "the verifier keys are for batches of {} slots, and batches here have {}",
+            keys.capacity(),
+            params.capacity
+        );
         let mut state = genesis.build()?;
         let mut registry = genesis
             .accounts
@@ -787,7 +792,7 @@ impl Core {
         let settled = db.get(SETTLED)?.map(|v| be(&v)).transpose()?;
         let fresh =
             db.scan_prefix([T_TX]).next().is_none() && db.scan_prefix([T_TXS]).next().is_none() && settled.is_none();
-        circuits.check_database(&db, fresh)?;
+        crate::network::check_database(&keys, &db, fresh)?;
         let settled = settled.unwrap_or(0);
         let saved = Snapshot::read(&db)?;
         if let Some(saved) = saved {
@@ -809,7 +814,7 @@ impl Core {
             params,
             log: LogWriter::new(db.clone()),
             db,
-            circuits,
+            keys,
             registry,
             txs: VecDeque::new(),
             by_hash: HashMap::new(),
@@ -1677,7 +1682,7 @@ impl Core {
         let (kind, expected) =
             self.expected(j.key).ok_or_else(|| Status::failed_precondition("job inputs are gone"))?;
         Ok(Some(ResultCheck {
-            circuits: self.circuits.clone(),
+            keys: self.keys.clone(),
             kind,
             expected,
             db: self.db.clone(),
@@ -2147,7 +2152,7 @@ fn leaf_range(plan: &BlockPlan, node: usize) -> (usize, usize) {
 
 /// A job's result as it must be: checked by [`ResultCheck::run`] without the core's lock.
 pub struct ResultCheck {
-    circuits: Arc<Circuits>,
+    keys: Arc<VerifierKeys>,
     kind: ProofKind,
     expected: circuits::BatchPublicInputs,
     db: sled::Db,
@@ -2168,7 +2173,7 @@ pub struct Checked {
 impl ResultCheck {
     /// Verifies `proof` with plonky2's verifier and compares its public inputs with the job's.
     pub fn run(&self, proof: &[u8]) -> Result<(), String> {
-        match self.circuits.aggregation.check(&ProofBytes { kind: self.kind, bytes: proof.to_vec() }) {
+        match self.keys.check(&ProofBytes { kind: self.kind, bytes: proof.to_vec() }) {
             Ok((_, pis)) if pis == self.expected => Ok(()),
             Ok(_) => Err("the proof proves other public inputs".to_string()),
             Err(e) => Err(e.to_string()),
@@ -2208,7 +2213,7 @@ mod tests {
         dir: std::path::PathBuf,
         params: Params,
         genesis: Genesis,
-        circuits: Arc<Circuits>,
+        circuits: Arc<crate::network::Circuits>,
     }
 
     impl TestDir {
@@ -2236,7 +2241,7 @@ mod tests {
 
         /// Opens the core, replaying what is there.
         fn open(&self) -> Core {
-            Core::open(self.params.clone(), self.db(), &self.genesis, self.circuits.clone()).expect("open")
+            Core::open(self.params.clone(), self.db(), &self.genesis, self.circuits.keys.clone()).expect("open")
         }
 
         /// Closes `core` as a process killed after its last acknowledgement: flushed, then gone.
@@ -3132,7 +3137,7 @@ mod tests {
         db.insert(&leaf, bad).expect("write");
         db.flush().expect("flush");
         drop(db);
-        let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.clone());
+        let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys.clone());
         let e = reopen().err().expect("a corrupt saved state");
         assert!(e.to_string().contains("does not hash to block 10's root"), "{e:#}");
         // Put back, and account 9's saved key another (valid) key: refused.
@@ -3267,7 +3272,8 @@ mod tests {
         db.insert(SETTLED_ROOT, &digest_to_bytes(&Digest::default())[..]).expect("write");
         db.flush().expect("flush");
         drop(db);
-        let reopen = |test: &TestDir| Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.clone());
+        let reopen =
+            |test: &TestDir| Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys.clone());
         let e = reopen(&test).err().expect("another root");
         assert!(e.to_string().contains("do not come to block 8's root"), "{e:#}");
         let db = test.db();

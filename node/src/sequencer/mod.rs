@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aggregator::VerifierKeys;
 use anyhow::{Context, Result};
 use proto::v1::prover_farm_server::ProverFarmServer;
 use proto::v1::sequencer_server::SequencerServer;
@@ -30,7 +31,6 @@ use tracing::{info, warn};
 use self::core::{Core, Params, Settling};
 use self::service::Shared;
 use crate::auth::{AddToken, RequireToken};
-use crate::network::Circuits;
 
 /// Largest request a client may send (a signed transaction is under 300 bytes).
 pub const CLIENT_MESSAGE_LIMIT: usize = 64 << 10;
@@ -76,16 +76,16 @@ pub struct Running {
 }
 
 /// Opens the database, replays it and starts serving, ticking and submitting blocks.
-pub async fn start(cfg: SequencerConfig, circuits: Arc<Circuits>, shutdown: watch::Receiver<bool>) -> Result<Running> {
+pub async fn start(cfg: SequencerConfig, keys: Arc<VerifierKeys>, shutdown: watch::Receiver<bool>) -> Result<Running> {
     let dir = cfg.data_dir.join("sequencer");
     let (db, _) = tokio::task::spawn_blocking(move || crate::compact::open(&dir))
         .await?
         .context("opening the sequencer database")?;
     let genesis = crate::network::genesis(cfg.genesis_accounts);
-    let digest = circuits.verifier.digest_hex();
+    let digest = keys.digest_hex();
     let core = {
-        let (circuits, params) = (circuits.clone(), cfg.params.clone());
-        tokio::task::spawn_blocking(move || Core::open(params, db, &genesis, circuits)).await??
+        let params = cfg.params.clone();
+        tokio::task::spawn_blocking(move || Core::open(params, db, &genesis, keys)).await??
     };
     let shared = Shared::new(core, digest);
     let (listener, addr) = crate::server::bind(&cfg.listen).await?;
