@@ -2,7 +2,9 @@
 //! aggregated and settled with equal roots; a worker killed mid-job and its job finished by
 //! another; the sequencer killed and restarted with nothing lost or doubled; settlement restarted
 //! with its head kept; tampered blocks refused; malformed, oversized and unauthenticated requests
-//! refused with the right codes; the operator's `rollup jobs`.
+//! refused with the right codes; the operator's `rollup jobs`. The first sequencer and settlement
+//! node build their circuits; the ones started later read the verifier keys `rollup circuits`
+//! wrote meanwhile, and carry on with the data the first ones made.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use circuits::bls::{SignedTx, G1_LEN};
 use circuits::genesis::devnet_key;
 use circuits::{Transfer, Tx};
-use common::{channel, free_port, kill, spawn, wait_for, Proc};
+use common::{channel, exited, free_port, kill, spawn, wait_for, write_verifier_keys, Proc};
 use proto::v1::prover_farm_client::ProverFarmClient;
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
@@ -28,6 +30,8 @@ struct Net {
     settlement_port: u16,
     sequencer_port: u16,
     metrics_port: u16,
+    /// The verifier keys file the services started from now on read (`--verifier-keys`).
+    keys: Option<PathBuf>,
 }
 
 const NETWORK: [&str; 4] = ["--capacity", "4", "--genesis-accounts", "8"];
@@ -46,14 +50,17 @@ impl Net {
             args.extend(["--metrics", m.as_str()]);
         }
         args.extend(NETWORK);
+        if let Some(keys) = &self.keys {
+            args.extend(["--verifier-keys", keys.to_str().expect("utf8")]);
+        }
         spawn(&self.dir, &format!("settlement-{port}.log"), &args)
     }
 
     fn sequencer(&self, n: u32) -> Proc {
-        self.sequencer_with(n, NETWORK)
+        self.sequencer_with(n, NETWORK, self.keys.as_deref())
     }
 
-    fn sequencer_with(&self, n: u32, network: [&str; 4]) -> Proc {
+    fn sequencer_with(&self, n: u32, network: [&str; 4], keys: Option<&std::path::Path>) -> Proc {
         let listen = format!("127.0.0.1:{}", self.sequencer_port);
         let settlement = format!("http://127.0.0.1:{}", self.settlement_port);
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
@@ -83,6 +90,9 @@ impl Net {
             &metrics,
         ];
         args.extend(network);
+        if let Some(keys) = keys {
+            args.extend(["--verifier-keys", keys.to_str().expect("utf8")]);
+        }
         spawn(&self.dir, &format!("sequencer-{n}.log"), &args)
     }
 
@@ -149,10 +159,17 @@ async fn end_to_end() {
     let dir = std::env::temp_dir().join(format!("rollup-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let net =
-        Net { dir: dir.clone(), settlement_port: free_port(), sequencer_port: free_port(), metrics_port: free_port() };
+    let mut net = Net {
+        dir: dir.clone(),
+        settlement_port: free_port(),
+        sequencer_port: free_port(),
+        metrics_port: free_port(),
+        keys: None,
+    };
     let s = net.settlement("s", net.settlement_port);
     let q = net.sequencer(1);
+    // The verifier keys, for the services started later.
+    let (mut circuits_cmd, keys) = write_verifier_keys(&dir, NETWORK[1]);
     let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
     let mut set = SettlementClient::new(channel(net.settlement_port).await);
 
@@ -207,7 +224,12 @@ async fn end_to_end() {
         seq.submit_tx(SubmitTxRequest { signed_tx: transfer(from, 0) }).await.expect("valid transfer");
     }
     let before = status(&mut seq).await;
+    let exit = exited(&mut circuits_cmd, "rollup circuits --verifier-keys-out", 300).await;
+    assert!(exit.success(), "rollup circuits: {exit:?}");
+    net.keys = Some(keys);
     kill(q);
+    // Restarted from the verifier keys, on the data directory made with built circuits: it
+    // checks the workers' proofs with them from here on.
     let q = net.sequencer(2);
     let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
     let after = status(&mut seq).await;
@@ -218,6 +240,8 @@ async fn end_to_end() {
     assert_eq!(done.accepted_txs, 7);
     let head = set.get_head(Empty {}).await.expect("head").into_inner();
     assert_eq!(head.state_root, done.state_root, "settled root equals the sequencer's");
+    let log = std::fs::read_to_string(dir.join("sequencer-2.log")).unwrap_or_default();
+    assert!(log.contains("verifier keys read") && !log.contains("circuits built"), "{log}");
     assert_eq!((head.height, head.settled_txs), (done.blocks_settled, 7));
     // Nothing left to prove: both workers' lease requests are held at the restarted sequencer
     // (a long poll), and `rollup status` counts them.
@@ -343,19 +367,23 @@ async fn end_to_end() {
     ] {
         assert!(page.contains(line), "{line:?} in {page}");
     }
+    // All of it checked with the verifier keys read from the file.
+    let log = std::fs::read_to_string(dir.join(format!("settlement-{fresh_port}.log"))).unwrap_or_default();
+    assert!(log.contains("verifier keys read") && !log.contains("circuits built"), "{log}");
 
     // The sequencer's data directory opened with other circuits (another capacity): refused with
     // the reason, and left as it was for the right ones.
     kill(q);
-    let mut other = net.sequencer_with(3, ["--capacity", "3", "--genesis-accounts", "8"]);
-    let exit = wait_for("the sequencer with other circuits to exit", 120, || {
-        let r = other.0.try_wait().expect("wait");
-        async move { r }
-    })
-    .await;
+    let mut other = net.sequencer_with(3, ["--capacity", "3", "--genesis-accounts", "8"], None);
+    let exit = exited(&mut other, "the sequencer with other circuits to exit", 120).await;
     assert!(!exit.success());
     let log = std::fs::read_to_string(dir.join("sequencer-3.log")).unwrap_or_default();
     assert!(log.contains("made with other circuits"), "{log}");
+    // And verifier keys for batches of another size: refused before the directory is opened.
+    let mut other = net.sequencer_with(5, ["--capacity", "3", "--genesis-accounts", "8"], net.keys.as_deref());
+    assert!(!exited(&mut other, "the sequencer with other keys to exit", 60).await.success());
+    let log = std::fs::read_to_string(dir.join("sequencer-5.log")).unwrap_or_default();
+    assert!(log.contains("are for batches of 4 slots, and --capacity is 3"), "{log}");
     let q = net.sequencer(4);
     let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
     let reopened = status(&mut seq).await;

@@ -65,3 +65,21 @@ pub async fn channel(port: u16) -> Channel {
     })
     .await
 }
+
+/// Starts `rollup circuits --capacity CAPACITY --verifier-keys-out dir/keys.bin` (its log in
+/// `dir/circuits.log`); [`exited`] waits for it. The services given `--verifier-keys` with that
+/// file start without building the circuits.
+pub fn write_verifier_keys(dir: &Path, capacity: &str) -> (Proc, std::path::PathBuf) {
+    let keys = dir.join("keys.bin");
+    let args = ["circuits", "--capacity", capacity, "--verifier-keys-out", keys.to_str().expect("utf8")];
+    (spawn(dir, "circuits.log", &args), keys)
+}
+
+/// Waits for `p` to exit, and returns how; panics naming `what` after `secs`.
+pub async fn exited(p: &mut Proc, what: &str, secs: u64) -> std::process::ExitStatus {
+    wait_for(what, secs, || {
+        let r = p.0.try_wait().expect("wait");
+        async move { r }
+    })
+    .await
+}
