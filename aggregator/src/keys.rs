@@ -88,7 +88,7 @@ impl<F: RichField + Extendable<D>, const D: usize> GateSerializer<F, D> for Roll
 }
 
 /// The batch and merge circuits' verifier data: every check of a proof the network makes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct VerifierKeys {
     capacity: usize,
     batch: VerifierCircuitData<F, Config, D>,

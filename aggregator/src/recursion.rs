@@ -8,6 +8,7 @@
 //! recursion carries, zero in a batch proof). A batch proof goes straight into a merge, with no
 //! wrapping proof between them (`docs/aggregation.md`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use circuits::circuit::{Config, Proof, NUM_PUBLIC_INPUTS};
@@ -75,7 +76,7 @@ struct MergeTargets {
 
 /// The built circuits of aggregation; build once per process.
 pub struct AggregationCircuits {
-    keys: VerifierKeys,
+    keys: Arc<VerifierKeys>,
     merge: CircuitData<F, Config, D>,
     merge_targets: MergeTargets,
     padding: Padding,
@@ -193,7 +194,7 @@ impl AggregationCircuits {
             let (merge, merge_targets, same_shape) = build_merge(&batch)?;
             if same_shape {
                 let circuits = Self {
-                    keys: VerifierKeys::new(capacity, batch.data().verifier_data(), merge.verifier_data()),
+                    keys: Arc::new(VerifierKeys::new(capacity, batch.data().verifier_data(), merge.verifier_data())),
                     merge,
                     merge_targets,
                     padding,
@@ -231,8 +232,9 @@ impl AggregationCircuits {
         self.keys.batch_data().verify(proof.clone())
     }
 
-    /// What checking these circuits' proofs takes, without the prover's data.
-    pub fn keys(&self) -> &VerifierKeys {
+    /// What checking these circuits' proofs takes, without the prover's data; shared by the
+    /// services that only check.
+    pub fn keys(&self) -> &Arc<VerifierKeys> {
         &self.keys
     }
 

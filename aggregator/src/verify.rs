@@ -25,7 +25,7 @@ pub struct BlockPublicInputs {
 }
 
 /// Verifies block proofs against the one pinned verifier key.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct BlockVerifier {
     data: VerifierCircuitData<F, Config, 2>,
 }

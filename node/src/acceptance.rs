@@ -152,7 +152,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let bar = progress_bar(a.json)?;
     // Only the verifier keys: the sequencer proves nothing, and the prover's data is freed.
-    let keys = Circuits::build(a.capacity)?.keys.clone();
+    let keys = Circuits::build(a.capacity)?.keys().clone();
 
     // The load, signed before the clock starts: clients bring their signatures.
     bar.set_prefix("signing");

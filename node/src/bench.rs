@@ -467,7 +467,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         new_root: last.new_root,
         commitment: commitment(ZERO_DIGEST, txs.iter()),
     };
-    circuits.keys.block().verify(&block.bytes, &expected)?;
+    circuits.keys().block().verify(&block.bytes, &expected)?;
     stage("verification", t, 1);
 
     // Baseline: plonky2's own prover doing the same proving work, alone on the machine. A full

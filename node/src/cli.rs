@@ -525,8 +525,7 @@ mod tests {
         assert!(peak as u64 <= est_both, "{peak} allocated at once with the merge, {est_both} estimated");
         // The check `rollup prover` and `rollup bench` make before their first proof: one proof
         // fits the emulated device's 16 GiB, 64 do not, and the error names the most that do.
-        let keys = std::sync::Arc::new(aggregation.keys().clone());
-        let circuits = crate::network::Circuits { batch: circuit, aggregation, keys };
+        let circuits = crate::network::Circuits { batch: circuit, aggregation };
         crate::prover::check_device_memory(&prover, &circuits, 1).expect("one proof fits in 16 GiB");
         crate::prover::check_device_memory(&Prover::Stock, &circuits, 64).expect("the host has no device to fill");
         let e = crate::prover::check_device_memory(&prover, &circuits, 64).expect_err("64 proofs of 0.8 GB");

@@ -133,7 +133,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         None,
         &dir.join("s"),
         &g,
-        circuits.keys.clone(),
+        circuits.keys().clone(),
         token.clone(),
         shutdown.clone(),
     )
@@ -160,7 +160,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         genesis_accounts: a.accounts,
         settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
     };
-    let mut seq = crate::sequencer::start(cfg, circuits.keys.clone(), shutdown.clone()).await?;
+    let mut seq = crate::sequencer::start(cfg, circuits.keys().clone(), shutdown.clone()).await?;
     let seq_url = format!("http://{}", seq.addr);
     // The workers share one backend, as `rollup prover --workers W` does. Their proofs run on a
     // rayon pool of their own, as they would in a process of their own: on the global pool, the

@@ -16,8 +16,6 @@ pub struct Circuits {
     pub batch: BatchCircuit,
     /// The recursion circuits.
     pub aggregation: AggregationCircuits,
-    /// Their verifier keys, which is all the sequencer and the settlement node use.
-    pub keys: Arc<VerifierKeys>,
 }
 
 impl Circuits {
@@ -25,9 +23,14 @@ impl Circuits {
     pub fn build(capacity: usize) -> Result<Arc<Self>> {
         let start = std::time::Instant::now();
         let (batch, aggregation) = AggregationCircuits::build(capacity).context("building the circuits")?;
-        let keys = Arc::new(aggregation.keys().clone());
-        info!(capacity, seconds = start.elapsed().as_secs_f64(), key = %keys.digest_hex(), "circuits built");
-        Ok(Arc::new(Self { batch, aggregation, keys }))
+        let key = aggregation.keys().digest_hex();
+        info!(capacity, seconds = start.elapsed().as_secs_f64(), %key, "circuits built");
+        Ok(Arc::new(Self { batch, aggregation }))
+    }
+
+    /// Their verifier keys, which is all the sequencer and the settlement node use.
+    pub fn keys(&self) -> &Arc<VerifierKeys> {
+        self.aggregation.keys()
     }
 
     /// Every circuit a prover proves: the batch circuit and the merge circuit.
@@ -110,7 +113,7 @@ pub fn test_circuits() -> Arc<Circuits> {
 /// The verifier keys of [`test_circuits`].
 #[cfg(test)]
 pub fn test_keys() -> Arc<VerifierKeys> {
-    test_circuits().keys.clone()
+    test_circuits().keys().clone()
 }
 
 /// The devnet genesis with `accounts` accounts.

@@ -281,7 +281,7 @@ async fn worker(
             })
             .await?
             .clone();
-        if c.keys.digest_hex() != reg.block_verifier_digest {
+        if c.keys().digest_hex() != reg.block_verifier_digest {
             bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
         }
         info!(worker = %reg.worker_id, name = %name, "registered");
@@ -534,7 +534,7 @@ mod tests {
             genesis_accounts: 8,
             settle_in_flight: crate::sequencer::SETTLE_IN_FLIGHT,
         };
-        let seq = crate::sequencer::start(cfg, circuits.keys.clone(), shutdown.clone()).await.expect("sequencer");
+        let seq = crate::sequencer::start(cfg, circuits.keys().clone(), shutdown.clone()).await.expect("sequencer");
         let url = format!("http://{}", seq.addr);
         let client = SequencerClient::connect(url.clone()).await.expect("connect");
         let load = mixed_load(8, 8, 0.0);

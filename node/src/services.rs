@@ -206,7 +206,7 @@ async fn verifier_keys(network: &NetworkArgs) -> Result<Arc<VerifierKeys>> {
         }
         None => {
             let circuits = tokio::task::spawn_blocking(move || Circuits::build(capacity)).await??;
-            Ok(circuits.keys.clone())
+            Ok(circuits.keys().clone())
         }
     }
 }

@@ -650,7 +650,7 @@ mod tests {
         };
         let circuits = crate::network::test_circuits();
         let db = sled::open(dir.join("q")).expect("db");
-        let mut core = Core::open(params, db, &crate::network::genesis(8), circuits.keys.clone()).expect("open");
+        let mut core = Core::open(params, db, &crate::network::genesis(8), circuits.keys().clone()).expect("open");
         let transfer = |from, to, amount, nonce| Tx::Transfer(Transfer { from, to, token: 0, amount, fee: 1, nonce });
         let nine = devnet_key(9);
         let register = Tx::Register(Register {

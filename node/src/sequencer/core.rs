@@ -2241,7 +2241,7 @@ mod tests {
 
         /// Opens the core, replaying what is there.
         fn open(&self) -> Core {
-            Core::open(self.params.clone(), self.db(), &self.genesis, self.circuits.keys.clone()).expect("open")
+            Core::open(self.params.clone(), self.db(), &self.genesis, self.circuits.keys().clone()).expect("open")
         }
 
         /// Closes `core` as a process killed after its last acknowledgement: flushed, then gone.
@@ -3137,7 +3137,7 @@ mod tests {
         db.insert(&leaf, bad).expect("write");
         db.flush().expect("flush");
         drop(db);
-        let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys.clone());
+        let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys().clone());
         let e = reopen().err().expect("a corrupt saved state");
         assert!(e.to_string().contains("does not hash to block 10's root"), "{e:#}");
         // Put back, and account 9's saved key another (valid) key: refused.
@@ -3273,7 +3273,7 @@ mod tests {
         db.flush().expect("flush");
         drop(db);
         let reopen =
-            |test: &TestDir| Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys.clone());
+            |test: &TestDir| Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys().clone());
         let e = reopen(&test).err().expect("another root");
         assert!(e.to_string().contains("do not come to block 8's root"), "{e:#}");
         let db = test.db();
