@@ -394,11 +394,7 @@ async fn end_to_end() {
     for (mut p, name, log) in [(q, "sequencer", "sequencer-4.log"), (w2, "worker", "w2.log")] {
         let pid = p.0.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-        let exit = wait_for(&format!("the {name} to stop on SIGTERM"), 60, || {
-            let exit = p.0.try_wait().expect("wait");
-            async move { exit }
-        })
-        .await;
+        let exit = exited(&mut p, &format!("the {name} to stop on SIGTERM"), 60).await;
         let log = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
         assert!(exit.success() && log.contains("shutting down"), "the {name}: {exit:?}, {log}");
     }
