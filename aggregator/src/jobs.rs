@@ -98,6 +98,9 @@ impl AggregationCircuits {
     }
 }
 
+/// The job tag of a merge (of up to six children: [`MERGE_ARITY`](crate::MERGE_ARITY)).
+const MERGE_TAG: u8 = 6;
+
 /// Proofs larger than this are refused when decoding a job.
 const MAX_PROOF_BYTES: usize = 8 << 20;
 
@@ -140,8 +143,9 @@ fn take_proof(b: &mut &[u8]) -> Result<ProofBytes> {
 }
 
 impl AggJob {
-    /// Binary encoding: `4 ‖ count (u8) ‖ children` for a merge, each proof as
-    /// `kind ‖ len (u32 LE) ‖ bytes`. Tag 1 was the wrap's and 2 the two-child merge's.
+    /// Binary encoding: `6 ‖ count (u8) ‖ children` for a merge, each proof as
+    /// `kind ‖ len (u32 LE) ‖ bytes`. Tag 1 was the wrap's, 2 the two-child merge's and 4 the
+    /// four-child merge's, whose circuit selected between two proofs a child.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             AggJob::Merge { children } => Self::merge_bytes(children.iter().map(|c| (c.kind, &c.bytes[..]))),
@@ -153,7 +157,7 @@ impl AggJob {
     pub fn merge_bytes<'a>(children: impl ExactSizeIterator<Item = (ProofKind, &'a [u8])> + Clone) -> Vec<u8> {
         let len = children.clone().map(|(_, b)| 5 + b.len()).sum::<usize>();
         let mut out = Vec::with_capacity(2 + len);
-        out.push(4);
+        out.push(MERGE_TAG);
         out.push(children.len() as u8);
         for (kind, bytes) in children {
             put_proof(&mut out, kind, bytes);
@@ -165,7 +169,7 @@ impl AggJob {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let (&tag, mut rest) = bytes.split_first().ok_or_else(|| AggError::InvalidJob("empty job".into()))?;
         let job = match tag {
-            4 => {
+            MERGE_TAG => {
                 let (&count, r) = rest.split_first().ok_or_else(|| AggError::InvalidJob("truncated job".into()))?;
                 rest = r;
                 check_children(count as usize)?;
@@ -184,6 +188,7 @@ impl AggJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MERGE_ARITY;
 
     #[test]
     fn job_bytes_round_trip() {
@@ -206,15 +211,20 @@ mod tests {
                 assert!(AggJob::from_bytes(&b[..cut]).is_err());
             }
         }
-        assert!(AggJob::from_bytes(&[4, 1, 1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(AggJob::from_bytes(&[MERGE_TAG, 1, 1, 0xff, 0xff, 0xff, 0xff]).is_err());
         // No children, or more than a merge takes, are refused before any proof is read.
-        assert!(AggJob::from_bytes(&[4, 0]).is_err());
-        let five = AggJob::Merge { children: vec![p(ProofKind::Batch, 1); 5] }.to_bytes();
-        assert!(AggJob::from_bytes(&five).is_err());
-        // The retired wrap job, the retired two-child merge and the wrap proof kind are refused,
-        // not misread.
+        assert!(AggJob::from_bytes(&[MERGE_TAG, 0]).is_err());
+        let most = AggJob::Merge { children: vec![p(ProofKind::Batch, 1); MERGE_ARITY] };
+        assert_eq!(AggJob::from_bytes(&most.to_bytes()).expect("decodes"), most);
+        let too_many = AggJob::Merge { children: vec![p(ProofKind::Batch, 1); MERGE_ARITY + 1] }.to_bytes();
+        assert!(AggJob::from_bytes(&too_many).is_err());
+        // The retired wrap job, the retired two- and four-child merges and the wrap proof kind
+        // are refused, not misread.
         assert!(AggJob::from_bytes(&[1, 1, 0, 0, 0, 0]).is_err());
         assert!(AggJob::from_bytes(&[2, 1, 0, 0, 0, 0, 0]).is_err());
-        assert!(AggJob::from_bytes(&[4, 1, 2, 0, 0, 0, 0]).is_err());
+        let mut four = AggJob::Merge { children: vec![p(ProofKind::Batch, 1)] }.to_bytes();
+        four[0] = 4;
+        assert!(AggJob::from_bytes(&four).is_err());
+        assert!(AggJob::from_bytes(&[MERGE_TAG, 1, 2, 0, 0, 0, 0]).is_err());
     }
 }

@@ -30,7 +30,9 @@ use plonky2::gates::reducing_extension::ReducingExtensionGate;
 use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
-use plonky2::plonk::circuit_data::{CircuitConfig, CircuitData, CommonCircuitData, VerifierCircuitTarget};
+use plonky2::plonk::circuit_data::{
+    CircuitConfig, CircuitData, CommonCircuitData, VerifierCircuitTarget, VerifierOnlyCircuitData,
+};
 use plonky2::plonk::proof::ProofWithPublicInputsTarget;
 use prover_gpu::Prover;
 
@@ -39,10 +41,10 @@ use crate::keys::VerifierKeys;
 
 const D: usize = 2;
 
-/// Most children of one merge. Four verifiers of 2^15-row proofs take about 26 200 rows, which
-/// fits 2^15; a fifth would not, and at 2^14 two take 12 528 rows, so a third would not
+/// Most children of one merge. A verifier of a 2^15-row proof takes about 4 640 rows: six take
+/// 27 845 of 2^15, seven would take 32 477, within 291 rows of the next power of two
 /// (docs/aggregation.md).
-pub const MERGE_ARITY: usize = 4;
+pub const MERGE_ARITY: usize = 6;
 
 /// Refuses a merge of no children or of more than [`MERGE_ARITY`].
 pub(crate) fn check_children(count: usize) -> Result<(), AggError> {
@@ -63,11 +65,12 @@ const MAX_BUILDS: usize = 3;
 
 struct Child {
     is_merge: BoolTarget,
-    merge: ProofWithPublicInputsTarget<D>,
-    batch: ProofWithPublicInputsTarget<D>,
+    proof: ProofWithPublicInputsTarget<D>,
 }
 
 struct MergeTargets {
+    /// Rows the merge's gates take, before the padding to the shared shape.
+    rows: usize,
     children: Vec<Child>,
     /// Whether child `i + 1` is there (the first always is; the present ones come first).
     present: Vec<BoolTarget>,
@@ -86,10 +89,6 @@ pub struct AggregationCircuits {
     pub build_seconds: f64,
 }
 
-fn select_pis(b: &mut CircuitBuilder<F, D>, c: &Child) -> Vec<Target> {
-    (0..NUM_PUBLIC_INPUTS).map(|i| b.select(c.is_merge, c.merge.public_inputs[i], c.batch.public_inputs[i])).collect()
-}
-
 /// The merge circuit for `batch`'s proofs, and whether it has their shape (if not, the batch
 /// circuit needs padding to the merge's gates or degree).
 fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, MergeTargets, bool), AggError> {
@@ -98,8 +97,7 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
     let batch_vd = b.constant_verifier_data(&batch.data().verifier_only);
     let child = |b: &mut CircuitBuilder<F, D>| Child {
         is_merge: b.add_virtual_bool_target_safe(),
-        merge: b.add_virtual_proof_with_pis(common),
-        batch: b.add_virtual_proof_with_pis(common),
+        proof: b.add_virtual_proof_with_pis(common),
     };
     let children: Vec<Child> = (0..MERGE_ARITY).map(|_| child(&mut b)).collect();
     let present: Vec<BoolTarget> = (1..MERGE_ARITY).map(|_| b.add_virtual_bool_target_safe()).collect();
@@ -108,7 +106,7 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
         let both = b.and(w[0], w[1]);
         b.connect(both.target, w[1].target);
     }
-    let pis: Vec<Vec<Target>> = children.iter().map(|c| select_pis(&mut b, c)).collect();
+    let pis: Vec<&[Target]> = children.iter().map(|c| &c.proof.public_inputs[..NUM_PUBLIC_INPUTS]).collect();
     // Chaining: each present child starts where the one before it ended (roots, commitments); the
     // block ends where the last present child does.
     let mut new_root: Vec<Target> = pis[0][4..8].to_vec();
@@ -128,10 +126,33 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
     out.extend_from_slice(&c_out);
     b.register_public_inputs(&out);
     let verifier_data = b.add_verifier_data_public_inputs();
-    for c in &children {
-        b.conditionally_verify_cyclic_proof::<Config>(c.is_merge, &c.merge, &c.batch, &batch_vd, common)
-            .map_err(|e| AggError::Build(e.to_string()))?;
+    let own: Vec<Target> = verifier_data
+        .circuit_digest
+        .elements
+        .iter()
+        .chain(verifier_data.constants_sigmas_cap.0.iter().flat_map(|h| &h.elements))
+        .copied()
+        .collect();
+    if common.num_public_inputs != NUM_PUBLIC_INPUTS + own.len() {
+        return Err(AggError::Build(format!(
+            "the batch circuit has {} public inputs, not {} and the merge's verifier data",
+            common.num_public_inputs, NUM_PUBLIC_INPUTS
+        )));
     }
+    // One verifier a child, against the verifier data of the kind it claims: this circuit's own
+    // (a public input, which the block verifier checks) for a merge, the batch circuit's for a
+    // batch. A merge child must also carry this circuit's verifier data among its public
+    // inputs, as this proof does: that is what ties every merge below to the same circuit
+    // (cyclic recursion). plonky2's `conditionally_verify_cyclic_proof` does the same with two
+    // proofs a child and a selection between them, which cost about 1 900 rows a child.
+    for c in &children {
+        for (&carried, &mine) in c.proof.public_inputs[NUM_PUBLIC_INPUTS..].iter().zip(&own) {
+            b.conditional_assert_eq(c.is_merge.target, carried, mine);
+        }
+        let vd = b.select_verifier_data(c.is_merge, &verifier_data, &batch_vd);
+        b.verify_proof::<Config>(&c.proof, &vd, common);
+    }
+    let rows = b.num_gates();
     // The batch circuit's own gates, which the merge evaluates but need not use.
     for gate in &common.gates {
         b.add_gate_to_gate_set(gate.clone());
@@ -139,8 +160,9 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
     while b.num_gates() <= 1 << (common.degree_bits() - 1) {
         b.add_gate(NoopGate, vec![]);
     }
-    let (merge, same_shape) = b.try_build_with_options::<Config>(true);
-    Ok((merge, MergeTargets { children, present, verifier_data }, same_shape))
+    let merge = b.build::<Config>();
+    let same_shape = merge.common == *common;
+    Ok((merge, MergeTargets { rows, children, present, verifier_data }, same_shape))
 }
 
 /// plonky2's recursive verifier's gates under `config`: the first guess of the merge circuit's
@@ -216,6 +238,12 @@ impl AggregationCircuits {
         &self.merge
     }
 
+    /// Rows the merge circuit's gates take, of the shared shape's 2^degree: what decides how
+    /// many children a merge can have.
+    pub fn merge_rows(&self) -> usize {
+        self.merge_targets.rows
+    }
+
     /// What the batch circuit is padded with to share the merge circuit's shape.
     pub fn padding(&self) -> &Padding {
         &self.padding
@@ -238,20 +266,23 @@ impl AggregationCircuits {
         &self.keys
     }
 
-    /// `proof` with the merge circuit's verifier data as its last public inputs, laid out as
-    /// `add_verifier_data_public_inputs` registers them (the circuit digest, then the cap).
-    fn carrying_own_verifier_data(&self, proof: &Proof) -> Proof {
-        let vd = &self.merge.verifier_only;
-        let mut p = proof.clone();
-        p.public_inputs.truncate(NUM_PUBLIC_INPUTS);
-        p.public_inputs.extend(vd.circuit_digest.elements);
-        p.public_inputs.extend(vd.constants_sigmas_cap.0.iter().flat_map(|h| h.elements));
-        p
-    }
-
     /// Proves a merge of `children` (each with whether it is a merge proof), one to
     /// [`MERGE_ARITY`] of them, in order; a merge of one re-proves its child alone.
     pub fn prove_merge(&self, prover: &Prover, children: &[(&Proof, bool)]) -> Result<Proof, AggError> {
+        self.prove_merge_carrying(prover, children, &self.merge.verifier_only)
+    }
+
+    /// [`prove_merge`](Self::prove_merge) with `carried` as the verifier data among the proof's
+    /// public inputs, where an honest merge carries its own. Only for tests: a merge proof
+    /// carrying other verifier data is a proof of the merge circuit, and a merge must refuse it
+    /// as a child, or its own children could have been verified against any circuit.
+    #[doc(hidden)]
+    pub fn prove_merge_carrying(
+        &self,
+        prover: &Prover,
+        children: &[(&Proof, bool)],
+        carried: &VerifierOnlyCircuitData<Config, D>,
+    ) -> Result<Proof, AggError> {
         check_children(children.len())?;
         let t = &self.merge_targets;
         let mut pw = PartialWitness::new();
@@ -260,16 +291,12 @@ impl AggregationCircuits {
             // child's serves, and the chaining ignores it.
             let (proof, is_merge) = children.get(i).copied().unwrap_or(children[0]);
             pw.set_bool_target(c.is_merge, is_merge).map_err(AggError::prove)?;
-            // The merge side's verifier data is tied to the merge's own, used or not, so a batch
-            // proof there carries the merge's verifier data in place of its zeros.
-            let as_merge = if is_merge { proof.clone() } else { self.carrying_own_verifier_data(proof) };
-            pw.set_proof_with_pis_target(&c.merge, &as_merge).map_err(AggError::prove)?;
-            pw.set_proof_with_pis_target(&c.batch, proof).map_err(AggError::prove)?;
+            pw.set_proof_with_pis_target(&c.proof, proof).map_err(AggError::prove)?;
         }
         for (i, here) in t.present.iter().enumerate() {
             pw.set_bool_target(*here, i + 1 < children.len()).map_err(AggError::prove)?;
         }
-        pw.set_verifier_data_target(&t.verifier_data, &self.merge.verifier_only).map_err(AggError::prove)?;
+        pw.set_verifier_data_target(&t.verifier_data, carried).map_err(AggError::prove)?;
         Ok(prover.prove(&self.merge, pw)?)
     }
 }

@@ -1,6 +1,7 @@
-//! Blocks of 1 to 5 batches, merged two, three and four at a time, aggregate into constant-size
-//! proofs that verify against the one block verifier key; wrong order, broken chaining, changed
-//! inputs, foreign proofs and merges of no or too many children are refused.
+//! Blocks of 1 to 6 batches, merged one, two, three, four and six at a time, aggregate into
+//! constant-size proofs that verify against the one block verifier key; wrong order, broken
+//! chaining, changed inputs, foreign proofs, children that lie about their kind and merges of no
+//! or too many children are refused.
 
 use prover_gpu::{BackendError, Prover};
 use std::sync::OnceLock;
@@ -19,7 +20,7 @@ struct Fixture {
     block2: ProofBytes,
 }
 
-/// Five chained batches of one or two transfers each, proven once, in the merge circuit's shape.
+/// Six chained batches of one or two transfers each, proven once, in the merge circuit's shape.
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -28,10 +29,13 @@ fn fixture() -> &'static Fixture {
         // gates was right: one build of each.
         assert_eq!(batch_circuit.data().common, circuits.block_circuit().common);
         assert_eq!(circuits.builds, 1);
+        // Every child's verifier fits the shared shape's rows, which stay the fewest.
+        assert_eq!(circuits.block_circuit().common.degree_bits(), AGGREGATION_DEGREE_BITS);
+        assert!(circuits.merge_rows() <= 1 << AGGREGATION_DEGREE_BITS);
         let mut ex = Executor::new(Genesis::devnet(4).build().expect("genesis"), 2);
         let (mut batch, mut pis, mut txs) = (Vec::new(), Vec::new(), Vec::new());
         let mut nonce = 0;
-        for i in 0..5 {
+        for i in 0..6 {
             let mut these = Vec::new();
             for _ in 0..(1 + i % 2) {
                 let tx = Tx::Transfer(Transfer { from: 1, to: 2, token: 1, amount: 10 + i as u64, fee: 1, nonce });
@@ -67,27 +71,27 @@ fn merge(f: &Fixture, children: &[&ProofBytes]) -> ProofBytes {
 }
 
 #[test]
-fn blocks_of_1_to_5_batches_verify_with_one_key() {
+fn blocks_of_1_to_6_batches_verify_with_one_key() {
     let f = fixture();
     let verifier = BlockVerifier::new(&f.circuits);
     let w = &f.batch;
     let block1 = merge(f, &[&w[0]]);
-    let block3 = merge(f, &[&w[0], &w[1], &w[2]]);
-    let block4 = merge(f, &[&w[0], &w[1], &w[2], &w[3]]);
-    let block5 = merge(f, &[&block4, &w[4]]);
-    // A merge child first, then batches: any kind in any position.
-    let block5b = merge(f, &[&f.block2, &w[2], &w[3], &w[4]]);
-    let blocks =
-        [(&block1, 0..1), (&f.block2, 0..2), (&block3, 0..3), (&block4, 0..4), (&block5, 0..5), (&block5b, 0..5)];
+    // A merge of the most children there can be.
+    assert_eq!(MERGE_ARITY, 6);
+    let block6 = merge(f, &w.iter().collect::<Vec<_>>());
+    // Merges among the children, first and in the middle: any kind in any position.
+    let block4 = merge(f, &[&f.block2, &w[2], &w[3]]);
+    let block6b = merge(f, &[&w[0], &w[1], &w[2], &merge(f, &[&w[3]]), &w[4], &w[5]]);
+    let blocks = [(&block1, 0..1), (&f.block2, 0..2), (&block4, 0..4), (&block6, 0..6), (&block6b, 0..6)];
     for (block, range) in blocks.clone() {
         verifier.verify(&block.bytes, &expected(f, range.clone())).unwrap_or_else(|e| panic!("{range:?}: {e}"));
     }
     let size = block1.bytes.len();
     assert!(blocks.iter().all(|(b, _)| b.bytes.len() == size), "block proofs have one size");
-    // The block commitment does not depend on how the batches were grouped: the plan's tree for 5
-    // (four batches, then that merge and the fifth) is `block5`'s, and `block5b` groups them
-    // otherwise with the same public inputs.
-    assert_eq!(BlockPlan::new(5).expect("plan").jobs.len(), 7);
+    // The block commitment does not depend on how the batches were grouped: the plan's tree for 6
+    // (one merge of all six) is `block6`'s, and `block6b` groups them otherwise with the same
+    // public inputs.
+    assert_eq!(BlockPlan::new(MERGE_ARITY).expect("plan").jobs.len(), MERGE_ARITY + 1);
 }
 
 #[test]
@@ -183,6 +187,48 @@ fn proofs_of_other_circuits_are_refused() {
     for bad in [as_merge, as_batch] {
         let job = AggJob::Merge { children: vec![bad] };
         assert!(matches!(f.circuits.run(&Prover::cpu(), &job), Err(AggError::InvalidProof(_))));
+    }
+}
+
+#[test]
+fn children_that_lie_about_their_kind_are_refused_by_the_circuit() {
+    let f = fixture();
+    let batch = f.circuits.check(&f.batch[0]).expect("batch").0;
+    let merge = f.circuits.check(&f.block2).expect("merge").0;
+    let third = f.circuits.check(&f.batch[2]).expect("batch").0;
+    // A batch proof as a merge child (it does not carry the merge's verifier data), a merge proof
+    // as a batch child (it is not a proof of the batch circuit), alone and behind a good child
+    // that it chains onto.
+    let cases: [&[(&circuits::circuit::Proof, bool)]; 3] =
+        [&[(&batch, true)], &[(&merge, false)], &[(&merge, true), (&third, true)]];
+    for (i, children) in cases.into_iter().enumerate() {
+        match f.circuits.prove_merge(&Prover::cpu(), children) {
+            Err(AggError::Backend { source }) => {
+                assert!(matches!(source, BackendError::Witness(_) | BackendError::Unsatisfied(_)), "case {i}: {source}")
+            }
+            other => panic!("case {i}: {:?}", other.map(|_| "a proof")),
+        }
+    }
+}
+
+#[test]
+fn a_merge_child_must_carry_the_merge_circuits_own_verifier_data() {
+    let f = fixture();
+    let batch = f.circuits.check(&f.batch[0]).expect("batch").0;
+    // A merge of batch children never uses the verifier data it carries, so one carrying another
+    // circuit's is a valid proof of the merge circuit; only the block verifier's check of that
+    // data, or a merge above it, can tell.
+    let mut foreign = f.circuits.block_circuit().verifier_only.clone();
+    foreign.circuit_digest.elements[0] += circuits::F::ONE;
+    let carrying = f.circuits.prove_merge_carrying(&Prover::cpu(), &[(&batch, false)], &foreign).expect("proves");
+    f.circuits.block_circuit().verify(carrying.clone()).expect("a proof of the merge circuit");
+    let bytes = ProofBytes { kind: ProofKind::Merge, bytes: carrying.to_bytes() };
+    assert!(matches!(f.circuits.check(&bytes), Err(AggError::InvalidProof(_))));
+    match f.circuits.prove_merge(&Prover::cpu(), &[(&carrying, true)]) {
+        Err(AggError::Backend { source }) => {
+            assert!(matches!(source, BackendError::Witness(_) | BackendError::Unsatisfied(_)), "{source}")
+        }
+        other => panic!("{:?}", other.map(|_| "a proof")),
     }
 }
 
