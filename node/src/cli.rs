@@ -193,6 +193,9 @@ struct CircuitsReport {
     block_verifier_digest: String,
     block_proof_bytes: usize,
     aggregation_degree_bits: usize,
+    /// Children a merge verifies at most, and the rows its gates take of 2^aggregation_degree_bits.
+    merge_arity: usize,
+    merge_rows: usize,
     /// Every build of the batch and merge circuits until their shapes agreed.
     aggregation_build_seconds: f64,
     /// Device memory a CUDA prover needs for each proof in flight (`--workers`), the driver's
@@ -261,6 +264,8 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         block_verifier_digest: verifier.digest_hex(),
         block_proof_bytes,
         aggregation_degree_bits: aggregation.block_circuit().common.degree_bits(),
+        merge_arity: aggregator::MERGE_ARITY,
+        merge_rows: aggregation.merge_rows(),
         aggregation_build_seconds: aggregation.build_seconds,
         device_memory_per_proof_mib: mib(per_proof),
         device_memory_resident_mib: mib(resident),
@@ -281,6 +286,10 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  verifier key digest    {}", report.block_verifier_digest);
         println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
         println!("  recursion rows         2^{}", report.aggregation_degree_bits);
+        println!(
+            "  merge                  up to {} children, in {} of those rows",
+            report.merge_arity, report.merge_rows
+        );
         println!("  build time             {:.2} s (with the batch circuit's)", report.aggregation_build_seconds);
         println!("CUDA prover, device memory (estimated)");
         println!("  per proof in flight    {:.0} MiB (each of --workers)", report.device_memory_per_proof_mib);
