@@ -283,6 +283,21 @@ impl AggregationCircuits {
         children: &[(&Proof, bool)],
         carried: &VerifierOnlyCircuitData<Config, D>,
     ) -> Result<Proof, AggError> {
+        let pw = self.witness(children, carried)?;
+        Ok(prover.prove(&self.merge, pw)?)
+    }
+
+    /// The merge circuit's inputs for a merge of `children`, as [`prove_merge`](Self::prove_merge)
+    /// sets them: for a prover that times the merge's steps on the [`block_circuit`](Self::block_circuit).
+    pub fn merge_witness(&self, children: &[(&Proof, bool)]) -> Result<PartialWitness<F>, AggError> {
+        self.witness(children, &self.merge.verifier_only)
+    }
+
+    fn witness(
+        &self,
+        children: &[(&Proof, bool)],
+        carried: &VerifierOnlyCircuitData<Config, D>,
+    ) -> Result<PartialWitness<F>, AggError> {
         check_children(children.len())?;
         let t = &self.merge_targets;
         let mut pw = PartialWitness::new();
@@ -297,6 +312,6 @@ impl AggregationCircuits {
             pw.set_bool_target(*here, i + 1 < children.len()).map_err(AggError::prove)?;
         }
         pw.set_verifier_data_target(&t.verifier_data, carried).map_err(AggError::prove)?;
-        Ok(prover.prove(&self.merge, pw)?)
+        Ok(pw)
     }
 }

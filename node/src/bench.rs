@@ -140,16 +140,22 @@ struct Report {
     merges: usize,
     /// One full batch proved alone by stock plonky2: the median of `baseline_pairs` runs.
     stock_batch_proof_seconds: f64,
-    /// One merge of two batch proofs proved alone by stock plonky2: the median of
-    /// `baseline_pairs` runs (a merge of merges costs the same: the merge circuit is one).
+    /// The first merge of level 1 (of this run's batch proofs) proved alone by stock plonky2:
+    /// the median of `baseline_pairs` runs (any merge costs the same: the merge circuit is one,
+    /// and it verifies all its children's places whatever their number).
     stock_merge_proof_seconds: f64,
     /// One full batch proof, stock's median time over ours (`batch_proof_steps.total`).
     batch_speedup_vs_stock: Option<f64>,
     /// The same batch proved alone on the chosen backend, by step: the run of median total
     /// among `baseline_pairs`, each right after a stock run.
     batch_proof_steps: Option<BatchSteps>,
+    /// One merge, stock's median time over ours (`merge_proof_steps.total`).
+    merge_speedup_vs_stock: Option<f64>,
+    /// The same merge proved alone on the chosen backend, by step: the run of median total
+    /// among `baseline_pairs`, each right after a stock merge.
+    merge_proof_steps: Option<BatchSteps>,
     /// Rounds of the baseline behind the figures above: a stock batch proof, ours of the same
-    /// batch, and a stock merge, interleaved.
+    /// batch, a stock merge and ours of the same merge, interleaved.
     baseline_pairs: usize,
     proving_seconds: f64,
     block_proof_bytes: usize,
@@ -166,7 +172,7 @@ struct Report {
     machine: Machine,
 }
 
-/// Rounds of the baseline (stock and pipeline proofs of one full batch, a stock merge),
+/// Rounds of the baseline (stock and pipeline proofs of one full batch, then of one merge),
 /// interleaved, for its medians.
 const BASELINE_PAIRS: usize = 3;
 
@@ -184,7 +190,7 @@ impl From<prover_gpu::backend::Transfers> for TransfersMib {
     }
 }
 
-/// Seconds of each step of one batch proof on our pipeline.
+/// Seconds of each step of one proof (a batch's or a merge's) on our pipeline.
 #[derive(Debug, Serialize)]
 struct BatchSteps {
     total: f64,
@@ -492,6 +498,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut stock_merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut transfers = None;
+    // The merge's children decoded, for the chosen backend's timed merge.
+    let AggJob::Merge { children } = &merge_job;
+    let merge_children: Vec<(circuits::circuit::Proof, bool)> =
+        children.iter().map(|p| Ok((c.aggregation.check(p)?.0, p.kind == ProofKind::Merge))).collect::<Result<_>>()?;
+    let mut merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     for _ in 0..BASELINE_PAIRS {
         let t = Instant::now();
         let stock = circuits.batch.prove(&Prover::Stock, full)?;
@@ -516,6 +527,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if merged.kind != ProofKind::Merge {
             bail!("the stock merge made a {:?} proof", merged.kind);
         }
+        if let Prover::Pipeline(backend) = prover {
+            let data = c.aggregation.block_circuit();
+            let refs: Vec<_> = merge_children.iter().map(|(p, is_merge)| (p, *is_merge)).collect();
+            let inputs = c.aggregation.merge_witness(&refs)?;
+            let (proof, s) = prover_gpu::prove_timed(backend.as_ref(), &data.prover_only, &data.common, inputs)?;
+            data.verify(proof)?;
+            merge_runs.push(BatchSteps::from(&s));
+        }
         bar.inc(1);
     }
     let median = |mut runs: Vec<f64>| {
@@ -527,12 +546,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // The pipeline run whose total is the median, with its steps.
     pipeline_runs.sort_by(|x, y| x.total.total_cmp(&y.total));
     let steps = (!pipeline_runs.is_empty()).then(|| pipeline_runs.swap_remove(pipeline_runs.len() / 2));
+    merge_runs.sort_by(|x, y| x.total.total_cmp(&y.total));
+    let merge_steps = (!merge_runs.is_empty()).then(|| merge_runs.swap_remove(merge_runs.len() / 2));
     bar.finish_and_clear();
 
     let proven_tps = txs.len() as f64 / proving_seconds;
     let stock_path_seconds = witnesses.len() as f64 * stock_seconds + merges as f64 * stock_merge_seconds;
     let stock_plonky2_tps = txs.len() as f64 / stock_path_seconds;
     let batch_speedup_vs_stock = steps.as_ref().map(|s| stock_seconds / s.total);
+    let merge_speedup_vs_stock = merge_steps.as_ref().map(|s| stock_merge_seconds / s.total);
     // The devices proving, or on the CPU backend the one `--device` names, if there is one.
     let named = if devices.is_empty() { vec![usize::from(a.proving.device)] } else { devices };
     let report = Report {
@@ -550,6 +572,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         stock_merge_proof_seconds: stock_merge_seconds,
         batch_speedup_vs_stock,
         batch_proof_steps: steps,
+        merge_speedup_vs_stock,
+        merge_proof_steps: merge_steps,
         baseline_pairs: BASELINE_PAIRS,
         stages,
         proving_seconds,
@@ -620,6 +644,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 s.quotient,
                 s.openings,
                 s.fri,
+                s.witness
+            );
+        }
+        if let Some(s) = &report.merge_proof_steps {
+            println!(
+                "  one merge, {:<13} {:>9.3} s vs stock {:.3} s ({:.2}x): commitments {:.3} s, quotient {:.3} s, \
+                 openings and FRI {:.3} s, witness {:.3} s",
+                report.backend,
+                s.total,
+                report.stock_merge_proof_seconds,
+                report.stock_merge_proof_seconds / s.total,
+                s.wires_commit + s.zs_commit + s.quotient_commit,
+                s.quotient,
+                s.openings + s.fri,
                 s.witness
             );
         }

@@ -212,13 +212,25 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     }
     assert!(stage("batch_proofs", "cpu_seconds") > 0.0, "{r}");
     assert_eq!(r["baseline_pairs"], 3);
-    let steps = &r["batch_proof_steps"];
-    let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("step {k}: {steps}"));
-    let parts =
-        ["witness", "wires_commit", "partial_products", "zs_commit", "quotient", "quotient_commit", "openings", "fri"];
-    let sum: f64 = parts.iter().map(|k| step(k)).sum();
-    assert!((sum - step("total")).abs() < 1e-6 && step("total") > 0.0, "{steps}");
-    assert!((num("batch_speedup_vs_stock") - stock_batch / step("total")).abs() < 1e-9 * stock_batch / step("total"));
+    // One batch proof and one merge on our pipeline, step by step, against stock's of the same.
+    for (proof, stock_seconds) in [("batch", stock_batch), ("merge", stock_merge)] {
+        let steps = &r[format!("{proof}_proof_steps")];
+        let step = |k: &str| steps[k].as_f64().unwrap_or_else(|| panic!("{proof} step {k}: {steps}"));
+        let parts = [
+            "witness",
+            "wires_commit",
+            "partial_products",
+            "zs_commit",
+            "quotient",
+            "quotient_commit",
+            "openings",
+            "fri",
+        ];
+        let sum: f64 = parts.iter().map(|k| step(k)).sum();
+        assert!((sum - step("total")).abs() < 1e-6 && step("total") > 0.0, "{steps}");
+        let speedup = num(&format!("{proof}_speedup_vs_stock"));
+        assert!((speedup - stock_seconds / step("total")).abs() < 1e-9 * speedup, "{proof}: {r}");
+    }
     assert!(num("peak_memory_mib") > 0.0 && r["block_proof_bytes"].as_u64() > Some(0));
     assert!(r["machine"]["cores"].as_u64() >= Some(1) && r["machine"]["cpu"].is_string(), "{r}");
     // The rayon backend's Poseidon instruction set, as this CPU decides it.
