@@ -379,11 +379,11 @@ mod tests {
         assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false, verifier_keys_out: None });
         let cli = Cli::try_parse_from(["rollup", "sequencer", "--data-dir", "d"]).expect("parse");
         let Command::Sequencer(a) = cli.command else { panic!("sequencer") };
-        assert_eq!((a.listen.as_str(), a.block_batches, a.max_attempts), ("127.0.0.1:50051", 4, 3));
+        assert_eq!((a.listen.as_str(), a.block_batches, a.max_attempts), ("127.0.0.1:50051", 6, 3));
         assert_eq!((a.network.capacity, a.network.verifier_keys), (DEFAULT_BATCH_CAPACITY, None));
         let cli = Cli::try_parse_from(["rollup", "devnet"]).expect("parse");
         let Command::Devnet(d) = cli.command else { panic!("devnet") };
-        assert_eq!((d.txs, d.workers, d.json), (200, 2, false));
+        assert_eq!((d.txs, d.workers, d.json, d.block_batches), (200, 2, false, aggregator::MERGE_ARITY));
         let cli = Cli::try_parse_from(["rollup", "prover"]).expect("parse");
         let Command::Prover(p) = cli.command else { panic!("prover") };
         assert_eq!(

@@ -47,8 +47,8 @@ pub struct DevnetArgs {
     /// Accounts in the genesis.
     #[arg(long, default_value_t = 32)]
     pub accounts: u32,
-    /// Batches per block.
-    #[arg(long, default_value_t = 4)]
+    /// Batches per block at most (the default: a merge's children at most, one merge a block).
+    #[arg(long, default_value_t = aggregator::MERGE_ARITY)]
     pub block_batches: usize,
     #[command(flatten)]
     pub proving: ProvingArgs,

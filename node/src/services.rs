@@ -74,8 +74,9 @@ pub struct SequencerArgs {
     /// prover worker is waiting for work (full batches seal at once).
     #[arg(long, default_value_t = 2_000)]
     pub batch_timeout_ms: u64,
-    /// Batches per block at most.
-    #[arg(long, default_value_t = 4)]
+    /// Batches per block at most. The default is a merge's children at most
+    /// (`aggregator::MERGE_ARITY`): a block of up to that many costs one merge.
+    #[arg(long, default_value_t = aggregator::MERGE_ARITY)]
     pub block_batches: usize,
     /// A block closes this many milliseconds after its first batch.
     #[arg(long, default_value_t = 5_000)]
