@@ -135,8 +135,9 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
         .collect();
     if common.num_public_inputs != NUM_PUBLIC_INPUTS + own.len() {
         return Err(AggError::Build(format!(
-            "the batch circuit has {} public inputs, not {} and the merge's verifier data",
-            common.num_public_inputs, NUM_PUBLIC_INPUTS
+            "the batch circuit has {} public inputs, not its {NUM_PUBLIC_INPUTS} and the {} of the merge's verifier data",
+            common.num_public_inputs,
+            own.len()
         )));
     }
     // One verifier a child, against the verifier data of the kind it claims: this circuit's own
