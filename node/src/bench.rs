@@ -148,12 +148,12 @@ struct Report {
     batch_speedup_vs_stock: Option<f64>,
     /// The same batch proved alone on the chosen backend, by step: the run of median total
     /// among `baseline_pairs`, each right after a stock run.
-    batch_proof_steps: Option<BatchSteps>,
+    batch_proof_steps: Option<ProofSteps>,
     /// One merge, stock's median time over ours (`merge_proof_steps.total`).
     merge_speedup_vs_stock: Option<f64>,
     /// The same merge proved alone on the chosen backend, by step: the run of median total
     /// among `baseline_pairs`, each right after a stock merge.
-    merge_proof_steps: Option<BatchSteps>,
+    merge_proof_steps: Option<ProofSteps>,
     /// Rounds of the baseline behind the figures above: a stock batch proof, ours of the same
     /// batch, a stock merge and ours of the same merge, interleaved.
     baseline_pairs: usize,
@@ -192,7 +192,7 @@ impl From<prover_gpu::backend::Transfers> for TransfersMib {
 
 /// Seconds of each step of one proof (a batch's or a merge's) on our pipeline.
 #[derive(Debug, Serialize)]
-struct BatchSteps {
+struct ProofSteps {
     total: f64,
     witness: f64,
     wires_commit: f64,
@@ -204,9 +204,9 @@ struct BatchSteps {
     fri: f64,
 }
 
-impl From<&prover_gpu::StepTimes> for BatchSteps {
+impl From<&prover_gpu::StepTimes> for ProofSteps {
     fn from(s: &prover_gpu::StepTimes) -> Self {
-        BatchSteps {
+        ProofSteps {
             total: s.total().as_secs_f64(),
             witness: s.witness.as_secs_f64(),
             wires_commit: s.wires_commit.as_secs_f64(),
@@ -519,7 +519,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             )?;
             transfers = backend.transfers().zip(before).map(|(after, before)| after.since(before));
             circuits.batch.verify(&proof)?;
-            pipeline_runs.push(BatchSteps::from(&s));
+            pipeline_runs.push(ProofSteps::from(&s));
         }
         let t = Instant::now();
         let merged = c.aggregation.run(&Prover::Stock, &merge_job)?;
@@ -533,7 +533,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let inputs = c.aggregation.merge_witness(&refs)?;
             let (proof, s) = prover_gpu::prove_timed(backend.as_ref(), &data.prover_only, &data.common, inputs)?;
             data.verify(proof)?;
-            merge_runs.push(BatchSteps::from(&s));
+            merge_runs.push(ProofSteps::from(&s));
         }
         bar.inc(1);
     }
