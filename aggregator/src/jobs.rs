@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use circuits::circuit::Proof;
 use circuits::hash::digest_hex;
 use circuits::BatchPublicInputs;
+use plonky2::iop::witness::PartialWitness;
 use plonky2::plonk::circuit_data::CommonCircuitData;
 use prover_gpu::Prover;
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,14 @@ impl AggregationCircuits {
     /// Runs a job: checks its children (so a bad child is named, not discovered by a failing
     /// prover), then proves.
     pub fn run(&self, prover: &Prover, job: &AggJob) -> Result<ProofBytes> {
+        let inputs = self.job_inputs(job)?;
+        let proof = prover.prove(self.block_circuit(), inputs)?;
+        Ok(ProofBytes { kind: ProofKind::Merge, bytes: proof.to_bytes() })
+    }
+
+    /// A job's inputs to the merge circuit ([`block_circuit`](Self::block_circuit)), after the
+    /// checks [`run`](Self::run) makes: for a prover that times the merge's steps.
+    pub fn job_inputs(&self, job: &AggJob) -> Result<PartialWitness<circuits::F>> {
         match job {
             AggJob::Merge { children } => {
                 // Before any child is decoded or verified.
@@ -91,8 +100,7 @@ impl AggregationCircuits {
                     }
                 }
                 let refs: Vec<(&Proof, bool)> = checked.iter().map(|(p, _, m)| (p, *m)).collect();
-                let proof = self.prove_merge(prover, &refs)?;
-                Ok(ProofBytes { kind: ProofKind::Merge, bytes: proof.to_bytes() })
+                self.merge_witness(&refs)
             }
         }
     }

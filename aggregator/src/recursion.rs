@@ -289,8 +289,8 @@ impl AggregationCircuits {
     }
 
     /// The merge circuit's inputs for a merge of `children`, as [`prove_merge`](Self::prove_merge)
-    /// sets them: for a prover that times the merge's steps on the [`block_circuit`](Self::block_circuit).
-    pub fn merge_witness(&self, children: &[(&Proof, bool)]) -> Result<PartialWitness<F>, AggError> {
+    /// sets them.
+    pub(crate) fn merge_witness(&self, children: &[(&Proof, bool)]) -> Result<PartialWitness<F>, AggError> {
         self.witness(children, &self.merge.verifier_only)
     }
 

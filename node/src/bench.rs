@@ -498,10 +498,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut stock_merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
     let mut transfers = None;
-    // The merge's children decoded, for the chosen backend's timed merge.
-    let AggJob::Merge { children } = &merge_job;
-    let merge_children: Vec<(circuits::circuit::Proof, bool)> =
-        children.iter().map(|p| Ok((c.aggregation.check(p)?.0, p.kind == ProofKind::Merge))).collect::<Result<_>>()?;
+    // The merge's inputs, checked once, for the chosen backend's timed merge.
+    let merge_inputs = c.aggregation.job_inputs(&merge_job)?;
     let mut merge_runs = Vec::with_capacity(BASELINE_PAIRS);
     for _ in 0..BASELINE_PAIRS {
         let t = Instant::now();
@@ -529,9 +527,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         if let Prover::Pipeline(backend) = prover {
             let data = c.aggregation.block_circuit();
-            let refs: Vec<_> = merge_children.iter().map(|(p, is_merge)| (p, *is_merge)).collect();
-            let inputs = c.aggregation.merge_witness(&refs)?;
-            let (proof, s) = prover_gpu::prove_timed(backend.as_ref(), &data.prover_only, &data.common, inputs)?;
+            let (proof, s) =
+                prover_gpu::prove_timed(backend.as_ref(), &data.prover_only, &data.common, merge_inputs.clone())?;
             data.verify(proof)?;
             merge_runs.push(ProofSteps::from(&s));
         }
