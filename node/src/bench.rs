@@ -204,6 +204,26 @@ struct ProofSteps {
     fri: f64,
 }
 
+impl ProofSteps {
+    /// The proof's time against stock's, then its steps, for the text report.
+    fn against(&self, stock: f64) -> String {
+        format!(
+            "{:>9.3} s vs stock {stock:.3} s ({:.2}x): commitments {:.3} s (wires {:.3}, Z {:.3}, quotient {:.3}), \
+             quotient {:.3} s, openings {:.3} s, FRI {:.3} s, witness {:.3} s",
+            self.total,
+            stock / self.total,
+            self.wires_commit + self.zs_commit + self.quotient_commit,
+            self.wires_commit,
+            self.zs_commit,
+            self.quotient_commit,
+            self.quotient,
+            self.openings,
+            self.fri,
+            self.witness
+        )
+    }
+}
+
 impl From<&prover_gpu::StepTimes> for ProofSteps {
     fn from(s: &prover_gpu::StepTimes) -> Self {
         ProofSteps {
@@ -626,37 +646,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             report.stock_merge_proof_seconds,
             report.baseline_pairs
         );
-        if let Some(s) = &report.batch_proof_steps {
-            println!(
-                "  one batch, {:<13} {:>9.3} s vs stock {:.3} s ({:.2}x): commitments {:.3} s (wires {:.3}, Z {:.3}, \
-                 quotient {:.3}), quotient {:.3} s, openings {:.3} s, FRI {:.3} s, witness {:.3} s",
-                report.backend,
-                s.total,
-                report.stock_batch_proof_seconds,
-                report.stock_batch_proof_seconds / s.total,
-                s.wires_commit + s.zs_commit + s.quotient_commit,
-                s.wires_commit,
-                s.zs_commit,
-                s.quotient_commit,
-                s.quotient,
-                s.openings,
-                s.fri,
-                s.witness
-            );
-        }
-        if let Some(s) = &report.merge_proof_steps {
-            println!(
-                "  one merge, {:<13} {:>9.3} s vs stock {:.3} s ({:.2}x): commitments {:.3} s, quotient {:.3} s, \
-                 openings and FRI {:.3} s, witness {:.3} s",
-                report.backend,
-                s.total,
-                report.stock_merge_proof_seconds,
-                report.stock_merge_proof_seconds / s.total,
-                s.wires_commit + s.zs_commit + s.quotient_commit,
-                s.quotient,
-                s.openings + s.fri,
-                s.witness
-            );
+        for (proof, steps, stock) in [
+            ("batch", &report.batch_proof_steps, report.stock_batch_proof_seconds),
+            ("merge", &report.merge_proof_steps, report.stock_merge_proof_seconds),
+        ] {
+            if let Some(s) = steps {
+                println!("  one {proof}, {:<13} {}", report.backend, s.against(stock));
+            }
         }
         println!("  speedup vs stock         {:>9.2} (proven over stock, the same work)", report.speedup_vs_stock);
         println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
