@@ -15,7 +15,9 @@ use crate::witness::{BalanceStep, BatchWitness, OperatorWitness, SlotWitness};
 #[error("malformed batch witness: {0}")]
 pub struct CodecError(pub String);
 
-const MAGIC: &[u8; 4] = b"RBW1";
+/// `RBW2` since the fee token's balance moved into the account record (and out of the slot's
+/// balance steps): a witness of the earlier layout is refused as not a batch witness.
+const MAGIC: &[u8; 4] = b"RBW2";
 /// Paths and slot counts above this are refused before anything is allocated.
 const MAX_LEN: usize = 1 << 16;
 
@@ -43,6 +45,7 @@ impl W {
     fn record(&mut self, r: &AccountRecord) {
         self.digest(&r.pubkey_hash);
         self.u32(r.nonce);
+        self.u64(r.fee_balance);
     }
 }
 
@@ -95,7 +98,7 @@ impl R<'_> {
         (0..n).map(|_| self.digest()).collect()
     }
     fn record(&mut self) -> Result<AccountRecord, CodecError> {
-        Ok(AccountRecord { pubkey_hash: self.digest()?, nonce: self.u32()? })
+        Ok(AccountRecord { pubkey_hash: self.digest()?, nonce: self.u32()?, fee_balance: self.u64()? })
     }
     fn u16(&mut self) -> Result<u16, CodecError> {
         u16::try_from(self.u32()?).map_err(|_| CodecError("token id out of range".into()))
@@ -119,8 +122,6 @@ impl BatchWitness {
         let o = &self.operator;
         w.record(&o.record);
         w.digest(&o.balance_root);
-        w.u64(o.old_balance);
-        w.path(&o.balance_path);
         w.path(&o.account_path);
         w.u64(o.fee_total);
         w.u32(self.slots.len() as u32);
@@ -167,8 +168,6 @@ impl BatchWitness {
         let operator = OperatorWitness {
             record: r.record()?,
             balance_root: r.digest()?,
-            old_balance: r.u64()?,
-            balance_path: r.path()?,
             account_path: r.path()?,
             fee_total: r.u64()?,
         };
@@ -189,7 +188,7 @@ impl BatchWitness {
                 };
                 Ok(BalanceStep { enabled, old: r.u64()?, path: r.path()? })
             };
-            let steps = [step()?, step()?, step()?];
+            let steps = [step()?, step()?];
             let b_record = r.record()?;
             let b_balance_root = r.digest()?;
             let (token_a, token_b) = (r.u16()?, r.u16()?);
@@ -256,8 +255,8 @@ mod tests {
         long.push(0);
         assert!(BatchWitness::from_bytes(&long).is_err());
         let mut huge = bytes.clone();
-        // The operator's balance-path length, made enormous, is refused without allocating.
-        let at = 4 + 6 * 32 + 36 + 32 + 8;
+        // The operator's account-path length, made enormous, is refused without allocating.
+        let at = 4 + 6 * 32 + 44 + 32;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(BatchWitness::from_bytes(&huge).is_err());
     }

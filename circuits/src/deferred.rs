@@ -32,7 +32,8 @@ use crate::store::{NodeKey, NodeStore, StateStore, TreeId};
 /// A leaf update whose hashing waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Update {
-    /// A balance leaf of an account's balance tree.
+    /// A balance leaf of an account's balance tree (any token but the fee token, whose balance
+    /// is the account record's).
     Balance {
         /// The account.
         account: u32,
@@ -41,8 +42,8 @@ pub enum Update {
         /// The new balance.
         amount: u64,
     },
-    /// An account leaf: its record, hashed with the account's balance root as it stands at
-    /// this update.
+    /// An account leaf: its record (the fee-token balance in it), hashed with the account's
+    /// balance root as it stands at this update.
     Account {
         /// The account.
         id: u32,
@@ -179,7 +180,7 @@ impl Journal {
                     .iter()
                     .map(|&(k, id, r)| {
                         let root = balance_root_at(&history, &before, id, k);
-                        account_leaf_inputs(r.pubkey_hash, r.nonce, root).to_vec()
+                        account_leaf_inputs(r.pubkey_hash, r.nonce, r.fee_balance, root).to_vec()
                     })
                     .collect();
                 (b_hashed, a_walk.hash(hash_all(&inputs)), history)
@@ -377,7 +378,11 @@ mod tests {
 
     fn record(rng: &mut StdRng) -> AccountRecord {
         let elements = [(); 4].map(|_| F::from_canonical_u64(rng.gen_range(0..F::ORDER)));
-        AccountRecord { pubkey_hash: Digest { elements }, nonce: rng.gen() }
+        AccountRecord {
+            pubkey_hash: Digest { elements },
+            nonce: rng.gen(),
+            fee_balance: [0, rng.gen(), u64::MAX][rng.gen_range(0..3)],
+        }
     }
 
     /// A random update over few accounts, tokens and pools, so that updates share leaves,
@@ -387,7 +392,7 @@ mod tests {
         match rng.gen_range(0..5) {
             0 | 1 => Update::Balance {
                 account,
-                token: rng.gen_range(0..4u16) * [1, 255][rng.gen_range(0..2)],
+                token: rng.gen_range(1..5u16) * [1, 255][rng.gen_range(0..2)],
                 amount: [0, 1, rng.gen(), u64::MAX][rng.gen_range(0..4)],
             },
             2 | 3 => Update::Account { id: account, record: record(rng) },

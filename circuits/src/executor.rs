@@ -62,7 +62,7 @@ pub struct Executor<S: StateStore = MemoryStore> {
 struct SlotRefs {
     a_balance_root: Option<usize>,
     a_path: Option<usize>,
-    steps: [Option<usize>; 3],
+    steps: [Option<usize>; 2],
     b_balance_root: Option<usize>,
     b_path: Option<usize>,
 }
@@ -194,7 +194,7 @@ impl<S: StateStore> Executor<S> {
     }
 
     fn register_effects(&mut self, r: &Register) -> (SlotWitness, SlotRefs) {
-        let record = AccountRecord { pubkey_hash: pubkey_hash(&r.pubkey), nonce: 0 };
+        let record = AccountRecord::registered(pubkey_hash(&r.pubkey));
         let a_path = self.update(Update::Account { id: r.account, record });
         (
             SlotWitness { a_path: Vec::new(), ..SlotWitness::noop() },
@@ -248,20 +248,21 @@ impl<S: StateStore> Executor<S> {
     fn transfer_effects(&mut self, t: &Transfer, a: AccountRecord) -> (SlotWitness, SlotRefs) {
         let a_balance_root = self.read_balance_root(t.from);
         let (s1, r1) = self.step(t.from, t.token, t.amount, true);
-        let (s2, r2) = self.step(t.from, FEE_TOKEN, t.fee, true);
-        let a_path =
-            self.update(Update::Account { id: t.from, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..a } });
+        let paid = self.step_fee_token(t.from, t.fee, true);
+        let a_path = self
+            .update(Update::Account { id: t.from, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..paid } });
         let b_record = self.state.account(t.to).unwrap_or(NO_ACCOUNT);
         let b_balance_root = self.read_balance_root(t.to);
-        let (s3, r3) = self.step(t.to, t.token, t.amount, false);
-        let b_path = self.update(Update::Account { id: t.to, record: b_record });
+        let (s2, r2) = self.step(t.to, t.token, t.amount, false);
+        let b_new = self.state.account(t.to).unwrap_or(NO_ACCOUNT);
+        let b_path = self.update(Update::Account { id: t.to, record: b_new });
         self.pending_fees = self.pending_fees.wrapping_add(t.fee);
         let w = SlotWitness {
             tx: None,
             a_record: a,
             a_balance_root: ZERO_DIGEST,
             a_path: Vec::new(),
-            steps: [s1, s2, s3],
+            steps: [s1, s2],
             b_record,
             b_balance_root: ZERO_DIGEST,
             pool: NO_POOL,
@@ -271,19 +272,34 @@ impl<S: StateStore> Executor<S> {
         let refs = SlotRefs {
             a_balance_root: Some(a_balance_root),
             a_path: Some(a_path),
-            steps: [Some(r1), Some(r2), Some(r3)],
+            steps: [r1, r2],
             b_balance_root: Some(b_balance_root),
             b_path: Some(b_path),
         };
         (w, refs)
     }
 
-    /// Debits or credits one balance leaf, recording the step (its path filled in at the seal).
-    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> (BalanceStep, usize) {
+    /// Debits or credits one balance, recording the step: a balance-tree update (its path filled
+    /// in at the seal), or for the fee token a write of the account's record, whose leaf the
+    /// slot's account update then hashes, and a disabled step.
+    fn step(&mut self, account: u32, token: u16, amount: u64, debit: bool) -> (BalanceStep, Option<usize>) {
+        if token == FEE_TOKEN {
+            self.step_fee_token(account, amount, debit);
+            return (BalanceStep::disabled(), None);
+        }
         let old = self.state.balance(account, token);
         let new = if debit { old.wrapping_sub(amount) } else { old.wrapping_add(amount) };
         let path = self.update(Update::Balance { account, token, amount: new });
-        (BalanceStep { enabled: true, old, path: Vec::new() }, path)
+        (BalanceStep { enabled: true, old, path: Vec::new() }, Some(path))
+    }
+
+    /// Debits or credits an account's fee-token balance in its record (an unknown account's
+    /// record is written: only [`Executor::apply_forged`] reaches one); returns the record.
+    fn step_fee_token(&mut self, account: u32, amount: u64, debit: bool) -> AccountRecord {
+        let mut r = self.state.account(account).unwrap_or(NO_ACCOUNT);
+        r.fee_balance = if debit { r.fee_balance.wrapping_sub(amount) } else { r.fee_balance.wrapping_add(amount) };
+        self.state.store_mut().put_account(account, r);
+        r
     }
 
     fn swap(&mut self, s: &Swap) -> Result<((SlotWitness, SlotRefs), u64), TxError> {
@@ -324,10 +340,11 @@ impl<S: StateStore> Executor<S> {
         };
         let a_balance_root = self.read_balance_root(s.account);
         let (s1, r1) = self.step(s.account, token_in, s.amount_in, true);
-        let (s2, r2) = self.step(s.account, FEE_TOKEN, s.fee, true);
-        let (s3, r3) = self.step(s.account, token_out, out, false);
+        self.step_fee_token(s.account, s.fee, true);
+        let (s2, r2) = self.step(s.account, token_out, out, false);
+        let now = self.state.account(s.account).unwrap_or(NO_ACCOUNT);
         let a_path = self
-            .update(Update::Account { id: s.account, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..a } });
+            .update(Update::Account { id: s.account, record: AccountRecord { nonce: a.nonce.wrapping_add(1), ..now } });
         let mut new_pool = pool;
         let (r_in, r_out) = match s.direction {
             Direction::AToB => (&mut new_pool.reserve_a, &mut new_pool.reserve_b),
@@ -342,7 +359,7 @@ impl<S: StateStore> Executor<S> {
             a_record: a,
             a_balance_root: ZERO_DIGEST,
             a_path: Vec::new(),
-            steps: [s1, s2, s3],
+            steps: [s1, s2],
             b_record: NO_ACCOUNT,
             b_balance_root: ZERO_DIGEST,
             pool,
@@ -352,7 +369,7 @@ impl<S: StateStore> Executor<S> {
         let refs = SlotRefs {
             a_balance_root: Some(a_balance_root),
             a_path: Some(a_path),
-            steps: [Some(r1), Some(r2), Some(r3)],
+            steps: [r1, r2],
             b_balance_root: None,
             b_path: Some(b_path),
         };
@@ -473,13 +490,15 @@ impl<S: StateStore> Executor<S> {
     /// updates, and moves everything the witness needs but the hashes into a [`Sealing`].
     fn close_batch(&mut self) -> Result<Sealing, TxError> {
         let record = self.record(OPERATOR_ACCOUNT)?;
-        let old_balance = self.state.balance(OPERATOR_ACCOUNT, FEE_TOKEN);
-        let credited =
-            old_balance.checked_add(self.pending_fees).ok_or(TxError::Overflow { what: "operator fee balance" })?;
+        let credited = record
+            .fee_balance
+            .checked_add(self.pending_fees)
+            .ok_or(TxError::Overflow { what: "operator fee balance" })?;
         let balance_root = self.read_balance_root(OPERATOR_ACCOUNT);
-        let balance_path =
-            self.update(Update::Balance { account: OPERATOR_ACCOUNT, token: FEE_TOKEN, amount: credited });
-        let account_path = self.update(Update::Account { id: OPERATOR_ACCOUNT, record });
+        let account_path = self.update(Update::Account {
+            id: OPERATOR_ACCOUNT,
+            record: AccountRecord { fee_balance: credited, ..record },
+        });
         if let Some(kept) = &mut self.leaf_writes {
             kept.push_back(self.journal.updates().to_vec());
         }
@@ -490,12 +509,10 @@ impl<S: StateStore> Executor<S> {
             operator: OperatorWitness {
                 record,
                 balance_root: ZERO_DIGEST,
-                old_balance,
-                balance_path: Vec::new(),
                 account_path: Vec::new(),
                 fee_total: self.pending_fees,
             },
-            operator_refs: (balance_root, balance_path, account_path),
+            operator_refs: (balance_root, account_path),
             commitment_in: self.chain_next.take(),
         };
         self.pending_fees = 0;
@@ -516,8 +533,8 @@ struct Sealing {
     slots: Vec<SlotWitness>,
     refs: Vec<SlotRefs>,
     operator: OperatorWitness,
-    /// The operator's balance-root read, balance path and account path in the journal.
-    operator_refs: (usize, usize, usize),
+    /// The operator's balance-root read and account path in the journal.
+    operator_refs: (usize, usize),
     /// Where the transaction-commitment chain starts, when the executor knows it; `None` where
     /// it goes on from the previous batch sealed behind (the hashing thread has its end).
     commitment_in: Option<Digest>,
@@ -552,12 +569,11 @@ impl Sealing {
                 slot.b_balance_root = roots[i];
             }
         }
-        let (balance_root, balance_path, account_path) = self.operator_refs;
+        let (balance_root, account_path) = self.operator_refs;
         BatchWitness {
             slots: self.slots,
             operator: OperatorWitness {
                 balance_root: roots[balance_root],
-                balance_path: path(balance_path),
                 account_path: path(account_path),
                 ..self.operator
             },

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::bls::SecretKey;
 use crate::error::CircuitError;
 use crate::hash::{pubkey_hash, ACCOUNT_DEPTH, POOL_DEPTH, TOKEN_DEPTH};
-use crate::state::{AccountRecord, Pool, State, BPS, OPERATOR_ACCOUNT};
+use crate::state::{AccountRecord, Pool, State, BPS, FEE_TOKEN, OPERATOR_ACCOUNT};
 use crate::store::{MemoryStore, StateStore};
 use crate::tx::PUBKEY_LEN;
 
@@ -138,10 +138,15 @@ impl Genesis {
     fn write<S: StateStore>(&self, store: S) -> State<S> {
         let mut state = State::from_store(store);
         for a in &self.accounts {
+            let mut record = AccountRecord::registered(pubkey_hash(&a.pubkey));
             for &(t, x) in &a.balances {
-                state.write_balance(a.id, t, x);
+                if t == FEE_TOKEN {
+                    record.fee_balance = x;
+                } else {
+                    state.write_balance(a.id, t, x);
+                }
             }
-            state.write_account(a.id, AccountRecord { pubkey_hash: pubkey_hash(&a.pubkey), nonce: 0 });
+            state.write_account(a.id, record);
         }
         for (i, p) in self.pools.iter().enumerate() {
             state.write_pool(i as u32, *p);

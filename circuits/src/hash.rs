@@ -67,18 +67,28 @@ pub fn balance_leaf(amount: u64) -> Digest {
     HashOut { elements: [lo, hi, F::ZERO, F::ZERO] }
 }
 
-/// The nine elements hashed into an account leaf: public-key hash, nonce, balance root.
-pub fn account_leaf_inputs(pubkey_hash: Digest, nonce: u32, balance_root: Digest) -> [F; 9] {
-    let mut v = [F::ZERO; 9];
+/// Elements hashed into an account leaf.
+pub const ACCOUNT_LEAF_ELEMENTS: usize = 11;
+
+/// The eleven elements hashed into an account leaf: public-key hash, nonce, the fee token's
+/// balance in 32-bit limbs, balance root. Eleven elements take two permutations, as nine did.
+pub fn account_leaf_inputs(
+    pubkey_hash: Digest,
+    nonce: u32,
+    fee_balance: u64,
+    balance_root: Digest,
+) -> [F; ACCOUNT_LEAF_ELEMENTS] {
+    let mut v = [F::ZERO; ACCOUNT_LEAF_ELEMENTS];
     v[..4].copy_from_slice(&pubkey_hash.elements);
     v[4] = F::from_canonical_u32(nonce);
-    v[5..].copy_from_slice(&balance_root.elements);
+    v[5..7].copy_from_slice(&u64_limbs(fee_balance));
+    v[7..].copy_from_slice(&balance_root.elements);
     v
 }
 
-/// An account leaf: `hash_no_pad(pubkey_hash ‖ nonce ‖ balance_root)`.
-pub fn account_leaf(pubkey_hash: Digest, nonce: u32, balance_root: Digest) -> Digest {
-    hash_elements(&account_leaf_inputs(pubkey_hash, nonce, balance_root))
+/// An account leaf: `hash_no_pad(pubkey_hash ‖ nonce ‖ fee_lo ‖ fee_hi ‖ balance_root)`.
+pub fn account_leaf(pubkey_hash: Digest, nonce: u32, fee_balance: u64, balance_root: Digest) -> Digest {
+    hash_elements(&account_leaf_inputs(pubkey_hash, nonce, fee_balance, balance_root))
 }
 
 /// Hash of a BLS public key's bytes: the bytes packed big-endian into 32-bit words (the last word

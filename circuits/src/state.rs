@@ -9,15 +9,18 @@ use plonky2::field::types::Field;
 
 use crate::deferred::{Journal, LeafKey, Update};
 use crate::hash::{
-    account_leaf, balance_leaf, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, F, POOL_DEPTH, TOKEN_DEPTH,
-    ZERO_DIGEST,
+    account_leaf, balance_leaf, hash_elements, hash_pair, u64_limbs, Digest, ACCOUNT_DEPTH, ACCOUNT_LEAF_ELEMENTS, F,
+    POOL_DEPTH, TOKEN_DEPTH, ZERO_DIGEST,
 };
 use crate::smt::{MerklePath, SparseMerkleTree};
 use crate::store::{MemoryStore, StateStore, TreeId};
 
 /// The account that collects every transaction fee.
 pub const OPERATOR_ACCOUNT: u32 = 0;
-/// The token fees are paid in (the network's gas token).
+/// The token fees are paid in (the network's gas token). Its balance is held in the account leaf
+/// itself ([`AccountRecord::fee_balance`]), not in the account's balance tree, whose leaf 0
+/// stays empty: every paying transaction debits a fee, and a leaf update costs no rows where a
+/// balance-tree update costs twenty (`docs/state.md`).
 pub const FEE_TOKEN: u16 = 0;
 /// Basis points in one whole.
 pub const BPS: u64 = 10_000;
@@ -29,6 +32,20 @@ pub struct AccountRecord {
     pub pubkey_hash: Digest,
     /// Number of transactions the account has sent.
     pub nonce: u32,
+    /// The account's balance of [`FEE_TOKEN`].
+    pub fee_balance: u64,
+}
+
+impl AccountRecord {
+    /// A freshly registered account: nonce zero, no balances.
+    pub fn registered(pubkey_hash: Digest) -> Self {
+        Self { pubkey_hash, nonce: 0, fee_balance: 0 }
+    }
+
+    /// The account's leaf, with `balance_root` the root of its balance tree.
+    pub fn leaf(&self, balance_root: Digest) -> Digest {
+        account_leaf(self.pubkey_hash, self.nonce, self.fee_balance, balance_root)
+    }
 }
 
 /// A constant-product pool between two tokens.
@@ -47,8 +64,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The nine elements hashed into the pool's leaf.
-    pub fn leaf_inputs(&self) -> [F; 9] {
+    /// The elements hashed into the pool's leaf: its seven values and zeros, as many as an
+    /// account leaf's, so that the circuit's one hash serves a slot's second leaf of either
+    /// kind.
+    pub fn leaf_inputs(&self) -> [F; ACCOUNT_LEAF_ELEMENTS] {
         let [ra_lo, ra_hi] = u64_limbs(self.reserve_a);
         let [rb_lo, rb_hi] = u64_limbs(self.reserve_b);
         [
@@ -59,6 +78,8 @@ impl Pool {
             rb_lo,
             rb_hi,
             F::from_canonical_u16(self.fee_bps),
+            F::ZERO,
+            F::ZERO,
             F::ZERO,
             F::ZERO,
         ]
@@ -128,9 +149,14 @@ impl<S: StateStore> State<S> {
         self.store.account(id)
     }
 
-    /// An account's balance of a token.
+    /// An account's balance of a token (zero for an unknown account): the fee token's from the
+    /// account's record, any other from its balance tree.
     pub fn balance(&self, account: u32, token: u16) -> u64 {
-        self.store.balance(account, token)
+        if token == FEE_TOKEN {
+            self.store.account(account).map_or(0, |r| r.fee_balance)
+        } else {
+            self.store.balance(account, token)
+        }
     }
 
     /// Root of an account's balance tree.
@@ -161,7 +187,7 @@ impl<S: StateStore> State<S> {
     /// The account leaf as the tree holds it (the empty digest for a free id).
     pub fn account_leaf(&self, id: u32) -> Digest {
         match self.store.account(id) {
-            Some(r) => account_leaf(r.pubkey_hash, r.nonce, self.balance_root(id)),
+            Some(r) => r.leaf(self.balance_root(id)),
             None => ZERO_DIGEST,
         }
     }
@@ -200,12 +226,14 @@ impl<S: StateStore> State<S> {
     /// Writes an account record and rehashes its leaf; returns the account-tree path.
     pub(crate) fn write_account(&mut self, id: u32, record: AccountRecord) -> MerklePath {
         self.store.put_account(id, record);
-        let leaf = account_leaf(record.pubkey_hash, record.nonce, self.balance_root(id));
+        let leaf = record.leaf(self.balance_root(id));
         ACCOUNTS.set(&mut *self.store.nodes_mut(), u64::from(id), leaf)
     }
 
     /// Writes a balance into the account's balance tree (not the account leaf); returns the path.
+    /// Not for the fee token, whose balance is the record's.
     pub(crate) fn write_balance(&mut self, account: u32, token: u16, amount: u64) -> MerklePath {
+        debug_assert_ne!(token, FEE_TOKEN, "the fee token's balance is in the account record");
         self.store.put_balance(account, token, amount);
         balances(account).set(&mut *self.store.nodes_mut(), u64::from(token), balance_leaf(amount))
     }

@@ -6,7 +6,9 @@ use crate::smt::MerklePath;
 use crate::state::{AccountRecord, Pool};
 use crate::tx::Tx;
 
-/// One of the three balance-leaf updates of a slot (debit, fee, credit).
+/// One of a slot's two balance-tree updates (the debit of the paid token, the credit of the
+/// received one); disabled where that token is the fee token, whose balance is the account
+/// leaf's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BalanceStep {
     /// Whether the slot performs this update.
@@ -30,14 +32,16 @@ impl BalanceStep {
 pub struct SlotWitness {
     /// The transaction, `None` for a padding no-op.
     pub tx: Option<Tx>,
-    /// The sender's record before the slot (zero for a register).
+    /// The sender's record before the slot, its fee-token balance included (zero for a
+    /// register).
     pub a_record: AccountRecord,
     /// The sender's balance root before the slot.
     pub a_balance_root: Digest,
     /// The sender's account-tree path.
     pub a_path: MerklePath,
-    /// Debit of the paid token, debit of the fee, credit of the received token.
-    pub steps: [BalanceStep; 3],
+    /// Debit of the paid token, credit of the received token, in balance trees. The fee's debit
+    /// is the sender's record's.
+    pub steps: [BalanceStep; 2],
     /// The receiver's record, read after the sender's update (transfers).
     pub b_record: AccountRecord,
     /// The receiver's balance root, read after the sender's update (transfers).
@@ -53,7 +57,7 @@ pub struct SlotWitness {
 /// An all-zero pool: what a slot that opens no pool carries in its pool fields.
 pub const NO_POOL: Pool = Pool { token_a: 0, token_b: 0, reserve_a: 0, reserve_b: 0, fee_bps: 0 };
 /// An all-zero account record.
-pub const NO_ACCOUNT: AccountRecord = AccountRecord { pubkey_hash: ZERO_DIGEST, nonce: 0 };
+pub const NO_ACCOUNT: AccountRecord = AccountRecord { pubkey_hash: ZERO_DIGEST, nonce: 0, fee_balance: 0 };
 
 impl SlotWitness {
     /// A padding no-op.
@@ -63,7 +67,7 @@ impl SlotWitness {
             a_record: NO_ACCOUNT,
             a_balance_root: ZERO_DIGEST,
             a_path: vec![ZERO_DIGEST; ACCOUNT_DEPTH],
-            steps: [BalanceStep::disabled(), BalanceStep::disabled(), BalanceStep::disabled()],
+            steps: [BalanceStep::disabled(), BalanceStep::disabled()],
             b_record: NO_ACCOUNT,
             b_balance_root: ZERO_DIGEST,
             pool: NO_POOL,
@@ -73,17 +77,14 @@ impl SlotWitness {
     }
 }
 
-/// The end-of-batch credit of all the batch's fees to the operator's fee-token balance.
+/// The end-of-batch credit of all the batch's fees to the operator's fee-token balance, in its
+/// account leaf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorWitness {
-    /// The operator's record.
+    /// The operator's record before the credit.
     pub record: AccountRecord,
-    /// The operator's balance root before the credit.
+    /// The operator's balance root.
     pub balance_root: Digest,
-    /// The operator's fee-token balance before the credit.
-    pub old_balance: u64,
-    /// Path of that balance leaf.
-    pub balance_path: MerklePath,
     /// Path of the operator's account leaf.
     pub account_path: MerklePath,
     /// Sum of the batch's fees.

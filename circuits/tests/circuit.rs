@@ -174,6 +174,29 @@ fn insufficient_balance_is_refused() {
         swap(3, b + 1, 0, 0),
         TxError::InsufficientBalance { account: 2, token: 1, needed: b + 1, available: b },
     );
+    // The fee token's balance is the account leaf's: its amount, its amount and the fee
+    // together, and a swap paying it.
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 0, b, 0, 0),
+        transfer(1, 2, 0, b + 1, 0, 0),
+        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b },
+    );
+    refused(
+        &g(),
+        &[],
+        transfer(1, 2, 0, b - 5, 5, 0),
+        transfer(1, 2, 0, b - 5, 6, 0),
+        TxError::InsufficientBalance { account: 1, token: 0, needed: 6, available: 5 },
+    );
+    refused(
+        &g(),
+        &[],
+        swap(0, b - 3, 0, 0),
+        swap(0, b - 2, 0, 0),
+        TxError::InsufficientBalance { account: 2, token: 0, needed: 3, available: 2 },
+    );
 }
 
 #[test]
@@ -252,6 +275,20 @@ fn overflow_is_refused() {
         transfer(1, 2, 1, 21, 0, 0),
         TxError::Overflow { what: "receiver balance" },
     );
+    // The fee token's, in the account leaves: a transfer's receiver, and a swap's trader.
+    genesis.accounts[2].balances = vec![(0, u64::MAX - 50), (1, 1_000)];
+    refused(
+        &genesis,
+        &[],
+        transfer(1, 2, 0, 50, 0, 0),
+        transfer(1, 2, 0, 51, 0, 0),
+        TxError::Overflow { what: "receiver balance" },
+    );
+    // Into pool 0's token 0: 50 in gives 49 out, 60 gives 59.
+    let back = |amount_in| {
+        Tx::Swap(Swap { account: 2, pool: 0, direction: Direction::BToA, amount_in, min_out: 0, fee: 0, nonce: 0 })
+    };
+    refused(&genesis, &[], back(50), back(60), TxError::Overflow { what: "trader balance" });
 }
 
 #[test]

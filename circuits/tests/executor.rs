@@ -57,6 +57,34 @@ fn transfer_of_the_fee_token_pays_amount_then_fee() {
     assert_eq!(ex.state().balance(1, FEE_TOKEN), 0);
 }
 
+/// The fee token's balance is the account leaf's own: moving it touches no balance tree, and
+/// each leaf hashes its record's balance; every other token is in the balance tree.
+#[test]
+fn the_fee_token_lives_in_the_account_leaf() {
+    let mut ex = executor();
+    let roots = |ex: &Executor| [1, 2, OPERATOR_ACCOUNT].map(|a| ex.state().balance_root(a));
+    let before = roots(&ex);
+    ex.apply(&transfer(1, 2, FEE_TOKEN, 1_000, 7, 0)).expect("valid");
+    ex.seal_batch().expect("seal");
+    assert_eq!(roots(&ex), before, "no balance tree moved");
+    let s = ex.state();
+    for a in [1, 2, OPERATOR_ACCOUNT] {
+        let leaf = circuits::state::balances(a).leaf(&*s.store().nodes(), FEE_TOKEN.into());
+        assert_eq!(leaf, circuits::hash::ZERO_DIGEST, "leaf 0 of a balance tree stays empty");
+    }
+    for (a, fee_balance) in
+        [(1, DEVNET_BALANCE - 1_007), (2, DEVNET_BALANCE + 1_000), (OPERATOR_ACCOUNT, DEVNET_BALANCE + 7)]
+    {
+        let record = s.account(a).expect("exists");
+        assert_eq!(record.fee_balance, fee_balance);
+        assert_eq!(s.account_leaf(a), record.leaf(s.balance_root(a)));
+        assert_eq!(circuits::state::ACCOUNTS.leaf(&*s.store().nodes(), a.into()), s.account_leaf(a), "the stored leaf");
+    }
+    ex.apply(&transfer(1, 2, 1, 1_000, 7, 1)).expect("valid");
+    ex.seal_batch().expect("seal");
+    assert_ne!(roots(&ex)[..2], before[..2], "token 1 is in the balance trees");
+}
+
 #[test]
 fn self_transfer_only_pays_the_fee() {
     let mut ex = executor();
@@ -130,13 +158,13 @@ fn register_creates_an_empty_account_once() {
     let reg = Tx::Register(Register { account: 50, pubkey, pop: [0; 64] });
     ex.apply(&reg).expect("free id");
     let rec = ex.state().account(50).expect("created");
-    assert_eq!(rec.nonce, 0);
+    assert_eq!((rec.nonce, rec.fee_balance), (0, 0));
     assert_eq!(rec.pubkey_hash, circuits::hash::pubkey_hash(&pubkey));
     // The trees are hashed at the seal: then the new leaf holds an empty balance tree.
     let w = ex.seal_batch().expect("seal");
     assert_eq!(w.new_root, ex.state().root());
     assert_eq!(ex.state().balance_root(50), circuits::hash::empty_balance_root());
-    let leaf = circuits::hash::account_leaf(rec.pubkey_hash, 0, circuits::hash::empty_balance_root());
+    let leaf = circuits::hash::account_leaf(rec.pubkey_hash, 0, 0, circuits::hash::empty_balance_root());
     assert_eq!(circuits::state::ACCOUNTS.leaf(&*ex.state().store().nodes(), 50), leaf, "the stored leaf");
     rejects(&mut ex, reg, TxError::AccountExists { account: 50 });
     rejects(

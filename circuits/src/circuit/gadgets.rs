@@ -8,7 +8,7 @@ use plonky2::iop::target::{BoolTarget, Target};
 use plonky2::plonk::circuit_builder::CircuitBuilder;
 use plonky2::plonk::config::AlgebraicHasher;
 
-use super::generators::CarryGenerator;
+use super::generators::{CarryGenerator, InverseGenerator};
 use prover_gpu::gates::RangeCheckGate;
 
 use crate::hash::F;
@@ -52,7 +52,7 @@ impl U64Target {
 /// The range-check gates the slots use: a width and the values a row of it holds. Every
 /// constraint of every gate type is evaluated at every point of every proof's quotient, batch and
 /// merge alike, so a row holds about as many values as a slot checks, not as many as its wires
-/// allow (docs/circuit.md: a slot checks 25 values of 32 bits, 12 of 16, 2 of 14 and 7 carries).
+/// allow (docs/circuit.md: a slot checks 29 values of 32 bits, 12 of 16, 2 of 14 and 7 carries).
 pub const RANGE_GATES: [(usize, usize); 3] = [(16, 7), (32, 7), (CARRY_BITS, 4)];
 
 /// Asserts `x < 2^bits`: in a row of [`RANGE_GATES`] of that width; below 16 bits as `x` and
@@ -107,6 +107,21 @@ pub fn assert_hash_eq_if(b: &mut Builder, cond: Target, x: HashOutTarget, y: Has
 
 /// `x + y` (or `x − y`), asserting the result is a u64: no overflow, no underflow.
 pub fn u64_checked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
+    let out = u64_carried(b, x, y, subtract);
+    out.range_check(b);
+    out
+}
+
+/// `x + y` (or `x − y`) in limbs with a boolean carry, the limbs not range-checked: only as an
+/// intermediate that a [`u64_checked`] step in the same direction then bounds. Its limbs are
+/// the integer limbs' sums and differences with the carries, so the checked result's limbs
+/// (below 2^32 each, and far below the field's order) are the integer result's: `x − y − z`
+/// checked as a u64 holds both `x ≥ y` and `x − y ≥ z`.
+pub fn u64_unchecked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
+    u64_carried(b, x, y, subtract)
+}
+
+fn u64_carried(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
     let carry = b.add_virtual_bool_target_safe().target;
     b.add_simple_generator(CarryGenerator { x: x.lo, y: y.lo, carry, subtract });
     let base = two_32();
@@ -123,9 +138,23 @@ pub fn u64_checked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) 
         let s = b.add(x.hi, y.hi);
         (lo, b.add(s, carry))
     };
-    let out = U64Target { lo, hi };
-    out.range_check(b);
-    out
+    U64Target { lo, hi }
+}
+
+/// `x·s` limb-wise, for `s` a bit: `x` or zero.
+pub fn u64_scaled(b: &mut Builder, x: U64Target, s: Target) -> U64Target {
+    U64Target { lo: b.mul(x.lo, s), hi: b.mul(x.hi, s) }
+}
+
+/// 1 when `x` is zero, else 0: `z = 1 − x·inv` with `x·z = 0` (an inverse the prover supplies).
+pub fn is_zero(b: &mut Builder, x: Target) -> Target {
+    let inv = b.add_virtual_target();
+    b.add_simple_generator(InverseGenerator { x, inv });
+    let one = b.one();
+    let z = b.arithmetic(-F::ONE, F::ONE, x, inv, one);
+    let p = b.mul(x, z);
+    b.assert_zero(p);
+    z
 }
 
 /// Fresh virtual digests.

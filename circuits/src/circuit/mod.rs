@@ -25,7 +25,7 @@ use generators::SplitGenerator;
 use slot::{account_inputs, set_path, set_u64, Running, SlotTargets};
 
 use crate::error::CircuitError;
-use crate::hash::{Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
+use crate::hash::{Digest, ACCOUNT_DEPTH, F};
 use crate::witness::{BatchWitness, SlotWitness};
 
 /// plonky2's configuration of every proof.
@@ -106,8 +106,8 @@ struct OperatorTargets {
     pkh: [Target; 4],
     nonce: Target,
     broot: HashOutTarget,
+    /// The operator's fee-token balance before the credit, in its account leaf.
     old: U64Target,
-    balance_path: Vec<HashOutTarget>,
     account_path: Vec<HashOutTarget>,
 }
 
@@ -184,19 +184,14 @@ impl BatchCircuit {
             nonce: b.add_virtual_target(),
             broot: b.add_virtual_hash(),
             old: U64Target::virtual_(&mut b),
-            balance_path: virtual_path(&mut b, TOKEN_DEPTH),
             account_path: virtual_path(&mut b, ACCOUNT_DEPTH),
         };
         // u64_checked range-checks t1 through the sum's limbs: old + total < 2^64 needs t1 < 2^32.
         range_check(&mut b, t1, 32);
         let new_bal = u64_checked(&mut b, operator.old, total, false);
         let one = b.one();
-        let token_bits = zero_bits(&mut b, TOKEN_DEPTH);
-        let old_leaf = gadgets::balance_leaf(&mut b, operator.old);
-        let new_leaf = gadgets::balance_leaf(&mut b, new_bal);
-        let broot = merkle_update(&mut b, one, operator.broot, &token_bits, &operator.balance_path, old_leaf, new_leaf);
-        let old_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, operator.broot));
-        let new_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, broot));
+        let old_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, operator.old, operator.broot));
+        let new_acc = hash(&mut b, account_inputs(&operator.pkh, operator.nonce, new_bal, operator.broot));
         let account_bits = zero_bits(&mut b, ACCOUNT_DEPTH);
         let accounts =
             merkle_update(&mut b, one, run.accounts, &account_bits, &operator.account_path, old_acc, new_acc);
@@ -268,8 +263,7 @@ impl BatchCircuit {
             }
             pw.set_target(self.operator.nonce, F::from_canonical_u32(o.record.nonce))?;
             pw.set_hash_target(self.operator.broot, o.balance_root)?;
-            set_u64(&mut pw, self.operator.old, o.old_balance)?;
-            set_path(&mut pw, &self.operator.balance_path, &o.balance_path)?;
+            set_u64(&mut pw, self.operator.old, o.record.fee_balance)?;
             set_path(&mut pw, &self.operator.account_path, &o.account_path)?;
             Ok(pw)
         };

@@ -8,11 +8,11 @@ use plonky2::iop::target::Target;
 use plonky2::iop::witness::{PartialWitness, WitnessWrite};
 
 use super::gadgets::{
-    assert_zero_if, balance_leaf, hash, merkle_update, range_check, select, select_hash, select_u64, select_vec,
-    two_32, u64_checked, virtual_path, zero_bits, Builder, U64Target,
+    assert_zero_if, balance_leaf, hash, is_zero, merkle_update, range_check, select, select_hash, select_u64,
+    select_vec, two_32, u64_checked, u64_scaled, u64_unchecked, virtual_path, Builder, U64Target,
 };
 use super::generators::{InverseGenerator, SwapGenerator, SwapLimbTargets};
-use crate::hash::{empty_balance_root, u64_limbs, Digest, ACCOUNT_DEPTH, F, TOKEN_DEPTH};
+use crate::hash::{empty_balance_root, u64_limbs, Digest, ACCOUNT_DEPTH, ACCOUNT_LEAF_ELEMENTS, F, TOKEN_DEPTH};
 use crate::state::BPS;
 use crate::swap::{CARRY_BITS, CARRY_OFFSET};
 use crate::tx::{Tx, TAG_REGISTER, TAG_SWAP, TAG_TRANSFER, TX_ELEMENTS};
@@ -51,11 +51,15 @@ pub struct SlotTargets {
     fields: [Target; TX_ELEMENTS],
     a_pkh: [Target; 4],
     a_nonce: Target,
+    /// The sender's fee-token balance, in its account leaf.
+    a_fee: U64Target,
     a_broot: HashOutTarget,
     a_path: Vec<HashOutTarget>,
-    steps: [StepTargets; 3],
+    /// The balance-tree debit of the paid token and credit of the received one.
+    steps: [StepTargets; 2],
     b_pkh: [Target; 4],
     b_nonce: Target,
+    b_fee: U64Target,
     b_broot: HashOutTarget,
     /// `[token_a, token_b, reserve_a(2), reserve_b(2), fee_bps]`.
     pool: [Target; 7],
@@ -66,10 +70,10 @@ fn u64_at(fields: &[Target], at: usize) -> U64Target {
     U64Target { lo: fields[at], hi: fields[at + 1] }
 }
 
-/// The nine account-leaf inputs.
-pub(super) fn account_inputs(pkh: &[Target; 4], nonce: Target, broot: HashOutTarget) -> Vec<Target> {
+/// The eleven account-leaf inputs ([`crate::hash::account_leaf_inputs`]).
+pub(super) fn account_inputs(pkh: &[Target; 4], nonce: Target, fee: U64Target, broot: HashOutTarget) -> Vec<Target> {
     let mut v = pkh.to_vec();
-    v.push(nonce);
+    v.extend([nonce, fee.lo, fee.hi]);
     v.extend_from_slice(&broot.elements);
     v
 }
@@ -222,11 +226,13 @@ impl SlotTargets {
             fields,
             a_pkh: std::array::from_fn(|_| b.add_virtual_target()),
             a_nonce: b.add_virtual_target(),
+            a_fee: U64Target::virtual_(b),
             a_broot: b.add_virtual_hash(),
             a_path: virtual_path(b, ACCOUNT_DEPTH),
             steps: std::array::from_fn(|_| StepTargets { old: U64Target::virtual_(b), path: Vec::new() }),
             b_pkh: std::array::from_fn(|_| b.add_virtual_target()),
             b_nonce: b.add_virtual_target(),
+            b_fee: U64Target::virtual_(b),
             b_broot: b.add_virtual_hash(),
             pool: std::array::from_fn(|_| b.add_virtual_target()),
             b_path: virtual_path(b, ACCOUNT_DEPTH),
@@ -283,28 +289,48 @@ impl SlotTargets {
         let g_min = select_u64(b, is_swap, min_out, zero64);
         u64_checked(b, out, g_min, true);
 
+        // The fee token's balances are the account leaves' own; any other token's are in the
+        // balance trees, whose steps a fee-token amount disables.
+        label(b, "slot: fee-token balances".into());
+        let in_fee_token = is_zero(b, token_in);
+        let out_fee_token = is_zero(b, token_out);
+        let in_tree = b.arithmetic(-F::ONE, F::ONE, pays, in_fee_token, pays);
+        let out_tree = b.arithmetic(-F::ONE, F::ONE, pays, out_fee_token, pays);
+        let in_leaf = b.mul(pays, in_fee_token);
+        // Sender: the amount if the fee token is paid, then the fee, then a swap's output if
+        // it is the fee token. Both debits are held by the second's check (`u64_unchecked`).
+        let d_in = u64_scaled(b, amount, in_leaf);
+        let a_fee1 = u64_unchecked(b, s.a_fee, d_in, true);
+        let a_fee2 = u64_checked(b, a_fee1, fee, true);
+        let swap_out_leaf = b.mul(is_swap, out_fee_token);
+        let c_out = u64_scaled(b, out, swap_out_leaf);
+        let a_fee3 = u64_checked(b, a_fee2, c_out, false);
+        // Receiver: a transfer's amount, if it is the fee token (a transfer's two tokens are one).
+        let transfer_leaf = b.mul(is_transfer, in_fee_token);
+        let c_b = u64_scaled(b, amount, transfer_leaf);
+        let b_fee_new = u64_checked(b, s.b_fee, c_b, false);
+
         label(b, "slot: sender debit".into());
-        let s1 = balance_step(b, pays, s.a_broot, &in_bits, &s.steps[0], amount, true);
-        label(b, "slot: sender fee".into());
-        let fee_bits = zero_bits(b, TOKEN_DEPTH);
-        let s2 = balance_step(b, pays, s1, &fee_bits, &s.steps[1], fee, true);
+        let d_tree = u64_scaled(b, amount, in_tree);
+        let s1 = balance_step(b, in_tree, s.a_broot, &in_bits, &s.steps[0], d_tree, true);
         label(b, "slot: credit".into());
-        let s3_root = select_hash(b, is_swap, s2, s.b_broot);
-        let s3_delta = select_u64(b, is_swap, out, amount);
-        let s3 = balance_step(b, pays, s3_root, &out_bits, &s.steps[2], s3_delta, false);
-        let a_broot_new = select_hash(b, is_swap, s3, s2);
+        let s2_root = select_hash(b, is_swap, s1, s.b_broot);
+        let s2_delta = select_u64(b, is_swap, out, amount);
+        let s2_delta = u64_scaled(b, s2_delta, out_tree);
+        let s2 = balance_step(b, out_tree, s2_root, &out_bits, &s.steps[1], s2_delta, false);
+        let a_broot_new = select_hash(b, is_swap, s2, s1);
 
         label(b, "slot: sender account".into());
         let nonce_diff = b.sub(nonce, s.a_nonce);
         assert_zero_if(b, pays, nonce_diff);
         let new_nonce = b.add(s.a_nonce, one);
         range_check(b, new_nonce, 32);
-        let old_a = hash(b, account_inputs(&s.a_pkh, s.a_nonce, s.a_broot));
+        let old_a = hash(b, account_inputs(&s.a_pkh, s.a_nonce, s.a_fee, s.a_broot));
         let zero_hash = b.constant_hash(crate::hash::ZERO_DIGEST);
         let old_a = select_hash(b, is_register, zero_hash, old_a);
         let empty = b.constant_hash(empty_balance_root());
-        let reg_inputs = account_inputs(&pkh, zero, empty);
-        let upd_inputs = account_inputs(&s.a_pkh, new_nonce, a_broot_new);
+        let reg_inputs = account_inputs(&pkh, zero, zero64, empty);
+        let upd_inputs = account_inputs(&s.a_pkh, new_nonce, a_fee3, a_broot_new);
         let new_a_inputs = select_vec(b, is_register, &reg_inputs, &upd_inputs);
         let new_a = hash(b, new_a_inputs);
         let accounts1 = merkle_update(b, active, run.accounts, &a_bits, &s.a_path, old_a, new_a);
@@ -314,10 +340,12 @@ impl SlotTargets {
         let new_r_out = u64_checked(b, r_out, out, true);
         let new_ra = select_u64(b, td, new_r_out, new_r_in);
         let new_rb = select_u64(b, td, new_r_in, new_r_out);
-        let pool_old = vec![ta, tb, ra.lo, ra.hi, rb.lo, rb.hi, fee_bps, zero, zero];
-        let pool_new = vec![ta, tb, new_ra.lo, new_ra.hi, new_rb.lo, new_rb.hi, fee_bps, zero, zero];
-        let b_old = account_inputs(&s.b_pkh, s.b_nonce, s.b_broot);
-        let b_new = account_inputs(&s.b_pkh, s.b_nonce, s3);
+        let mut pool_old = vec![ta, tb, ra.lo, ra.hi, rb.lo, rb.hi, fee_bps];
+        let mut pool_new = vec![ta, tb, new_ra.lo, new_ra.hi, new_rb.lo, new_rb.hi, fee_bps];
+        pool_old.resize(ACCOUNT_LEAF_ELEMENTS, zero);
+        pool_new.resize(ACCOUNT_LEAF_ELEMENTS, zero);
+        let b_old = account_inputs(&s.b_pkh, s.b_nonce, s.b_fee, s.b_broot);
+        let b_new = account_inputs(&s.b_pkh, s.b_nonce, b_fee_new, s2);
         let old_inputs = select_vec(b, is_swap, &pool_old, &b_old);
         let new_inputs = select_vec(b, is_swap, &pool_new, &b_new);
         let old_b = hash(b, old_inputs);
@@ -354,6 +382,7 @@ impl SlotTargets {
         }
         set_hash_elems(pw, &self.a_pkh, w.a_record.pubkey_hash)?;
         pw.set_target(self.a_nonce, F::from_canonical_u32(w.a_record.nonce))?;
+        set_u64(pw, self.a_fee, w.a_record.fee_balance)?;
         pw.set_hash_target(self.a_broot, w.a_balance_root)?;
         set_path(pw, &self.a_path, &w.a_path)?;
         for (st, sw) in self.steps.iter().zip(&w.steps) {
@@ -362,6 +391,7 @@ impl SlotTargets {
         }
         set_hash_elems(pw, &self.b_pkh, w.b_record.pubkey_hash)?;
         pw.set_target(self.b_nonce, F::from_canonical_u32(w.b_record.nonce))?;
+        set_u64(pw, self.b_fee, w.b_record.fee_balance)?;
         pw.set_hash_target(self.b_broot, w.b_balance_root)?;
         let pool = w.pool.leaf_inputs();
         for (t, v) in self.pool.iter().zip(pool) {

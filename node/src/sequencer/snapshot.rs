@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use circuits::bls::PublicKey;
 use circuits::deferred::{LeafKey, Update};
 use circuits::hash::{digest_to_bytes, Digest};
+use circuits::state::FEE_TOKEN;
 use circuits::{AccountRecord, Pool, State};
 use rayon::prelude::*;
 
@@ -85,7 +86,8 @@ pub(super) fn leaf_entry(u: &Update) -> (Vec<u8>, Vec<u8>) {
         ),
         Update::Account { id, record } => (
             [&[T_LEAF, b'a'][..], &id.to_be_bytes()].concat(),
-            [&digest_to_bytes(&record.pubkey_hash)[..], &record.nonce.to_be_bytes()].concat(),
+            [&digest_to_bytes(&record.pubkey_hash)[..], &record.nonce.to_be_bytes(), &record.fee_balance.to_be_bytes()]
+                .concat(),
         ),
         Update::Pool { id, pool } => (
             [&[T_LEAF, b'p'][..], &id.to_be_bytes()].concat(),
@@ -127,15 +129,36 @@ impl Fields<'_> {
     }
 }
 
+/// An account entry's length before the fee token's balance moved into the account leaf.
+const ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF: usize = 36;
+
+/// Why a leaf saved by a version before the fee token's balance moved into the account leaf is
+/// refused: its state hashes to other roots, proven by another batch circuit, so it is another
+/// network's.
+const EARLIER_LAYOUT: &str = "a leaf saved before the fee token's balance moved into the account leaf: this directory \
+     holds another network's state (an earlier circuit's); start from a fresh directory";
+
 /// The leaf a database entry holds.
 pub(super) fn decode_leaf(key: &[u8], value: &[u8]) -> Result<Update> {
     let (mut k, mut v) = (Fields(key), Fields(value));
     let [_, kind] = k.take::<2>()?;
     let u = match kind {
-        b'b' => Update::Balance { account: k.u32()?, token: k.u16()?, amount: v.u64()? },
+        b'b' => {
+            let (account, token) = (k.u32()?, k.u16()?);
+            if token == FEE_TOKEN {
+                bail!("{EARLIER_LAYOUT}");
+            }
+            Update::Balance { account, token, amount: v.u64()? }
+        }
         b'a' => {
+            if v.0.len() == ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF {
+                bail!("{EARLIER_LAYOUT}");
+            }
             let pubkey_hash = digest_from_bytes(&v.take::<32>()?).context("non-canonical digest")?;
-            Update::Account { id: k.u32()?, record: AccountRecord { pubkey_hash, nonce: v.u32()? } }
+            Update::Account {
+                id: k.u32()?,
+                record: AccountRecord { pubkey_hash, nonce: v.u32()?, fee_balance: v.u64()? },
+            }
         }
         b'p' => Update::Pool {
             id: k.u32()?,
@@ -212,7 +235,8 @@ mod tests {
 
     #[test]
     fn leaf_entries_round_trip_and_malformed_ones_are_refused() {
-        let record = AccountRecord { pubkey_hash: circuits::hash::pubkey_hash(b"key"), nonce: 7 };
+        let record =
+            AccountRecord { pubkey_hash: circuits::hash::pubkey_hash(b"key"), nonce: 7, fee_balance: u64::MAX };
         let pool = Pool { token_a: 1, token_b: 3, reserve_a: u64::MAX, reserve_b: 5, fee_bps: 30 };
         for u in [
             Update::Balance { account: 9, token: 1023, amount: 0 },
@@ -229,5 +253,19 @@ mod tests {
         v[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode_leaf(&k, &v).is_err(), "a digest element out of the field");
         assert!(decode_leaf(&[T_LEAF, b'x', 0, 0, 0, 1], &[]).is_err(), "unknown kind");
+    }
+
+    /// A directory from before the fee token's balance moved into the account leaf holds an
+    /// earlier circuit's state: its leaves are refused, and the error says why.
+    #[test]
+    fn leaves_of_the_layout_before_the_fee_token_moved_are_refused_and_named() {
+        let record = AccountRecord { pubkey_hash: circuits::hash::pubkey_hash(b"key"), nonce: 7, fee_balance: 5 };
+        let (k, v) = leaf_entry(&Update::Account { id: 1, record });
+        let old = &v[..ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF];
+        let fee_leaf = leaf_entry(&Update::Balance { account: 1, token: FEE_TOKEN, amount: 5 });
+        for err in [decode_leaf(&k, old), decode_leaf(&fee_leaf.0, &fee_leaf.1)] {
+            let err = err.expect_err("an earlier layout's leaf").to_string();
+            assert!(err.contains("another network's state"), "{err}");
+        }
     }
 }
