@@ -62,13 +62,13 @@ checks() { [ "$PHASE" = all ] || [ "$PHASE" = checks ]; }
 benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 rollup() { [ "$PHASE" = all ] || [ "$PHASE" = rollup ]; }
 # One `rollup bench` run: its name, then its arguments; ROLLUP_CUDA_STREAMS from the
-# environment. 16 full batches of 166 and their 3 merges, after the bench's warm-up: enough proofs
+# environment. 16 full batches of 183 and their 3 merges, after the bench's warm-up: enough proofs
 # that a device's rate is not a handful of launches, and 8 workers get two batches each. The
 # report, the one line of the log that is a JSON object, also goes to NAME.json.
 rollup_bench() {
   local name=$1
   shift
-  run "$name" 120 .device/rollup bench --json --txs 2656 "$@"
+  run "$name" 120 .device/rollup bench --json --txs 2928 "$@"
   grep -E '^\{' "$LOGS/$name.log" 2> /dev/null | tail -n 1 > "$LOGS/$name.json"
   [ -s "$LOGS/$name.json" ] || rm -f "$LOGS/$name.json"
 }

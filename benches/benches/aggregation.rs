@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use prover_gpu::Prover;
 
 fn aggregation(c: &mut Criterion) {
-    let cap = std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(166);
+    let cap = std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(183);
     let (batch, circuits) = AggregationCircuits::build(cap).expect("circuits");
     let mut ex = Executor::new(Genesis::devnet(2).build().expect("genesis"), cap);
     let w: Vec<_> = (0..4).map(|_| ex.seal_batch().expect("seal")).collect();

@@ -1,7 +1,7 @@
 //! Batch proving and native execution.
 //!
 //! `cargo bench -p benches --bench batch`; `BATCH_CAPACITY` overrides the slot count (default:
-//! the network's, 166).
+//! the network's, 183).
 
 use circuits::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -9,7 +9,7 @@ use prover_gpu::Prover;
 use rayon::prelude::*;
 
 fn capacity() -> usize {
-    std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(166)
+    std::env::var("BATCH_CAPACITY").ok().and_then(|v| v.parse().ok()).unwrap_or(183)
 }
 
 /// A full batch of mixed traffic from the devnet genesis: transfers, swaps, a register.

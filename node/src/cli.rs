@@ -14,7 +14,7 @@ use crate::keyfile::{self, to_hex};
 
 /// The batch capacity the network uses: the most slots whose rows fit the aggregation shape,
 /// 2^15 (a test keeps it so).
-pub const DEFAULT_BATCH_CAPACITY: usize = 166;
+pub const DEFAULT_BATCH_CAPACITY: usize = 183;
 
 /// A ZK rollup for transfers and swaps with a GPU prover farm.
 #[derive(Debug, Parser)]

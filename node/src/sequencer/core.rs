@@ -58,11 +58,11 @@ pub struct Params {
 }
 
 impl Params {
-    /// The default window of [`Params::tx_index_blocks`]: at the default six batches of 166 a
-    /// block, at most 10 million transactions, about 200 MB of heap and 315 MB of lists on disk
-    /// (BENCHMARKS.md: 135 MB and 210 MB at four batches a block).
+    /// The default window of [`Params::tx_index_blocks`]: at the default six batches of 183 a
+    /// block, at most 11 million transactions, about 220 MB of heap and 350 MB of lists on disk
+    /// (BENCHMARKS.md: 135 MB and 210 MB at four batches of 166 a block).
     pub const TX_INDEX_BLOCKS: u64 = 10_000;
-    /// The default of [`Params::state_save_txs`]: about 10 blocks of six batches of 166.
+    /// The default of [`Params::state_save_txs`]: about 9 blocks of six batches of 183.
     pub const STATE_SAVE_TXS: u64 = 10_000;
 }
 
