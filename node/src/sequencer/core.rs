@@ -3140,8 +3140,19 @@ mod tests {
         let reopen = || Core::open(test.params.clone(), test.db(), &test.genesis, test.circuits.keys().clone());
         let e = reopen().err().expect("a corrupt saved state");
         assert!(e.to_string().contains("does not hash to block 10's root"), "{e:#}");
+        // Put back, and an account's entry as a version before the fee token's balance moved
+        // into the account leaf wrote it (no balance): refused as another network's state.
+        let db = test.db();
+        db.insert(&leaf, &value).expect("write");
+        let (account, entry) = db.scan_prefix([snapshot::T_LEAF, b'a']).next().expect("an account").expect("read");
+        db.insert(&account, &entry[..36]).expect("write");
+        db.flush().expect("flush");
+        drop(db);
+        let e = reopen().err().expect("an earlier layout");
+        assert!(e.to_string().contains("another network's state") && !format!("{e:#}").contains("corrupt"), "{e:#}");
         // Put back, and account 9's saved key another (valid) key: refused.
         let db = test.db();
+        db.insert(&account, entry).expect("write");
         db.insert(&leaf, value).expect("write");
         let (key, real) = snapshot::key_entry(9, &devnet_key(9).public_key());
         assert_eq!(db.get(key).expect("read").as_deref(), Some(&real[..]));

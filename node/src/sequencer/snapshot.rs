@@ -132,11 +132,14 @@ impl Fields<'_> {
 /// An account entry's length before the fee token's balance moved into the account leaf.
 const ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF: usize = 36;
 
-/// Why a leaf saved by a version before the fee token's balance moved into the account leaf is
-/// refused: its state hashes to other roots, proven by another batch circuit, so it is another
-/// network's.
-const EARLIER_LAYOUT: &str = "a leaf saved before the fee token's balance moved into the account leaf: this directory \
-     holds another network's state (an earlier circuit's); start from a fresh directory";
+/// A leaf saved by a version before the fee token's balance moved into the account leaf: its
+/// state hashes to other roots, proven by another batch circuit, so it is another network's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a leaf saved before the fee token's balance moved into the account leaf: this directory holds another \
+     network's state (an earlier circuit's); start from a fresh directory"
+)]
+pub(super) struct EarlierLayout;
 
 /// The leaf a database entry holds.
 pub(super) fn decode_leaf(key: &[u8], value: &[u8]) -> Result<Update> {
@@ -146,13 +149,13 @@ pub(super) fn decode_leaf(key: &[u8], value: &[u8]) -> Result<Update> {
         b'b' => {
             let (account, token) = (k.u32()?, k.u16()?);
             if token == FEE_TOKEN {
-                bail!("{EARLIER_LAYOUT}");
+                return Err(EarlierLayout.into());
             }
             Update::Balance { account, token, amount: v.u64()? }
         }
         b'a' => {
             if v.0.len() == ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF {
-                bail!("{EARLIER_LAYOUT}");
+                return Err(EarlierLayout.into());
             }
             let pubkey_hash = digest_from_bytes(&v.take::<32>()?).context("non-canonical digest")?;
             Update::Account {
@@ -196,7 +199,13 @@ pub(super) fn restore(
         .scan_prefix([T_LEAF])
         .map(|r| {
             let (k, v) = r?;
-            decode_leaf(&k, &v).with_context(|| format!("corrupt leaf of the settled state {k:?}"))
+            decode_leaf(&k, &v).map_err(|e| {
+                if e.is::<EarlierLayout>() {
+                    e
+                } else {
+                    e.context(format!("corrupt leaf of the settled state {k:?}"))
+                }
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     state.write_leaves(leaves);
@@ -264,8 +273,9 @@ mod tests {
         let old = &v[..ACCOUNT_VALUE_BEFORE_FEE_IN_LEAF];
         let fee_leaf = leaf_entry(&Update::Balance { account: 1, token: FEE_TOKEN, amount: 5 });
         for err in [decode_leaf(&k, old), decode_leaf(&fee_leaf.0, &fee_leaf.1)] {
-            let err = err.expect_err("an earlier layout's leaf").to_string();
-            assert!(err.contains("another network's state"), "{err}");
+            let err = err.expect_err("an earlier layout's leaf");
+            assert!(err.is::<EarlierLayout>(), "{err:#}");
+            assert!(err.to_string().contains("another network's state"), "{err:#}");
         }
     }
 }
