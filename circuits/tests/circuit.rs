@@ -153,50 +153,21 @@ fn swap(pool: u32, amount_in: u64, min_out: u64, nonce: u32) -> Tx {
 #[test]
 fn insufficient_balance_is_refused() {
     let b = DEVNET_BALANCE;
-    refused(
-        &g(),
-        &[],
-        transfer(1, 2, 1, b, 1, 0),
-        transfer(1, 2, 1, b + 1, 1, 0),
-        TxError::InsufficientBalance { account: 1, token: 1, needed: b + 1, available: b },
-    );
-    refused(
-        &g(),
-        &[],
-        transfer(1, 2, 1, 5, b, 0),
-        transfer(1, 2, 1, 5, b + 1, 0),
-        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b },
-    );
-    refused(
-        &g(),
-        &[],
-        swap(3, b, 0, 0),
-        swap(3, b + 1, 0, 0),
-        TxError::InsufficientBalance { account: 2, token: 1, needed: b + 1, available: b },
-    );
-    // The fee token's balance is the account leaf's: its amount, its amount and the fee
-    // together, and a swap paying it.
-    refused(
-        &g(),
-        &[],
-        transfer(1, 2, 0, b, 0, 0),
-        transfer(1, 2, 0, b + 1, 0, 0),
-        TxError::InsufficientBalance { account: 1, token: 0, needed: b + 1, available: b },
-    );
-    refused(
-        &g(),
-        &[],
-        transfer(1, 2, 0, b - 5, 5, 0),
-        transfer(1, 2, 0, b - 5, 6, 0),
-        TxError::InsufficientBalance { account: 1, token: 0, needed: 6, available: 5 },
-    );
-    refused(
-        &g(),
-        &[],
-        swap(0, b - 3, 0, 0),
-        swap(0, b - 2, 0, 0),
-        TxError::InsufficientBalance { account: 2, token: 0, needed: 3, available: 2 },
-    );
+    let short = |account, token, needed, available| TxError::InsufficientBalance { account, token, needed, available };
+    // Each: the valid transaction, the one a unit beyond it, and the executor's refusal.
+    let cases = [
+        (transfer(1, 2, 1, b, 1, 0), transfer(1, 2, 1, b + 1, 1, 0), short(1, 1, b + 1, b)),
+        (transfer(1, 2, 1, 5, b, 0), transfer(1, 2, 1, 5, b + 1, 0), short(1, 0, b + 1, b)),
+        (swap(3, b, 0, 0), swap(3, b + 1, 0, 0), short(2, 1, b + 1, b)),
+        // The fee token's balance is the account leaf's: its amount, its amount and the fee
+        // together, and a swap paying it.
+        (transfer(1, 2, 0, b, 0, 0), transfer(1, 2, 0, b + 1, 0, 0), short(1, 0, b + 1, b)),
+        (transfer(1, 2, 0, b - 5, 5, 0), transfer(1, 2, 0, b - 5, 6, 0), short(1, 0, 6, 5)),
+        (swap(0, b - 3, 0, 0), swap(0, b - 2, 0, 0), short(2, 0, 3, 2)),
+    ];
+    for (valid, invalid, err) in cases {
+        refused(&g(), &[], valid, invalid, err);
+    }
 }
 
 #[test]
