@@ -107,7 +107,7 @@ pub fn assert_hash_eq_if(b: &mut Builder, cond: Target, x: HashOutTarget, y: Has
 
 /// `x + y` (or `x − y`), asserting the result is a u64: no overflow, no underflow.
 pub fn u64_checked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
-    let out = u64_carried(b, x, y, subtract);
+    let out = u64_unchecked(b, x, y, subtract);
     out.range_check(b);
     out
 }
@@ -118,10 +118,6 @@ pub fn u64_checked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) 
 /// (below 2^32 each, and far below the field's order) are the integer result's: `x − y − z`
 /// checked as a u64 holds both `x ≥ y` and `x − y ≥ z`.
 pub fn u64_unchecked(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
-    u64_carried(b, x, y, subtract)
-}
-
-fn u64_carried(b: &mut Builder, x: U64Target, y: U64Target, subtract: bool) -> U64Target {
     let carry = b.add_virtual_bool_target_safe().target;
     b.add_simple_generator(CarryGenerator { x: x.lo, y: y.lo, carry, subtract });
     let base = two_32();
