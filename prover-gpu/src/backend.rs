@@ -93,9 +93,10 @@ pub enum Leaves {
     /// with its cap only (no leaves, no digests), reads rows and Merkle paths for the caller
     /// ([`Backend::leaf_rows`], [`Backend::merkle_paths`]) and frees them at
     /// [`Backend::release`], which the caller must call ([`crate::commit::Held`] does on drop).
-    /// A batch proof's wire leaves are 141 MB and their digests 8.4 MB, and all the proof reads
-    /// of them on the host is FRI's 28 query rows and paths. Host backends put them on the host
-    /// either way.
+    /// A batch proof's wire leaves are 283 MB and their digests 17 MB, and all the proof reads
+    /// of them on the host is FRI's 28 query rows and paths. The rayon backend keeps the leaves
+    /// as the LDE's columns, with the digests on the host, and reads the quotient's inputs from
+    /// them ([`crate::cpu`]).
     Kept,
 }
 

@@ -226,6 +226,40 @@ pub fn hash_leaves(leaves: &[Vec<F>], out: &mut [Digest]) {
     });
 }
 
+/// [`hash_rows`] of the rows of a matrix held column by column: `out[r]` is plonky2's
+/// `hash_or_noop` of `[columns[0][r], columns[1][r], …]`. Eight neighbouring rows are one
+/// contiguous load from each column, so no row is ever gathered: the rayon backend hashes a
+/// commitment's LDE where its NTT left it.
+///
+/// # Panics
+/// If a column is not `out.len()` long.
+pub fn hash_columns(columns: &[Vec<F>], out: &mut [Digest]) {
+    let (rows, width) = (out.len(), columns.len());
+    assert!(columns.iter().all(|c| c.len() == rows), "columns of {rows} for {rows} digests");
+    out.par_chunks_mut(LANES).enumerate().for_each(|(g, out)| {
+        let first = g * LANES;
+        if width <= NUM_HASH_OUT_ELTS || out.len() < LANES || !available() {
+            for (l, o) in out.iter_mut().enumerate() {
+                let row: Vec<F> = columns.iter().map(|c| c[first + l]).collect();
+                *o = PoseidonHash::hash_or_noop(&row);
+            }
+            return;
+        }
+        // `hash_no_pad`, as in `hash_group`: each chunk of the rate overwrites the front of the
+        // state; a chunk's eight rows of one column are one lane vector.
+        let mut states: Lanes = [[0; LANES]; SPONGE_WIDTH];
+        for chunk in columns.chunks(SPONGE_RATE) {
+            for (lanes, column) in states.iter_mut().zip(chunk) {
+                lanes.copy_from_slice(crate::lanes::words_of(&column[first..first + LANES]));
+            }
+            permute(&mut states);
+        }
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = digest_of(&states, l);
+        }
+    });
+}
+
 /// Hashes up to eight rows of `width` (`row(l)` for lane `l < out.len()`) into `out`.
 #[allow(clippy::needless_range_loop)] // `l` indexes the inner, lane, dimension
 fn hash_group<'a>(row: impl Fn(usize) -> &'a [F], width: usize, out: &mut [Digest]) {
@@ -818,7 +852,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_leaves_and_pairs_hash_as_plonky2() {
+    fn rows_leaves_columns_and_pairs_hash_as_plonky2() {
         let mut rng = StdRng::seed_from_u64(9);
         // Widths around the rate and the no-op limit, and row counts that leave a short last
         // group of lanes.
@@ -835,6 +869,21 @@ mod tests {
                 assert_eq!(out, expected, "{rows} leaves of {width}");
                 // Digests are written canonical, as plonky2's serialisation reads them.
                 assert!(out.iter().flat_map(|d| d.elements).all(|x| x.0 < F::ORDER));
+            }
+        }
+        // The same rows held as columns: rows past the last full group of eight, and widths
+        // that end mid-chunk of the rate.
+        for width in [1, 4, 5, 8, 9, 17, 135] {
+            for rows in [1, 8, 13, 32] {
+                let columns: Vec<Vec<F>> = (0..width)
+                    .map(|_| (0..rows).map(|_| F::from_noncanonical_u64(element(&mut rng))).collect())
+                    .collect();
+                let expected: Vec<Digest> = (0..rows)
+                    .map(|r| PoseidonHash::hash_or_noop(&columns.iter().map(|c| c[r]).collect::<Vec<_>>()))
+                    .collect();
+                let mut out = vec![Digest::default(); rows];
+                hash_columns(&columns, &mut out);
+                assert_eq!(out, expected, "{rows} rows of {width} as columns");
             }
         }
         for pairs in [1, 3, 8, 21] {

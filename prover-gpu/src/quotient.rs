@@ -44,6 +44,7 @@ use crate::commit::{shape, Config};
 use crate::error::{BackendError, Result};
 use crate::gates::RangeCheckGate;
 use crate::lanes::{isa, width, Isa};
+use crate::layout::reverse_bits;
 use crate::quotient_x8::{add_gate_terms, combine_terms, PointBatch, TermBatch, MAX_STEPS};
 use crate::F;
 
@@ -96,6 +97,72 @@ impl Selectors {
     }
 }
 
+/// A commitment's LDE as the quotient step reads it: polynomial `j` at LDE point `i` (natural
+/// order), wherever the commitment's leaves are on the host.
+#[derive(Clone, Copy, Debug)]
+pub enum LdeView<'a> {
+    /// plonky2's leaves: one row per point, the rows in bit-reversed order.
+    Leaves(&'a [Vec<F>]),
+    /// One vector per polynomial, in natural order: the leaves as the rayon backend keeps them
+    /// ([`crate::cpu`]), where the quotient's batches of neighbouring points are contiguous.
+    Columns(&'a [Vec<F>]),
+}
+
+impl LdeView<'_> {
+    /// Whether this is an LDE of `rows` points of `width` polynomials.
+    fn has_shape(&self, rows: usize, width: usize) -> bool {
+        match self {
+            LdeView::Leaves(leaves) => leaves.len() == rows && leaves.iter().all(|l| l.len() == width),
+            LdeView::Columns(columns) => columns.len() == width && columns.iter().all(|c| c.len() == rows),
+        }
+    }
+
+    /// Polynomial `j` at point `i`.
+    fn value(&self, j: usize, i: usize) -> F {
+        match self {
+            LdeView::Leaves(leaves) => leaves[reverse_bits(i, leaves.len().trailing_zeros() as usize)][j],
+            LdeView::Columns(columns) => columns[j][i],
+        }
+    }
+
+    /// Polynomials `polys` at points `first·step, (first + 1)·step, …` (`len` points), one
+    /// polynomial after another into `out` (`out[(j − polys.start)·len + k]`), as
+    /// `EvaluationVarsBaseBatch` and the lanes want them.
+    fn gather(&self, polys: Range<usize>, first: usize, step: usize, len: usize, out: &mut [F]) {
+        match self {
+            LdeView::Leaves(leaves) => {
+                let bits = leaves.len().trailing_zeros() as usize;
+                for k in 0..len {
+                    let row = &leaves[reverse_bits((first + k) * step, bits)][polys.clone()];
+                    for (j, &v) in row.iter().enumerate() {
+                        out[j * len + k] = v;
+                    }
+                }
+            }
+            LdeView::Columns(columns) => {
+                for (column, out) in columns[polys].iter().zip(out.chunks_mut(len)) {
+                    if step == 1 {
+                        out.copy_from_slice(&column[first..first + len]);
+                    } else {
+                        out.iter_mut().enumerate().for_each(|(k, o)| *o = column[(first + k) * step]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polynomials `polys` at point `i`, into `out`.
+    fn row_into(&self, polys: Range<usize>, i: usize, out: &mut Vec<F>) {
+        out.clear();
+        match self {
+            LdeView::Leaves(leaves) => {
+                out.extend_from_slice(&leaves[reverse_bits(i, leaves.len().trailing_zeros() as usize)][polys])
+            }
+            LdeView::Columns(columns) => out.extend(columns[polys].iter().map(|c| c[i])),
+        }
+    }
+}
+
 /// How [`QuotientInputs::values_on_cpu_with`] evaluates the terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuGates {
@@ -144,15 +211,28 @@ impl QuotientInputs<'_> {
     /// a backend (`on_host`: on the host). (The fields are public, so this is checked here rather
     /// than trusted.)
     fn check(&self, on_host: bool) -> Result<()> {
+        let leaves_ok = |(b, w): (&PolynomialBatch<F, Config, D>, usize)| {
+            let t = &b.merkle_tree;
+            if t.leaves.is_empty() {
+                !on_host
+            } else {
+                host_leaves(t, shape(b)).is_ok() && shape(b).width == w
+            }
+        };
+        if !(self.fits() && self.trees().into_iter().all(leaves_ok)) {
+            let whose = if on_host { " (or their leaves are not on the host)" } else { "" };
+            return Err(BackendError::Shape(format!("quotient inputs do not match the circuit{whose}")));
+        }
+        Ok(())
+    }
+
+    /// Everything [`QuotientInputs::check`] checks but where the leaves are: the challenges, the
+    /// coset, and each commitment's shape (the whole LDE, the circuit's width).
+    fn fits(&self) -> bool {
         let c = self.common;
         let rounds = c.config.num_challenges;
-        let lde = c.degree() << c.config.fri_config.rate_bits;
-        let whole = |b: &PolynomialBatch<F, Config, D>, width: usize| {
-            let t = &b.merkle_tree;
-            let expected = Shape { rows: lde, width };
-            shape(b) == expected && if t.leaves.is_empty() { !on_host } else { host_leaves(t, expected).is_ok() }
-        };
-        let ok = self.betas.len() == rounds
+        let lde = self.lde_rows();
+        self.betas.len() == rounds
             && self.gammas.len() == rounds
             && self.alphas.len() == rounds
             && quotient_bits(c) <= c.config.fri_config.rate_bits
@@ -160,12 +240,18 @@ impl QuotientInputs<'_> {
             // One partial product per chunk of routed wires but the last (plonky2's layout),
             // so the terms are `num_terms` long.
             && c.config.num_routed_wires.div_ceil(c.quotient_degree_factor) == c.num_partial_products + 1
-            && self.trees().iter().zip(self.widths()).all(|((b, _), w)| whole(b, w));
-        if !ok {
-            let whose = if on_host { " (or their leaves are not on the host)" } else { "" };
-            return Err(BackendError::Shape(format!("quotient inputs do not match the circuit{whose}")));
-        }
-        Ok(())
+            && self.trees().iter().all(|&(b, w)| shape(b) == Shape { rows: lde, width: w })
+    }
+
+    /// Points of the commitments' LDE.
+    fn lde_rows(&self) -> usize {
+        self.common.degree() << self.common.config.fri_config.rate_bits
+    }
+
+    /// The three commitments' leaves on the host, as [`QuotientInputs::trees`] orders them.
+    fn host_views(&self) -> Result<[LdeView<'_>; 3]> {
+        self.check(true)?;
+        Ok(self.trees().map(|(b, _)| LdeView::Leaves(&b.merkle_tree.leaves)))
     }
 
     /// The widths of the three commitments the quotient reads: constants and sigmas, wires, Z
@@ -238,10 +324,16 @@ impl QuotientInputs<'_> {
     /// permutation argument fits); otherwise the gates are plonky2's own
     /// `eval_filtered_base_batch` and the rest scalar code. The values are the same.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
-        match self.values_on_cpu_with(CpuGates::Lanes(isa())) {
+        self.values_on_cpu_over(self.host_views()?)
+    }
+
+    /// [`QuotientInputs::values_on_cpu`], the three commitments' LDEs read from `views` (in
+    /// [`QuotientInputs::trees`]' order) rather than from their leaves on the host.
+    pub fn values_on_cpu_over(&self, views: [LdeView<'_>; 3]) -> Result<Vec<F>> {
+        match self.values_on_cpu_with_over(CpuGates::Lanes(isa()), views) {
             Err(BackendError::Unsupported(why) | BackendError::Shape(why)) => {
                 tracing::debug!("quotient on plonky2's gates, not on lanes: {why}");
-                self.values_on_cpu_with(CpuGates::Plonky2)
+                self.values_on_cpu_with_over(CpuGates::Plonky2, views)
             }
             values => values,
         }
@@ -252,7 +344,17 @@ impl QuotientInputs<'_> {
     /// the lanes do not know, or a shape they do not take (more than [`MAX_CHALLENGES`]
     /// challenges or [`MAX_STEPS`] partial-product steps) is [`BackendError::Unsupported`].
     pub fn values_on_cpu_with(&self, gates: CpuGates) -> Result<Vec<F>> {
-        self.check(true)?;
+        self.values_on_cpu_with_over(gates, self.host_views()?)
+    }
+
+    /// [`QuotientInputs::values_on_cpu_with`] over `views` (see
+    /// [`QuotientInputs::values_on_cpu_over`]), each checked to be its commitment's whole LDE.
+    pub fn values_on_cpu_with_over(&self, gates: CpuGates, views: [LdeView<'_>; 3]) -> Result<Vec<F>> {
+        let lde = self.lde_rows();
+        if !(self.fits() && views.iter().zip(self.widths()).all(|(v, w)| v.has_shape(lde, w))) {
+            return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
+        }
+        let [cs_lde, wires_lde, zs_lde] = views;
         let lanes = match gates {
             CpuGates::Plonky2 => None,
             CpuGates::Lanes(isa) => {
@@ -269,7 +371,6 @@ impl QuotientInputs<'_> {
             }
         };
         let common = self.common;
-        let prover = self.prover;
         let step = self.step();
         let next_step = 1 << quotient_bits(common);
         let size = self.size();
@@ -302,15 +403,8 @@ impl QuotientInputs<'_> {
                 // Constants and wires of the batch, column-major as `EvaluationVarsBaseBatch` wants.
                 let mut constants = vec![F::ZERO; len * common.num_constants];
                 let mut wire_vals = vec![F::ZERO; len * common.config.num_wires];
-                for k in 0..len {
-                    let cs = prover.constants_sigmas_commitment.get_lde_values(first + k, step);
-                    for (c, v) in cs[common.constants_range()].iter().enumerate() {
-                        constants[c * len + k] = *v;
-                    }
-                    for (w, v) in self.wires.get_lde_values(first + k, step).iter().enumerate() {
-                        wire_vals[w * len + k] = *v;
-                    }
-                }
+                cs_lde.gather(common.constants_range(), first, step, len, &mut constants);
+                wires_lde.gather(0..common.config.num_wires, first, step, len, &mut wire_vals);
                 let mut gate_terms = vec![F::ZERO; num_constraints * len];
                 match &lanes {
                     Some((isa, width, program)) if len.is_multiple_of(*width) => {
@@ -327,19 +421,15 @@ impl QuotientInputs<'_> {
                         let mut sigmas = vec![F::ZERO; routed * len];
                         let mut zs = vec![F::ZERO; zs_width * len];
                         let mut zs_next = vec![F::ZERO; num_challenges * len];
+                        let sigmas_start = common.sigmas_range().start;
+                        cs_lde.gather(sigmas_start..sigmas_start + routed, first, step, len, &mut sigmas);
+                        zs_lde.gather(0..zs_width, first, step, len, &mut zs);
                         let mut zh_inv = Vec::with_capacity(len);
                         for k in 0..len {
                             let i = first + k;
-                            let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
-                            for (j, v) in cs[common.sigmas_range()][..routed].iter().enumerate() {
-                                sigmas[j * len + k] = *v;
-                            }
-                            for (j, v) in self.zs.get_lde_values(i, step).iter().enumerate() {
-                                zs[j * len + k] = *v;
-                            }
-                            let next = self.zs.get_lde_values((i + next_step) % size, step);
-                            for (j, v) in next[..num_challenges].iter().enumerate() {
-                                zs_next[j * len + k] = *v;
+                            let next = ((i + next_step) % size) * step;
+                            for j in 0..num_challenges {
+                                zs_next[j * len + k] = zs_lde.value(j, next);
                             }
                             zh_inv.push(z_h.eval_inverse(i));
                         }
@@ -383,12 +473,13 @@ impl QuotientInputs<'_> {
                         let mut out = vec![F::ZERO; num_challenges * len];
                         let mut terms = Vec::with_capacity(self.num_terms());
                         let (mut num, mut den) = (vec![F::ONE; steps], vec![F::ONE; steps]);
+                        let (mut local, mut next, mut sigmas) = (Vec::new(), Vec::new(), Vec::new());
+                        let zs_width = num_challenges * (1 + num_prods);
                         for (k, &x) in batch_xs.iter().enumerate() {
                             let i = first + k;
-                            let local = self.zs.get_lde_values(i, step);
-                            let next = self.zs.get_lde_values((i + next_step) % size, step);
-                            let cs = prover.constants_sigmas_commitment.get_lde_values(i, step);
-                            let sigmas = &cs[common.sigmas_range()];
+                            zs_lde.row_into(0..zs_width, i * step, &mut local);
+                            zs_lde.row_into(0..zs_width, ((i + next_step) % size) * step, &mut next);
+                            cs_lde.row_into(common.sigmas_range(), i * step, &mut sigmas);
                             let l_0 = l0s[i];
                             terms.clear();
                             // L_0(x)·(Z(x) − 1), for each challenge.
@@ -848,6 +939,45 @@ mod tests {
             }
         }
         assert_ne!(CosetPoints::of(3, 2), CosetPoints::of(2, 3), "two shapes of one size");
+    }
+
+    /// An LDE read as columns gives what plonky2's bit-reversed leaves give, batch by batch and
+    /// point by point, for every step between the quotient's coset and the LDE, for a range of
+    /// polynomials inside the row.
+    #[test]
+    fn columns_and_leaves_read_the_same_lde() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let (rows, width) = (64usize, 7);
+        let columns: Vec<Vec<F>> = (0..width)
+            .map(|_| (0..rows).map(|_| F::from_canonical_u64(rng.gen_range(0..F::ORDER))).collect())
+            .collect();
+        let bits = rows.trailing_zeros() as usize;
+        let leaves: Vec<Vec<F>> =
+            (0..rows).map(|r| columns.iter().map(|c| c[reverse_bits(r, bits)]).collect()).collect();
+        let (by_columns, by_leaves) = (LdeView::Columns(&columns), LdeView::Leaves(&leaves));
+        assert!(by_columns.has_shape(rows, width) && by_leaves.has_shape(rows, width));
+        assert!(!by_columns.has_shape(rows, width + 1) && !by_leaves.has_shape(rows / 2, width));
+        for step in [1, 2, 8] {
+            for (first, len) in [(0, 8), (3, 5), (rows / step - 4, 4)] {
+                for polys in [0..width, 2..5] {
+                    let mut a = vec![F::ZERO; polys.len() * len];
+                    let mut b = vec![F::ONE; polys.len() * len];
+                    by_columns.gather(polys.clone(), first, step, len, &mut a);
+                    by_leaves.gather(polys.clone(), first, step, len, &mut b);
+                    assert_eq!(a, b, "step {step}, points from {first}, polynomials {polys:?}");
+                    // Polynomial after polynomial, each its points in order.
+                    assert_eq!(a[len + 1], columns[polys.start + 1][(first + 1) * step]);
+                }
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), vec![F::ONE]);
+        for i in [0, 1, 37, rows - 1] {
+            by_columns.row_into(1..6, i, &mut a);
+            by_leaves.row_into(1..6, i, &mut b);
+            assert_eq!(a, b, "point {i}");
+            assert_eq!(a[2], columns[3][i]);
+            assert_eq!(by_columns.value(4, i), by_leaves.value(4, i));
+        }
     }
 
     /// `dot` against Horner's rule by plonky2's field, with raw values up to 2^64 − 1 (not
