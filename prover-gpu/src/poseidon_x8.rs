@@ -235,7 +235,7 @@ pub fn hash_leaves(leaves: &[Vec<F>], out: &mut [Digest]) {
 /// If a column is not `out.len()` long.
 pub fn hash_columns(columns: &[Vec<F>], out: &mut [Digest]) {
     let (rows, width) = (out.len(), columns.len());
-    assert!(columns.iter().all(|c| c.len() == rows), "columns of {rows} for {rows} digests");
+    assert!(columns.iter().all(|c| c.len() == rows), "every column {rows} long: one digest per row");
     out.par_chunks_mut(LANES).enumerate().for_each(|(g, out)| {
         let first = g * LANES;
         if width <= NUM_HASH_OUT_ELTS || out.len() < LANES || !available() {
