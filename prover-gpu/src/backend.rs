@@ -216,6 +216,21 @@ pub(crate) fn check_combination(width: usize, indices: &[usize], powers: &[FE]) 
     }
 }
 
+/// [`Backend::commit_tree`] with the leaves on the host, from `backend`'s
+/// [`Backend::coset_lde_leaves`] and [`Backend::merkle_tree_of_leaves`]: the trait's default,
+/// and what a backend that overrides it for kept leaves does for [`Leaves::Host`].
+pub fn commit_tree_on_host<B: Backend + ?Sized>(
+    backend: &B,
+    coeffs: &[F],
+    n: usize,
+    rate_bits: usize,
+    cap_height: usize,
+) -> Result<Tree> {
+    let leaves = backend.coset_lde_leaves(coeffs, n, rate_bits)?;
+    let (digests, cap) = backend.merkle_tree_of_leaves(&leaves, cap_height)?;
+    Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
+}
+
 /// A proving backend. Kernels write into caller-allocated buffers; polynomials are stored one
 /// after another (`batch × n` elements, polynomial `p` at `[p·n, (p+1)·n)`).
 pub trait Backend: Send + Sync {
@@ -369,9 +384,7 @@ pub trait Backend: Send + Sync {
         cap_height: usize,
         _leaves: Leaves,
     ) -> Result<Tree> {
-        let leaves = self.coset_lde_leaves(coeffs, n, rate_bits)?;
-        let (digests, cap) = self.merkle_tree_of_leaves(&leaves, cap_height)?;
-        Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) })
+        commit_tree_on_host(self, coeffs, n, rate_bits, cap_height)
     }
 
     /// plonky2's `PolynomialBatch::from_values` (unblinded): the coefficients of the polynomials

@@ -21,7 +21,9 @@ use plonky2::hash::merkle_tree::{MerkleCap, MerkleTree};
 use plonky2::util::reverse_index_bits_in_place;
 use rayon::prelude::*;
 
-use crate::backend::{check_polynomials, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Shape, Tree};
+use crate::backend::{
+    check_polynomials, commit_tree_on_host, host_leaf_rows, tree_leaves, Backend, Digest, Leaves, Shape, Tree,
+};
 use crate::commit::shape;
 use crate::error::{BackendError, Result};
 use crate::layout::reverse_bits;
@@ -127,9 +129,7 @@ impl Backend for RayonBackend {
     /// the leaves stay in columns (see the module's comment): the same digests and cap.
     fn commit_tree(&self, coeffs: &[F], n: usize, rate_bits: usize, cap_height: usize, leaves: Leaves) -> Result<Tree> {
         if leaves == Leaves::Host {
-            let leaves = self.coset_lde_leaves(coeffs, n, rate_bits)?;
-            let (digests, cap) = self.merkle_tree_of_leaves(&leaves, cap_height)?;
-            return Ok(MerkleTree { leaves, digests, cap: MerkleCap(cap) });
+            return commit_tree_on_host(self, coeffs, n, rate_bits, cap_height);
         }
         check_polynomials(coeffs.len(), n)?;
         let (rows, width) = (n << rate_bits, coeffs.len() / n);

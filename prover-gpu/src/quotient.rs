@@ -208,26 +208,21 @@ impl QuotientInputs<'_> {
 
     /// The inputs fit the circuit: one β, γ, α per challenge round, the coset inside the LDE,
     /// commitments of the circuit's widths over the whole LDE, their leaves on the host or kept by
-    /// a backend (`on_host`: on the host). (The fields are public, so this is checked here rather
-    /// than trusted.)
-    fn check(&self, on_host: bool) -> Result<()> {
+    /// a backend. (The fields are public, so this is checked here rather than trusted.) The CPU's
+    /// evaluation checks its views of the leaves instead ([`LdeView::has_shape`]).
+    fn check(&self) -> Result<()> {
         // Each commitment's shape is the circuit's (`fits`), so its leaves are checked against it.
         let leaves_ok = |(b, _): (&PolynomialBatch<F, Config, D>, usize)| {
             let t = &b.merkle_tree;
-            if t.leaves.is_empty() {
-                !on_host
-            } else {
-                host_leaves(t, shape(b)).is_ok()
-            }
+            t.leaves.is_empty() || host_leaves(t, shape(b)).is_ok()
         };
         if !(self.fits() && self.trees().into_iter().all(leaves_ok)) {
-            let whose = if on_host { " (or their leaves are not on the host)" } else { "" };
-            return Err(BackendError::Shape(format!("quotient inputs do not match the circuit{whose}")));
+            return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
         }
         Ok(())
     }
 
-    /// Everything [`QuotientInputs::check`] checks but where the leaves are: the challenges, the
+    /// Everything [`QuotientInputs::check`] checks but the leaves: the challenges, the
     /// coset, and each commitment's shape (the whole LDE, the circuit's width).
     fn fits(&self) -> bool {
         let c = self.common;
@@ -249,10 +244,10 @@ impl QuotientInputs<'_> {
         self.common.degree() << self.common.config.fri_config.rate_bits
     }
 
-    /// The three commitments' leaves on the host, as [`QuotientInputs::trees`] orders them.
-    fn host_views(&self) -> Result<[LdeView<'_>; 3]> {
-        self.check(true)?;
-        Ok(self.trees().map(|(b, _)| LdeView::Leaves(&b.merkle_tree.leaves)))
+    /// The three commitments' leaves on the host, as [`QuotientInputs::trees`] orders them
+    /// (checked where they are read: leaves kept elsewhere are an empty view, of no LDE's shape).
+    fn host_views(&self) -> [LdeView<'_>; 3] {
+        self.trees().map(|(b, _)| LdeView::Leaves(&b.merkle_tree.leaves))
     }
 
     /// The widths of the three commitments the quotient reads: constants and sigmas, wires, Z
@@ -325,7 +320,7 @@ impl QuotientInputs<'_> {
     /// permutation argument fits); otherwise the gates are plonky2's own
     /// `eval_filtered_base_batch` and the rest scalar code. The values are the same.
     pub fn values_on_cpu(&self) -> Result<Vec<F>> {
-        self.values_on_cpu_over(self.host_views()?)
+        self.values_on_cpu_over(self.host_views())
     }
 
     /// [`QuotientInputs::values_on_cpu`], the three commitments' LDEs read from `views` (in
@@ -345,7 +340,7 @@ impl QuotientInputs<'_> {
     /// the lanes do not know, or a shape they do not take (more than [`MAX_CHALLENGES`]
     /// challenges or [`MAX_STEPS`] partial-product steps) is [`BackendError::Unsupported`].
     pub fn values_on_cpu_with(&self, gates: CpuGates) -> Result<Vec<F>> {
-        self.values_on_cpu_with_over(gates, self.host_views()?)
+        self.values_on_cpu_with_over(gates, self.host_views())
     }
 
     /// [`QuotientInputs::values_on_cpu_with`] over `views` (see
@@ -353,7 +348,9 @@ impl QuotientInputs<'_> {
     pub fn values_on_cpu_with_over(&self, gates: CpuGates, views: [LdeView<'_>; 3]) -> Result<Vec<F>> {
         let lde = self.lde_rows();
         if !(self.fits() && views.iter().zip(self.widths()).all(|(v, w)| v.has_shape(lde, w))) {
-            return Err(BackendError::Shape("quotient inputs do not match the circuit".into()));
+            return Err(BackendError::Shape(
+                "quotient inputs do not match the circuit (or their leaves are not where the views read them)".into(),
+            ));
         }
         let [cs_lde, wires_lde, zs_lde] = views;
         let lanes = match gates {
@@ -536,7 +533,7 @@ impl QuotientInputs<'_> {
     /// The flat arrays the C quotient code reads (`cuda/quotient.cuh`), or why it cannot run
     /// this circuit.
     pub fn kernel_args(&self) -> Result<QuotientKernelArgs> {
-        self.check(false)?;
+        self.check()?;
         let common = self.common;
         let program = GateProgram::of(common, self.selectors)?;
         let num_challenges = common.config.num_challenges;
