@@ -41,6 +41,9 @@ fn aggregation(c: &mut Criterion) {
             b.iter(|| circuits.run(&prover, &upper_job).expect("merge"))
         });
     }
+    // What a merge job does before its proof: each child decoded and verified, the chaining
+    // checked, the merge's witness set.
+    g.bench_function("merge_four_batches_inputs", |b| b.iter(|| circuits.job_inputs(&leaf_job).expect("inputs")));
     g.bench_function("verify_block", |b| b.iter(|| verifier.verify(&block.bytes, &expected).expect("verify")));
     g.finish();
 }
