@@ -245,13 +245,13 @@ pub fn hash_columns(columns: &[Vec<F>], out: &mut [Digest]) {
             }
             return;
         }
-        // `hash_no_pad`, as in `hash_group`: each chunk of the rate overwrites the front of the
-        // state; a chunk's eight rows of one column are one lane vector.
         // The next group's rows of each column are asked for while this group's permutations
         // run: a commitment's columns are more streams than the CPU's prefetchers follow, and
         // the permutation is longer than the reorder window, so without the hint every chunk's
         // loads waited on memory.
         let next = (first + 2 * LANES <= rows).then_some(first + LANES);
+        // `hash_no_pad`, as in `hash_group`: each chunk of the rate overwrites the front of the
+        // state; a chunk's eight rows of one column are one lane vector.
         let mut states: Lanes = [[0; LANES]; SPONGE_WIDTH];
         for chunk in columns.chunks(SPONGE_RATE) {
             for (lanes, column) in states.iter_mut().zip(chunk) {
