@@ -11,6 +11,9 @@ use circuits::*;
 use proptest::prelude::*;
 use prover_gpu::Prover;
 
+mod common;
+use common::{op, supply, to_tx};
+
 const CAPACITY: usize = 4;
 
 fn circuit() -> &'static BatchCircuit {
@@ -27,63 +30,6 @@ fn prove_and_check(w: &BatchWitness) {
     assert_eq!(pi.commitment_out, w.commitment_out);
 }
 
-#[derive(Clone, Debug)]
-enum Op {
-    Transfer { from: u32, to: u32, token: u16, amount: u64, fee: u64, nonce_skew: u32 },
-    Swap { account: u32, pool: u32, back: bool, amount_in: u64, min_out: u64, fee: u64, nonce_skew: u32 },
-    Register { account: u32 },
-}
-
-/// Mostly plausible operations with a share of invalid ones: unknown ids, wrong nonces, amounts
-/// beyond balances, zero amounts, unreachable minimum outputs, taken ids.
-fn op() -> impl Strategy<Value = Op> {
-    let amount = prop_oneof![3 => 1u64..1_000_000, 1 => Just(0u64), 1 => Just(DEVNET_BALANCE), 1 => DEVNET_BALANCE..];
-    let nonce_skew = prop_oneof![6 => Just(0u32), 1 => 1u32..3];
-    prop_oneof![
-        4 => (0u32..8, 0u32..9, 0u16..5, amount.clone(), 0u64..100, nonce_skew.clone())
-            .prop_map(|(from, to, token, amount, fee, nonce_skew)| Op::Transfer { from, to, token, amount, fee, nonce_skew }),
-        3 => (0u32..8, 0u32..6, any::<bool>(), amount, prop_oneof![3 => Just(0u64), 1 => any::<u64>()], 0u64..100, nonce_skew)
-            .prop_map(|(account, pool, back, amount_in, min_out, fee, nonce_skew)| Op::Swap { account, pool, back, amount_in, min_out, fee, nonce_skew }),
-        1 => (5u32..12).prop_map(|account| Op::Register { account }),
-    ]
-}
-
-fn to_tx(ex: &Executor, op: &Op) -> Tx {
-    let nonce = |a: u32, skew: u32| ex.state().account(a).map_or(0, |r| r.nonce).wrapping_add(skew);
-    match *op {
-        Op::Transfer { from, to, token, amount, fee, nonce_skew } => {
-            Tx::Transfer(Transfer { from, to, token, amount, fee, nonce: nonce(from, nonce_skew) })
-        }
-        Op::Swap { account, pool, back, amount_in, min_out, fee, nonce_skew } => Tx::Swap(Swap {
-            account,
-            pool,
-            direction: if back { Direction::BToA } else { Direction::AToB },
-            amount_in,
-            min_out,
-            fee,
-            nonce: nonce(account, nonce_skew),
-        }),
-        Op::Register { account } => Tx::Register(Register { account, pubkey: devnet_pubkey(account), pop: [0; 64] }),
-    }
-}
-
-/// Sum of every balance and reserve of each token: conserved by every transaction.
-fn supply(state: &State, pending_fees: u64) -> Vec<u128> {
-    (0..5u16)
-        .map(|t| {
-            let balances: u128 = (0..12).map(|a| u128::from(state.balance(a, t))).sum();
-            let reserves: u128 = (0..6)
-                .filter_map(|p| state.pool(p))
-                .map(|p| {
-                    u128::from(if p.token_a == t { p.reserve_a } else { 0 })
-                        + u128::from(if p.token_b == t { p.reserve_b } else { 0 })
-                })
-                .sum();
-            balances + reserves + if t == 0 { u128::from(pending_fees) } else { 0 }
-        })
-        .collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
     #[test]
@@ -94,14 +40,18 @@ proptest! {
         let mut batches = Vec::new();
         for op in &ops {
             let tx = to_tx(&ex, op);
-            let root = ex.state().root();
+            let before_tx = (ex.state().clone(), ex.open_len(), ex.pending_fees());
             match ex.apply(&tx) {
                 Ok(_) => accepted.push(tx),
                 Err(TxError::BatchFull { .. }) => {
                     batches.push(ex.seal_batch().expect("seal"));
                     ex.apply(&tx).map(|_| accepted.push(tx.clone())).ok();
                 }
-                Err(_) => prop_assert_eq!(ex.state().root(), root, "rejected {:?} changed the state", tx),
+                Err(_) => prop_assert!(
+                    (ex.state(), ex.open_len(), ex.pending_fees()) == (&before_tx.0, before_tx.1, before_tx.2),
+                    "rejected {:?} changed the state",
+                    tx
+                ),
             }
             prop_assert_eq!(supply(ex.state(), ex.pending_fees()), before.clone());
         }

@@ -5,6 +5,8 @@ use circuits::state::{FEE_TOKEN, OPERATOR_ACCOUNT};
 use circuits::swap::amount_out;
 use circuits::*;
 
+mod common;
+
 fn executor() -> Executor {
     Executor::new(Genesis::devnet(8).build().expect("genesis"), 16)
 }
@@ -380,4 +382,170 @@ fn kept_leaf_writes_rebuild_the_state_over_the_genesis() {
     plain.apply(&transfer(1, 2, 0, 5, 1, 0)).expect("valid");
     plain.seal_batch().expect("seal");
     assert_eq!(plain.take_leaf_writes(), None);
+}
+
+mod sequences {
+    //! Many random sequences, no proofs: each transaction's acceptance and effects against a
+    //! model of the rules written apart from the executor, on a genesis at the edge of
+    //! overflow.
+
+    use std::collections::BTreeMap;
+
+    use circuits::genesis::{DEVNET_BALANCE, DEVNET_TOKENS};
+    use circuits::hash::pubkey_hash;
+    use circuits::state::FEE_TOKEN;
+    use circuits::swap::amount_out;
+    use circuits::*;
+    use proptest::prelude::*;
+
+    use super::common::{op, supply, to_tx, ACCOUNTS, POOLS, TOKENS};
+
+    const CAPACITY: usize = 4;
+
+    /// The devnet of 8 accounts, account 1 holding the rest of every funded token's supply up
+    /// to `u64::MAX`: every sum the executor checks can reach its edge, and genesis's rule
+    /// (supply at most `u64::MAX`) still holds, so no overflow is reachable.
+    fn full_supply() -> Genesis {
+        let mut g = Genesis::devnet(8);
+        for t in 0..DEVNET_TOKENS {
+            let reserves: u64 = g
+                .pools
+                .iter()
+                .map(|p| if p.token_a == t { p.reserve_a } else { 0 } + if p.token_b == t { p.reserve_b } else { 0 })
+                .sum();
+            let others = DEVNET_BALANCE * (g.accounts.len() as u64 - 1) + reserves;
+            for (token, balance) in &mut g.accounts[1].balances {
+                if *token == t {
+                    *balance = u64::MAX - others;
+                }
+            }
+        }
+        g.validate().expect("a supply of exactly u64::MAX is valid");
+        g
+    }
+
+    /// Balance changes: `(account, token) -> signed change`.
+    type Changes = BTreeMap<(u32, u16), i128>;
+
+    /// Whether the rules accept `tx` in `state`, and if they do the balance changes it makes and
+    /// a swap's output.
+    fn model(state: &State, tx: &Tx) -> Option<(Changes, Option<u64>)> {
+        let sender_ok = |a: u32, nonce: u32| state.account(a).is_some_and(|r| r.nonce == nonce && r.nonce < u32::MAX);
+        let mut d = BTreeMap::new();
+        let mut add = |a: u32, t: u16, x: i128| *d.entry((a, t)).or_insert(0) += x;
+        match *tx {
+            Tx::Register(Register { account, .. }) => state.account(account).is_none().then_some((d, None)),
+            Tx::Transfer(Transfer { from, to, token, amount, fee, nonce }) => {
+                let funded = state.balance(from, token) >= amount
+                    && state.balance(from, FEE_TOKEN) - if token == FEE_TOKEN { amount } else { 0 } >= fee;
+                if amount == 0 || !sender_ok(from, nonce) || state.account(to).is_none() || !funded {
+                    return None;
+                }
+                add(from, token, -i128::from(amount));
+                add(from, FEE_TOKEN, -i128::from(fee));
+                add(to, token, i128::from(amount));
+                Some((d, None))
+            }
+            Tx::Swap(Swap { account, pool, direction, amount_in, min_out, fee, nonce }) => {
+                let p = state.pool(pool)?;
+                let (t_in, t_out, r_in, r_out) = match direction {
+                    Direction::AToB => (p.token_a, p.token_b, p.reserve_a, p.reserve_b),
+                    Direction::BToA => (p.token_b, p.token_a, p.reserve_b, p.reserve_a),
+                };
+                let funded = state.balance(account, t_in) >= amount_in
+                    && state.balance(account, FEE_TOKEN) - if t_in == FEE_TOKEN { amount_in } else { 0 } >= fee;
+                // The formula itself is held to a 256-bit reference in `swap_math.rs`.
+                let out = amount_out(amount_in, r_in, r_out, p.fee_bps).unwrap_or(0);
+                if amount_in == 0 || !sender_ok(account, nonce) || !funded || out == 0 || out < min_out {
+                    return None;
+                }
+                add(account, t_in, -i128::from(amount_in));
+                add(account, FEE_TOKEN, -i128::from(fee));
+                add(account, t_out, i128::from(out));
+                Some((d, Some(out)))
+            }
+        }
+    }
+
+    /// What a transaction may change: its parties' records and balances, and its pool.
+    fn parties(tx: &Tx) -> (Vec<u32>, Option<u32>) {
+        match *tx {
+            Tx::Register(Register { account, .. }) => (vec![account], None),
+            Tx::Transfer(Transfer { from, to, .. }) => (vec![from, to], None),
+            Tx::Swap(Swap { account, pool, .. }) => (vec![account], Some(pool)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn random_sequences_follow_the_rules(ops in prop::collection::vec(op(), 1..40)) {
+            let mut ex = Executor::new(full_supply().build().expect("genesis"), CAPACITY);
+            let total = supply(ex.state(), 0);
+            for op in &ops {
+                let tx = to_tx(&ex, op);
+                if ex.open_len() == CAPACITY {
+                    prop_assert_eq!(ex.apply(&tx), Err(TxError::BatchFull { capacity: CAPACITY }));
+                    let w = ex.seal_batch().expect("seal");
+                    prop_assert_eq!(w.new_root, ex.state().root());
+                    prop_assert_eq!(ex.pending_fees(), 0);
+                    prop_assert_eq!(supply(ex.state(), 0), total.clone(), "the seal credits the fees");
+                }
+                let before = ex.state().clone();
+                let (open, fees) = (ex.open_len(), ex.pending_fees());
+                let expected = model(&before, &tx);
+                match ex.apply(&tx) {
+                    Err(e) => {
+                        prop_assert!(expected.is_none(), "{:?} refused ({}), the rules accept it", tx, e);
+                        prop_assert!(!matches!(e, TxError::Overflow { .. }), "{:?}: {} past genesis's rule", tx, e);
+                        prop_assert!(*ex.state() == before, "refused {:?} changed the state", tx);
+                        prop_assert_eq!((ex.open_len(), ex.pending_fees()), (open, fees));
+                    }
+                    Ok(receipt) => {
+                        let (changes, out) = expected.ok_or_else(|| TestCaseError::fail(format!("{tx:?} accepted, the rules refuse it")))?;
+                        prop_assert_eq!(receipt.slot, open);
+                        prop_assert_eq!(receipt.swap_out, out);
+                        prop_assert_eq!(ex.open_len(), open + 1);
+                        let fee = match &tx { Tx::Transfer(t) => t.fee, Tx::Swap(s) => s.fee, Tx::Register(_) => 0 };
+                        prop_assert_eq!(ex.pending_fees(), fees + fee);
+                        let (accounts, pool) = parties(&tx);
+                        for a in 0..ACCOUNTS {
+                            let (old, new) = (before.account(a), ex.state().account(a));
+                            if !accounts.contains(&a) {
+                                prop_assert_eq!(new, old, "account {} is not {:?}'s", a, tx);
+                            } else if let Tx::Register(r) = &tx {
+                                prop_assert_eq!(new, Some(AccountRecord::registered(pubkey_hash(&r.pubkey))));
+                            } else if a == tx.sender() {
+                                prop_assert_eq!(new.map(|r| r.nonce), old.map(|r| r.nonce + 1));
+                            }
+                            for t in 0..TOKENS {
+                                let change = changes.get(&(a, t)).copied().unwrap_or(0);
+                                let want = i128::from(before.balance(a, t)) + change;
+                                prop_assert_eq!(i128::from(ex.state().balance(a, t)), want, "account {} token {} after {:?}", a, t, tx);
+                            }
+                        }
+                        for p in 0..POOLS {
+                            let (old, new) = (before.pool(p), ex.state().pool(p));
+                            match (pool == Some(p), &tx, out) {
+                                (true, Tx::Swap(s), Some(out)) => {
+                                    let (old, new) = (old.expect("the swap's pool"), new.expect("a pool stays"));
+                                    let reserves = match s.direction {
+                                        Direction::AToB => (old.reserve_a + s.amount_in, old.reserve_b - out),
+                                        Direction::BToA => (old.reserve_a - out, old.reserve_b + s.amount_in),
+                                    };
+                                    prop_assert_eq!((new.reserve_a, new.reserve_b), reserves);
+                                    prop_assert_eq!((new.token_a, new.token_b, new.fee_bps), (old.token_a, old.token_b, old.fee_bps));
+                                }
+                                _ => prop_assert_eq!(new, old, "pool {} is not {:?}'s", p, tx),
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(supply(ex.state(), ex.pending_fees()), total.clone());
+            }
+            let w = ex.seal_batch().expect("seal");
+            prop_assert_eq!(w.new_root, ex.state().root());
+            prop_assert_eq!(supply(ex.state(), 0), total);
+        }
+    }
 }
