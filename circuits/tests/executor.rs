@@ -515,8 +515,10 @@ mod sequences {
                                 prop_assert_eq!(new, old, "account {} is not {:?}'s", a, tx);
                             } else if let Tx::Register(r) = &tx {
                                 prop_assert_eq!(new, Some(AccountRecord::registered(pubkey_hash(&r.pubkey))));
-                            } else if a == tx.sender() {
-                                prop_assert_eq!(new.map(|r| r.nonce), old.map(|r| r.nonce + 1));
+                            } else {
+                                // Its key stays, and its nonce moves by one if it is the sender.
+                                let sent = u32::from(a == tx.sender());
+                                prop_assert_eq!(new.map(|r| (r.pubkey_hash, r.nonce)), old.map(|r| (r.pubkey_hash, r.nonce + sent)));
                             }
                             for t in 0..TOKENS {
                                 let change = changes.get(&(a, t)).copied().unwrap_or(0);
