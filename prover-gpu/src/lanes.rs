@@ -104,9 +104,10 @@ macro_rules! wrap {
 /// The field arithmetic on vectors of `W` lanes, over the primitives of the instruction set in
 /// scope: `V` (a vector of u64 lanes), `M` (a lane mask), `W`, `splat`, `zero`, `add64`,
 /// `sub64`, `and64`, `or64`, `mul32` (`vpmuludq`: the low 32 bits of each lane, multiplied to
-/// 64), `hi32`, `shl`/`shr`, `lt` (unsigned, lane by lane), `add_if`/`sub_if` (where the mask is
-/// set), `load`, `store`, and `CHEAP_CARRIES` (whether carries by comparison beat avoiding
-/// them). [`avx512`] and [`avx2`] define those and expand this.
+/// 64), `hi32`, `shl`/`shr`, `lt` (unsigned, lane by lane), `flip` and `lt_flipped` (`lt` of
+/// values kept with their sign bits flipped, where that makes it one signed compare),
+/// `add_if`/`sub_if` (where the mask is set), `load`, `store`, and `CHEAP_CARRIES` (whether
+/// carries by comparison beat avoiding them). [`avx512`] and [`avx2`] define those and expand this.
 macro_rules! lane_field {
     ($feature:literal) => {
         /// 2^64 mod p = 2^32 − 1, for p = 2^64 − 2^32 + 1.
@@ -130,14 +131,27 @@ macro_rules! lane_field {
         #[inline]
         pub(crate) fn reduce128(lo: V, hi: V) -> V {
             let hi_hi = shr::<32>(hi);
-            let borrow = lt(lo, hi_hi);
-            let t0 = sub64(lo, hi_hi);
-            let t0 = sub_if(t0, borrow, splat(EPSILON));
             // (hi mod 2^32)·ε: `vpmuludq` reads the low half of each lane.
             let t1 = mul32(hi, splat(EPSILON));
-            let r = add64(t0, t1);
-            let carry = lt(r, t1);
-            add_if(r, carry, splat(EPSILON))
+            if CHEAP_CARRIES {
+                let borrow = lt(lo, hi_hi);
+                let t0 = sub64(lo, hi_hi);
+                let t0 = sub_if(t0, borrow, splat(EPSILON));
+                let r = add64(t0, t1);
+                let carry = lt(r, t1);
+                add_if(r, carry, splat(EPSILON))
+            } else {
+                // The same steps on `lo` with its sign bit flipped, where an unsigned comparison
+                // is `lt_flipped`, one compare: `lo` is flipped once and the result flipped
+                // back, where `lt` twice flips four values. A flip adds 2^63, so it carries
+                // through the wrapping additions and subtractions. The borrow is `lo < t0`, the
+                // carry `r < t0`: each whether its step wrapped.
+                let lo = flip(lo);
+                let t0 = sub64(lo, hi_hi);
+                let t0 = sub_if(t0, lt_flipped(lo, t0), splat(EPSILON));
+                let r = add64(t0, t1);
+                flip(add_if(r, lt_flipped(r, t0), splat(EPSILON)))
+            }
         }
 
         /// The 128-bit product `a·b` as `(lo, hi)`, from four 32×32-bit products.
@@ -250,6 +264,10 @@ pub(crate) mod avx512 {
         or64(a: V, b: V) -> V = _mm512_or_si512(a, b);
         mul32(a: V, b: V) -> V = _mm512_mul_epu32(a, b);
         lt(a: V, b: V) -> M = _mm512_cmplt_epu64_mask(a, b);
+        /// Unsigned comparisons need no flipped sign bits here (`CHEAP_CARRIES`): `a` itself.
+        flip(a: V) -> V = a;
+        /// `lt`.
+        lt_flipped(a: V, b: V) -> M = lt(a, b);
         add_if(x: V, m: M, c: V) -> V = _mm512_mask_add_epi64(x, m, x, c);
         sub_if(x: V, m: M, c: V) -> V = _mm512_mask_sub_epi64(x, m, x, c);
         shl<const N: u32>(a: V) -> V = _mm512_slli_epi64::<N>(a);
@@ -304,10 +322,11 @@ pub(crate) mod avx2 {
         /// by a shuffle rather than a shift.
         hi32(a: V) -> V = _mm256_castps_si256(_mm256_movehdup_ps(_mm256_castsi256_ps(a)));
         /// `a < b` unsigned: signed `b' > a'` with both sign bits flipped.
-        lt(a: V, b: V) -> M = {
-            let sign = splat(1 << 63);
-            _mm256_cmpgt_epi64(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign))
-        };
+        lt(a: V, b: V) -> M = _mm256_cmpgt_epi64(flip(b), flip(a));
+        /// `a` with its sign bit flipped (`x + 2^63`, wrapping), where `lt_flipped` compares.
+        flip(a: V) -> V = _mm256_xor_si256(a, splat(1 << 63));
+        /// `a < b` unsigned for `flip(a)` and `flip(b)`: one signed compare.
+        lt_flipped(a: V, b: V) -> M = _mm256_cmpgt_epi64(b, a);
         /// The first `W` elements of `x` (a shorter slice panics).
         load(x: &[u64]) -> V = {
             let x = &x[..W];
