@@ -391,7 +391,6 @@ mod sequences {
 
     use std::collections::BTreeMap;
 
-    use circuits::genesis::{DEVNET_BALANCE, DEVNET_TOKENS};
     use circuits::hash::pubkey_hash;
     use circuits::state::FEE_TOKEN;
     use circuits::swap::amount_out;
@@ -407,18 +406,10 @@ mod sequences {
     /// (supply at most `u64::MAX`) still holds, so no overflow is reachable.
     fn full_supply() -> Genesis {
         let mut g = Genesis::devnet(8);
-        for t in 0..DEVNET_TOKENS {
-            let reserves: u64 = g
-                .pools
-                .iter()
-                .map(|p| if p.token_a == t { p.reserve_a } else { 0 } + if p.token_b == t { p.reserve_b } else { 0 })
-                .sum();
-            let others = DEVNET_BALANCE * (g.accounts.len() as u64 - 1) + reserves;
-            for (token, balance) in &mut g.accounts[1].balances {
-                if *token == t {
-                    *balance = u64::MAX - others;
-                }
-            }
+        let devnet = supply(&g.build().expect("the devnet"), 0);
+        for (token, balance) in &mut g.accounts[1].balances {
+            let others = devnet[usize::from(*token)] - u128::from(*balance);
+            *balance = u64::try_from(u128::from(u64::MAX) - others).expect("the devnet's supply is below u64::MAX");
         }
         g.validate().expect("a supply of exactly u64::MAX is valid");
         g

@@ -1,9 +1,6 @@
 //! Random transaction sequences, shared by the executor's property test (many sequences, no
 //! proofs) and the circuit's (a few, each proven).
 
-// Each test crate uses its own part of this module.
-#![allow(dead_code)]
-
 use circuits::genesis::{devnet_pubkey, DEVNET_BALANCE};
 use circuits::*;
 use proptest::prelude::*;
