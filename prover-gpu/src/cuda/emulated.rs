@@ -54,9 +54,10 @@ static inline unsigned long long atomicMin(unsigned long long *a, unsigned long 
     return old;
 }
 static inline unsigned long long __brevll(unsigned long long x) {
-    unsigned long long r = 0;
-    for (int i = 0; i < 64; i++) r |= ((x >> i) & 1ULL) << (63 - i);
-    return r;
+    x = ((x >> 1) & 0x5555555555555555ULL) | ((x & 0x5555555555555555ULL) << 1);
+    x = ((x >> 2) & 0x3333333333333333ULL) | ((x & 0x3333333333333333ULL) << 2);
+    x = ((x >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((x & 0x0f0f0f0f0f0f0f0fULL) << 4);
+    return __builtin_bswap64(x);
 }
 "#;
 
