@@ -4,7 +4,8 @@
 # Then, on the device: `bash scripts/gpu-run.sh` (see ../shared/GPU.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RUSTFLAGS="-C target-cpu=x86-64-v3"
+# RUSTFLAGS replaces .cargo/config.toml's rustflags, so the shared generics are named again here.
+export RUSTFLAGS="-C target-cpu=x86-64-v3 -Zshare-generics=y"
 target=target/device
 rm -rf .device && mkdir -p .device
 cargo build --release --target-dir "$target" --bin rollup
