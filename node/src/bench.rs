@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// Slots per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
     pub capacity: usize,
+    /// Rounds of the baseline: a full batch and a merge proved by stock plonky2 and by the
+    /// chosen backend, one after the other, whose medians are reported. More make the
+    /// comparison steadier on a noisy machine; one is the quickest look.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000), conflicts_with = "sequencer")]
+    pub baseline_pairs: u64,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -171,10 +176,6 @@ struct Report {
     cuda_streams: Option<usize>,
     machine: Machine,
 }
-
-/// Rounds of the baseline (stock and pipeline proofs of one full batch, then of one merge),
-/// interleaved, for its medians.
-const BASELINE_PAIRS: usize = 3;
 
 /// Mebibytes copied each way between host and device.
 #[derive(Debug, Serialize)]
@@ -510,18 +511,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         _ => bail!("the block plan has no merge at level 1"),
     };
+    // Rounds of the baseline (stock and pipeline proofs of one full batch, then of one merge),
+    // interleaved, for its medians (`--baseline-pairs`).
+    let pairs = usize::try_from(a.baseline_pairs).context("--baseline-pairs")?;
     bar.set_prefix("baseline");
-    bar.set_length(BASELINE_PAIRS as u64);
+    bar.set_length(a.baseline_pairs);
     bar.set_position(0);
     let full = witnesses.iter().max_by_key(|w| w.slots.len()).context("no batch")?;
-    let mut stock_runs = Vec::with_capacity(BASELINE_PAIRS);
-    let mut stock_merge_runs = Vec::with_capacity(BASELINE_PAIRS);
-    let mut pipeline_runs = Vec::with_capacity(BASELINE_PAIRS);
+    let mut stock_runs = Vec::with_capacity(pairs);
+    let mut stock_merge_runs = Vec::with_capacity(pairs);
+    let mut pipeline_runs = Vec::with_capacity(pairs);
     let mut transfers = None;
     // The merge's inputs, checked once, for the chosen backend's timed merge.
     let merge_inputs = c.aggregation.job_inputs(&merge_job)?;
-    let mut merge_runs = Vec::with_capacity(BASELINE_PAIRS);
-    for _ in 0..BASELINE_PAIRS {
+    let mut merge_runs = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
         let t = Instant::now();
         let stock = circuits.batch.prove(&Prover::Stock, full)?;
         stock_runs.push(t.elapsed().as_secs_f64());
@@ -591,7 +595,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         batch_proof_steps: steps,
         merge_speedup_vs_stock,
         merge_proof_steps: merge_steps,
-        baseline_pairs: BASELINE_PAIRS,
+        baseline_pairs: pairs,
         stages,
         proving_seconds,
         block_proof_bytes: block.bytes.len(),
