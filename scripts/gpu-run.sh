@@ -26,10 +26,34 @@ OUT=${OUT:-/tmp/gpu-out}
 LOGS=$(mktemp -d /tmp/gpu-run-logs.XXXXXX)
 mkdir -p "$OUT"
 pack() { tar -czf "$OUT/gpu-run.tar.gz" -C "$LOGS" . 2> /dev/null; }
-if [ -z "$(ls /usr/lib/x86_64-linux-gnu/libnvrtc* 2>/dev/null)" ]; then
-  lib=$(ls -d /usr/local/cuda*/lib64 2>/dev/null | head -n 1)
-  [ -n "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
-fi
+# cudarc opens libcuda and libnvrtc (libnvrtc.so.13 among the names it tries) at run time. Where
+# the dynamic loader does not find one, its folder goes on LD_LIBRARY_PATH: first the CUDA
+# toolkit's and the driver's usual folders, then any copy under /usr/local, /opt or /usr/lib (the
+# image's Python packages carry an NVRTC too). Without this a missing path would cost the one
+# device call: every CUDA step would fail with "libcuda or libnvrtc not found".
+find_lib() {
+  local name=$1 dir file path=${LD_LIBRARY_PATH:-}
+  if ldconfig -p 2> /dev/null | grep -q "$name\.so"; then
+    echo "$name: the loader's cache"
+    return
+  fi
+  for dir in ${path//:/ } /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib64; do
+    if ls "$dir/$name".so* > /dev/null 2>&1; then
+      export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      echo "$name: $dir"
+      return
+    fi
+  done
+  file=$(timeout 20 find /usr/local /opt /usr/lib -xdev -name "$name.so*" 2> /dev/null | sort | head -n 1)
+  if [ -n "$file" ]; then
+    dir=$(dirname "$file")
+    export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "$name: $dir (found by search)"
+  else
+    echo "$name: NOT FOUND; the CUDA steps will fail"
+  fi
+}
+{ find_lib libcuda; find_lib libnvrtc; } > "$LOGS/libraries.txt"
 nvidia-smi > "$LOGS/nvidia-smi.txt" 2>&1
 # The host CPU: the rayon rows depend on it (AVX-512F or not decides the rayon backend's Poseidon).
 lscpu > "$LOGS/lscpu.txt" 2>&1
@@ -125,6 +149,7 @@ fi
 summary() {
 echo "---- GPU run summary ----"
 head -n 1 "$LOGS/nvidia-smi.txt"
+cat "$LOGS/libraries.txt"
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores, AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 printf '%s\n' "${status[@]}"
 if checks; then
