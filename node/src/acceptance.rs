@@ -143,7 +143,7 @@ struct Latency {
 /// Runs the sequencer benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
     let txs = a.txs.unwrap_or(20_000);
-    let clients = a.clients.max(1);
+    let clients = a.clients;
     if txs == 0 {
         bail!("--txs must be positive");
     }

@@ -38,12 +38,13 @@ pub struct BenchArgs {
     /// default 20 000).
     #[arg(long)]
     pub txs: Option<usize>,
-    /// Share of swaps.
-    #[arg(long, default_value_t = 0.3)]
+    /// Share of swaps, from 0 to 1.
+    #[arg(long, default_value_t = 0.3, value_parser = crate::cli::share)]
     pub swap_ratio: f64,
-    /// Workers proving in parallel on this machine (on each device, with `--all-devices`).
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    /// Workers proving in parallel on this machine (on each device, with `--all-devices`),
+    /// 1 to 64 as for `rollup prover`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
     /// Prove on every CUDA device of this machine, `--workers` on each, rather than on
     /// `--device` alone: the whole machine's throughput. With `--backend auto` on a machine
     /// without a device, the CPU.
@@ -65,7 +66,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["workers", "all_devices", "backend", "device"])]
     pub sequencer: bool,
     /// With `--sequencer`: concurrent clients, each a stream of submissions one after another.
-    #[arg(long, default_value_t = 256, requires = "sequencer")]
+    #[arg(long, default_value_t = 256, requires = "sequencer",
+          value_parser = crate::cli::positive)]
     pub clients: usize,
     /// With `--sequencer`: accounts in the genesis, the load's senders.
     #[arg(long, default_value_t = 1024, requires = "sequencer")]
@@ -380,14 +382,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let (provers, devices) = choose_provers(&a)?;
     // Worker `w` proves on `provers[w % provers.len()]`: `--workers` on each.
-    let workers = a.workers.max(1) * provers.len();
+    let workers = usize::from(a.workers) * provers.len();
     let on = |worker: usize| &provers[worker % provers.len()];
     let prover = &provers[0];
     let accounts = 64;
     let bar = progress_bar(a.json)?;
     let circuits = Circuits::build(a.capacity)?;
     for p in &provers {
-        crate::prover::check_device_memory(p, &circuits, a.workers.max(1))?;
+        crate::prover::check_device_memory(p, &circuits, a.workers.into())?;
     }
     let mut stages = Vec::new();
     let mut stage = |name: &str, start: Mark, jobs: usize| {
@@ -611,7 +613,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|v| v as f64 / (1u64 << 20) as f64),
         device_memory_estimate_mib: prover.on_device().then(|| {
             let circuits = circuits.commons().map(prover_gpu::cuda::footprint::Footprint::of);
-            prover_gpu::cuda::footprint::need(&circuits, a.workers.max(1)) as f64 / (1u64 << 20) as f64
+            prover_gpu::cuda::footprint::need(&circuits, a.workers.into()) as f64 / (1u64 << 20) as f64
         }),
         batch_proof_transfers_mib: transfers.map(TransfersMib::from),
         cuda_streams: match prover {

@@ -16,6 +16,26 @@ use crate::keyfile::{self, to_hex};
 /// 2^15 (a test keeps it so).
 pub const DEFAULT_BATCH_CAPACITY: usize = 183;
 
+/// Parses a count that must be at least 1 (`--block-batches`, `--clients`).
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
+}
+
+/// Parses a share of a load (`--swap-ratio`): a number from 0 to 1. A value outside, NaN
+/// included, is refused rather than read as all or none.
+pub fn share(s: &str) -> std::result::Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{s} is not a share from 0 to 1"))
+    }
+}
+
 /// A ZK rollup for transfers and swaps with a GPU prover farm.
 #[derive(Debug, Parser)]
 #[command(name = "rollup", version, about, args_override_self = true)]
@@ -397,6 +417,38 @@ mod tests {
         for bad in ["0", "65", "-1", "many"] {
             assert!(Cli::try_parse_from(["rollup", "prover", "--workers", bad]).is_err(), "--workers {bad}");
         }
+    }
+
+    /// Flags whose nonsense values were once taken quietly (a share of swaps of 2 or NaN read as
+    /// all or none, no workers or no batches a block read as one) are refused by the parser, on
+    /// every command that takes them, and so from a config file too.
+    #[test]
+    fn out_of_range_loads_workers_and_blocks_are_refused() {
+        let parses = |args: &[&str]| Cli::try_parse_from(["rollup"].iter().chain(args)).is_ok();
+        for cmd in ["bench", "devnet"] {
+            for good in ["0", "0.25", "1"] {
+                assert!(parses(&[cmd, "--swap-ratio", good]), "{cmd} --swap-ratio {good}");
+            }
+            for bad in ["1.5", "2", "NaN", "inf", "-0.5", "a third", ""] {
+                assert!(!parses(&[cmd, "--swap-ratio", bad]), "{cmd} --swap-ratio {bad:?}");
+            }
+            assert!(parses(&[cmd, "--workers", "64"]), "{cmd} --workers 64");
+            for bad in ["0", "65"] {
+                assert!(!parses(&[cmd, "--workers", bad]), "{cmd} --workers {bad}");
+            }
+        }
+        for cmd in [&["devnet"][..], &["sequencer", "--data-dir", "d"]] {
+            assert!(parses(&[cmd, &["--block-batches", "12"]].concat()), "{cmd:?} --block-batches 12");
+            assert!(!parses(&[cmd, &["--block-batches", "0"]].concat()), "{cmd:?} --block-batches 0");
+        }
+        assert!(parses(&["bench", "--sequencer", "--clients", "1"]));
+        assert!(!parses(&["bench", "--sequencer", "--clients", "0"]));
+        assert_eq!((positive("1"), positive(" 7 ")), (Ok(1), Ok(7)));
+        assert!(positive("0").is_err_and(|e| e.contains("at least 1")), "zero");
+        assert!(positive("-3").is_err_and(|e| e.contains("not a count")), "negative");
+        assert_eq!(share(" 0.3 "), Ok(0.3));
+        assert!(share("1.0000001").is_err_and(|e| e.contains("from 0 to 1")), "past 1");
+        assert!(share("x").is_err_and(|e| e.contains("not a number")), "not a number");
     }
 
     #[test]

@@ -32,23 +32,24 @@ pub struct DevnetArgs {
     /// Valid transactions to send (plus a few invalid ones).
     #[arg(long, default_value_t = 200)]
     pub txs: usize,
-    /// Prover workers.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// Prover workers, 1 to 64 as for `rollup prover`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
     /// Slots per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
     pub capacity: usize,
-    /// Share of swaps in the load.
-    #[arg(long, default_value_t = 0.3)]
+    /// Share of swaps in the load, from 0 to 1.
+    #[arg(long, default_value_t = 0.3, value_parser = crate::cli::share)]
     pub swap_ratio: f64,
     /// Accounts in the genesis.
     #[arg(long, default_value_t = 32)]
     pub accounts: u32,
     /// Batches per block at most (the default: a merge's children at most, one merge a block).
-    #[arg(long, default_value_t = aggregator::MERGE_ARITY)]
+    #[arg(long, default_value_t = aggregator::MERGE_ARITY,
+          value_parser = crate::cli::positive)]
     pub block_batches: usize,
     #[command(flatten)]
     pub proving: ProvingArgs,
@@ -142,7 +143,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
     let params = Params {
         capacity: a.capacity,
         batch_timeout: Duration::from_millis(1000),
-        block_batches: a.block_batches.max(1),
+        block_batches: a.block_batches,
         block_time: Duration::from_millis(3000),
         lease: Duration::from_secs(60),
         max_attempts: 3,
@@ -171,7 +172,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         token: Some(token.clone()),
         name: "devnet".into(),
         proving: a.proving,
-        workers: a.workers.max(1),
+        workers: a.workers.into(),
         pool: Some(Arc::new(rayon::ThreadPoolBuilder::new().thread_name(|i| format!("proving-{i}")).build()?)),
     };
     let mut workers = tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));
@@ -299,7 +300,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         latency_p50_ms: percentile(&lat, 0.5),
         latency_p95_ms: percentile(&lat, 0.95),
         job_queue_ms_mean: queue.0 * 1e3 / queue.1.max(1) as f64,
-        workers: a.workers.max(1),
+        workers: a.workers.into(),
         backend: seq.shared.worker_backends().join(", "),
         batch_capacity: a.capacity,
         circuits_build_seconds: build_seconds,

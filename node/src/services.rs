@@ -76,7 +76,8 @@ pub struct SequencerArgs {
     pub batch_timeout_ms: u64,
     /// Batches per block at most. The default is a merge's children at most
     /// (`aggregator::MERGE_ARITY`): a block of up to that many costs one merge.
-    #[arg(long, default_value_t = aggregator::MERGE_ARITY)]
+    #[arg(long, default_value_t = aggregator::MERGE_ARITY,
+          value_parser = crate::cli::positive)]
     pub block_batches: usize,
     /// A block closes this many milliseconds after its first batch.
     #[arg(long, default_value_t = 5_000)]
@@ -136,7 +137,7 @@ impl SequencerArgs {
         Params {
             capacity: self.network.capacity,
             batch_timeout: Duration::from_millis(self.batch_timeout_ms),
-            block_batches: self.block_batches.max(1),
+            block_batches: self.block_batches,
             block_time: Duration::from_millis(self.block_time_ms),
             lease: Duration::from_millis(self.lease_ms.max(100)),
             max_attempts: self.max_attempts.max(1),
