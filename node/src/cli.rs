@@ -420,10 +420,11 @@ mod tests {
     }
 
     /// Flags whose nonsense values were once taken quietly (a share of swaps of 2 or NaN read as
-    /// all or none, no workers or no batches a block read as one) are refused by the parser, on
-    /// every command that takes them, and so from a config file too.
+    /// all or none; no workers, no batches a block, no attempts or no mempool read as one; a
+    /// lease under 100 ms read as 100) are refused by the parser, on every command that takes
+    /// them, and so from a config file too.
     #[test]
-    fn out_of_range_loads_workers_and_blocks_are_refused() {
+    fn out_of_range_flags_are_refused() {
         let parses = |args: &[&str]| Cli::try_parse_from(["rollup"].iter().chain(args)).is_ok();
         for cmd in ["bench", "devnet"] {
             for good in ["0", "0.25", "1"] {
@@ -440,6 +441,11 @@ mod tests {
         for cmd in [&["devnet"][..], &["sequencer", "--data-dir", "d"]] {
             assert!(parses(&[cmd, &["--block-batches", "12"]].concat()), "{cmd:?} --block-batches 12");
             assert!(!parses(&[cmd, &["--block-batches", "0"]].concat()), "{cmd:?} --block-batches 0");
+        }
+        let sequencer = |flag: &str, value: &str| parses(&["sequencer", "--data-dir", "d", flag, value]);
+        for (flag, least) in [("--lease-ms", 100), ("--max-attempts", 1), ("--mempool-limit", 1)] {
+            assert!(sequencer(flag, &least.to_string()), "{flag} {least}");
+            assert!(!sequencer(flag, &(least - 1).to_string()), "{flag} {}", least - 1);
         }
         assert!(parses(&["bench", "--sequencer", "--clients", "1"]));
         assert!(!parses(&["bench", "--sequencer", "--clients", "0"]));

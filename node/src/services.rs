@@ -82,14 +82,14 @@ pub struct SequencerArgs {
     /// A block closes this many milliseconds after its first batch.
     #[arg(long, default_value_t = 5_000)]
     pub block_time_ms: u64,
-    /// Job lease in milliseconds; heartbeats extend it.
-    #[arg(long, default_value_t = 60_000)]
+    /// Job lease in milliseconds, at least 100; heartbeats extend it.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub lease_ms: u64,
-    /// Failures after which a job is given up.
-    #[arg(long, default_value_t = 3)]
+    /// Failures after which a job is given up, at least 1.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    /// Accepted but unsettled transactions at most.
-    #[arg(long, default_value_t = 100_000)]
+    /// Accepted but unsettled transactions at most, at least 1.
+    #[arg(long, default_value_t = 100_000, value_parser = crate::cli::positive)]
     pub mempool_limit: usize,
     /// The last settled blocks whose transactions' status is kept (`GetTxStatus`, and a copy
     /// refused as already accepted); older ones are pruned from the index, and a copy of
@@ -139,9 +139,9 @@ impl SequencerArgs {
             batch_timeout: Duration::from_millis(self.batch_timeout_ms),
             block_batches: self.block_batches,
             block_time: Duration::from_millis(self.block_time_ms),
-            lease: Duration::from_millis(self.lease_ms.max(100)),
-            max_attempts: self.max_attempts.max(1),
-            mempool_limit: self.mempool_limit.max(1),
+            lease: Duration::from_millis(self.lease_ms),
+            max_attempts: self.max_attempts,
+            mempool_limit: self.mempool_limit,
             tx_index_blocks: self.tx_index_blocks,
             state_save_txs: self.state_save_txs,
         }
