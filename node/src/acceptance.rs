@@ -147,9 +147,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if txs == 0 {
         bail!("--txs must be positive");
     }
-    if a.accounts < 2 {
-        bail!("--accounts must be at least 2");
-    }
+    crate::network::check_load_fits(a.accounts, txs)?;
     let bar = progress_bar(a.json)?;
     // Only the verifier keys: the sequencer proves nothing, and the prover's data is freed.
     let keys = Circuits::build(a.capacity)?.keys().clone();

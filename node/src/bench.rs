@@ -69,8 +69,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256, requires = "sequencer",
           value_parser = crate::cli::positive)]
     pub clients: usize,
-    /// With `--sequencer`: accounts in the genesis, the load's senders.
-    #[arg(long, default_value_t = 1024, requires = "sequencer")]
+    /// With `--sequencer`: accounts in the genesis, the load's senders (2 to the account
+    /// tree's 2^24).
+    #[arg(long, default_value_t = 1024, requires = "sequencer",
+          value_parser = clap::value_parser!(u32).range(2..=crate::network::MAX_GENESIS_ACCOUNTS))]
     pub accounts: u32,
 }
 

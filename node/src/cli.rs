@@ -447,6 +447,21 @@ mod tests {
             assert!(sequencer(flag, &least.to_string()), "{flag} {least}");
             assert!(!sequencer(flag, &(least - 1).to_string()), "{flag} {}", least - 1);
         }
+        // A genesis larger than the account tree was an allocation of hundreds of gigabytes
+        // that aborted the process.
+        let most = crate::network::MAX_GENESIS_ACCOUNTS;
+        for cmd in [&["sequencer", "--data-dir", "d"][..], &["settlement", "--data-dir", "d"]] {
+            assert!(parses(&[cmd, &["--genesis-accounts", &most.to_string()]].concat()), "{cmd:?} {most}");
+            for bad in [0, most + 1, 4_000_000_000] {
+                assert!(!parses(&[cmd, &["--genesis-accounts", &bad.to_string()]].concat()), "{cmd:?} {bad}");
+            }
+        }
+        for (args, least) in [(&["devnet"][..], 4), (&["bench", "--sequencer"], 2)] {
+            assert!(parses(&[args, &["--accounts", &least.to_string()]].concat()), "{args:?} {least}");
+            for bad in [least - 1, most + 1] {
+                assert!(!parses(&[args, &["--accounts", &bad.to_string()]].concat()), "{args:?} {bad}");
+            }
+        }
         assert!(parses(&["bench", "--sequencer", "--clients", "1"]));
         assert!(!parses(&["bench", "--sequencer", "--clients", "0"]));
         assert_eq!((positive("1"), positive(" 7 ")), (Ok(1), Ok(7)));

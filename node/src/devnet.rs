@@ -44,8 +44,9 @@ pub struct DevnetArgs {
     /// Share of swaps in the load, from 0 to 1.
     #[arg(long, default_value_t = 0.3, value_parser = crate::cli::share)]
     pub swap_ratio: f64,
-    /// Accounts in the genesis.
-    #[arg(long, default_value_t = 32)]
+    /// Accounts in the genesis (4 to the account tree's 2^24).
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(4..=crate::network::MAX_GENESIS_ACCOUNTS))]
     pub accounts: u32,
     /// Batches per block at most (the default: a merge's children at most, one merge a block).
     #[arg(long, default_value_t = aggregator::MERGE_ARITY,
@@ -104,9 +105,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the devnet.
 pub async fn run(a: DevnetArgs) -> Result<()> {
-    if a.accounts < 4 {
-        bail!("the devnet needs at least 4 accounts");
-    }
+    crate::network::check_load_fits(a.accounts, a.txs)?;
     let t0 = Instant::now();
     let circuits = tokio::task::spawn_blocking({
         let c = a.capacity;

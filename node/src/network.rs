@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aggregator::{AggregationCircuits, VerifierKeys};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use circuits::{BatchCircuit, Genesis, F};
 use plonky2::plonk::circuit_data::CommonCircuitData;
 use tracing::info;
@@ -119,4 +119,41 @@ pub fn test_keys() -> Arc<VerifierKeys> {
 /// The devnet genesis with `accounts` accounts.
 pub fn genesis(accounts: u32) -> Genesis {
     Genesis::devnet(accounts)
+}
+
+/// The most accounts a genesis holds: the account tree's leaves, ids `0..2^ACCOUNT_DEPTH`. The
+/// flags that size a genesis are bounded by it, so that a larger one is refused at once rather
+/// than aborting the process on a genesis allocation of hundreds of gigabytes.
+pub const MAX_GENESIS_ACCOUNTS: i64 = 1 << circuits::hash::ACCOUNT_DEPTH;
+
+/// Refuses a devnet genesis of `accounts` accounts whose [`circuits::load::mixed_load`] of
+/// `txs` transactions would register accounts past the account tree: the load registers one
+/// account every 64 transactions, with the ids after the genesis's, and the executor would
+/// refuse those.
+pub fn check_load_fits(accounts: u32, txs: usize) -> Result<()> {
+    let registrations = (txs / 64) as u64;
+    let last = u64::from(accounts) + registrations;
+    if last >= MAX_GENESIS_ACCOUNTS as u64 {
+        bail!(
+            "--accounts {accounts} with {txs} transactions: their {registrations} registrations need account ids up to {last}, and the account tree's ids end below {MAX_GENESIS_ACCOUNTS}"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The load's last registration takes id `accounts + txs / 64`, which must be a leaf of the
+    /// account tree.
+    #[test]
+    fn a_load_whose_registrations_pass_the_account_tree_is_refused() {
+        let most = MAX_GENESIS_ACCOUNTS as u32;
+        check_load_fits(most - 2, 64).expect("the last id, 2^24 - 1, is a leaf");
+        check_load_fits(most - 1, 63).expect("no registration");
+        let e = check_load_fits(most - 1, 64).expect_err("id 2^24 is past the tree");
+        assert!(format!("{e}").contains("up to 16777216"), "{e}");
+        check_load_fits(1024, 20_000).expect("the sequencer bench's defaults");
+    }
 }

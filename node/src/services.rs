@@ -20,8 +20,9 @@ use crate::sequencer::SequencerConfig;
 /// What every process of a network must agree on.
 #[derive(Debug, Args, Clone, PartialEq, Eq)]
 pub struct NetworkArgs {
-    /// Accounts in the devnet genesis.
-    #[arg(long, default_value_t = 64)]
+    /// Accounts in the devnet genesis, at most the account tree's 2^24.
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=crate::network::MAX_GENESIS_ACCOUNTS))]
     pub genesis_accounts: u32,
     /// Slots per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
