@@ -35,8 +35,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub proving: ProvingArgs,
     /// Transactions to prove (default: four full batches; with `--sequencer`, to submit,
-    /// default 20 000).
-    #[arg(long)]
+    /// default 20 000), at most 2^20.
+    #[arg(long,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::network::MAX_LOAD_TXS))]
     pub txs: Option<usize>,
     /// Share of swaps, from 0 to 1.
     #[arg(long, default_value_t = 0.3, value_parser = crate::cli::share)]
@@ -65,9 +66,10 @@ pub struct BenchArgs {
     /// loopback, no provers, `--clients` concurrent clients submitting a signed load.
     #[arg(long, conflicts_with_all = ["workers", "all_devices", "backend", "device"])]
     pub sequencer: bool,
-    /// With `--sequencer`: concurrent clients, each a stream of submissions one after another.
+    /// With `--sequencer`: concurrent clients, each a stream of submissions one after another
+    /// (1 to 65 536).
     #[arg(long, default_value_t = 256, requires = "sequencer",
-          value_parser = crate::cli::positive)]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub clients: usize,
     /// With `--sequencer`: accounts in the genesis, the load's senders (2 to the account
     /// tree's 2^24).
@@ -379,9 +381,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return crate::acceptance::run(&a);
     }
     let txs = a.txs.unwrap_or(4 * DEFAULT_BATCH_CAPACITY);
-    if txs == 0 {
-        bail!("--txs must be positive");
-    }
     let (provers, devices) = choose_provers(&a)?;
     // Worker `w` proves on `provers[w % provers.len()]`: `--workers` on each.
     let workers = usize::from(a.workers) * provers.len();

@@ -16,7 +16,7 @@ use crate::keyfile::{self, to_hex};
 /// 2^15 (a test keeps it so).
 pub const DEFAULT_BATCH_CAPACITY: usize = 183;
 
-/// Parses a count that must be at least 1 (`--block-batches`, `--clients`).
+/// Parses a count that must be at least 1 (`--block-batches`, `--mempool-limit`).
 pub fn positive(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -463,7 +463,17 @@ mod tests {
             }
         }
         assert!(parses(&["bench", "--sequencer", "--clients", "1"]));
-        assert!(!parses(&["bench", "--sequencer", "--clients", "0"]));
+        for bad in ["0", "65537"] {
+            assert!(!parses(&["bench", "--sequencer", "--clients", bad]), "--clients {bad}");
+        }
+        // A load past 2^20 transactions was, at 10^11, an allocation of 20 TB that aborted.
+        let (most, past) = (crate::network::MAX_LOAD_TXS.to_string(), (crate::network::MAX_LOAD_TXS + 1).to_string());
+        for args in [&["bench"][..], &["bench", "--sequencer"], &["devnet"]] {
+            assert!(parses(&[args, &["--txs", &most]].concat()), "{args:?} --txs {most}");
+            assert!(!parses(&[args, &["--txs", &past]].concat()), "{args:?} --txs {past}");
+        }
+        assert!(parses(&["devnet", "--txs", "0"]), "a devnet of the invalid transactions alone");
+        assert!(!parses(&["bench", "--txs", "0"]) && !parses(&["bench", "--sequencer", "--txs", "0"]));
         assert_eq!((positive("1"), positive(" 7 ")), (Ok(1), Ok(7)));
         assert!(positive("0").is_err_and(|e| e.contains("at least 1")), "zero");
         assert!(positive("-3").is_err_and(|e| e.contains("not a count")), "negative");

@@ -29,8 +29,9 @@ use crate::sequencer::SequencerConfig;
 /// Options of `rollup devnet`.
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
-    /// Valid transactions to send (plus a few invalid ones).
-    #[arg(long, default_value_t = 200)]
+    /// Valid transactions to send (plus a few invalid ones), at most 2^20.
+    #[arg(long, default_value_t = 200,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=crate::network::MAX_LOAD_TXS))]
     pub txs: usize,
     /// Prover workers, 1 to 64 as for `rollup prover`.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -126,6 +126,14 @@ pub fn genesis(accounts: u32) -> Genesis {
 /// than aborting the process on a genesis allocation of hundreds of gigabytes.
 pub const MAX_GENESIS_ACCOUNTS: i64 = 1 << circuits::hash::ACCOUNT_DEPTH;
 
+/// The most transactions a generated load holds (`--txs` of `rollup bench` and `rollup
+/// devnet`). Each is signed before the clock starts and kept, with its batch's witness (a few
+/// kilobytes a transaction: its Merkle paths), until the run ends: 2^20 is about 5 700 full
+/// batches and a few gigabytes, hours of proving on a CPU and a long run for a machine of GPUs.
+/// A larger count is refused at once rather than aborting the process on an allocation it
+/// cannot make.
+pub const MAX_LOAD_TXS: u64 = 1 << 20;
+
 /// Refuses a devnet genesis of `accounts` accounts whose [`circuits::load::mixed_load`] of
 /// `txs` transactions would register accounts past the account tree: the load registers one
 /// account every 64 transactions, with the ids after the genesis's, and the executor would

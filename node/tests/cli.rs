@@ -148,7 +148,7 @@ fn bench_sequencer_reports_the_acceptance_rate_as_json() {
         );
     }
     let out = rollup(&["bench", "--sequencer", "--txs", "0"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--txs must be positive"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid value '0' for '--txs"));
 }
 
 /// `rollup bench --json` end to end on a small load: the whole proving path (batch proofs, the
@@ -257,7 +257,7 @@ fn bench_reports_throughput_stages_and_the_stock_baseline_as_json() {
     // Bad options are refused before any work.
     let out = rollup(&["bench", "--txs", "0"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--txs must be positive"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '0' for '--txs"));
     for bad in [&["--baseline-pairs", "0"][..], &["--sequencer", "--baseline-pairs", "2"]] {
         let out = rollup(&[&["bench", "--txs", "1"][..], bad].concat());
         let err = String::from_utf8_lossy(&out.stderr);
