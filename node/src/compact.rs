@@ -85,6 +85,11 @@ pub fn open_history(dir: &Path) -> Result<(sled::Db, Compaction)> {
 /// `min_garbage`: how much more than the live data the file must be for a rewrite, if garbage
 /// is a reason for one.
 fn open_with(dir: &Path, min_garbage: Option<u64>) -> Result<(sled::Db, Compaction)> {
+    // A data directory that names a file (or lies under one) failed deep in the first step
+    // with only "Not a directory"; say which path is wrong, and touch nothing.
+    if let Some(file) = dir.ancestors().find(|p| p.exists()).filter(|p| !p.is_dir()) {
+        bail!("{} is not a directory", file.display());
+    }
     recover(dir)?;
     let (db, segments) = open_sized(dir)?;
     let before = db.size_on_disk()?;
@@ -318,6 +323,23 @@ mod tests {
                 }
             }
             db.flush().expect("flush");
+        }
+    }
+
+    /// A data directory that is a file, or lies under one, is refused by the file's name, and the
+    /// file is left as it was.
+    #[test]
+    fn a_data_directory_that_is_a_file_is_refused_by_name() {
+        let d = dir("file");
+        std::fs::write(&d.0, b"not a database").expect("write");
+        let e = open_history(&d.0).expect_err("a file is no database directory");
+        assert_eq!(format!("{e:#}"), format!("{} is not a directory", d.0.display()));
+        // As a service opens it: its own folder under `--data-dir`.
+        let e = open(&d.0.join("settlement")).expect_err("nor is a path under a file");
+        assert_eq!(format!("{e:#}"), format!("{} is not a directory", d.0.display()));
+        assert_eq!(std::fs::read(&d.0).expect("read"), b"not a database");
+        for leftover in [".compact", ".old", ".compacted"] {
+            assert!(!sibling(&d.0, leftover).exists(), "{leftover} made");
         }
     }
 
