@@ -6,7 +6,7 @@
 //! permutes one state at a time with scalar arithmetic (its AVX2 permutation is commented out).
 //! Here each Goldilocks product is four 32×32-bit lane multiplications (`vpmuludq`) and
 //! plonky2's own reduction of the 128-bit result. The permutation is plonky2's: the same
-//! constants and MDS matrix, the same output. Three things make the vector version cheaper than
+//! constants and MDS matrix, the same output. Four things make the vector version cheaper than
 //! a transcription of plonky2's `poseidon`, each exact:
 //! - the MDS layer is plonky2's frequency-domain product (`mds_multiply_freq`), whose constants
 //!   are shifts;
@@ -15,7 +15,9 @@
 //!   "fast" form plonky2's `poseidon` runs, whose dot products multiply by full 64-bit
 //!   constants; plonky2's tests hold the two forms equal;
 //! - the S-box's two squarings take three 32-bit products, not four, as plonky2's own AVX-512
-//!   field squares, and each product's high halves come from a shuffle, off the shift unit.
+//!   field squares, and each product's high halves come from a shuffle, off the shift unit;
+//! - a partial round adds one round constant, element 0's: the others are carried through the
+//!   MDS layer into the next round's (`ROUND_CONSTANTS`).
 //!
 //! The rounds are written once (`lane_rounds!`) over the lane arithmetic of [`crate::lanes`],
 //! which each instruction set defines: on AVX-512 a carry is a compare into a mask register and
@@ -31,7 +33,10 @@
 
 use plonky2::field::types::{Field, PrimeField64};
 use plonky2::hash::hash_types::NUM_HASH_OUT_ELTS;
-use plonky2::hash::poseidon::{PoseidonHash, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_RATE, SPONGE_WIDTH};
+use plonky2::hash::poseidon::{
+    Poseidon, PoseidonHash, ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, N_ROUNDS, SPONGE_RATE,
+    SPONGE_WIDTH,
+};
 use plonky2::plonk::config::Hasher;
 use rayon::prelude::*;
 
@@ -339,6 +344,67 @@ pub fn hash_pairs(children: &[Digest], out: &mut [Digest]) {
     });
 }
 
+/// plonky2's round constants with each partial round's constants for elements 1 to 11 carried
+/// forward, so that a partial round adds one constant, element 0's, where the textbook form adds
+/// twelve. The MDS layer is linear and the partial round's S-box reads element 0 alone, so a
+/// constant added to element `i ≥ 1` before it can as well be added after it, multiplied
+/// through the layer: `M(s + e) = M s + M e` (mod p). Round by round, the constants still owed
+/// (`M e`) join the next round's; the last partial round's go into the first full round after
+/// the partial ones, which adds a constant to every element anyway. Every S-box then reads
+/// the value it reads in the textbook form (mod p), so the S-box inputs a Poseidon gate keeps
+/// as wires are the same, and so is the output. Full rounds keep plonky2's constants, the one
+/// after the partial rounds plus what they owe; a partial round's entries for elements 1 to 11
+/// are zero and go unused. All are canonical.
+pub(crate) const ROUND_CONSTANTS: [u64; N_ROUNDS * SPONGE_WIDTH] = carry_partial_constants();
+
+const fn carry_partial_constants() -> [u64; N_ROUNDS * SPONGE_WIDTH] {
+    const P: u128 = 0xFFFF_FFFF_0000_0001;
+    let circ = <F as Poseidon>::MDS_MATRIX_CIRC;
+    let diag = <F as Poseidon>::MDS_MATRIX_DIAG;
+    let mut out = [0u64; N_ROUNDS * SPONGE_WIDTH];
+    let mut k = 0;
+    while k < out.len() {
+        out[k] = (ALL_ROUND_CONSTANTS[k] as u128 % P) as u64;
+        k += 1;
+    }
+    // The constants owed to the next round, canonical.
+    let mut owed = [0u64; SPONGE_WIDTH];
+    let mut round = HALF_N_FULL_ROUNDS;
+    while round <= HALF_N_FULL_ROUNDS + N_PARTIAL_ROUNDS {
+        let mut c = [0u64; SPONGE_WIDTH];
+        let mut i = 0;
+        while i < SPONGE_WIDTH {
+            c[i] = ((out[round * SPONGE_WIDTH + i] as u128 + owed[i] as u128) % P) as u64;
+            out[round * SPONGE_WIDTH + i] = c[i];
+            i += 1;
+        }
+        if round == HALF_N_FULL_ROUNDS + N_PARTIAL_ROUNDS {
+            break;
+        }
+        // A partial round keeps element 0's constant; the rest, (0, c[1..]), goes through the
+        // MDS layer (plonky2's `mds_row_shf`: the circulant row and the diagonal) to the next.
+        c[0] = 0;
+        let mut r = 0;
+        while r < SPONGE_WIDTH {
+            let mut sum = diag[r] as u128 * c[r] as u128;
+            let mut j = 0;
+            while j < SPONGE_WIDTH {
+                sum += circ[j] as u128 * c[(j + r) % SPONGE_WIDTH] as u128;
+                j += 1;
+            }
+            owed[r] = (sum % P) as u64;
+            r += 1;
+        }
+        let mut i = 1;
+        while i < SPONGE_WIDTH {
+            out[round * SPONGE_WIDTH + i] = 0;
+            i += 1;
+        }
+        round += 1;
+    }
+    out
+}
+
 /// The proof-of-work search (see `Backend::grind`): the smallest candidate in
 /// `start .. start + count` for which [`pow_response`] has at least `min_leading_zeros` leading
 /// zeros, eight candidates per permutation. Candidates must be canonical.
@@ -394,7 +460,7 @@ macro_rules! lane_rounds {
             Poseidon, ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH,
         };
 
-        use super::{Lanes, LANES};
+        use super::{Lanes, LANES, ROUND_CONSTANTS};
         use crate::F;
 
         /// `x·c` in wrapping 64-bit arithmetic, for the small constants of the MDS matrix in the
@@ -530,13 +596,13 @@ macro_rules! lane_rounds {
         #[inline]
         fn rounds(s: &mut [V; SPONGE_WIDTH], round: &mut usize, count: usize, full: bool) {
             for _ in 0..count {
-                for (i, x) in s.iter_mut().enumerate() {
-                    *x = add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round]));
-                }
                 if full {
+                    for (i, x) in s.iter_mut().enumerate() {
+                        *x = add_canonical(*x, splat(ROUND_CONSTANTS[i + SPONGE_WIDTH * *round]));
+                    }
                     s.iter_mut().for_each(|x| *x = sbox(*x));
                 } else {
-                    s[0] = sbox(s[0]);
+                    s[0] = sbox(add_canonical(s[0], splat(ROUND_CONSTANTS[SPONGE_WIDTH * *round])));
                 }
                 *s = mds(s);
                 *round += 1;
@@ -558,8 +624,9 @@ macro_rules! lane_rounds {
         ) {
             let per_round = if full { SPONGE_WIDTH } else { 1 };
             for inputs in recorded.chunks_mut(per_round) {
-                for (i, x) in s.iter_mut().enumerate() {
-                    *x = add_canonical(*x, splat(ALL_ROUND_CONSTANTS[i + SPONGE_WIDTH * *round]));
+                let constants = &ROUND_CONSTANTS[SPONGE_WIDTH * *round..][..per_round];
+                for (x, &c) in s.iter_mut().zip(constants) {
+                    *x = add_canonical(*x, splat(c));
                 }
                 for (input, x) in inputs.iter_mut().zip(s.iter()) {
                     store(&mut input[part..], canonical(*x));
@@ -684,6 +751,60 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    /// The carried constants, recomputed with plonky2's own field arithmetic and MDS layer:
+    /// every partial round adds element 0's constant alone, and the textbook partial rounds with
+    /// plonky2's constants equal the carried ones on any state (element 0 after every round, as
+    /// the S-boxes read it, and the whole state after the first full round that follows).
+    #[test]
+    fn carried_round_constants_are_the_textbook_rounds() {
+        let constant = |k: usize| F::from_canonical_u64(ROUND_CONSTANTS[k]);
+        let mut owed = [F::ZERO; SPONGE_WIDTH];
+        let first_partial = HALF_N_FULL_ROUNDS;
+        for round in first_partial..first_partial + N_PARTIAL_ROUNDS {
+            let c: [F; SPONGE_WIDTH] = std::array::from_fn(|i| {
+                F::from_noncanonical_u64(ALL_ROUND_CONSTANTS[round * SPONGE_WIDTH + i]) + owed[i]
+            });
+            assert_eq!(constant(round * SPONGE_WIDTH), c[0], "round {round}, element 0");
+            for i in 1..SPONGE_WIDTH {
+                assert_eq!(ROUND_CONSTANTS[round * SPONGE_WIDTH + i], 0, "round {round}, element {i}");
+            }
+            let mut rest = c;
+            rest[0] = F::ZERO;
+            owed = F::mds_layer(&rest);
+        }
+        let after = first_partial + N_PARTIAL_ROUNDS;
+        for i in 0..SPONGE_WIDTH {
+            let plonky2 = F::from_noncanonical_u64(ALL_ROUND_CONSTANTS[after * SPONGE_WIDTH + i]);
+            assert_eq!(constant(after * SPONGE_WIDTH + i), plonky2 + owed[i], "round {after}, element {i}");
+        }
+        for k in (0..first_partial * SPONGE_WIDTH).chain((after + 1) * SPONGE_WIDTH..ROUND_CONSTANTS.len()) {
+            assert_eq!(ROUND_CONSTANTS[k], ALL_ROUND_CONSTANTS[k] % F::ORDER, "full rounds keep plonky2's");
+        }
+        assert!(ROUND_CONSTANTS.iter().all(|&c| c < F::ORDER), "canonical");
+
+        // The two forms side by side, from a random state through the partial rounds and the
+        // next full round's constants.
+        let mut rng = StdRng::seed_from_u64(7);
+        let start: [F; SPONGE_WIDTH] = std::array::from_fn(|_| F::from_noncanonical_u64(element(&mut rng)));
+        let (mut textbook, mut carried) = (start, start);
+        for round in first_partial..after {
+            for i in 0..SPONGE_WIDTH {
+                textbook[i] += F::from_noncanonical_u64(ALL_ROUND_CONSTANTS[round * SPONGE_WIDTH + i]);
+            }
+            carried[0] += constant(round * SPONGE_WIDTH);
+            assert_eq!(carried[0], textbook[0], "the S-box input of round {round}");
+            textbook[0] = textbook[0].exp_u64(7);
+            carried[0] = carried[0].exp_u64(7);
+            textbook = F::mds_layer(&textbook);
+            carried = F::mds_layer(&carried);
+        }
+        for i in 0..SPONGE_WIDTH {
+            textbook[i] += F::from_noncanonical_u64(ALL_ROUND_CONSTANTS[after * SPONGE_WIDTH + i]);
+            carried[i] += constant(after * SPONGE_WIDTH + i);
+        }
+        assert_eq!(carried, textbook, "the state entering round {after}'s S-boxes");
+    }
 
     /// Any u64, not only canonical ones: plonky2's representatives reach up to 2^64 − 1, and
     /// the edges are where carries go wrong.

@@ -236,9 +236,10 @@ pub fn row_products(isa: Isa, batch: &RowBatch<'_>, nums: &mut [F], dens: &mut [
 /// layer of [`crate::poseidon_x8`].
 macro_rules! lane_gates {
     ($feature:literal) => {
-        use plonky2::hash::poseidon::{ALL_ROUND_CONSTANTS, HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
+        use plonky2::hash::poseidon::{HALF_N_FULL_ROUNDS, N_PARTIAL_ROUNDS, SPONGE_WIDTH};
 
         use super::{words_of, PointBatch, RowBatch, TermBatch, MAX_STEPS, UNUSED_SELECTOR};
+        use crate::poseidon_x8::ROUND_CONSTANTS;
         use crate::quotient::{GateKind, GateOp, GateProgram, MAX_CHALLENGES, MAX_RANDOM_ACCESS_BITS};
         use crate::F;
 
@@ -614,7 +615,9 @@ macro_rules! lane_gates {
             const FULL_0: usize = DELTA + 4;
             const PARTIAL: usize = FULL_0 + SPONGE_WIDTH * (HALF_N_FULL_ROUNDS - 1);
             const FULL_1: usize = PARTIAL + N_PARTIAL_ROUNDS;
-            let rc = |round: usize, i: usize| splat(ALL_ROUND_CONSTANTS[round * SPONGE_WIDTH + i]);
+            // The round constants with the partial rounds' carried forward: a partial round adds
+            // element 0's alone ([`crate::poseidon_x8::ROUND_CONSTANTS`]).
+            let rc = |round: usize, i: usize| splat(ROUND_CONSTANTS[round * SPONGE_WIDTH + i]);
             let mut c = 0;
             let swap = p.w(SWAP);
             p.constraint(c, m(swap, sub_mod(swap, splat(1))));
@@ -648,9 +651,7 @@ macro_rules! lane_gates {
                 round += 1;
             }
             for r in 0..N_PARTIAL_ROUNDS {
-                for (i, x) in st.iter_mut().enumerate() {
-                    *x = add_canonical(*x, rc(round, i));
-                }
+                st[0] = add_canonical(st[0], rc(round, 0));
                 let sbox_in = p.w(PARTIAL + r);
                 p.constraint(c, sub_mod(canonical(st[0]), sbox_in));
                 c += 1;
