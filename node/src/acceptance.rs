@@ -143,7 +143,6 @@ struct Latency {
 /// Runs the sequencer benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
     let txs = a.txs.unwrap_or(20_000);
-    let clients = a.clients;
     crate::network::check_load_fits(a.accounts, txs)?;
     let bar = progress_bar(a.json)?;
     // Only the verifier keys: the sequencer proves nothing, and the prover's data is freed.
@@ -183,7 +182,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let core_alone = core_alone(a, keys.clone(), &dir.join("core"), signed.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = core_alone.and_then(|core_alone| {
-        let r = rt.block_on(submit_all(a, keys, &dir, signed, clients, &bar))?;
+        let r = rt.block_on(submit_all(a, keys, &dir, signed, a.clients, &bar))?;
         Ok((core_alone, r))
     });
     std::fs::remove_dir_all(&dir).ok();
@@ -194,7 +193,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let report = Report {
         mode: "sequencer",
         txs,
-        clients,
+        clients: a.clients,
         accounts: a.accounts,
         batch_capacity: a.capacity,
         accepted_tps: txs as f64 / seconds,
