@@ -19,7 +19,9 @@ pub mod swap;
 pub mod tx;
 pub mod witness;
 
-pub use circuit::{BatchCircuit, BatchPublicInputs, CircuitStats, Config, Padding, Proof, D};
+pub use circuit::{
+    BatchCircuit, BatchPublicInputs, CircuitStats, Config, Padding, Proof, D, MAX_BATCH_CAPACITY, MAX_BATCH_DEGREE_BITS,
+};
 pub use error::{CircuitError, DecodeError, TxError};
 pub use executor::{Executor, Receipt};
 pub use genesis::Genesis;

@@ -151,7 +151,29 @@ pub fn check_load_fits(accounts: u32, txs: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use prover_gpu::cuda::footprint::{need, Footprint};
+
     use super::*;
+
+    /// Issue 6's bound on the largest batch circuit: its prover fits a 16 GiB GPU. The network's
+    /// circuits (the batch padded to the merge's shape, and the merge) at `MAX_BATCH_DEGREE_BITS`,
+    /// both resident with one proof in flight, fit; one degree more would not, so the bound is
+    /// the largest that fits.
+    #[test]
+    fn the_largest_batch_circuits_prover_fits_a_16_gib_gpu() {
+        let circuits = test_circuits();
+        let at = |bits: usize| {
+            circuits.commons().map(|common| {
+                let mut common = common.clone();
+                common.fri_params.degree_bits = bits;
+                Footprint::of(&common)
+            })
+        };
+        let (largest, past) = (circuits::MAX_BATCH_DEGREE_BITS, circuits::MAX_BATCH_DEGREE_BITS + 1);
+        let gib = |bits| need(&at(bits), 1) as f64 / f64::from(1 << 30);
+        assert!(gib(largest) <= 16.0, "2^{largest} rows need {:.2} GiB", gib(largest));
+        assert!(gib(past) > 16.0, "2^{past} rows need {:.2} GiB: raise the bound", gib(past));
+    }
 
     /// The load's last registration takes id `accounts + txs / 64`, which must be a leaf of the
     /// account tree.

@@ -111,6 +111,34 @@ struct OperatorTargets {
     account_path: Vec<HashOutTarget>,
 }
 
+/// The largest batch circuit's rows, as a power of two: 2^19. Its prover, with its own and the
+/// merge circuit's constants and sigmas resident and one proof in flight, fits a 16 GiB GPU (15.2 GiB by
+/// `prover_gpu::cuda::footprint`; a test holds it there), and 2^20 would need about 30.4 GiB.
+pub const MAX_BATCH_DEGREE_BITS: usize = 19;
+
+/// The most slots a batch circuit has: those whose rows, with the ones plonky2's build adds,
+/// fill [`MAX_BATCH_DEGREE_BITS`] (a test holds it so). `--capacity` is refused past it.
+pub const MAX_BATCH_CAPACITY: usize = 2941;
+
+/// The most rows plonky2's build adds to ours: the public inputs' hash and gate, and the gates
+/// that hold the circuit's constants (20 with the network's 84 public inputs; a test checks
+/// that this many fit).
+const BUILD_ROWS: usize = 64;
+
+/// A batch circuit laid out, before plonky2's build.
+struct Laid {
+    b: Builder,
+    slots: Vec<SlotTargets>,
+    operator: OperatorTargets,
+    account_root: HashOutTarget,
+    pool_root: HashOutTarget,
+    commitment_in: HashOutTarget,
+    labels: Vec<(usize, String)>,
+    rows: usize,
+    rows_per_slot: usize,
+    rows_fixed: usize,
+}
+
 /// The built batch circuit: build once per process and share.
 pub struct BatchCircuit {
     data: CircuitData<F, Config, D>,
@@ -131,8 +159,11 @@ impl BatchCircuit {
 
     /// [`BatchCircuit::build`], padded to another circuit's shape.
     pub fn build_padded(capacity: usize, padding: &Padding) -> Result<Self, CircuitError> {
-        if capacity == 0 || capacity > 1 << 16 {
-            return Err(CircuitError::Config(format!("batch capacity {capacity} must be in 1..=65536")));
+        if capacity == 0 || capacity > MAX_BATCH_CAPACITY {
+            return Err(CircuitError::Config(format!(
+                "batch capacity {capacity} must be in 1..={MAX_BATCH_CAPACITY}: {MAX_BATCH_CAPACITY} slots fill \
+                 2^{MAX_BATCH_DEGREE_BITS} rows, the largest batch circuit, whose prover fits a 16 GiB GPU"
+            )));
         }
         if padding.public_inputs != 0 && padding.public_inputs < NUM_PUBLIC_INPUTS {
             return Err(CircuitError::Config(format!(
@@ -140,10 +171,48 @@ impl BatchCircuit {
                 padding.public_inputs
             )));
         }
-        if padding.min_degree_bits > 24 {
-            return Err(CircuitError::Config(format!("2^{} rows is too many", padding.min_degree_bits)));
+        if padding.min_degree_bits > MAX_BATCH_DEGREE_BITS {
+            return Err(CircuitError::Config(format!(
+                "2^{} rows is past the largest batch circuit's 2^{MAX_BATCH_DEGREE_BITS}",
+                padding.min_degree_bits
+            )));
         }
         let start = Instant::now();
+        let Laid {
+            b,
+            slots,
+            operator,
+            account_root,
+            pool_root,
+            commitment_in,
+            labels,
+            rows,
+            rows_per_slot,
+            rows_fixed,
+        } = Self::lay_out(capacity, padding);
+        // Refused before plonky2's preprocessing, the step whose time and memory grow with the
+        // rows (docs/circuit.md, "The largest batch circuit").
+        if b.num_gates() + BUILD_ROWS > 1 << MAX_BATCH_DEGREE_BITS {
+            return Err(CircuitError::Config(format!(
+                "batch capacity {capacity} lays out {} rows, past the largest batch circuit's 2^{MAX_BATCH_DEGREE_BITS}",
+                b.num_gates()
+            )));
+        }
+        let data = b.build::<Config>();
+        let stats = CircuitStats {
+            capacity,
+            degree_bits: data.common.degree_bits(),
+            rows,
+            rows_per_slot,
+            rows_fixed,
+            build_seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok(Self { data, slots, operator, account_root, pool_root, commitment_in, labels, stats })
+    }
+
+    /// The circuit's gates and targets, before plonky2's build: the slots, the operator's credit,
+    /// the public inputs and the padding.
+    fn lay_out(capacity: usize, padding: &Padding) -> Laid {
         let mut b = Builder::new(CircuitConfig::standard_recursion_config());
         let mut labels: Vec<(usize, String)> = Vec::new();
         let account_root = b.add_virtual_hash();
@@ -216,16 +285,7 @@ impl BatchCircuit {
                 b.add_gate(NoopGate, vec![]);
             }
         }
-        let data = b.build::<Config>();
-        let stats = CircuitStats {
-            capacity,
-            degree_bits: data.common.degree_bits(),
-            rows,
-            rows_per_slot,
-            rows_fixed,
-            build_seconds: start.elapsed().as_secs_f64(),
-        };
-        Ok(Self { data, slots, operator, account_root, pool_root, commitment_in, labels, stats })
+        Laid { b, slots, operator, account_root, pool_root, commitment_in, labels, rows, rows_per_slot, rows_fixed }
     }
 
     /// Measured size.
@@ -303,5 +363,41 @@ impl BatchCircuit {
                 .map(|(_, l)| l.clone())
                 .unwrap_or_else(|| "state roots".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The network's batch: 84 public inputs (the merge's), the most plonky2's build hashes.
+    fn network(min_degree_bits: usize) -> Padding {
+        Padding { gates: Vec::new(), min_degree_bits, public_inputs: 84 }
+    }
+
+    /// `BUILD_ROWS` is enough: a layout that leaves exactly that many rows of 2^15 free builds at
+    /// 2^15.
+    #[test]
+    fn plonkys_build_adds_at_most_build_rows() {
+        let Laid { mut b, .. } = BatchCircuit::lay_out(4, &network(0));
+        while b.num_gates() < (1 << 15) - BUILD_ROWS {
+            b.add_gate(NoopGate, vec![]);
+        }
+        assert_eq!(b.build::<Config>().common.degree_bits(), 15, "plonky2's build added more than {BUILD_ROWS} rows");
+    }
+
+    /// The most slots fill the largest circuit: one more would spill past it.
+    #[test]
+    fn the_largest_capacity_fills_the_largest_circuit() {
+        let rows = |capacity| BatchCircuit::lay_out(capacity, &network(15)).b.num_gates() + BUILD_ROWS;
+        let (most, more) = (rows(MAX_BATCH_CAPACITY), rows(MAX_BATCH_CAPACITY + 1));
+        assert!(most <= 1 << MAX_BATCH_DEGREE_BITS, "{MAX_BATCH_CAPACITY} slots take {most} rows: lower it");
+        assert!(more > 1 << MAX_BATCH_DEGREE_BITS, "{} slots take {more} rows: raise it", MAX_BATCH_CAPACITY + 1);
+        for capacity in [0, MAX_BATCH_CAPACITY + 1, 1 << 16] {
+            match BatchCircuit::build_padded(capacity, &network(15)) {
+                Err(CircuitError::Config(e)) => assert!(e.contains(&format!("1..={MAX_BATCH_CAPACITY}")), "{e}"),
+                other => panic!("capacity {capacity}: {:?}", other.map(|c| c.stats().clone())),
+            }
+        }
     }
 }
