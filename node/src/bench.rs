@@ -51,8 +51,8 @@ pub struct BenchArgs {
     /// without a device, the CPU.
     #[arg(long)]
     pub all_devices: bool,
-    /// Slots per batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    /// Transaction slots per batch, from 1 to the largest batch circuit's 2 941 (2^19 rows).
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY, value_parser = crate::cli::capacity)]
     pub capacity: usize,
     /// Rounds of the baseline: a full batch and a merge proved by stock plonky2 and by the
     /// chosen backend, one after the other, whose medians are reported. More make the

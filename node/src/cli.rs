@@ -25,6 +25,21 @@ pub fn positive(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// Parses `--capacity`: slots per batch, from 1 to the largest batch circuit's
+/// [`circuits::MAX_BATCH_CAPACITY`], whose prover fits a 16 GiB GPU. Refused here, at once,
+/// rather than by the circuit's build after minutes of laying out rows.
+pub fn capacity(s: &str) -> std::result::Result<usize, String> {
+    let most = circuits::MAX_BATCH_CAPACITY;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is not in 1..={most}: {most} slots fill 2^{} rows, the largest batch circuit, whose prover fits a 16 GiB GPU",
+            circuits::MAX_BATCH_DEGREE_BITS
+        )),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
+}
+
 /// Parses a share of a load (`--swap-ratio`): a number from 0 to 1. A value outside, NaN
 /// included, is refused rather than read as all or none.
 pub fn share(s: &str) -> std::result::Result<f64, String> {
@@ -182,8 +197,8 @@ struct SignReport {
 /// Options of `rollup circuits`.
 #[derive(Debug, Args, PartialEq, Eq)]
 pub struct CircuitsArgs {
-    /// Transaction slots per batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    /// Transaction slots per batch, from 1 to the largest batch circuit's 2 941 (2^19 rows).
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY, value_parser = crate::cli::capacity)]
     pub capacity: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -472,6 +487,22 @@ mod tests {
             assert!(parses(&[args, &["--txs", &most]].concat()), "{args:?} --txs {most}");
             assert!(!parses(&[args, &["--txs", &past]].concat()), "{args:?} --txs {past}");
         }
+        // A capacity past the largest batch circuit (2^19 rows) was laid out and built until the
+        // machine's memory ran out: 16 384 slots were killed by the kernel after 2 min 48 s.
+        let (most, past) = (circuits::MAX_BATCH_CAPACITY.to_string(), (circuits::MAX_BATCH_CAPACITY + 1).to_string());
+        for args in [
+            &["circuits"][..],
+            &["devnet"],
+            &["bench"],
+            &["sequencer", "--data-dir", "d"],
+            &["settlement", "--data-dir", "d"],
+        ] {
+            assert!(parses(&[args, &["--capacity", &most]].concat()), "{args:?} --capacity {most}");
+            for bad in ["0", &past, "65536"] {
+                assert!(!parses(&[args, &["--capacity", bad]].concat()), "{args:?} --capacity {bad}");
+            }
+        }
+        assert!(capacity(&past).is_err_and(|e| e.contains("the largest batch circuit")), "past the largest");
         assert!(parses(&["devnet", "--txs", "0"]), "a devnet of the invalid transactions alone");
         assert!(!parses(&["bench", "--txs", "0"]) && !parses(&["bench", "--sequencer", "--txs", "0"]));
         assert_eq!((positive("1"), positive(" 7 ")), (Ok(1), Ok(7)));

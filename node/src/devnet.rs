@@ -39,8 +39,8 @@ pub struct DevnetArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
-    /// Slots per batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    /// Transaction slots per batch, from 1 to the largest batch circuit's 2 941 (2^19 rows).
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY, value_parser = crate::cli::capacity)]
     pub capacity: usize,
     /// Share of swaps in the load, from 0 to 1.
     #[arg(long, default_value_t = 0.3, value_parser = crate::cli::share)]

@@ -24,8 +24,8 @@ pub struct NetworkArgs {
     #[arg(long, default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=crate::network::MAX_GENESIS_ACCOUNTS))]
     pub genesis_accounts: u32,
-    /// Slots per batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY)]
+    /// Transaction slots per batch, from 1 to the largest batch circuit's 2 941 (2^19 rows).
+    #[arg(long, default_value_t = DEFAULT_BATCH_CAPACITY, value_parser = crate::cli::capacity)]
     pub capacity: usize,
     /// Read the circuits' verifier keys from this file (`rollup circuits --verifier-keys-out
     /// FILE`) instead of building the circuits: the service starts in milliseconds, without the
