@@ -171,7 +171,7 @@ mod tests {
         };
         let (largest, past) = (circuits::MAX_BATCH_DEGREE_BITS, circuits::MAX_BATCH_DEGREE_BITS + 1);
         let gib = |bits| need(&at(bits), 1) as f64 / f64::from(1 << 30);
-        assert!(gib(largest) <= 16.0, "2^{largest} rows need {:.2} GiB", gib(largest));
+        assert!(gib(largest) <= 16.0, "2^{largest} rows need {:.2} GiB: lower the bound", gib(largest));
         assert!(gib(past) > 16.0, "2^{past} rows need {:.2} GiB: raise the bound", gib(past));
     }
 

@@ -125,15 +125,20 @@ pub const MAX_BATCH_CAPACITY: usize = 2941;
 /// that this many fit).
 const BUILD_ROWS: usize = 64;
 
-/// A batch circuit laid out, before plonky2's build.
-struct Laid {
-    b: Builder,
+/// What a batch's witness sets, and the gadget each row range belongs to.
+struct Targets {
     slots: Vec<SlotTargets>,
     operator: OperatorTargets,
     account_root: HashOutTarget,
     pool_root: HashOutTarget,
     commitment_in: HashOutTarget,
     labels: Vec<(usize, String)>,
+}
+
+/// A batch circuit laid out, before plonky2's build.
+struct Laid {
+    b: Builder,
+    targets: Targets,
     rows: usize,
     rows_per_slot: usize,
     rows_fixed: usize,
@@ -142,12 +147,7 @@ struct Laid {
 /// The built batch circuit: build once per process and share.
 pub struct BatchCircuit {
     data: CircuitData<F, Config, D>,
-    slots: Vec<SlotTargets>,
-    operator: OperatorTargets,
-    account_root: HashOutTarget,
-    pool_root: HashOutTarget,
-    commitment_in: HashOutTarget,
-    labels: Vec<(usize, String)>,
+    targets: Targets,
     stats: CircuitStats,
 }
 
@@ -178,18 +178,7 @@ impl BatchCircuit {
             )));
         }
         let start = Instant::now();
-        let Laid {
-            b,
-            slots,
-            operator,
-            account_root,
-            pool_root,
-            commitment_in,
-            labels,
-            rows,
-            rows_per_slot,
-            rows_fixed,
-        } = Self::lay_out(capacity, padding);
+        let Laid { b, targets, rows, rows_per_slot, rows_fixed } = Self::lay_out(capacity, padding);
         // Refused before plonky2's preprocessing, the step whose time and memory grow with the
         // rows (docs/circuit.md, "The largest batch circuit").
         if b.num_gates() + BUILD_ROWS > 1 << MAX_BATCH_DEGREE_BITS {
@@ -207,7 +196,7 @@ impl BatchCircuit {
             rows_fixed,
             build_seconds: start.elapsed().as_secs_f64(),
         };
-        Ok(Self { data, slots, operator, account_root, pool_root, commitment_in, labels, stats })
+        Ok(Self { data, targets, stats })
     }
 
     /// The circuit's gates and targets, before plonky2's build: the slots, the operator's credit,
@@ -285,7 +274,8 @@ impl BatchCircuit {
                 b.add_gate(NoopGate, vec![]);
             }
         }
-        Laid { b, slots, operator, account_root, pool_root, commitment_in, labels, rows, rows_per_slot, rows_fixed }
+        let targets = Targets { slots, operator, account_root, pool_root, commitment_in, labels };
+        Laid { b, targets, rows, rows_per_slot, rows_fixed }
     }
 
     /// Measured size.
@@ -295,7 +285,7 @@ impl BatchCircuit {
 
     /// Transaction slots.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.targets.slots.len()
     }
 
     /// plonky2's circuit data (prover and verifier).
@@ -310,21 +300,21 @@ impl BatchCircuit {
         }
         let fill = || -> Result<PartialWitness<F>> {
             let mut pw = PartialWitness::new();
-            pw.set_hash_target(self.account_root, w.old_account_root)?;
-            pw.set_hash_target(self.pool_root, w.old_pool_root)?;
-            pw.set_hash_target(self.commitment_in, w.commitment_in)?;
+            pw.set_hash_target(self.targets.account_root, w.old_account_root)?;
+            pw.set_hash_target(self.targets.pool_root, w.old_pool_root)?;
+            pw.set_hash_target(self.targets.commitment_in, w.commitment_in)?;
             let noop = SlotWitness::noop();
-            for (i, t) in self.slots.iter().enumerate() {
+            for (i, t) in self.targets.slots.iter().enumerate() {
                 t.set(&mut pw, w.slots.get(i).unwrap_or(&noop))?;
             }
             let o = &w.operator;
-            for (t, v) in self.operator.pkh.iter().zip(o.record.pubkey_hash.elements) {
+            for (t, v) in self.targets.operator.pkh.iter().zip(o.record.pubkey_hash.elements) {
                 pw.set_target(*t, v)?;
             }
-            pw.set_target(self.operator.nonce, F::from_canonical_u32(o.record.nonce))?;
-            pw.set_hash_target(self.operator.broot, o.balance_root)?;
-            set_u64(&mut pw, self.operator.old, o.record.fee_balance)?;
-            set_path(&mut pw, &self.operator.account_path, &o.account_path)?;
+            pw.set_target(self.targets.operator.nonce, F::from_canonical_u32(o.record.nonce))?;
+            pw.set_hash_target(self.targets.operator.broot, o.balance_root)?;
+            set_u64(&mut pw, self.targets.operator.old, o.record.fee_balance)?;
+            set_path(&mut pw, &self.targets.operator.account_path, &o.account_path)?;
             Ok(pw)
         };
         fill().map_err(|e| CircuitError::Witness(e.to_string()))
@@ -356,7 +346,8 @@ impl BatchCircuit {
             .nth(1)
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok());
         row.map(|row| {
-            self.labels
+            self.targets
+                .labels
                 .iter()
                 .rev()
                 .find(|(start, _)| *start <= row)
