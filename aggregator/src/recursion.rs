@@ -19,6 +19,7 @@ use plonky2::gates::arithmetic_extension::ArithmeticExtensionGate;
 use plonky2::gates::base_sum::BaseSumGate;
 use plonky2::gates::constant::ConstantGate;
 use plonky2::gates::coset_interpolation::CosetInterpolationGate;
+use plonky2::gates::exponentiation::ExponentiationGate;
 use plonky2::gates::gate::GateRef;
 use plonky2::gates::multiplication_extension::MulExtensionGate;
 use plonky2::gates::noop::NoopGate;
@@ -198,6 +199,25 @@ fn verifier_gates(config: &CircuitConfig) -> Vec<GateRef<F, D>> {
     ]
 }
 
+/// The gates plonky2's recursive verifier takes under `config` only for proofs of 2^`degree_bits`
+/// rows or more, beside [`verifier_gates`]: its FRI query steps raise a constant to a query
+/// index of `degree_bits + rate_bits` bits (`exp_from_bits_const_base`), in arithmetic gates up
+/// to as many bits as one has operations and past that in an `ExponentiationGate`: from 2^18
+/// rows in the standard recursion config. A test holds both lists to the verifier's gates at
+/// every degree a batch circuit may have.
+fn verifier_gates_at(config: &CircuitConfig, degree_bits: usize) -> Vec<GateRef<F, D>> {
+    let ops = if config.use_base_arithmetic_gate {
+        ArithmeticGate::new_from_config(config).num_ops
+    } else {
+        ArithmeticExtensionGate::<D>::new_from_config(config).num_ops
+    };
+    if degree_bits + config.fri_config.rate_bits > ops {
+        vec![GateRef::new(ExponentiationGate::<F, D>::new_from_config(config))]
+    } else {
+        Vec::new()
+    }
+}
+
 impl AggregationCircuits {
     /// Builds the batch circuit of `capacity` slots in the merge circuit's shape, and the merge
     /// circuit. The two shapes depend on each other (the merge evaluates the batch's gates; the
@@ -213,7 +233,8 @@ impl AggregationCircuits {
             public_inputs: NUM_PUBLIC_INPUTS + verifier_data_len,
         };
         for builds in 1..=MAX_BUILDS {
-            let batch = BatchCircuit::build_padded(capacity, &padding).map_err(|e| AggError::Build(e.to_string()))?;
+            let batch = BatchCircuit::build_shaped(capacity, &padding, |bits| verifier_gates_at(&config, bits))
+                .map_err(|e| AggError::Build(e.to_string()))?;
             let (merge, merge_targets, same_shape) = build_merge(&batch)?;
             if same_shape {
                 let circuits = Self {
@@ -314,5 +335,49 @@ impl AggregationCircuits {
         }
         pw.set_verifier_data_target(&t.verifier_data, carried).map_err(AggError::prove)?;
         Ok(pw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gates guessed for the merge circuit are the ones plonky2's verifier takes, at every
+    /// degree a batch circuit may have: a gate missed costs a second build of both circuits
+    /// (2^18 rows, 1 450 slots, took two before the degree's gates were guessed), and a gate
+    /// added that no row uses costs every proof its constraints at every point of the quotient.
+    #[test]
+    fn the_verifier_gates_guessed_are_plonkys_at_every_degree() {
+        let config = CircuitConfig::standard_recursion_config();
+        let padding = Padding {
+            gates: verifier_gates(&config),
+            min_degree_bits: AGGREGATION_DEGREE_BITS,
+            public_inputs: NUM_PUBLIC_INPUTS + 4 + 4 * (1 << config.fri_config.cap_height),
+        };
+        let batch = BatchCircuit::build_padded(2, &padding).expect("batch");
+        let always = verifier_gates(&config);
+        for bits in AGGREGATION_DEGREE_BITS..=circuits::MAX_BATCH_DEGREE_BITS {
+            // A verifier of proofs of the network's batch circuit, were it of 2^bits rows.
+            let mut common = batch.data().common.clone();
+            common.fri_params = config.fri_config.fri_params(bits, false);
+            let mut b = CircuitBuilder::<F, D>::new(config.clone());
+            let proof = b.add_virtual_proof_with_pis(&common);
+            let vd = b.add_virtual_verifier_data(config.fri_config.cap_height);
+            b.verify_proof::<Config>(&proof, &vd, &common);
+            let used = b.build::<Config>().common.gates;
+            let at = verifier_gates_at(&config, bits);
+            let unguessed: Vec<String> = used
+                .iter()
+                .filter(|g| !always.contains(g) && !at.contains(g))
+                .map(|g| g.0.id())
+                .filter(|id| id != "NoopGate" && id != "PublicInputGate")
+                .collect();
+            assert!(unguessed.is_empty(), "2^{bits}: the verifier takes {unguessed:?}");
+            for g in &at {
+                assert!(used.contains(g), "2^{bits}: the verifier does not take {}", g.0.id());
+            }
+            // The default shape carries nothing it does not use.
+            assert_eq!(at.is_empty(), bits < 18, "2^{bits}");
+        }
     }
 }

@@ -294,6 +294,6 @@ fn every_gate_of_the_batch_circuit_has_device_quotient_code() {
 fn padding_that_cannot_hold_the_batch_is_refused() {
     let few = Padding { public_inputs: circuits::circuit::NUM_PUBLIC_INPUTS - 1, ..Padding::default() };
     assert!(matches!(BatchCircuit::build_padded(1, &few), Err(CircuitError::Config(_))));
-    let huge = Padding { min_degree_bits: 25, ..Padding::default() };
+    let huge = Padding { min_degree_bits: circuits::MAX_BATCH_DEGREE_BITS + 1, ..Padding::default() };
     assert!(matches!(BatchCircuit::build_padded(1, &huge), Err(CircuitError::Config(_))));
 }

@@ -233,6 +233,9 @@ struct CircuitsReport {
     merge_rows: usize,
     /// Every build of the batch and merge circuits until their shapes agreed.
     aggregation_build_seconds: f64,
+    /// Builds of the two circuits before their shapes agreed: 1 unless the merge's gates were
+    /// guessed wrong (docs/aggregation.md).
+    aggregation_builds: usize,
     /// Device memory a CUDA prover needs for each proof in flight (`--workers`), the driver's
     /// slack included (`prover_gpu::cuda::footprint`).
     device_memory_per_proof_mib: f64,
@@ -302,6 +305,7 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         merge_arity: aggregator::MERGE_ARITY,
         merge_rows: aggregation.merge_rows(),
         aggregation_build_seconds: aggregation.build_seconds,
+        aggregation_builds: aggregation.builds,
         device_memory_per_proof_mib: mib(per_proof),
         device_memory_resident_mib: mib(resident),
         verifier_keys_file: args.verifier_keys_out.clone(),
@@ -325,7 +329,12 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
             "  merge                  up to {} children, in {} of those rows",
             report.merge_arity, report.merge_rows
         );
-        println!("  build time             {:.2} s (with the batch circuit's)", report.aggregation_build_seconds);
+        println!(
+            "  build time             {:.2} s (with the batch circuit's; {} build{} of each)",
+            report.aggregation_build_seconds,
+            report.aggregation_builds,
+            if report.aggregation_builds == 1 { "" } else { "s" }
+        );
         println!("CUDA prover, device memory (estimated)");
         println!("  per proof in flight    {:.0} MiB (each of --workers)", report.device_memory_per_proof_mib);
         println!(

@@ -159,6 +159,21 @@ impl BatchCircuit {
 
     /// [`BatchCircuit::build`], padded to another circuit's shape.
     pub fn build_padded(capacity: usize, padding: &Padding) -> Result<Self, CircuitError> {
+        Self::build_shaped(capacity, padding, |_| Vec::new())
+    }
+
+    /// [`BatchCircuit::build_padded`], with more gates for the gate set chosen once the layout's
+    /// degree is known: `more_gates(degree_bits)`. A recursive verifier of this circuit's proofs
+    /// takes some gates only from some degree on (plonky2's FRI verifier takes an
+    /// `ExponentiationGate` once a query index has more bits than an arithmetic gate has
+    /// operations), and a circuit that shares its shape with that verifier carries them. The
+    /// degree is the layout's rows and `BUILD_ROWS` rounded up to a power of two: within
+    /// `BUILD_ROWS` of a power of two it may be one more than the build's.
+    pub fn build_shaped(
+        capacity: usize,
+        padding: &Padding,
+        more_gates: impl Fn(usize) -> Vec<GateRef<F, D>>,
+    ) -> Result<Self, CircuitError> {
         if capacity == 0 || capacity > MAX_BATCH_CAPACITY {
             return Err(CircuitError::Config(format!(
                 "batch capacity {capacity} must be in 1..={MAX_BATCH_CAPACITY}: {MAX_BATCH_CAPACITY} slots fill \
@@ -178,7 +193,7 @@ impl BatchCircuit {
             )));
         }
         let start = Instant::now();
-        let Laid { b, targets, rows, rows_per_slot, rows_fixed } = Self::lay_out(capacity, padding);
+        let Laid { mut b, targets, rows, rows_per_slot, rows_fixed } = Self::lay_out(capacity, padding);
         // Refused before plonky2's preprocessing, the step whose time and memory grow with the
         // rows (docs/circuit.md, "The largest batch circuit").
         if b.num_gates() + BUILD_ROWS > 1 << MAX_BATCH_DEGREE_BITS {
@@ -186,6 +201,10 @@ impl BatchCircuit {
                 "batch capacity {capacity} lays out {} rows, past the largest batch circuit's 2^{MAX_BATCH_DEGREE_BITS}",
                 b.num_gates()
             )));
+        }
+        let degree_bits = (b.num_gates() + BUILD_ROWS).next_power_of_two().trailing_zeros() as usize;
+        for gate in more_gates(degree_bits) {
+            b.add_gate_to_gate_set(gate);
         }
         let data = b.build::<Config>();
         let stats = CircuitStats {
