@@ -24,6 +24,7 @@ use plonky2::gates::arithmetic_extension::ArithmeticExtensionGate;
 use plonky2::gates::base_sum::BaseSumGate;
 use plonky2::gates::constant::ConstantGate;
 use plonky2::gates::coset_interpolation::CosetInterpolationGate;
+use plonky2::gates::exponentiation::ExponentiationGate;
 use plonky2::gates::multiplication_extension::MulExtensionGate;
 use plonky2::gates::noop::NoopGate;
 use plonky2::gates::poseidon::PoseidonGate;
@@ -774,6 +775,9 @@ pub enum GateKind {
     CosetInterpolation(usize, usize),
     /// [`RangeCheckGate`]: bits, values per row.
     RangeCheck(usize, usize),
+    /// `ExponentiationGate` with this many exponent bits: plonky2's recursive verifier takes it
+    /// for proofs of 2^18 rows or more, so the circuits of that shape carry it.
+    Exponentiation(usize),
 }
 
 impl GateKind {
@@ -794,6 +798,7 @@ impl GateKind {
             GateKind::RandomAccess(bits, copies, extra) => [11, p(bits), p(copies), p(extra)],
             GateKind::CosetInterpolation(bits, degree) => [12, p(bits), p(degree), 0],
             GateKind::RangeCheck(bits, ops) => [13, p(bits), p(ops), 0],
+            GateKind::Exponentiation(bits) => [14, p(bits), 0, 0],
         }
     }
 }
@@ -860,6 +865,11 @@ impl GateProgram {
                 GateKind::CosetInterpolation(g.subgroup_bits, g.degree)
             } else if let Some(g) = any.downcast_ref::<RangeCheckGate>() {
                 GateKind::RangeCheck(g.bits, g.num_ops)
+            } else if let Some(g) = any.downcast_ref::<ExponentiationGate<F, D>>() {
+                if g.num_power_bits == 0 {
+                    return Err(BackendError::Unsupported("an exponentiation of no bits".into()));
+                }
+                GateKind::Exponentiation(g.num_power_bits)
             } else {
                 return Err(BackendError::Unsupported(format!("the quotient kernel has no {}", gate.0.id())));
             };

@@ -589,6 +589,22 @@ macro_rules! lane_gates {
                 }
                 GateKind::RandomAccess(bits, copies, extra) => random_access(p, bits, copies, extra),
                 GateKind::CosetInterpolation(bits, degree) => coset_interpolation(p, bits, degree, data),
+                GateKind::Exponentiation(n) => {
+                    // Wires: the base, the exponent's n bits (least significant first), the
+                    // output, the n running powers. prev·(bit·base + 1 − bit) − power_i over the
+                    // bits from the most significant, prev being 1 and then power_{i−1}²; then
+                    // output − power_{n−1}.
+                    let (base, one) = (p.w(0), splat(1));
+                    let mut prev = one;
+                    for i in 0..n {
+                        let bit = p.w(n - i);
+                        let power = p.w(n + 2 + i);
+                        let by = add_mod(m(bit, base), sub_mod(one, bit));
+                        p.constraint(i, sub_mod(m(prev, by), power));
+                        prev = m(power, power);
+                    }
+                    p.constraint(n, sub_mod(p.w(n + 1), p.w(2 * n + 1)));
+                }
             }
         }
 

@@ -52,6 +52,7 @@ enum {
     QT_RANDOM_ACCESS = 11,
     QT_COSET_INTERPOLATION = 12,
     QT_RANGE_CHECK = 13,
+    QT_EXPONENTIATION = 14,
 };
 // quotient::MAX_RANDOM_ACCESS_BITS
 #define QT_MAX_RANDOM_ACCESS 64
@@ -267,6 +268,20 @@ QT_FN void qt_gate(QtSum *s, const u32 *op, const u64 *c, const u64 *w, const u6
                 qt_constraint(s, at + 1 + j, c);
             }
         }
+        break;
+    }
+    case QT_EXPONENTIATION: {
+        // plonky2's ExponentiationGate. Wires: the base, the exponent's `param` bits (least
+        // significant first), the output, the running powers. prev·(bit·base + 1 − bit) − power_i
+        // over the bits from the most significant, prev being 1 and then power_{i−1}²; then
+        // output − the last power.
+        u64 prev = 1;
+        for (u32 i = 0; i < param; i++) {
+            u64 bit = w[param - i], power = w[param + 2 + i];
+            qt_constraint(s, i, gl_sub(gl_mul(prev, gl_add(gl_mul(bit, w[0]), gl_sub(1, bit))), power));
+            prev = gl_mul(power, power);
+        }
+        qt_constraint(s, param, gl_sub(w[param + 1], w[2 * param + 1]));
         break;
     }
     case QT_POSEIDON:
