@@ -112,8 +112,9 @@ struct OperatorTargets {
 }
 
 /// The largest batch circuit's rows, as a power of two: 2^19. Its prover, with its own and the
-/// merge circuit's constants and sigmas resident and one proof in flight, fits a 16 GiB GPU (15.2 GiB by
-/// `prover_gpu::cuda::footprint`; a test holds it there), and 2^20 would need about 30.4 GiB.
+/// merge circuit's constants and sigmas resident and one proof in flight, fits a 16 GiB GPU
+/// (15.2 GiB by `prover_gpu::cuda::footprint`; a test holds it there), and 2^20 would need about
+/// 30.4 GiB.
 pub const MAX_BATCH_DEGREE_BITS: usize = 19;
 
 /// The most slots a batch circuit has: those whose rows, with the ones plonky2's build adds,
