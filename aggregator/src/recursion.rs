@@ -218,6 +218,17 @@ fn verifier_gates_at(config: &CircuitConfig, degree_bits: usize) -> Vec<GateRef<
     }
 }
 
+/// The batch circuit's padding before any build: the guessed verifier gates, the aggregation
+/// shape's rows, and room for the merge's verifier data among the public inputs.
+fn first_padding(config: &CircuitConfig) -> Padding {
+    let verifier_data_len = 4 + 4 * (1 << config.fri_config.cap_height);
+    Padding {
+        gates: verifier_gates(config),
+        min_degree_bits: AGGREGATION_DEGREE_BITS,
+        public_inputs: NUM_PUBLIC_INPUTS + verifier_data_len,
+    }
+}
+
 impl AggregationCircuits {
     /// Builds the batch circuit of `capacity` slots in the merge circuit's shape, and the merge
     /// circuit. The two shapes depend on each other (the merge evaluates the batch's gates; the
@@ -226,12 +237,7 @@ impl AggregationCircuits {
     pub fn build(capacity: usize) -> Result<(BatchCircuit, Self), AggError> {
         let start = Instant::now();
         let config = CircuitConfig::standard_recursion_config();
-        let verifier_data_len = 4 + 4 * (1 << config.fri_config.cap_height);
-        let mut padding = Padding {
-            gates: verifier_gates(&config),
-            min_degree_bits: AGGREGATION_DEGREE_BITS,
-            public_inputs: NUM_PUBLIC_INPUTS + verifier_data_len,
-        };
+        let mut padding = first_padding(&config);
         for builds in 1..=MAX_BUILDS {
             let batch = BatchCircuit::build_shaped(capacity, &padding, |bits| verifier_gates_at(&config, bits))
                 .map_err(|e| AggError::Build(e.to_string()))?;
@@ -349,12 +355,7 @@ mod tests {
     #[test]
     fn the_verifier_gates_guessed_are_plonkys_at_every_degree() {
         let config = CircuitConfig::standard_recursion_config();
-        let padding = Padding {
-            gates: verifier_gates(&config),
-            min_degree_bits: AGGREGATION_DEGREE_BITS,
-            public_inputs: NUM_PUBLIC_INPUTS + 4 + 4 * (1 << config.fri_config.cap_height),
-        };
-        let batch = BatchCircuit::build_padded(2, &padding).expect("batch");
+        let batch = BatchCircuit::build_padded(2, &first_padding(&config)).expect("batch");
         let always = verifier_gates(&config);
         for bits in AGGREGATION_DEGREE_BITS..=circuits::MAX_BATCH_DEGREE_BITS {
             // A verifier of proofs of the network's batch circuit, were it of 2^bits rows.
