@@ -126,6 +126,23 @@ pub const MAX_BATCH_CAPACITY: usize = 2941;
 /// that this many fit).
 const BUILD_ROWS: usize = 64;
 
+/// Refuses a capacity of no slots or past [`MAX_BATCH_CAPACITY`].
+fn check_capacity(capacity: usize) -> Result<(), CircuitError> {
+    if capacity == 0 || capacity > MAX_BATCH_CAPACITY {
+        return Err(CircuitError::Config(format!(
+            "batch capacity {capacity} must be in 1..={MAX_BATCH_CAPACITY}: {MAX_BATCH_CAPACITY} slots fill \
+             2^{MAX_BATCH_DEGREE_BITS} rows, the largest batch circuit, whose prover fits a 16 GiB GPU"
+        )));
+    }
+    Ok(())
+}
+
+/// The degree bits of a laid-out circuit: its rows and the most plonky2's build adds, rounded
+/// up to a power of two.
+fn laid_out_degree_bits(b: &Builder) -> usize {
+    (b.num_gates() + BUILD_ROWS).next_power_of_two().trailing_zeros() as usize
+}
+
 /// What a batch's witness sets, and the gadget each row range belongs to.
 struct Targets {
     slots: Vec<SlotTargets>,
@@ -175,12 +192,7 @@ impl BatchCircuit {
         padding: &Padding,
         more_gates: impl Fn(usize) -> Vec<GateRef<F, D>>,
     ) -> Result<Self, CircuitError> {
-        if capacity == 0 || capacity > MAX_BATCH_CAPACITY {
-            return Err(CircuitError::Config(format!(
-                "batch capacity {capacity} must be in 1..={MAX_BATCH_CAPACITY}: {MAX_BATCH_CAPACITY} slots fill \
-                 2^{MAX_BATCH_DEGREE_BITS} rows, the largest batch circuit, whose prover fits a 16 GiB GPU"
-            )));
-        }
+        check_capacity(capacity)?;
         if padding.public_inputs != 0 && padding.public_inputs < NUM_PUBLIC_INPUTS {
             return Err(CircuitError::Config(format!(
                 "{} public inputs cannot hold the batch's {NUM_PUBLIC_INPUTS}",
@@ -203,7 +215,7 @@ impl BatchCircuit {
                 b.num_gates()
             )));
         }
-        let degree_bits = (b.num_gates() + BUILD_ROWS).next_power_of_two().trailing_zeros() as usize;
+        let degree_bits = laid_out_degree_bits(&b);
         for gate in more_gates(degree_bits) {
             b.add_gate_to_gate_set(gate);
         }
@@ -217,6 +229,16 @@ impl BatchCircuit {
             build_seconds: start.elapsed().as_secs_f64(),
         };
         Ok(Self { data, targets, stats })
+    }
+
+    /// The rows of the circuit of `capacity` slots padded to `padding`, as a power of two (its
+    /// degree bits), from its layout alone: what [`BatchCircuit::build_padded`] would build,
+    /// found in a small part of its time and memory (no preprocessing). Within `BUILD_ROWS` of a
+    /// power of two it may be one more than the build's. Capacities past
+    /// [`MAX_BATCH_CAPACITY`] are refused as the build refuses them.
+    pub fn degree_bits_of(capacity: usize, padding: &Padding) -> Result<usize, CircuitError> {
+        check_capacity(capacity)?;
+        Ok(laid_out_degree_bits(&Self::lay_out(capacity, padding).b))
     }
 
     /// The circuit's gates and targets, before plonky2's build: the slots, the operator's credit,
