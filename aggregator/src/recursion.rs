@@ -199,6 +199,14 @@ fn verifier_gates(config: &CircuitConfig) -> Vec<GateRef<F, D>> {
     ]
 }
 
+/// The most slots a batch may have for the network's circuits to be of each size: entry `i` is
+/// for 2^([`AGGREGATION_DEGREE_BITS`] + i) rows, up to the largest batch circuit's
+/// 2^[`circuits::MAX_BATCH_DEGREE_BITS`] (a test lays out each and one slot more). Batch and
+/// merge share one shape, and the merge's six verifiers fill less than 2^15, so the batch's
+/// layout sets it.
+pub const MOST_SLOTS_BY_DEGREE: [usize; circuits::MAX_BATCH_DEGREE_BITS - AGGREGATION_DEGREE_BITS + 1] =
+    [183, 367, 734, 1470, circuits::MAX_BATCH_CAPACITY];
+
 /// The gates plonky2's recursive verifier takes under `config` only for proofs of 2^`degree_bits`
 /// rows or more, beside [`verifier_gates`]: its FRI query steps raise a constant to a query
 /// index of `degree_bits + rate_bits` bits (`exp_from_bits_const_base`), in arithmetic gates up
@@ -230,6 +238,16 @@ fn first_padding(config: &CircuitConfig) -> Padding {
 }
 
 impl AggregationCircuits {
+    /// The rows (log2) of the circuits [`AggregationCircuits::build`] builds for batches of
+    /// `capacity` slots, batch and merge alike, known without building them
+    /// ([`MOST_SLOTS_BY_DEGREE`]): what their time and memory follow.
+    pub fn degree_bits_for(capacity: usize) -> Result<usize, AggError> {
+        let i = MOST_SLOTS_BY_DEGREE.iter().position(|&most| capacity <= most).filter(|_| capacity > 0);
+        i.map(|i| AGGREGATION_DEGREE_BITS + i).ok_or_else(|| {
+            AggError::Build(format!("batch capacity {capacity} must be in 1..={}", circuits::MAX_BATCH_CAPACITY))
+        })
+    }
+
     /// Builds the batch circuit of `capacity` slots in the merge circuit's shape, and the merge
     /// circuit. The two shapes depend on each other (the merge evaluates the batch's gates; the
     /// batch carries the merge's): the batch is built with the gates the last merge used until
@@ -347,6 +365,29 @@ impl AggregationCircuits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each size's most slots lay out within it, and one slot more does not: the network's
+    /// circuits' rows known from the capacity alone.
+    #[test]
+    fn the_most_slots_of_each_size_fill_it() {
+        use rayon::prelude::*;
+        let padding = first_padding(&CircuitConfig::standard_recursion_config());
+        let mut cases = vec![(1, AGGREGATION_DEGREE_BITS)];
+        for (i, &most) in MOST_SLOTS_BY_DEGREE.iter().enumerate() {
+            cases.push((most, AGGREGATION_DEGREE_BITS + i));
+            if most < circuits::MAX_BATCH_CAPACITY {
+                cases.push((most + 1, AGGREGATION_DEGREE_BITS + i + 1));
+            }
+        }
+        cases.par_iter().for_each(|&(capacity, bits)| {
+            let laid = BatchCircuit::degree_bits_of(capacity, &padding).expect("layout");
+            assert_eq!(laid, bits, "{capacity} slots lay out 2^{laid} rows");
+            assert_eq!(AggregationCircuits::degree_bits_for(capacity).expect("capacity"), bits, "{capacity} slots");
+        });
+        for capacity in [0, circuits::MAX_BATCH_CAPACITY + 1] {
+            assert!(AggregationCircuits::degree_bits_for(capacity).is_err(), "{capacity} slots");
+        }
+    }
 
     /// The gates guessed for the merge circuit are the ones plonky2's verifier takes, at every
     /// degree a batch circuit may have: a gate missed costs a second build of both circuits
