@@ -26,6 +26,7 @@ use prover_gpu::Prover;
 use serde::Serialize;
 
 use crate::cli::DEFAULT_BATCH_CAPACITY;
+use crate::memory::Stages;
 use crate::network::{genesis, Circuits};
 use crate::prover::{choose_prover, Backend, ProvingArgs};
 
@@ -171,6 +172,8 @@ struct Report {
     proving_seconds: f64,
     block_proof_bytes: usize,
     peak_memory_mib: f64,
+    /// Host memory by stage: building the circuits, and the proving path after it.
+    memory: Stages,
     /// Peak device memory taken by the backend's buffers (CUDA only).
     peak_device_memory_mib: Option<f64>,
     /// What the check before the first proof estimated for `--workers` proofs in flight on one
@@ -301,16 +304,6 @@ pub fn progress_bar(json: bool) -> Result<ProgressBar> {
     Ok(bar)
 }
 
-/// Peak resident memory of this process (VmHWM), MiB.
-fn peak_memory_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 /// Runs `jobs` on `workers` threads (each proof uses rayon inside), in order of completion;
 /// `f` is given the number of the worker running it (below `workers`) and the job.
 fn run_parallel<T: Send, R: Send>(
@@ -388,7 +381,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let prover = &provers[0];
     let accounts = 64;
     let bar = progress_bar(a.json)?;
+    for p in &provers {
+        crate::prover::check_host_memory(p, a.capacity, a.workers.into(), false)?;
+    }
     let circuits = Circuits::build(a.capacity)?;
+    let memory = Stages::after_build();
     for p in &provers {
         crate::prover::check_device_memory(p, &circuits, a.workers.into())?;
     }
@@ -486,6 +483,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         stage(&format!("aggregation_level_{level}"), t, n);
     }
     let proving_seconds = proving.wall.elapsed().as_secs_f64();
+    let memory = memory.after_proving();
     let block = outputs[plan.root()].clone().context("no block proof")?;
 
     // Verification, as the settlement node does it.
@@ -602,7 +600,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         stages,
         proving_seconds,
         block_proof_bytes: block.bytes.len(),
-        peak_memory_mib: peak_memory_mib(),
+        peak_memory_mib: crate::memory::peak_mib().max(memory.circuits_build_peak),
+        memory,
         // The most any one device took.
         peak_device_memory_mib: provers
             .iter()
@@ -662,7 +661,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
         println!("  speedup vs stock         {:>9.2} (proven over stock, the same work)", report.speedup_vs_stock);
-        println!("  peak memory              {:>9.0} MiB", report.peak_memory_mib);
+        println!(
+            "  peak memory              {:>9.0} MiB (building the circuits {:.0}, {:.0} once built; proving {:.0})",
+            report.peak_memory_mib,
+            report.memory.circuits_build_peak,
+            report.memory.circuits_built,
+            report.memory.proving_peak
+        );
         if let Some(d) = report.peak_device_memory_mib {
             println!("  peak device memory       {d:>9.0} MiB");
         }

@@ -242,6 +242,9 @@ struct CircuitsReport {
     /// Device memory a CUDA prover keeps whatever its workers: both circuits' constants and
     /// sigmas, and the shape's tables.
     device_memory_resident_mib: f64,
+    /// This process's host memory: building the circuits, then the block proof measured (a
+    /// batch proof and a merge, one after the other, on the CPU).
+    host_memory_mib: crate::memory::Stages,
     /// Where `--verifier-keys-out` wrote the verifier keys, and their size.
     #[serde(skip_serializing_if = "Option::is_none")]
     verifier_keys_file: Option<PathBuf>,
@@ -273,7 +276,10 @@ impl Cli {
 }
 
 fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
+    // The build, then a block proved on the CPU to measure it.
+    crate::prover::check_host_memory(&Prover::cpu(), args.capacity, 1, false)?;
     let (circuit, aggregation) = AggregationCircuits::build(args.capacity).context("building the circuits")?;
+    let memory = crate::memory::Stages::after_build();
     let s = circuit.stats();
     let verifier = BlockVerifier::new(&aggregation);
     let verifier_keys_bytes = match &args.verifier_keys_out {
@@ -281,6 +287,7 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         None => None,
     };
     let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
+    let memory = memory.after_proving();
     let footprints =
         [&circuit.data().common, &aggregation.block_circuit().common].map(prover_gpu::cuda::footprint::Footprint::of);
     let resident = prover_gpu::cuda::footprint::resident(&footprints);
@@ -308,6 +315,7 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         aggregation_builds: aggregation.builds,
         device_memory_per_proof_mib: mib(per_proof),
         device_memory_resident_mib: mib(resident),
+        host_memory_mib: memory,
         verifier_keys_file: args.verifier_keys_out.clone(),
         verifier_keys_bytes,
     };
@@ -341,6 +349,13 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
             "  resident               {:.0} MiB (both circuits' constants and sigmas, tables)",
             report.device_memory_resident_mib
         );
+        let m = &report.host_memory_mib;
+        println!("host memory (this process, measured)");
+        println!(
+            "  building the circuits  {:.0} MiB at the peak, {:.0} MiB once built",
+            m.circuits_build_peak, m.circuits_built
+        );
+        println!("  one proof on the CPU   {:.0} MiB at the peak, the circuits included", m.proving_peak);
         if let (Some(path), Some(bytes)) = (&report.verifier_keys_file, report.verifier_keys_bytes) {
             println!("verifier keys");
             println!("  written to             {} ({bytes} bytes: --verifier-keys for the services)", path.display());

@@ -16,6 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
 use proto::v1::{Empty, SubmitTxRequest};
+use prover_gpu::Prover;
 use serde::Serialize;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -107,6 +108,10 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs the devnet.
 pub async fn run(a: DevnetArgs) -> Result<()> {
     crate::network::check_load_fits(a.accounts, a.txs)?;
+    // The backend is chosen first, so that what this machine's memory cannot hold (the
+    // circuits, and the workers' proofs on the CPU) is refused before the build.
+    let prover = crate::prover::choose_prover(a.proving)?;
+    crate::prover::check_host_memory(&prover, a.capacity, a.workers.into(), false)?;
     let t0 = Instant::now();
     let circuits = tokio::task::spawn_blocking({
         let c = a.capacity;
@@ -116,12 +121,18 @@ pub async fn run(a: DevnetArgs) -> Result<()> {
     let build_seconds = t0.elapsed().as_secs_f64();
     let dir = std::env::temp_dir().join(format!("rollup-devnet-{}-{}", std::process::id(), t0.elapsed().as_nanos()));
     std::fs::create_dir_all(&dir)?;
-    let result = run_in(&a, circuits, &dir, build_seconds).await;
+    let result = run_in(&a, prover, circuits, &dir, build_seconds).await;
     std::fs::remove_dir_all(&dir).ok();
     result
 }
 
-async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, build_seconds: f64) -> Result<()> {
+async fn run_in(
+    a: &DevnetArgs,
+    prover: Prover,
+    circuits: Arc<Circuits>,
+    dir: &std::path::Path,
+    build_seconds: f64,
+) -> Result<()> {
     let (stop, shutdown) = watch::channel(false);
     let token: String = {
         let mut b = [0u8; 16];
@@ -175,7 +186,7 @@ async fn run_in(a: &DevnetArgs, circuits: Arc<Circuits>, dir: &std::path::Path, 
         workers: a.workers.into(),
         pool: Some(Arc::new(rayon::ThreadPoolBuilder::new().thread_name(|i| format!("proving-{i}")).build()?)),
     };
-    let mut workers = tokio::spawn(crate::prover::run(wc, Some(circuits.clone()), shutdown.clone()));
+    let mut workers = tokio::spawn(crate::prover::run_with(prover, wc, Some(circuits.clone()), shutdown.clone()));
 
     // The load: valid transactions in per-sender order, split over a few concurrent clients.
     let valid = mixed_load(a.txs, a.accounts, a.swap_ratio);

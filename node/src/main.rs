@@ -10,6 +10,7 @@ mod config;
 mod devnet;
 mod jobs;
 mod keyfile;
+mod memory;
 mod network;
 mod prover;
 mod sequencer;

@@ -21,6 +21,10 @@ pub struct Circuits {
 impl Circuits {
     /// Builds the circuits for batches of `capacity` slots.
     pub fn build(capacity: usize) -> Result<Arc<Self>> {
+        crate::memory::check(capacity, 0, false).context(
+            "use a smaller --capacity or a machine with more memory (a sequencer or settlement node can start from \
+             --verifier-keys, written by `rollup circuits --verifier-keys-out` on a larger machine)",
+        )?;
         let start = std::time::Instant::now();
         let (batch, aggregation) = AggregationCircuits::build(capacity).context("building the circuits")?;
         let key = aggregation.keys().digest_hex();

@@ -190,6 +190,27 @@ pub fn check_device_memory(prover: &Prover, circuits: &Circuits, workers: usize)
     }
 }
 
+/// Refuses, before the circuits are built (or, `built`, before the first proof), what this
+/// machine's available memory cannot hold: the circuits of `capacity` slots and `workers` proofs
+/// at once of them, where `prover` proves on the CPU (a device's proofs count on the device:
+/// [`check_device_memory`]). A process past it would be killed by the kernel mid-build or
+/// mid-proof, with no word, and again after every restart.
+pub fn check_host_memory(prover: &Prover, capacity: usize, workers: usize, built: bool) -> Result<()> {
+    let cpu_proofs = if prover.on_device() { 0 } else { workers };
+    crate::memory::check(capacity, cpu_proofs, built).map_err(|e| {
+        let advice = match (e.fit, cpu_proofs) {
+            (0, 0) => "not enough memory here to build these circuits: use a smaller --capacity, or a machine with \
+                       more memory"
+                .to_string(),
+            (0, _) => "not enough memory here for these circuits and one proof on the CPU: use a smaller \
+                       --capacity, prove on a GPU, or use a machine with more memory"
+                .to_string(),
+            (fit, _) => format!("more workers than this machine's available memory holds: run at most --workers {fit}"),
+        };
+        anyhow::Error::new(e).context(advice)
+    })
+}
+
 /// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
 /// device's kernels compiled once, a circuit's constants resident once, a CUDA stream each:
 /// several proofs in flight keep a device busy while each one's host steps run), and one set of
@@ -209,6 +230,7 @@ pub async fn run_with(
 ) -> Result<()> {
     let n = cfg.workers.max(1);
     if let Some(c) = &circuits {
+        check_host_memory(&prover, c.batch.capacity(), n, true)?;
         check_device_memory(&prover, c, n)?;
     }
     let shared = Arc::new(OnceCell::new_with(circuits));
@@ -267,12 +289,14 @@ async fn worker(
             }
         };
         backoff = Duration::from_millis(100);
-        // The first worker to register builds the circuits, and checks that the process's
-        // proofs in flight fit on its device; the others wait for them.
+        // The first worker to register builds the circuits, once this machine's memory is known
+        // to hold them and the process's proofs in flight on the CPU, and checks that those in
+        // flight on a device fit there; the others wait for them.
         let capacity = reg.batch_capacity as usize;
         let p = prover.clone();
         let c = circuits
             .get_or_try_init(|| async move {
+                check_host_memory(&p, capacity, in_flight, false)?;
                 let c = tokio::task::spawn_blocking(move || Circuits::build(capacity))
                     .await
                     .context("building the circuits")??;

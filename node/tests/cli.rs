@@ -319,3 +319,30 @@ fn devnet_settles_its_load_and_refuses_the_invalid_transactions() {
     assert!(num("proving_tps") > 0.0 && num("e2e_tps") > 0.0 && num("job_queue_ms_mean") >= 0.0, "{r}");
     assert!(num("latency_p50_ms") <= num("latency_p95_ms"), "{r}");
 }
+
+/// `MemAvailable` of this machine, GiB.
+fn available_gib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:")).expect("MemAvailable");
+    line.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()).expect("kB") >> 20
+}
+
+/// More proofs at once on the CPU than this machine's memory holds are refused before the
+/// circuits are built, naming how many fit: without the check, the build and the first proofs
+/// ran until the kernel killed the process. 64 proofs of the largest circuits need hundreds of
+/// GiB (`node/src/memory.rs`).
+#[test]
+fn more_cpu_workers_than_the_memory_holds_are_refused_before_the_build() {
+    if available_gib() > 512 {
+        eprintln!("this machine has {} GiB available: 64 proofs of 2^19 rows fit", available_gib());
+        return;
+    }
+    for cmd in ["bench", "devnet"] {
+        let out = rollup(&[cmd, "--backend", "cpu", "--capacity", "2941", "--workers", "64", "--txs", "4"]);
+        assert!(!out.status.success(), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run at most --workers") || err.contains("use a smaller --capacity"), "{cmd}: {err}");
+        assert!(err.contains("2941 slots (2^19 rows)") && err.contains("MiB available"), "{cmd}: {err}");
+        assert!(!err.contains("circuits built"), "{cmd}: refused before the build: {err}");
+    }
+}
