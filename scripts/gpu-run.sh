@@ -163,7 +163,7 @@ if rollup; then
   for f in "$LOGS"/rollup-bench-*.json; do
     [ -f "$f" ] || continue
     echo "$(basename "$f"): $(head -c 300 "$f")"
-    grep -o -E '"(signatures_alone_tps|execution_alone_tps|core_alone_tps|log_alone_tps|coordinator_alone_tps|settle_alone_tps|batch_speedup_vs_stock|merge_speedup_vs_stock|peak_device_memory_mib|device_memory_estimate_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
+    grep -o -E '"(signatures_alone_tps|execution_alone_tps|core_alone_tps|log_alone_tps|coordinator_alone_tps|settle_alone_tps|batch_speedup_vs_stock|merge_speedup_vs_stock|peak_device_memory_mib|device_memory_estimate_mib|cuda_streams)":[^,]*|"batch_proof_transfers_mib":\{[^}]*\}|"memory":\{[^}]*\}|"name":"warmup","seconds":[^,]*|"name":"batch_proofs","seconds":[^,]*,"jobs":[^,]*,"cpu_seconds":[^}]*' "$f" | tr '\n' ' '
     echo
   done
 fi

@@ -11,8 +11,8 @@
 //! has a limit (a container's).
 //!
 //! A device backend's proofs keep their large buffers on the device (`prover_gpu::cuda::
-//! footprint` checks those); their host share is not measured yet, so for them only the build is
-//! checked.
+//! footprint` checks those); their host share is not measured yet (the `memory` of `rollup bench
+//! --backend cuda` on a device will), so for them only the build is checked.
 
 use aggregator::{AggregationCircuits, AGGREGATION_DEGREE_BITS};
 
