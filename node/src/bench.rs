@@ -382,7 +382,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let accounts = 64;
     let bar = progress_bar(a.json)?;
     for p in &provers {
-        crate::prover::check_host_memory(p, a.capacity, a.workers.into(), false)?;
+        // The workers' proofs, then the baseline's by stock plonky2, one at a time.
+        let work = crate::memory::Work { cpu_proofs: a.workers.into(), built: false, stock_baseline: true };
+        crate::prover::check_host_memory(p, a.capacity, work)?;
     }
     let circuits = Circuits::build(a.capacity)?;
     let memory = Stages::after_build();

@@ -277,7 +277,8 @@ impl Cli {
 
 fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
     // The build, then a block proved on the CPU to measure it.
-    crate::prover::check_host_memory(&Prover::cpu(), args.capacity, 1, false)?;
+    let work = crate::memory::Work { cpu_proofs: 1, ..Default::default() };
+    crate::prover::check_host_memory(&Prover::cpu(), args.capacity, work)?;
     let (circuit, aggregation) = AggregationCircuits::build(args.capacity).context("building the circuits")?;
     let memory = crate::memory::Stages::after_build();
     let s = circuit.stats();

@@ -111,7 +111,8 @@ pub async fn run(a: DevnetArgs) -> Result<()> {
     // The backend is chosen first, so that what this machine's memory cannot hold (the
     // circuits, and the workers' proofs on the CPU) is refused before the build.
     let prover = crate::prover::choose_prover(a.proving)?;
-    crate::prover::check_host_memory(&prover, a.capacity, a.workers.into(), false)?;
+    let work = crate::memory::Work { cpu_proofs: a.workers.into(), ..Default::default() };
+    crate::prover::check_host_memory(&prover, a.capacity, work)?;
     let t0 = Instant::now();
     let circuits = tokio::task::spawn_blocking({
         let c = a.capacity;

@@ -21,7 +21,7 @@ pub struct Circuits {
 impl Circuits {
     /// Builds the circuits for batches of `capacity` slots.
     pub fn build(capacity: usize) -> Result<Arc<Self>> {
-        crate::memory::check(capacity, 0, false).context(
+        crate::memory::check(capacity, crate::memory::Work::default()).context(
             "use a smaller --capacity or a machine with more memory (a sequencer or settlement node can start from \
              --verifier-keys, written by `rollup circuits --verifier-keys-out` on a larger machine)",
         )?;

@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::auth::AddToken;
+use crate::memory::Work;
 use crate::network::Circuits;
 
 /// Which proving backend a worker runs (`--backend`).
@@ -190,17 +191,23 @@ pub fn check_device_memory(prover: &Prover, circuits: &Circuits, workers: usize)
     }
 }
 
-/// Refuses, before the circuits are built (or, `built`, before the first proof), what this
-/// machine's available memory cannot hold: the circuits of `capacity` slots and `workers` proofs
-/// at once of them, where `prover` proves on the CPU (a device's proofs count on the device:
-/// [`check_device_memory`]). A process past it would be killed by the kernel mid-build or
-/// mid-proof, with no word, and again after every restart.
-pub fn check_host_memory(prover: &Prover, capacity: usize, workers: usize, built: bool) -> Result<()> {
-    let cpu_proofs = if prover.on_device() { 0 } else { workers };
-    crate::memory::check(capacity, cpu_proofs, built).map_err(|e| {
-        let advice = match (e.fit, cpu_proofs) {
-            (0, 0) => "not enough memory here to build these circuits: use a smaller --capacity, or a machine with \
-                       more memory"
+/// Refuses, before the circuits are built (or, with `work.built`, before the first proof), what
+/// this machine's available memory cannot hold: the circuits of `capacity` slots and `work`'s
+/// proofs of them, its `cpu_proofs` counted only where `prover` proves on the CPU (a device's
+/// proofs count on the device: [`check_device_memory`]). A process past it would be killed by
+/// the kernel mid-build or mid-proof, with no word, and again after every restart.
+pub fn check_host_memory(prover: &Prover, capacity: usize, mut work: Work) -> Result<()> {
+    if prover.on_device() {
+        work.cpu_proofs = 0;
+    }
+    crate::memory::check(capacity, work).map_err(|e| {
+        let advice = match (e.fit, work) {
+            (0, Work { stock_baseline: true, .. }) => "not enough memory here for these circuits and the baseline's \
+                                                       proof by plonky2's own prover: use a smaller --capacity, or a \
+                                                       machine with more memory"
+                .to_string(),
+            (0, Work { cpu_proofs: 0, .. }) => "not enough memory here to build these circuits: use a smaller \
+                                                --capacity, or a machine with more memory"
                 .to_string(),
             (0, _) => "not enough memory here for these circuits and one proof on the CPU: use a smaller \
                        --capacity, prove on a GPU, or use a machine with more memory"
@@ -230,7 +237,7 @@ pub async fn run_with(
 ) -> Result<()> {
     let n = cfg.workers.max(1);
     if let Some(c) = &circuits {
-        check_host_memory(&prover, c.batch.capacity(), n, true)?;
+        check_host_memory(&prover, c.batch.capacity(), Work { cpu_proofs: n, built: true, ..Work::default() })?;
         check_device_memory(&prover, c, n)?;
     }
     let shared = Arc::new(OnceCell::new_with(circuits));
@@ -296,7 +303,7 @@ async fn worker(
         let p = prover.clone();
         let c = circuits
             .get_or_try_init(|| async move {
-                check_host_memory(&p, capacity, in_flight, false)?;
+                check_host_memory(&p, capacity, Work { cpu_proofs: in_flight, ..Work::default() })?;
                 let c = tokio::task::spawn_blocking(move || Circuits::build(capacity))
                     .await
                     .context("building the circuits")??;
