@@ -242,10 +242,11 @@ impl AggregationCircuits {
     /// `capacity` slots, batch and merge alike, known without building them
     /// ([`MOST_SLOTS_BY_DEGREE`]): what their time and memory follow.
     pub fn degree_bits_for(capacity: usize) -> Result<usize, AggError> {
-        let i = MOST_SLOTS_BY_DEGREE.iter().position(|&most| capacity <= most).filter(|_| capacity > 0);
-        i.map(|i| AGGREGATION_DEGREE_BITS + i).ok_or_else(|| {
-            AggError::Build(format!("batch capacity {capacity} must be in 1..={}", circuits::MAX_BATCH_CAPACITY))
-        })
+        circuits::check_capacity(capacity).map_err(|e| AggError::Build(e.to_string()))?;
+        // The last entry is the largest capacity, so a capacity that passed has an entry.
+        let i =
+            MOST_SLOTS_BY_DEGREE.iter().position(|&most| capacity <= most).unwrap_or(MOST_SLOTS_BY_DEGREE.len() - 1);
+        Ok(AGGREGATION_DEGREE_BITS + i)
     }
 
     /// Builds the batch circuit of `capacity` slots in the merge circuit's shape, and the merge

@@ -20,7 +20,8 @@ pub mod tx;
 pub mod witness;
 
 pub use circuit::{
-    BatchCircuit, BatchPublicInputs, CircuitStats, Config, Padding, Proof, D, MAX_BATCH_CAPACITY, MAX_BATCH_DEGREE_BITS,
+    check_capacity, BatchCircuit, BatchPublicInputs, CircuitStats, Config, Padding, Proof, D, MAX_BATCH_CAPACITY,
+    MAX_BATCH_DEGREE_BITS,
 };
 pub use error::{CircuitError, DecodeError, TxError};
 pub use executor::{Executor, Receipt};

@@ -267,12 +267,7 @@ pub fn machine(devices: &[usize]) -> Machine {
         .and_then(|l| l.split(':').nth(1))
         .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib: f64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let kib = crate::memory::meminfo_bytes(&meminfo, "MemTotal").unwrap_or(0) as f64 / 1024.0;
     // The devices' names only: opening one compiles nothing (a backend would compile its kernels).
     let names: Vec<String> = devices
         .iter()
@@ -381,9 +376,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let prover = &provers[0];
     let accounts = 64;
     let bar = progress_bar(a.json)?;
+    // The workers' proofs, then the baseline's by stock plonky2, one at a time.
+    let work = crate::memory::Work { cpu_proofs: a.workers.into(), built: false, stock_baseline: true };
     for p in &provers {
-        // The workers' proofs, then the baseline's by stock plonky2, one at a time.
-        let work = crate::memory::Work { cpu_proofs: a.workers.into(), built: false, stock_baseline: true };
         crate::prover::check_host_memory(p, a.capacity, work)?;
     }
     let circuits = Circuits::build(a.capacity)?;

@@ -29,15 +29,9 @@ pub fn positive(s: &str) -> std::result::Result<usize, String> {
 /// [`circuits::MAX_BATCH_CAPACITY`], whose prover fits a 16 GiB GPU. Refused here, at once,
 /// rather than by the circuit's build after minutes of laying out rows.
 pub fn capacity(s: &str) -> std::result::Result<usize, String> {
-    let most = circuits::MAX_BATCH_CAPACITY;
-    match s.trim().parse::<usize>() {
-        Ok(n) if (1..=most).contains(&n) => Ok(n),
-        Ok(n) => Err(format!(
-            "{n} is not in 1..={most}: {most} slots fill 2^{} rows, the largest batch circuit, whose prover fits a 16 GiB GPU",
-            circuits::MAX_BATCH_DEGREE_BITS
-        )),
-        Err(e) => Err(format!("{s:?} is not a count: {e}")),
-    }
+    let n = s.trim().parse::<usize>().map_err(|e| format!("{s:?} is not a count: {e}"))?;
+    circuits::check_capacity(n).map_err(|e| e.to_string())?;
+    Ok(n)
 }
 
 /// Parses a share of a load (`--swap-ratio`): a number from 0 to 1. A value outside, NaN

@@ -52,9 +52,15 @@ const MEASURED: [Figures; aggregator::recursion::MOST_SLOTS_BY_DEGREE.len()] = [
 ];
 
 /// The figures for the circuits of batches of `capacity` slots; `None` past the largest.
-pub fn figures(capacity: usize) -> Option<Figures> {
+#[cfg(test)]
+fn figures(capacity: usize) -> Option<Figures> {
+    sized(capacity).map(|(_, f)| f)
+}
+
+/// The circuits' rows (log2) for batches of `capacity` slots, and their figures.
+fn sized(capacity: usize) -> Option<(usize, Figures)> {
     let bits = AggregationCircuits::degree_bits_for(capacity).ok()?;
-    MEASURED.get(bits - AGGREGATION_DEGREE_BITS).copied()
+    Some((bits, *MEASURED.get(bits - AGGREGATION_DEGREE_BITS)?))
 }
 
 /// What a process is about to do, for [`check`].
@@ -98,7 +104,7 @@ fn need_mib(f: Figures, w: Work) -> u64 {
 
 /// Refuses what would not fit in `available_mib`: see [`check`].
 fn check_against(capacity: usize, w: Work, available_mib: u64) -> Result<(), HostMemory> {
-    let Some(f) = figures(capacity) else { return Ok(()) };
+    let Some((bits, f)) = sized(capacity) else { return Ok(()) };
     let need = need_mib(f, w);
     if need <= available_mib {
         return Ok(());
@@ -110,10 +116,7 @@ fn check_against(capacity: usize, w: Work, available_mib: u64) -> Result<(), Hos
         } else {
             (available_mib.saturating_sub(base) / f.cpu_proof.max(1)) as usize
         };
-    let circuits = format!(
-        "the circuits of batches of {capacity} slots (2^{} rows)",
-        AggregationCircuits::degree_bits_for(capacity).unwrap_or(0)
-    );
+    let circuits = format!("the circuits of batches of {capacity} slots (2^{bits} rows)");
     let mut what = match (w.built, w.cpu_proofs) {
         (false, 0) => format!("building {circuits}"),
         (false, n) => format!("building {circuits} and making {n} of their proofs at once on the CPU"),
@@ -200,7 +203,12 @@ pub fn available_mib() -> Option<u64> {
 
 /// `MemAvailable` of `/proc/meminfo`, bytes.
 fn meminfo_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    meminfo_bytes(meminfo, "MemAvailable")
+}
+
+/// A field of `/proc/meminfo`'s text (`MemTotal`, `MemAvailable`: kB there), bytes.
+pub fn meminfo_bytes(meminfo: &str, field: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.split(':').next() == Some(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -126,8 +126,9 @@ pub const MAX_BATCH_CAPACITY: usize = 2941;
 /// that this many fit).
 const BUILD_ROWS: usize = 64;
 
-/// Refuses a capacity of no slots or past [`MAX_BATCH_CAPACITY`].
-fn check_capacity(capacity: usize) -> Result<(), CircuitError> {
+/// Refuses a capacity of no slots or past [`MAX_BATCH_CAPACITY`]: the one statement of the bound,
+/// for the build, the layout, and the commands' `--capacity`.
+pub fn check_capacity(capacity: usize) -> Result<(), CircuitError> {
     if capacity == 0 || capacity > MAX_BATCH_CAPACITY {
         return Err(CircuitError::Config(format!(
             "batch capacity {capacity} must be in 1..={MAX_BATCH_CAPACITY}: {MAX_BATCH_CAPACITY} slots fill \
@@ -207,15 +208,15 @@ impl BatchCircuit {
         }
         let start = Instant::now();
         let Laid { mut b, targets, rows, rows_per_slot, rows_fixed } = Self::lay_out(capacity, padding);
+        let degree_bits = laid_out_degree_bits(&b);
         // Refused before plonky2's preprocessing, the step whose time and memory grow with the
         // rows (docs/circuit.md, "The largest batch circuit").
-        if b.num_gates() + BUILD_ROWS > 1 << MAX_BATCH_DEGREE_BITS {
+        if degree_bits > MAX_BATCH_DEGREE_BITS {
             return Err(CircuitError::Config(format!(
                 "batch capacity {capacity} lays out {} rows, past the largest batch circuit's 2^{MAX_BATCH_DEGREE_BITS}",
                 b.num_gates()
             )));
         }
-        let degree_bits = laid_out_degree_bits(&b);
         for gate in more_gates(degree_bits) {
             b.add_gate_to_gate_set(gate);
         }
