@@ -5,8 +5,10 @@
 //!
 //! The figures are measured, not derived: the peak resident memory (VmHWM) of `rollup bench
 //! --backend cpu` and `rollup circuits` at each size of the circuits, their reports' `memory`
-//! and `host_memory_mib` (BENCHMARKS.md, "Host memory by circuit size"). Each is the most any
-//! run took, rounded up to 10 MiB (see [`MEASURED`]). What is checked against them is what the
+//! and `host_memory_mib` (BENCHMARKS.md, "Host memory by circuit size" and "A prover's memory
+//! over a long run"). Each is the most any run took, rounded up to 10 MiB, but for the two
+//! largest sizes' proofs, which no long run here measured (see [`MEASURED`]). What is checked
+//! against them is what the
 //! machine has available now: the kernel's `MemAvailable`, or less where the process's cgroup
 //! has a limit (a container's).
 //!
@@ -26,7 +28,8 @@ pub struct Figures {
     pub build_peak: u64,
     /// Resident once they are built, with their constants and sigmas.
     pub built: u64,
-    /// What each proof in flight on the CPU adds, at its peak.
+    /// What each proof in flight on the CPU adds, at its peak over a long run: tens of batch
+    /// proofs and merges of six, where a few proofs take less.
     pub cpu_proof: u64,
     /// What one proof by plonky2's own prover adds (`rollup bench`'s baseline, after its
     /// proving path, whose witnesses and proofs it still holds).
@@ -34,21 +37,27 @@ pub struct Figures {
 }
 
 /// The figures at 2^15, 2^16 … rows: entry `i` is 2^([`AGGREGATION_DEGREE_BITS`] + i)'s, as
-/// [`aggregator::recursion::MOST_SLOTS_BY_DEGREE`] sizes them. A proof's is the most a proof
-/// added with one worker and with two (the load's witnesses included), from 2^15 to 2^17; with
-/// two at 2^18 (one proof of `rollup circuits`, an empty batch and its merge, added 2 102 MiB
-/// there, two of the bench's 3 024 each). At 2^19 two proofs do not fit a 24 GiB machine: the
-/// figure is what `rollup devnet --workers 1` took above the built circuits, its sequencer and
-/// settlement node included (8 442 MiB; `rollup circuits`'s empty proof added 5 643). A stock
-/// proof's is the bench's whole peak with one worker above the built circuits, up to 2^18 (1.35,
-/// 1.74, 1.48 and 1.52 times ours with one worker); at 2^19, where the bench does not fit, it is
-/// ours (the devnet's) times the largest of those ratios, 1.74.
+/// [`aggregator::recursion::MOST_SLOTS_BY_DEGREE`] sizes them.
+///
+/// A proof's is the most a proof added in any run with one worker or two (the load's witnesses
+/// included). Up to 2^17 that is a long run's: 24 to 80 batches and merges of six, where a run
+/// of two to four batches and one smaller merge had shown less (2^15: 468 MiB with two workers
+/// against 444; 2^16: 925 with one and 947 with two against 645 and 694; 2^17: 1 806 with two
+/// against 1 629). A merge of six takes more than a batch proof, and the allocator's arenas
+/// settle above a few proofs' peak. No long run at 2^18 or 2^19 fits in a session here, so
+/// their figures are the short runs' times the largest ratio measured above, 1.36: 2^18's short
+/// run with two workers took 3 024 MiB a proof, and 2^19's with one (`rollup devnet --workers
+/// 1`, its sequencer and settlement node included: two batches and a merge) 8 442.
+///
+/// A stock proof's is the bench's whole peak with one worker above the built circuits, up to
+/// 2^18 (1.35, 1.74, 1.48 and 1.52 times ours with one worker, from short runs); at 2^19, where
+/// the bench does not fit, it is the devnet's proof times the largest of those ratios, 1.74.
 const MEASURED: [Figures; aggregator::recursion::MOST_SLOTS_BY_DEGREE.len()] = [
-    Figures { build_peak: 1_060, built: 1_020, cpu_proof: 450, stock_proof: 590 },
-    Figures { build_peak: 1_990, built: 1_990, cpu_proof: 700, stock_proof: 1_130 },
-    Figures { build_peak: 3_830, built: 3_830, cpu_proof: 1_630, stock_proof: 2_150 },
-    Figures { build_peak: 7_500, built: 7_420, cpu_proof: 3_030, stock_proof: 3_810 },
-    Figures { build_peak: 14_850, built: 12_260, cpu_proof: 8_450, stock_proof: 14_690 },
+    Figures { build_peak: 1_060, built: 1_020, cpu_proof: 470, stock_proof: 590 },
+    Figures { build_peak: 1_990, built: 1_990, cpu_proof: 950, stock_proof: 1_130 },
+    Figures { build_peak: 3_830, built: 3_830, cpu_proof: 1_810, stock_proof: 2_150 },
+    Figures { build_peak: 7_500, built: 7_420, cpu_proof: 4_130, stock_proof: 3_810 },
+    Figures { build_peak: 14_850, built: 12_260, cpu_proof: 11_500, stock_proof: 14_690 },
 ];
 
 /// The figures for the circuits of batches of `capacity` slots; `None` past the largest.
@@ -302,8 +311,9 @@ mod tests {
             let f = figures(most).expect("figures");
             assert_eq!(f, MEASURED[i]);
             assert!(f.cpu_proof > 0 && f.built > 0 && f.build_peak >= f.built, "2^{}: {f:?}", 15 + i);
-            // plonky2's own prover takes more than ours at every size measured.
-            assert!(f.stock_proof > f.cpu_proof, "2^{}: {f:?}", 15 + i);
+            // plonky2's own prover took more than ours in the same short run at every size
+            // measured (1.35 to 1.74 times); ours over a long run takes up to 1.36 times that.
+            assert!(f.stock_proof > 0 && f.stock_proof * 136 > f.cpu_proof * 100, "2^{}: {f:?}", 15 + i);
             if i > 0 {
                 let smaller = MEASURED[i - 1];
                 assert!(
