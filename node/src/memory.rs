@@ -44,10 +44,10 @@ pub struct Figures {
 /// against 444; 2^16: 925 with one and 947 with two against 645 and 694; 2^17: 1 806 with two
 /// against 1 629). A merge of six takes more than a batch proof, and the allocator's arenas
 /// settle above a few proofs' peak. No long run at 2^18 or 2^19 fits in a session here, so
-/// their figures are the short runs' times the largest ratio measured above, 1.365 (2^16's two
-/// workers, 947 against 694): 2^18's short
-/// run with two workers took 3 024 MiB a proof, and 2^19's with one (`rollup devnet --workers
-/// 1`, its sequencer and settlement node included: two batches and a merge) 8 442.
+/// their figures are the short runs' times the largest ratio measured above, 947 / 694 = 1.365
+/// (2^16, two workers): 2^18's short run with two workers took 3 024 MiB a proof, and 2^19's
+/// with one (`rollup devnet --workers 1`, its sequencer and settlement node included: two
+/// batches and a merge) 8 442.
 ///
 /// A stock proof's is the bench's whole peak with one worker above the built circuits, up to
 /// 2^18 (1.35, 1.74, 1.48 and 1.52 times ours with one worker, from short runs); at 2^19, where
