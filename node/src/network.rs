@@ -114,6 +114,17 @@ pub fn test_circuits() -> Arc<Circuits> {
     CIRCUITS.get_or_init(|| Circuits::build(4).expect("circuits")).clone()
 }
 
+/// The circuits for batches of the default capacity, built once for the tests of this binary
+/// that need them (some 20 s on a 2-core Zen 1).
+#[cfg(test)]
+pub fn default_test_circuits() -> &'static Circuits {
+    static CIRCUITS: std::sync::OnceLock<Arc<Circuits>> = std::sync::OnceLock::new();
+    CIRCUITS.get_or_init(|| {
+        let (batch, aggregation) = AggregationCircuits::build(crate::cli::DEFAULT_BATCH_CAPACITY).expect("circuits");
+        Arc::new(Circuits { batch, aggregation })
+    })
+}
+
 /// The verifier keys of [`test_circuits`].
 #[cfg(test)]
 pub fn test_keys() -> Arc<VerifierKeys> {
