@@ -566,8 +566,8 @@ mod tests {
         use prover_gpu::cuda::footprint::{self, Footprint};
         use prover_gpu::Backend;
 
-        let circuits = crate::network::default_test_circuits();
-        let (circuit, aggregation) = (&circuits.batch, &circuits.aggregation);
+        let built = crate::network::default_test_circuits();
+        let (circuit, aggregation) = (&built.batch, &built.aggregation);
         let accounts = 64;
         let mut ex = Executor::new(Genesis::devnet(accounts).build().expect("genesis"), DEFAULT_BATCH_CAPACITY);
         let txs = circuits::load::mixed_load(DEFAULT_BATCH_CAPACITY, accounts, 0.3);
@@ -668,9 +668,9 @@ mod tests {
         assert!(peak as u64 <= est_both, "{peak} allocated at once with the merge, {est_both} estimated");
         // The check `rollup prover` and `rollup bench` make before their first proof: one proof
         // fits the emulated device's 16 GiB, 64 do not, and the error names the most that do.
-        crate::prover::check_device_memory(&prover, circuits, 1).expect("one proof fits in 16 GiB");
-        crate::prover::check_device_memory(&Prover::Stock, circuits, 64).expect("the host has no device to fill");
-        let e = crate::prover::check_device_memory(&prover, circuits, 64).expect_err("64 proofs of 0.8 GB");
+        crate::prover::check_device_memory(&prover, built, 1).expect("one proof fits in 16 GiB");
+        crate::prover::check_device_memory(&Prover::Stock, built, 64).expect("the host has no device to fill");
+        let e = crate::prover::check_device_memory(&prover, built, 64).expect_err("64 proofs of 0.8 GB");
         let fit = match e.downcast_ref::<prover_gpu::BackendError>() {
             Some(prover_gpu::BackendError::DeviceMemory { in_flight: 64, fit, .. }) => *fit,
             _ => panic!("not a device memory error: {e:#}"),
@@ -685,8 +685,8 @@ mod tests {
     #[test]
     fn default_capacity_fills_the_aggregation_degree() {
         // The circuit the node runs: padded to the merge circuit's shape.
-        let circuits = crate::network::default_test_circuits();
-        let (fits, aggregation) = (&circuits.batch, &circuits.aggregation);
+        let built = crate::network::default_test_circuits();
+        let (fits, aggregation) = (&built.batch, &built.aggregation);
         assert_eq!(fits.stats().degree_bits, AGGREGATION_DEGREE_BITS);
         assert_eq!(fits.data().common, aggregation.block_circuit().common);
         let spills = BatchCircuit::build_padded(DEFAULT_BATCH_CAPACITY + 1, aggregation.padding()).expect("build");

@@ -118,10 +118,10 @@ pub fn test_circuits() -> Arc<Circuits> {
 /// that need them (some 20 s on a 2-core Zen 1).
 #[cfg(test)]
 pub fn default_test_circuits() -> &'static Circuits {
-    static CIRCUITS: std::sync::OnceLock<Arc<Circuits>> = std::sync::OnceLock::new();
+    static CIRCUITS: std::sync::OnceLock<Circuits> = std::sync::OnceLock::new();
     CIRCUITS.get_or_init(|| {
         let (batch, aggregation) = AggregationCircuits::build(crate::cli::DEFAULT_BATCH_CAPACITY).expect("circuits");
-        Arc::new(Circuits { batch, aggregation })
+        Circuits { batch, aggregation }
     })
 }
 
