@@ -43,11 +43,11 @@ use tonic::Code;
 const TOKEN: &str = "chaos-token";
 /// A client's pause after each acknowledgement, on average (from half to one and a half times
 /// it, drawn, so that the clients fall out of step after each of the sequencer's restarts): the
-/// seven clients send about 0.35 transactions a second, 70 to 80 over the kills on a 2-core Zen
-/// 1, where the one CPU worker, which also rebuilds its circuits after each of its deaths, keeps
-/// about up with them (a proof of 2^15 rows takes some 9 s there), so that little is left to
-/// prove after the last kill. With seed 12345 there: 323 s; with a 12 s pause (0.6 a second),
-/// 438 s, 186 of them proving what was left after the last kill.
+/// seven clients send about 0.35 transactions a second, 60 to 65 over the kills on a 2-core Zen
+/// 1, about what its one CPU worker proves there between its deaths and rebuilds (a proof of
+/// 2^15 rows takes some 9 s), so that what is left after the last kill takes one to two minutes.
+/// With seed 12345 there: 323 s in all; with a 12 s pause (0.6 a second), 438 s, 186 of them
+/// proving what was left after the last kill.
 const PACE_MS: u64 = 20_000;
 /// The sequencer's restarts that build the circuits (counted from 0); the others read the keys.
 const BUILDING_RESTARTS: [u32; 2] = [0, 3];
