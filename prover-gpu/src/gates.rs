@@ -210,11 +210,19 @@ impl<F: RichField + Extendable<D>, const D: usize> Gate<F, D> for RangeCheckGate
 /// then writes its value's low `bits` back to the value's wire, so witness generation stops with
 /// plonky2's "set twice with different values" at this gate's row, the same failure plonky2's own
 /// range check (a high bit wired to zero) gives.
+/// Public so that a serializer of a circuit's prover data can name it; only the gate makes it.
 #[derive(Debug)]
-struct LimbsGenerator {
+pub struct LimbsGenerator {
     row: usize,
     op: usize,
     gate: RangeCheckGate,
+}
+
+/// Only for plonky2's generator serializers, which name a generator by a default value's id.
+impl Default for LimbsGenerator {
+    fn default() -> Self {
+        Self { row: 0, op: 0, gate: RangeCheckGate { bits: 2, num_ops: 1 } }
+    }
 }
 
 impl<F: RichField + Extendable<D>, const D: usize> SimpleGenerator<F, D> for LimbsGenerator {

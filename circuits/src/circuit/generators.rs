@@ -1,7 +1,9 @@
 //! Witness generators for values the circuit derives: carries, inverses and the swap limbs.
 //!
 //! The prover only sets the primary witness (transaction fields, opened leaves, paths); these
-//! generators fill in the rest, so derived values are correct by construction.
+//! generators fill in the rest, so derived values are correct by construction. They are public
+//! so that a serializer of the circuit's prover data can name them (`aggregator`'s prover data
+//! file); only this crate makes them.
 
 use anyhow::{anyhow, Result};
 use plonky2::field::extension::Extendable;

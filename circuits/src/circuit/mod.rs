@@ -3,7 +3,7 @@
 //! before and after the batch (`docs/circuit.md`).
 
 mod gadgets;
-mod generators;
+pub mod generators;
 mod slot;
 
 use std::time::Instant;
@@ -193,6 +193,60 @@ impl BatchCircuit {
         padding: &Padding,
         more_gates: impl Fn(usize) -> Vec<GateRef<F, D>>,
     ) -> Result<Self, CircuitError> {
+        let start = Instant::now();
+        let (laid, _) = Self::lay_out_shaped(capacity, padding, more_gates)?;
+        let data = laid.b.build::<Config>();
+        Ok(Self::assemble(capacity, laid.targets, laid.rows, laid.rows_per_slot, laid.rows_fixed, data, start))
+    }
+
+    /// [`BatchCircuit::build_shaped`] with plonky2's preprocessing already done: `data` is what
+    /// that build made of the same capacity, padding and gates (read back from a file, by
+    /// `aggregator`'s prover data). The layout is made again, in a small part of the build's
+    /// time, for its targets; `data` is refused if it is not of that layout's shape (rows,
+    /// public inputs, gates). That it is the very circuit, constants included, is for the
+    /// caller to know: a checksum and the verifier key it names.
+    pub fn with_data(
+        capacity: usize,
+        padding: &Padding,
+        more_gates: impl Fn(usize) -> Vec<GateRef<F, D>>,
+        data: CircuitData<F, Config, D>,
+    ) -> Result<Self, CircuitError> {
+        let start = Instant::now();
+        let (laid, degree_bits) = Self::lay_out_shaped(capacity, padding, &more_gates)?;
+        let common = &data.common;
+        let refuse = |what: String| Err(CircuitError::Config(format!("the batch circuit's data {what}")));
+        // The layout's degree may be one more than the build's within BUILD_ROWS of a power of
+        // two (`laid_out_degree_bits`).
+        if common.degree_bits() > degree_bits || common.degree_bits() + 1 < degree_bits {
+            return refuse(format!("has 2^{} rows where the layout has 2^{degree_bits}", common.degree_bits()));
+        }
+        if laid.b.num_gates() > common.degree() {
+            return refuse(format!("has {} rows where the layout takes {}", common.degree(), laid.b.num_gates()));
+        }
+        if common.num_public_inputs != laid.b.num_public_inputs() {
+            return refuse(format!(
+                "has {} public inputs where the layout has {}",
+                common.num_public_inputs,
+                laid.b.num_public_inputs()
+            ));
+        }
+        if data.prover_only.public_inputs.len() != common.num_public_inputs {
+            return refuse("names other public inputs than its shape".into());
+        }
+        for gate in padding.gates.iter().chain(&more_gates(degree_bits)) {
+            if !common.gates.contains(gate) {
+                return refuse(format!("lacks the gate {}", gate.0.id()));
+            }
+        }
+        Ok(Self::assemble(capacity, laid.targets, laid.rows, laid.rows_per_slot, laid.rows_fixed, data, start))
+    }
+
+    /// The layout of [`BatchCircuit::build_shaped`], its gates added, and its degree bits.
+    fn lay_out_shaped(
+        capacity: usize,
+        padding: &Padding,
+        more_gates: impl Fn(usize) -> Vec<GateRef<F, D>>,
+    ) -> Result<(Laid, usize), CircuitError> {
         check_capacity(capacity)?;
         if padding.public_inputs != 0 && padding.public_inputs < NUM_PUBLIC_INPUTS {
             return Err(CircuitError::Config(format!(
@@ -206,21 +260,31 @@ impl BatchCircuit {
                 padding.min_degree_bits
             )));
         }
-        let start = Instant::now();
-        let Laid { mut b, targets, rows, rows_per_slot, rows_fixed } = Self::lay_out(capacity, padding);
-        let degree_bits = laid_out_degree_bits(&b);
+        let mut laid = Self::lay_out(capacity, padding);
+        let degree_bits = laid_out_degree_bits(&laid.b);
         // Refused before plonky2's preprocessing, the step whose time and memory grow with the
         // rows (docs/circuit.md, "The largest batch circuit").
         if degree_bits > MAX_BATCH_DEGREE_BITS {
             return Err(CircuitError::Config(format!(
                 "batch capacity {capacity} lays out {} rows, past the largest batch circuit's 2^{MAX_BATCH_DEGREE_BITS}",
-                b.num_gates()
+                laid.b.num_gates()
             )));
         }
         for gate in more_gates(degree_bits) {
-            b.add_gate_to_gate_set(gate);
+            laid.b.add_gate_to_gate_set(gate);
         }
-        let data = b.build::<Config>();
+        Ok((laid, degree_bits))
+    }
+
+    fn assemble(
+        capacity: usize,
+        targets: Targets,
+        rows: usize,
+        rows_per_slot: usize,
+        rows_fixed: usize,
+        data: CircuitData<F, Config, D>,
+        start: Instant,
+    ) -> Self {
         let stats = CircuitStats {
             capacity,
             degree_bits: data.common.degree_bits(),
@@ -229,7 +293,7 @@ impl BatchCircuit {
             rows_fixed,
             build_seconds: start.elapsed().as_secs_f64(),
         };
-        Ok(Self { data, targets, stats })
+        Self { data, targets, stats }
     }
 
     /// The rows of the circuit of `capacity` slots padded to `padding`, as a power of two (its
