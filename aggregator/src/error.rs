@@ -38,6 +38,9 @@ pub enum AggError {
     /// A verifier key file that cannot be used (`crate::keys`).
     #[error("verifier keys: {0}")]
     VerifierKeys(String),
+    /// A file of the circuits' prover data that cannot be used (`crate::prover_data`).
+    #[error("prover data: {0}")]
+    ProverData(String),
     /// A job's inputs do not fit its kind.
     #[error("invalid job: {0}")]
     InvalidJob(String),

@@ -239,9 +239,16 @@ fn decode_data(bytes: &[u8], which: &str) -> Result<VerifierCircuitData<F, Confi
     if data.to_bytes(&RollupGateSerializer).ok().as_deref() != Some(bytes) {
         return Err(bad("not the canonical encoding"));
     }
+    check_digest(&data).map_err(|why| bad(&why))?;
+    Ok(data)
+}
+
+/// Checks that a circuit's digest is the one plonky2's builder gives its commitment (no domain
+/// separator: the rollup's circuits set none), with a cap of its configuration's height.
+pub(crate) fn check_digest(data: &VerifierCircuitData<F, Config, D>) -> std::result::Result<(), String> {
     let cap_len = u32::try_from(data.common.config.fri_config.cap_height).ok().and_then(|h| 1usize.checked_shl(h));
     if cap_len != Some(data.verifier_only.constants_sigmas_cap.0.len()) {
-        return Err(bad("a commitment cap of the wrong height"));
+        return Err("a commitment cap of the wrong height".into());
     }
     let parts = [
         data.verifier_only.constants_sigmas_cap.flatten(),
@@ -250,10 +257,7 @@ fn decode_data(bytes: &[u8], which: &str) -> Result<VerifierCircuitData<F, Confi
     ]
     .concat();
     if PoseidonHash::hash_no_pad(&parts) != data.verifier_only.circuit_digest {
-        return Err(bad(&format!(
-            "its digest {} is not its commitment's",
-            digest_hex(&data.verifier_only.circuit_digest)
-        )));
+        return Err(format!("its digest {} is not its commitment's", digest_hex(&data.verifier_only.circuit_digest)));
     }
-    Ok(data)
+    Ok(())
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod jobs;
 pub mod keys;
 pub mod plan;
+pub mod prover_data;
 pub mod recursion;
 pub mod verify;
 

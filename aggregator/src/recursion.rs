@@ -84,15 +84,25 @@ pub struct AggregationCircuits {
     merge: CircuitData<F, Config, D>,
     merge_targets: MergeTargets,
     padding: Padding,
-    /// Builds of the batch and merge circuits it took to agree on a shape.
+    /// Builds of the batch and merge circuits it took to agree on a shape; 0 where they were
+    /// read from a file of their prover data (`crate::prover_data`).
     pub builds: usize,
-    /// Seconds the builds took, the batch circuit's included.
+    /// Seconds the builds took, the batch circuit's included; or the seconds the layouts and
+    /// checks of circuits read from a file took (not the reading).
     pub build_seconds: f64,
 }
 
 /// The merge circuit for `batch`'s proofs, and whether it has their shape (if not, the batch
 /// circuit needs padding to the merge's gates or degree).
 fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, MergeTargets, bool), AggError> {
+    let (b, targets) = lay_out_merge(batch)?;
+    let merge = b.build::<Config>();
+    let same_shape = merge.common == batch.data().common;
+    Ok((merge, targets, same_shape))
+}
+
+/// The merge circuit for `batch`'s proofs laid out, before plonky2's build, and its targets.
+fn lay_out_merge(batch: &BatchCircuit) -> Result<(CircuitBuilder<F, D>, MergeTargets), AggError> {
     let common = &batch.data().common;
     let mut b = CircuitBuilder::<F, D>::new(common.config.clone());
     let batch_vd = b.constant_verifier_data(&batch.data().verifier_only);
@@ -127,13 +137,7 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
     out.extend_from_slice(&c_out);
     b.register_public_inputs(&out);
     let verifier_data = b.add_verifier_data_public_inputs();
-    let own: Vec<Target> = verifier_data
-        .circuit_digest
-        .elements
-        .iter()
-        .chain(verifier_data.constants_sigmas_cap.0.iter().flat_map(|h| &h.elements))
-        .copied()
-        .collect();
+    let own = flat(&verifier_data);
     if common.num_public_inputs != NUM_PUBLIC_INPUTS + own.len() {
         return Err(AggError::Build(format!(
             "the batch circuit has {} public inputs, not its {NUM_PUBLIC_INPUTS} and the {} of the merge's verifier data",
@@ -162,9 +166,18 @@ fn build_merge(batch: &BatchCircuit) -> Result<(CircuitData<F, Config, D>, Merge
     while b.num_gates() <= 1 << (common.degree_bits() - 1) {
         b.add_gate(NoopGate, vec![]);
     }
-    let merge = b.build::<Config>();
-    let same_shape = merge.common == *common;
-    Ok((merge, MergeTargets { rows, children, present, verifier_data }, same_shape))
+    Ok((b, MergeTargets { rows, children, present, verifier_data }))
+}
+
+/// Verifier data's targets in the order plonky2 registers them as public inputs
+/// (`add_verifier_data_public_inputs`): the digest, then the cap.
+fn flat(vd: &VerifierCircuitTarget) -> Vec<Target> {
+    vd.circuit_digest
+        .elements
+        .iter()
+        .chain(vd.constants_sigmas_cap.0.iter().flat_map(|h| &h.elements))
+        .copied()
+        .collect()
 }
 
 /// plonky2's recursive verifier's gates under `config`: the first guess of the merge circuit's
@@ -278,6 +291,65 @@ impl AggregationCircuits {
             padding.min_degree_bits = padding.min_degree_bits.max(merge.common.degree_bits());
         }
         Err(AggError::Build(format!("the batch and merge circuits found no common shape in {MAX_BUILDS} builds")))
+    }
+
+    /// The circuits [`AggregationCircuits::build`] made for batches of `capacity` slots, from
+    /// the circuit data its builds made (read back from a file: `crate::prover_data`) and the
+    /// padding the batch circuit took. The layouts are made again for their targets, in a small
+    /// part of a build's time; data that does not fit them, or whose prover and verifier parts
+    /// disagree, is refused.
+    pub(crate) fn with_data(
+        capacity: usize,
+        padding: Padding,
+        batch: CircuitData<F, Config, D>,
+        merge: CircuitData<F, Config, D>,
+    ) -> Result<(BatchCircuit, Self), AggError> {
+        let start = Instant::now();
+        let config = CircuitConfig::standard_recursion_config();
+        let bad = |why: String| AggError::ProverData(why);
+        if batch.common.config != config {
+            return Err(bad("the batch circuit is not of the network's configuration".into()));
+        }
+        if merge.common != batch.common {
+            return Err(bad("the batch and merge circuits do not share one shape".into()));
+        }
+        for (which, data) in [("batch", &batch), ("merge", &merge)] {
+            crate::keys::check_digest(&data.verifier_data())
+                .map_err(|why| bad(format!("the {which} circuit: {why}")))?;
+            let prover = &data.prover_only;
+            if prover.circuit_digest != data.verifier_only.circuit_digest
+                || prover.constants_sigmas_commitment.merkle_tree.cap != data.verifier_only.constants_sigmas_cap
+            {
+                return Err(bad(format!("the {which} circuit's prover data is not its verifier key's")));
+            }
+        }
+        let batch = BatchCircuit::with_data(capacity, &padding, |bits| verifier_gates_at(&config, bits), batch)
+            .map_err(|e| bad(e.to_string()))?;
+        let (b, merge_targets) = lay_out_merge(&batch)?;
+        // The merge's own verifier data is its last public inputs, targets of its layout: data of
+        // another circuit (the batch circuit's, in the merge's place) names others.
+        let own = flat(&merge_targets.verifier_data);
+        if merge.prover_only.public_inputs.get(NUM_PUBLIC_INPUTS..) != Some(&own[..]) {
+            return Err(bad("the merge circuit's data is not of its layout (its public inputs)".into()));
+        }
+        if b.num_public_inputs() != merge.common.num_public_inputs || b.num_gates() > merge.common.degree() {
+            return Err(bad(format!(
+                "the merge circuit has {} public inputs and 2^{} rows where its layout has {} and takes {} rows",
+                merge.common.num_public_inputs,
+                merge.common.degree_bits(),
+                b.num_public_inputs(),
+                b.num_gates()
+            )));
+        }
+        let circuits = Self {
+            keys: Arc::new(VerifierKeys::new(capacity, batch.data().verifier_data(), merge.verifier_data())),
+            merge,
+            merge_targets,
+            padding,
+            builds: 0,
+            build_seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok((batch, circuits))
     }
 
     /// The circuit every block proof verifies against.

@@ -13,6 +13,8 @@ use circuits::{BatchPublicInputs, Executor, Genesis, Transfer, Tx};
 use proptest::prelude::*;
 
 struct Fixture {
+    /// The batch circuit `circuits` were read back with, for writing their file again.
+    batch_circuit: circuits::BatchCircuit,
     circuits: AggregationCircuits,
     batch: Vec<ProofBytes>,
     pis: Vec<BatchPublicInputs>,
@@ -24,11 +26,20 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let (batch_circuit, circuits) = AggregationCircuits::build(2).expect("circuits");
+        let (built_batch, built) = AggregationCircuits::build(2).expect("circuits");
         // The batch circuit is padded to the merge's shape, and the first guess of the merge's
         // gates was right: one build of each.
-        assert_eq!(batch_circuit.data().common, circuits.block_circuit().common);
-        assert_eq!(circuits.builds, 1);
+        assert_eq!(built_batch.data().common, built.block_circuit().common);
+        assert_eq!(built.builds, 1);
+        // Every proof below is made by the circuits read back from their prover data file, as a
+        // worker started with `--prover-data` makes them, and checked by plonky2's verifier.
+        let (batch_circuit, circuits) = read_back(&built_batch, &built);
+        assert_eq!(circuits.keys().to_bytes().expect("keys"), built.keys().to_bytes().expect("keys"));
+        assert_eq!(circuits.padding().gates, built.padding().gates);
+        assert_eq!(batch_circuit.stats().rows, built_batch.stats().rows);
+        assert_eq!(circuits.merge_rows(), built.merge_rows());
+        assert_eq!(circuits.builds, 0);
+        drop((built_batch, built));
         // Every child's verifier fits the shared shape's rows, which stay the fewest.
         assert_eq!(circuits.block_circuit().common.degree_bits(), AGGREGATION_DEGREE_BITS);
         assert!(circuits.merge_rows() <= 1 << AGGREGATION_DEGREE_BITS);
@@ -52,8 +63,27 @@ fn fixture() -> &'static Fixture {
         let block2 = circuits
             .run(&Prover::cpu(), &AggJob::Merge { children: vec![batch[0].clone(), batch[1].clone()] })
             .expect("merge of two");
-        Fixture { circuits, batch, pis, txs, block2 }
+        Fixture { batch_circuit, circuits, batch, pis, txs, block2 }
     })
+}
+
+/// The prover data file of `batch` and `circuits`, read back.
+fn read_back(
+    batch: &circuits::BatchCircuit,
+    circuits: &AggregationCircuits,
+) -> (circuits::BatchCircuit, AggregationCircuits) {
+    let bytes = prover_data_file(batch, circuits);
+    let start = std::time::Instant::now();
+    let read = prover_data::read(&mut bytes.as_slice(), bytes.len() as u64).expect("reads back");
+    eprintln!("prover data: {} bytes, read in {:.2} s", bytes.len(), start.elapsed().as_secs_f64());
+    read
+}
+
+fn prover_data_file(batch: &circuits::BatchCircuit, circuits: &AggregationCircuits) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let n = prover_data::write(batch, circuits, &mut bytes).expect("writes");
+    assert_eq!(n, bytes.len() as u64);
+    bytes
 }
 
 fn expected(f: &Fixture, range: std::ops::Range<usize>) -> BlockPublicInputs {
@@ -337,3 +367,71 @@ fn damaged_or_foreign_key_files_are_refused() {
 }
 
 use aggregator::keys::MAX_FILE_BYTES;
+
+/// The bytes of several slices, one after the other.
+struct Pieces<'a>(Vec<&'a [u8]>);
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(first) = self.0.first_mut() {
+            if first.is_empty() {
+                self.0.remove(0);
+                continue;
+            }
+            let n = first.len().min(buf.len());
+            buf[..n].copy_from_slice(&first[..n]);
+            *first = &first[n..];
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+#[test]
+fn damaged_or_foreign_prover_data_files_are_refused() {
+    use sha2::Digest as _;
+    let f = fixture();
+    let bytes = prover_data_file(&f.batch_circuit, &f.circuits);
+    // Read from pieces, so that each damaged file costs no copy of the whole.
+    let read = |pieces: &[&[u8]]| {
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        prover_data::read(&mut Pieces(pieces.to_vec()), len)
+    };
+    let refused = |pieces: &[&[u8]], why: &str| match read(pieces) {
+        Err(AggError::ProverData(m)) => assert!(m.contains(why), "{why}: {m}"),
+        Err(e) => panic!("{why}: {e}"),
+        Ok(_) => panic!("{why}: read"),
+    };
+    let header_len = u64::from_le_bytes(bytes[16..24].try_into().expect("eight bytes")) as usize;
+    let batch_at = 16 + 8 + header_len + 32;
+    let batch_len = u64::from_le_bytes(bytes[batch_at..batch_at + 8].try_into().expect("eight bytes")) as usize;
+    let merge_at = batch_at + 8 + batch_len + 32;
+    // A byte changed in each section (and in each one's checksum): its checksum refuses it.
+    for (at, which) in [
+        (24, "header"),
+        (batch_at + 8 + 1000, "batch circuit"),
+        (merge_at - 1, "batch circuit"),
+        (merge_at + 8 + 12345, "merge circuit"),
+        (bytes.len() - 1, "merge circuit"),
+    ] {
+        let flipped = [bytes[at] ^ 0x10];
+        refused(&[&bytes[..at], &flipped, &bytes[at + 1..]], &format!("the {which}: damaged"));
+    }
+    refused(&[b"rollup-vkeys-v1\n", &bytes[16..]], "not a prover data file");
+    refused(&[&bytes[..10]], "shorter than its first bytes");
+    for cut in [20, batch_at + 100, merge_at, bytes.len() - 1] {
+        refused(&[&bytes[..cut]], "truncated");
+    }
+    refused(&[&bytes, &[0]], "bytes after the merge circuit");
+    // A length past the end, and a header of another version, checksummed.
+    let mut long = bytes[..batch_at + 8].to_vec();
+    long[batch_at..].copy_from_slice(&u64::MAX.to_le_bytes());
+    refused(&[&long, &bytes[batch_at + 8..]], "a length past any file");
+    let header = &bytes[24..24 + header_len];
+    let version_len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+    let other = [&(5u32).to_le_bytes()[..], b"0.0.0", &header[4 + version_len..]].concat();
+    let section = [&(other.len() as u64).to_le_bytes()[..], &other, &sha2::Sha256::digest(&other)[..]].concat();
+    refused(&[&bytes[..16], &section, &bytes[batch_at..]], "written by version 0.0.0 of rollup");
+    // Both sections sound, but each circuit's in the other's place.
+    refused(&[&bytes[..batch_at], &bytes[merge_at..], &bytes[batch_at..merge_at]], "not of its layout");
+}
