@@ -377,7 +377,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let accounts = 64;
     let bar = progress_bar(a.json)?;
     // The workers' proofs, then the baseline's by stock plonky2, one at a time.
-    let work = crate::memory::Work { cpu_proofs: a.workers.into(), built: false, stock_baseline: true };
+    let work = crate::memory::Work { cpu_proofs: a.workers.into(), stock_baseline: true, ..Default::default() };
     for p in &provers {
         crate::prover::check_host_memory(p, a.capacity, work)?;
     }

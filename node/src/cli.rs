@@ -201,6 +201,26 @@ pub struct CircuitsArgs {
     /// settlement --verifier-keys FILE` (they then start without building the circuits).
     #[arg(long)]
     pub verifier_keys_out: Option<PathBuf>,
+    /// Write the circuits' prover data to this file, for `rollup prover --prover-data FILE`
+    /// (workers then start without building the circuits). Hundreds of megabytes: 550 MiB at
+    /// 2^15 rows, and about twice that for each size up.
+    #[arg(long)]
+    pub prover_data_out: Option<PathBuf>,
+    /// Leave out the measured block proof (a batch proof and a merge on the CPU, for a block
+    /// proof's size and a proof's host memory): for writing the files alone, where that proof
+    /// takes about as long as the build.
+    #[arg(long)]
+    pub no_proof: bool,
+}
+
+/// `rollup circuits`'s host memory, MiB ([`crate::memory::Stages`], the proof's left out with
+/// `--no-proof`).
+#[derive(Debug, Serialize)]
+struct CircuitsMemory {
+    circuits_build_peak: f64,
+    circuits_built: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proving_peak: Option<f64>,
 }
 
 /// What `rollup circuits --json` prints.
@@ -220,7 +240,9 @@ struct CircuitsReport {
     /// The batch circuit's last build.
     build_seconds: f64,
     block_verifier_digest: String,
-    block_proof_bytes: usize,
+    /// Absent with `--no-proof`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_proof_bytes: Option<usize>,
     aggregation_degree_bits: usize,
     /// Children a merge verifies at most, and the rows its gates take of 2^aggregation_degree_bits.
     merge_arity: usize,
@@ -238,12 +260,19 @@ struct CircuitsReport {
     device_memory_resident_mib: f64,
     /// This process's host memory: building the circuits, then the block proof measured (a
     /// batch proof and a merge, one after the other, on the CPU).
-    host_memory_mib: crate::memory::Stages,
+    host_memory_mib: CircuitsMemory,
     /// Where `--verifier-keys-out` wrote the verifier keys, and their size.
     #[serde(skip_serializing_if = "Option::is_none")]
     verifier_keys_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verifier_keys_bytes: Option<usize>,
+    /// Where `--prover-data-out` wrote the prover data, its size and the seconds writing took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prover_data_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prover_data_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prover_data_write_seconds: Option<f64>,
 }
 
 impl Cli {
@@ -270,8 +299,8 @@ impl Cli {
 }
 
 fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
-    // The build, then a block proved on the CPU to measure it.
-    let work = crate::memory::Work { cpu_proofs: 1, ..Default::default() };
+    // The build, then (unless --no-proof) a block proved on the CPU to measure it.
+    let work = crate::memory::Work { cpu_proofs: usize::from(!args.no_proof), ..Default::default() };
     crate::prover::check_host_memory(&Prover::cpu(), args.capacity, work)?;
     let (circuit, aggregation) = AggregationCircuits::build(args.capacity).context("building the circuits")?;
     let memory = crate::memory::Stages::after_build();
@@ -281,8 +310,33 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         Some(path) => Some(crate::network::write_keys(aggregation.keys(), path)?),
         None => None,
     };
-    let block_proof_bytes = measure_block_proof(&circuit, &aggregation)?;
-    let memory = memory.after_proving();
+    let (block_proof_bytes, memory) = if args.no_proof {
+        let m = CircuitsMemory {
+            circuits_build_peak: memory.circuits_build_peak,
+            circuits_built: memory.circuits_built,
+            proving_peak: None,
+        };
+        (None, m)
+    } else {
+        let bytes = measure_block_proof(&circuit, &aggregation)?;
+        let m = memory.after_proving();
+        let m = CircuitsMemory {
+            circuits_build_peak: m.circuits_build_peak,
+            circuits_built: m.circuits_built,
+            proving_peak: Some(m.proving_peak),
+        };
+        (Some(bytes), m)
+    };
+    // After the measured proof, so that the file's encoding (one circuit's bytes at a time) is
+    // not counted in its memory.
+    let prover_data = match &args.prover_data_out {
+        Some(path) => {
+            let start = std::time::Instant::now();
+            let bytes = crate::network::write_prover_data(&circuit, &aggregation, path)?;
+            Some((bytes, start.elapsed().as_secs_f64()))
+        }
+        None => None,
+    };
     let footprints =
         [&circuit.data().common, &aggregation.block_circuit().common].map(prover_gpu::cuda::footprint::Footprint::of);
     let resident = prover_gpu::cuda::footprint::resident(&footprints);
@@ -313,6 +367,9 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         host_memory_mib: memory,
         verifier_keys_file: args.verifier_keys_out.clone(),
         verifier_keys_bytes,
+        prover_data_file: args.prover_data_out.clone(),
+        prover_data_bytes: prover_data.map(|(bytes, _)| bytes),
+        prover_data_write_seconds: prover_data.map(|(_, seconds)| seconds),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -326,7 +383,9 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         println!("  build time             {:.2} s", report.build_seconds);
         println!("block proofs");
         println!("  verifier key digest    {}", report.block_verifier_digest);
-        println!("  proof size             {} bytes (any number of batches)", report.block_proof_bytes);
+        if let Some(bytes) = report.block_proof_bytes {
+            println!("  proof size             {bytes} bytes (any number of batches)");
+        }
         println!("  recursion rows         2^{}", report.aggregation_degree_bits);
         println!(
             "  merge                  up to {} children, in {} of those rows",
@@ -350,10 +409,22 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
             "  building the circuits  {:.0} MiB at the peak, {:.0} MiB once built",
             m.circuits_build_peak, m.circuits_built
         );
-        println!("  one proof on the CPU   {:.0} MiB at the peak, the circuits included", m.proving_peak);
+        if let Some(peak) = m.proving_peak {
+            println!("  one proof on the CPU   {peak:.0} MiB at the peak, the circuits included");
+        }
         if let (Some(path), Some(bytes)) = (&report.verifier_keys_file, report.verifier_keys_bytes) {
             println!("verifier keys");
             println!("  written to             {} ({bytes} bytes: --verifier-keys for the services)", path.display());
+        }
+        if let (Some(path), Some(bytes), Some(seconds)) =
+            (&report.prover_data_file, report.prover_data_bytes, report.prover_data_write_seconds)
+        {
+            println!("prover data");
+            println!(
+                "  written to             {} ({:.0} MiB in {seconds:.1} s: --prover-data for the workers)",
+                path.display(),
+                bytes as f64 / f64::from(1 << 20)
+            );
         }
     }
     Ok(())
@@ -430,7 +501,16 @@ mod tests {
     fn circuits_defaults() {
         let cli = Cli::try_parse_from(["rollup", "circuits"]).expect("parse");
         let Command::Circuits(args) = cli.command else { panic!("circuits") };
-        assert_eq!(args, CircuitsArgs { capacity: DEFAULT_BATCH_CAPACITY, json: false, verifier_keys_out: None });
+        assert_eq!(
+            args,
+            CircuitsArgs {
+                capacity: DEFAULT_BATCH_CAPACITY,
+                json: false,
+                verifier_keys_out: None,
+                prover_data_out: None,
+                no_proof: false
+            }
+        );
         let cli = Cli::try_parse_from(["rollup", "sequencer", "--data-dir", "d"]).expect("parse");
         let Command::Sequencer(a) = cli.command else { panic!("sequencer") };
         assert_eq!((a.listen.as_str(), a.block_batches, a.max_attempts), ("127.0.0.1:50051", 6, 3));
@@ -441,13 +521,13 @@ mod tests {
         let cli = Cli::try_parse_from(["rollup", "prover"]).expect("parse");
         let Command::Prover(p) = cli.command else { panic!("prover") };
         assert_eq!(
-            (p.coordinator.as_str(), p.proving, p.name.as_str(), p.workers),
-            ("http://127.0.0.1:50051", ProvingArgs::default(), "prover", 1)
+            (p.coordinator.as_str(), p.proving, p.name.as_str(), p.workers, p.prover_data),
+            ("http://127.0.0.1:50051", ProvingArgs::default(), "prover", 1, None)
         );
         assert_eq!(ProvingArgs::default(), ProvingArgs { backend: Backend::Auto, device: 0 });
-        let cli = Cli::try_parse_from(["rollup", "prover", "--workers", "4"]).expect("parse");
+        let cli = Cli::try_parse_from(["rollup", "prover", "--workers", "4", "--prover-data", "p.bin"]).expect("parse");
         let Command::Prover(p) = cli.command else { panic!("prover") };
-        assert_eq!(p.workers, 4);
+        assert_eq!((p.workers, p.prover_data), (4, Some(PathBuf::from("p.bin"))));
         for bad in ["0", "65", "-1", "many"] {
             assert!(Cli::try_parse_from(["rollup", "prover", "--workers", bad]).is_err(), "--workers {bad}");
         }

@@ -79,6 +79,8 @@ pub struct Work {
     pub cpu_proofs: usize,
     /// The circuits are in memory already: only what comes after counts.
     pub built: bool,
+    /// The circuits are read from a prover data file rather than built ([`READ_PEAK`]).
+    pub read: bool,
     /// One proof by plonky2's own prover follows the others (`rollup bench`'s baseline).
     pub stock_baseline: bool,
 }
@@ -101,13 +103,30 @@ pub struct HostMemory {
     pub fit: usize,
 }
 
+/// The peak while circuits are read from a prover data file (`rollup prover --prover-data`),
+/// as a share of [`Figures::built`], per mille: the circuits decoded so far and the next one's
+/// bytes. Measured (VmHWM), the same sessions: 1 070 to 1 100 MiB at 2^15 rows (1 020 built:
+/// 1.08), 2 114 at 2^16 (1 990: 1.06); 1.1 covers both.
+pub const READ_PEAK: u64 = 1_100;
+
 /// What `w` takes at its peak, MiB.
 fn need_mib(f: Figures, w: Work) -> u64 {
     let proofs = (w.cpu_proofs as u64 * f.cpu_proof).max(if w.stock_baseline { f.stock_proof } else { 0 });
     if w.built {
         proofs
+    } else if w.read {
+        (f.built * READ_PEAK).div_ceil(1000).max(f.built + proofs)
     } else {
         f.build_peak.max(f.built + proofs)
+    }
+}
+
+/// The peak of getting the circuits of `f` into memory for `w`: building or reading them.
+fn circuits_peak(f: Figures, w: Work) -> u64 {
+    if w.read {
+        (f.built * READ_PEAK).div_ceil(1000)
+    } else {
+        f.build_peak
     }
 }
 
@@ -119,16 +138,18 @@ fn check_against(capacity: usize, w: Work, available_mib: u64) -> Result<(), Hos
         return Ok(());
     }
     let base = if w.built { 0 } else { f.built };
-    let fit =
-        if (!w.built && f.build_peak > available_mib) || (w.stock_baseline && base + f.stock_proof > available_mib) {
-            0
-        } else {
-            (available_mib.saturating_sub(base) / f.cpu_proof.max(1)) as usize
-        };
+    let fit = if (!w.built && circuits_peak(f, w) > available_mib)
+        || (w.stock_baseline && base + f.stock_proof > available_mib)
+    {
+        0
+    } else {
+        (available_mib.saturating_sub(base) / f.cpu_proof.max(1)) as usize
+    };
     let circuits = format!("the circuits of batches of {capacity} slots (2^{bits} rows)");
+    let getting = if w.read { "reading" } else { "building" };
     let mut what = match (w.built, w.cpu_proofs) {
-        (false, 0) => format!("building {circuits}"),
-        (false, n) => format!("building {circuits} and making {n} of their proofs at once on the CPU"),
+        (false, 0) => format!("{getting} {circuits}"),
+        (false, n) => format!("{getting} {circuits} and making {n} of their proofs at once on the CPU"),
         (true, n) => format!("making {n} proofs at once on the CPU of {circuits}"),
     };
     if w.stock_baseline {
@@ -345,6 +366,14 @@ mod tests {
         let e = check_against(183, proofs(0), f.build_peak - 1).expect_err("the build");
         assert_eq!(e.fit, 0);
         assert!(e.to_string().starts_with("building the circuits"), "{e}");
+        // Read from a prover data file: the read's peak, not the build's.
+        let read = |n: usize| Work { read: true, ..proofs(n) };
+        let peak = (f.built * READ_PEAK).div_ceil(1000);
+        assert!(check_against(183, read(0), peak).is_ok());
+        let e = check_against(183, read(0), peak - 1).expect_err("the read");
+        assert_eq!(e.fit, 0);
+        assert!(e.to_string().starts_with("reading the circuits"), "{e}");
+        assert!(check_against(183, read(1), f.built + f.cpu_proof).is_ok());
         // The baseline's stock proof, one at a time after ours, counts where it is the larger.
         let bench = |n: usize| Work { stock_baseline: true, ..proofs(n) };
         let with_stock = f.built + f.stock_proof;

@@ -32,6 +32,25 @@ impl Circuits {
         Ok(Arc::new(Self { batch, aggregation }))
     }
 
+    /// Reads circuits from the prover data file `rollup circuits --prover-data-out` wrote, once
+    /// `check_memory` passed for the capacity its header names (the circuits' peak while read is
+    /// below a build's: `crate::memory`).
+    pub fn read(path: &Path, check_memory: impl FnOnce(usize) -> Result<()>) -> Result<Arc<Self>> {
+        let start = std::time::Instant::now();
+        let file = std::fs::File::open(path).with_context(|| format!("opening the prover data {}", path.display()))?;
+        let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        let header = aggregator::prover_data::Header::read(&mut input, len)
+            .with_context(|| format!("the prover data {}", path.display()))?;
+        let capacity = header.capacity;
+        check_memory(capacity)?;
+        let (batch, aggregation) =
+            header.read_circuits(&mut input).with_context(|| format!("the prover data {}", path.display()))?;
+        let key = aggregation.keys().digest_hex();
+        info!(capacity, seconds = start.elapsed().as_secs_f64(), bytes = len, %key, "circuits read");
+        Ok(Arc::new(Self { batch, aggregation }))
+    }
+
     /// Their verifier keys, which is all the sequencer and the settlement node use.
     pub fn keys(&self) -> &Arc<VerifierKeys> {
         self.aggregation.keys()
@@ -104,6 +123,20 @@ pub fn write_keys(keys: &VerifierKeys, path: &Path) -> Result<usize> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(bytes.len())
+}
+
+/// Writes the prover data of `batch` and `aggregation` to `path` whole or not at all (a
+/// temporary file, synced, then renamed), for `rollup prover --prover-data`; returns the file's
+/// size.
+pub fn write_prover_data(batch: &BatchCircuit, aggregation: &AggregationCircuits, path: &Path) -> Result<u64> {
+    let tmp = path.with_extension("tmp");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = aggregator::prover_data::write(batch, aggregation, &mut out)?;
+    let file = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(written)
 }
 
 /// The circuits for batches of 4 slots, built once for all the tests of this binary that need

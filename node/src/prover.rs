@@ -142,7 +142,7 @@ pub struct WorkerConfig {
 /// A proof failed on this process's device: a device error
 /// ([`prover_gpu::BackendError::is_device_fault`]), reported as the device's, or a failure the CPU
 /// backend then did not repeat ([`prove`]). The worker stops, which ends the process (see
-/// [`run`]).
+/// [`run_with`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the proving device failed, so this prover stops (a context that hit a device error can stay \
@@ -206,9 +206,10 @@ pub fn check_host_memory(prover: &Prover, capacity: usize, mut work: Work) -> Re
                                                        proof by plonky2's own prover: use a smaller --capacity, or a \
                                                        machine with more memory"
                 .to_string(),
-            (0, Work { cpu_proofs: 0, .. }) => "not enough memory here to build these circuits: use a smaller \
-                                                --capacity, or a machine with more memory"
-                .to_string(),
+            (0, Work { cpu_proofs: 0, read, .. }) => format!(
+                "not enough memory here to {} these circuits: use a smaller --capacity, or a machine with more memory",
+                if read { "read" } else { "build" }
+            ),
             (0, _) => "not enough memory here for these circuits and one proof on the CPU: use a smaller \
                        --capacity, prove on a GPU, or use a machine with more memory"
                 .to_string(),
@@ -218,17 +219,13 @@ pub fn check_host_memory(prover: &Prover, capacity: usize, mut work: Work) -> Re
     })
 }
 
-/// Runs `cfg.workers` workers until shutdown. They share one backend, chosen once here (a
-/// device's kernels compiled once, a circuit's constants resident once, a CUDA stream each:
-/// several proofs in flight keep a device busy while each one's host steps run), and one set of
-/// circuits: `circuits` if the process has them, otherwise built once for the coordinator's
+/// Runs `cfg.workers` workers until shutdown. They share one backend, `prover`, chosen once by
+/// the caller ([`choose_prover`]; `cfg.proving` is not read): a device's kernels compiled once, a
+/// circuit's constants resident once, a CUDA stream each (several proofs in flight keep a device
+/// busy while each one's host steps run). And one set of circuits: `circuits` if the process has
+/// them (built, or read from a prover data file), otherwise built once for the coordinator's
 /// batch capacity. Returns the first worker's error, which ends the others: a refused token,
 /// circuits that differ from the coordinator's, or a device that failed ([`DeviceFailed`]).
-pub async fn run(cfg: WorkerConfig, circuits: Option<Arc<Circuits>>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    run_with(choose_prover(cfg.proving)?, cfg, circuits, shutdown).await
-}
-
-/// [`run`] with this prover (`cfg.proving` is not read).
 pub async fn run_with(
     prover: Prover,
     cfg: WorkerConfig,
@@ -313,7 +310,13 @@ async fn worker(
             .await?
             .clone();
         if c.keys().digest_hex() != reg.block_verifier_digest {
-            bail!("this worker's circuits do not match the coordinator's (block key {})", reg.block_verifier_digest);
+            bail!(
+                "this worker's circuits (batches of {} slots, block key {}) do not match the coordinator's (batches of \
+                 {capacity} slots, block key {})",
+                c.batch.capacity(),
+                c.keys().digest_hex(),
+                reg.block_verifier_digest
+            );
         }
         info!(worker = %reg.worker_id, name = %name, "registered");
         match work(&mut client, &reg.worker_id, reg.lease_ms, &prover, &c, &cfg.pool, &mut shutdown).await {

@@ -130,6 +130,11 @@ pub struct ProverArgs {
     /// flight keep the device busy while each one's host steps run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+    /// Read the circuits from this file, written by `rollup circuits --prover-data-out` with
+    /// this version of rollup, instead of building them: a start in seconds where a build takes
+    /// tens of them. The coordinator's block verifier key must be the one they make.
+    #[arg(long)]
+    pub prover_data: Option<PathBuf>,
 }
 
 impl SequencerArgs {
@@ -270,5 +275,22 @@ pub async fn prover(a: ProverArgs) -> Result<()> {
         workers: a.workers.into(),
         pool: None,
     };
-    crate::prover::run(cfg, None, shutdown).await
+    let prover = crate::prover::choose_prover(cfg.proving)?;
+    let circuits = match a.prover_data {
+        Some(path) => {
+            // The host memory is checked for the read and the proofs in flight on the CPU, the
+            // device's by `run_with`.
+            let (p, n) = (prover.clone(), cfg.workers);
+            let check = move |capacity| {
+                crate::prover::check_host_memory(
+                    &p,
+                    capacity,
+                    crate::memory::Work { cpu_proofs: n, read: true, ..Default::default() },
+                )
+            };
+            Some(tokio::task::spawn_blocking(move || Circuits::read(&path, check)).await??)
+        }
+        None => None,
+    };
+    crate::prover::run_with(prover, cfg, circuits, shutdown).await
 }

@@ -11,6 +11,7 @@
 //!
 //! The settlement node, and all but two of the sequencer's restarts, start from verifier keys
 //! written once by `rollup circuits` (`--verifier-keys`): such a restart takes milliseconds. The
+//! worker starts from the prover data it wrote (`--prover-data`), in seconds. The
 //! sequencer's first and fourth restarts build the circuits, seconds in which the clients'
 //! retries pile up (half a minute each on a 2-core Zen 1, where a third of the restarts building
 //! made most of the test's time). Half the sequencer's and settlement node's kills come right
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use circuits::bls::SignedTx;
 use circuits::genesis::devnet_key;
 use circuits::{Direction, Register, Swap, Transfer, Tx};
-use common::{channel, exited, free_port, kill, spawn, wait_for, write_verifier_keys, Proc};
+use common::{channel, exited, free_port, kill, spawn, wait_for, write_circuit_files, CircuitFiles, Proc};
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
 use proto::v1::*;
@@ -73,7 +74,7 @@ struct Net {
     dir: PathBuf,
     settlement_port: u16,
     sequencer_port: u16,
-    keys: PathBuf,
+    files: CircuitFiles,
 }
 
 impl Net {
@@ -83,7 +84,7 @@ impl Net {
         let mut args =
             vec!["settlement", "--listen", &listen, "--data-dir", data.to_str().expect("utf8"), "--token", TOKEN];
         args.extend(NETWORK);
-        args.extend(["--verifier-keys", self.keys.to_str().expect("utf8")]);
+        args.extend(["--verifier-keys", self.files.keys.to_str().expect("utf8")]);
         spawn(&self.dir, "settlement.log", &args)
     }
 
@@ -117,19 +118,19 @@ impl Net {
             "16",
         ];
         if !building {
-            args.extend(["--verifier-keys", self.keys.to_str().expect("utf8")]);
+            args.extend(["--verifier-keys", self.files.keys.to_str().expect("utf8")]);
         }
         args.extend(NETWORK);
         spawn(&self.dir, "sequencer.log", &args)
     }
 
+    /// The worker, from the prover data: a start of seconds, where a build takes half a minute
+    /// on a 2-core Zen 1 (the end-to-end test's first worker builds).
     fn prover(&self) -> Proc {
         let url = format!("http://127.0.0.1:{}", self.sequencer_port);
-        spawn(
-            &self.dir,
-            "prover.log",
-            &["prover", "--coordinator", &url, "--token", TOKEN, "--name", "w", "--backend", "cpu", "--workers", "1"],
-        )
+        let data = self.files.prover_data.to_str().expect("utf8");
+        let args = ["--token", TOKEN, "--name", "w", "--backend", "cpu", "--workers", "1", "--prover-data", data];
+        spawn(&self.dir, "prover.log", &[&["prover", "--coordinator", &url][..], &args].concat())
     }
 }
 
@@ -280,9 +281,9 @@ async fn killed_at_random_moments_under_load_nothing_acknowledged_is_lost_or_dou
     let dir = std::env::temp_dir().join(format!("rollup-chaos-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let (mut circuits_cmd, keys) = write_verifier_keys(&dir, NETWORK[1]);
-    assert!(exited(&mut circuits_cmd, "rollup circuits --verifier-keys-out", 300).await.success());
-    let net = Net { dir: dir.clone(), settlement_port: free_port(), sequencer_port: free_port(), keys };
+    let (mut circuits_cmd, files) = write_circuit_files(&dir, NETWORK[1]);
+    assert!(exited(&mut circuits_cmd, "rollup circuits --verifier-keys-out --prover-data-out", 300).await.success());
+    let net = Net { dir: dir.clone(), settlement_port: free_port(), sequencer_port: free_port(), files };
     let mut s = net.settlement();
     let mut q = net.sequencer(false);
     let mut p = net.prover();

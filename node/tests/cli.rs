@@ -346,3 +346,27 @@ fn more_cpu_workers_than_the_memory_holds_are_refused_before_the_build() {
         assert!(!err.contains("circuits built"), "{cmd}: refused before the build: {err}");
     }
 }
+
+/// A worker given prover data it cannot use stops at once, saying which file and why, before
+/// it reaches for the coordinator (none listens here): a missing file, another kind of file,
+/// one cut short.
+#[test]
+fn a_worker_refuses_prover_data_it_cannot_use() {
+    let dir = std::env::temp_dir().join(format!("rollup-cli-prover-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (garbage, cut) = (dir.join("garbage.bin"), dir.join("cut.bin"));
+    std::fs::write(&garbage, b"rollup-vkeys-v1\nnot prover data").expect("write");
+    std::fs::write(&cut, [&b"rollup-prover-1\n"[..], &[200, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]].concat()).expect("write");
+    let missing = dir.join("missing.bin");
+    for (path, why) in
+        [(&missing, "opening the prover data"), (&garbage, "not a prover data file"), (&cut, "truncated")]
+    {
+        let path = path.to_str().expect("utf8");
+        let args = ["prover", "--backend", "cpu", "--token", "t", "--coordinator", "http://127.0.0.1:1"];
+        let out = rollup(&[&args[..], &["--prover-data", path]].concat());
+        assert!(!out.status.success(), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why) && err.contains(path) && !err.contains("unreachable"), "{path}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

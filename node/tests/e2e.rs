@@ -4,7 +4,8 @@
 //! with its head kept; tampered blocks refused; malformed, oversized and unauthenticated requests
 //! refused with the right codes; the operator's `rollup jobs`. The first sequencer and settlement
 //! node build their circuits; the ones started later read the verifier keys `rollup circuits`
-//! wrote meanwhile, and carry on with the data the first ones made.
+//! wrote meanwhile, and carry on with the data the first ones made. The first worker builds its
+//! circuits, the second reads the prover data `rollup circuits` wrote.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use circuits::bls::{SignedTx, G1_LEN};
 use circuits::genesis::devnet_key;
 use circuits::{Transfer, Tx};
-use common::{channel, exited, free_port, kill, spawn, wait_for, write_verifier_keys, Proc};
+use common::{channel, exited, free_port, kill, spawn, wait_for, write_circuit_files, Proc};
 use proto::v1::prover_farm_client::ProverFarmClient;
 use proto::v1::sequencer_client::SequencerClient;
 use proto::v1::settlement_client::SettlementClient;
@@ -96,26 +97,17 @@ impl Net {
         spawn(&self.dir, &format!("sequencer-{n}.log"), &args)
     }
 
-    fn prover(&self, name: &str, workers: u32) -> Proc {
+    /// A worker process that builds its circuits, or reads them from `prover_data`.
+    fn prover(&self, name: &str, workers: u32, prover_data: Option<&std::path::Path>) -> Proc {
         let url = format!("http://127.0.0.1:{}", self.sequencer_port);
         let workers = workers.to_string();
-        spawn(
-            &self.dir,
-            &format!("{name}.log"),
-            &[
-                "prover",
-                "--coordinator",
-                &url,
-                "--token",
-                TOKEN,
-                "--name",
-                name,
-                "--backend",
-                "cpu",
-                "--workers",
-                &workers,
-            ],
-        )
+        let mut args =
+            vec!["prover", "--coordinator", &url, "--token", TOKEN, "--name", name, "--backend", "cpu", "--workers"];
+        args.push(&workers);
+        if let Some(path) = prover_data {
+            args.extend(["--prover-data", path.to_str().expect("utf8")]);
+        }
+        spawn(&self.dir, &format!("{name}.log"), &args)
     }
 }
 
@@ -168,8 +160,8 @@ async fn end_to_end() {
     };
     let s = net.settlement("s", net.settlement_port);
     let q = net.sequencer(1);
-    // The verifier keys, for the services started later.
-    let (mut circuits_cmd, keys) = write_verifier_keys(&dir, NETWORK[1]);
+    // The verifier keys and prover data, for the services and the worker started later.
+    let (mut circuits_cmd, files) = write_circuit_files(&dir, NETWORK[1]);
     let mut seq = SequencerClient::new(channel(net.sequencer_port).await);
     let mut set = SettlementClient::new(channel(net.settlement_port).await);
 
@@ -198,7 +190,7 @@ async fn end_to_end() {
     }
     let e = seq.submit_tx(SubmitTxRequest { signed_tx: transfer(1, 0) }).await.expect_err("replay");
     assert_eq!(e.code(), Code::AlreadyExists);
-    let w1 = net.prover("w1", 1);
+    let w1 = net.prover("w1", 1, None);
     let c = seq.clone();
     wait_for("a leased job", 180, || {
         let mut c = c.clone();
@@ -206,13 +198,19 @@ async fn end_to_end() {
     })
     .await;
     kill(w1);
-    // Two workers in one process, sharing one backend and one set of circuits.
-    let w2 = net.prover("w2", 2);
+    // Two workers in one process, sharing one backend and one set of circuits: read from the
+    // prover data, where the first worker built its own.
+    let exit = exited(&mut circuits_cmd, "rollup circuits --verifier-keys-out --prover-data-out", 300).await;
+    assert!(exit.success(), "rollup circuits: {exit:?}");
+    let w2 = net.prover("w2", 2, Some(&files.prover_data));
     let first = settled(&mut seq, 4, 300).await;
     assert_eq!(first.blocks_settled, 1);
+    let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
+    assert!(log.contains("circuits built"), "{log}");
     let log = std::fs::read_to_string(dir.join("w2.log")).unwrap_or_default();
     assert_eq!(log.matches("proving backend").count(), 1, "one backend for both workers: {log}");
-    assert_eq!(log.matches("circuits built").count(), 1, "one set of circuits for both workers: {log}");
+    assert_eq!(log.matches("circuits read").count(), 1, "one set of circuits for both workers: {log}");
+    assert!(!log.contains("circuits built"), "{log}");
     for name in ["w2-0", "w2-1"] {
         assert!(log.lines().any(|l| l.contains("registered") && l.contains(name)), "{name} registered: {log}");
     }
@@ -224,9 +222,7 @@ async fn end_to_end() {
         seq.submit_tx(SubmitTxRequest { signed_tx: transfer(from, 0) }).await.expect("valid transfer");
     }
     let before = status(&mut seq).await;
-    let exit = exited(&mut circuits_cmd, "rollup circuits --verifier-keys-out", 300).await;
-    assert!(exit.success(), "rollup circuits: {exit:?}");
-    net.keys = Some(keys);
+    net.keys = Some(files.keys.clone());
     kill(q);
     // Restarted from the verifier keys, on the data directory made with built circuits: it
     // checks the workers' proofs with them from here on.

@@ -66,13 +66,32 @@ pub async fn channel(port: u16) -> Channel {
     .await
 }
 
-/// Starts `rollup circuits --capacity CAPACITY --verifier-keys-out dir/keys.bin` (its log in
-/// `dir/circuits.log`); [`exited`] waits for it. The services given `--verifier-keys` with that
-/// file start without building the circuits.
-pub fn write_verifier_keys(dir: &Path, capacity: &str) -> (Proc, std::path::PathBuf) {
-    let keys = dir.join("keys.bin");
-    let args = ["circuits", "--capacity", capacity, "--verifier-keys-out", keys.to_str().expect("utf8")];
-    (spawn(dir, "circuits.log", &args), keys)
+/// Starts `rollup circuits --capacity CAPACITY --verifier-keys-out dir/keys.bin
+/// --prover-data-out dir/prover.bin --no-proof` (its log in `dir/circuits.log`); [`exited`]
+/// waits for it. The services given `--verifier-keys` with the first file, and the workers given
+/// `--prover-data` with the second, start without building the circuits.
+pub fn write_circuit_files(dir: &Path, capacity: &str) -> (Proc, CircuitFiles) {
+    let files = CircuitFiles { keys: dir.join("keys.bin"), prover_data: dir.join("prover.bin") };
+    let args = [
+        "circuits",
+        "--capacity",
+        capacity,
+        "--verifier-keys-out",
+        files.keys.to_str().expect("utf8"),
+        "--prover-data-out",
+        files.prover_data.to_str().expect("utf8"),
+        "--no-proof",
+    ];
+    (spawn(dir, "circuits.log", &args), files)
+}
+
+/// The files [`write_circuit_files`] writes.
+#[derive(Clone, Debug)]
+pub struct CircuitFiles {
+    /// The verifier keys (`--verifier-keys`).
+    pub keys: std::path::PathBuf,
+    /// The prover data (`--prover-data`).
+    pub prover_data: std::path::PathBuf,
 }
 
 /// Waits for `p` to exit, and returns how; panics naming `what` after `secs`.
