@@ -85,14 +85,20 @@ run() {
 checks() { [ "$PHASE" = all ] || [ "$PHASE" = checks ]; }
 benches() { [ "$PHASE" = all ] || [ "$PHASE" = benches ]; }
 rollup() { [ "$PHASE" = all ] || [ "$PHASE" = rollup ]; }
+# The circuits' prover data, written once by the `circuits` step for every `rollup bench` run,
+# which reads it in a few seconds where it would build the circuits (docs/services.md, "Prover
+# data"): seven builds of the device's time otherwise. Beside the logs, not under $OUT (548 MiB).
+# A run whose file is missing (the step failed or was skipped) builds as before.
+PROVER_DATA=$(mktemp -d /tmp/gpu-run-data.XXXXXX)/prover.bin
 # One `rollup bench` run: its name, then its arguments; ROLLUP_CUDA_STREAMS from the
 # environment. 16 full batches of 183 and their 3 merges, after the bench's warm-up: enough proofs
 # that a device's rate is not a handful of launches, and 8 workers get two batches each. The
 # report, the one line of the log that is a JSON object, also goes to NAME.json.
 rollup_bench() {
-  local name=$1
+  local name=$1 data=()
   shift
-  run "$name" 120 .device/rollup bench --json --txs 2928 "$@"
+  [ -s "$PROVER_DATA" ] && data=(--prover-data "$PROVER_DATA")
+  run "$name" 120 .device/rollup bench --json --txs 2928 ${data[@]+"${data[@]}"} "$@"
   grep -E '^\{' "$LOGS/$name.log" 2> /dev/null | tail -n 1 > "$LOGS/$name.json"
   [ -s "$LOGS/$name.json" ] || rm -f "$LOGS/$name.json"
 }
@@ -108,6 +114,7 @@ if checks; then
   run kernels 90 .device/test-kernels --include-ignored --skip emulated --nocapture
 fi
 if rollup; then
+  run circuits 90 .device/rollup circuits --no-proof --prover-data-out "$PROVER_DATA"
   # The whole proving path on CUDA with one worker, then on rayon, each against stock plonky2.
   rollup_bench rollup-bench-cuda-w1 --backend cuda --workers 1
   rollup_bench rollup-bench-cpu-w1 --backend cpu --workers 1
@@ -145,6 +152,8 @@ if benches; then
   # Commitment benches per backend, CUDA rows included.
   run bench-kernels 240 .device/bench-kernels --bench
 fi
+
+rm -rf "$(dirname "$PROVER_DATA")"
 
 summary() {
 echo "---- GPU run summary ----"

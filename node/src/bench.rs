@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// comparison steadier on a noisy machine; one is the quickest look.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "sequencer")]
     pub baseline_pairs: u16,
+    /// Read the circuits from this file (`rollup circuits --prover-data-out`, of `--capacity`)
+    /// instead of building them: several runs on one machine build them once.
+    #[arg(long, conflicts_with = "sequencer")]
+    pub prover_data: Option<std::path::PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -150,6 +154,10 @@ struct Report {
     stages: Vec<Stage>,
     /// Merge proofs in the aggregation tree (`batches − 1`, or one above a lone batch).
     merges: usize,
+    /// The prover data file the circuits were read from (`--prover-data`; `memory`'s build peak
+    /// is then the read's); absent where they were built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prover_data_file: Option<std::path::PathBuf>,
     /// One full batch proved alone by stock plonky2: the median of `baseline_pairs` runs.
     stock_batch_proof_seconds: f64,
     /// The first merge of level 1 (of this run's batch proofs) proved alone by stock plonky2:
@@ -378,10 +386,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let bar = progress_bar(a.json)?;
     // The workers' proofs, then the baseline's by stock plonky2, one at a time.
     let work = crate::memory::Work { cpu_proofs: a.workers.into(), stock_baseline: true, ..Default::default() };
-    for p in &provers {
-        crate::prover::check_host_memory(p, a.capacity, work)?;
-    }
-    let circuits = Circuits::build(a.capacity)?;
+    let circuits = match &a.prover_data {
+        Some(path) => Circuits::read(path, |capacity| {
+            if capacity != a.capacity {
+                bail!(
+                    "the prover data {} is for batches of {capacity} slots, and --capacity is {}",
+                    path.display(),
+                    a.capacity
+                );
+            }
+            for p in &provers {
+                crate::prover::check_host_memory(p, capacity, crate::memory::Work { read: true, ..work })?;
+            }
+            Ok(())
+        })?,
+        None => {
+            for p in &provers {
+                crate::prover::check_host_memory(p, a.capacity, work)?;
+            }
+            Circuits::build(a.capacity)?
+        }
+    };
     let memory = Stages::after_build();
     for p in &provers {
         crate::prover::check_device_memory(p, &circuits, a.workers.into())?;
@@ -587,6 +612,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         stock_plonky2_tps,
         speedup_vs_stock: proven_tps / stock_plonky2_tps,
         merges,
+        prover_data_file: a.prover_data.clone(),
         stock_batch_proof_seconds: stock_seconds,
         stock_merge_proof_seconds: stock_merge_seconds,
         batch_speedup_vs_stock,

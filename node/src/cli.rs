@@ -577,6 +577,9 @@ mod tests {
             }
         }
         assert!(parses(&["bench", "--sequencer", "--clients", "1"]));
+        // The sequencer's bench proves nothing, so it reads no circuits.
+        assert!(parses(&["bench", "--prover-data", "p.bin"]));
+        assert!(!parses(&["bench", "--sequencer", "--prover-data", "p.bin"]));
         for bad in ["0", "65537"] {
             assert!(!parses(&["bench", "--sequencer", "--clients", bad]), "--clients {bad}");
         }
