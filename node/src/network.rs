@@ -33,8 +33,8 @@ impl Circuits {
     }
 
     /// Reads circuits from the prover data file `rollup circuits --prover-data-out` wrote, once
-    /// `check_memory` passed for the capacity its header names (the circuits' peak while read is
-    /// below a build's: `crate::memory`).
+    /// `check_memory` passed for the capacity its header names (the read's peak is a little
+    /// above a build's: `crate::memory::READ_PEAK`).
     pub fn read(path: &Path, check_memory: impl FnOnce(usize) -> Result<()>) -> Result<Arc<Self>> {
         let start = std::time::Instant::now();
         let file = std::fs::File::open(path).with_context(|| format!("opening the prover data {}", path.display()))?;
@@ -130,13 +130,20 @@ pub fn write_keys(keys: &VerifierKeys, path: &Path) -> Result<usize> {
 /// size.
 pub fn write_prover_data(batch: &BatchCircuit, aggregation: &AggregationCircuits, path: &Path) -> Result<u64> {
     let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let written = aggregator::prover_data::write(batch, aggregation, &mut out)?;
-    let file = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(written)
+    let write = || -> Result<u64> {
+        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let written = aggregator::prover_data::write(batch, aggregation, &mut out)?;
+        let file =
+            out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
+        file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(written)
+    };
+    // Hundreds of megabytes: a write that failed (a full disk) leaves none of them behind.
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// The circuits for batches of 4 slots, built once for all the tests of this binary that need
