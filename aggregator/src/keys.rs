@@ -209,7 +209,7 @@ impl VerifierKeys {
 }
 
 /// The next little-endian u32 of `rest`.
-fn take_u32(rest: &mut &[u8]) -> Option<u32> {
+pub(crate) fn take_u32(rest: &mut &[u8]) -> Option<u32> {
     let (word, after) = rest.split_first_chunk::<4>()?;
     *rest = after;
     Some(u32::from_le_bytes(*word))

@@ -65,7 +65,7 @@ use prover_gpu::gates::LimbsGenerator;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{AggError, Result};
-use crate::keys::RollupGateSerializer;
+use crate::keys::{take_u32, RollupGateSerializer};
 use crate::recursion::AggregationCircuits;
 
 const D: usize = 2;
@@ -309,13 +309,6 @@ fn decode(bytes: &[u8], which: &str) -> Result<CircuitData<F, Config, D>> {
     }))
     .map_err(|_| bad("the decoder panicked"))?
     .map_err(|_| bad("does not decode"))
-}
-
-/// The next little-endian u32 of `rest`.
-fn take_u32(rest: &mut &[u8]) -> Option<u32> {
-    let (word, after) = rest.split_first_chunk::<4>()?;
-    *rest = after;
-    Some(u32::from_le_bytes(*word))
 }
 
 fn u32_of(n: usize) -> Result<u32> {

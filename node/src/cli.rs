@@ -310,22 +310,16 @@ fn circuits_cmd(args: &CircuitsArgs) -> Result<()> {
         Some(path) => Some(crate::network::write_keys(aggregation.keys(), path)?),
         None => None,
     };
-    let (block_proof_bytes, memory) = if args.no_proof {
-        let m = CircuitsMemory {
-            circuits_build_peak: memory.circuits_build_peak,
-            circuits_built: memory.circuits_built,
-            proving_peak: None,
-        };
-        (None, m)
+    let (block_proof_bytes, proving_peak) = if args.no_proof {
+        (None, None)
     } else {
         let bytes = measure_block_proof(&circuit, &aggregation)?;
-        let m = memory.after_proving();
-        let m = CircuitsMemory {
-            circuits_build_peak: m.circuits_build_peak,
-            circuits_built: m.circuits_built,
-            proving_peak: Some(m.proving_peak),
-        };
-        (Some(bytes), m)
+        (Some(bytes), Some(memory.after_proving().proving_peak))
+    };
+    let memory = CircuitsMemory {
+        circuits_build_peak: memory.circuits_build_peak,
+        circuits_built: memory.circuits_built,
+        proving_peak,
     };
     // After the measured proof, so that the file's encoding (one circuit's bytes at a time) is
     // not counted in its memory.

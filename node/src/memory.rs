@@ -114,10 +114,8 @@ fn need_mib(f: Figures, w: Work) -> u64 {
     let proofs = (w.cpu_proofs as u64 * f.cpu_proof).max(if w.stock_baseline { f.stock_proof } else { 0 });
     if w.built {
         proofs
-    } else if w.read {
-        (f.built * READ_PEAK).div_ceil(1000).max(f.built + proofs)
     } else {
-        f.build_peak.max(f.built + proofs)
+        circuits_peak(f, w).max(f.built + proofs)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What every process of one network must agree on: the genesis and the circuits.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,38 +110,39 @@ pub fn read_keys(path: &Path, capacity: usize) -> Result<VerifierKeys> {
     Ok(keys)
 }
 
-/// Writes `keys` to `path` whole or not at all (a temporary file, synced, then renamed);
-/// returns the file's size.
+/// Writes `keys` to `path` whole or not at all ([`write_whole`]); returns the file's size.
 pub fn write_keys(keys: &VerifierKeys, path: &Path) -> Result<usize> {
     let bytes = keys.to_bytes()?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    write_whole(path, |out| Ok(out.write_all(&bytes)?))?;
     Ok(bytes.len())
 }
 
-/// Writes the prover data of `batch` and `aggregation` to `path` whole or not at all (a
-/// temporary file, synced, then renamed), for `rollup prover --prover-data`; returns the file's
-/// size.
+/// Writes the prover data of `batch` and `aggregation` to `path` whole or not at all
+/// ([`write_whole`]), for `rollup prover --prover-data`; returns the file's size.
 pub fn write_prover_data(batch: &BatchCircuit, aggregation: &AggregationCircuits, path: &Path) -> Result<u64> {
+    let mut written = 0;
+    write_whole(path, |out| {
+        written = aggregator::prover_data::write(batch, aggregation, out)?;
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// Writes `path` whole or not at all: `write` fills a temporary file beside it, which is synced
+/// and then renamed over it. A write that failed (a full disk: the prover data is hundreds of
+/// megabytes) leaves no temporary file behind.
+fn write_whole(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let write = || -> Result<u64> {
+    let whole = || -> Result<()> {
         let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let written = aggregator::prover_data::write(batch, aggregation, &mut out)?;
+        write(&mut out).with_context(|| format!("writing {}", tmp.display()))?;
         let file =
             out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
         file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(written)
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     };
-    // Hundreds of megabytes: a write that failed (a full disk) leaves none of them behind.
-    write().inspect_err(|_| {
+    whole().inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
 }
