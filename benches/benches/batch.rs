@@ -110,7 +110,7 @@ fn witness_generation(c: &mut Criterion) {
     let cap = capacity();
     let (circuit, w) = full_batch(cap);
     let data = circuit.data();
-    let table = prover_gpu::witness::WatchTable::cached(&data.prover_only).expect("table");
+    let table = prover_gpu::witness::WatchTable::cached(&data.prover_only, &data.common).expect("table");
     let mut g = c.benchmark_group("witness");
     g.throughput(Throughput::Elements(cap as u64));
     g.bench_function(format!("generate_{cap}_slots/plonky2"), |b| {

@@ -105,7 +105,7 @@ pub fn prove_timed(
 ) -> Result<(ProofWithInputs, StepTimes)> {
     check_supported(common)?;
     let t = Instant::now();
-    let table = WatchTable::cached(prover)?;
+    let table = WatchTable::cached(prover, common)?;
     let partition = generate_partial_witness(inputs, prover, common, &table)?;
     let generators = t.elapsed();
     let (proof, mut times) = prove_with_partition(backend, prover, common, partition)?;
@@ -476,7 +476,7 @@ mod tests {
         for &t in &inputs {
             pw.set_target(t, F::sample(&mut rng)).expect("set");
         }
-        let table = WatchTable::of(prover).expect("table");
+        let table = WatchTable::of(prover, common).expect("table");
         let columns = wire_columns(&generate_partial_witness(pw, prover, common, &table).expect("witness"));
         let betas: Vec<F> = (0..common.config.num_challenges).map(|_| F::sample(&mut rng)).collect();
         let gammas: Vec<F> = (0..common.config.num_challenges).map(|_| F::sample(&mut rng)).collect();

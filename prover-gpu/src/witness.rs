@@ -15,13 +15,25 @@
 //! extension fields too. For those generators (found by their id and watch list), the scheduler
 //! sets the same wires itself, in plonky2's `PoseidonGate` wire layout: first with the base
 //! field's fast rounds, one gate at a time, and now eight gates at a time on vector lanes
-//! ([`poseidon_x8::permute_for_gate`]). On the batch circuit 27 807 of the 32 768 rows are
+//! ([`poseidon_x8::permute_for_gate`]). On the batch circuit 26 966 of the 32 768 rows are
 //! Poseidon gates, so their 122 wires each are most of what the step sets.
+//!
+//! Then (forty-ninth session) the scheduling itself and the arithmetic. plonky2's rounds try a
+//! generator, find an input missing, and look up its watchers again when the input is set;
+//! which generators can run depends only on which targets are set, and every witness of a
+//! circuit sets the same input targets, so the first complete generation's order is kept in
+//! the table and later ones follow it, each generator once (falling back to the rounds should
+//! a generator find an input unset). And plonky2's `ArithmeticBaseGenerator` (69 559 of the
+//! batch circuit's 110 222 generators) allocates its dependency list and its output on every
+//! try; its operation, read once from its serialized fields, is computed here. On the batch
+//! circuit the step went from 128 ms to 84 ms (`cargo bench -p benches --bench batch --
+//! witness`, BENCHMARKS.md, "Witness generation in a learned order").
 
 use std::mem::MaybeUninit;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use plonky2::field::types::{Field, PrimeField64};
+use plonky2::field::types::{Field, Field64, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::poseidon::SPONGE_WIDTH;
 use plonky2::iop::generator::GeneratedValues;
@@ -44,16 +56,49 @@ const CACHED_CIRCUITS: usize = 8;
 /// Kept tables, by circuit digest and generator count.
 type Cache = Vec<(HashOut<F>, usize, Arc<WatchTable>)>;
 
-/// The generators watching each representative target, as one flat table.
+/// A circuit's generators as the scheduler runs them: who watches each representative target,
+/// how each generator runs, and, once a witness has been generated, the order they ran in.
 pub struct WatchTable {
     /// `watchers[offsets[r]..offsets[r + 1]]` watch representative `r`.
     offsets: Vec<u32>,
     watchers: Vec<u32>,
-    /// For each generator, the row of the Poseidon gate it fills, or `NOT_POSEIDON`.
-    poseidon_rows: Vec<u32>,
+    /// How each generator runs.
+    kinds: Vec<Kind>,
+    /// The operations of the generators of kind [`Kind::Arithmetic`].
+    arithmetic: Vec<ArithmeticOp>,
+    /// The order the first complete generation ran the generators in ([`Schedule`]).
+    schedule: OnceLock<Schedule>,
+    /// Generations that followed the schedule to its end, and those that left it for the
+    /// watch lists.
+    replayed: AtomicUsize,
+    fell_back: AtomicUsize,
 }
 
-const NOT_POSEIDON: u32 = u32::MAX;
+/// How a generator runs.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// plonky2's own `run`.
+    Plonky2,
+    /// plonky2's `PoseidonGenerator` of the gate at this row: on lanes, eight gates at a time.
+    Poseidon(u32),
+    /// plonky2's `ArithmeticBaseGenerator`: this entry of [`WatchTable::arithmetic`].
+    Arithmetic(u32),
+}
+
+/// One operation of plonky2's `ArithmeticGate`, `output = c0·m0·m1 + c1·addend`, as its
+/// `ArithmeticBaseGenerator` computes it.
+struct ArithmeticOp {
+    row: usize,
+    op: usize,
+    c0: F,
+    c1: F,
+}
+
+/// The generators in the order a complete generation ran them, flat: a generator's index, or
+/// [`LANES_TAG`]` | k` followed by the `k` Poseidon generators one lane run computed.
+type Schedule = Vec<u32>;
+
+const LANES_TAG: u32 = 1 << 31;
 
 /// plonky2's `PoseidonGate` wire layout (its index functions are crate-private): inputs, outputs,
 /// the swap flag, the swap deltas, then the S-box inputs the gate keeps, in
@@ -68,6 +113,24 @@ mod gate_wires {
     const _: () = assert!(SBOX + GATE_SBOX_INPUTS == 135);
 }
 
+/// plonky2's `ArithmeticGate` wire layout (its index functions are crate-private): operation
+/// `i` reads wires `4i`, `4i + 1` (the multiplicands) and `4i + 2` (the addend) and writes
+/// `4i + 3`.
+mod arithmetic_wires {
+    pub const fn multiplicand_0(i: usize) -> usize {
+        4 * i
+    }
+    pub const fn multiplicand_1(i: usize) -> usize {
+        4 * i + 1
+    }
+    pub const fn addend(i: usize) -> usize {
+        4 * i + 2
+    }
+    pub const fn output(i: usize) -> usize {
+        4 * i + 3
+    }
+}
+
 /// The row of the Poseidon gate a generator fills, if it is plonky2's `PoseidonGenerator`: its
 /// id, and a watch list of exactly that gate's inputs and swap flag.
 fn poseidon_row(g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>) -> Option<u32> {
@@ -78,14 +141,55 @@ fn poseidon_row(g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>) -> Optio
     let Some(Target::Wire(Wire { row, .. })) = watch.first().copied() else { return None };
     let expected = (0..SPONGE_WIDTH).chain([gate_wires::SWAP]).map(|column| Target::wire(row, column));
     let exact = watch.len() == SPONGE_WIDTH + 1 && watch.iter().copied().eq(expected);
-    u32::try_from(row).ok().filter(|&r| exact && r != NOT_POSEIDON)
+    u32::try_from(row).ok().filter(|_| exact)
+}
+
+/// The operation a generator computes, if it is plonky2's `ArithmeticBaseGenerator`: its id, its
+/// fields as its `serialize` writes them (row, `const_0`, `const_1`, operation), and a watch
+/// list of exactly that operation's inputs.
+fn arithmetic_op(
+    g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>,
+    common: &CommonCircuitData<F, D>,
+) -> Option<ArithmeticOp> {
+    if g.0.id() != "ArithmeticBaseGenerator" {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(32);
+    g.0.serialize(&mut bytes, common).ok()?;
+    let words: Vec<u64> = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
+    let [row, c0, c1, op] = words[..] else { return None };
+    let (row, op) = (usize::try_from(row).ok()?, usize::try_from(op).ok()?);
+    if c0 >= F::ORDER || c1 >= F::ORDER || arithmetic_wires::output(op) >= common.config.num_wires {
+        return None;
+    }
+    let inputs =
+        [arithmetic_wires::multiplicand_0(op), arithmetic_wires::multiplicand_1(op), arithmetic_wires::addend(op)];
+    let exact = g.0.watch_list().into_iter().eq(inputs.map(|column| Target::wire(row, column)));
+    exact.then(|| ArithmeticOp { row, op, c0: F::from_canonical_u64(c0), c1: F::from_canonical_u64(c1) })
+}
+
+impl ArithmeticOp {
+    /// The generator's `run`: the output into `out` and `true` once the three inputs are set.
+    fn run(&self, witness: &PartitionWitness<F>, out: &mut GeneratedValues<F>) -> bool {
+        let get = |column| witness.try_get_target(Target::wire(self.row, column));
+        let inputs = (
+            get(arithmetic_wires::multiplicand_0(self.op)),
+            get(arithmetic_wires::multiplicand_1(self.op)),
+            get(arithmetic_wires::addend(self.op)),
+        );
+        let (Some(m0), Some(m1), Some(addend)) = inputs else { return false };
+        let output = Target::wire(self.row, arithmetic_wires::output(self.op));
+        out.target_values.push((output, m0 * m1 * self.c0 + addend * self.c1));
+        true
+    }
 }
 
 /// Poseidon gates whose inputs are set, run eight at a time on vector lanes
 /// ([`poseidon_x8::permute_for_gate`]).
 struct PoseidonLanes {
-    /// The gates' rows, one per lane in use.
+    /// The gates' rows, one per lane in use, and their generators.
     rows: Vec<usize>,
+    generators: Vec<u32>,
     /// Each lane's state: the gate's inputs, swapped as its flag says.
     states: Lanes,
     /// Each lane's swap deltas, `swap · (input[i + 4] − input[i])`.
@@ -97,16 +201,17 @@ impl PoseidonLanes {
     fn new() -> Self {
         Self {
             rows: Vec::with_capacity(LANES),
+            generators: Vec::with_capacity(LANES),
             states: [[0; LANES]; SPONGE_WIDTH],
             deltas: [[F::ZERO; 4]; LANES],
             sbox: [[0; LANES]; GATE_SBOX_INPUTS],
         }
     }
 
-    /// Takes the gate at `row` into the next free lane if its inputs and swap flag are set, as
-    /// plonky2's `PoseidonGenerator::run_once` reads them; `false` (and nothing taken) while
-    /// one is missing. The caller runs [`Self::run`] when the lanes are full.
-    fn take(&mut self, row: usize, witness: &PartitionWitness<F>) -> bool {
+    /// Takes generator `g`'s gate at `row` into the next free lane if its inputs and swap flag
+    /// are set, as plonky2's `PoseidonGenerator::run_once` reads them; `false` (and nothing
+    /// taken) while one is missing. The caller runs [`Self::run`] when the lanes are full.
+    fn take(&mut self, g: u32, row: usize, witness: &PartitionWitness<F>) -> bool {
         let get = |column| witness.try_get_target(Target::wire(row, column));
         let mut state = [F::ZERO; SPONGE_WIDTH];
         for (i, s) in state.iter_mut().enumerate() {
@@ -127,6 +232,7 @@ impl PoseidonLanes {
             lane[l] = v.to_noncanonical_u64();
         }
         self.rows.push(row);
+        self.generators.push(g);
         true
     }
 
@@ -135,10 +241,14 @@ impl PoseidonLanes {
     }
 
     /// Runs the gates taken and sets every wire plonky2's generator sets (the deltas, the S-box
-    /// inputs, the outputs), queueing the generators that watch a newly set target.
+    /// inputs, the outputs) through `queue`, which records the run.
     fn run(&mut self, witness: &mut PartitionWitness<F>, queue: &mut Queue) -> Result<()> {
         if self.rows.is_empty() {
             return Ok(());
+        }
+        if let Some(order) = &mut queue.order {
+            order.push(LANES_TAG | self.generators.len() as u32);
+            order.extend(&self.generators);
         }
         poseidon_x8::permute_for_gate(&mut self.states, &mut self.sbox);
         for (l, &row) in self.rows.iter().enumerate() {
@@ -152,14 +262,20 @@ impl PoseidonLanes {
                 queue.set(witness, Target::wire(row, gate_wires::OUTPUT + i), F::from_canonical_u64(lane[l]))?;
             }
         }
-        self.rows.clear();
+        self.clear();
         Ok(())
+    }
+
+    /// Empties the lanes, dropping whatever was taken and not run.
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.generators.clear();
     }
 }
 
 impl WatchTable {
-    /// The table of `prover`'s `generator_indices_by_watches`.
-    pub fn of(prover: &ProverOnlyCircuitData<F, Config, D>) -> Result<Self> {
+    /// The table of `prover`'s generators and their `generator_indices_by_watches`.
+    pub fn of(prover: &ProverOnlyCircuitData<F, Config, D>, common: &CommonCircuitData<F, D>) -> Result<Self> {
         let targets = prover.representative_map.len();
         let too_large = || BackendError::Shape("more generators or targets than a u32 indexes".into());
         if targets >= u32::MAX as usize || prover.generators.len() >= u32::MAX as usize {
@@ -187,13 +303,52 @@ impl WatchTable {
                 *slot = g as u32;
             }
         }
-        let poseidon_rows = prover.generators.iter().map(|g| poseidon_row(g).unwrap_or(NOT_POSEIDON)).collect();
-        Ok(Self { offsets, watchers, poseidon_rows })
+        let mut arithmetic = Vec::new();
+        let kinds = prover
+            .generators
+            .iter()
+            .map(|g| {
+                if let Some(row) = poseidon_row(g) {
+                    Kind::Poseidon(row)
+                } else if let Some(op) = arithmetic_op(g, common) {
+                    arithmetic.push(op);
+                    Kind::Arithmetic(arithmetic.len() as u32 - 1)
+                } else {
+                    Kind::Plonky2
+                }
+            })
+            .collect();
+        Ok(Self {
+            offsets,
+            watchers,
+            kinds,
+            arithmetic,
+            schedule: OnceLock::new(),
+            replayed: AtomicUsize::new(0),
+            fell_back: AtomicUsize::new(0),
+        })
     }
 
     /// How many generators this table runs with the fast Poseidon rounds in place of plonky2's.
     pub fn fast_poseidon_generators(&self) -> usize {
-        self.poseidon_rows.iter().filter(|&&r| r != NOT_POSEIDON).count()
+        self.kinds.iter().filter(|k| matches!(k, Kind::Poseidon(_))).count()
+    }
+
+    /// How many generators this table runs as arithmetic operations of its own in place of
+    /// plonky2's `ArithmeticBaseGenerator`.
+    pub fn fast_arithmetic_generators(&self) -> usize {
+        self.arithmetic.len()
+    }
+
+    /// Whether a complete generation has left its order to follow.
+    pub fn has_schedule(&self) -> bool {
+        self.schedule.get().is_some()
+    }
+
+    /// Generations that followed the schedule to its end, and generations that left it for the
+    /// watch lists (a generator found an input unset where the schedule ran it).
+    pub fn replays(&self) -> (usize, usize) {
+        (self.replayed.load(Ordering::Relaxed), self.fell_back.load(Ordering::Relaxed))
     }
 
     /// The generators watching representative `rep`.
@@ -205,7 +360,7 @@ impl WatchTable {
     }
 
     /// The table of `prover`'s circuit, built on first use and kept.
-    pub fn cached(prover: &ProverOnlyCircuitData<F, Config, D>) -> Result<Arc<Self>> {
+    pub fn cached(prover: &ProverOnlyCircuitData<F, Config, D>, common: &CommonCircuitData<F, D>) -> Result<Arc<Self>> {
         static TABLES: Mutex<Cache> = Mutex::new(Vec::new());
         // The digest names the circuit; the generator count guards against a digest shared by
         // circuits that differ only in their generators.
@@ -214,7 +369,7 @@ impl WatchTable {
         if let Some(t) = lookup(&TABLES.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(t);
         }
-        let table = Arc::new(Self::of(prover)?);
+        let table = Arc::new(Self::of(prover, common)?);
         let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = lookup(&tables) {
             return Ok(t);
@@ -231,80 +386,199 @@ fn fail(e: impl std::fmt::Display) -> BackendError {
     BackendError::Witness(format!("{e:#}"))
 }
 
-/// The scheduler's state: which generators have run for good, and which to run next round.
+/// The scheduler's state: which generators have run for good, which to run next round, and the
+/// order they ran in while it is being learned.
 struct Queue<'t> {
     table: &'t WatchTable,
     expired: Vec<bool>,
+    remaining: usize,
     next: Vec<u32>,
+    /// Whether a newly set target queues its watchers (not while following the schedule).
+    watch: bool,
+    /// The run so far, while learning the schedule.
+    order: Option<Schedule>,
 }
 
 impl Queue<'_> {
-    /// Sets `target` to `value` (an error if its partition holds another value), and queues the
-    /// generators still to run that watch its partition, if it was unset.
+    /// Sets `target` to `value` (an error if its partition holds another value), and, while
+    /// watching, queues the generators still to run that watch its partition if it was unset.
     fn set(&mut self, witness: &mut PartitionWitness<F>, target: Target, value: F) -> Result<()> {
         if let Some(rep) = witness.set_target_returning_rep(target, value).map_err(fail)? {
-            let expired = &self.expired;
-            self.next.extend(self.table.get(rep).iter().filter(|&&w| !expired[w as usize]));
+            if self.watch {
+                let expired = &self.expired;
+                self.next.extend(self.table.get(rep).iter().filter(|&&w| !expired[w as usize]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks generator `g` as run for good.
+    fn expire(&mut self, g: u32) {
+        self.expired[g as usize] = true;
+        self.remaining -= 1;
+    }
+
+    /// Sets what generator `g` left in `buffer`, after a run that completed, and records it.
+    fn completed(&mut self, g: u32, witness: &mut PartitionWitness<F>, buffer: &mut GeneratedValues<F>) -> Result<()> {
+        self.expire(g);
+        if let Some(order) = &mut self.order {
+            order.push(g);
+        }
+        for (t, v) in buffer.target_values.drain(..) {
+            self.set(witness, t, v)?;
         }
         Ok(())
     }
 }
 
+/// Runs generator `g` unless it is a Poseidon gate's, which `lanes` takes: `true` once it has run
+/// (or been taken), its values in `buffer`.
+fn run_one(
+    g: u32,
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    table: &WatchTable,
+    witness: &PartitionWitness<F>,
+    buffer: &mut GeneratedValues<F>,
+    lanes: &mut PoseidonLanes,
+) -> bool {
+    match table.kinds[g as usize] {
+        Kind::Poseidon(row) => lanes.take(g, row as usize, witness),
+        Kind::Arithmetic(op) => table.arithmetic[op as usize].run(witness, buffer),
+        Kind::Plonky2 => prover.generators[g as usize].0.run(witness, buffer),
+    }
+}
+
 /// plonky2's `generate_partial_witness`, scheduling with `table`.
 ///
-/// Rounds as plonky2's: every generator first, then those watching a target the last round set.
-/// The Poseidon gates' generators found in a round are taken into lanes and run eight at a time
-/// (when the lanes fill, and at the round's end), so a generator after one of them in the round
-/// may find that gate's outputs unset and wait for the next round, where plonky2's would run
-/// at once; the values set are the same.
+/// The first complete generation for a circuit runs plonky2's rounds: every generator first,
+/// then those watching a target the last round set. The Poseidon gates' generators found in a
+/// round are taken into lanes and run eight at a time (when the lanes fill, and at the round's
+/// end), so a generator after one of them in the round may find that gate's outputs unset and
+/// wait for the next round, where plonky2's would run at once; the values set are the same.
+/// That generation's order is kept in the table ([`WatchTable::has_schedule`]).
+///
+/// Later generations follow that order: each generator once, no watch lists, no runs that find
+/// an input missing. Which generators can run depends only on which targets are set, not on their
+/// values, and a circuit's witnesses set the same input targets, so the order holds for every
+/// witness of the circuit. Each generator still checks its inputs, as plonky2's do; should one
+/// find an input unset (a witness that set other targets than the first), the generation goes
+/// on from there by plonky2's rounds over the generators not yet run, so the order only ever
+/// saves work. Either way every generator runs once with its inputs set, so the values are the
+/// ones plonky2's generation sets.
 pub fn generate_partial_witness<'a>(
     inputs: PartialWitness<F>,
     prover: &'a ProverOnlyCircuitData<F, Config, D>,
     common: &CommonCircuitData<F, D>,
     table: &WatchTable,
 ) -> Result<PartitionWitness<'a, F>> {
-    let generators = &prover.generators;
+    let count = prover.generators.len();
+    if table.kinds.len() != count {
+        return Err(BackendError::Shape(format!("a table of {} generators for {count}", table.kinds.len())));
+    }
     let mut witness = PartitionWitness::new(common.config.num_wires, common.degree(), &prover.representative_map);
     for (t, v) in inputs.target_values {
         witness.set_target(t, v).map_err(fail)?;
     }
-    let mut pending: Vec<u32> = (0..generators.len() as u32).collect();
-    let mut queue = Queue { table, expired: vec![false; generators.len()], next: Vec::new() };
-    let mut remaining = generators.len();
+    let schedule = table.schedule.get();
+    let mut queue = Queue {
+        table,
+        expired: vec![false; count],
+        remaining: count,
+        next: Vec::new(),
+        watch: schedule.is_none(),
+        order: schedule.is_none().then(|| Vec::with_capacity(count + count / LANES)),
+    };
     let mut buffer = GeneratedValues::empty();
     let mut lanes = PoseidonLanes::new();
+    if let Some(schedule) = schedule {
+        if follow(schedule, prover, &mut witness, &mut queue, &mut buffer, &mut lanes)? {
+            table.replayed.fetch_add(1, Ordering::Relaxed);
+            return Ok(witness);
+        }
+        // Off the schedule: plonky2's rounds over what has not run.
+        table.fell_back.fetch_add(1, Ordering::Relaxed);
+        lanes.clear();
+        queue.watch = true;
+        // What the generator that stopped it left behind, as a round sets it.
+        for (t, v) in buffer.target_values.drain(..) {
+            queue.set(&mut witness, t, v)?;
+        }
+    }
+    let mut pending: Vec<u32> = (0..count as u32).filter(|&g| !queue.expired[g as usize]).collect();
     while !pending.is_empty() {
         for &g in &pending {
-            let g = g as usize;
-            if queue.expired[g] {
+            if queue.expired[g as usize] {
                 continue;
             }
-            let done = match table.poseidon_rows.get(g) {
-                Some(&row) if row != NOT_POSEIDON => {
-                    let taken = lanes.take(row as usize, &witness);
+            let done = run_one(g, prover, table, &witness, &mut buffer, &mut lanes);
+            match table.kinds[g as usize] {
+                // Taken: the lanes' run sets its values and records it.
+                Kind::Poseidon(_) => {
+                    if done {
+                        queue.expire(g);
+                    }
                     if lanes.is_full() {
                         lanes.run(&mut witness, &mut queue)?;
                     }
-                    taken
                 }
-                _ => generators[g].0.run(&witness, &mut buffer),
-            };
-            if done {
-                queue.expired[g] = true;
-                remaining -= 1;
-            }
-            for (t, v) in buffer.target_values.drain(..) {
-                queue.set(&mut witness, t, v)?;
+                _ if done => queue.completed(g, &mut witness, &mut buffer)?,
+                // plonky2's generators may leave values behind a run that did not complete.
+                _ => {
+                    for (t, v) in buffer.target_values.drain(..) {
+                        queue.set(&mut witness, t, v)?;
+                    }
+                }
             }
         }
         lanes.run(&mut witness, &mut queue)?;
         std::mem::swap(&mut pending, &mut queue.next);
         queue.next.clear();
     }
-    if remaining != 0 {
-        return Err(BackendError::Witness(format!("{remaining} generators weren't run")));
+    if queue.remaining != 0 {
+        return Err(BackendError::Witness(format!("{} generators weren't run", queue.remaining)));
+    }
+    if let Some(order) = queue.order.take() {
+        // A second generation may have learned it first: the same order, whichever is kept.
+        let _ = table.schedule.set(order);
     }
     Ok(witness)
+}
+
+/// Runs the generators in `schedule`'s order; `false` where one finds an input unset (what ran
+/// before it stays run and set, what it took into lanes is left there).
+fn follow(
+    schedule: &[u32],
+    prover: &ProverOnlyCircuitData<F, Config, D>,
+    witness: &mut PartitionWitness<F>,
+    queue: &mut Queue,
+    buffer: &mut GeneratedValues<F>,
+    lanes: &mut PoseidonLanes,
+) -> Result<bool> {
+    let table = queue.table;
+    let mut steps = schedule.iter().copied();
+    while let Some(step) = steps.next() {
+        if step & LANES_TAG == 0 {
+            if matches!(table.kinds.get(step as usize), None | Some(Kind::Poseidon(_)))
+                || !run_one(step, prover, table, witness, buffer, lanes)
+            {
+                return Ok(false);
+            }
+            queue.completed(step, witness, buffer)?;
+            continue;
+        }
+        for _ in 0..step & !LANES_TAG {
+            let Some(g) = steps.next() else { return Ok(false) };
+            let Some(&Kind::Poseidon(row)) = table.kinds.get(g as usize) else { return Ok(false) };
+            if lanes.is_full() || !lanes.take(g, row as usize, witness) {
+                return Ok(false);
+            }
+        }
+        for i in 0..lanes.generators.len() {
+            queue.expire(lanes.generators[i]);
+        }
+        lanes.run(witness, queue)?;
+    }
+    Ok(queue.remaining == 0)
 }
 
 /// Rows a task of [`wire_columns`] fills: its writes are 135 runs of 2 KiB, one per column.

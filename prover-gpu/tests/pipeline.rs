@@ -5,7 +5,7 @@
 use plonky2::field::types::{Field, Field64, Sample};
 use plonky2::iop::generator::generate_partial_witness;
 use plonky2::iop::target::Target;
-use plonky2::iop::witness::{PartialWitness, WitnessWrite};
+use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness, WitnessWrite};
 use plonky2::plonk::circuit_data::CircuitData;
 use plonky2::plonk::proof::ProofWithPublicInputs;
 use plonky2::plonk::prover::prove_with_partition_witness;
@@ -204,29 +204,72 @@ fn ours_and_a_verifier(seed: u64) -> [(CircuitData<F, Config, D>, PartialWitness
     [(inner, inner_pw), (outer, outer_pw)]
 }
 
-/// Our witness generation (plonky2's generators, our scheduler, our Poseidon rounds) sets every
-/// target to plonky2's value, except the public-input gate's unused wires, which plonky2 draws at random: on a circuit
-/// with our gates and on a recursive verifier.
+/// `ours` sets every target `pw` has plonky2's generation set, to plonky2's value, except the
+/// public-input gate's unused wires, which plonky2 draws at random.
+fn assert_plonky2s_witness(ours: &PartitionWitness<F>, data: &CircuitData<F, Config, D>, pw: PartialWitness<F>) {
+    let (prover, common) = (&data.prover_only, &data.common);
+    let first = generate_partial_witness(pw.clone(), prover, common).expect("plonky2");
+    let second = generate_partial_witness(pw, prover, common).expect("plonky2 again");
+    let mut random = 0;
+    for (i, ((o, a), b)) in ours.values.iter().zip(&first.values).zip(&second.values).enumerate() {
+        assert_eq!(o.is_some(), a.is_some(), "target {i} set by one only");
+        if a == b {
+            assert_eq!(o, a, "target {i}");
+        } else {
+            random += 1;
+        }
+    }
+    assert!(random <= common.config.num_wires, "{random} targets differ between two runs of plonky2's");
+}
+
+/// Our witness generation (plonky2's generators, our scheduler, our Poseidon rounds and
+/// arithmetic operations) sets every target to plonky2's value, on a circuit with our gates and
+/// on a recursive verifier: the first generation by plonky2's rounds, and a second, of another
+/// witness where the circuit has one, in the order the first ran its generators.
 #[test]
 fn witness_generation_matches_plonky2() {
-    for (data, pw) in ours_and_a_verifier(7) {
+    let [(inner, inner_pw), (outer, outer_pw)] = ours_and_a_verifier(7);
+    let another = witness(&small_circuit(300).1, 70);
+    for (data, pws) in [(inner, [inner_pw, another]), (outer, [outer_pw.clone(), outer_pw])] {
         let (prover, common) = (&data.prover_only, &data.common);
-        let table = prover_gpu::witness::WatchTable::of(prover).expect("table");
+        let table = prover_gpu::witness::WatchTable::of(prover, common).expect("table");
         assert!(table.fast_poseidon_generators() > 0, "the Poseidon gates take the fast rounds");
-        let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
-        let first = generate_partial_witness(pw.clone(), prover, common).expect("plonky2");
-        let second = generate_partial_witness(pw, prover, common).expect("plonky2 again");
-        let mut random = 0;
-        for (i, ((o, a), b)) in ours.values.iter().zip(&first.values).zip(&second.values).enumerate() {
-            assert_eq!(o.is_some(), a.is_some(), "target {i} set by one only");
-            if a == b {
-                assert_eq!(o, a, "target {i}");
-            } else {
-                random += 1;
-            }
+        assert!(table.fast_arithmetic_generators() > 0, "the arithmetic gates take our operations");
+        for (round, pw) in pws.into_iter().enumerate() {
+            assert_eq!(table.has_schedule(), round > 0, "the first generation leaves its order");
+            let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
+            assert_plonky2s_witness(&ours, &data, pw);
         }
-        assert!(random <= common.config.num_wires, "{random} targets differ between two runs of plonky2's");
+        assert_eq!(table.replays(), (1, 0), "the second generation followed the first's order");
     }
+}
+
+/// A witness that sets other targets than the one the order was learned from leaves the order
+/// where a generator finds an input unset, and the generation goes on by plonky2's rounds: the
+/// values are plonky2's. The order is learned here from a witness that also sets the circuit's
+/// last digest, which the generators compute, so the public inputs' hash runs early in it.
+#[test]
+fn witness_generation_off_the_learned_order_matches_plonky2() {
+    let (data, targets) = small_circuit(40);
+    let (prover, common) = (&data.prover_only, &data.common);
+    let pw = witness(&targets, 11);
+    let full = generate_partial_witness(pw.clone(), prover, common).expect("plonky2");
+    let mut more = pw.clone();
+    for &t in &prover.public_inputs[..4] {
+        more.set_target(t, full.get_target(t)).expect("set");
+    }
+    let table = prover_gpu::witness::WatchTable::of(prover, common).expect("table");
+    let learned = prover_gpu::witness::generate_partial_witness(more.clone(), prover, common, &table).expect("ours");
+    assert_plonky2s_witness(&learned, &data, more);
+    assert!(table.has_schedule());
+    let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
+    assert_eq!(table.replays(), (0, 1), "the generation left the order");
+    assert_plonky2s_witness(&ours, &data, pw);
+    // A conflicting input is still refused on the order, as by the rounds.
+    let mut bad = witness(&targets, 12);
+    bad.set_target(prover.public_inputs[0], F::ONE).expect("set");
+    let err = prover_gpu::witness::generate_partial_witness(bad, prover, common, &table).expect_err("refused");
+    assert!(matches!(err, BackendError::Witness(_)), "{err}");
 }
 
 /// The wire columns read off a generated witness equal plonky2's `full_witness`, column by
