@@ -277,7 +277,7 @@ pub fn hash_columns(columns: &[Vec<F>], out: &mut [Digest]) {
 /// Asks the CPU to bring the cache line holding `x` into its caches: a hint, which changes no
 /// result (a no-op on other architectures).
 #[inline(always)]
-fn prefetch<T>(x: &T) {
+pub(crate) fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -250,6 +250,21 @@ impl PoseidonLanes {
             order.push(LANES_TAG | self.generators.len() as u32);
             order.extend(&self.generators);
         }
+        // Each lane's row of values and of representatives is asked for while the permutation
+        // runs: the rows are 2 KiB apart or more, each a new stream for the CPU's prefetchers,
+        // and the sets below waited on their loads (`perf`: the set's load of the value, about
+        // a third of the step); 0.92× the step, median of four interleaved pairs.
+        let k = witness.num_wires;
+        for &row in &self.rows {
+            // A cache line holds four values (`Option<F>`) and eight representatives.
+            let wires = row * k..(row + 1) * k;
+            for v in witness.values.get(wires.clone()).unwrap_or_default().iter().step_by(4) {
+                poseidon_x8::prefetch(v);
+            }
+            for r in witness.representative_map.get(wires).unwrap_or_default().iter().step_by(8) {
+                poseidon_x8::prefetch(r);
+            }
+        }
         poseidon_x8::permute_for_gate(&mut self.states, &mut self.sbox);
         for (l, &row) in self.rows.iter().enumerate() {
             for (i, &d) in self.deltas[l].iter().enumerate() {
