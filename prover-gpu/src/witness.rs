@@ -572,8 +572,12 @@ fn follow(
     let table = queue.table;
     let mut steps = schedule.iter().copied();
     while let Some(step) = steps.next() {
+        // Each generator appears once in a learned order; one that is not a generator still to
+        // run, or not of the kind its place says, ends the order like a missing input.
+        let pending = |g: u32| queue.expired.get(g as usize) == Some(&false);
         if step & LANES_TAG == 0 {
-            if matches!(table.kinds.get(step as usize), None | Some(Kind::Poseidon(_)))
+            if !pending(step)
+                || matches!(table.kinds[step as usize], Kind::Poseidon(_))
                 || !run_one(step, prover, table, witness, buffer, lanes)
             {
                 return Ok(false);
@@ -582,8 +586,10 @@ fn follow(
             continue;
         }
         for _ in 0..step & !LANES_TAG {
-            let Some(g) = steps.next() else { return Ok(false) };
-            let Some(&Kind::Poseidon(row)) = table.kinds.get(g as usize) else { return Ok(false) };
+            let Some(g) = steps.next().filter(|&g| pending(g) && !lanes.generators.contains(&g)) else {
+                return Ok(false);
+            };
+            let Kind::Poseidon(row) = table.kinds[g as usize] else { return Ok(false) };
             if lanes.is_full() || !lanes.take(g, row as usize, witness) {
                 return Ok(false);
             }

@@ -247,7 +247,8 @@ fn witness_generation_matches_plonky2() {
 /// A witness that sets other targets than the one the order was learned from leaves the order
 /// where a generator finds an input unset, and the generation goes on by plonky2's rounds: the
 /// values are plonky2's. The order is learned here from a witness that also sets the circuit's
-/// last digest, which the generators compute, so the public inputs' hash runs early in it.
+/// last digest, which the generators compute, so what reads the digest runs earlier in that
+/// order than a witness without it allows.
 #[test]
 fn witness_generation_off_the_learned_order_matches_plonky2() {
     let (data, targets) = small_circuit(40);
