@@ -433,16 +433,19 @@ impl Queue<'_> {
         self.remaining -= 1;
     }
 
+    /// Sets the values a generator's run left in `buffer` (plonky2's generators may leave some
+    /// behind a run that did not complete, too).
+    fn set_generated(&mut self, witness: &mut PartitionWitness<F>, buffer: &mut GeneratedValues<F>) -> Result<()> {
+        buffer.target_values.drain(..).try_for_each(|(t, v)| self.set(witness, t, v))
+    }
+
     /// Sets what generator `g` left in `buffer`, after a run that completed, and records it.
     fn completed(&mut self, g: u32, witness: &mut PartitionWitness<F>, buffer: &mut GeneratedValues<F>) -> Result<()> {
         self.expire(g);
         if let Some(order) = &mut self.order {
             order.push(g);
         }
-        for (t, v) in buffer.target_values.drain(..) {
-            self.set(witness, t, v)?;
-        }
-        Ok(())
+        self.set_generated(witness, buffer)
     }
 }
 
@@ -515,9 +518,7 @@ pub fn generate_partial_witness<'a>(
         lanes.clear();
         queue.watch = true;
         // What the generator that stopped it left behind, as a round sets it.
-        for (t, v) in buffer.target_values.drain(..) {
-            queue.set(&mut witness, t, v)?;
-        }
+        queue.set_generated(&mut witness, &mut buffer)?;
     }
     let mut pending: Vec<u32> = (0..count as u32).filter(|&g| !queue.expired[g as usize]).collect();
     while !pending.is_empty() {
@@ -537,12 +538,7 @@ pub fn generate_partial_witness<'a>(
                     }
                 }
                 _ if done => queue.completed(g, &mut witness, &mut buffer)?,
-                // plonky2's generators may leave values behind a run that did not complete.
-                _ => {
-                    for (t, v) in buffer.target_values.drain(..) {
-                        queue.set(&mut witness, t, v)?;
-                    }
-                }
+                _ => queue.set_generated(&mut witness, &mut buffer)?,
             }
         }
         lanes.run(&mut witness, &mut queue)?;
