@@ -41,6 +41,7 @@ use plonky2::iop::target::Target;
 use plonky2::iop::wire::Wire;
 use plonky2::iop::witness::{PartialWitness, PartitionWitness, Witness, WitnessWrite};
 use plonky2::plonk::circuit_data::{CommonCircuitData, ProverOnlyCircuitData};
+use plonky2::util::serialization::{Buffer, Read as _};
 use rayon::prelude::*;
 
 use crate::commit::Config;
@@ -156,16 +157,18 @@ fn arithmetic_op(
     }
     let mut bytes = Vec::with_capacity(32);
     g.0.serialize(&mut bytes, common).ok()?;
-    let words: Vec<u64> = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
-    let [row, c0, c1, op] = words[..] else { return None };
-    let (row, op) = (usize::try_from(row).ok()?, usize::try_from(op).ok()?);
-    if c0 >= F::ORDER || c1 >= F::ORDER || arithmetic_wires::output(op) >= common.config.num_wires {
+    // Read back as the generator's own `deserialize` reads them, the whole encoding.
+    let mut src = Buffer::new(&bytes);
+    let (row, c0, c1, op) = (src.read_usize(), src.read_field::<F>(), src.read_field::<F>(), src.read_usize());
+    let (row, c0, c1, op) = (row.ok()?, c0.ok()?, c1.ok()?, op.ok()?);
+    let canonical = c0.0 < F::ORDER && c1.0 < F::ORDER;
+    if src.pos() != bytes.len() || !canonical || arithmetic_wires::output(op) >= common.config.num_wires {
         return None;
     }
     let inputs =
         [arithmetic_wires::multiplicand_0(op), arithmetic_wires::multiplicand_1(op), arithmetic_wires::addend(op)];
     let exact = g.0.watch_list().into_iter().eq(inputs.map(|column| Target::wire(row, column)));
-    exact.then(|| ArithmeticOp { row, op, c0: F::from_canonical_u64(c0), c1: F::from_canonical_u64(c1) })
+    exact.then_some(ArithmeticOp { row, op, c0, c1 })
 }
 
 impl ArithmeticOp {
