@@ -6,7 +6,7 @@
 use aggregator::{AggJob, AggregationCircuits, BlockPublicInputs, BlockVerifier, ProofBytes, ProofKind};
 use circuits::hash::ZERO_DIGEST;
 use circuits::{Executor, Genesis};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use prover_gpu::Prover;
 
 fn aggregation(c: &mut Criterion) {
@@ -45,6 +45,30 @@ fn aggregation(c: &mut Criterion) {
     // checked, the merge's witness set.
     g.bench_function("merge_four_batches_inputs", |b| b.iter(|| circuits.job_inputs(&leaf_job).expect("inputs")));
     g.bench_function("verify_block", |b| b.iter(|| verifier.verify(&block.bytes, &expected).expect("verify")));
+    g.finish();
+
+    // The merge's witness generation alone, plonky2's against ours: on a device it is the largest
+    // step a merge leaves on the host.
+    let data = circuits.block_circuit();
+    let table = prover_gpu::witness::WatchTable::cached(&data.prover_only, &data.common).expect("table");
+    let inputs = || circuits.job_inputs(&leaf_job).expect("inputs");
+    let mut g = c.benchmark_group("witness");
+    g.bench_function("generate_merge_of_four/plonky2", |b| {
+        b.iter_batched(
+            inputs,
+            |pw| plonky2::iop::generator::generate_partial_witness(pw, &data.prover_only, &data.common).expect("ok"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("generate_merge_of_four/ours", |b| {
+        b.iter_batched(
+            inputs,
+            |pw| {
+                prover_gpu::witness::generate_partial_witness(pw, &data.prover_only, &data.common, &table).expect("ok")
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
