@@ -27,12 +27,16 @@
 //! batch circuit's 110 222 generators) allocates its dependency list and its output on every
 //! try; its operation, read once from its serialized fields, is computed here. On the batch
 //! circuit the step went from 128 ms to 84 ms (`cargo bench -p benches --bench batch --
-//! witness`, BENCHMARKS.md, "Witness generation in a learned order").
+//! witness`, BENCHMARKS.md, "Witness generation in a learned order"). Since the fiftieth
+//! session the extension field's arithmetic gates too (`ArithmeticExtensionGate`,
+//! `MulExtensionGate`: 30 624 of a merge's 72 229 generators), which a recursive verifier's
+//! arithmetic is.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use plonky2::field::extension::{Extendable, FieldExtension};
 use plonky2::field::types::{Field, Field64, PrimeField64};
 use plonky2::hash::hash_types::HashOut;
 use plonky2::hash::poseidon::SPONGE_WIDTH;
@@ -50,6 +54,9 @@ use crate::poseidon_x8::{self, Lanes, SboxInputs, GATE_SBOX_INPUTS, LANES};
 use crate::F;
 
 const D: usize = 2;
+
+/// The quadratic extension the extension gates compute in.
+type Ext = <F as Extendable<D>>::Extension;
 
 /// Circuits whose tables are kept: a process proves a few circuits (the batch and the merge).
 const CACHED_CIRCUITS: usize = 8;
@@ -82,17 +89,33 @@ enum Kind {
     Plonky2,
     /// plonky2's `PoseidonGenerator` of the gate at this row: on lanes, eight gates at a time.
     Poseidon(u32),
-    /// plonky2's `ArithmeticBaseGenerator`: this entry of [`WatchTable::arithmetic`].
+    /// The generator of one of plonky2's arithmetic gates: this entry of
+    /// [`WatchTable::arithmetic`].
     Arithmetic(u32),
 }
 
-/// One operation of plonky2's `ArithmeticGate`, `output = c0·m0·m1 + c1·addend`, as its
-/// `ArithmeticBaseGenerator` computes it.
+/// One operation of one of plonky2's arithmetic gates, as its generator computes it:
+/// `output = c0·m0·m1 + c1·addend` over the base field (`ArithmeticGate`) or the quadratic
+/// extension (`ArithmeticExtensionGate`), or `output = c0·m0·m1` over the extension
+/// (`MulExtensionGate`, whose `c1` is unused).
 struct ArithmeticOp {
+    gate: ArithmeticGate,
     row: usize,
-    op: usize,
+    /// The operation's first wire: its inputs, then its output, lie from here.
+    first: usize,
     c0: F,
     c1: F,
+}
+
+/// The arithmetic gates whose generators run here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ArithmeticGate {
+    /// `ArithmeticGate`'s `ArithmeticBaseGenerator`.
+    Base,
+    /// `ArithmeticExtensionGate`'s `ArithmeticExtensionGenerator`.
+    Extension,
+    /// `MulExtensionGate`'s `MulExtensionGenerator`.
+    MulExtension,
 }
 
 /// The generators in the order a complete generation ran them, flat: a generator's index, or
@@ -114,21 +137,45 @@ mod gate_wires {
     const _: () = assert!(SBOX + GATE_SBOX_INPUTS == 135);
 }
 
-/// plonky2's `ArithmeticGate` wire layout (its index functions are crate-private): operation
-/// `i` reads wires `4i`, `4i + 1` (the multiplicands) and `4i + 2` (the addend) and writes
-/// `4i + 3`.
-mod arithmetic_wires {
-    pub const fn multiplicand_0(i: usize) -> usize {
-        4 * i
+impl ArithmeticGate {
+    const ALL: [Self; 3] = [Self::Base, Self::Extension, Self::MulExtension];
+
+    /// The gate whose generator has this id.
+    fn of(id: &str) -> Option<Self> {
+        match id {
+            "ArithmeticBaseGenerator" => Some(Self::Base),
+            "ArithmeticExtensionGenerator" => Some(Self::Extension),
+            "MulExtensionGenerator" => Some(Self::MulExtension),
+            _ => None,
+        }
     }
-    pub const fn multiplicand_1(i: usize) -> usize {
-        4 * i + 1
+
+    /// The wire layouts (plonky2's index functions for them are crate-private): operation `i`
+    /// takes wires `width·i ..` — its multiplicands, its addend where it has one, each one
+    /// element (base) or `D` (extension), then its output.
+    const fn element(self) -> usize {
+        match self {
+            Self::Base => 1,
+            Self::Extension | Self::MulExtension => D,
+        }
     }
-    pub const fn addend(i: usize) -> usize {
-        4 * i + 2
+
+    /// Input elements: two multiplicands and, but for `MulExtensionGate`, the addend.
+    const fn inputs(self) -> usize {
+        match self {
+            Self::Base | Self::Extension => 3,
+            Self::MulExtension => 2,
+        }
     }
-    pub const fn output(i: usize) -> usize {
-        4 * i + 3
+
+    /// Wires an operation takes.
+    const fn width(self) -> usize {
+        (self.inputs() + 1) * self.element()
+    }
+
+    /// Whether its generator's fields hold `const_1` (`MulExtensionGenerator`'s do not).
+    const fn has_addend(self) -> bool {
+        self.inputs() == 3
     }
 }
 
@@ -145,44 +192,60 @@ fn poseidon_row(g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>) -> Optio
     u32::try_from(row).ok().filter(|_| exact)
 }
 
-/// The operation a generator computes, if it is plonky2's `ArithmeticBaseGenerator`: its id, its
-/// fields as its `serialize` writes them (row, `const_0`, `const_1`, operation), and a watch
-/// list of exactly that operation's inputs.
+/// The operation a generator computes, if it is the generator of one of plonky2's arithmetic
+/// gates ([`ArithmeticGate`]): its id, its fields as its `serialize` writes them (row,
+/// `const_0`, `const_1` but for `MulExtensionGenerator`, operation), and a watch list of exactly
+/// that operation's inputs.
 fn arithmetic_op(
     g: &plonky2::iop::generator::WitnessGeneratorRef<F, D>,
     common: &CommonCircuitData<F, D>,
 ) -> Option<ArithmeticOp> {
-    if g.0.id() != "ArithmeticBaseGenerator" {
-        return None;
-    }
+    let gate = ArithmeticGate::of(&g.0.id())?;
     let mut bytes = Vec::with_capacity(32);
     g.0.serialize(&mut bytes, common).ok()?;
     // Read back as the generator's own `deserialize` reads them, the whole encoding.
     let mut src = Buffer::new(&bytes);
-    let (row, c0, c1, op) = (src.read_usize(), src.read_field::<F>(), src.read_field::<F>(), src.read_usize());
-    let (row, c0, c1, op) = (row.ok()?, c0.ok()?, c1.ok()?, op.ok()?);
+    let row = src.read_usize().ok()?;
+    let c0 = src.read_field::<F>().ok()?;
+    let c1 = if gate.has_addend() { src.read_field::<F>().ok()? } else { F::ZERO };
+    let op = src.read_usize().ok()?;
     let canonical = c0.0 < F::ORDER && c1.0 < F::ORDER;
-    if src.pos() != bytes.len() || !canonical || arithmetic_wires::output(op) >= common.config.num_wires {
+    let first = op.checked_mul(gate.width())?;
+    if src.pos() != bytes.len() || !canonical || first.checked_add(gate.width())? > common.config.num_wires {
         return None;
     }
-    let inputs =
-        [arithmetic_wires::multiplicand_0(op), arithmetic_wires::multiplicand_1(op), arithmetic_wires::addend(op)];
+    let inputs = first..first + gate.inputs() * gate.element();
     let exact = g.0.watch_list().into_iter().eq(inputs.map(|column| Target::wire(row, column)));
-    exact.then_some(ArithmeticOp { row, op, c0, c1 })
+    exact.then_some(ArithmeticOp { gate, row, first, c0, c1 })
 }
 
 impl ArithmeticOp {
-    /// The generator's `run`: the output into `out` and `true` once the three inputs are set.
+    /// The generator's `run`: the output into `out` and `true` once the inputs are set.
     fn run(&self, witness: &PartitionWitness<F>, out: &mut GeneratedValues<F>) -> bool {
-        let get = |column| witness.try_get_target(Target::wire(self.row, column));
-        let inputs = (
-            get(arithmetic_wires::multiplicand_0(self.op)),
-            get(arithmetic_wires::multiplicand_1(self.op)),
-            get(arithmetic_wires::addend(self.op)),
-        );
-        let (Some(m0), Some(m1), Some(addend)) = inputs else { return false };
-        let output = Target::wire(self.row, arithmetic_wires::output(self.op));
-        out.target_values.push((output, m0 * m1 * self.c0 + addend * self.c1));
+        let get = |k: usize| witness.try_get_target(Target::wire(self.row, self.first + k));
+        let output = |k: usize| Target::wire(self.row, self.first + self.gate.width() - self.gate.element() + k);
+        match self.gate {
+            ArithmeticGate::Base => {
+                let (Some(m0), Some(m1), Some(addend)) = (get(0), get(1), get(2)) else { return false };
+                out.target_values.push((output(0), m0 * m1 * self.c0 + addend * self.c1));
+            }
+            ArithmeticGate::Extension | ArithmeticGate::MulExtension => {
+                let ext = |k: usize| Some(Ext::from_basefield_array([get(k)?, get(k + 1)?]));
+                let (Some(m0), Some(m1)) = (ext(0), ext(D)) else { return false };
+                let scale = |x: Ext, c: F| FieldExtension::<D>::scalar_mul(&x, c);
+                let product = scale(m0 * m1, self.c0);
+                let value = if self.gate == ArithmeticGate::Extension {
+                    let Some(addend) = ext(2 * D) else { return false };
+                    product + scale(addend, self.c1)
+                } else {
+                    product
+                };
+                let value: [F; D] = FieldExtension::<D>::to_basefield_array(&value);
+                for (k, v) in value.into_iter().enumerate() {
+                    out.target_values.push((output(k), v));
+                }
+            }
+        }
         true
     }
 }
@@ -352,10 +415,11 @@ impl WatchTable {
         self.kinds.iter().filter(|k| matches!(k, Kind::Poseidon(_))).count()
     }
 
-    /// How many generators this table runs as arithmetic operations of its own in place of
-    /// plonky2's `ArithmeticBaseGenerator`.
-    pub fn fast_arithmetic_generators(&self) -> usize {
-        self.arithmetic.len()
+    /// How many generators of each of plonky2's arithmetic gates this table runs as operations
+    /// of its own in place of plonky2's generator, in [`ArithmeticGate`]'s order (base,
+    /// extension, multiplication in the extension).
+    pub fn fast_arithmetic_generators(&self) -> [usize; 3] {
+        ArithmeticGate::ALL.map(|gate| self.arithmetic.iter().filter(|op| op.gate == gate).count())
     }
 
     /// Whether a complete generation has left its order to follow.

@@ -230,11 +230,17 @@ fn assert_plonky2s_witness(ours: &PartitionWitness<F>, data: &CircuitData<F, Con
 fn witness_generation_matches_plonky2() {
     let [(inner, inner_pw), (outer, outer_pw)] = ours_and_a_verifier(7);
     let another = witness(&small_circuit(300).1, 70);
-    for (data, pws) in [(inner, [inner_pw, another]), (outer, [outer_pw.clone(), outer_pw])] {
+    // The gates whose generators take our operations: the base field's arithmetic in both; the
+    // extension's, which a recursive verifier's arithmetic is, in the verifier.
+    for (data, pws, extension) in [(inner, [inner_pw, another], false), (outer, [outer_pw.clone(), outer_pw], true)] {
         let (prover, common) = (&data.prover_only, &data.common);
         let table = prover_gpu::witness::WatchTable::of(prover, common).expect("table");
         assert!(table.fast_poseidon_generators() > 0, "the Poseidon gates take the fast rounds");
-        assert!(table.fast_arithmetic_generators() > 0, "the arithmetic gates take our operations");
+        let [base, ext, mul_ext] = table.fast_arithmetic_generators();
+        assert!(base > 0, "the arithmetic gates take our operations");
+        if extension {
+            assert!(ext > 0 && mul_ext > 0, "the extension's arithmetic gates take ours: {ext}, {mul_ext}");
+        }
         for (round, pw) in pws.into_iter().enumerate() {
             assert_eq!(table.has_schedule(), round > 0, "the first generation leaves its order");
             let ours = prover_gpu::witness::generate_partial_witness(pw.clone(), prover, common, &table).expect("ours");
