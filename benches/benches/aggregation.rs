@@ -1,5 +1,5 @@
 //! Aggregation: time per tree node (a merge of four batch proofs, as a block of four has; a merge
-//! of two merges), block verification, block proof size.
+//! of two merges), block verification, block proof size, and a merge's witness generation alone.
 //!
 //! `cargo bench -p benches --bench aggregation`
 
