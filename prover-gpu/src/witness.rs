@@ -628,10 +628,8 @@ pub fn generate_partial_witness<'a>(
     Ok(witness)
 }
 
-/// Values a task of [`unset_values`] writes: 1 MiB.
-const VALUES_PER_TASK: usize = 1 << 16;
-
-/// `len` unset values, plonky2's `vec![None; len]` written by tasks on rayon.
+/// `len` unset values, plonky2's `vec![None; len]` collected on rayon, as [`crate::backend::owned`]
+/// copies: an indexed collect writes each task's run of the vector in place.
 ///
 /// A fresh allocation of this size (72 MB on the batch circuit) is mapped on first touch, and
 /// those page faults, not the writes, were most of its cost: about 27 ms on one core of the Intel
@@ -641,15 +639,7 @@ const VALUES_PER_TASK: usize = 1 << 16;
 /// against 25.7 ms inside `rollup bench` (medians of nine). Where the allocator hands back pages
 /// already mapped (the batch circuit's witness bench) nothing changes.
 fn unset_values(len: usize) -> Vec<Option<F>> {
-    let mut values = Vec::with_capacity(len);
-    values.spare_capacity_mut().par_chunks_mut(VALUES_PER_TASK).for_each(|chunk| {
-        chunk.iter_mut().for_each(|v| {
-            v.write(None);
-        })
-    });
-    // SAFETY: the chunks above cover the first `len` elements, and each was written.
-    unsafe { values.set_len(len) };
-    values
+    (0..len).into_par_iter().map(|_| None).collect()
 }
 
 /// Runs the generators in `schedule`'s order; `false` where one finds an input unset (what ran
