@@ -234,7 +234,7 @@ impl ArithmeticOp {
                 let (Some(m0), Some(m1)) = (ext(0), ext(D)) else { return false };
                 let scale = |x: Ext, c: F| FieldExtension::<D>::scalar_mul(&x, c);
                 let product = scale(m0 * m1, self.c0);
-                let value = if self.gate == ArithmeticGate::Extension {
+                let value = if self.gate.has_addend() {
                     let Some(addend) = ext(2 * D) else { return false };
                     product + scale(addend, self.c1)
                 } else {
